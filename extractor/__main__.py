@@ -1,0 +1,3 @@
+from extractor.cli import run_cli
+
+run_cli()

@@ -1,0 +1,148 @@
+"""The ``extractor`` command: a thin click layer over the library.
+
+Library errors become one line on stderr and an exit status; nothing here does real work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+
+from extractor.config import DEFAULT_BASE_URL, Credentials, InvoiceJob, parse_when
+from extractor.errors import ExtractorError, UsageError
+from extractor.pipeline import run_invoices
+from extractor.progress import render_summary
+
+EXIT_FATAL: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_PARTIAL: Final = 3
+T = TypeVar("T")
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="extractor")
+def main() -> None:
+    """Bulk extractor for the 24SevenOffice SOAP API into typed, partitioned Parquet."""
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
+@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths.")
+@click.option("--changed-after", help="Only orders changed after this UTC time.")
+@click.option("--registered-after", help="Only orders registered after this UTC time.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--batch-size", default=1000, show_default=True, type=int, help="Ids per GetInvoices (1..1000).")
+@click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
+@click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
+@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
+def invoices(
+    out: Path,
+    base_url: str,
+    changed_after: str | None,
+    registered_after: str | None,
+    concurrency: int,
+    batch_size: int,
+    invoice_properties: str | None,
+    row_properties: str | None,
+    soap_version: str,
+) -> None:
+    """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows."""
+    if changed_after and registered_after:
+        raise UsageError("give --changed-after or --registered-after, not both")
+    job = InvoiceJob(
+        out=out,
+        base_url=base_url,
+        changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
+        registered_after=parse_when(registered_after, "--registered-after") if registered_after else None,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        invoice_properties=_names(invoice_properties),
+        row_properties=_names(row_properties),
+        soap_version=soap_version,
+    )
+    credentials = Credentials.from_env()
+    summary = _run(run_invoices(job, credentials))
+    click.echo(render_summary(summary))
+    if summary["status"] != "complete":
+        click.echo(f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--orders", default=50_000, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds per request.")
+@click.option("--latency-per-1000", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds per 1000 invoices.")
+@click.option("--session-ttl-calls", default=0, show_default=True, type=click.IntRange(0), help="Expire sessions after N calls (0: never).")
+def simulate(host: str, port: int, orders: int, seed: int, latency: float, latency_per_1000: float, session_ttl_calls: int) -> None:
+    """Serve the built-in 24SevenOffice simulator until interrupted."""
+    from extractor.simulator.cli import serve
+
+    _run(serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls))
+
+
+@main.command()
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(path_type=Path))
+@click.option("--orders", default=50_000, show_default=True, type=click.IntRange(1, 10_000_000))
+def demo(out: Path, orders: int) -> None:
+    """Backfill the built-in simulator's orders into ./demo-output and show the result."""
+    from extractor.simulator.cli import run_demo
+
+    if (out / "_runs").is_dir():
+        shutil.rmtree(out)  # a previous demo's output; the demo starts clean
+    _run(run_demo(out, orders))
+
+
+def _say(message: object) -> None:
+    """One line on stderr, with the password blanked should any code path ever carry it."""
+    text = str(message).replace("\n", " ")
+    password = os.environ.get("TFSO_PASSWORD")
+    if password:
+        text = text.replace(password, "***")
+    click.echo(text, err=True)
+
+
+def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main) -> int:
+    """Run the CLI; user errors become one line and a non-zero status, never a traceback."""
+    try:
+        run(args=argv, prog_name="extractor", standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "extractor"
+        _say(f"{command}: error: {exc.format_message()} (see '{command} --help')")
+        return EXIT_USAGE
+    except click.Abort:
+        _say("extractor: interrupted")
+        return 130
+    except KeyboardInterrupt:
+        _say("extractor: interrupted")
+        return 130
+    except UsageError as exc:
+        _say(f"extractor: error: {exc}")
+        return EXIT_USAGE
+    except ExtractorError as exc:
+        _say(f"extractor: error: {exc}")
+        return EXIT_FATAL
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FATAL
+    return 0
+
+
+def run_cli() -> None:
+    sys.exit(entry())

@@ -1,0 +1,115 @@
+"""Configuration values: frozen, with ``DEFAULT_*`` constants. Secrets only from the environment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from extractor.errors import CredentialsMissing, UsageError
+
+DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
+MAX_BATCH: Final = 1000
+_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The Login credential; ``repr`` never shows the password."""
+
+    application_id: str
+    username: str
+    password: str = field(repr=False)
+    identity_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        env = os.environ if env is None else env
+        names = ("TFSO_APPLICATION_ID", "TFSO_USERNAME", "TFSO_PASSWORD")
+        missing = [name for name in names if not env.get(name)]
+        if missing:
+            raise CredentialsMissing(
+                f"missing credentials: set {', '.join(missing)} in the environment"
+            )
+        creds = cls(
+            env["TFSO_APPLICATION_ID"].strip(),
+            env["TFSO_USERNAME"].strip(),
+            env["TFSO_PASSWORD"],
+            env.get("TFSO_IDENTITY_ID", "").strip() or None,
+        )
+        for name, value in (("TFSO_APPLICATION_ID", creds.application_id), ("TFSO_IDENTITY_ID", creds.identity_id)):
+            if value is not None and not _GUID.fullmatch(value):
+                raise UsageError(f"{name} is not a guid (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+        return creds
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in any output."""
+        return (self.password,) if self.password else ()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off with full jitter, bounded in attempts."""
+
+    attempts: int = 6
+    initial: float = 0.5
+    maximum: float = 30.0
+
+
+DEFAULT_RETRY: Final = RetryPolicy()
+LOGIN_RETRY: Final = RetryPolicy(attempts=3, initial=0.2, maximum=2.0)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0
+    attempt: float = 300.0  # a whole request, response body included
+
+
+DEFAULT_TIMEOUTS: Final = Timeouts()
+
+
+@dataclass(frozen=True)
+class InvoiceJob:
+    """Everything ``extractor invoices`` was asked to do."""
+
+    out: Path
+    base_url: str = DEFAULT_BASE_URL
+    changed_after: dt.datetime | None = None
+    registered_after: dt.datetime | None = None
+    concurrency: int = 8
+    batch_size: int = MAX_BATCH
+    invoice_properties: tuple[str, ...] = ()
+    row_properties: tuple[str, ...] = ()
+    soap_version: str = "1.1"
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+
+
+def parse_when(text: str, flag: str) -> dt.datetime:
+    """``YYYY-MM-DD`` or an ISO date-time; naive values are UTC. Returns naive UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag}: {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC)"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output path that cannot hold the dataset, before any request is sent."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory (it is created if missing)")
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"--out {out}: {parent} is not writable")
+            break

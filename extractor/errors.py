@@ -1,0 +1,95 @@
+"""Every error the extractor raises, rooted at :class:`ExtractorError`.
+
+::
+
+    ExtractorError
+    ├── UsageError                 bad input from the user (flags, env, paths); exit 2
+    │   └── CredentialsMissing
+    ├── FatalError                 stops the run; never retried
+    │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
+    │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
+    │   ├── HostileXml             DTD or entity declarations in a response
+    │   ├── DataError              a value that does not fit its WSDL type
+    │   └── OutputError            the dataset cannot be written
+    └── TransientError             retried with back-off
+        ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
+        │   └── RequestTimeout     no complete answer in time (also TimeoutError)
+        ├── ServerError            HTTP 5xx without a usable SOAP fault, or 429
+        ├── ServerFault            a SOAP fault the service may not repeat (timeouts, overload)
+        ├── MalformedResponse      truncated or non-XML body, including HTTP 200 bodies that stop
+        └── SessionExpired         "Session is not authenticated": re-login, then retry
+
+Retryable errors are told apart by type (``TransientError``), never by matching strings at
+the call site; aiohttp and lxml exceptions are translated in ``transport.py`` and
+``parser.py`` only.
+"""
+
+from __future__ import annotations
+
+
+class ExtractorError(Exception):
+    """Root of every error raised by the extractor."""
+
+
+class UsageError(ExtractorError):
+    """The user asked for something that cannot be done as asked."""
+
+
+class CredentialsMissing(UsageError):
+    """A required TFSO_* environment variable is not set."""
+
+
+class FatalError(ExtractorError):
+    """An error that retrying will not fix."""
+
+
+class AuthenticationFailed(FatalError):
+    """The service refused the credentials."""
+
+
+class InvalidRequest(FatalError):
+    """The service says the request itself is invalid."""
+
+
+class HostileXml(FatalError):
+    """A response declared a DTD or entities; it is refused, never expanded."""
+
+
+class DataError(FatalError):
+    """A value in a response does not fit the WSDL type of its field."""
+
+
+class OutputError(FatalError):
+    """The output directory cannot be written."""
+
+
+class TransientError(ExtractorError):
+    """An error worth retrying after a pause."""
+
+
+class TransportError(TransientError, ConnectionError):
+    """The connection failed before a complete response arrived."""
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """No complete response within the per-attempt timeout."""
+
+
+class ServerError(TransientError):
+    """HTTP 5xx (or 429) without a SOAP fault that explains it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class ServerFault(TransientError):
+    """A SOAP fault that a later attempt may not repeat."""
+
+
+class MalformedResponse(TransientError):
+    """The body is not the complete XML document the operation returns."""
+
+
+class SessionExpired(TransientError):
+    """The session cookie is no longer valid; log in again and retry."""

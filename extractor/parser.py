@@ -1,0 +1,170 @@
+"""Streaming response parser, sans I/O: feed bytes as they arrive, take finished records out.
+
+Each finished record element (an ``InvoiceOrder``, an ``int`` of a sync list) is read into
+*raw values* and cleared at once, so memory holds one record, not the body:
+
+- a scalar is its text (``""`` for an empty element, ``None`` for absent or ``xsi:nil``);
+- a struct is a list of raw values in WSDL field order, or ``None``;
+- a repeated type is a list of item raw values, or ``None``.
+
+Typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`.
+DTDs and entity declarations are refused before libxml2 sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from lxml import etree
+
+from extractor import schema
+from extractor.errors import HostileXml, MalformedResponse
+
+NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+MAX_PROLOG: Final = 64 * 1024
+
+Raw = Any
+Reader = Callable[[etree._Element], Raw]
+
+
+def _scalar(child: etree._Element) -> str | None:
+    text = child.text
+    if text is None:
+        return None if child.get(NIL_ATTR) == "true" else ""
+    return text
+
+
+class StructReader:
+    """Reads one complex-type element into a list of raw values in WSDL order."""
+
+    __slots__ = ("_index", "_width")
+
+    def __init__(self, struct: schema.Struct, namespace: str) -> None:
+        self._width = len(struct.fields)
+        self._index: dict[str, tuple[int, Reader | None]] = {
+            f"{{{namespace}}}{f.name}": (pos, compile_reader(f.type, namespace))
+            for pos, f in enumerate(struct.fields)
+        }
+
+    def __call__(self, elem: etree._Element) -> list[Raw] | None:
+        if len(elem) == 0 and elem.get(NIL_ATTR) == "true":
+            return None
+        values: list[Raw] = [None] * self._width
+        index = self._index
+        for child in elem:
+            entry = index.get(child.tag)  # type: ignore[call-overload]
+            if entry is None:
+                continue  # a field newer than the shipped WSDL, a comment
+            pos, read = entry
+            if read is None:
+                text = child.text
+                values[pos] = text if text is not None else _scalar(child)
+            else:
+                values[pos] = read(child)
+        return values
+
+
+class ListReader:
+    """Reads an ``ArrayOfX`` element into a list of item raw values."""
+
+    __slots__ = ("_item", "_tag")
+
+    def __init__(self, ftype: schema.ListOf, namespace: str) -> None:
+        self._tag = f"{{{namespace}}}{ftype.item_tag}"
+        self._item: Reader = compile_reader(ftype.item, namespace) or _scalar
+
+    def __call__(self, elem: etree._Element) -> list[Raw] | None:
+        if len(elem) == 0 and elem.get(NIL_ATTR) == "true":
+            return None
+        tag, item = self._tag, self._item
+        return [item(child) for child in elem if child.tag == tag]
+
+
+def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
+    """A reader for a complex type; None for scalars, which the struct reader inlines."""
+    if isinstance(ftype, schema.Struct):
+        return StructReader(ftype, namespace)
+    if isinstance(ftype, schema.ListOf):
+        return ListReader(ftype, namespace)
+    return None
+
+
+class _PrologGuard:
+    """Refuses DOCTYPE and ENTITY declarations, which can only precede the root element."""
+
+    _ROOT_START: Final = re.compile(rb"<[^?!]")
+
+    def __init__(self) -> None:
+        self._prolog = b""
+        self.done = False
+
+    def check(self, chunk: bytes) -> None:
+        self._prolog += chunk
+        root = self._ROOT_START.search(self._prolog)
+        head = self._prolog if root is None else self._prolog[: root.start()]
+        if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+            raise HostileXml("response declares a DTD or entities; refused without expanding it")
+        if root is not None:
+            self.done, self._prolog = True, b""
+        elif len(self._prolog) > MAX_PROLOG:
+            raise MalformedResponse("response has no root element in its first 64 KiB")
+
+
+class RecordStream:
+    """Feed a SOAP response in chunks; finished ``record_tag`` elements land in ``records``."""
+
+    def __init__(self, record_tag: str, read: Reader) -> None:
+        self._read = read
+        self._guard = _PrologGuard()
+        self._parser = etree.XMLPullParser(
+            events=("end",),
+            tag=record_tag,
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            remove_comments=True,
+        )
+        self.records: list[Raw] = []
+        self.bytes_fed = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.bytes_fed += len(chunk)
+        if not self._guard.done:
+            self._guard.check(chunk)
+        try:
+            self._parser.feed(chunk)
+        except etree.XMLSyntaxError as exc:
+            raise MalformedResponse(f"response is not well-formed XML: {exc}") from None
+        self._drain()
+
+    def close(self) -> etree._Element:
+        """End of body: the (emptied) document root, or MalformedResponse if it stopped short."""
+        try:
+            root = self._parser.close()
+        except etree.XMLSyntaxError as exc:
+            raise MalformedResponse(
+                f"response ended before the XML document was complete ({exc})"
+            ) from None
+        self._drain()
+        return root
+
+    def _drain(self) -> None:
+        read, records = self._read, self.records
+        for _, elem in self._parser.read_events():
+            record = read(elem)
+            if record is not None:
+                records.append(record)
+            elem.clear(keep_tail=False)
+            parent = elem.getparent()
+            if parent is not None:
+                while elem.getprevious() is not None:
+                    del parent[0]
+
+
+def int_reader(elem: etree._Element) -> int:
+    try:
+        return int(elem.text or "")
+    except ValueError:
+        raise MalformedResponse(f"expected an integer, got {elem.text!r}") from None

@@ -1,0 +1,207 @@
+"""The invoices backfill: login, list ids, fetch batches concurrently, write partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from extractor import invoices, soap
+from extractor.config import Credentials, InvoiceJob, check_output_dir
+from extractor.errors import ExtractorError, OutputError, TransientError, UsageError
+from extractor.invoices import Batch, Selection
+from extractor.parser import RecordStream
+from extractor.progress import Progress, RunStats, write_summary
+from extractor.retry import Sleep, retrying
+from extractor.session import Session
+from extractor.transport import Transport
+from extractor.writer import PartitionedWriter
+
+_ORDER_ID_AT = [f.name for f in invoices._ORDER.fields].index("OrderId")
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class _Context:
+    job: InvoiceJob
+    session: Session
+    selection: Selection
+    stats: RunStats
+    sleep: Sleep
+
+    async def call(
+        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], RecordStream]
+    ) -> RecordStream:
+        """One operation with retries on transient errors."""
+
+        def count_retry(_: BaseException) -> None:
+            self.stats.retries += 1
+
+        async for attempt in retrying(self.job.retry, self.sleep, count_retry):
+            with attempt:
+                self.stats.requests += 1
+                stream = await self.session.call(operation, params, sink)
+                self.stats.bytes_received += stream.bytes_fed
+        assert isinstance(stream, RecordStream)
+        return stream
+
+
+class _Tables:
+    """The run's two writers, driven from one background thread."""
+
+    def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
+        self.orders = PartitionedWriter(out / "invoices", selection.order_schema, invoices.PARTITION, run_id)
+        self.rows = (
+            PartitionedWriter(out / "invoice_rows", selection.row_schema, invoices.PARTITION, run_id)
+            if selection.wants_rows
+            else None
+        )
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+
+    def write(self, batch: Batch) -> None:
+        self.orders.write(batch.orders, batch.order_partitions)
+        if self.rows is not None:
+            self.rows.write(batch.rows, batch.row_partitions)
+
+    def close(self) -> int:
+        files = self.orders.close()
+        if self.rows is not None:
+            files += self.rows.close()
+        return len(files)
+
+    def abort(self) -> None:
+        self.orders.abort()
+        if self.rows is not None:
+            self.rows.abort()
+
+
+async def run_invoices(
+    job: InvoiceJob,
+    credentials: Credentials,
+    *,
+    stream: IO[str] = sys.stderr,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Any]:
+    """Run a backfill; returns the summary (also written to ``OUT/_runs/<run_id>.json``)."""
+    selection = Selection.checked(job.invoice_properties, job.row_properties)
+    _check_job(job)
+    stats = RunStats(new_run_id())
+    transport = Transport(
+        job.base_url, soap.SOAP_VERSIONS[job.soap_version], concurrency=job.concurrency, timeouts=job.timeouts
+    )
+    progress = Progress(stats, stream)
+    try:
+        session = Session(transport, credentials, sleep)
+        await session.login()
+        context = _Context(job, session, selection, stats, sleep)
+        ids = await _list_ids(context)
+        progress.say(f"listed {len(ids):,} orders; fetching in batches of {job.batch_size}")
+        progress.start()
+        stats.files = await _fetch_all(context, ids)
+        stats.relogins = session.logins - 1
+    finally:
+        await progress.stop()
+        await transport.close()
+    status = "partial" if stats.failed_ids or stats.missing_ids else "complete"
+    summary = stats.summary(status, job.out)
+    write_summary(summary, job.out)
+    return summary
+
+
+def _check_job(job: InvoiceJob) -> None:
+    check_output_dir(job.out)
+    if not 1 <= job.batch_size <= 1000:
+        raise UsageError(f"--batch-size {job.batch_size} is outside 1..1000")
+    if job.concurrency < 1:
+        raise UsageError(f"--concurrency {job.concurrency} must be at least 1")
+    for table in ("invoices", "invoice_rows"):
+        if any((job.out / table).rglob("*.parquet")):
+            raise UsageError(
+                f"--out {job.out} already holds a dataset ({table}/); choose a new directory"
+            )
+    try:
+        job.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --out {job.out}: {exc.strerror or exc}") from None
+
+
+async def _list_ids(context: _Context) -> list[int]:
+    params = invoices.sync_params(context.job.changed_after, context.job.registered_after)
+    stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
+    ids = list(dict.fromkeys(stream.records))  # the service may repeat an id
+    context.stats.ids_total = len(ids)
+    return ids
+
+
+async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
+    size = context.job.batch_size
+    batches: Iterator[Sequence[int]] = (ids[at : at + size] for at in range(0, len(ids), size))
+    tables = _Tables(context.job.out, context.selection, context.stats.run_id)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(context.job.concurrency):
+                group.create_task(_worker(context, batches, tables))
+    except BaseExceptionGroup as group_error:
+        tables.abort()
+        raise _first_error(group_error) from None
+    except BaseException:
+        tables.abort()
+        raise
+    finally:
+        tables.pool.shutdown(wait=True)
+    return tables.close()
+
+
+async def _worker(context: _Context, batches: Iterator[Sequence[int]], tables: _Tables) -> None:
+    loop = asyncio.get_running_loop()
+    stats = context.stats
+    for batch in batches:
+        params = context.selection.params(batch)
+        try:
+            stream = await context.call(soap.GET_INVOICES, params, invoices.order_stream)
+        except TransientError as exc:
+            stats.failed_ids += len(batch)
+            stats.failures.append({"ids": list(batch), "error": f"{type(exc).__name__}: {exc}"})
+            stats.ids_done += len(batch)
+            continue
+        records = _requested_once(stream.records, batch, stats)
+        result = invoices.to_batch(records, context.selection)
+        await loop.run_in_executor(tables.pool, tables.write, result)
+        stats.ids_done += len(batch)
+        stats.invoices += result.orders.num_rows
+        stats.rows += result.rows.num_rows
+        if "APIException" in result.orders.column_names:
+            stats.api_exceptions += result.orders.num_rows - result.orders.column("APIException").null_count
+
+
+def _requested_once(records: list[Any], batch: Sequence[int], stats: RunStats) -> list[Any]:
+    """Keep each requested order once; count the requested ones that did not come back."""
+    wanted, kept = set(batch), []
+    for record in records:
+        order_id = int(record[_ORDER_ID_AT] or 0)
+        if order_id in wanted:
+            wanted.discard(order_id)
+            kept.append(record)
+    if wanted:
+        stats.missing_ids += len(wanted)
+        stats.failures.append({"ids": sorted(wanted), "error": "not returned by GetInvoices"})
+    return kept
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if isinstance(error, ExtractorError):
+            return error
+    return group.exceptions[0]
+

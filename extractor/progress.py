@@ -1,0 +1,136 @@
+"""Run statistics, the live progress line, and the end-of-run summary (text and JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+
+@dataclass
+class RunStats:
+    """Counters every worker updates; read by the display and the summary."""
+
+    run_id: str
+    ids_total: int = 0
+    ids_done: int = 0
+    invoices: int = 0
+    rows: int = 0
+    bytes_received: int = 0
+    requests: int = 0
+    retries: int = 0
+    relogins: int = 0
+    api_exceptions: int = 0
+    missing_ids: int = 0
+    failed_ids: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    files: int = 0
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def rates(self) -> tuple[float, float]:
+        """Invoices per second and MB per second so far."""
+        elapsed = max(self.seconds, 1e-9)
+        return self.invoices / elapsed, self.bytes_received / elapsed / 1e6
+
+    def line(self) -> str:
+        per_second, mb_per_second = self.rates()
+        left = self.ids_total - self.ids_done
+        eta = f"{left / per_second:.0f}s" if per_second > 0 and left else "-"
+        return (
+            f"{self.ids_done:,}/{self.ids_total:,} ids  {per_second:,.0f} invoices/s  "
+            f"{mb_per_second:.1f} MB/s  retries {self.retries}  ETA {eta}"
+        )
+
+    def summary(self, status: str, out: Path) -> dict[str, Any]:
+        per_second, mb_per_second = self.rates()
+        data = asdict(self)
+        data.pop("started")
+        data.update(
+            status=status,
+            output=str(out),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(),
+            seconds=round(self.seconds, 3),
+            invoices_per_second=round(per_second, 1),
+            mb_per_second=round(mb_per_second, 2),
+        )
+        return data
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"run {summary['run_id']}: {summary['status']}",
+        f"  invoices      {summary['invoices']:,} (of {summary['ids_total']:,} ids listed)",
+        f"  invoice rows  {summary['rows']:,}",
+        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB in {summary['requests']:,} requests",
+        f"  time          {summary['seconds']:,.1f} s  ({summary['invoices_per_second']:,.0f} invoices/s, "
+        f"{summary['mb_per_second']:.1f} MB/s)",
+        f"  retries       {summary['retries']}   re-logins {summary['relogins']}",
+        f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}   "
+        f"failed ids {summary['failed_ids']}",
+        f"  files         {summary['files']} under {summary['output']}",
+    ]
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict[str, Any], out: Path) -> Path:
+    folder = out / "_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{summary['run_id']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    temporary.rename(path)
+    return path
+
+
+class Progress:
+    """A live line on a terminal, a plain log line every ``interval`` seconds otherwise."""
+
+    def __init__(
+        self,
+        stats: RunStats,
+        stream: IO[str] = sys.stderr,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stats = stats
+        self.stream = stream
+        self.live = stream.isatty()
+        self.interval = interval if interval is not None else (0.25 if self.live else 10.0)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.live:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def say(self, message: str) -> None:
+        prefix = "\r\033[K" if self.live else ""
+        self.stream.write(f"{prefix}{message}\n")
+        self.stream.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.live:
+                self.stream.write(f"\r\033[K{self.stats.line()}")
+            else:
+                self.stream.write(f"progress: {self.stats.line()}\n")
+            self.stream.flush()

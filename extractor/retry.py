@@ -1,0 +1,39 @@
+"""Retry policy for transient errors: tenacity with full jitter and an injectable sleep."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from extractor.config import RetryPolicy
+from extractor.errors import TransientError
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def retrying(
+    policy: RetryPolicy,
+    sleep: Sleep,
+    on_retry: Callable[[BaseException], None] = lambda exc: None,
+) -> AsyncRetrying:
+    """Retry TransientError up to ``policy.attempts`` times; re-raise the last error."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        if state.outcome is not None and (exc := state.outcome.exception()) is not None:
+            on_retry(exc)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_random_exponential(multiplier=policy.initial, max=policy.maximum),
+        retry=retry_if_exception_type(TransientError),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -1,0 +1,81 @@
+"""Login once, reuse the session everywhere, re-login once (for all workers) when it expires."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from extractor import soap
+from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy
+from extractor.errors import AuthenticationFailed, SessionExpired, TransportError, UsageError
+from extractor.parser import RecordStream
+from extractor.retry import Sleep, retrying
+from extractor.transport import Sink, Transport
+
+_LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"
+
+
+class Session:
+    """Holds the ``ASP.NET_SessionId`` of a run; every call goes through :meth:`call`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        credentials: Credentials,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._transport = transport
+        self._credentials = credentials
+        self._sleep = sleep
+        self._session_id: str | None = None
+        self._lock = asyncio.Lock()
+        self.logins = 0
+
+    async def login(self, policy: RetryPolicy = LOGIN_RETRY) -> None:
+        """Log in; AuthenticationFailed when the service refuses the credentials."""
+        try:
+            async for attempt in retrying(policy, self._sleep):
+                with attempt:
+                    self._session_id = await self._login_once()
+        except TransportError as exc:
+            raise UsageError(f"cannot reach {self._transport.base_url}: {exc}") from None
+        self.logins += 1
+
+    async def _login_once(self) -> str:
+        creds = self._credentials
+        credential: dict[str, Any] = {
+            "ApplicationId": creds.application_id,
+            "Password": creds.password,
+            "Username": creds.username,
+        }
+        if creds.identity_id:
+            credential["IdentityId"] = creds.identity_id
+        stream = RecordStream(_LOGIN_RESULT, lambda elem: elem.text or "")
+        await self._transport.call(soap.LOGIN, {"credential": credential}, stream)
+        session_id = stream.records[0] if stream.records else ""
+        if not session_id:
+            raise AuthenticationFailed(
+                "login refused: check TFSO_USERNAME, TFSO_PASSWORD and TFSO_APPLICATION_ID"
+            )
+        return str(session_id)
+
+    async def call(
+        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], Sink]
+    ) -> Sink:
+        """One attempt of ``operation``; after an expired session, one shared re-login and again."""
+        used = self._session_id
+        try:
+            target = sink()
+            await self._transport.call(operation, params, target, used)
+            return target
+        except SessionExpired:
+            await self._relogin(used)
+            target = sink()
+            await self._transport.call(operation, params, target, self._session_id)
+            return target
+
+    async def _relogin(self, expired: str | None) -> None:
+        async with self._lock:
+            if self._session_id == expired:  # the first worker to notice logs in for all
+                await self.login()

@@ -1,0 +1,289 @@
+"""The built-in 24SevenOffice simulator: a real aiohttp server at the live service paths."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+from lxml import etree
+
+from extractor import schema, soap
+from extractor.simulator.tenant import Tenant, restrict
+
+DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
+DEMO_USERNAME: Final = "demo@example.no"
+DEMO_PASSWORD: Final = "simulator-demo"  # noqa: S105 - the simulator's own, printed on purpose
+SESSION_COOKIE: Final = "ASP.NET_SessionId"
+NOT_AUTHENTICATED: Final = "Session is not authenticated"
+CHUNK: Final = 64 * 1024
+
+_PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the simulated service holds and how it behaves."""
+
+    orders: int = 50_000
+    seed: int = 7
+    application_id: str = DEMO_APPLICATION_ID
+    username: str = DEMO_USERNAME
+    password: str = field(default=DEMO_PASSWORD, repr=False)
+    latency: float = 0.0
+    latency_per_1000: float = 0.0
+    session_ttl_calls: int = 0
+    max_ids: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+DEFAULT_SIMULATOR: Final = SimulatorConfig()
+
+
+class Fault(Exception):
+    """Answer the request with a SOAP fault (HTTP 500)."""
+
+
+@dataclass
+class _Call:
+    version: soap.SoapVersion
+    operation: str
+    params: etree._Element
+    request: web.Request
+
+
+Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
+
+
+class Simulator:
+    """Start with :meth:`start` (binds ``host:port``, port 0 picks a free one), stop with :meth:`stop`."""
+
+    def __init__(self, config: SimulatorConfig = DEFAULT_SIMULATOR, tenant: Tenant | None = None):
+        self.config = config
+        self.tenant = tenant or Tenant(config.orders, config.seed)
+        self.stats: Counter[str] = Counter()
+        self._sessions: dict[str, int] = {}
+        self._logins = 0
+        self._row_cache: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self._order_type = schema.invoice_order()
+        self._row_type = schema.invoice_row()
+        self._handlers: dict[str, dict[str, Handler]] = {
+            soap.AUTH_PATH: {"Login": self._login, "HasSession": self._has_session},
+            soap.INVOICE_PATH: {
+                "GetOrderSyncList": self._authenticated(self._sync_list),
+                "GetInvoices": self._authenticated(self._get_invoices),
+            },
+        }
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for path in self._handlers:
+            app.router.add_post(path, self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://{self.config.host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def expire_sessions(self) -> None:
+        """Forget every session, as the live service does after a while."""
+        self._sessions.clear()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        version = soap.SOAP12 if "soap+xml" in request.content_type else soap.SOAP11
+        try:
+            call = await self._parse(request, version)
+            handler = self._handlers[request.path].get(call.operation)
+            if handler is None:
+                raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
+            self.stats[call.operation] += 1
+            return await handler(call)
+        except Fault as fault:
+            self.stats["faults"] += 1
+            return _fault(version, str(fault))
+
+    async def _parse(self, request: web.Request, version: soap.SoapVersion) -> _Call:
+        try:
+            root = etree.fromstring(await request.read(), _PARSER)
+        except etree.XMLSyntaxError as exc:
+            raise Fault(f"Server was unable to read request. ---> {exc}") from None
+        body = root.find(f"{{{version.namespace}}}Body")
+        if body is None or len(body) == 0:
+            raise Fault("Server was unable to read request. ---> no SOAP Body")
+        element = body[0]
+        operation = etree.QName(element).localname
+        service = schema.service("authService" if request.path == soap.AUTH_PATH else "invoiceService")
+        action = service.actions.get(operation, "")
+        sent = _sent_action(request, version)
+        if sent is not None and sent != action:
+            raise Fault(f"Server did not recognize the value of HTTP Header SOAPAction: {sent}.")
+        return _Call(version, operation, element, request)
+
+    def _authenticated(self, handler: Handler) -> Handler:
+        async def checked(call: _Call) -> web.StreamResponse:
+            token = call.request.cookies.get(SESSION_COOKIE, "")
+            if token not in self._sessions:
+                self.stats["unauthenticated"] += 1
+                raise Fault(NOT_AUTHENTICATED)
+            self._sessions[token] += 1
+            ttl = self.config.session_ttl_calls
+            if ttl and self._sessions[token] > ttl:
+                del self._sessions[token]
+                self.stats["expired"] += 1
+                raise Fault(NOT_AUTHENTICATED)
+            return await handler(call)
+
+        return checked
+
+    async def _login(self, call: _Call) -> web.StreamResponse:
+        given = {etree.QName(e).localname: (e.text or "") for e in call.params.iter()}
+        expected = (self.config.application_id, self.config.username, self.config.password)
+        token = ""
+        if (given.get("ApplicationId"), given.get("Username"), given.get("Password")) == expected:
+            self._logins += 1
+            token = hashlib.sha1(f"{self.config.seed}:{self._logins}".encode()).hexdigest()[:24]
+            self._sessions[token] = 0
+        response = _respond(call, "Login", f"<LoginResult>{token}</LoginResult>")
+        if token:
+            response.set_cookie(SESSION_COOKIE, token, httponly=True)
+        return response
+
+    async def _has_session(self, call: _Call) -> web.StreamResponse:
+        valid = call.request.cookies.get(SESSION_COOKIE, "") in self._sessions
+        return _respond(call, "HasSession", f"<HasSessionResult>{str(valid).lower()}</HasSessionResult>")
+
+    async def _sync_list(self, call: _Call) -> web.StreamResponse:
+        changed = _when(call.params, "ChangedAfter")
+        registered = _when(call.params, "RegisteredAfter")
+        ids = self.tenant.sync_list(changed, registered)
+        items = "".join(f"<int>{order_id}</int>" for order_id in ids)
+        return _respond(call, "GetOrderSyncList", f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>")
+
+    async def _get_invoices(self, call: _Call) -> web.StreamResponse:
+        ids = [int(e.text or "") for e in call.params.iterfind("{*}searchParams/{*}OrderIds/{*}int")]
+        if len(ids) > self.config.max_ids:
+            raise Fault(
+                "Server was unable to process request. ---> "
+                f"Maximum {self.config.max_ids} OrderIds per request, got {len(ids)}."
+            )
+        props = _strings(call.params, "invoiceReturnProperties")
+        row_props = _strings(call.params, "rowReturnProperties")
+        _check_known(self._order_type, props)
+        _check_known(self._row_type, row_props)
+        known = [order_id for order_id in ids if order_id in self.tenant.registered]
+        known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
+        await asyncio.sleep(self.config.latency + self.config.latency_per_1000 * len(known) / 1000)
+        return await self._stream_orders(call, known, props, row_props)
+
+    async def _stream_orders(
+        self, call: _Call, ids: list[int], props: tuple[str, ...], row_props: tuple[str, ...]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": call.version.content_type})
+        await response.prepare(call.request)
+        head, tail = _wrapper(call.version, "GetInvoices")
+        pending, size = [head + b"<GetInvoicesResult>"], 0
+        for order_id in ids:
+            chunk = self.render_order(order_id, props, row_props).encode()
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= CHUNK:
+                await response.write(b"".join(pending))
+                pending, size = [], 0
+        pending.append(b"</GetInvoicesResult>" + tail)
+        await response.write(b"".join(pending))
+        await response.write_eof()
+        self.stats["invoices_served"] += len(ids)
+        return response
+
+    def render_order(
+        self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
+    ) -> str:
+        """One ``InvoiceOrder`` element exactly as GetInvoices sends it."""
+        wire = restrict(self.tenant.wire(order_id), props)
+        rows = wire.get("InvoiceRows")
+        if rows is not None:
+            wire["InvoiceRows"] = soap.Raw("".join(self._row(n, row_props) for n in rows))
+        return soap.encode_value("InvoiceOrder", self._order_type, wire)
+
+    def _row(self, number: int, row_props: tuple[str, ...]) -> str:
+        key = (number, row_props)
+        cached = self._row_cache.get(key)
+        if cached is None:
+            row = restrict(self.tenant.row_pool[number], row_props)
+            cached = self._row_cache[key] = soap.encode_value("InvoiceRow", self._row_type, row)
+        return cached
+
+
+def _sent_action(request: web.Request, version: soap.SoapVersion) -> str | None:
+    if version is soap.SOAP11:
+        return request.headers.get("SOAPAction", "").strip('"')
+    for part in request.headers.get("Content-Type", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "action":
+            return value.strip('"')
+    return None
+
+
+def _wrapper(version: soap.SoapVersion, operation: str) -> tuple[bytes, bytes]:
+    ns = schema.service("invoiceService").namespace
+    marker = b"\x00"
+    body = f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
+    head, tail = version.envelope(body).split(marker)
+    return head, tail
+
+
+def _respond(call: _Call, operation: str, inner: str) -> web.Response:
+    head, tail = _wrapper(call.version, operation)
+    return web.Response(body=head + inner.encode() + tail, content_type=call.version.content_type.split(";")[0], charset="utf-8")
+
+
+def _fault(version: soap.SoapVersion, message: str) -> web.Response:
+    return web.Response(
+        status=500,
+        body=soap.fault_body(version, message),
+        content_type=version.content_type.split(";")[0],
+        charset="utf-8",
+    )
+
+
+def _strings(params: etree._Element, name: str) -> tuple[str, ...]:
+    return tuple(e.text or "" for e in params.iterfind(f"{{*}}{name}/{{*}}string"))
+
+
+def _check_known(struct: schema.Struct, names: tuple[str, ...]) -> None:
+    unknown = sorted(set(names) - set(struct.names))
+    if unknown:
+        raise Fault(f"Server was unable to process request. ---> Invalid property name: {unknown[0]}")
+
+
+def _when(params: etree._Element, name: str) -> dt.datetime | None:
+    found = params.find(f"{{*}}syncParams/{{*}}{name}")
+    if found is None or not found.text or found.text.startswith("0001-01-01"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(found.text.strip().removesuffix("Z"))
+    except ValueError:
+        raise Fault(f"Server was unable to read request. ---> invalid dateTime {found.text!r}") from None
+

@@ -1,0 +1,195 @@
+"""A deterministic simulated client company: its orders, as sent on the wire and as truth.
+
+Nothing is stored per order but its id and two dates: an order's fields are regenerated from
+``(seed, OrderId)`` whenever they are needed, so a tenant of millions costs megabytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from extractor import schema
+from extractor.simulator import values
+from extractor.soap import NIL
+
+FIRST_DAY: Final = dt.datetime(2015, 1, 1)
+LAST_DAY: Final = dt.datetime(2025, 9, 30)
+#: Fields a sparse order still has; everything else is absent.
+SPARSE_FIELDS: Final = frozenset({"OrderId", "CustomerId", "OrderStatus", "DateChanged"})
+#: Rows are drawn from a pool of this many, so a tenant renders fast enough to feed benchmarks.
+ROW_POOL: Final = 4096
+_ALWAYS: Final = frozenset({"OrderId", "DateChanged", "InvoiceRows"})
+
+Wire = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OrderTruth:
+    """One order as a correct extractor writes it: the order record and its rows."""
+
+    order: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+class Tenant:
+    """``orders`` orders with ids, registration and change times spread over ten years."""
+
+    def __init__(self, orders: int = 50_000, seed: int = 7) -> None:
+        self.seed = seed
+        rng = random.Random(seed)
+        span = (LAST_DAY - FIRST_DAY).total_seconds()
+        offsets = sorted(rng.random() * span for _ in range(orders))
+        self.ids: list[int] = []
+        self.registered: dict[int, dt.datetime] = {}
+        self.changed: dict[int, dt.datetime] = {}
+        next_id = 100_001
+        for offset in offsets:
+            registered = FIRST_DAY + dt.timedelta(seconds=int(offset))
+            changed = min(registered + dt.timedelta(seconds=rng.randint(0, 400 * 86400)), LAST_DAY)
+            self.ids.append(next_id)
+            self.registered[next_id], self.changed[next_id] = registered, changed
+            next_id += rng.randint(1, 3)
+        self._order = schema.invoice_order()
+        self._row = schema.invoice_row()
+        pool_rng = random.Random(seed + 1)
+        self.row_pool: list[Wire] = [
+            self._pool_row(pool_rng, number) for number in range(ROW_POOL)
+        ]
+
+    def sync_list(
+        self, changed_after: dt.datetime | None, registered_after: dt.datetime | None
+    ) -> list[int]:
+        """The ids GetOrderSyncList returns for these filters (None: no filter)."""
+        return [
+            order_id
+            for order_id in self.ids
+            if (changed_after is None or self.changed[order_id] > changed_after)
+            and (registered_after is None or self.registered[order_id] > registered_after)
+        ]
+
+    def wire(self, order_id: int) -> Wire:
+        """The order as the service sends it: values, ``NIL``, sentinels, absences.
+
+        ``InvoiceRows`` holds indexes into :attr:`row_pool`.
+        """
+        rng = random.Random(self.seed * 1_000_003 + order_id)
+        registered = self.registered[order_id]
+        sparse = rng.random() < 0.08
+        order: Wire = {}
+        for field in self._order.fields:
+            if sparse and field.name not in SPARSE_FIELDS:
+                continue
+            value = self._order_field(rng, field, order_id, registered)
+            if value is not None:
+                order[field.name] = value
+        return order
+
+    def _order_field(
+        self, rng: random.Random, field: schema.Field, order_id: int, registered: dt.datetime
+    ) -> Any:
+        name = field.name
+        if name == "OrderId":
+            return order_id
+        if name == "DateChanged":
+            return self.changed[order_id]
+        if name == "InvoiceRows":
+            return self._rows(rng)
+        if name == "APIException" and rng.random() > 0.01:
+            return None
+        if name not in _ALWAYS and rng.random() < 0.12:
+            return values.blank(rng, field)
+        if name == "DateOrdered":
+            return registered
+        return self._value(rng, field, registered)
+
+    def _value(self, rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
+        ftype = field.type
+        if isinstance(ftype, schema.Struct):
+            return self._struct(rng, ftype, anchor)
+        if isinstance(ftype, schema.ListOf):
+            item = schema.Field(ftype.item_tag, ftype.item, nillable=True)
+            count = rng.choice((0, 1, 1, 2, 3))
+            return [
+                NIL if rng.random() < 0.05 else self._value(rng, item, anchor) for _ in range(count)
+            ]
+        if ftype.xsd == "enum":
+            return values.enum(rng, ftype)
+        return values.scalar(rng, ftype, field.name, anchor)
+
+    def _struct(self, rng: random.Random, struct: schema.Struct, anchor: dt.datetime) -> Wire:
+        out: Wire = {}
+        for field in struct.fields:
+            value = (
+                values.blank(rng, field)
+                if rng.random() < 0.15
+                else self._value(rng, field, anchor)
+            )
+            if value is not None:
+                out[field.name] = value
+        return out
+
+    def _pool_row(self, rng: random.Random, number: int) -> Wire:
+        anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
+        row = self._struct(rng, self._row, anchor)
+        row["RowId"] = 5_000_000 + number
+        row["SequenceNumber"] = rng.randint(1, 40)
+        return row
+
+    def _rows(self, rng: random.Random) -> list[int] | None:
+        """Indexes into ``row_pool`` (None: the InvoiceRows element is absent)."""
+        roll = rng.random()
+        if roll < 0.03:
+            return None
+        count = 0 if roll < 0.10 else rng.randint(40, 250) if roll > 0.985 else rng.randint(1, 6)
+        return [rng.randrange(ROW_POOL) for _ in range(count)]
+
+    def truth(
+        self,
+        order_id: int,
+        invoice_properties: Sequence[str] = (),
+        row_properties: Sequence[str] = (),
+    ) -> OrderTruth:
+        """What a correct extractor writes for this order and property selection."""
+        wire = self.wire(order_id)
+        fields = select(self._order, invoice_properties)
+        row_fields = select(self._row, row_properties)
+        order = {f.name: values.truth(f.type, wire.get(f.name)) for f in fields}
+        order.pop("InvoiceRows", None)
+        rows: list[dict[str, Any]] = []
+        wants_rows = any(f.name == "InvoiceRows" for f in fields)
+        pooled = wire.get("InvoiceRows") or () if wants_rows else ()
+        for index, row in enumerate(self.row_pool[number] for number in pooled):
+            typed = {f.name: values.truth(f.type, row.get(f.name)) for f in row_fields}
+            rows.append({"OrderId": order_id, "_row_index": index, **typed})
+        return OrderTruth(order, rows)
+
+    def ground_truth(
+        self,
+        ids: Iterable[int] | None = None,
+        invoice_properties: Sequence[str] = (),
+        row_properties: Sequence[str] = (),
+    ) -> dict[int, OrderTruth]:
+        """Typed truth for ``ids`` (default every order), without going through XML."""
+        return {
+            order_id: self.truth(order_id, invoice_properties, row_properties)
+            for order_id in (self.ids if ids is None else ids)
+        }
+
+
+def select(struct: schema.Struct, names: Sequence[str]) -> tuple[schema.Field, ...]:
+    """The fields named (all of them when none are), in WSDL order."""
+    if not names:
+        return struct.fields
+    wanted = set(names)
+    return tuple(f for f in struct.fields if f.name in wanted)
+
+
+def restrict(wire: Wire, names: Sequence[str]) -> Wire:
+    """The part of ``wire`` a property selection returns (all of it when none are named)."""
+    if not names:
+        return wire
+    return {name: wire[name] for name in names if name in wire}

@@ -1,0 +1,225 @@
+"""SOAP on bytes: operations, envelopes, the value serializer and fault reading. No I/O.
+
+The serializer walks the WSDL type table, so the client's requests and the simulator's
+responses are written by the same code.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from lxml import etree
+
+from extractor import schema
+from extractor.errors import (
+    ExtractorError,
+    InvalidRequest,
+    MalformedResponse,
+    ServerError,
+    ServerFault,
+    SessionExpired,
+)
+
+XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
+XSD: Final = "http://www.w3.org/2001/XMLSchema"
+
+
+@dataclass(frozen=True)
+class SoapVersion:
+    name: str
+    namespace: str
+    prefix: str
+    content_type: str
+
+    def headers(self, action: str) -> dict[str, str]:
+        """The HTTP headers that carry ``action`` in this SOAP version."""
+        if self.name == "1.1":
+            return {"Content-Type": self.content_type, "SOAPAction": f'"{action}"'}
+        return {"Content-Type": f'{self.content_type}; action="{action}"'}
+
+    def envelope(self, body: bytes) -> bytes:
+        p = self.prefix.encode()
+        return b"".join((
+            b'<?xml version="1.0" encoding="utf-8"?>\n<', p, b':Envelope xmlns:xsi="', XSI.encode(),
+            b'" xmlns:xsd="', XSD.encode(), b'" xmlns:', p, b'="', self.namespace.encode(),
+            b'"><', p, b":Body>", body, b"</", p, b":Body></", p, b":Envelope>",
+        ))  # fmt: skip
+
+
+SOAP11: Final = SoapVersion(
+    "1.1", "http://schemas.xmlsoap.org/soap/envelope/", "soap", "text/xml; charset=utf-8"
+)
+SOAP12: Final = SoapVersion(
+    "1.2", "http://www.w3.org/2003/05/soap-envelope", "soap12", "application/soap+xml; charset=utf-8"
+)
+SOAP_VERSIONS: Final = {"1.1": SOAP11, "1.2": SOAP12}
+
+AUTH_PATH: Final = "/authenticate/v001/authenticate.asmx"
+INVOICE_PATH: Final = "/Economy/InvoiceOrder/V001/InvoiceService.asmx"
+TRANSACTION_PATH: Final = "/Economy/Accounting/V001/TransactionService.asmx"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One WSDL operation at its service path."""
+
+    wsdl: str
+    path: str
+    name: str
+
+    @property
+    def service(self) -> schema.Service:
+        return schema.service(self.wsdl)
+
+    @property
+    def action(self) -> str:
+        return self.service.actions[self.name]
+
+    def body(self, params: Mapping[str, Any]) -> bytes:
+        """The operation element with ``params`` serialized in WSDL order."""
+        struct = self.service.elements[self.name]
+        ns = self.service.namespace
+        inner = "".join(encode_fields(struct, params))
+        return f'<{self.name} xmlns="{ns}">{inner}</{self.name}>'.encode()
+
+
+LOGIN: Final = Operation("authService", AUTH_PATH, "Login")
+HAS_SESSION: Final = Operation("authService", AUTH_PATH, "HasSession")
+GET_ORDER_SYNC_LIST: Final = Operation("invoiceService", INVOICE_PATH, "GetOrderSyncList")
+GET_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "GetInvoices")
+UPDATE_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "UpdateInvoices")
+
+
+class _Nil:
+    def __repr__(self) -> str:
+        return "NIL"
+
+
+#: Serialize the element as ``xsi:nil="true"``.
+NIL: Final = _Nil()
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Text written verbatim: a sentinel as the service spells it, or a CDATA section."""
+
+    text: str
+
+
+_ESCAPES: Final = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
+
+
+def escape(text: str) -> str:
+    """Escape character data; carriage returns as ``&#13;`` so they survive parsing."""
+    for char, entity in _ESCAPES:
+        if char in text:
+            text = text.replace(char, entity)
+    return text
+
+
+def format_scalar(xsd: str, value: Any) -> str:
+    """The lexical form of ``value`` for XSD type ``xsd``."""
+    if isinstance(value, Raw):
+        return value.text
+    if xsd == "boolean":
+        return "true" if value else "false"
+    if xsd == "decimal":
+        return format(Decimal(value), "f")
+    if xsd == "dateTime":
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return str(value.isoformat())
+    if xsd == "date":
+        return str(value.isoformat())
+    if xsd == "base64Binary":
+        return base64.b64encode(value).decode()
+    if isinstance(value, int):
+        return str(value)
+    return escape(str(value))
+
+
+def encode_value(name: str, ftype: schema.FieldType, value: Any) -> str:
+    if value is NIL:
+        return f'<{name} xsi:nil="true" />'
+    if isinstance(ftype, schema.Scalar):
+        return f"<{name}>{format_scalar(ftype.xsd, value)}</{name}>"
+    if isinstance(value, Raw):
+        return f"<{name}>{value.text}</{name}>"  # content rendered beforehand
+    if isinstance(ftype, schema.Struct):
+        return f"<{name}>{''.join(encode_fields(ftype, value))}</{name}>"
+    items = "".join(encode_value(ftype.item_tag, ftype.item, item) for item in value)
+    return f"<{name}>{items}</{name}>"
+
+
+def encode_fields(struct: schema.Struct, values: Mapping[str, Any]) -> Iterable[str]:
+    """Serialize the fields of ``values`` present in ``struct``, in WSDL order."""
+    for f in struct.fields:
+        if f.name in values:
+            yield encode_value(f.name, f.type, values[f.name])
+
+
+def fault_body(version: SoapVersion, message: str, code: str = "Server") -> bytes:
+    """A fault the way ASMX writes it, in either SOAP version."""
+    text = escape(message)
+    if version is SOAP11:
+        inner = f"<soap:Fault><faultcode>soap:{code}</faultcode><faultstring>{text}</faultstring><detail /></soap:Fault>"
+        return version.envelope(inner.encode())
+    value = "soap12:Receiver" if code == "Server" else "soap12:Sender"
+    inner = (
+        f"<soap12:Fault><soap12:Code><soap12:Value>{value}</soap12:Value></soap12:Code>"
+        f'<soap12:Reason><soap12:Text xml:lang="en">{text}</soap12:Text></soap12:Reason>'
+        "<soap12:Detail /></soap12:Fault>"
+    )
+    return version.envelope(inner.encode())
+
+
+_SAFE_PARSER: Final = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+)
+
+
+def read_fault(body: bytes) -> str | None:
+    """The fault text of a SOAP 1.1 or 1.2 fault body, or None when it is not a fault."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return None
+    try:
+        root = etree.fromstring(body, _SAFE_PARSER)
+    except etree.XMLSyntaxError:
+        return None
+    for path in ("faultstring", f"{{{SOAP12.namespace}}}Reason/{{{SOAP12.namespace}}}Text"):
+        found = root.find(f".//{{*}}Fault/{path}")
+        if found is not None:
+            return found.text or ""
+    return None
+
+
+_TRANSIENT_HINTS: Final = ("timeout", "deadlock", "temporarily", "try again", "unavailable")
+_INVALID_HINTS: Final = ("maximum", "must be", "invalid", "not valid", "did not recognize")
+
+
+def classify_fault(message: str) -> ExtractorError:
+    """Turn a fault text into the error type that says what to do about it."""
+    lowered = message.lower()
+    if "not authenticated" in lowered:
+        return SessionExpired(message)
+    if any(hint in lowered for hint in _TRANSIENT_HINTS):
+        return ServerFault(message)
+    if any(hint in lowered for hint in _INVALID_HINTS):
+        return InvalidRequest(message)
+    return ServerFault(message)
+
+
+def fault_error(body: bytes, status: int) -> ExtractorError:
+    """The error a non-200 (or fault-carrying) body stands for."""
+    message = read_fault(body)
+    if message is None:
+        snippet = body[:200].decode("utf-8", "replace").strip() or "empty body"
+        if 200 <= status < 300:
+            return MalformedResponse(f"not a SOAP document: {snippet!r}")
+        return ServerError(status, snippet)
+    return classify_fault(message)
