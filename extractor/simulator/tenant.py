@@ -157,8 +157,9 @@ class Tenant:
         wire = self.wire(order_id)
         fields = select(self._order, invoice_properties)
         row_fields = select(self._row, row_properties)
-        order = {f.name: values.truth(f.type, wire.get(f.name)) for f in fields}
-        order.pop("InvoiceRows", None)
+        order = {
+            f.name: values.truth(f.type, wire.get(f.name)) for f in fields if f.name != "InvoiceRows"
+        }
         rows: list[dict[str, Any]] = []
         wants_rows = any(f.name == "InvoiceRows" for f in fields)
         pooled = wire.get("InvoiceRows") or () if wants_rows else ()

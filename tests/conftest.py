@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+from extractor.config import Credentials
+from extractor.simulator.server import (
+    DEMO_APPLICATION_ID,
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    Simulator,
+    SimulatorConfig,
+)
+
+CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
+
+
+@pytest.fixture
+def creds() -> Credentials:
+    return CREDS
+
+
+@pytest.fixture
+def start_simulator() -> Callable[..., Any]:
+    """Start simulators on port 0; every one is stopped when the test ends."""
+    started: list[Simulator] = []
+
+    async def start(**options: Any) -> Simulator:
+        simulator = Simulator(SimulatorConfig(**{"orders": 1500, **options}))
+        await simulator.start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    # stopped in the async finalizer below
+
+
+@pytest.fixture
+async def simulator(start_simulator: Callable[..., Any]) -> AsyncIterator[Simulator]:
+    sim = await start_simulator()
+    yield sim
+    await sim.stop()
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def read_table(out: Path, name: str) -> list[dict[str, Any]]:
+    dataset = ds.dataset(out / name, format="parquet", partitioning="hive")
+    return dataset.to_table().to_pylist()

@@ -1,0 +1,139 @@
+"""End to end against the simulator on port 0: the Parquet output equals its ground truth."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extractor.config import InvoiceJob
+from extractor.pipeline import run_invoices
+from extractor.simulator.server import Simulator, SimulatorConfig
+from extractor.writer import NULL_PARTITION
+from tests.conftest import CREDS, no_sleep, read_table
+
+
+async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
+    job = InvoiceJob(out=out, base_url=simulator.url, **options)
+    return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+
+
+def assert_matches_truth(
+    simulator: Simulator, out: Path, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
+) -> None:
+    truth = simulator.tenant.ground_truth(invoice_properties=props, row_properties=row_props)
+    orders = read_table(out, "invoices")
+    counts = Counter(order["OrderId"] for order in orders)
+    assert counts == Counter(list(truth)), "every OrderId exactly once"
+    for order in orders:
+        expected = truth[order["OrderId"]].order
+        month = order.pop("order_month")
+        stamp = expected.get("DateOrdered")
+        assert month == (stamp.strftime("%Y-%m") if stamp else None)
+        assert order == expected, f"order {order['OrderId']}"
+    expected_rows = [row for t in truth.values() for row in t.rows]
+    if not expected_rows and not (out / "invoice_rows").exists():
+        return
+    rows = read_table(out, "invoice_rows")
+    for row in rows:
+        row.pop("order_month")
+    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(expected_rows, key=key)
+
+
+async def test_backfill_equals_ground_truth(simulator: Simulator, tmp_path: Path) -> None:
+    summary = await backfill(simulator, tmp_path, batch_size=200, concurrency=4)
+    assert summary["status"] == "complete"
+    assert summary["invoices"] == simulator.config.orders
+    assert summary["requests"] == 1 + 8  # GetOrderSyncList + 1500/200 batches
+    assert_matches_truth(simulator, tmp_path)
+    assert summary["rows"] == len(read_table(tmp_path, "invoice_rows"))
+
+
+async def test_partitions_hold_rows_with_their_order(simulator: Simulator, tmp_path: Path) -> None:
+    await backfill(simulator, tmp_path)
+    month_of = {o["OrderId"]: o["order_month"] for o in read_table(tmp_path, "invoices")}
+    rows = read_table(tmp_path, "invoice_rows")
+    assert rows and all(row["order_month"] == month_of[row["OrderId"]] for row in rows)
+    assert None in month_of.values(), "orders without DateOrdered get their own partition"
+    assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
+    files = list((tmp_path / "invoices").rglob("*.parquet"))
+    folders = {f.parent for f in files}
+    assert len(files) == len(folders), "one file per partition per run"
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+async def test_property_selection(simulator: Simulator, tmp_path: Path) -> None:
+    props = ("CustomerName", "OrderTotalIncVat", "Addresses", "InvoiceRows")
+    row_props = ("Name", "Price", "TaxSettings")
+    await backfill(simulator, tmp_path, invoice_properties=props, row_properties=row_props)
+    orders = read_table(tmp_path, "invoices")
+    assert set(orders[0]) == {"OrderId", "DateOrdered", *props} - {"InvoiceRows"} | {"order_month"}
+    assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", *props), row_props)
+
+
+async def test_without_invoice_rows_no_rows_are_fetched(simulator: Simulator, tmp_path: Path) -> None:
+    await backfill(simulator, tmp_path, invoice_properties=("OrderStatus",))
+    assert not (tmp_path / "invoice_rows").exists()
+    assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", "OrderStatus"))
+
+
+async def test_soap_12(simulator: Simulator, tmp_path: Path) -> None:
+    await backfill(simulator, tmp_path, soap_version="1.2", batch_size=500)
+    assert_matches_truth(simulator, tmp_path)
+
+
+async def test_changed_after_lists_only_changed_orders(simulator: Simulator, tmp_path: Path) -> None:
+    import datetime as dt
+
+    since = dt.datetime(2022, 6, 1)
+    summary = await backfill(simulator, tmp_path, changed_after=since)
+    expected = simulator.tenant.sync_list(since, None)
+    assert 0 < summary["invoices"] == len(expected) < simulator.config.orders
+    assert sorted(o["OrderId"] for o in read_table(tmp_path, "invoices")) == sorted(expected)
+
+
+async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(session_ttl_calls=3)
+    try:
+        summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8)
+    finally:
+        await simulator.stop()
+    assert summary["status"] == "complete"
+    assert summary["relogins"] >= 3
+    expired = simulator.stats["expired"]
+    # one Login to start, then one per expiry — never one per waiting worker
+    assert simulator.stats["Login"] == 1 + summary["relogins"]
+    assert summary["relogins"] <= expired + simulator.stats["unauthenticated"]
+    assert_matches_truth(simulator, tmp_path)
+
+
+async def test_simulator_expires_sessions_on_demand(simulator: Simulator, tmp_path: Path) -> None:
+    simulator.expire_sessions()
+    await backfill(simulator, tmp_path / "a")
+    simulator.expire_sessions()
+    summary = await backfill(simulator, tmp_path / "b", batch_size=300)
+    assert summary["relogins"] == 0  # each run logs in afresh
+    assert_matches_truth(simulator, tmp_path / "b")
+
+
+@pytest.mark.parametrize("orders", [0, 1])
+async def test_tiny_tenants(start_simulator: Any, tmp_path: Path, orders: int) -> None:
+    simulator = await start_simulator(orders=orders)
+    try:
+        summary = await backfill(simulator, tmp_path)
+    finally:
+        await simulator.stop()
+    assert summary["invoices"] == orders
+    if orders:
+        assert_matches_truth(simulator, tmp_path)
+
+
+def test_simulator_is_deterministic() -> None:
+    a = Simulator(SimulatorConfig(orders=50, seed=3))
+    b = Simulator(SimulatorConfig(orders=50, seed=3))
+    assert a.tenant.ids == b.tenant.ids
+    assert [a.render_order(i) for i in a.tenant.ids] == [b.render_order(i) for i in b.tenant.ids]
