@@ -25,7 +25,7 @@ def creds() -> Credentials:
 
 
 @pytest.fixture
-def start_simulator() -> Callable[..., Any]:
+async def start_simulator() -> AsyncIterator[Callable[..., Any]]:
     """Start simulators on port 0; every one is stopped when the test ends."""
     started: list[Simulator] = []
 
@@ -36,7 +36,8 @@ def start_simulator() -> Callable[..., Any]:
         return simulator
 
     yield start
-    # stopped in the async finalizer below
+    for simulator in started:
+        await simulator.stop()
 
 
 @pytest.fixture

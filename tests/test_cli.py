@@ -1,0 +1,131 @@
+"""Bad input through the real CLI: one clear line, a non-zero exit, no traceback, no secret."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_USERNAME, Simulator
+from tests.conftest import read_table
+
+SECRET = f"pw-{uuid.uuid4().hex}"
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extractor", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", ""), **(env or {})},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def env_for(password: str = SECRET) -> dict[str, str]:
+    return {"TFSO_APPLICATION_ID": DEMO_APPLICATION_ID, "TFSO_USERNAME": DEMO_USERNAME, "TFSO_PASSWORD": password}
+
+
+def assert_one_clear_line(code: int, out: str, err: str, expected: str, status: int = 2) -> None:
+    assert code == status, err
+    assert "Traceback" not in out + err
+    assert SECRET not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--batch-size", "0"], "--batch-size 0 is outside 1..1000"),
+        (["--batch-size", "1001"], "--batch-size 1001 is outside 1..1000"),
+        (["--changed-after", "2024-13-45"], "--changed-after: '2024-13-45' is not a date"),
+        (["--registered-after", "yesterday"], "--registered-after: 'yesterday' is not a date"),
+        (["--invoice-properties", "OrderId,Colour"], "unknown InvoiceOrder property 'Colour'"),
+        (["--row-properties", "Price,Flavour"], "unknown InvoiceRow property 'Flavour'"),
+        (["--soap-version", "1.3"], "Invalid value for '--soap-version'"),
+        (["--concurrency", "zero"], "Invalid value for '--concurrency'"),
+    ],
+)
+async def test_bad_flags(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = await cli("invoices", "--out", str(tmp_path / "o"), "--base-url", "http://127.0.0.1:1", *args, env=env_for())
+    assert_one_clear_line(*result, expected)
+    assert not (tmp_path / "o").exists()
+
+
+async def test_missing_credentials(tmp_path: Path) -> None:
+    result = await cli("invoices", "--out", str(tmp_path), env={"TFSO_USERNAME": "x"})
+    assert_one_clear_line(*result, "set TFSO_APPLICATION_ID, TFSO_PASSWORD in the environment")
+
+
+async def test_malformed_application_id(tmp_path: Path) -> None:
+    env = {**env_for(), "TFSO_APPLICATION_ID": "not-a-guid"}
+    result = await cli("invoices", "--out", str(tmp_path), env=env)
+    assert_one_clear_line(*result, "TFSO_APPLICATION_ID is not a guid")
+
+
+async def test_output_path_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    result = await cli("invoices", "--out", str(target), env=env_for())
+    assert_one_clear_line(*result, "is a file")
+
+
+async def test_unreachable_base_url(tmp_path: Path) -> None:
+    result = await cli("invoices", "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for())
+    assert_one_clear_line(*result, "cannot reach http://127.0.0.1:1")
+
+
+async def test_wrong_credentials(simulator: Simulator, tmp_path: Path) -> None:
+    result = await cli("invoices", "--out", str(tmp_path / "o"), "--base-url", simulator.url, env=env_for(SECRET))
+    assert_one_clear_line(*result, "login refused", status=1)
+    assert simulator.stats["Login"] == 1 and simulator.stats["GetOrderSyncList"] == 0
+
+
+async def test_real_run_prints_no_secret_and_writes_summary(start_simulator: object, tmp_path: Path) -> None:
+    from extractor.simulator.server import SimulatorConfig
+
+    simulator = Simulator(SimulatorConfig(orders=300, password=SECRET))
+    await simulator.start()
+    try:
+        code, out, err = await cli(
+            "invoices", "--out", str(tmp_path), "--base-url", simulator.url, "--batch-size", "100", env=env_for()
+        )
+    finally:
+        await simulator.stop()
+    assert code == 0, err
+    assert "invoices      300 (of 300 ids listed)" in out
+    assert SECRET not in out + err
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert len(read_table(tmp_path, "invoices")) == 300
+    summaries = list((tmp_path / "_runs").glob("*.json"))
+    assert len(summaries) == 1
+    import orjson
+
+    summary = orjson.loads(summaries[0].read_bytes())
+    assert summary["invoices"] == 300 and summary["status"] == "complete" and summary["requests"] == 4
+
+
+async def test_second_run_into_the_same_dataset_is_refused(simulator: Simulator, tmp_path: Path) -> None:
+    from extractor.simulator.server import DEMO_PASSWORD
+
+    env = env_for(DEMO_PASSWORD)
+    first = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
+    assert first[0] == 0, first[2]
+    code, out, err = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
+    assert code == 2 and "already holds a dataset" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_help_lists_every_subcommand() -> None:
+    code, out, _ = await cli("--help")
+    assert code == 0
+    for command in ("invoices", "simulate", "demo"):
+        assert command in out

@@ -1,0 +1,133 @@
+"""The streaming parser on bytes: awkward XML, every chunk boundary, hostile and broken input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extractor import invoices
+from extractor.errors import DataError, HostileXml, MalformedResponse
+from extractor.invoices import Selection
+
+FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_bytes()
+UTC = dt.UTC
+
+
+def raw(chunks: list[bytes]) -> list[Any]:
+    """The parser's raw records, which fully determine the typed output."""
+    stream = invoices.order_stream()
+    for chunk in chunks:
+        stream.feed(chunk)
+    stream.close()
+    return stream.records
+
+
+def parse(chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    batch = invoices.to_batch(raw(chunks), Selection())
+    return batch.orders.to_pylist(), batch.rows.to_pylist()
+
+
+def test_awkward_response_values() -> None:
+    orders, rows = parse([FIXTURE])
+    assert [o["OrderId"] for o in orders] == [7, 3]  # the nil InvoiceOrder is skipped
+    order = orders[0]
+    assert order["CustomerId"] is None  # int sentinel
+    assert order["CustomerName"] == "  Ærlig & Sønn <AS>  "
+    assert order["CustomerDeliveryName"] == ""  # present and empty is not null
+    assert order["CustomerDeliveryPhone"] is None  # xsi:nil
+    assert order["CustomerReferenceNo"] is None  # absent
+    addresses = order["Addresses"]
+    assert addresses["Post"] is None and addresses["Delivery"] is None
+    assert addresses["Invoice"]["Street"] == "Storgata 1\r\nbak"
+    assert addresses["Invoice"]["City"] == "Tromsø <nord> & co"
+    assert addresses["Invoice"]["Country"] is None
+    assert order["OrderStatus"] == "CreditNote"  # not in the WSDL, kept
+    assert order["DateOrdered"] == dt.datetime(2023, 4, 30, 23, 59, 59, 123456, tzinfo=UTC)
+    assert order["DateInvoiced"] is None
+    assert order["DateChanged"] == dt.datetime(2023, 5, 1, 0, 0, 0, 123456, tzinfo=UTC)
+    assert order["IncludeVAT"] is None
+    assert order["OrderTotalIncVat"] == Decimal("-1234.50")
+    assert order["OrderTotalVat"] is None
+    assert order["Currency"] == {"Rate": Decimal("11.4523"), "Unit": None, "Symbol": "EUR"}
+    assert order["APIException"] == {"Type": "ValidationException", "Message": "Kunne ikke «lese»", "StackTrace": None}
+    assert order["InvoiceTemplateId"] is None
+    assert order["SendToFactoring"] is False
+    assert order["UserDefinedDimensions"] == []
+    assert orders[1]["Addresses"] is None and orders[1]["DateOrdered"] is None
+    assert [(r["OrderId"], r["_row_index"], r["RowId"]) for r in rows] == [(7, 0, 1), (7, 2, 2)]
+    first = rows[0]
+    assert first["Name"] == "Blåbær" and first["Quantity"] == Decimal("0.001")
+    assert first["Hidden"] is True and first["Type"] == "Subtotal"
+    assert first["TaxSettings"] == {"TaxAccount": None, "TaxCode": None, "TaxRate": Decimal(25)}
+    assert first["UserDefinedDimensions"] == [{"TypeId": 3, "Name": None, "Value": "Avd ø"}, None]
+    assert rows[1]["AccrualDate"] is None and rows[1]["TaxSettings"] is None
+
+
+def test_every_two_chunk_split_gives_the_same_result() -> None:
+    expected = raw([FIXTURE])
+    for at in range(1, len(FIXTURE)):
+        assert raw([FIXTURE[:at], FIXTURE[at:]]) == expected, f"split at byte {at}"
+
+
+def test_byte_by_byte_inside_multibyte_characters() -> None:
+    assert raw([FIXTURE[i : i + 1] for i in range(len(FIXTURE))]) == raw([FIXTURE])
+
+
+def test_compact_and_pretty_printed_agree() -> None:
+    from lxml import etree
+
+    compact = etree.tostring(etree.fromstring(FIXTURE, etree.XMLParser(remove_blank_text=True)))
+    assert compact.count(b"\n  ") == 0
+    assert parse([compact]) == parse([FIXTURE])
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>',
+        b'<?xml version="1.0"?><!DOCTYPE x SYSTEM "file:///etc/passwd">',
+        b'<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY e SYSTEM "http://127.0.0.1:1/x">]>',
+    ],
+)
+def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
+    body = prolog + FIXTURE.split(b"?>", 1)[1]
+    stream = invoices.order_stream()
+    with pytest.raises(HostileXml):
+        for at in range(0, len(body), 7):  # split so the DOCTYPE straddles chunks
+            stream.feed(body[at : at + 7])
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.97])
+def test_truncated_body_is_malformed_not_partial(cut: float) -> None:
+    stream = invoices.order_stream()
+    stream.feed(FIXTURE[: int(len(FIXTURE) * cut)])
+    with pytest.raises(MalformedResponse):
+        stream.close()
+
+
+def test_garbage_is_malformed() -> None:
+    stream = invoices.order_stream()
+    with pytest.raises(MalformedResponse):
+        stream.feed(b"<a><b></a>")
+
+
+def test_value_that_does_not_fit_its_type_names_the_field() -> None:
+    body = FIXTURE.replace(b"<w:OrderTotalIncVat>-1234.50", b"<w:OrderTotalIncVat>12,5")
+    with pytest.raises(DataError, match="OrderTotalIncVat: '12,5'"):
+        parse([body])
+
+
+def test_decimals_are_never_rounded() -> None:
+    body = FIXTURE.replace(b"-1234.50", b"0.12345678901")
+    with pytest.raises(DataError, match="OrderTotalIncVat"):
+        parse([body])
+
+
+def test_timestamps_with_offsets_become_utc() -> None:
+    body = FIXTURE.replace(b"2023-04-30T23:59:59.123456", b"2023-05-01T01:59:59+02:00")
+    orders, _ = parse([body])
+    assert orders[0]["DateOrdered"] == dt.datetime(2023, 4, 30, 23, 59, 59, tzinfo=UTC)
