@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,7 +107,9 @@ async def run_invoices(
         ids = await _list_ids(context)
         progress.say(f"listed {len(ids):,} orders; fetching in batches of {job.batch_size}")
         progress.start()
+        fetch_started = time.monotonic()
         stats.files = await _fetch_all(context, ids)
+        stats.fetch_seconds = round(time.monotonic() - fetch_started, 3)
         stats.relogins = session.logins - 1
     finally:
         await progress.stop()

@@ -71,6 +71,7 @@ class Simulator:
         self._sessions: dict[str, int] = {}
         self._logins = 0
         self._row_cache: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._templates: dict[int, dict[str, str]] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._order_type = schema.invoice_order()
@@ -119,6 +120,8 @@ class Simulator:
             if handler is None:
                 raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
             self.stats[call.operation] += 1
+            if self.config.latency:
+                await asyncio.sleep(self.config.latency)
             return await handler(call)
         except Fault as fault:
             self.stats["faults"] += 1
@@ -194,7 +197,8 @@ class Simulator:
         _check_known(self._row_type, row_props)
         known = [order_id for order_id in ids if order_id in self.tenant.registered]
         known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
-        await asyncio.sleep(self.config.latency + self.config.latency_per_1000 * len(known) / 1000)
+        if self.config.latency_per_1000:
+            await asyncio.sleep(self.config.latency_per_1000 * len(known) / 1000)
         return await self._stream_orders(call, known, props, row_props)
 
     async def _stream_orders(
@@ -221,11 +225,32 @@ class Simulator:
         self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
     ) -> str:
         """One ``InvoiceOrder`` element exactly as GetInvoices sends it."""
-        wire = restrict(self.tenant.wire(order_id), props)
-        rows = wire.get("InvoiceRows")
-        if rows is not None:
-            wire["InvoiceRows"] = soap.Raw("".join(self._row(n, row_props) for n in rows))
-        return soap.encode_value("InvoiceOrder", self._order_type, wire)
+        template, own = self.tenant.parts(order_id)
+        cached = self._template_parts(template)
+        wanted = set(props)
+        out = []
+        for f in self._order_type.fields:
+            if wanted and f.name not in wanted:
+                continue
+            if f.name == "InvoiceRows" and "InvoiceRows" in own:
+                rows = "".join(self._row(n, row_props) for n in own["InvoiceRows"])
+                out.append(f"<InvoiceRows>{rows}</InvoiceRows>")
+            elif f.name in own:
+                out.append(soap.encode_value(f.name, f.type, own[f.name]))
+            elif f.name in cached:
+                out.append(cached[f.name])
+        return f"<InvoiceOrder>{''.join(out)}</InvoiceOrder>"
+
+    def _template_parts(self, template: int) -> dict[str, str]:
+        parts = self._templates.get(template)
+        if parts is None:
+            pooled = self.tenant.order_pool[template]
+            parts = self._templates[template] = {
+                f.name: soap.encode_value(f.name, f.type, pooled[f.name])
+                for f in self._order_type.fields
+                if f.name in pooled and f.name != "InvoiceRows"
+            }
+        return parts
 
     def _row(self, number: int, row_props: tuple[str, ...]) -> str:
         key = (number, row_props)

@@ -22,7 +22,10 @@ LAST_DAY: Final = dt.datetime(2025, 9, 30)
 SPARSE_FIELDS: Final = frozenset({"OrderId", "CustomerId", "OrderStatus", "DateChanged"})
 #: Rows are drawn from a pool of this many, so a tenant renders fast enough to feed benchmarks.
 ROW_POOL: Final = 4096
-_ALWAYS: Final = frozenset({"OrderId", "DateChanged", "InvoiceRows"})
+#: Orders share their other fields with one of this many templates, for the same reason.
+ORDER_POOL: Final = 2048
+#: Fields every order has of its own, on top of its template.
+OWN_FIELDS: Final = ("OrderId", "DateOrdered", "DateChanged", "InvoiceRows")
 
 Wire = dict[str, Any]
 
@@ -59,6 +62,7 @@ class Tenant:
         self.row_pool: list[Wire] = [
             self._pool_row(pool_rng, number) for number in range(ROW_POOL)
         ]
+        self.order_pool: list[Wire] = [self._template(pool_rng) for _ in range(ORDER_POOL)]
 
     def sync_list(
         self, changed_after: dt.datetime | None, registered_after: dt.datetime | None
@@ -76,35 +80,48 @@ class Tenant:
 
         ``InvoiceRows`` holds indexes into :attr:`row_pool`.
         """
+        template, own = self.parts(order_id)
+        return {**self.order_pool[template], **own}
+
+    def parts(self, order_id: int) -> tuple[int, Wire]:
+        """The order's template (an index into :attr:`order_pool`) and its own fields."""
         rng = random.Random(self.seed * 1_000_003 + order_id)
-        registered = self.registered[order_id]
+        template = rng.randrange(ORDER_POOL)
+        own: Wire = {"OrderId": order_id, "DateChanged": self.changed[order_id]}
+        pooled = self.order_pool[template]
+        if isinstance(pooled.get("DateOrdered"), dt.datetime):
+            own["DateOrdered"] = self.registered[order_id]
+        if "InvoiceRows" in pooled:
+            rows = self._rows(rng)
+            if rows is not None:
+                own["InvoiceRows"] = rows
+        return template, own
+
+    def _template(self, rng: random.Random) -> Wire:
+        anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
         sparse = rng.random() < 0.08
         order: Wire = {}
         for field in self._order.fields:
             if sparse and field.name not in SPARSE_FIELDS:
                 continue
-            value = self._order_field(rng, field, order_id, registered)
+            value = self._order_field(rng, field, anchor)
             if value is not None:
                 order[field.name] = value
         return order
 
-    def _order_field(
-        self, rng: random.Random, field: schema.Field, order_id: int, registered: dt.datetime
-    ) -> Any:
+    def _order_field(self, rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
         name = field.name
-        if name == "OrderId":
-            return order_id
-        if name == "DateChanged":
-            return self.changed[order_id]
+        if name in ("OrderId", "DateChanged"):
+            return None  # the order's own
         if name == "InvoiceRows":
-            return self._rows(rng)
+            return []  # a marker: orders of this template have rows of their own
         if name == "APIException" and rng.random() > 0.01:
             return None
-        if name not in _ALWAYS and rng.random() < 0.12:
+        if name != "DateOrdered" and rng.random() < 0.12:
             return values.blank(rng, field)
-        if name == "DateOrdered":
-            return registered
-        return self._value(rng, field, registered)
+        if name == "DateOrdered" and rng.random() < 0.06:
+            return values.blank(rng, field)
+        return self._value(rng, field, anchor)
 
     def _value(self, rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
         ftype = field.type

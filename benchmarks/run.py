@@ -1,0 +1,164 @@
+"""`make bench`: parse speed against lxml, end-to-end throughput and memory, latency hiding.
+
+Every figure is printed next to a reference measured in the same run on the same machine.
+The simulator runs in its own process (a remote service with its own CPU), the extractor in
+another, so the client's peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from lxml import etree
+
+from extractor import invoices, soap
+from extractor.invoices import Selection
+from extractor.simulator.server import (
+    DEMO_APPLICATION_ID,
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    Simulator,
+    SimulatorConfig,
+    _wrapper,
+)
+
+ENV = {
+    **os.environ,
+    "TFSO_APPLICATION_ID": DEMO_APPLICATION_ID,
+    "TFSO_USERNAME": DEMO_USERNAME,
+    "TFSO_PASSWORD": DEMO_PASSWORD,
+}
+
+
+def best_of(runs: int, action: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def canned_response(orders: int = 1000) -> bytes:
+    simulator = Simulator(SimulatorConfig(orders=orders))
+    head, tail = _wrapper(soap.SOAP11, "GetInvoices")
+    body = "".join(simulator.render_order(order_id) for order_id in simulator.tenant.ids)
+    return head + b"<GetInvoicesResult>" + body.encode() + b"</GetInvoicesResult>" + tail
+
+
+def parse_to_arrow(body: bytes, chunk: int = 64 * 1024) -> None:
+    stream = invoices.order_stream()
+    for at in range(0, len(body), chunk):
+        stream.feed(body[at : at + chunk])
+    stream.close()
+    invoices.to_batch(stream.records, Selection())
+
+
+def bench_parse() -> dict[str, float]:
+    body = canned_response()
+    reference = best_of(7, lambda: etree.fromstring(body))
+    ours = best_of(7, lambda: parse_to_arrow(body))
+    mb = len(body) / 1e6
+    return {
+        "response_mb": round(mb, 2),
+        "lxml_fromstring_mb_s": round(mb / reference, 1),
+        "parse_to_arrow_mb_s": round(mb / ours, 1),
+        "ratio": round(reference / ours, 3),
+    }
+
+
+@contextmanager
+def simulator_process(*args: str) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extractor", "simulate", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"at (http://\S+)", line)
+        if match is None:
+            raise RuntimeError(f"simulator did not start: {line}")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], float]:
+    """Run the real CLI; its summary and its own peak RSS in MB."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extractor", "invoices", "--base-url", url, "--out", str(out), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+    )  # fmt: skip
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"extractor exited with {status}")
+    summary = orjson.loads(next((out / "_runs").glob("*.json")).read_bytes())
+    return summary, usage.ru_maxrss / 1024
+
+
+def bench_end_to_end(orders: int, work: Path) -> dict[str, object]:
+    with simulator_process("--orders", str(orders)) as url:
+        summary, rss = run_extractor(url, work / "e2e")
+    assert summary["invoices"] == orders, summary
+    return {
+        "orders": orders,
+        "invoices_per_s": summary["invoices_per_second"],
+        "mb_per_s": summary["mb_per_second"],
+        "seconds": summary["seconds"],
+        "peak_rss_mb": round(rss, 1),
+        "zeep_reference_invoices_per_s": 500,
+    }
+
+
+def bench_latency(work: Path, orders: int = 4000, batch: int = 25, latency: float = 0.25) -> dict[str, object]:
+    concurrency = 16
+    with simulator_process("--orders", str(orders), "--latency", str(latency)) as url:
+        summary, _ = run_extractor(url, work / "latency", "--concurrency", str(concurrency), "--batch-size", str(batch))
+    batches = -(-orders // batch)
+    ideal = batches * latency / concurrency
+    fetch = float(summary["fetch_seconds"])  # type: ignore[arg-type]
+    return {
+        "batches": batches,
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "ideal_s": round(ideal, 2),
+        "fetch_wall_s": fetch,
+        "over_ideal": round(fetch / ideal - 1, 3),
+        "whole_run_s": summary["seconds"],
+    }
+
+
+def main() -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}")
+    parse = bench_parse()
+    print(f"parse:   {parse}")
+    with tempfile.TemporaryDirectory() as folder:
+        e2e = bench_end_to_end(int(os.environ.get("BENCH_ORDERS", "100000")), Path(folder))
+        print(f"e2e:     {e2e}")
+        latency = bench_latency(Path(folder))
+        print(f"latency: {latency}")
+    checks = {
+        "parse ratio >= 0.35": parse["ratio"] >= 0.35,
+        "e2e >= 3000 invoices/s": float(e2e["invoices_per_s"]) >= 3000,  # type: ignore[arg-type]
+        "peak RSS < 500 MB": float(e2e["peak_rss_mb"]) < 500,  # type: ignore[arg-type]
+        "latency within 15% of ideal": float(latency["over_ideal"]) <= 0.15,  # type: ignore[arg-type]
+    }
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+
+
+if __name__ == "__main__":
+    main()
