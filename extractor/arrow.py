@@ -8,6 +8,7 @@ per-value fallback, which either converts it exactly or raises DataError naming 
 from __future__ import annotations
 
 import base64
+import functools
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from extractor import schema
 from extractor.errors import DataError
 
 _NULL_STRING: Final = pa.scalar(None, pa.string())
+_EMPTY: Final = pa.scalar("", pa.string())
 _DATETIME: Final = re.compile(
     r"\s*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?\s*"
 )
@@ -75,9 +77,10 @@ def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.A
         return text
     if scalar.xsd == "enum":
         return text.dictionary_encode()
-    blank = pc.equal(text, "")
+    # kernels get pa.scalar arguments: a Python literal makes pyarrow try to import pandas
+    blank = pc.equal(text, _EMPTY)
     if scalar.sentinel is not None:
-        blank = pc.or_(blank, pc.equal(text, scalar.sentinel))
+        blank = pc.or_(blank, pc.equal(text, _scalar_text(scalar.sentinel)))
     if pc.any(blank).as_py():
         text = pc.if_else(blank, _NULL_STRING, text)
     if scalar.xsd == "guid":
@@ -86,6 +89,11 @@ def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.A
         return _cast(text, scalar.xsd)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _fallback(scalar, text.to_pylist(), name)
+
+
+@functools.cache
+def _scalar_text(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.string())
 
 
 def _cast(text: pa.Array, xsd: str) -> pa.Array:

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extractor import arrow, schema, soap
+from lxml import etree
+
 from extractor.parser import RecordStream, StructReader, int_reader
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
@@ -91,10 +93,51 @@ def _selected(struct: schema.Struct, names: Sequence[str]) -> tuple[schema.Field
 _ORDER: Final = schema.invoice_order()
 _POSITIONS: Final = {f.name: i for i, f in enumerate(_ORDER.fields)}
 _ROWS_AT: Final = _POSITIONS["InvoiceRows"]
+_ORDER_ID_AT: Final = _POSITIONS["OrderId"]
 
 
 def order_stream() -> RecordStream:
     return RecordStream(ORDER_TAG, StructReader(_ORDER, NAMESPACE))
+
+
+class OrderSink(RecordStream):
+    """A GetInvoices body to typed Arrow while it arrives, ``every`` orders at a time.
+
+    Only the requested ids are kept, each once; ``missing`` lists the requested ids the
+    response did not hold. Raw values never outlive ``every`` orders.
+    """
+
+    def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
+        super().__init__(ORDER_TAG, StructReader(_ORDER, NAMESPACE))
+        self._selection = selection
+        self._wanted = set(order_ids)
+        self._every = every
+        self.batches: list[Batch] = []
+
+    def feed(self, chunk: bytes) -> None:
+        super().feed(chunk)
+        if len(self.records) >= self._every:
+            self._convert()
+
+    def close(self) -> etree._Element:
+        root = super().close()
+        self._convert()
+        return root
+
+    @property
+    def missing(self) -> list[int]:
+        return sorted(self._wanted)
+
+    def _convert(self) -> None:
+        kept, wanted = [], self._wanted
+        for record in self.records:
+            order_id = int(record[_ORDER_ID_AT] or 0)
+            if order_id in wanted:
+                wanted.discard(order_id)
+                kept.append(record)
+        self.records = []
+        if kept:
+            self.batches.append(to_batch(kept, self._selection))
 
 
 @dataclass(frozen=True)

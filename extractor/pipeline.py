@@ -16,16 +16,13 @@ from typing import IO, Any
 from extractor import invoices, soap
 from extractor.config import Credentials, InvoiceJob, check_output_dir
 from extractor.errors import ExtractorError, OutputError, TransientError, UsageError
-from extractor.invoices import Batch, Selection
+from extractor.invoices import Batch, OrderSink, Selection
 from extractor.parser import RecordStream
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, retrying
 from extractor.session import Session
 from extractor.transport import Transport
 from extractor.writer import PartitionedWriter
-
-_ORDER_ID_AT = [f.name for f in invoices._ORDER.fields].index("OrderId")
-
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -170,34 +167,30 @@ async def _worker(context: _Context, batches: Iterator[Sequence[int]], tables: _
     for batch in batches:
         params = context.selection.params(batch)
         try:
-            stream = await context.call(soap.GET_INVOICES, params, invoices.order_stream)
+            sink = await context.call(
+                soap.GET_INVOICES, params, lambda ids=batch: OrderSink(context.selection, ids)
+            )
         except TransientError as exc:
             stats.failed_ids += len(batch)
             stats.failures.append({"ids": list(batch), "error": f"{type(exc).__name__}: {exc}"})
             stats.ids_done += len(batch)
             continue
-        records = _requested_once(stream.records, batch, stats)
-        result = invoices.to_batch(records, context.selection)
-        await loop.run_in_executor(tables.pool, tables.write, result)
+        assert isinstance(sink, OrderSink)
+        for part in sink.batches:
+            await loop.run_in_executor(tables.pool, tables.write, part)
+            stats.invoices += part.orders.num_rows
+            stats.rows += part.rows.num_rows
+            stats.api_exceptions += _api_exceptions(part)
+        if sink.missing:
+            stats.missing_ids += len(sink.missing)
+            stats.failures.append({"ids": sink.missing, "error": "not returned by GetInvoices"})
         stats.ids_done += len(batch)
-        stats.invoices += result.orders.num_rows
-        stats.rows += result.rows.num_rows
-        if "APIException" in result.orders.column_names:
-            stats.api_exceptions += result.orders.num_rows - result.orders.column("APIException").null_count
 
 
-def _requested_once(records: list[Any], batch: Sequence[int], stats: RunStats) -> list[Any]:
-    """Keep each requested order once; count the requested ones that did not come back."""
-    wanted, kept = set(batch), []
-    for record in records:
-        order_id = int(record[_ORDER_ID_AT] or 0)
-        if order_id in wanted:
-            wanted.discard(order_id)
-            kept.append(record)
-    if wanted:
-        stats.missing_ids += len(wanted)
-        stats.failures.append({"ids": sorted(wanted), "error": "not returned by GetInvoices"})
-    return kept
+def _api_exceptions(part: Batch) -> int:
+    if "APIException" not in part.orders.column_names:
+        return 0
+    return part.orders.num_rows - part.orders.column("APIException").null_count
 
 
 def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
