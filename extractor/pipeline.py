@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +24,7 @@ from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, retrying
 from extractor.session import Session
 from extractor.transport import Transport
-from extractor.writer import PartitionedWriter
+from extractor.writer import TableWriter
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -54,32 +56,41 @@ class _Context:
 
 
 class _Tables:
-    """The run's two writers, driven from one background thread."""
+    """The run's tables: staged from one background thread, published at the end."""
 
     def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
-        self.orders = PartitionedWriter(out / "invoices", selection.order_schema, invoices.PARTITION, run_id)
+        self.orders = TableWriter(out, "invoices", selection.order_schema, invoices.PARTITION, run_id)
         self.rows = (
-            PartitionedWriter(out / "invoice_rows", selection.row_schema, invoices.PARTITION, run_id)
+            TableWriter(out, "invoice_rows", selection.row_schema, invoices.PARTITION, run_id)
             if selection.wants_rows
             else None
         )
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        self._staging = out / "_staging"
+        self._run_staging = self._staging / run_id
 
-    def write(self, batch: Batch) -> None:
-        self.orders.write(batch.orders, batch.order_partitions)
+    def stage(self, name: str, batch: Batch) -> None:
+        self.orders.stage(name, batch.orders, batch.order_partitions)
         if self.rows is not None:
-            self.rows.write(batch.rows, batch.row_partitions)
+            self.rows.stage(name, batch.rows, batch.row_partitions)
 
-    def close(self) -> int:
-        files = self.orders.close()
+    def publish(self) -> int:
+        files = self.orders.publish()
         if self.rows is not None:
-            files += self.rows.close()
+            files += self.rows.publish()
+        self._tidy()
         return len(files)
 
-    def abort(self) -> None:
-        self.orders.abort()
+    def discard(self) -> None:
+        self.orders.discard()
         if self.rows is not None:
-            self.rows.abort()
+            self.rows.discard()
+        self._tidy()
+
+    def _tidy(self) -> None:
+        shutil.rmtree(self._run_staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._staging.rmdir()  # only when no other run left anything staged
 
 
 async def run_invoices(
@@ -144,27 +155,32 @@ async def _list_ids(context: _Context) -> list[int]:
 
 async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
     size = context.job.batch_size
-    batches: Iterator[Sequence[int]] = (ids[at : at + size] for at in range(0, len(ids), size))
+    batches: Iterator[tuple[int, Sequence[int]]] = (
+        (number, ids[at : at + size]) for number, at in enumerate(range(0, len(ids), size))
+    )
     tables = _Tables(context.job.out, context.selection, context.stats.run_id)
     try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(context.job.concurrency):
-                group.create_task(_worker(context, batches, tables))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(context.job.concurrency):
+                    group.create_task(_worker(context, batches, tables))
+        finally:
+            tables.pool.shutdown(wait=True)
+        return await asyncio.get_running_loop().run_in_executor(None, tables.publish)
     except BaseExceptionGroup as group_error:
-        tables.abort()
+        tables.discard()
         raise _first_error(group_error) from None
     except BaseException:
-        tables.abort()
+        tables.discard()
         raise
-    finally:
-        tables.pool.shutdown(wait=True)
-    return tables.close()
 
 
-async def _worker(context: _Context, batches: Iterator[Sequence[int]], tables: _Tables) -> None:
+async def _worker(
+    context: _Context, batches: Iterator[tuple[int, Sequence[int]]], tables: _Tables
+) -> None:
     loop = asyncio.get_running_loop()
     stats = context.stats
-    for batch in batches:
+    for number, batch in batches:
         params = context.selection.params(batch)
         try:
             sink = await context.call(
@@ -176,8 +192,9 @@ async def _worker(context: _Context, batches: Iterator[Sequence[int]], tables: _
             stats.ids_done += len(batch)
             continue
         assert isinstance(sink, OrderSink)
-        for part in sink.batches:
-            await loop.run_in_executor(tables.pool, tables.write, part)
+        for part_number, part in enumerate(sink.batches):
+            name = f"{number:08d}-{part_number:03d}"
+            await loop.run_in_executor(tables.pool, tables.stage, name, part)
             stats.invoices += part.orders.num_rows
             stats.rows += part.rows.num_rows
             stats.api_exceptions += _api_exceptions(part)

@@ -64,6 +64,7 @@ async def test_partitions_hold_rows_with_their_order(simulator: Simulator, tmp_p
     folders = {f.parent for f in files}
     assert len(files) == len(folders), "one file per partition per run"
     assert not list(tmp_path.rglob("*.tmp"))
+    assert not (tmp_path / "_staging").exists(), "staged batches are removed once published"
 
 
 async def test_property_selection(simulator: Simulator, tmp_path: Path) -> None:
