@@ -101,7 +101,8 @@ def simulator_process(*args: str) -> Iterator[str]:
 def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], float]:
     """Run the real CLI; its summary and its own peak RSS in MB."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "extractor", "invoices", "--base-url", url, "--out", str(out), *args],
+        [sys.executable, "-m", "extractor", "invoices", "--base-url", url, "--out", str(out),
+         *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
     )  # fmt: skip
     _, status, usage = os.wait4(process.pid, 0)
@@ -125,10 +126,14 @@ def bench_end_to_end(orders: int, work: Path) -> dict[str, object]:
     }
 
 
-def bench_latency(work: Path, orders: int = 4000, batch: int = 25, latency: float = 0.25) -> dict[str, object]:
+def bench_latency(
+    work: Path, orders: int = 4000, batch: int = 25, latency: float = 0.25
+) -> dict[str, object]:
     concurrency = 16
     with simulator_process("--orders", str(orders), "--latency", str(latency)) as url:
-        summary, _ = run_extractor(url, work / "latency", "--concurrency", str(concurrency), "--batch-size", str(batch))
+        summary, _ = run_extractor(
+            url, work / "latency", "--concurrency", str(concurrency), "--batch-size", str(batch)
+        )
     batches = -(-orders // batch)
     ideal = batches * latency / concurrency
     fetch = float(summary["fetch_seconds"])  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ per-value fallback, which either converts it exactly or raises DataError naming 
 from __future__ import annotations
 
 import base64
-import functools
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -38,7 +38,7 @@ def schema_for(fields: Sequence[schema.Field]) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type.arrow) for f in fields])
 
 
-def column(ftype: schema.FieldType, raws: Sequence[Any], name: str) -> pa.Array:
+def column(ftype: schema.FieldType, raws: Sequence[Any], name: str) -> pa.Array[Any]:
     """The typed Arrow array for the raw values of one field."""
     if isinstance(ftype, schema.Scalar):
         return scalar_column(ftype, raws, name)
@@ -47,10 +47,12 @@ def column(ftype: schema.FieldType, raws: Sequence[Any], name: str) -> pa.Array:
     return _list_column(ftype, raws, name)
 
 
-def _struct_column(struct: schema.Struct, raws: Sequence[Any], name: str) -> pa.Array:
+def _struct_column(struct: schema.Struct, raws: Sequence[Any], name: str) -> pa.Array[Any]:
     mask = pa.array([raw is None for raw in raws], pa.bool_())
     filler = (None,) * len(struct.fields)
-    transposed = list(zip(*[filler if raw is None else raw for raw in raws])) or [()] * len(filler)
+    transposed = list(zip(*[filler if raw is None else raw for raw in raws], strict=True)) or [
+        ()
+    ] * len(filler)
     children = [
         column(f.type, values, f"{name}.{f.name}")
         for f, values in zip(struct.fields, transposed, strict=True)
@@ -59,7 +61,7 @@ def _struct_column(struct: schema.Struct, raws: Sequence[Any], name: str) -> pa.
     return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
 
 
-def _list_column(ftype: schema.ListOf, raws: Sequence[Any], name: str) -> pa.Array:
+def _list_column(ftype: schema.ListOf, raws: Sequence[Any], name: str) -> pa.Array[Any]:
     offsets, flat = [0], []
     for raw in raws:
         if raw:
@@ -71,7 +73,7 @@ def _list_column(ftype: schema.ListOf, raws: Sequence[Any], name: str) -> pa.Arr
     return array.cast(ftype.arrow)
 
 
-def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.Array:
+def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.Array[Any]:
     text = pa.array(raws, pa.string())
     if scalar.xsd == "string":
         return text
@@ -92,11 +94,11 @@ def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.A
 
 
 @functools.cache
-def _scalar_text(text: str) -> pa.Scalar:
+def _scalar_text(text: str) -> pa.Scalar[Any]:
     return pa.scalar(text, pa.string())
 
 
-def _cast(text: pa.Array, xsd: str) -> pa.Array:
+def _cast(text: pa.Array[Any], xsd: str) -> pa.Array[Any]:
     if xsd == "dateTime":
         return text.cast(pa.timestamp("us")).cast(schema.TIMESTAMP_TYPE)
     if xsd == "base64Binary":
@@ -104,7 +106,7 @@ def _cast(text: pa.Array, xsd: str) -> pa.Array:
     return text.cast(schema.Scalar(xsd).arrow)
 
 
-def _fallback(scalar: schema.Scalar, values: list[str | None], name: str) -> pa.Array:
+def _fallback(scalar: schema.Scalar, values: list[str | None], name: str) -> pa.Array[Any]:
     convert = _CONVERTERS[scalar.xsd]
     out: list[Any] = []
     for value in values:

@@ -41,12 +41,18 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
-@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
+)
+@click.option(
+    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
+)
 @click.option("--changed-after", help="Only orders changed after this UTC time.")
 @click.option("--registered-after", help="Only orders registered after this UTC time.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
-@click.option("--batch-size", default=1000, show_default=True, type=int, help="Ids per GetInvoices (1..1000).")
+@click.option(
+    "--batch-size", default=1000, show_default=True, type=int, help="Ids per GetInvoices (1..1000)."
+)
 @click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
 @click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
 @click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
@@ -68,7 +74,9 @@ def invoices(
         out=out,
         base_url=base_url,
         changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
-        registered_after=parse_when(registered_after, "--registered-after") if registered_after else None,
+        registered_after=parse_when(registered_after, "--registered-after")
+        if registered_after
+        else None,
         concurrency=concurrency,
         batch_size=batch_size,
         invoice_properties=_names(invoice_properties),
@@ -79,7 +87,9 @@ def invoices(
     summary = _run(run_invoices(job, credentials))
     click.echo(render_summary(summary))
     if summary["status"] != "complete":
-        click.echo(f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True)
+        click.echo(
+            f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True
+        )
         sys.exit(EXIT_PARTIAL)
 
 
@@ -88,10 +98,36 @@ def invoices(
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--orders", default=50_000, show_default=True, type=click.IntRange(0, 10_000_000))
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds per request.")
-@click.option("--latency-per-1000", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds per 1000 invoices.")
-@click.option("--session-ttl-calls", default=0, show_default=True, type=click.IntRange(0), help="Expire sessions after N calls (0: never).")
-def simulate(host: str, port: int, orders: int, seed: int, latency: float, latency_per_1000: float, session_ttl_calls: int) -> None:
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds per request.",
+)
+@click.option(
+    "--latency-per-1000",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds per 1000 invoices.",
+)
+@click.option(
+    "--session-ttl-calls",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Expire sessions after N calls (0: never).",
+)
+def simulate(
+    host: str,
+    port: int,
+    orders: int,
+    seed: int,
+    latency: float,
+    latency_per_1000: float,
+    session_ttl_calls: int,
+) -> None:
     """Serve the built-in 24SevenOffice simulator until interrupted."""
     from extractor.simulator.cli import serve
 

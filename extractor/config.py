@@ -14,7 +14,9 @@ from extractor.errors import CredentialsMissing, UsageError
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
-_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_GUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,14 @@ class Credentials:
             env["TFSO_PASSWORD"],
             env.get("TFSO_IDENTITY_ID", "").strip() or None,
         )
-        for name, value in (("TFSO_APPLICATION_ID", creds.application_id), ("TFSO_IDENTITY_ID", creds.identity_id)):
+        for name, value in (
+            ("TFSO_APPLICATION_ID", creds.application_id),
+            ("TFSO_IDENTITY_ID", creds.identity_id),
+        ):
             if value is not None and not _GUID.fullmatch(value):
-                raise UsageError(f"{name} is not a guid (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+                raise UsageError(
+                    f"{name} is not a guid (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+                )
         return creds
 
     @property

@@ -10,10 +10,9 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from extractor import arrow, schema, soap
 from lxml import etree
 
+from extractor import arrow, schema, soap
 from extractor.parser import RecordStream, StructReader, int_reader
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
@@ -25,8 +24,10 @@ ROW_INDEX: Final = "_row_index"
 NOT_SET: Final = soap.Raw("0001-01-01T00:00:00")
 
 
-def sync_params(changed_after: dt.datetime | None, registered_after: dt.datetime | None) -> dict[str, Any]:
-    """GetOrderSyncList parameters; RegisteredAfter is required by the WSDL, so it is always sent."""
+def sync_params(
+    changed_after: dt.datetime | None, registered_after: dt.datetime | None
+) -> dict[str, Any]:
+    """GetOrderSyncList parameters; the WSDL requires RegisteredAfter, so it is always sent."""
     return {
         "syncParams": {
             "ChangedAfter": changed_after or NOT_SET,
@@ -57,7 +58,11 @@ class Selection:
 
     @cached_property
     def order_fields(self) -> tuple[schema.Field, ...]:
-        return tuple(f for f in _selected(schema.invoice_order(), self.invoice_properties) if f.name != "InvoiceRows")
+        return tuple(
+            f
+            for f in _selected(schema.invoice_order(), self.invoice_properties)
+            if f.name != "InvoiceRows"
+        )
 
     @cached_property
     def row_fields(self) -> tuple[schema.Field, ...]:
@@ -71,7 +76,9 @@ class Selection:
         """GetInvoices parameters; every property is named, as the live service requires."""
         return {
             "searchParams": {"OrderIds": list(order_ids)},
-            "invoiceReturnProperties": [f.name for f in _selected(schema.invoice_order(), self.invoice_properties)],
+            "invoiceReturnProperties": [
+                f.name for f in _selected(schema.invoice_order(), self.invoice_properties)
+            ],
             "rowReturnProperties": [f.name for f in self.row_fields] if self.wants_rows else [],
         }
 
@@ -146,8 +153,8 @@ class Batch:
 
     orders: pa.Table
     rows: pa.Table
-    order_partitions: pa.Array
-    row_partitions: pa.Array
+    order_partitions: pa.Array[Any]
+    row_partitions: pa.Array[Any]
 
 
 def to_batch(records: Sequence[list[Any]], selection: Selection) -> Batch:
@@ -173,6 +180,6 @@ def to_batch(records: Sequence[list[Any]], selection: Selection) -> Batch:
 _ROW_POSITIONS: Final = {f.name: i for i, f in enumerate(schema.invoice_row().fields)}
 
 
-def partition_of(date_ordered: pa.ChunkedArray) -> pa.Array:
+def partition_of(date_ordered: pa.ChunkedArray[Any]) -> pa.Array[Any]:
     """``YYYY-MM`` of DateOrdered (UTC); null for orders without one."""
     return pc.strftime(date_ordered.combine_chunks(), format="%Y-%m")

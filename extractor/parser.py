@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from lxml import etree
 
@@ -54,7 +54,7 @@ class StructReader:
         values: list[Raw] = [None] * self._width
         index = self._index
         for child in elem:
-            entry = index.get(child.tag)  # type: ignore[call-overload]
+            entry = index.get(child.tag)
             if entry is None:
                 continue  # a field newer than the shipped WSDL, a comment
             pos, read = entry
@@ -152,11 +152,12 @@ class RecordStream:
 
     def _drain(self) -> None:
         read, records = self._read, self.records
-        for _, elem in self._parser.read_events():
+        for _, event_elem in self._parser.read_events():
+            elem = cast(etree._Element, event_elem)
             record = read(elem)
             if record is not None:
                 records.append(record)
-            elem.clear(keep_tail=False)
+            elem.clear()
             parent = elem.getparent()
             if parent is not None:
                 while elem.getprevious() is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import secrets
 import shutil
 import sys
@@ -25,6 +26,7 @@ from extractor.retry import Sleep, retrying
 from extractor.session import Session
 from extractor.transport import Transport
 from extractor.writer import TableWriter
+
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -59,7 +61,9 @@ class _Tables:
     """The run's tables: staged from one background thread, published at the end."""
 
     def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
-        self.orders = TableWriter(out, "invoices", selection.order_schema, invoices.PARTITION, run_id)
+        self.orders = TableWriter(
+            out, "invoices", selection.order_schema, invoices.PARTITION, run_id
+        )
         self.rows = (
             TableWriter(out, "invoice_rows", selection.row_schema, invoices.PARTITION, run_id)
             if selection.wants_rows
@@ -105,7 +109,10 @@ async def run_invoices(
     _check_job(job)
     stats = RunStats(new_run_id())
     transport = Transport(
-        job.base_url, soap.SOAP_VERSIONS[job.soap_version], concurrency=job.concurrency, timeouts=job.timeouts
+        job.base_url,
+        soap.SOAP_VERSIONS[job.soap_version],
+        concurrency=job.concurrency,
+        timeouts=job.timeouts,
     )
     progress = Progress(stats, stream)
     try:
@@ -184,7 +191,7 @@ async def _worker(
         params = context.selection.params(batch)
         try:
             sink = await context.call(
-                soap.GET_INVOICES, params, lambda ids=batch: OrderSink(context.selection, ids)
+                soap.GET_INVOICES, params, functools.partial(OrderSink, context.selection, batch)
             )
         except TransientError as exc:
             stats.failed_ids += len(batch)
@@ -217,4 +224,3 @@ def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
         if isinstance(error, ExtractorError):
             return error
     return group.exceptions[0]
-

@@ -74,9 +74,10 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"run {summary['run_id']}: {summary['status']}",
         f"  invoices      {summary['invoices']:,} (of {summary['ids_total']:,} ids listed)",
         f"  invoice rows  {summary['rows']:,}",
-        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB in {summary['requests']:,} requests",
-        f"  time          {summary['seconds']:,.1f} s  ({summary['invoices_per_second']:,.0f} invoices/s, "
-        f"{summary['mb_per_second']:.1f} MB/s)",
+        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
+        f"in {summary['requests']:,} requests",
+        f"  time          {summary['seconds']:,.1f} s  "
+        f"({summary['invoices_per_second']:,.0f} invoices/s, {summary['mb_per_second']:.1f} MB/s)",
         f"  retries       {summary['retries']}   re-logins {summary['relogins']}",
         f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}   "
         f"failed ids {summary['failed_ids']}",

@@ -55,7 +55,10 @@ SOAP11: Final = SoapVersion(
     "1.1", "http://schemas.xmlsoap.org/soap/envelope/", "soap", "text/xml; charset=utf-8"
 )
 SOAP12: Final = SoapVersion(
-    "1.2", "http://www.w3.org/2003/05/soap-envelope", "soap12", "application/soap+xml; charset=utf-8"
+    "1.2",
+    "http://www.w3.org/2003/05/soap-envelope",
+    "soap12",
+    "application/soap+xml; charset=utf-8",
 )
 SOAP_VERSIONS: Final = {"1.1": SOAP11, "1.2": SOAP12}
 
@@ -167,7 +170,10 @@ def fault_body(version: SoapVersion, message: str, code: str = "Server") -> byte
     """A fault the way ASMX writes it, in either SOAP version."""
     text = escape(message)
     if version is SOAP11:
-        inner = f"<soap:Fault><faultcode>soap:{code}</faultcode><faultstring>{text}</faultstring><detail /></soap:Fault>"
+        inner = (
+            f"<soap:Fault><faultcode>soap:{code}</faultcode>"
+            f"<faultstring>{text}</faultstring><detail /></soap:Fault>"
+        )
         return version.envelope(inner.encode())
     value = "soap12:Receiver" if code == "Server" else "soap12:Sender"
     inner = (

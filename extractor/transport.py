@@ -5,7 +5,6 @@ aiohttp's exceptions are translated here into the :mod:`extractor.errors` tree.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -78,7 +77,7 @@ class Transport:
         try:
             async with self._http.post(url, data=body, headers=headers) as response:
                 return await _receive(response, sink)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise RequestTimeout(f"{operation.name}: no complete response in time") from None
         except aiohttp.InvalidURL:
             raise UsageError(f"--base-url {self.base_url!r} is not a valid URL") from None

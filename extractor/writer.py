@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,7 +55,7 @@ class TableWriter:
         self.run_id = run_id
         self.limits = limits
 
-    def stage(self, name: str, table: pa.Table, keys: pa.Array) -> None:
+    def stage(self, name: str, table: pa.Table, keys: pa.Array[Any]) -> None:
         """Stage records as ``name``; ``keys`` holds each record's partition (null: none)."""
         for key, part in _split(table, keys):
             folder = self.staging / key
@@ -63,9 +63,10 @@ class TableWriter:
             temporary = folder / f".{name}.arrow.tmp"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(
-                    sink, self.schema, options=_IPC_OPTIONS
-                ) as writer:
+                with (
+                    pa.OSFile(str(temporary), "wb") as sink,
+                    pa.ipc.new_file(sink, self.schema, options=_IPC_OPTIONS) as writer,
+                ):
                     writer.write_table(part)
                 temporary.rename(target)
             except OSError as exc:
@@ -93,7 +94,7 @@ class TableWriter:
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
                 for group in self._row_groups(self.staging / key):
                     writer.write_table(group, row_group_size=group.num_rows)
-            with open(temporary, "rb+") as handle:
+            with temporary.open("rb+") as handle:
                 os.fsync(handle.fileno())
             temporary.rename(final)
         except OSError as exc:
@@ -116,9 +117,13 @@ class TableWriter:
             yield pa.concat_tables(pending)
 
 
-def _split(table: pa.Table, keys: pa.Array) -> Iterator[tuple[str, pa.Table]]:
+def _split(table: pa.Table, keys: pa.Array[Any]) -> Iterator[tuple[str, pa.Table]]:
     if table.num_rows == 0:
         return
-    for key in pc.unique(keys).to_pylist():
-        mask = pc.is_null(keys) if key is None else pc.fill_null(pc.equal(keys, pa.scalar(key)), False)
+    for key in cast(list[str | None], pc.unique(keys).to_pylist()):
+        mask: Any
+        if key is None:
+            mask = pc.is_null(keys)
+        else:
+            mask = pc.fill_null(pc.equal(keys, pa.scalar(key, pa.string())), pa.scalar(False))
         yield (NULL_PARTITION if key is None else str(key)), table.filter(mask)

@@ -28,7 +28,11 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
 
 
 def env_for(password: str = SECRET) -> dict[str, str]:
-    return {"TFSO_APPLICATION_ID": DEMO_APPLICATION_ID, "TFSO_USERNAME": DEMO_USERNAME, "TFSO_PASSWORD": password}
+    return {
+        "TFSO_APPLICATION_ID": DEMO_APPLICATION_ID,
+        "TFSO_USERNAME": DEMO_USERNAME,
+        "TFSO_PASSWORD": password,
+    }
 
 
 def assert_one_clear_line(code: int, out: str, err: str, expected: str, status: int = 2) -> None:
@@ -54,7 +58,15 @@ def assert_one_clear_line(code: int, out: str, err: str, expected: str, status: 
     ],
 )
 async def test_bad_flags(tmp_path: Path, args: list[str], expected: str) -> None:
-    result = await cli("invoices", "--out", str(tmp_path / "o"), "--base-url", "http://127.0.0.1:1", *args, env=env_for())
+    result = await cli(
+        "invoices",
+        "--out",
+        str(tmp_path / "o"),
+        "--base-url",
+        "http://127.0.0.1:1",
+        *args,
+        env=env_for(),
+    )
     assert_one_clear_line(*result, expected)
     assert not (tmp_path / "o").exists()
 
@@ -78,24 +90,37 @@ async def test_output_path_is_a_file(tmp_path: Path) -> None:
 
 
 async def test_unreachable_base_url(tmp_path: Path) -> None:
-    result = await cli("invoices", "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for())
+    result = await cli(
+        "invoices", "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for()
+    )
     assert_one_clear_line(*result, "cannot reach http://127.0.0.1:1")
 
 
 async def test_wrong_credentials(simulator: Simulator, tmp_path: Path) -> None:
-    result = await cli("invoices", "--out", str(tmp_path / "o"), "--base-url", simulator.url, env=env_for(SECRET))
+    result = await cli(
+        "invoices", "--out", str(tmp_path / "o"), "--base-url", simulator.url, env=env_for(SECRET)
+    )
     assert_one_clear_line(*result, "login refused", status=1)
     assert simulator.stats["Login"] == 1 and simulator.stats["GetOrderSyncList"] == 0
 
 
-async def test_real_run_prints_no_secret_and_writes_summary(start_simulator: object, tmp_path: Path) -> None:
+async def test_real_run_prints_no_secret_and_writes_summary(
+    start_simulator: object, tmp_path: Path
+) -> None:
     from extractor.simulator.server import SimulatorConfig
 
     simulator = Simulator(SimulatorConfig(orders=300, password=SECRET))
     await simulator.start()
     try:
         code, out, err = await cli(
-            "invoices", "--out", str(tmp_path), "--base-url", simulator.url, "--batch-size", "100", env=env_for()
+            "invoices",
+            "--out",
+            str(tmp_path),
+            "--base-url",
+            simulator.url,
+            "--batch-size",
+            "100",
+            env=env_for(),
         )
     finally:
         await simulator.stop()
@@ -111,16 +136,22 @@ async def test_real_run_prints_no_secret_and_writes_summary(start_simulator: obj
     import orjson
 
     summary = orjson.loads(summaries[0].read_bytes())
-    assert summary["invoices"] == 300 and summary["status"] == "complete" and summary["requests"] == 4
+    assert (
+        summary["invoices"] == 300 and summary["status"] == "complete" and summary["requests"] == 4
+    )
 
 
-async def test_second_run_into_the_same_dataset_is_refused(simulator: Simulator, tmp_path: Path) -> None:
+async def test_second_run_into_the_same_dataset_is_refused(
+    simulator: Simulator, tmp_path: Path
+) -> None:
     from extractor.simulator.server import DEMO_PASSWORD
 
     env = env_for(DEMO_PASSWORD)
     first = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
     assert first[0] == 0, first[2]
-    code, out, err = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
+    code, _, err = await cli(
+        "invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env
+    )
     assert code == 2 and "already holds a dataset" in err and len(err.strip().splitlines()) == 1
 
 

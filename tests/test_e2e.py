@@ -76,7 +76,9 @@ async def test_property_selection(simulator: Simulator, tmp_path: Path) -> None:
     assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", *props), row_props)
 
 
-async def test_without_invoice_rows_no_rows_are_fetched(simulator: Simulator, tmp_path: Path) -> None:
+async def test_without_invoice_rows_no_rows_are_fetched(
+    simulator: Simulator, tmp_path: Path
+) -> None:
     await backfill(simulator, tmp_path, invoice_properties=("OrderStatus",))
     assert not (tmp_path / "invoice_rows").exists()
     assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", "OrderStatus"))
@@ -87,7 +89,9 @@ async def test_soap_12(simulator: Simulator, tmp_path: Path) -> None:
     assert_matches_truth(simulator, tmp_path)
 
 
-async def test_changed_after_lists_only_changed_orders(simulator: Simulator, tmp_path: Path) -> None:
+async def test_changed_after_lists_only_changed_orders(
+    simulator: Simulator, tmp_path: Path
+) -> None:
     import datetime as dt
 
     since = dt.datetime(2022, 6, 1)

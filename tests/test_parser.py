@@ -53,7 +53,11 @@ def test_awkward_response_values() -> None:
     assert order["OrderTotalIncVat"] == Decimal("-1234.50")
     assert order["OrderTotalVat"] is None
     assert order["Currency"] == {"Rate": Decimal("11.4523"), "Unit": None, "Symbol": "EUR"}
-    assert order["APIException"] == {"Type": "ValidationException", "Message": "Kunne ikke «lese»", "StackTrace": None}
+    assert order["APIException"] == {
+        "Type": "ValidationException",
+        "Message": "Kunne ikke «lese»",
+        "StackTrace": None,
+    }
     assert order["InvoiceTemplateId"] is None
     assert order["SendToFactoring"] is False
     assert order["UserDefinedDimensions"] == []

@@ -9,7 +9,13 @@ import pytest
 from lxml import etree
 
 from extractor import soap
-from extractor.errors import InvalidRequest, MalformedResponse, ServerError, ServerFault, SessionExpired
+from extractor.errors import (
+    InvalidRequest,
+    MalformedResponse,
+    ServerError,
+    ServerFault,
+    SessionExpired,
+)
 from extractor.invoices import Selection, sync_params
 
 WS = "http://24sevenOffice.com/webservices"
@@ -20,7 +26,9 @@ def parse(envelope: bytes) -> etree._Element:
 
 
 def test_login_envelope_soap11() -> None:
-    body = soap.LOGIN.body({"credential": {"ApplicationId": "a-b", "Username": "u@x.no", "Password": "p<&>\r"}})
+    body = soap.LOGIN.body(
+        {"credential": {"ApplicationId": "a-b", "Username": "u@x.no", "Password": "p<&>\r"}}
+    )
     envelope = soap.SOAP11.envelope(body)
     assert envelope.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
     root = parse(envelope)
@@ -28,7 +36,11 @@ def test_login_envelope_soap11() -> None:
     credential = root.find(f".//{{{WS}}}credential")
     assert credential is not None
     # WSDL order: ApplicationId, IdentityId, Password, Username
-    assert [etree.QName(e).localname for e in credential] == ["ApplicationId", "Password", "Username"]
+    assert [etree.QName(e).localname for e in credential] == [
+        "ApplicationId",
+        "Password",
+        "Username",
+    ]
     assert credential.findtext(f"{{{WS}}}Password") == "p<&>\r"
     assert b"p&lt;&amp;&gt;&#13;" in envelope
 
@@ -41,13 +53,17 @@ def test_headers_carry_the_exact_action() -> None:
     assert soap.SOAP12.headers(soap.LOGIN.action) == {
         "Content-Type": 'application/soap+xml; charset=utf-8; action="http://24sevenOffice.com/webservices/Login"'
     }
-    assert soap.GET_ORDER_SYNC_LIST.action == "http://24sevenOffice.com/webservices/GetOrderSyncList"
+    assert (
+        soap.GET_ORDER_SYNC_LIST.action == "http://24sevenOffice.com/webservices/GetOrderSyncList"
+    )
     assert soap.HAS_SESSION.action == "http://24sevenOffice.com/webservices/HasSession"
     assert soap.UPDATE_INVOICES.action == "http://24sevenOffice.com/webservices/UpdateInvoices"
 
 
 def test_sync_list_envelope_soap12() -> None:
-    envelope = soap.SOAP12.envelope(soap.GET_ORDER_SYNC_LIST.body(sync_params(dt.datetime(2024, 2, 29, 13, 5), None)))
+    envelope = soap.SOAP12.envelope(
+        soap.GET_ORDER_SYNC_LIST.body(sync_params(dt.datetime(2024, 2, 29, 13, 5), None))
+    )
     root = parse(envelope)
     assert root.tag == "{http://www.w3.org/2003/05/soap-envelope}Envelope"
     params = root.find(f".//{{{WS}}}syncParams")
@@ -75,12 +91,20 @@ def test_selection_adds_key_and_partition_fields() -> None:
 
 def test_update_invoices_envelope() -> None:
     body = soap.UPDATE_INVOICES.body(
-        {"invoices": [{"OrderId": 12, "InvoiceTitle": "Ny tittel æøå & co", "ReferenceNumber": "R-1"}]}
+        {
+            "invoices": [
+                {"OrderId": 12, "InvoiceTitle": "Ny tittel æøå & co", "ReferenceNumber": "R-1"}
+            ]
+        }
     )
     root = parse(soap.SOAP11.envelope(body))
     order = root.find(f".//{{{WS}}}invoices/{{{WS}}}InvoiceOrder")
     assert order is not None
-    assert [etree.QName(e).localname for e in order] == ["OrderId", "InvoiceTitle", "ReferenceNumber"]
+    assert [etree.QName(e).localname for e in order] == [
+        "OrderId",
+        "InvoiceTitle",
+        "ReferenceNumber",
+    ]
     assert order.findtext(f"{{{WS}}}InvoiceTitle") == "Ny tittel æøå & co"
 
 
@@ -90,7 +114,11 @@ def test_update_invoices_envelope() -> None:
         ("decimal", Decimal("1E+3"), "1000"),
         ("decimal", Decimal("-0.0001"), "-0.0001"),
         ("dateTime", dt.datetime(2020, 1, 31, 13, 45, 0, 120), "2020-01-31T13:45:00.000120"),
-        ("dateTime", dt.datetime(2020, 1, 31, 14, 45, tzinfo=dt.timezone(dt.timedelta(hours=1))), "2020-01-31T13:45:00"),
+        (
+            "dateTime",
+            dt.datetime(2020, 1, 31, 14, 45, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            "2020-01-31T13:45:00",
+        ),
         ("boolean", False, "false"),
         ("string", "  a\r\nb  ", "  a&#13;\nb  "),
     ],
@@ -105,8 +133,12 @@ def test_faults_are_read_and_classified(version: soap.SoapVersion) -> None:
         return soap.fault_error(soap.fault_body(version, message), 500)
 
     assert isinstance(error("Session is not authenticated"), SessionExpired)
-    assert isinstance(error("Server was unable to process request. ---> Timeout expired."), ServerFault)
-    assert isinstance(error("Server was unable to process request. ---> Maximum 1000 OrderIds"), InvalidRequest)
+    assert isinstance(
+        error("Server was unable to process request. ---> Timeout expired."), ServerFault
+    )
+    assert isinstance(
+        error("Server was unable to process request. ---> Maximum 1000 OrderIds"), InvalidRequest
+    )
     assert str(error("a & <b>")) == "a & <b>"
 
 

@@ -11,12 +11,20 @@ import click
 from extractor.config import Credentials, InvoiceJob
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
-from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator, SimulatorConfig
+from extractor.simulator.server import (
+    DEMO_APPLICATION_ID,
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    Simulator,
+    SimulatorConfig,
+)
 
 
 def _accepted_credentials() -> Credentials:
     """The simulator accepts TFSO_* from the environment, or its own demo credentials."""
-    if all(os.environ.get(name) for name in ("TFSO_APPLICATION_ID", "TFSO_USERNAME", "TFSO_PASSWORD")):
+    if all(
+        os.environ.get(name) for name in ("TFSO_APPLICATION_ID", "TFSO_USERNAME", "TFSO_PASSWORD")
+    ):
         return Credentials.from_env()
     return Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
 
@@ -47,7 +55,9 @@ async def serve(
 async def run_demo(out: Path, orders: int) -> None:
     creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
     async with Simulator(SimulatorConfig(orders=orders)) as simulator:
-        click.echo(f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/")
+        click.echo(
+            f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/"
+        )
         summary = await run_invoices(InvoiceJob(out=out, base_url=simulator.url), creds)
     click.echo(render_summary(summary))
     click.echo(

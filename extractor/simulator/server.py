@@ -18,7 +18,7 @@ from extractor.simulator.tenant import Tenant, restrict
 
 DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
 DEMO_USERNAME: Final = "demo@example.no"
-DEMO_PASSWORD: Final = "simulator-demo"  # noqa: S105 - the simulator's own, printed on purpose
+DEMO_PASSWORD: Final = "simulator-demo"
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
 CHUNK: Final = 64 * 1024
@@ -62,7 +62,7 @@ Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
 
 
 class Simulator:
-    """Start with :meth:`start` (binds ``host:port``, port 0 picks a free one), stop with :meth:`stop`."""
+    """Started by :meth:`start` (``port`` 0 picks a free one), stopped by :meth:`stop`."""
 
     def __init__(self, config: SimulatorConfig = DEFAULT_SIMULATOR, tenant: Tenant | None = None):
         self.config = config
@@ -137,7 +137,9 @@ class Simulator:
             raise Fault("Server was unable to read request. ---> no SOAP Body")
         element = body[0]
         operation = etree.QName(element).localname
-        service = schema.service("authService" if request.path == soap.AUTH_PATH else "invoiceService")
+        service = schema.service(
+            "authService" if request.path == soap.AUTH_PATH else "invoiceService"
+        )
         action = service.actions.get(operation, "")
         sent = _sent_action(request, version)
         if sent is not None and sent != action:
@@ -175,17 +177,23 @@ class Simulator:
 
     async def _has_session(self, call: _Call) -> web.StreamResponse:
         valid = call.request.cookies.get(SESSION_COOKIE, "") in self._sessions
-        return _respond(call, "HasSession", f"<HasSessionResult>{str(valid).lower()}</HasSessionResult>")
+        return _respond(
+            call, "HasSession", f"<HasSessionResult>{str(valid).lower()}</HasSessionResult>"
+        )
 
     async def _sync_list(self, call: _Call) -> web.StreamResponse:
         changed = _when(call.params, "ChangedAfter")
         registered = _when(call.params, "RegisteredAfter")
         ids = self.tenant.sync_list(changed, registered)
         items = "".join(f"<int>{order_id}</int>" for order_id in ids)
-        return _respond(call, "GetOrderSyncList", f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>")
+        return _respond(
+            call, "GetOrderSyncList", f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>"
+        )
 
     async def _get_invoices(self, call: _Call) -> web.StreamResponse:
-        ids = [int(e.text or "") for e in call.params.iterfind("{*}searchParams/{*}OrderIds/{*}int")]
+        ids = [
+            int(e.text or "") for e in call.params.iterfind("{*}searchParams/{*}OrderIds/{*}int")
+        ]
         if len(ids) > self.config.max_ids:
             raise Fault(
                 "Server was unable to process request. ---> "
@@ -274,14 +282,20 @@ def _sent_action(request: web.Request, version: soap.SoapVersion) -> str | None:
 def _wrapper(version: soap.SoapVersion, operation: str) -> tuple[bytes, bytes]:
     ns = schema.service("invoiceService").namespace
     marker = b"\x00"
-    body = f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
+    body = (
+        f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
+    )
     head, tail = version.envelope(body).split(marker)
     return head, tail
 
 
 def _respond(call: _Call, operation: str, inner: str) -> web.Response:
     head, tail = _wrapper(call.version, operation)
-    return web.Response(body=head + inner.encode() + tail, content_type=call.version.content_type.split(";")[0], charset="utf-8")
+    return web.Response(
+        body=head + inner.encode() + tail,
+        content_type=call.version.content_type.split(";")[0],
+        charset="utf-8",
+    )
 
 
 def _fault(version: soap.SoapVersion, message: str) -> web.Response:
@@ -300,7 +314,9 @@ def _strings(params: etree._Element, name: str) -> tuple[str, ...]:
 def _check_known(struct: schema.Struct, names: tuple[str, ...]) -> None:
     unknown = sorted(set(names) - set(struct.names))
     if unknown:
-        raise Fault(f"Server was unable to process request. ---> Invalid property name: {unknown[0]}")
+        raise Fault(
+            f"Server was unable to process request. ---> Invalid property name: {unknown[0]}"
+        )
 
 
 def _when(params: etree._Element, name: str) -> dt.datetime | None:
@@ -310,5 +326,6 @@ def _when(params: etree._Element, name: str) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(found.text.strip().removesuffix("Z"))
     except ValueError:
-        raise Fault(f"Server was unable to read request. ---> invalid dateTime {found.text!r}") from None
-
+        raise Fault(
+            f"Server was unable to read request. ---> invalid dateTime {found.text!r}"
+        ) from None

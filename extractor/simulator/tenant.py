@@ -59,9 +59,7 @@ class Tenant:
         self._order = schema.invoice_order()
         self._row = schema.invoice_row()
         pool_rng = random.Random(seed + 1)
-        self.row_pool: list[Wire] = [
-            self._pool_row(pool_rng, number) for number in range(ROW_POOL)
-        ]
+        self.row_pool: list[Wire] = [self._pool_row(pool_rng, number) for number in range(ROW_POOL)]
         self.order_pool: list[Wire] = [self._template(pool_rng) for _ in range(ORDER_POOL)]
 
     def sync_list(
@@ -141,9 +139,7 @@ class Tenant:
         out: Wire = {}
         for field in struct.fields:
             value = (
-                values.blank(rng, field)
-                if rng.random() < 0.15
-                else self._value(rng, field, anchor)
+                values.blank(rng, field) if rng.random() < 0.15 else self._value(rng, field, anchor)
             )
             if value is not None:
                 out[field.name] = value
@@ -175,7 +171,9 @@ class Tenant:
         fields = select(self._order, invoice_properties)
         row_fields = select(self._row, row_properties)
         order = {
-            f.name: values.truth(f.type, wire.get(f.name)) for f in fields if f.name != "InvoiceRows"
+            f.name: values.truth(f.type, wire.get(f.name))
+            for f in fields
+            if f.name != "InvoiceRows"
         }
         rows: list[dict[str, Any]] = []
         wants_rows = any(f.name == "InvoiceRows" for f in fields)

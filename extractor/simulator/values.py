@@ -43,7 +43,7 @@ _WORDS: Final = (
 )  # fmt: skip
 _TRICKY: Final = (
     "  ledende og etterfølgende mellomrom  ", "linje 1\r\nlinje 2", "a < b && c > d",
-    "]]> står i teksten", "tab\tinne", "«sitat» – “typografi” ✓", "",
+    "]]> står i teksten", "tab\tinne", "«sitat» – “typografi” ✓", "",  # noqa: RUF001
 )  # fmt: skip
 _CURRENCIES: Final = (("NOK", "1"), ("EUR", "11.4523"), ("SEK", "0.9871"), ("USD", "10.6078"))
 #: Values the live service sends that the 2024 WSDL does not list.
