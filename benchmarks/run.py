@@ -127,23 +127,25 @@ def bench_end_to_end(orders: int, work: Path) -> dict[str, object]:
 
 
 def bench_latency(
-    work: Path, orders: int = 4000, batch: int = 25, latency: float = 0.25
+    work: Path, name: str, *flags: str, orders: int = 2000, batch: int = 10, latency: float = 0.25
 ) -> dict[str, object]:
+    """Latency hiding: the fetch phase against batches x latency / concurrency."""
     concurrency = 16
     with simulator_process("--orders", str(orders), "--latency", str(latency)) as url:
         summary, _ = run_extractor(
-            url, work / "latency", "--concurrency", str(concurrency), "--batch-size", str(batch)
+            url, work / name, "--concurrency", str(concurrency), "--batch-size", str(batch), *flags
         )
     batches = -(-orders // batch)
     ideal = batches * latency / concurrency
     fetch = float(summary["fetch_seconds"])  # type: ignore[arg-type]
     return {
+        "case": name,
         "batches": batches,
-        "latency_s": latency,
-        "concurrency": concurrency,
+        "batch_size": batch,
         "ideal_s": round(ideal, 2),
         "fetch_wall_s": fetch,
         "over_ideal": round(fetch / ideal - 1, 3),
+        "publish_s": summary["publish_seconds"],
         "whole_run_s": summary["seconds"],
     }
 
@@ -156,8 +158,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         e2e = bench_end_to_end(int(os.environ.get("BENCH_ORDERS", "100000")), Path(folder))
         print(f"e2e:     {e2e}")
-        latency = bench_latency(Path(folder))
+        # a narrow selection keeps per-batch CPU small, so the wall time shows latency hiding;
+        # the full selection shows where per-batch CPU starts to dominate at this request rate
+        latency = bench_latency(Path(folder), "narrow", "--invoice-properties", "InvoiceTitle")
         print(f"latency: {latency}")
+        full = bench_latency(Path(folder), "all-properties")
+        print(f"latency: {full}")
     checks = {
         "parse ratio >= 0.35": parse["ratio"] >= 0.35,
         "e2e >= 3000 invoices/s": float(e2e["invoices_per_s"]) >= 3000,  # type: ignore[arg-type]

@@ -117,6 +117,7 @@ class OrderSink(RecordStream):
     def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
         super().__init__(ORDER_TAG, StructReader(_ORDER, NAMESPACE))
         self._selection = selection
+        self.requested = len(order_ids)
         self._wanted = set(order_ids)
         self._every = every
         self.batches: list[Batch] = []

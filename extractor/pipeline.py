@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from extractor import invoices, soap
 from extractor.config import Credentials, InvoiceJob, check_output_dir
@@ -122,9 +122,7 @@ async def run_invoices(
         ids = await _list_ids(context)
         progress.say(f"listed {len(ids):,} orders; fetching in batches of {job.batch_size}")
         progress.start()
-        fetch_started = time.monotonic()
         stats.files = await _fetch_all(context, ids)
-        stats.fetch_seconds = round(time.monotonic() - fetch_started, 3)
         stats.relogins = session.logins - 1
     finally:
         await progress.stop()
@@ -160,20 +158,37 @@ async def _list_ids(context: _Context) -> list[int]:
     return ids
 
 
+_DONE: Final = None
+
+
 async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
+    """Fetch every batch, stage it, publish the partitions; the number of files written."""
     size = context.job.batch_size
     batches: Iterator[tuple[int, Sequence[int]]] = (
         (number, ids[at : at + size]) for number, at in enumerate(range(0, len(ids), size))
     )
     tables = _Tables(context.job.out, context.selection, context.stats.run_id)
+    started = time.monotonic()
+    # fetched responses wait here for the staging thread; bounded, so memory is too
+    staged: asyncio.Queue[tuple[int, OrderSink] | None] = asyncio.Queue(context.job.concurrency)
     try:
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(context.job.concurrency):
-                    group.create_task(_worker(context, batches, tables))
+                stager = group.create_task(_stager(context.stats, staged, tables))
+                workers = [
+                    group.create_task(_worker(context, batches, staged))
+                    for _ in range(context.job.concurrency)
+                ]
+                await asyncio.gather(*workers)
+                await staged.put(_DONE)
+                await stager
         finally:
             tables.pool.shutdown(wait=True)
-        return await asyncio.get_running_loop().run_in_executor(None, tables.publish)
+        context.stats.fetch_seconds = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
+        context.stats.publish_seconds = round(time.monotonic() - started, 3)
+        return files
     except BaseExceptionGroup as group_error:
         tables.discard()
         raise _first_error(group_error) from None
@@ -183,9 +198,10 @@ async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
 
 
 async def _worker(
-    context: _Context, batches: Iterator[tuple[int, Sequence[int]]], tables: _Tables
+    context: _Context,
+    batches: Iterator[tuple[int, Sequence[int]]],
+    staged: asyncio.Queue[tuple[int, OrderSink] | None],
 ) -> None:
-    loop = asyncio.get_running_loop()
     stats = context.stats
     for number, batch in batches:
         params = context.selection.params(batch)
@@ -199,6 +215,16 @@ async def _worker(
             stats.ids_done += len(batch)
             continue
         assert isinstance(sink, OrderSink)
+        await staged.put((number, sink))
+
+
+async def _stager(
+    stats: RunStats, staged: asyncio.Queue[tuple[int, OrderSink] | None], tables: _Tables
+) -> None:
+    """Stage fetched batches on the writer thread, in the order they arrive."""
+    loop = asyncio.get_running_loop()
+    while (item := await staged.get()) is not _DONE:
+        number, sink = item
         for part_number, part in enumerate(sink.batches):
             name = f"{number:08d}-{part_number:03d}"
             await loop.run_in_executor(tables.pool, tables.stage, name, part)
@@ -208,7 +234,7 @@ async def _worker(
         if sink.missing:
             stats.missing_ids += len(sink.missing)
             stats.failures.append({"ids": sink.missing, "error": "not returned by GetInvoices"})
-        stats.ids_done += len(batch)
+        stats.ids_done += sink.requested
 
 
 def _api_exceptions(part: Batch) -> int:

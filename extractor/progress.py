@@ -33,6 +33,7 @@ class RunStats:
     failures: list[dict[str, Any]] = field(default_factory=list)
     files: int = 0
     fetch_seconds: float = 0.0
+    publish_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
