@@ -15,7 +15,13 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from extractor.config import DEFAULT_BASE_URL, Credentials, InvoiceJob, parse_when
+from extractor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_PARSE_WORKERS,
+    Credentials,
+    InvoiceJob,
+    parse_when,
+)
 from extractor.errors import ExtractorError, UsageError
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
@@ -56,6 +62,13 @@ def main() -> None:
 @click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
 @click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
 @click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
+@click.option(
+    "--parse-workers",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_PARSE_WORKERS,
+    show_default=True,
+    help="Parser processes (0: parse on the event loop).",
+)
 def invoices(
     out: Path,
     base_url: str,
@@ -66,6 +79,7 @@ def invoices(
     invoice_properties: str | None,
     row_properties: str | None,
     soap_version: str,
+    parse_workers: int,
 ) -> None:
     """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows."""
     if changed_after and registered_after:
@@ -82,6 +96,7 @@ def invoices(
         invoice_properties=_names(invoice_properties),
         row_properties=_names(row_properties),
         soap_version=soap_version,
+        parse_workers=parse_workers,
     )
     credentials = Credentials.from_env()
     summary = _run(run_invoices(job, credentials))

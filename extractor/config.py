@@ -14,6 +14,8 @@ from extractor.errors import CredentialsMissing, UsageError
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
+#: One parser process per core: parsing is what the CPU spends its time on.
+DEFAULT_PARSE_WORKERS: Final = min(os.cpu_count() or 1, 8)
 _GUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -94,6 +96,7 @@ class InvoiceJob:
     invoice_properties: tuple[str, ...] = ()
     row_properties: tuple[str, ...] = ()
     soap_version: str = "1.1"
+    parse_workers: int = 0  # 0: parse on the event loop; N: in N parser processes
     retry: RetryPolicy = DEFAULT_RETRY
     timeouts: Timeouts = DEFAULT_TIMEOUTS
 

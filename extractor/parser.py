@@ -21,6 +21,7 @@ from lxml import etree
 
 from extractor import schema
 from extractor.errors import HostileXml, MalformedResponse
+from extractor.soap import fault_error
 
 NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 MAX_PROLOG: Final = 64 * 1024
@@ -150,6 +151,16 @@ class RecordStream:
         self._drain()
         return root
 
+    def complete(self) -> None:
+        """The body is complete: MalformedResponse if it stopped short, a fault error if one."""
+        raise_for_fault(self.close())
+
+    async def finish(self) -> None:
+        self.complete()
+
+    def abort(self) -> None:
+        self.records = []
+
     def _drain(self) -> None:
         read, records = self._read, self.records
         for _, event_elem in self._parser.read_events():
@@ -162,6 +173,13 @@ class RecordStream:
             if parent is not None:
                 while elem.getprevious() is not None:
                     del parent[0]
+
+
+def raise_for_fault(root: etree._Element) -> None:
+    """A fault inside an HTTP 200 body is still a fault."""
+    fault = root.find("{*}Body/{*}Fault")
+    if fault is not None:
+        raise fault_error(etree.tostring(root), 200)
 
 
 def int_reader(elem: etree._Element) -> int:

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, TypeVar
 
 from extractor import invoices, soap
+from extractor.batches import CountedSink, InvoiceTables, LocalSinks, ParsePool
 from extractor.config import Credentials, InvoiceJob, check_output_dir
 from extractor.errors import ExtractorError, OutputError, TransientError, UsageError
-from extractor.invoices import Batch, OrderSink, Selection
-from extractor.parser import RecordStream
+from extractor.invoices import Selection
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, retrying
 from extractor.session import Session
-from extractor.transport import Transport
-from extractor.writer import TableWriter
+from extractor.transport import Sink, Transport
+
+S = TypeVar("S", bound=Sink)
 
 
 def new_run_id() -> str:
@@ -41,8 +38,8 @@ class _Context:
     sleep: Sleep
 
     async def call(
-        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], RecordStream]
-    ) -> RecordStream:
+        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], S]
+    ) -> S:
         """One operation with retries on transient errors."""
 
         def count_retry(_: BaseException) -> None:
@@ -53,48 +50,7 @@ class _Context:
                 self.stats.requests += 1
                 stream = await self.session.call(operation, params, sink)
                 self.stats.bytes_received += stream.bytes_fed
-        assert isinstance(stream, RecordStream)
         return stream
-
-
-class _Tables:
-    """The run's tables: staged from one background thread, published at the end."""
-
-    def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
-        self.orders = TableWriter(
-            out, "invoices", selection.order_schema, invoices.PARTITION, run_id
-        )
-        self.rows = (
-            TableWriter(out, "invoice_rows", selection.row_schema, invoices.PARTITION, run_id)
-            if selection.wants_rows
-            else None
-        )
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
-        self._staging = out / "_staging"
-        self._run_staging = self._staging / run_id
-
-    def stage(self, name: str, batch: Batch) -> None:
-        self.orders.stage(name, batch.orders, batch.order_partitions)
-        if self.rows is not None:
-            self.rows.stage(name, batch.rows, batch.row_partitions)
-
-    def publish(self) -> int:
-        files = self.orders.publish()
-        if self.rows is not None:
-            files += self.rows.publish()
-        self._tidy()
-        return len(files)
-
-    def discard(self) -> None:
-        self.orders.discard()
-        if self.rows is not None:
-            self.rows.discard()
-        self._tidy()
-
-    def _tidy(self) -> None:
-        shutil.rmtree(self._run_staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self._staging.rmdir()  # only when no other run left anything staged
 
 
 async def run_invoices(
@@ -158,36 +114,28 @@ async def _list_ids(context: _Context) -> list[int]:
     return ids
 
 
-_DONE: Final = None
-
-
 async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
     """Fetch every batch, stage it, publish the partitions; the number of files written."""
     size = context.job.batch_size
     batches: Iterator[tuple[int, Sequence[int]]] = (
         (number, ids[at : at + size]) for number, at in enumerate(range(0, len(ids), size))
     )
-    tables = _Tables(context.job.out, context.selection, context.stats.run_id)
+    job, stats = context.job, context.stats
+    tables = InvoiceTables(job.out, context.selection, stats.run_id)
+    sinks: LocalSinks | ParsePool = (
+        ParsePool(job.parse_workers, context.selection, job.out, stats.run_id)
+        if job.parse_workers
+        else LocalSinks(context.selection, tables)
+    )
     started = time.monotonic()
-    # fetched responses wait here for the staging thread; bounded, so memory is too
-    staged: asyncio.Queue[tuple[int, OrderSink] | None] = asyncio.Queue(context.job.concurrency)
     try:
-        try:
-            async with asyncio.TaskGroup() as group:
-                stager = group.create_task(_stager(context.stats, staged, tables))
-                workers = [
-                    group.create_task(_worker(context, batches, staged))
-                    for _ in range(context.job.concurrency)
-                ]
-                await asyncio.gather(*workers)
-                await staged.put(_DONE)
-                await stager
-        finally:
-            tables.pool.shutdown(wait=True)
-        context.stats.fetch_seconds = round(time.monotonic() - started, 3)
+        async with sinks, asyncio.TaskGroup() as group:
+            for _ in range(job.concurrency):
+                group.create_task(_worker(context, batches, sinks))
+        stats.fetch_seconds = round(time.monotonic() - started, 3)
         started = time.monotonic()
         files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
-        context.stats.publish_seconds = round(time.monotonic() - started, 3)
+        stats.publish_seconds = round(time.monotonic() - started, 3)
         return files
     except BaseExceptionGroup as group_error:
         tables.discard()
@@ -200,47 +148,27 @@ async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
 async def _worker(
     context: _Context,
     batches: Iterator[tuple[int, Sequence[int]]],
-    staged: asyncio.Queue[tuple[int, OrderSink] | None],
+    sinks: LocalSinks | ParsePool,
 ) -> None:
     stats = context.stats
     for number, batch in batches:
         params = context.selection.params(batch)
+        opener: Callable[[], CountedSink] = functools.partial(sinks.open, batch, f"{number:08d}")
         try:
-            sink = await context.call(
-                soap.GET_INVOICES, params, functools.partial(OrderSink, context.selection, batch)
-            )
+            sink = await context.call(soap.GET_INVOICES, params, opener)
         except TransientError as exc:
             stats.failed_ids += len(batch)
             stats.failures.append({"ids": list(batch), "error": f"{type(exc).__name__}: {exc}"})
             stats.ids_done += len(batch)
             continue
-        assert isinstance(sink, OrderSink)
-        await staged.put((number, sink))
-
-
-async def _stager(
-    stats: RunStats, staged: asyncio.Queue[tuple[int, OrderSink] | None], tables: _Tables
-) -> None:
-    """Stage fetched batches on the writer thread, in the order they arrive."""
-    loop = asyncio.get_running_loop()
-    while (item := await staged.get()) is not _DONE:
-        number, sink = item
-        for part_number, part in enumerate(sink.batches):
-            name = f"{number:08d}-{part_number:03d}"
-            await loop.run_in_executor(tables.pool, tables.stage, name, part)
-            stats.invoices += part.orders.num_rows
-            stats.rows += part.rows.num_rows
-            stats.api_exceptions += _api_exceptions(part)
-        if sink.missing:
-            stats.missing_ids += len(sink.missing)
-            stats.failures.append({"ids": sink.missing, "error": "not returned by GetInvoices"})
-        stats.ids_done += sink.requested
-
-
-def _api_exceptions(part: Batch) -> int:
-    if "APIException" not in part.orders.column_names:
-        return 0
-    return part.orders.num_rows - part.orders.column("APIException").null_count
+        counts = sink.counts
+        stats.invoices += counts.invoices
+        stats.rows += counts.rows
+        stats.api_exceptions += counts.api_exceptions
+        if counts.missing:
+            stats.missing_ids += len(counts.missing)
+            stats.failures.append({"ids": counts.missing, "error": "not returned by GetInvoices"})
+        stats.ids_done += len(batch)
 
 
 def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from extractor import soap
 from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy
@@ -13,6 +13,7 @@ from extractor.parser import RecordStream
 from extractor.retry import Sleep, retrying
 from extractor.transport import Sink, Transport
 
+S = TypeVar("S", bound=Sink)
 _LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"
 
 
@@ -61,8 +62,8 @@ class Session:
         return str(session_id)
 
     async def call(
-        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], Sink]
-    ) -> Sink:
+        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], S]
+    ) -> S:
         """One attempt of ``operation``; after an expired session, one shared re-login and again."""
         used = self._session_id
         try:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 import aiohttp
-from lxml import etree
 
 from extractor.config import DEFAULT_TIMEOUTS, Timeouts
 from extractor.errors import (
@@ -31,7 +30,11 @@ class Sink(Protocol):
 
     def feed(self, chunk: bytes) -> None: ...
 
-    def close(self) -> etree._Element: ...
+    async def finish(self) -> None:
+        """The body is complete: raise if it was not a whole document, or was a fault."""
+
+    def abort(self) -> None:
+        """The attempt failed; forget what was fed."""
 
 
 class Transport:
@@ -67,8 +70,8 @@ class Transport:
         params: Mapping[str, Any],
         sink: Sink,
         session_id: str | None = None,
-    ) -> etree._Element:
-        """POST ``operation`` and feed its body to ``sink``; the emptied document root."""
+    ) -> None:
+        """POST ``operation`` and feed its body to ``sink`` as it arrives."""
         body = self.version.envelope(operation.body(params))
         headers = self.version.headers(operation.action)
         if session_id:
@@ -76,7 +79,7 @@ class Transport:
         url = self.base_url + operation.path
         try:
             async with self._http.post(url, data=body, headers=headers) as response:
-                return await _receive(response, sink)
+                await _receive(response, sink)
         except TimeoutError:
             raise RequestTimeout(f"{operation.name}: no complete response in time") from None
         except aiohttp.InvalidURL:
@@ -87,16 +90,17 @@ class Transport:
             raise TransportError(f"{operation.name}: {_describe(exc)}") from None
 
 
-async def _receive(response: aiohttp.ClientResponse, sink: Sink) -> etree._Element:
+async def _receive(response: aiohttp.ClientResponse, sink: Sink) -> None:
     if response.status != 200:
         body = await response.content.read(MAX_FAULT_BODY)
         raise fault_error(body, response.status)
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
-        sink.feed(chunk)
-    root = sink.close()
-    if root.find("{*}Body/{*}Fault") is not None:
-        raise fault_error(etree.tostring(root), 200)
-    return root
+    try:
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            sink.feed(chunk)
+        await sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

@@ -142,3 +142,23 @@ def test_simulator_is_deterministic() -> None:
     b = Simulator(SimulatorConfig(orders=50, seed=3))
     assert a.tenant.ids == b.tenant.ids
     assert [a.render_order(i) for i in a.tenant.ids] == [b.render_order(i) for i in b.tenant.ids]
+
+
+async def test_parser_processes_give_the_same_dataset(simulator: Simulator, tmp_path: Path) -> None:
+    summary = await backfill(simulator, tmp_path, batch_size=150, concurrency=6, parse_workers=2)
+    assert summary["status"] == "complete"
+    assert summary["invoices"] == simulator.config.orders
+    assert summary["api_exceptions"] == sum(
+        1 for t in simulator.tenant.ground_truth().values() if t.order["APIException"] is not None
+    )
+    assert_matches_truth(simulator, tmp_path)
+    assert not (tmp_path / "_staging").exists()
+
+
+async def test_parser_processes_with_expiring_sessions(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(session_ttl_calls=2)
+    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8, parse_workers=2)
+    assert summary["relogins"] >= 3 and summary["status"] == "complete"
+    assert_matches_truth(simulator, tmp_path)

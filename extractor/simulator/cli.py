@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from extractor.config import Credentials, InvoiceJob
+from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, InvoiceJob
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
 from extractor.simulator.server import (
@@ -58,7 +58,8 @@ async def run_demo(out: Path, orders: int) -> None:
         click.echo(
             f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/"
         )
-        summary = await run_invoices(InvoiceJob(out=out, base_url=simulator.url), creds)
+        job = InvoiceJob(out=out, base_url=simulator.url, parse_workers=DEFAULT_PARSE_WORKERS)
+        summary = await run_invoices(job, creds)
     click.echo(render_summary(summary))
     click.echo(
         "\nRead it with pyarrow:\n"

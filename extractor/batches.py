@@ -1,0 +1,306 @@
+"""Where a GetInvoices body goes: parsed while it arrives, staged, counted.
+
+Two places with one interface (``open(ids, name)`` returns a :class:`~extractor.transport.Sink`
+whose ``counts`` are set once ``finish`` returns):
+
+- :class:`LocalSinks` parses on the event loop and stages on a writer thread;
+- :class:`ParsePool` forwards each chunk, as it arrives, to one of N parser processes that run
+  the same :class:`~extractor.invoices.OrderSink` and stage the result themselves, so parsing
+  uses every core while the event loop keeps all HTTP (session, retries) in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import queue
+import shutil
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from extractor import errors, invoices
+from extractor.errors import ExtractorError, FatalError
+from extractor.invoices import Batch, OrderSink, Selection
+from extractor.transport import Sink
+from extractor.writer import TableWriter
+
+
+@dataclass
+class BatchCounts:
+    """What one fetched batch added to the dataset."""
+
+    invoices: int = 0
+    rows: int = 0
+    api_exceptions: int = 0
+    missing: list[int] = field(default_factory=list)
+
+
+class CountedSink(Sink, Protocol):
+    """A sink that, once finished, says what its batch added."""
+
+    counts: BatchCounts
+
+
+class InvoiceTables:
+    """A run's ``invoices`` and ``invoice_rows`` tables: staged per batch, published at the end."""
+
+    def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
+        partition = invoices.PARTITION
+        self.orders = TableWriter(out, "invoices", selection.order_schema, partition, run_id)
+        self.rows = (
+            TableWriter(out, "invoice_rows", selection.row_schema, partition, run_id)
+            if selection.wants_rows
+            else None
+        )
+        self._staging = out / "_staging"
+        self._run_staging = self._staging / run_id
+
+    def stage(self, sink: OrderSink, name: str) -> BatchCounts:
+        """Stage every part of a finished sink; the counts it added."""
+        counts = BatchCounts(missing=sink.missing)
+        for number, part in enumerate(sink.batches):
+            self.orders.stage(f"{name}-{number:03d}", part.orders, part.order_partitions)
+            if self.rows is not None:
+                self.rows.stage(f"{name}-{number:03d}", part.rows, part.row_partitions)
+            counts.invoices += part.orders.num_rows
+            counts.rows += part.rows.num_rows
+            counts.api_exceptions += _api_exceptions(part)
+        return counts
+
+    def publish(self) -> int:
+        files = self.orders.publish()
+        if self.rows is not None:
+            files += self.rows.publish()
+        self._tidy()
+        return len(files)
+
+    def discard(self) -> None:
+        self.orders.discard()
+        if self.rows is not None:
+            self.rows.discard()
+        self._tidy()
+
+    def _tidy(self) -> None:
+        shutil.rmtree(self._run_staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._staging.rmdir()  # only when no other run left anything staged
+
+
+def _api_exceptions(part: Batch) -> int:
+    if "APIException" not in part.orders.column_names:
+        return 0
+    return int(part.orders.num_rows - part.orders.column("APIException").null_count)
+
+
+class LocalSink(OrderSink):
+    """Parses on the event loop; stages on the writer thread when the body is complete."""
+
+    def __init__(self, owner: LocalSinks, ids: Sequence[int], name: str) -> None:
+        super().__init__(owner.selection, ids)
+        self._owner, self._name = owner, name
+        self.counts = BatchCounts()
+
+    async def finish(self) -> None:
+        await super().finish()
+        loop = asyncio.get_running_loop()
+        stage = self._owner.tables.stage
+        self.counts = await loop.run_in_executor(self._owner.pool, stage, self, self._name)
+
+
+class LocalSinks:
+    """Everything in this process."""
+
+    def __init__(self, selection: Selection, tables: InvoiceTables) -> None:
+        self.selection, self.tables = selection, tables
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+
+    def open(self, ids: Sequence[int], name: str) -> CountedSink:
+        return LocalSink(self, ids, name)
+
+    async def __aenter__(self) -> LocalSinks:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class PooledSink:
+    """The event loop's end of one response being parsed in a parser process."""
+
+    def __init__(self, pool: ParsePool, worker: int, key: int) -> None:
+        self._pool, self._worker, self._key = pool, worker, key
+        self.bytes_fed = 0
+        self.counts = BatchCounts()
+
+    def feed(self, chunk: bytes) -> None:
+        self.bytes_fed += len(chunk)
+        self._pool.send(self._worker, ("chunk", self._key, chunk))
+
+    async def finish(self) -> None:
+        self.counts = await self._pool.result(self._worker, self._key)
+
+    def abort(self) -> None:
+        self._pool.send(self._worker, ("abort", self._key))
+        self._pool.forget(self._worker, self._key)
+
+
+_POLL: Final = 0.5
+
+
+class ParsePool:
+    """N parser processes, each taking whole responses, chunk by chunk, as they arrive."""
+
+    def __init__(self, workers: int, selection: Selection, out: Path, run_id: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._results: multiprocessing.Queue[Any] = context.Queue()
+        self._inboxes: list[multiprocessing.Queue[Any]] = [context.Queue() for _ in range(workers)]
+        self._processes = [
+            context.Process(
+                target=_serve,
+                args=(inbox, self._results, selection, out, run_id),
+                name=f"extractor-parser-{number}",
+                daemon=True,
+            )
+            for number, inbox in enumerate(self._inboxes)
+        ]
+        self._pending: dict[int, tuple[int, asyncio.Future[BatchCounts]]] = {}
+        self._keys = itertools.count()
+        self._stopping = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> ParsePool:
+        self._loop = asyncio.get_running_loop()
+        for process in self._processes:
+            process.start()
+        self._reader = threading.Thread(target=self._read_results, name="parser-results")
+        self._reader.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for inbox in self._inboxes:
+            inbox.put(("stop",))
+        loop = asyncio.get_running_loop()
+        for process in self._processes:
+            await loop.run_in_executor(None, process.join, 30)
+            if process.is_alive():
+                process.kill()
+        self._stopping.set()
+        if self._reader is not None:
+            await loop.run_in_executor(None, self._reader.join)
+
+    def open(self, ids: Sequence[int], name: str) -> CountedSink:
+        load = [0] * len(self._inboxes)
+        for worker, _ in self._pending.values():
+            load[worker] += 1
+        worker = load.index(min(load))
+        key = next(self._keys)
+        assert self._loop is not None
+        self._pending[key] = (worker, self._loop.create_future())
+        self.send(worker, ("begin", key, list(ids), name))
+        return PooledSink(self, worker, key)
+
+    def send(self, worker: int, message: tuple[Any, ...]) -> None:
+        self._inboxes[worker].put(message)
+
+    async def result(self, worker: int, key: int) -> BatchCounts:
+        self.send(worker, ("end", key))
+        return await self._pending[key][1]
+
+    def forget(self, worker: int, key: int) -> None:
+        self._pending.pop(key, None)
+
+    def _read_results(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = self._results.get(timeout=_POLL)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._resolve, message)
+
+    def _check_alive(self) -> None:
+        for number, process in enumerate(self._processes):
+            if not process.is_alive() and process.exitcode not in (0, None):
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._fail_worker, number, process.exitcode)
+
+    def _fail_worker(self, worker: int, exitcode: int | None) -> None:
+        for key, (owner, future) in list(self._pending.items()):
+            if owner == worker and not future.done():
+                future.set_exception(FatalError(f"a parser process died (exit code {exitcode})"))
+                self._pending.pop(key, None)
+
+    def _resolve(self, message: tuple[int, tuple[str, str] | None, BatchCounts | None]) -> None:
+        key, error, counts = message
+        entry = self._pending.pop(key, None)
+        if entry is None or entry[1].done():
+            return
+        if error is not None:
+            entry[1].set_exception(_rebuild(*error))
+        else:
+            assert counts is not None
+            entry[1].set_result(counts)
+
+
+def _rebuild(kind: str, message: str) -> ExtractorError:
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, ExtractorError) and kind != "ServerError":
+        return cls(message)
+    return FatalError(message)
+
+
+def _serve(
+    inbox: multiprocessing.Queue[Any],
+    results: multiprocessing.Queue[Any],
+    selection: Selection,
+    out: Path,
+    run_id: str,
+) -> None:
+    """A parser process: keeps one OrderSink per response in flight."""
+    tables = InvoiceTables(out, selection, run_id)
+    sinks: dict[int, tuple[OrderSink, str]] = {}
+    failed: dict[int, tuple[str, str]] = {}
+    while (message := inbox.get())[0] != "stop":
+        kind, key = message[0], message[1]
+        try:
+            if kind == "begin":
+                sinks[key] = (OrderSink(selection, message[2]), message[3])
+            elif kind == "chunk" and key in sinks:
+                sinks[key][0].feed(message[2])
+            elif kind == "abort":
+                sinks.pop(key, None)
+                failed.pop(key, None)
+            elif kind == "end":
+                _end(key, sinks, failed, tables, results)
+        except ExtractorError as exc:
+            sinks.pop(key, None)
+            failed[key] = (type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug: report it rather than hang the run
+            sinks.pop(key, None)
+            failed[key] = ("FatalError", f"parser process: {type(exc).__name__}: {exc}")
+
+
+def _end(
+    key: int,
+    sinks: dict[int, tuple[OrderSink, str]],
+    failed: dict[int, tuple[str, str]],
+    tables: InvoiceTables,
+    results: multiprocessing.Queue[Any],
+) -> None:
+    if key in failed:
+        results.put((key, failed.pop(key), None))
+        return
+    sink, name = sinks.pop(key)
+    try:
+        sink.complete()
+        results.put((key, None, tables.stage(sink, name)))
+    except ExtractorError as exc:
+        results.put((key, (type(exc).__name__, str(exc)), None))
