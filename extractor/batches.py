@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
+import os
 import queue
 import shutil
 import threading
@@ -64,21 +65,27 @@ class InvoiceTables:
     def stage(self, sink: OrderSink, name: str) -> BatchCounts:
         """Stage every part of a finished sink; the counts it added."""
         counts = BatchCounts(missing=sink.missing)
-        for number, part in enumerate(sink.batches):
-            self.orders.stage(f"{name}-{number:03d}", part.orders, part.order_partitions)
-            if self.rows is not None:
-                self.rows.stage(f"{name}-{number:03d}", part.rows, part.row_partitions)
-            counts.invoices += part.orders.num_rows
-            counts.rows += part.rows.num_rows
-            counts.api_exceptions += _api_exceptions(part)
+        batch = sink.combined()
+        if batch is None:
+            return counts
+        self.orders.stage(name, batch.orders, batch.order_partitions)
+        if self.rows is not None:
+            self.rows.stage(name, batch.rows, batch.row_partitions)
+        counts.invoices = batch.orders.num_rows
+        counts.rows = batch.rows.num_rows
+        counts.api_exceptions = _api_exceptions(batch)
         return counts
 
     def publish(self) -> int:
-        files = self.orders.publish()
-        if self.rows is not None:
-            files += self.rows.publish()
+        """Write every partition, make it durable, then rename it into place."""
+        writers = [self.orders] if self.rows is None else [self.orders, self.rows]
+        written = [path for writer in writers for path in writer.write_partitions()]
+        os.sync()  # one flush for every file, instead of an fsync each
+        for writer in writers:
+            writer.reveal()
+        os.sync()
         self._tidy()
-        return len(files)
+        return len(written)
 
     def discard(self) -> None:
         self.orders.discard()
@@ -298,9 +305,11 @@ def _end(
     if key in failed:
         results.put((key, failed.pop(key), None))
         return
-    sink, name = sinks.pop(key)
     try:
+        sink, name = sinks.pop(key)
         sink.complete()
         results.put((key, None, tables.stage(sink, name)))
     except ExtractorError as exc:
         results.put((key, (type(exc).__name__, str(exc)), None))
+    except Exception as exc:  # a bug: every "end" gets an answer, or the run would hang
+        results.put((key, ("FatalError", f"parser process: {type(exc).__name__}: {exc}"), None))

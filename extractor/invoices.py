@@ -132,6 +132,18 @@ class OrderSink(RecordStream):
         self._convert()
         return root
 
+    def combined(self) -> Batch | None:
+        """Every part converted so far as one batch (None when no order came back)."""
+        if len(self.batches) <= 1:
+            return self.batches[0] if self.batches else None
+        parts = self.batches
+        return Batch(
+            pa.concat_tables([p.orders for p in parts]),
+            pa.concat_tables([p.rows for p in parts]),
+            pa.concat_arrays([p.order_partitions for p in parts]),
+            pa.concat_arrays([p.row_partitions for p in parts]),
+        )
+
     @property
     def missing(self) -> list[int]:
         return sorted(self._wanted)

@@ -9,7 +9,6 @@ time on a small thread pool, so memory depends on the row-group budget, not on t
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ class TableWriter:
         self.partition = partition
         self.run_id = run_id
         self.limits = limits
+        self._written: list[Path] = []
 
     def stage(self, name: str, table: pa.Table, keys: pa.Array[Any]) -> None:
         """Stage records as ``name``; ``keys`` holds each record's partition (null: none)."""
@@ -67,40 +67,51 @@ class TableWriter:
                     pa.OSFile(str(temporary), "wb") as sink,
                     pa.ipc.new_file(sink, self.schema, options=_IPC_OPTIONS) as writer,
                 ):
-                    writer.write_table(part)
+                    writer.write_table(part.unify_dictionaries())  # one per IPC file
                 temporary.rename(target)
             except OSError as exc:
                 raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
 
-    def publish(self) -> list[Path]:
-        """One Parquet file per staged partition, renamed into place; staging removed."""
+    def write_partitions(self) -> list[Path]:
+        """Write each staged partition to its temporary file; the temporary paths.
+
+        Nothing is visible to readers until :meth:`reveal` renames the files.
+        """
         if not self.staging.is_dir():
             return []
         keys = sorted(path.name for path in self.staging.iterdir() if path.is_dir())
         with ThreadPoolExecutor(self.limits.publish_threads, thread_name_prefix="publish") as pool:
-            files = list(pool.map(self._publish_partition, keys))
+            self._written = list(pool.map(self._write_partition, keys))
+        return self._written
+
+    def reveal(self) -> list[Path]:
+        """Rename the written files into place and remove the staging; the final paths."""
+        finals = []
+        for temporary in self._written:
+            final = temporary.with_name(temporary.name.removeprefix(".").removesuffix(".tmp"))
+            temporary.rename(final)
+            finals.append(final)
+        self._written = []
         shutil.rmtree(self.staging, ignore_errors=True)
-        return files
+        return finals
 
     def discard(self) -> None:
+        for temporary in self._written:
+            temporary.unlink(missing_ok=True)
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def _publish_partition(self, key: str) -> Path:
+    def _write_partition(self, key: str) -> Path:
         folder = self.directory / f"{self.partition}={key}"
-        final = folder / f"part-{self.run_id}.parquet"
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
                 for group in self._row_groups(self.staging / key):
                     writer.write_table(group, row_group_size=group.num_rows)
-            with temporary.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            temporary.rename(final)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
-        return final
+        return temporary
 
     def _row_groups(self, folder: Path) -> Iterator[pa.Table]:
         pending: list[pa.Table] = []

@@ -162,3 +162,14 @@ async def test_parser_processes_with_expiring_sessions(
     summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8, parse_workers=2)
     assert summary["relogins"] >= 3 and summary["status"] == "complete"
     assert_matches_truth(simulator, tmp_path)
+
+
+async def test_batches_larger_than_one_conversion_step(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A 1000-order response is converted in several parts and staged as one."""
+    for workers in (0, 2):
+        out = tmp_path / str(workers)
+        summary = await backfill(simulator, out, batch_size=1000, parse_workers=workers)
+        assert summary["status"] == "complete"
+        assert_matches_truth(simulator, out)
