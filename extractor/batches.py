@@ -62,19 +62,13 @@ class InvoiceTables:
         self._staging = out / "_staging"
         self._run_staging = self._staging / run_id
 
-    def stage(self, sink: OrderSink, name: str) -> BatchCounts:
-        """Stage every part of a finished sink; the counts it added."""
-        counts = BatchCounts(missing=sink.missing)
-        batch = sink.combined()
+    def stage(self, batch: Batch | None, name: str) -> None:
+        """Stage one fetched batch under ``name``."""
         if batch is None:
-            return counts
+            return
         self.orders.stage(name, batch.orders, batch.order_partitions)
         if self.rows is not None:
             self.rows.stage(name, batch.rows, batch.row_partitions)
-        counts.invoices = batch.orders.num_rows
-        counts.rows = batch.rows.num_rows
-        counts.api_exceptions = _api_exceptions(batch)
-        return counts
 
     def publish(self) -> int:
         """Write every partition, make it durable, then rename it into place."""
@@ -99,10 +93,14 @@ class InvoiceTables:
             self._staging.rmdir()  # only when no other run left anything staged
 
 
-def _api_exceptions(part: Batch) -> int:
-    if "APIException" not in part.orders.column_names:
-        return 0
-    return int(part.orders.num_rows - part.orders.column("APIException").null_count)
+def count(batch: Batch | None, missing: list[int]) -> BatchCounts:
+    """What a fetched batch adds to the dataset."""
+    if batch is None:
+        return BatchCounts(missing=missing)
+    orders = batch.orders
+    api = orders.column("APIException").null_count if "APIException" in orders.column_names else 0
+    exceptions = orders.num_rows - api if "APIException" in orders.column_names else 0
+    return BatchCounts(orders.num_rows, batch.rows.num_rows, int(exceptions), missing)
 
 
 class LocalSink(OrderSink):
@@ -115,20 +113,34 @@ class LocalSink(OrderSink):
 
     async def finish(self) -> None:
         await super().finish()
-        loop = asyncio.get_running_loop()
-        stage = self._owner.tables.stage
-        self.counts = await loop.run_in_executor(self._owner.pool, stage, self, self._name)
+        batch = self.combined()
+        self.counts = count(batch, self.missing)
+        await self._owner.stage_later(batch, self._name)
 
 
 class LocalSinks:
-    """Everything in this process."""
+    """Everything in this process: staging runs on one writer thread, behind the fetching."""
 
-    def __init__(self, selection: Selection, tables: InvoiceTables) -> None:
+    def __init__(self, selection: Selection, tables: InvoiceTables, backlog: int) -> None:
         self.selection, self.tables = selection, tables
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        self._room = asyncio.Semaphore(backlog)  # bounds the batches held for staging
+        self._staging: set[asyncio.Future[None]] = set()
 
     def open(self, ids: Sequence[int], name: str) -> CountedSink:
         return LocalSink(self, ids, name)
+
+    async def stage_later(self, batch: Batch | None, name: str) -> None:
+        await self._room.acquire()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, self.tables.stage, batch, name)
+        self._staging.add(future)
+        future.add_done_callback(lambda _: self._room.release())
+
+    async def drain(self) -> None:
+        """Wait until every fetched batch is staged; raise the first staging error."""
+        await asyncio.gather(*self._staging)
+        self._staging.clear()
 
     async def __aenter__(self) -> LocalSinks:
         return self
@@ -176,7 +188,9 @@ class ParsePool:
             )
             for number, inbox in enumerate(self._inboxes)
         ]
-        self._pending: dict[int, tuple[int, asyncio.Future[BatchCounts]]] = {}
+        # per response key: (parser process, future); answered "parsed", then "staged"
+        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._staged: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._keys = itertools.count()
         self._stopping = threading.Event()
         self._reader: threading.Thread | None = None
@@ -218,10 +232,17 @@ class ParsePool:
 
     async def result(self, worker: int, key: int) -> BatchCounts:
         self.send(worker, ("end", key))
-        return await self._pending[key][1]
+        counts: BatchCounts = await self._pending[key][1]
+        return counts
 
     def forget(self, worker: int, key: int) -> None:
         self._pending.pop(key, None)
+        self._staged.pop(key, None)
+
+    async def drain(self) -> None:
+        """Wait until every parsed batch is staged; raise the first staging error."""
+        await asyncio.gather(*(future for _, future in self._staged.values()))
+        self._staged.clear()
 
     def _read_results(self) -> None:
         while not self._stopping.is_set():
@@ -240,21 +261,27 @@ class ParsePool:
                 self._loop.call_soon_threadsafe(self._fail_worker, number, process.exitcode)
 
     def _fail_worker(self, worker: int, exitcode: int | None) -> None:
-        for key, (owner, future) in list(self._pending.items()):
-            if owner == worker and not future.done():
-                future.set_exception(FatalError(f"a parser process died (exit code {exitcode})"))
-                self._pending.pop(key, None)
+        died = FatalError(f"a parser process died (exit code {exitcode})")
+        for table in (self._pending, self._staged):
+            for key, (owner, future) in list(table.items()):
+                if owner == worker:
+                    del table[key]
+                    if not future.done():
+                        future.set_exception(died)
 
-    def _resolve(self, message: tuple[int, tuple[str, str] | None, BatchCounts | None]) -> None:
-        key, error, counts = message
-        entry = self._pending.pop(key, None)
+    def _resolve(self, message: tuple[str, int, tuple[str, str] | None, Any]) -> None:
+        kind, key, error, value = message
+        table = self._pending if kind == "parsed" else self._staged
+        entry = table.pop(key, None)
         if entry is None or entry[1].done():
             return
         if error is not None:
             entry[1].set_exception(_rebuild(*error))
-        else:
-            assert counts is not None
-            entry[1].set_result(counts)
+            return
+        if kind == "parsed":  # only a batch that parsed is staged; "staged" follows
+            assert self._loop is not None
+            self._staged[key] = (entry[0], self._loop.create_future())
+        entry[1].set_result(value)
 
 
 def _rebuild(kind: str, message: str) -> ExtractorError:
@@ -302,14 +329,26 @@ def _end(
     tables: InvoiceTables,
     results: multiprocessing.Queue[Any],
 ) -> None:
+    """Answer "parsed" (counts or error) at once, then "staged" once the batch is on disk."""
     if key in failed:
-        results.put((key, failed.pop(key), None))
+        results.put(("parsed", key, failed.pop(key), None))
         return
     try:
         sink, name = sinks.pop(key)
         sink.complete()
-        results.put((key, None, tables.stage(sink, name)))
-    except ExtractorError as exc:
-        results.put((key, (type(exc).__name__, str(exc)), None))
-    except Exception as exc:  # a bug: every "end" gets an answer, or the run would hang
-        results.put((key, ("FatalError", f"parser process: {type(exc).__name__}: {exc}"), None))
+        batch = sink.combined()
+        results.put(("parsed", key, None, count(batch, sink.missing)))
+    except Exception as exc:
+        results.put(("parsed", key, _describe(exc), None))
+        return
+    try:
+        tables.stage(batch, name)
+        results.put(("staged", key, None, None))
+    except Exception as exc:
+        results.put(("staged", key, _describe(exc), None))
+
+
+def _describe(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, ExtractorError):
+        return type(exc).__name__, str(exc)
+    return "FatalError", f"parser process: {type(exc).__name__}: {exc}"

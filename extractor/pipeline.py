@@ -125,13 +125,15 @@ async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
     sinks: LocalSinks | ParsePool = (
         ParsePool(job.parse_workers, context.selection, job.out, stats.run_id)
         if job.parse_workers
-        else LocalSinks(context.selection, tables)
+        else LocalSinks(context.selection, tables, backlog=job.concurrency)
     )
     started = time.monotonic()
     try:
-        async with sinks, asyncio.TaskGroup() as group:
-            for _ in range(job.concurrency):
-                group.create_task(_worker(context, batches, sinks))
+        async with sinks:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(job.concurrency):
+                    group.create_task(_worker(context, batches, sinks))
+            await sinks.drain()
         stats.fetch_seconds = round(time.monotonic() - started, 3)
         started = time.monotonic()
         files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)

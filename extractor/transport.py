@@ -78,29 +78,34 @@ class Transport:
             headers["Cookie"] = f"ASP.NET_SessionId={session_id}"
         url = self.base_url + operation.path
         try:
+            await self._post(url, body, headers, sink, operation.name)
+        except BaseException:
+            sink.abort()  # whatever went wrong, this attempt's data is void
+            raise
+
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], sink: Sink, name: str
+    ) -> None:
+        try:
             async with self._http.post(url, data=body, headers=headers) as response:
                 await _receive(response, sink)
-        except TimeoutError:
-            raise RequestTimeout(f"{operation.name}: no complete response in time") from None
+        except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
+            raise RequestTimeout(f"{name}: no complete response in time") from None
         except aiohttp.InvalidURL:
             raise UsageError(f"--base-url {self.base_url!r} is not a valid URL") from None
         except aiohttp.ClientPayloadError as exc:
-            raise MalformedResponse(f"{operation.name}: response body cut off ({exc})") from None
+            raise MalformedResponse(f"{name}: response body cut off ({exc})") from None
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{operation.name}: {_describe(exc)}") from None
+            raise TransportError(f"{name}: {_describe(exc)}") from None
 
 
 async def _receive(response: aiohttp.ClientResponse, sink: Sink) -> None:
     if response.status != 200:
         body = await response.content.read(MAX_FAULT_BODY)
         raise fault_error(body, response.status)
-    try:
-        async for chunk in response.content.iter_chunked(READ_CHUNK):
-            sink.feed(chunk)
-        await sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        sink.feed(chunk)
+    await sink.finish()
 
 
 def _describe(exc: aiohttp.ClientError) -> str:
