@@ -40,30 +40,36 @@ def _scalar(child: etree._Element) -> str | None:
 class StructReader:
     """Reads one complex-type element into a list of raw values in WSDL order."""
 
-    __slots__ = ("_index", "_width")
+    __slots__ = ("_complex", "_scalars", "_width")
 
     def __init__(self, struct: schema.Struct, namespace: str) -> None:
         self._width = len(struct.fields)
-        self._index: dict[str, tuple[int, Reader | None]] = {
-            f"{{{namespace}}}{f.name}": (pos, compile_reader(f.type, namespace))
-            for pos, f in enumerate(struct.fields)
-        }
+        self._scalars: dict[str, int] = {}
+        self._complex: dict[str, tuple[int, Reader]] = {}
+        for pos, f in enumerate(struct.fields):
+            tag = f"{{{namespace}}}{f.name}"
+            read = compile_reader(f.type, namespace)
+            if read is None:
+                self._scalars[tag] = pos
+            else:
+                self._complex[tag] = (pos, read)
 
     def __call__(self, elem: etree._Element) -> list[Raw] | None:
-        if len(elem) == 0 and elem.get(NIL_ATTR) == "true":
-            return None
+        # the hot loop of the extractor: one pass over the children, no per-child calls
         values: list[Raw] = [None] * self._width
-        index = self._index
+        scalars, complex_ = self._scalars, self._complex
         for child in elem:
-            entry = index.get(child.tag)
-            if entry is None:
-                continue  # a field newer than the shipped WSDL, a comment
-            pos, read = entry
-            if read is None:
+            tag = child.tag
+            pos = scalars.get(tag)
+            if pos is not None:
                 text = child.text
                 values[pos] = text if text is not None else _scalar(child)
             else:
-                values[pos] = read(child)
+                entry = complex_.get(tag)
+                if entry is not None:  # else a field newer than the shipped WSDL
+                    values[entry[0]] = entry[1](child)
+        if values.count(None) == self._width and elem.get(NIL_ATTR) == "true":
+            return None
         return values
 
 
