@@ -2,9 +2,10 @@
 
 While the run fetches, each batch's records are split by partition and staged as Arrow IPC
 files under ``OUT/_staging/<run_id>/`` (cheap to write, nothing held in memory). Publishing
-turns each partition's staged files into one Parquet file, written under a dot-prefixed
-temporary name (invisible to dataset readers) and renamed into place, one partition at a
-time on a small thread pool, so memory depends on the row-group budget, not on the backfill.
+turns each partition's staged files into one Parquet file under a dot-prefixed temporary name
+(invisible to dataset readers), on a small thread pool, one row group (64 MB) at a time, so
+memory depends on that budget, not on the backfill; the caller syncs and then renames them
+into place (:meth:`TableWriter.reveal`).
 """
 
 from __future__ import annotations
