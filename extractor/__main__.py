@@ -1,3 +1,4 @@
 from extractor.cli import run_cli
 
-run_cli()
+if __name__ == "__main__":  # parser processes are spawned: never run the CLI on import
+    run_cli()

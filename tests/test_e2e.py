@@ -173,3 +173,21 @@ async def test_batches_larger_than_one_conversion_step(
         summary = await backfill(simulator, out, batch_size=1000, parse_workers=workers)
         assert summary["status"] == "complete"
         assert_matches_truth(simulator, out)
+
+
+async def test_duckdb_reads_the_dataset(simulator: Simulator, tmp_path: Path) -> None:
+    import duckdb
+
+    await backfill(simulator, tmp_path)
+    truth = simulator.tenant.ground_truth()
+    glob = f"{tmp_path}/invoices/**/*.parquet"
+    rows = duckdb.sql(
+        f"SELECT OrderId, order_month, OrderTotalIncVat FROM read_parquet('{glob}', "
+        "hive_partitioning=true)"
+    ).fetchall()
+    assert len(rows) == len(truth)
+    for order_id, month, total in rows:
+        expected = truth[order_id].order
+        stamp = expected["DateOrdered"]
+        assert month == (stamp.strftime("%Y-%m") if stamp else None)
+        assert total == expected["OrderTotalIncVat"]
