@@ -55,11 +55,6 @@ class Credentials:
                 )
         return creds
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in any output."""
-        return (self.password,) if self.password else ()
-
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -60,13 +60,13 @@ class Selection:
     def order_fields(self) -> tuple[schema.Field, ...]:
         return tuple(
             f
-            for f in _selected(schema.invoice_order(), self.invoice_properties)
+            for f in schema.select(schema.invoice_order(), self.invoice_properties)
             if f.name != "InvoiceRows"
         )
 
     @cached_property
     def row_fields(self) -> tuple[schema.Field, ...]:
-        return _selected(schema.invoice_row(), self.row_properties)
+        return schema.select(schema.invoice_row(), self.row_properties)
 
     @property
     def wants_rows(self) -> bool:
@@ -77,7 +77,7 @@ class Selection:
         return {
             "searchParams": {"OrderIds": list(order_ids)},
             "invoiceReturnProperties": [
-                f.name for f in _selected(schema.invoice_order(), self.invoice_properties)
+                f.name for f in schema.select(schema.invoice_order(), self.invoice_properties)
             ],
             "rowReturnProperties": [f.name for f in self.row_fields] if self.wants_rows else [],
         }
@@ -90,11 +90,6 @@ class Selection:
     def row_schema(self) -> pa.Schema:
         key = pa.schema([pa.field("OrderId", pa.int32()), pa.field(ROW_INDEX, pa.int32())])
         return pa.unify_schemas([key, arrow.schema_for(self.row_fields)])
-
-
-def _selected(struct: schema.Struct, names: Sequence[str]) -> tuple[schema.Field, ...]:
-    wanted = set(names)
-    return tuple(f for f in struct.fields if not names or f.name in wanted)
 
 
 _ORDER: Final = schema.invoice_order()

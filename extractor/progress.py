@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -105,7 +104,6 @@ class Progress:
         stats: RunStats,
         stream: IO[str] = sys.stderr,
         interval: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stats = stats
         self.stream = stream

@@ -8,6 +8,7 @@ only change a new field needs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -78,12 +79,6 @@ class Struct:
     @property
     def arrow(self) -> pa.DataType:
         return pa.struct([pa.field(f.name, f.type.arrow) for f in self.fields])
-
-    def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -201,6 +196,12 @@ def invoice_order() -> Struct:
 
 def invoice_row() -> Struct:
     return service("invoiceService").type("InvoiceRow")
+
+
+def select(struct: Struct, names: Sequence[str]) -> tuple[Field, ...]:
+    """The fields named (all of them when none are), in WSDL order."""
+    wanted = set(names)
+    return tuple(f for f in struct.fields if not names or f.name in wanted)
 
 
 def check_properties(struct: Struct, names: tuple[str, ...], flag: str) -> None:

@@ -24,8 +24,6 @@ SPARSE_FIELDS: Final = frozenset({"OrderId", "CustomerId", "OrderStatus", "DateC
 ROW_POOL: Final = 4096
 #: Orders share their other fields with one of this many templates, for the same reason.
 ORDER_POOL: Final = 2048
-#: Fields every order has of its own, on top of its template.
-OWN_FIELDS: Final = ("OrderId", "DateOrdered", "DateChanged", "InvoiceRows")
 
 Wire = dict[str, Any]
 
@@ -168,8 +166,8 @@ class Tenant:
     ) -> OrderTruth:
         """What a correct extractor writes for this order and property selection."""
         wire = self.wire(order_id)
-        fields = select(self._order, invoice_properties)
-        row_fields = select(self._row, row_properties)
+        fields = schema.select(self._order, invoice_properties)
+        row_fields = schema.select(self._row, row_properties)
         order = {
             f.name: values.truth(f.type, wire.get(f.name))
             for f in fields
@@ -194,14 +192,6 @@ class Tenant:
             order_id: self.truth(order_id, invoice_properties, row_properties)
             for order_id in (self.ids if ids is None else ids)
         }
-
-
-def select(struct: schema.Struct, names: Sequence[str]) -> tuple[schema.Field, ...]:
-    """The fields named (all of them when none are), in WSDL order."""
-    if not names:
-        return struct.fields
-    wanted = set(names)
-    return tuple(f for f in struct.fields if f.name in wanted)
 
 
 def restrict(wire: Wire, names: Sequence[str]) -> Wire:
