@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,lint,speedups]'
+	$(BIN)/python build_speedups.py > $(VENV)/speedups.log 2>&1 \
+	  || echo "note: the C readers did not build (see $(VENV)/speedups.log); the pure-Python parser is used"
 	touch $(STAMP)
 
 install: $(STAMP)

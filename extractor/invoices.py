@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from lxml import etree
 
 from extractor import arrow, schema, soap
-from extractor.parser import RecordStream, StructReader, int_reader
+from extractor.parser import RecordStream, int_reader, struct_reader
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 ORDER_TAG: Final = f"{{{NAMESPACE}}}InvoiceOrder"
@@ -99,7 +99,7 @@ _ORDER_ID_AT: Final = _POSITIONS["OrderId"]
 
 
 def order_stream() -> RecordStream:
-    return RecordStream(ORDER_TAG, StructReader(_ORDER, NAMESPACE))
+    return RecordStream(ORDER_TAG, struct_reader(_ORDER, NAMESPACE))
 
 
 class OrderSink(RecordStream):
@@ -110,7 +110,7 @@ class OrderSink(RecordStream):
     """
 
     def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
-        super().__init__(ORDER_TAG, StructReader(_ORDER, NAMESPACE))
+        super().__init__(ORDER_TAG, struct_reader(_ORDER, NAMESPACE))
         self._selection = selection
         self.requested = len(order_ids)
         self._wanted = set(order_ids)

@@ -13,6 +13,7 @@ DTDs and entity declarations are refused before libxml2 sees them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -87,6 +88,27 @@ class ListReader:
             return None
         tag, item = self._tag, self._item
         return [item(child) for child in elem if child.tag == tag]
+
+
+def _load_speedups() -> Any:
+    """The compiled readers, when built for the lxml installed now and not switched off."""
+    if os.environ.get("EXTRACTOR_PURE_PYTHON"):
+        return None
+    try:
+        from extractor import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _speedups if etree.__version__ == _speedups.BUILT_WITH_LXML else None
+
+
+SPEEDUPS: Final = _load_speedups()
+
+
+def struct_reader(struct: schema.Struct, namespace: str) -> Reader:
+    """The fastest reader available for ``struct``: compiled, or :class:`StructReader`."""
+    if SPEEDUPS is not None:
+        return SPEEDUPS.StructReader(struct, namespace)  # type: ignore[no-any-return]
+    return StructReader(struct, namespace)
 
 
 def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:

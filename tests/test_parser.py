@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from extractor import invoices
+from extractor import invoices, parser, schema
 from extractor.errors import DataError, HostileXml, MalformedResponse
 from extractor.invoices import Selection
 
@@ -17,13 +17,35 @@ FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_byt
 UTC = dt.UTC
 
 
-def raw(chunks: list[bytes]) -> list[Any]:
+READERS = {"python": parser.StructReader}
+if parser.SPEEDUPS is not None:
+    READERS["compiled"] = parser.SPEEDUPS.StructReader
+
+
+def raw(chunks: list[bytes], reader: str = "python") -> list[Any]:
     """The parser's raw records, which fully determine the typed output."""
-    stream = invoices.order_stream()
+    read = READERS[reader](schema.invoice_order(), invoices.NAMESPACE)
+    stream = parser.RecordStream(invoices.ORDER_TAG, read)
     for chunk in chunks:
         stream.feed(chunk)
     stream.close()
     return stream.records
+
+
+def test_the_compiled_readers_are_built_and_in_use() -> None:
+    # make install builds them; should a machine lack a compiler, the pure-Python readers
+    # (tested below either way) take over and this test says so
+    assert parser.SPEEDUPS is not None, "extractor._speedups did not build: see .venv/speedups.log"
+    assert isinstance(invoices.order_stream()._read, parser.SPEEDUPS.StructReader)
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_both_readers_read_the_same_values(reader: str) -> None:
+    from benchmarks.run import canned_response
+
+    body, _ = canned_response(300)
+    assert raw([body], reader) == raw([body], "python")
+    assert raw([FIXTURE], reader) == raw([FIXTURE], "python")
 
 
 def parse(chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -71,14 +93,16 @@ def test_awkward_response_values() -> None:
     assert rows[1]["AccrualDate"] is None and rows[1]["TaxSettings"] is None
 
 
-def test_every_two_chunk_split_gives_the_same_result() -> None:
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_every_two_chunk_split_gives_the_same_result(reader: str) -> None:
     expected = raw([FIXTURE])
     for at in range(1, len(FIXTURE)):
-        assert raw([FIXTURE[:at], FIXTURE[at:]]) == expected, f"split at byte {at}"
+        assert raw([FIXTURE[:at], FIXTURE[at:]], reader) == expected, f"split at byte {at}"
 
 
-def test_byte_by_byte_inside_multibyte_characters() -> None:
-    assert raw([FIXTURE[i : i + 1] for i in range(len(FIXTURE))]) == raw([FIXTURE])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_byte_by_byte_inside_multibyte_characters(reader: str) -> None:
+    assert raw([FIXTURE[i : i + 1] for i in range(len(FIXTURE))], reader) == raw([FIXTURE])
 
 
 def test_compact_and_pretty_printed_agree() -> None:
