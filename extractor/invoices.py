@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from lxml import etree
 
 from extractor import arrow, schema, soap
+from extractor.errors import DataError
 from extractor.parser import RecordStream, int_reader, struct_reader
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
@@ -112,7 +113,6 @@ class OrderSink(RecordStream):
     def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
         super().__init__(ORDER_TAG, struct_reader(_ORDER, NAMESPACE))
         self._selection = selection
-        self.requested = len(order_ids)
         self._wanted = set(order_ids)
         self._every = every
         self.batches: list[Batch] = []
@@ -146,13 +146,20 @@ class OrderSink(RecordStream):
     def _convert(self) -> None:
         kept, wanted = [], self._wanted
         for record in self.records:
-            order_id = int(record[_ORDER_ID_AT] or 0)
+            order_id = _order_id(record[_ORDER_ID_AT])
             if order_id in wanted:
                 wanted.discard(order_id)
                 kept.append(record)
         self.records = []
         if kept:
             self.batches.append(to_batch(kept, self._selection))
+
+
+def _order_id(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        raise DataError(f"InvoiceOrder.OrderId: {text!r} is not a valid int") from None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import IO, Any, TypeVar
 
 from extractor import invoices, soap
 from extractor.batches import CountedSink, InvoiceTables, LocalSinks, ParsePool
-from extractor.config import Credentials, InvoiceJob, check_output_dir
+from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import ExtractorError, OutputError, TransientError, UsageError
 from extractor.invoices import Selection
 from extractor.progress import Progress, RunStats, write_summary
@@ -47,7 +47,6 @@ class _Context:
 
         async for attempt in retrying(self.job.retry, self.sleep, count_retry):
             with attempt:
-                self.stats.requests += 1
                 stream = await self.session.call(operation, params, sink)
                 self.stats.bytes_received += stream.bytes_fed
         return stream
@@ -80,6 +79,7 @@ async def run_invoices(
         progress.start()
         stats.files = await _fetch_all(context, ids)
         stats.relogins = session.logins - 1
+        stats.requests = session.requests
     finally:
         await progress.stop()
         await transport.close()
@@ -91,8 +91,8 @@ async def run_invoices(
 
 def _check_job(job: InvoiceJob) -> None:
     check_output_dir(job.out)
-    if not 1 <= job.batch_size <= 1000:
-        raise UsageError(f"--batch-size {job.batch_size} is outside 1..1000")
+    if not 1 <= job.batch_size <= MAX_BATCH:
+        raise UsageError(f"--batch-size {job.batch_size} is outside 1..{MAX_BATCH}")
     if job.concurrency < 1:
         raise UsageError(f"--concurrency {job.concurrency} must be at least 1")
     for table in ("invoices", "invoice_rows"):

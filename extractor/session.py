@@ -32,6 +32,7 @@ class Session:
         self._session_id: str | None = None
         self._lock = asyncio.Lock()
         self.logins = 0
+        self.requests = 0  # calls sent through :meth:`call`, re-tries after a re-login included
 
     async def login(self, policy: RetryPolicy = LOGIN_RETRY) -> None:
         """Log in; AuthenticationFailed when the service refuses the credentials."""
@@ -67,14 +68,22 @@ class Session:
         """One attempt of ``operation``; after an expired session, one shared re-login and again."""
         used = self._session_id
         try:
-            target = sink()
-            await self._transport.call(operation, params, target, used)
-            return target
+            return await self._send(operation, params, sink, used)
         except SessionExpired:
             await self._relogin(used)
-            target = sink()
-            await self._transport.call(operation, params, target, self._session_id)
-            return target
+            return await self._send(operation, params, sink, self._session_id)
+
+    async def _send(
+        self,
+        operation: soap.Operation,
+        params: Mapping[str, Any],
+        sink: Callable[[], S],
+        session_id: str | None,
+    ) -> S:
+        self.requests += 1
+        target = sink()
+        await self._transport.call(operation, params, target, session_id)
+        return target
 
     async def _relogin(self, expired: str | None) -> None:
         async with self._lock:

@@ -113,6 +113,8 @@ async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path
     # one Login to start, then one per expiry — never one per waiting worker
     assert simulator.stats["Login"] == 1 + summary["relogins"]
     assert summary["relogins"] <= expired + simulator.stats["unauthenticated"]
+    served = simulator.stats["GetOrderSyncList"] + simulator.stats["GetInvoices"]
+    assert summary["requests"] == served, "the request after each re-login is counted too"
     assert_matches_truth(simulator, tmp_path)
 
 

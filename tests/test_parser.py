@@ -149,6 +149,14 @@ def test_value_that_does_not_fit_its_type_names_the_field() -> None:
         parse([body])
 
 
+def test_an_order_id_that_is_not_an_int_is_a_data_error() -> None:
+    body = FIXTURE.replace(b"<w:OrderId>7</w:OrderId>", b"<w:OrderId>seven</w:OrderId>")
+    sink = invoices.OrderSink(Selection(), [3, 7])
+    sink.feed(body)
+    with pytest.raises(DataError, match=r"InvoiceOrder\.OrderId: 'seven'"):
+        sink.close()
+
+
 def test_decimals_are_never_rounded() -> None:
     body = FIXTURE.replace(b"-1234.50", b"0.12345678901")
     with pytest.raises(DataError, match="OrderTotalIncVat"):
