@@ -1,19 +1,27 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Readers over libxml2 nodes: the raw values of :mod:`extractor.parser`, without a Python
-object per element.
+"""Column builders over libxml2 nodes: the raw columns of :mod:`extractor.parser` without a
+Python object per value.
+
+Each finished record element is appended field by field to Arrow buffers (UTF-8 bytes,
+int32 offsets, validity bits) grown in C; ``finish`` hands them to Arrow as one raw
+StructArray whose leaves are strings, the same array the pure-Python collector builds.
 
 Optional: built by ``make install`` when a C compiler and Cython are at hand; the parser
-falls back to its pure-Python readers otherwise, and the tests hold both to the same output.
-Only node fields are read (through lxml's public C API), no libxml2 function is called, so
-nothing links against libxml2 beyond what lxml already loaded.
+falls back to the pure-Python collector otherwise, and the tests hold both to the same
+output. Only node fields are read (through lxml's public C API), no libxml2 function is
+called, so nothing links against libxml2 beyond what lxml already loaded.
 """
 
-from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport strcmp, strlen
+from libc.stdint cimport INT32_MAX, int32_t, uint8_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset, strcmp, strlen
 from lxml.includes cimport tree
 from lxml.includes.etreepublic cimport _Element, import_lxml__etree
 
-from extractor import schema
+import pyarrow as pa
+
+from extractor import arrow, schema
+from extractor.errors import DataError
 
 import_lxml__etree()
 
@@ -23,38 +31,57 @@ cdef extern from "lxml-version.h":
 #: The lxml whose node layout this module was compiled against.
 BUILT_WITH_LXML = LXML_VERSION_STRING.decode()
 
-cdef bytes XSI = b"http://www.w3.org/2001/XMLSchema-instance"
+cdef const char* XSI = b"http://www.w3.org/2001/XMLSchema-instance"
 
 
-cdef inline object _decode(const tree.xmlChar* text):
-    return PyUnicode_DecodeUTF8(<const char*>text, strlen(<const char*>text), NULL)
+cdef struct Buffer:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t capacity
 
 
-cdef object _text(tree.xmlNode* node):
-    """The element's text and CDATA, joined; None when it has none."""
-    cdef tree.xmlNode* child = node.children
-    cdef object first = None
-    cdef list parts = None
-    while child is not NULL:
-        if child.type == tree.XML_TEXT_NODE or child.type == tree.XML_CDATA_SECTION_NODE:
-            if first is None:
-                first = _decode(child.content)
-            else:
-                if parts is None:
-                    parts = [first]
-                parts.append(_decode(child.content))
-        child = child.next
-    return first if parts is None else "".join(parts)
+cdef int _reserve(Buffer* buf, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t capacity
+    cdef char* grown
+    if buf.size + extra <= buf.capacity:
+        return 0
+    capacity = max(2 * buf.capacity, buf.size + extra, 4096)
+    grown = <char*>realloc(buf.data, capacity)
+    if grown is NULL:
+        raise MemoryError()
+    buf.data, buf.capacity = grown, capacity
+    return 0
+
+
+cdef inline int _append(Buffer* buf, const char* data, Py_ssize_t size) except -1:
+    _reserve(buf, size)
+    memcpy(buf.data + buf.size, data, size)
+    buf.size += size
+    return 0
+
+
+cdef inline int _append_offset(Buffer* buf, Py_ssize_t offset) except -1:
+    cdef int32_t value
+    if offset > INT32_MAX:
+        raise DataError("a response chunk holds more than 2 GiB of text in one field")
+    value = <int32_t>offset
+    return _append(buf, <const char*>&value, sizeof(int32_t))
+
+
+cdef object _take(Buffer* buf):
+    """The buffer's bytes as an Arrow buffer; the builder starts over."""
+    out = pa.py_buffer(buf.data[: buf.size] if buf.size else b"")
+    buf.size = 0
+    return out
 
 
 cdef bint _is_nil(tree.xmlNode* node):
     cdef tree.xmlAttr* attr = node.properties
-    cdef const char* xsi = XSI
     while attr is not NULL:
         if (
             strcmp(<const char*>attr.name, b"nil") == 0
             and attr.ns is not NULL
-            and strcmp(<const char*>attr.ns.href, xsi) == 0
+            and strcmp(<const char*>attr.ns.href, XSI) == 0
         ):
             return (
                 attr.children is not NULL
@@ -65,13 +92,6 @@ cdef bint _is_nil(tree.xmlNode* node):
     return False
 
 
-cdef inline object _scalar(tree.xmlNode* node):
-    text = _text(node)
-    if text is None:
-        return None if _is_nil(node) else ""
-    return text
-
-
 cdef inline bint _in(tree.xmlNode* node, const char* namespace):
     return (
         node.type == tree.XML_ELEMENT_NODE
@@ -80,82 +100,227 @@ cdef inline bint _in(tree.xmlNode* node, const char* namespace):
     )
 
 
-cdef class NodeReader:
-    cdef bytes namespace
+cdef class Column:
+    """One field's values being built: validity bits, and what the subclass adds."""
 
-    cdef object read(self, tree.xmlNode* node):
+    cdef Buffer validity
+    cdef Py_ssize_t length
+    cdef Py_ssize_t null_count
+    cdef object raw_type
+
+    def __dealloc__(self):
+        free(self.validity.data)
+
+    cdef int _slot(self, bint valid) except -1:
+        cdef Py_ssize_t byte = self.length >> 3
+        if byte >= self.validity.size:
+            _reserve(&self.validity, 1)
+            self.validity.data[byte] = 0
+            self.validity.size += 1
+        if valid:
+            self.validity.data[byte] |= <char>(1 << (self.length & 7))
+        else:
+            self.null_count += 1
+        self.length += 1
+        return 0
+
+    cdef int append_node(self, tree.xmlNode* node) except -1:
         raise NotImplementedError
 
-    def __call__(self, _Element elem):
-        return self.read(elem._c_node)
+    cdef int append_null(self) except -1:
+        raise NotImplementedError
+
+    cdef object _finish(self):
+        raise NotImplementedError
+
+    cdef object _start_over(self):
+        """The validity bitmap as an Arrow buffer and (length, null count); the builder resets."""
+        length, nulls = self.length, self.null_count
+        bitmap = _take(&self.validity) if nulls else None
+        self.validity.size = 0
+        self.length = self.null_count = 0
+        return bitmap, length, nulls
+
+    def add(self, _Element elem):
+        self.append_node(elem._c_node)
+
+    def __len__(self):
+        return self.length
+
+    def finish(self):
+        """Everything added so far as one raw Arrow array; the builder starts over."""
+        return self._finish()
 
 
-cdef class StructReader(NodeReader):
-    cdef dict scalars
-    cdef dict complex
+cdef class TextColumn(Column):
+    """A scalar field: the element's text and CDATA as UTF-8, "" when empty, null when nil."""
+
+    cdef Buffer offsets
+    cdef Buffer data
+
+    def __cinit__(self):
+        self.raw_type = pa.string()
+        _append_offset(&self.offsets, 0)
+
+    def __dealloc__(self):
+        free(self.offsets.data)
+        free(self.data.data)
+
+    cdef int append_node(self, tree.xmlNode* node) except -1:
+        cdef tree.xmlNode* child = node.children
+        cdef bint has_text = False
+        cdef const char* content
+        while child is not NULL:
+            if child.type == tree.XML_TEXT_NODE or child.type == tree.XML_CDATA_SECTION_NODE:
+                content = <const char*>child.content
+                _append(&self.data, content, strlen(content))
+                has_text = True
+            child = child.next
+        if not has_text and _is_nil(node):
+            return self.append_null()
+        _append_offset(&self.offsets, self.data.size)
+        return self._slot(True)
+
+    cdef int append_null(self) except -1:
+        _append_offset(&self.offsets, self.data.size)
+        return self._slot(False)
+
+    cdef object _finish(self):
+        bitmap, length, nulls = self._start_over()
+        offsets, data = _take(&self.offsets), _take(&self.data)
+        _append_offset(&self.offsets, 0)
+        return pa.Array.from_buffers(self.raw_type, length, [bitmap, offsets, data], nulls)
+
+
+cdef class StructColumn(Column):
+    """A complex type: one child column per WSDL field, matched by element name."""
+
+    cdef list children
+    cdef list names  # keeps the bytes behind ``tags`` alive
+    cdef const char** tags
+    cdef char* seen
     cdef Py_ssize_t width
+    cdef bytes namespace
+    cdef str type_name
 
     def __init__(self, struct, str namespace):
         self.namespace = namespace.encode()
+        self.type_name = struct.name
         self.width = len(struct.fields)
-        self.scalars, self.complex = {}, {}
-        for pos, f in enumerate(struct.fields):
-            read = compile_reader(f.type, namespace)
-            if read is None:
-                self.scalars[f.name.encode()] = pos
-            else:
-                self.complex[f.name.encode()] = (pos, read)
+        self.children = [column_for(f.type, namespace) for f in struct.fields]
+        self.names = [f.name.encode() for f in struct.fields]
+        self.tags = <const char**>realloc(NULL, self.width * sizeof(char*))
+        self.seen = <char*>realloc(NULL, self.width)
+        if self.tags is NULL or self.seen is NULL:
+            raise MemoryError()
+        for pos in range(self.width):
+            self.tags[pos] = <const char*>(<bytes>self.names[pos])
+        self.raw_type = arrow.raw_type(struct)
 
-    cdef object read(self, tree.xmlNode* node):
-        cdef list values = [None] * self.width
+    def __dealloc__(self):
+        free(self.tags)
+        free(self.seen)
+
+    cdef Py_ssize_t _find(self, const char* name, Py_ssize_t start):
+        """The field named ``name``: children mostly come in WSDL order, so look ahead first."""
+        cdef Py_ssize_t pos
+        for pos in range(start, self.width):
+            if strcmp(name, self.tags[pos]) == 0:
+                return pos
+        for pos in range(0, start):
+            if strcmp(name, self.tags[pos]) == 0:
+                return pos
+        return -1
+
+    cdef int append_node(self, tree.xmlNode* node) except -1:
         cdef tree.xmlNode* child = node.children
         cdef const char* namespace = self.namespace
+        cdef Py_ssize_t pos, next_pos = 0
         cdef bint matched = False
+        memset(self.seen, 0, self.width)
         while child is not NULL:
             if _in(child, namespace):
-                name = <bytes>(<const char*>child.name)
-                pos = self.scalars.get(name)
-                if pos is not None:
-                    values[pos] = _scalar(child)
+                pos = self._find(<const char*>child.name, next_pos)
+                if pos >= 0:  # else a field newer than the shipped WSDL
+                    if self.seen[pos]:
+                        raise DataError(
+                            f"{self.type_name}.{self.names[pos].decode()} appears twice in one record"
+                        )
+                    self.seen[pos] = 1
+                    (<Column>self.children[pos]).append_node(child)
                     matched = True
-                else:
-                    entry = self.complex.get(name)
-                    if entry is not None:  # else a field newer than the shipped WSDL
-                        values[entry[0]] = (<NodeReader>entry[1]).read(child)
-                        matched = True
+                    next_pos = pos + 1
             child = child.next
         if not matched and _is_nil(node):
-            return None
-        return values
+            return self.append_null()
+        for pos in range(self.width):
+            if not self.seen[pos]:
+                (<Column>self.children[pos]).append_null()
+        return self._slot(True)
+
+    cdef int append_null(self) except -1:
+        cdef Py_ssize_t pos
+        for pos in range(self.width):
+            (<Column>self.children[pos]).append_null()
+        return self._slot(False)
+
+    cdef object _finish(self):
+        bitmap, length, nulls = self._start_over()
+        children = [(<Column>child)._finish() for child in self.children]
+        return pa.Array.from_buffers(self.raw_type, length, [bitmap], nulls, children=children)
 
 
-cdef class ListReader(NodeReader):
+cdef class ListColumn(Column):
+    """An ``ArrayOfX``: offsets into one item column; null when nil and empty."""
+
+    cdef Buffer offsets
+    cdef Column item
     cdef bytes item_tag
-    cdef NodeReader item
+    cdef bytes namespace
+    cdef Py_ssize_t items
 
     def __init__(self, ftype, str namespace):
         self.namespace = namespace.encode()
         self.item_tag = ftype.item_tag.encode()
-        self.item = compile_reader(ftype.item, namespace)
+        self.item = column_for(ftype.item, namespace)
+        self.raw_type = arrow.raw_type(ftype)
+        _append_offset(&self.offsets, 0)
 
-    cdef object read(self, tree.xmlNode* node):
+    def __dealloc__(self):
+        free(self.offsets.data)
+
+    cdef int append_node(self, tree.xmlNode* node) except -1:
         if node.children is NULL and _is_nil(node):
-            return None
-        cdef list items = []
+            return self.append_null()
         cdef tree.xmlNode* child = node.children
         cdef const char* namespace = self.namespace
         cdef const char* tag = self.item_tag
         while child is not NULL:
             if _in(child, namespace) and strcmp(<const char*>child.name, tag) == 0:
-                items.append(_scalar(child) if self.item is None else self.item.read(child))
+                self.item.append_node(child)
+                self.items += 1
             child = child.next
-        return items
+        _append_offset(&self.offsets, self.items)
+        return self._slot(True)
+
+    cdef int append_null(self) except -1:
+        _append_offset(&self.offsets, self.items)
+        return self._slot(False)
+
+    cdef object _finish(self):
+        bitmap, length, nulls = self._start_over()
+        offsets = _take(&self.offsets)
+        self.items = 0
+        _append_offset(&self.offsets, 0)
+        values = self.item._finish()
+        return pa.Array.from_buffers(
+            self.raw_type, length, [bitmap, offsets], nulls, children=[values]
+        )
 
 
-def compile_reader(ftype, str namespace):
-    """A reader for a complex type; None for scalars, which struct readers read inline."""
+cdef Column column_for(ftype, str namespace):
     if isinstance(ftype, schema.Struct):
-        return StructReader(ftype, namespace)
+        return StructColumn(ftype, namespace)
     if isinstance(ftype, schema.ListOf):
-        return ListReader(ftype, namespace)
-    return None
+        return ListColumn(ftype, namespace)
+    return TextColumn()

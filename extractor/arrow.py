@@ -1,6 +1,7 @@
-"""Raw values to typed Arrow columns, a whole column at a time.
+"""Raw text arrays to typed Arrow columns, a whole column at a time.
 
-The fast path casts text columns with Arrow kernels; a column the kernels refuse (an offset
+The parser collects every record as a *raw* array: the nesting of the WSDL type with each
+scalar as its text (:func:`raw_type`). Typing walks that nesting once. The fast path casts text columns with Arrow kernels; a column the kernels refuse (an offset
 on a timestamp, seven fractional digits, whitespace around a number) goes through the
 per-value fallback, which either converts it exactly or raises DataError naming the field.
 """
@@ -13,7 +14,7 @@ import functools
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,43 +39,44 @@ def schema_for(fields: Sequence[schema.Field]) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type.arrow) for f in fields])
 
 
-def column(ftype: schema.FieldType, raws: Sequence[Any], name: str) -> pa.Array[Any]:
-    """The typed Arrow array for the raw values of one field."""
+def raw_type(ftype: schema.FieldType) -> pa.DataType:
+    """The shape of ``ftype`` with every scalar as its text: what the parser collects."""
     if isinstance(ftype, schema.Scalar):
-        return scalar_column(ftype, raws, name)
+        return pa.string()
     if isinstance(ftype, schema.Struct):
-        return _struct_column(ftype, raws, name)
-    return _list_column(ftype, raws, name)
+        return pa.struct([pa.field(f.name, raw_type(f.type)) for f in ftype.fields])
+    return pa.list_(raw_type(ftype.item))
 
 
-def _struct_column(struct: schema.Struct, raws: Sequence[Any], name: str) -> pa.Array[Any]:
-    mask = pa.array([raw is None for raw in raws], pa.bool_())
-    filler = (None,) * len(struct.fields)
-    transposed = list(zip(*[filler if raw is None else raw for raw in raws], strict=True)) or [
-        ()
-    ] * len(filler)
+def column(ftype: schema.FieldType, raw: pa.Array[Any], name: str) -> pa.Array[Any]:
+    """The typed Arrow array for the raw (text) array of one field."""
+    if isinstance(ftype, schema.Scalar):
+        return scalar_column(ftype, raw, name)
+    if isinstance(ftype, schema.Struct):
+        return _struct_column(ftype, cast(pa.StructArray, raw), name)
+    return _list_column(ftype, cast("pa.ListArray[Any]", raw), name)
+
+
+def _struct_column(struct: schema.Struct, raw: pa.StructArray, name: str) -> pa.Array[Any]:
     children = [
         column(f.type, values, f"{name}.{f.name}")
-        for f, values in zip(struct.fields, transposed, strict=True)
+        for f, values in zip(struct.fields, raw.flatten(), strict=True)
     ]
     fields = [pa.field(f.name, f.type.arrow) for f in struct.fields]
-    return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    return pa.StructArray.from_arrays(children, fields=fields, mask=_nulls(raw))
 
 
-def _list_column(ftype: schema.ListOf, raws: Sequence[Any], name: str) -> pa.Array[Any]:
-    offsets, flat = [0], []
-    for raw in raws:
-        if raw:
-            flat.extend(raw)
-        offsets.append(len(flat))
-    values = column(ftype.item, flat, f"{name}[]")
-    mask = pa.array([raw is None for raw in raws], pa.bool_())
-    array = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask)
+def _list_column(ftype: schema.ListOf, raw: pa.ListArray[Any], name: str) -> pa.Array[Any]:
+    values = column(ftype.item, raw.values, f"{name}[]")
+    array = pa.ListArray.from_arrays(raw.offsets, values, mask=_nulls(raw))
     return array.cast(ftype.arrow)
 
 
-def scalar_column(scalar: schema.Scalar, raws: Sequence[Any], name: str) -> pa.Array[Any]:
-    text = pa.array(raws, pa.string())
+def _nulls(raw: pa.Array[Any]) -> pa.Array[Any] | None:
+    return raw.is_null() if raw.null_count else None
+
+
+def scalar_column(scalar: schema.Scalar, text: pa.Array[Any], name: str) -> pa.Array[Any]:
     if scalar.xsd == "string":
         return text
     if scalar.xsd == "enum":
@@ -172,16 +174,7 @@ _CONVERTERS: Final[dict[str, Any]] = {
 }
 
 
-def table(
-    fields: Sequence[schema.Field],
-    records: Sequence[Sequence[Any]],
-    positions: Sequence[int] | None = None,
-) -> pa.Table:
-    """A table of ``fields``, read from ``positions`` (default 0, 1, ...) of each raw record."""
-    positions = range(len(fields)) if positions is None else positions
-    columns = list(zip(*records, strict=True)) if records else []
-    arrays = [
-        column(f.type, columns[at] if columns else (), f.name)
-        for f, at in zip(fields, positions, strict=True)
-    ]
+def table(fields: Sequence[schema.Field], raw: pa.StructArray) -> pa.Table:
+    """A typed table of ``fields``, taken by name from a raw StructArray of their type."""
+    arrays = [column(f.type, raw.field(f.name), f.name) for f in fields]
     return pa.Table.from_arrays(arrays, schema=schema_for(fields))

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,7 +14,7 @@ from lxml import etree
 
 from extractor import arrow, schema, soap
 from extractor.errors import DataError
-from extractor.parser import RecordStream, int_reader, struct_reader
+from extractor.parser import RecordStream, int_reader, struct_columns
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 ORDER_TAG: Final = f"{{{NAMESPACE}}}InvoiceOrder"
@@ -94,24 +94,19 @@ class Selection:
 
 
 _ORDER: Final = schema.invoice_order()
-_POSITIONS: Final = {f.name: i for i, f in enumerate(_ORDER.fields)}
-_ROWS_AT: Final = _POSITIONS["InvoiceRows"]
-_ORDER_ID_AT: Final = _POSITIONS["OrderId"]
-
-
-def order_stream() -> RecordStream:
-    return RecordStream(ORDER_TAG, struct_reader(_ORDER, NAMESPACE))
 
 
 class OrderSink(RecordStream):
     """A GetInvoices body to typed Arrow while it arrives, ``every`` orders at a time.
 
     Only the requested ids are kept, each once; ``missing`` lists the requested ids the
-    response did not hold. Raw values never outlive ``every`` orders.
+    response did not hold. Raw columns never hold more than ``every`` orders.
     """
 
     def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
-        super().__init__(ORDER_TAG, struct_reader(_ORDER, NAMESPACE))
+        self._columns = struct_columns(_ORDER, NAMESPACE)
+        # the columns collect each order (``add`` returns None, so ``records`` stays empty)
+        super().__init__(ORDER_TAG, self._columns.add)
         self._selection = selection
         self._wanted = set(order_ids)
         self._every = every
@@ -119,13 +114,18 @@ class OrderSink(RecordStream):
 
     def feed(self, chunk: bytes) -> None:
         super().feed(chunk)
-        if len(self.records) >= self._every:
+        if len(self._columns) >= self._every:
             self._convert()
 
     def close(self) -> etree._Element:
         root = super().close()
         self._convert()
         return root
+
+    def abort(self) -> None:
+        super().abort()
+        self._columns.finish()
+        self.batches = []
 
     def combined(self) -> Batch | None:
         """Every part converted so far as one batch (None when no order came back)."""
@@ -144,15 +144,17 @@ class OrderSink(RecordStream):
         return sorted(self._wanted)
 
     def _convert(self) -> None:
+        raw = self._columns.finish()
         kept, wanted = [], self._wanted
-        for record in self.records:
-            order_id = _order_id(record[_ORDER_ID_AT])
+        for at, text in enumerate(raw.field("OrderId").to_pylist()):
+            order_id = _order_id(text)
             if order_id in wanted:
                 wanted.discard(order_id)
-                kept.append(record)
-        self.records = []
+                kept.append(at)
+        if len(kept) < len(raw):
+            raw = raw.take(pa.array(kept, pa.int32()))
         if kept:
-            self.batches.append(to_batch(kept, self._selection))
+            self.batches.append(to_batch(raw, self._selection))
 
 
 def _order_id(text: str | None) -> int | None:
@@ -172,27 +174,22 @@ class Batch:
     row_partitions: pa.Array[Any]
 
 
-def to_batch(records: Sequence[list[Any]], selection: Selection) -> Batch:
-    """Typed tables from raw InvoiceOrder records (as read by the parser, full WSDL width)."""
-    picked = [_POSITIONS[f.name] for f in selection.order_fields]
-    orders = arrow.table(selection.order_fields, records, picked)
-    parents, index, row_records = [], [], []
-    for position, record in enumerate(records):
-        for number, row in enumerate(record[_ROWS_AT] or ()):
-            if row is not None:
-                parents.append(position)
-                index.append(number)
-                row_records.append(row)
-    row_positions = [_ROW_POSITIONS[f.name] for f in selection.row_fields]
-    rows = arrow.table(selection.row_fields, row_records, row_positions)
-    parent_index = pa.array(parents, pa.int32())
-    rows = rows.add_column(0, "OrderId", orders.column("OrderId").take(parent_index))
-    rows = rows.add_column(1, ROW_INDEX, pa.array(index, pa.int32()))
+def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
+    """Typed tables from a raw InvoiceOrder array (as the parser collects it), no null orders."""
+    orders = arrow.table(selection.order_fields, raw)
+    lists = raw.field("InvoiceRows")
+    items = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists)
+    lengths = pc.list_value_length(lists).to_pylist()
+    index = pa.array([i for n in lengths if n for i in range(n)], pa.int32())
+    if items.null_count:  # a nil InvoiceRow is no row
+        valid = items.is_valid()
+        items, parents, index = items.filter(valid), parents.filter(valid), index.filter(valid)
+    rows = arrow.table(selection.row_fields, cast(pa.StructArray, items))
+    rows = rows.add_column(0, "OrderId", orders.column("OrderId").take(parents))
+    rows = rows.add_column(1, ROW_INDEX, index)
     months = partition_of(orders.column("DateOrdered"))
-    return Batch(orders, rows, months, months.take(parent_index))
-
-
-_ROW_POSITIONS: Final = {f.name: i for i, f in enumerate(schema.invoice_row().fields)}
+    return Batch(orders, rows, months, months.take(parents))
 
 
 def partition_of(date_ordered: pa.ChunkedArray[Any]) -> pa.Array[Any]:

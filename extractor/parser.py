@@ -1,11 +1,17 @@
 """Streaming response parser, sans I/O: feed bytes as they arrive, take finished records out.
 
-Each finished record element (an ``InvoiceOrder``, an ``int`` of a sync list) is read into
-*raw values* and cleared at once, so memory holds one record, not the body:
+Each finished record element (an ``InvoiceOrder``, an ``int`` of a sync list) is read and
+cleared at once, so memory holds the records read so far, not the body. A record is read
+into *raw values*, all text:
 
 - a scalar is its text (``""`` for an empty element, ``None`` for absent or ``xsi:nil``);
-- a struct is a list of raw values in WSDL field order, or ``None``;
+- a struct is a tuple of raw values in WSDL field order, or ``None``;
 - a repeated type is a list of item raw values, or ``None``.
+
+Records of a complex type are collected as the columns of one raw Arrow StructArray
+(:class:`Columns`): by the compiled builders of ``extractor._speedups`` straight from the
+libxml2 nodes when they are built, else by :class:`StructReader` and Arrow's converter.
+A field that appears twice in one record is a DataError rather than a silent choice.
 
 Typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`.
 DTDs and entity declarations are refused before libxml2 sees them.
@@ -16,12 +22,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
+import pyarrow as pa
 from lxml import etree
 
-from extractor import schema
-from extractor.errors import HostileXml, MalformedResponse
+from extractor import arrow, schema
+from extractor.errors import DataError, HostileXml, MalformedResponse
 from extractor.soap import fault_error
 
 NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
@@ -39,12 +46,14 @@ def _scalar(child: etree._Element) -> str | None:
 
 
 class StructReader:
-    """Reads one complex-type element into a list of raw values in WSDL order."""
+    """Reads one complex-type element into a tuple of raw values in WSDL order."""
 
-    __slots__ = ("_complex", "_scalars", "_width")
+    __slots__ = ("_complex", "_names", "_scalars", "_type_name", "_width")
 
     def __init__(self, struct: schema.Struct, namespace: str) -> None:
         self._width = len(struct.fields)
+        self._type_name = struct.name
+        self._names = struct.names
         self._scalars: dict[str, int] = {}
         self._complex: dict[str, tuple[int, Reader]] = {}
         for pos, f in enumerate(struct.fields):
@@ -55,10 +64,11 @@ class StructReader:
             else:
                 self._complex[tag] = (pos, read)
 
-    def __call__(self, elem: etree._Element) -> list[Raw] | None:
-        # the hot loop of the extractor: one pass over the children, no per-child calls
+    def __call__(self, elem: etree._Element) -> tuple[Raw, ...] | None:
+        # the hot loop of the pure-Python parser: one pass over the children, few calls
         values: list[Raw] = [None] * self._width
         scalars, complex_ = self._scalars, self._complex
+        seen = 0  # a bit per field
         for child in elem:
             tag = child.tag
             pos = scalars.get(tag)
@@ -67,11 +77,16 @@ class StructReader:
                 values[pos] = text if text is not None else _scalar(child)
             else:
                 entry = complex_.get(tag)
-                if entry is not None:  # else a field newer than the shipped WSDL
-                    values[entry[0]] = entry[1](child)
-        if values.count(None) == self._width and elem.get(NIL_ATTR) == "true":
+                if entry is None:
+                    continue  # a field newer than the shipped WSDL
+                pos = entry[0]
+                values[pos] = entry[1](child)
+            if seen >> pos & 1:
+                raise DataError(f"{self._type_name}.{self._names[pos]} appears twice in one record")
+            seen |= 1 << pos
+        if not seen and elem.get(NIL_ATTR) == "true":
             return None
-        return values
+        return tuple(values)
 
 
 class ListReader:
@@ -104,11 +119,43 @@ def _load_speedups() -> Any:
 SPEEDUPS: Final = _load_speedups()
 
 
-def struct_reader(struct: schema.Struct, namespace: str) -> Reader:
-    """The fastest reader available for ``struct``: compiled, or :class:`StructReader`."""
+class Columns(Protocol):
+    """Collects finished record elements as the columns of one raw StructArray."""
+
+    def add(self, elem: etree._Element) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def finish(self) -> pa.StructArray:
+        """Everything added so far (text leaves, :func:`extractor.arrow.raw_type`); starts over."""
+        ...
+
+
+class RecordColumns:
+    """The pure-Python :class:`Columns`: records read by :class:`StructReader`, then Arrow's
+    converter. The compiled ``StructColumn`` builds the same array without the records."""
+
+    def __init__(self, struct: schema.Struct, namespace: str) -> None:
+        self._read = StructReader(struct, namespace)
+        self._type = arrow.raw_type(struct)
+        self._records: list[tuple[Raw, ...] | None] = []
+
+    def add(self, elem: etree._Element) -> None:
+        self._records.append(self._read(elem))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def finish(self) -> pa.StructArray:
+        records, self._records = self._records, []
+        return cast(pa.StructArray, pa.array(records, self._type))
+
+
+def struct_columns(struct: schema.Struct, namespace: str) -> Columns:
+    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`."""
     if SPEEDUPS is not None:
-        return SPEEDUPS.StructReader(struct, namespace)  # type: ignore[no-any-return]
-    return StructReader(struct, namespace)
+        return SPEEDUPS.StructColumn(struct, namespace)  # type: ignore[no-any-return]
+    return RecordColumns(struct, namespace)
 
 
 def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:

@@ -7,9 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
-from extractor import invoices, parser, schema
+from extractor import arrow, invoices, parser, schema
 from extractor.errors import DataError, HostileXml, MalformedResponse
 from extractor.invoices import Selection
 
@@ -17,39 +18,75 @@ FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_byt
 UTC = dt.UTC
 
 
-READERS = {"python": parser.StructReader}
+COLLECTORS: dict[str, Any] = {"python": parser.RecordColumns}
 if parser.SPEEDUPS is not None:
-    READERS["compiled"] = parser.SPEEDUPS.StructReader
+    COLLECTORS["compiled"] = parser.SPEEDUPS.StructColumn
 
 
-def raw(chunks: list[bytes], reader: str = "python") -> list[Any]:
-    """The parser's raw records, which fully determine the typed output."""
-    read = READERS[reader](schema.invoice_order(), invoices.NAMESPACE)
-    stream = parser.RecordStream(invoices.ORDER_TAG, read)
+def raw_array(chunks: list[bytes], collector: str = "python") -> pa.StructArray:
+    """The parser's raw InvoiceOrder array, which fully determines the typed output."""
+    columns = COLLECTORS[collector](schema.invoice_order(), invoices.NAMESPACE)
+    stream = parser.RecordStream(invoices.ORDER_TAG, columns.add)
     for chunk in chunks:
         stream.feed(chunk)
     stream.close()
-    return stream.records
+    array: pa.StructArray = columns.finish()
+    array.validate(full=True)
+    return array
 
 
-def test_the_compiled_readers_are_built_and_in_use() -> None:
-    # make install builds them; should a machine lack a compiler, the pure-Python readers
-    # (tested below either way) take over and this test says so
+def raw(chunks: list[bytes], collector: str = "python") -> list[Any]:
+    return raw_array(chunks, collector).to_pylist()
+
+
+def test_the_compiled_builders_are_built_and_in_use() -> None:
+    # make install builds them; should a machine lack a compiler, the pure-Python collector
+    # (tested below either way) takes over and this test says so
     assert parser.SPEEDUPS is not None, "extractor._speedups did not build: see .venv/speedups.log"
-    assert isinstance(invoices.order_stream()._read, parser.SPEEDUPS.StructReader)
+    columns = parser.struct_columns(schema.invoice_order(), invoices.NAMESPACE)
+    assert isinstance(columns, parser.SPEEDUPS.StructColumn)
 
 
-@pytest.mark.parametrize("reader", sorted(READERS))
-def test_both_readers_read_the_same_values(reader: str) -> None:
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_both_collectors_read_the_same_values(collector: str) -> None:
     from benchmarks.run import canned_response
 
     body, _ = canned_response(300)
-    assert raw([body], reader) == raw([body], "python")
-    assert raw([FIXTURE], reader) == raw([FIXTURE], "python")
+    assert raw([body], collector) == raw([body], "python")
+    assert raw([FIXTURE], collector) == raw([FIXTURE], "python")
+    assert raw_array([body], collector).type == arrow.raw_type(schema.invoice_order())
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_collectors_start_over_after_finish(collector: str) -> None:
+    columns = COLLECTORS[collector](schema.invoice_order(), invoices.NAMESPACE)
+    stream = parser.RecordStream(invoices.ORDER_TAG, columns.add)
+    half = FIXTURE.index(b"</w:InvoiceOrder>") + len(b"</w:InvoiceOrder>")
+    stream.feed(FIXTURE[:half])
+    first = columns.finish()
+    stream.feed(FIXTURE[half:])
+    stream.close()
+    second = columns.finish()
+    assert first.to_pylist() + second.to_pylist() == raw([FIXTURE])
+    assert len(first) == 1 and len(columns) == 0 and len(columns.finish()) == 0
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_a_field_twice_in_one_record_is_a_data_error(collector: str) -> None:
+    body = FIXTURE.replace(
+        b"<w:OrderId>7</w:OrderId>", b"<w:OrderId>7</w:OrderId><w:OrderId>8</w:OrderId>"
+    )
+    with pytest.raises(DataError, match=r"InvoiceOrder\.OrderId appears twice"):
+        raw([body], collector)
 
 
 def parse(chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    batch = invoices.to_batch(raw(chunks), Selection())
+    sink = invoices.OrderSink(Selection(), [3, 7])
+    for chunk in chunks:
+        sink.feed(chunk)
+    sink.close()
+    batch = sink.combined()
+    assert batch is not None
     return batch.orders.to_pylist(), batch.rows.to_pylist()
 
 
@@ -93,16 +130,16 @@ def test_awkward_response_values() -> None:
     assert rows[1]["AccrualDate"] is None and rows[1]["TaxSettings"] is None
 
 
-@pytest.mark.parametrize("reader", sorted(READERS))
-def test_every_two_chunk_split_gives_the_same_result(reader: str) -> None:
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_every_two_chunk_split_gives_the_same_result(collector: str) -> None:
     expected = raw([FIXTURE])
     for at in range(1, len(FIXTURE)):
-        assert raw([FIXTURE[:at], FIXTURE[at:]], reader) == expected, f"split at byte {at}"
+        assert raw([FIXTURE[:at], FIXTURE[at:]], collector) == expected, f"split at byte {at}"
 
 
-@pytest.mark.parametrize("reader", sorted(READERS))
-def test_byte_by_byte_inside_multibyte_characters(reader: str) -> None:
-    assert raw([FIXTURE[i : i + 1] for i in range(len(FIXTURE))], reader) == raw([FIXTURE])
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_byte_by_byte_inside_multibyte_characters(collector: str) -> None:
+    assert raw([FIXTURE[i : i + 1] for i in range(len(FIXTURE))], collector) == raw([FIXTURE])
 
 
 def test_compact_and_pretty_printed_agree() -> None:
@@ -123,7 +160,7 @@ def test_compact_and_pretty_printed_agree() -> None:
 )
 def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
     body = prolog + FIXTURE.split(b"?>", 1)[1]
-    stream = invoices.order_stream()
+    stream = invoices.OrderSink(Selection(), [3, 7])
     with pytest.raises(HostileXml):
         for at in range(0, len(body), 7):  # split so the DOCTYPE straddles chunks
             stream.feed(body[at : at + 7])
@@ -131,14 +168,14 @@ def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.97])
 def test_truncated_body_is_malformed_not_partial(cut: float) -> None:
-    stream = invoices.order_stream()
+    stream = invoices.OrderSink(Selection(), [3, 7])
     stream.feed(FIXTURE[: int(len(FIXTURE) * cut)])
     with pytest.raises(MalformedResponse):
         stream.close()
 
 
 def test_garbage_is_malformed() -> None:
-    stream = invoices.order_stream()
+    stream = invoices.OrderSink(Selection(), [3, 7])
     with pytest.raises(MalformedResponse):
         stream.feed(b"<a><b></a>")
 

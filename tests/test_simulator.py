@@ -9,7 +9,7 @@ import pytest
 
 from extractor import soap
 from extractor.errors import InvalidRequest, SessionExpired
-from extractor.invoices import Selection, order_stream
+from extractor.invoices import OrderSink, Selection
 from extractor.parser import RecordStream
 from extractor.progress import RunStats, render_summary
 from extractor.session import Session
@@ -26,8 +26,9 @@ async def test_more_than_1000_ids_is_a_fault(simulator: Simulator) -> None:
     try:
         await session.login()
         with pytest.raises(InvalidRequest, match="Maximum 1000 OrderIds"):
+            ids = list(range(1, 1002))
             await session.call(
-                soap.GET_INVOICES, Selection().params(list(range(1, 1002))), order_stream
+                soap.GET_INVOICES, Selection().params(ids), lambda: OrderSink(Selection(), ids)
             )
     finally:
         await transport.close()
@@ -52,7 +53,7 @@ async def test_has_session_and_expiry(simulator: Simulator, version: soap.SoapVe
         assert await has_session(session_id) is False
         with pytest.raises(SessionExpired):
             await transport.call(
-                soap.GET_ORDER_SYNC_LIST, {"syncParams": {}}, order_stream(), session_id
+                soap.GET_ORDER_SYNC_LIST, {"syncParams": {}}, OrderSink(Selection(), []), session_id
             )
     finally:
         await transport.close()
