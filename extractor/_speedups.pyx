@@ -203,11 +203,15 @@ cdef class StructColumn(Column):
     cdef bytes namespace
     cdef str type_name
 
-    def __init__(self, struct, str namespace):
+    def __init__(self, struct, str namespace, raw_type=None):
+        self.raw_type = arrow.raw_type(struct) if raw_type is None else raw_type
         self.namespace = namespace.encode()
         self.type_name = struct.name
         self.width = len(struct.fields)
-        self.children = [column_for(f.type, namespace) for f in struct.fields]
+        self.children = [
+            column_for(f.type, namespace, self.raw_type.field(pos).type)
+            for pos, f in enumerate(struct.fields)
+        ]
         self.names = [f.name.encode() for f in struct.fields]
         self.tags = <const char**>realloc(NULL, self.width * sizeof(char*))
         self.seen = <char*>realloc(NULL, self.width)
@@ -215,7 +219,6 @@ cdef class StructColumn(Column):
             raise MemoryError()
         for pos in range(self.width):
             self.tags[pos] = <const char*>(<bytes>self.names[pos])
-        self.raw_type = arrow.raw_type(struct)
 
     def __dealloc__(self):
         free(self.tags)
@@ -279,11 +282,11 @@ cdef class ListColumn(Column):
     cdef bytes namespace
     cdef Py_ssize_t items
 
-    def __init__(self, ftype, str namespace):
+    def __init__(self, ftype, str namespace, raw_type):
+        self.raw_type = raw_type
         self.namespace = namespace.encode()
         self.item_tag = ftype.item_tag.encode()
-        self.item = column_for(ftype.item, namespace)
-        self.raw_type = arrow.raw_type(ftype)
+        self.item = column_for(ftype.item, namespace, raw_type.value_type)
         _append_offset(&self.offsets, 0)
 
     def __dealloc__(self):
@@ -318,9 +321,9 @@ cdef class ListColumn(Column):
         )
 
 
-cdef Column column_for(ftype, str namespace):
+cdef Column column_for(ftype, str namespace, raw_type):
     if isinstance(ftype, schema.Struct):
-        return StructColumn(ftype, namespace)
+        return StructColumn(ftype, namespace, raw_type)
     if isinstance(ftype, schema.ListOf):
-        return ListColumn(ftype, namespace)
+        return ListColumn(ftype, namespace, raw_type)
     return TextColumn()

@@ -84,6 +84,24 @@ class Selection:
         }
 
     @cached_property
+    def response_struct(self) -> schema.Struct:
+        """The InvoiceOrder fields a response holds, rows narrowed to the row selection."""
+        fields = []
+        for f in schema.select(_ORDER, self.invoice_properties):
+            if f.name == "InvoiceRows":
+                if not self.wants_rows:
+                    continue
+                rows = cast(schema.ListOf, f.type)
+                item = schema.Struct(_ROW.name, self.row_fields)
+                f = schema.Field(f.name, schema.ListOf(rows.name, rows.item_tag, item), f.nillable)
+            fields.append(f)
+        return schema.Struct(_ORDER.name, tuple(fields))
+
+    @cached_property
+    def raw_type(self) -> pa.DataType:
+        return arrow.raw_type(self.response_struct)
+
+    @cached_property
     def order_schema(self) -> pa.Schema:
         return arrow.schema_for(self.order_fields)
 
@@ -94,6 +112,7 @@ class Selection:
 
 
 _ORDER: Final = schema.invoice_order()
+_ROW: Final = schema.invoice_row()
 
 
 class OrderSink(RecordStream):
@@ -104,7 +123,7 @@ class OrderSink(RecordStream):
     """
 
     def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
-        self._columns = struct_columns(_ORDER, NAMESPACE)
+        self._columns = struct_columns(selection.response_struct, NAMESPACE, selection.raw_type)
         # the columns collect each order (``add`` returns None, so ``records`` stays empty)
         super().__init__(ORDER_TAG, self._columns.add)
         self._selection = selection
@@ -177,6 +196,10 @@ class Batch:
 def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
     """Typed tables from a raw InvoiceOrder array (as the parser collects it), no null orders."""
     orders = arrow.table(selection.order_fields, raw)
+    months = partition_of(orders.column("DateOrdered"))
+    if not selection.wants_rows:
+        rows = selection.row_schema.empty_table()
+        return Batch(orders, rows, months, months[:0])
     lists = raw.field("InvoiceRows")
     items = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists)
@@ -188,7 +211,6 @@ def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
     rows = arrow.table(selection.row_fields, cast(pa.StructArray, items))
     rows = rows.add_column(0, "OrderId", orders.column("OrderId").take(parents))
     rows = rows.add_column(1, ROW_INDEX, index)
-    months = partition_of(orders.column("DateOrdered"))
     return Batch(orders, rows, months, months.take(parents))
 
 

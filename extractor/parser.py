@@ -135,9 +135,11 @@ class RecordColumns:
     """The pure-Python :class:`Columns`: records read by :class:`StructReader`, then Arrow's
     converter. The compiled ``StructColumn`` builds the same array without the records."""
 
-    def __init__(self, struct: schema.Struct, namespace: str) -> None:
+    def __init__(
+        self, struct: schema.Struct, namespace: str, raw_type: pa.DataType | None = None
+    ) -> None:
         self._read = StructReader(struct, namespace)
-        self._type = arrow.raw_type(struct)
+        self._type = raw_type or arrow.raw_type(struct)
         self._records: list[tuple[Raw, ...] | None] = []
 
     def add(self, elem: etree._Element) -> None:
@@ -151,11 +153,17 @@ class RecordColumns:
         return cast(pa.StructArray, pa.array(records, self._type))
 
 
-def struct_columns(struct: schema.Struct, namespace: str) -> Columns:
-    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`."""
+def struct_columns(
+    struct: schema.Struct, namespace: str, raw_type: pa.DataType | None = None
+) -> Columns:
+    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`.
+
+    ``raw_type`` (``arrow.raw_type(struct)``, computed when not given) is worth caching by
+    callers that open a collector per response.
+    """
     if SPEEDUPS is not None:
-        return SPEEDUPS.StructColumn(struct, namespace)  # type: ignore[no-any-return]
-    return RecordColumns(struct, namespace)
+        return SPEEDUPS.StructColumn(struct, namespace, raw_type)  # type: ignore[no-any-return]
+    return RecordColumns(struct, namespace, raw_type)
 
 
 def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
