@@ -1,9 +1,10 @@
 """Raw text arrays to typed Arrow columns, a whole column at a time.
 
-The parser collects every record as a *raw* array: the nesting of the WSDL type with each
-scalar as its text (:func:`raw_type`). Typing walks that nesting once. The fast path casts text columns with Arrow kernels; a column the kernels refuse (an offset
-on a timestamp, seven fractional digits, whitespace around a number) goes through the
-per-value fallback, which either converts it exactly or raises DataError naming the field.
+The parser collects records as a *raw* array: the nesting of the WSDL type with each scalar
+as its text (:func:`raw_type`), and typing walks that nesting once. The fast path casts text
+columns with Arrow kernels; a column the kernels refuse (an offset on a timestamp, seven
+fractional digits, whitespace around a number) goes through the per-value fallback, which
+either converts it exactly or raises DataError naming the field.
 """
 
 from __future__ import annotations
