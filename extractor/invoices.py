@@ -14,7 +14,7 @@ from lxml import etree
 
 from extractor import arrow, schema, soap
 from extractor.errors import DataError
-from extractor.parser import RecordStream, int_reader, struct_columns
+from extractor.parser import COLLECT_EVERY, RecordStream, int_reader, struct_columns
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 ORDER_TAG: Final = f"{{{NAMESPACE}}}InvoiceOrder"
@@ -122,7 +122,9 @@ class OrderSink(RecordStream):
     response did not hold. Raw columns never hold more than ``every`` orders.
     """
 
-    def __init__(self, selection: Selection, order_ids: Sequence[int], every: int = 250) -> None:
+    def __init__(
+        self, selection: Selection, order_ids: Sequence[int], every: int = COLLECT_EVERY
+    ) -> None:
         self._columns = struct_columns(selection.response_struct, NAMESPACE, selection.raw_type)
         # the columns collect each order (``add`` returns None, so ``records`` stays empty)
         super().__init__(ORDER_TAG, self._columns.add)

@@ -45,6 +45,7 @@ def test_the_compiled_builders_are_built_and_in_use() -> None:
     assert parser.SPEEDUPS is not None, "extractor._speedups did not build: see .venv/speedups.log"
     columns = parser.struct_columns(schema.invoice_order(), invoices.NAMESPACE)
     assert isinstance(columns, parser.SPEEDUPS.StructColumn)
+    assert parser.SPEEDUPS.FREES_SUBTREES  # each record's nodes are freed as soon as read
 
 
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))
