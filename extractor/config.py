@@ -63,10 +63,15 @@ class RetryPolicy:
     attempts: int = 6
     initial: float = 0.5
     maximum: float = 30.0
+    fault_attempts: int = 2  # a RequestFault usually repeats: retry it once, then split
+
+    def single(self) -> RetryPolicy:
+        """One attempt: for the halves of a batch that failed after its retries."""
+        return RetryPolicy(1, self.initial, self.maximum, 1)
 
 
 DEFAULT_RETRY: Final = RetryPolicy()
-LOGIN_RETRY: Final = RetryPolicy(attempts=3, initial=0.2, maximum=2.0)
+LOGIN_RETRY: Final = RetryPolicy(attempts=3, initial=0.2, maximum=2.0, fault_attempts=3)
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,25 @@
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
     │   ├── HostileXml             DTD or entity declarations in a response
-    │   ├── DataError              a value that does not fit its WSDL type
-    │   └── OutputError            the dataset cannot be written
-    └── TransientError             retried with back-off
+    │   ├── DataError              a value that does not fit its WSDL type      (splits a batch)
+    │   ├── ResponseTooLarge       a body above the size limit                  (splits a batch)
+    │   ├── OutputError            the dataset cannot be written (disk full, permissions)
+    │   └── StillQuarantined       the service kept refusing after several quarantines
+    └── TransientError             retried with back-off                        (splits a batch)
         ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
         │   └── RequestTimeout     no complete answer in time (also TimeoutError)
         ├── ServerError            HTTP 5xx without a usable SOAP fault, or 429
-        ├── ServerFault            a SOAP fault the service may not repeat (timeouts, overload)
+        ├── ServerFault            a SOAP fault saying the service is busy (timeouts, deadlocks)
+        ├── RequestFault           any other fault from the service's code: retried once only,
+        │                          since it usually repeats for the same request (a poison id)
+        ├── Quarantined            "Limit exceeded ... Quarantine ends at T": all wait until T
         ├── MalformedResponse      truncated or non-XML body, including HTTP 200 bodies that stop
         └── SessionExpired         "Session is not authenticated": re-login, then retry
 
 Retryable errors are told apart by type (``TransientError``), never by matching strings at
 the call site; aiohttp and lxml exceptions are translated in ``transport.py`` and
-``parser.py`` only.
+``parser.py`` only. A batch that still fails with an error marked "splits a batch" is fetched
+again in halves, down to single ids (``pipeline.py``); every other FatalError stops the run.
 """
 
 from __future__ import annotations
@@ -63,8 +69,19 @@ class OutputError(FatalError):
     """The output directory cannot be written."""
 
 
+class ResponseTooLarge(FatalError):
+    """A response body passed the size limit; it was aborted."""
+
+
+class StillQuarantined(FatalError):
+    """The service kept the client in quarantine beyond what a run waits for."""
+
+
 class TransientError(ExtractorError):
     """An error worth retrying after a pause."""
+
+    #: Seconds the service asked every client to wait (``Retry-After``), when it did.
+    retry_after: float | None = None
 
 
 class TransportError(TransientError, ConnectionError):
@@ -85,6 +102,18 @@ class ServerError(TransientError):
 
 class ServerFault(TransientError):
     """A SOAP fault that a later attempt may not repeat."""
+
+
+class RequestFault(TransientError):
+    """A SOAP fault from the service's own code, likely to repeat for the same request."""
+
+
+class Quarantined(TransientError):
+    """The rate limit was exceeded; the service refuses everything until ``until``."""
+
+    def __init__(self, message: str, until: float) -> None:
+        super().__init__(message)
+        self.until = until  # wall-clock seconds
 
 
 class MalformedResponse(TransientError):

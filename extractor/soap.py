@@ -7,7 +7,10 @@ responses are written by the same code.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +23,8 @@ from extractor.errors import (
     ExtractorError,
     InvalidRequest,
     MalformedResponse,
+    Quarantined,
+    RequestFault,
     ServerError,
     ServerFault,
     SessionExpired,
@@ -208,16 +213,32 @@ _TRANSIENT_HINTS: Final = ("timeout", "deadlock", "temporarily", "try again", "u
 _INVALID_HINTS: Final = ("maximum", "must be", "invalid", "not valid", "did not recognize")
 
 
+_QUARANTINE: Final = re.compile(r"Quarantine ends at\s*(\S+(?:\s+\d\d:\d\d:\d\d\S*)?)")
+
+
 def classify_fault(message: str) -> ExtractorError:
     """Turn a fault text into the error type that says what to do about it."""
     lowered = message.lower()
     if "not authenticated" in lowered:
         return SessionExpired(message)
+    if "limit exceeded" in lowered or "quarantine" in lowered:
+        return Quarantined(message, _quarantine_end(message))
     if any(hint in lowered for hint in _TRANSIENT_HINTS):
         return ServerFault(message)
     if any(hint in lowered for hint in _INVALID_HINTS):
         return InvalidRequest(message)
-    return ServerFault(message)
+    return RequestFault(message)
+
+
+def _quarantine_end(message: str) -> float:
+    """The end the fault names (UTC when no offset is given); a minute from now if unreadable."""
+    match = _QUARANTINE.search(message)
+    if match is not None:
+        text = match.group(1).rstrip(".").replace("Z", "+00:00")
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(text)
+            return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    return time.time() + 60
 
 
 def fault_error(body: bytes, status: int) -> ExtractorError:

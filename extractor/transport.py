@@ -5,6 +5,9 @@ aiohttp's exceptions are translated here into the :mod:`extractor.errors` tree.
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
+import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -13,14 +16,20 @@ import aiohttp
 from extractor.config import DEFAULT_TIMEOUTS, Timeouts
 from extractor.errors import (
     MalformedResponse,
+    Quarantined,
     RequestTimeout,
+    ResponseTooLarge,
+    TransientError,
     TransportError,
     UsageError,
 )
+from extractor.limiter import Limits, RateLimiter
 from extractor.soap import Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
 MAX_FAULT_BODY: Final = 1024 * 1024
+#: A 1000-order GetInvoices with every property is ~7 MB; far above that is not an answer.
+MAX_RESPONSE_BYTES: Final = 512 * 1024 * 1024
 
 
 class Sink(Protocol):
@@ -47,13 +56,19 @@ class Transport:
         *,
         concurrency: int = 8,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        limiter: RateLimiter | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        verify_tls: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         self.version = version
+        self.limiter = limiter or RateLimiter(Limits(per_hour=0))
+        self._max_bytes = max_response_bytes
         self._timeout = aiohttp.ClientTimeout(total=timeouts.attempt, connect=timeouts.connect)
-        self._connector = aiohttp.TCPConnector(limit=concurrency + 2)
+        # ssl=True verifies certificates against the system store; False only on --insecure
+        self._connector = aiohttp.TCPConnector(limit=concurrency + 2, ssl=verify_tls)
         self._http = aiohttp.ClientSession(
             connector=self._connector,
             timeout=self._timeout,
@@ -77,6 +92,7 @@ class Transport:
         if session_id:
             headers["Cookie"] = f"ASP.NET_SessionId={session_id}"
         url = self.base_url + operation.path
+        await self.limiter.acquire()
         try:
             await self._post(url, body, headers, sink, operation.name)
         except BaseException:
@@ -88,7 +104,8 @@ class Transport:
     ) -> None:
         try:
             async with self._http.post(url, data=body, headers=headers) as response:
-                await _receive(response, sink)
+                self._observe(response)
+                await self._receive(response, sink, name)
         except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
             raise RequestTimeout(f"{name}: no complete response in time") from None
         except aiohttp.InvalidURL:
@@ -98,14 +115,62 @@ class Transport:
         except aiohttp.ClientError as exc:
             raise TransportError(f"{name}: {_describe(exc)}") from None
 
+    async def _receive(self, response: aiohttp.ClientResponse, sink: Sink, name: str) -> None:
+        if response.status != 200:
+            body = await response.content.read(MAX_FAULT_BODY)
+            raise self._pausing(fault_error(body, response.status), response)
+        received = 0
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            received += len(chunk)
+            if received > self._max_bytes:
+                raise ResponseTooLarge(
+                    f"{name}: response passed {self._max_bytes // 2**20} MiB; aborted"
+                )
+            sink.feed(chunk)
+        await sink.finish()
 
-async def _receive(response: aiohttp.ClientResponse, sink: Sink) -> None:
-    if response.status != 200:
-        body = await response.content.read(MAX_FAULT_BODY)
-        raise fault_error(body, response.status)
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
-        sink.feed(chunk)
-    await sink.finish()
+    def _observe(self, response: aiohttp.ClientResponse) -> None:
+        """Pace every worker by the service's own rate-limit headers."""
+        remaining = response.headers.get("APILimitRemaining", "")
+        reset = _when(response.headers.get("APILimitReset", ""))
+        if remaining.strip().isdigit():
+            self.limiter.observe(int(remaining), reset)
+
+    def _pausing(self, error: BaseException, response: aiohttp.ClientResponse) -> BaseException:
+        """Make every worker wait when the service says so (quarantine, Retry-After)."""
+        if isinstance(error, Quarantined):
+            until = dt.datetime.fromtimestamp(error.until, dt.UTC).strftime("%H:%M:%S UTC")
+            self.limiter.pause_until(error.until, f"quarantined by the service until {until}")
+        elif isinstance(error, TransientError):
+            delay = _retry_after(response.headers.get("Retry-After", ""))
+            if delay is not None:
+                error.retry_after = delay
+                self.limiter.pause_until(
+                    time.time() + delay, f"HTTP {response.status}: Retry-After {delay:g} s"
+                )
+        return error
+
+
+def _when(text: str) -> dt.datetime | None:
+    """An ISO timestamp, UTC when it names no offset; None when absent or unreadable."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _retry_after(text: str) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        return max(email.utils.parsedate_to_datetime(text).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

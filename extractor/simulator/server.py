@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,6 +15,15 @@ from aiohttp import web
 from lxml import etree
 
 from extractor import schema, soap
+from extractor.simulator.faults import (
+    HOSTILE_BODY,
+    NO_FAULTS,
+    POISON_FAULT,
+    TIMEOUT_FAULT,
+    Budget,
+    FaultConfig,
+    FaultPlan,
+)
 from extractor.simulator.tenant import Tenant, restrict
 
 DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
@@ -22,6 +32,9 @@ DEMO_PASSWORD: Final = "simulator-demo"
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
 CHUNK: Final = 64 * 1024
+STATS_PATH: Final = "/_stats"
+#: The operations faults are injected into (never Login).
+DATA_OPERATIONS: Final = frozenset({"GetOrderSyncList", "GetInvoices"})
 
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
@@ -41,6 +54,7 @@ class SimulatorConfig:
     max_ids: int = 1000
     host: str = "127.0.0.1"
     port: int = 0
+    faults: FaultConfig = NO_FAULTS
 
 
 DEFAULT_SIMULATOR: Final = SimulatorConfig()
@@ -56,6 +70,8 @@ class _Call:
     operation: str
     params: etree._Element
     request: web.Request
+    headers: dict[str, str] = field(default_factory=dict)  # on every response
+    cut: str | None = None  # "reset" or "truncate": break the body halfway
 
 
 Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
@@ -68,6 +84,8 @@ class Simulator:
         self.config = config
         self.tenant = tenant or Tenant(config.orders, config.seed)
         self.stats: Counter[str] = Counter()
+        self.budget = Budget(config.faults)
+        self._plan = FaultPlan(config.faults)
         self._sessions: dict[str, int] = {}
         self._logins = 0
         self._row_cache: dict[tuple[int, tuple[str, ...]], str] = {}
@@ -88,6 +106,7 @@ class Simulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         for path in self._handlers:
             app.router.add_post(path, self._dispatch)
+        app.router.add_get(STATS_PATH, self._stats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -114,18 +133,55 @@ class Simulator:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         version = soap.SOAP12 if "soap+xml" in request.content_type else soap.SOAP11
+        blocked, headers = self.budget.admit()
+        self.stats["requests"] += 1
         try:
             call = await self._parse(request, version)
+            call.headers = headers
             handler = self._handlers[request.path].get(call.operation)
             if handler is None:
                 raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
             self.stats[call.operation] += 1
+            if blocked is not None:
+                self.stats["during_quarantine"] += 1
+                raise Fault(blocked)
             if self.config.latency:
                 await asyncio.sleep(self.config.latency)
+            if call.operation in DATA_OPERATIONS:
+                misbehaved = await self._misbehave(call)
+                if misbehaved is not None:
+                    return misbehaved
             return await handler(call)
         except Fault as fault:
             self.stats["faults"] += 1
-            return _fault(version, str(fault))
+            response = _fault(version, str(fault))
+            response.headers.update(headers)
+            return response
+
+    async def _misbehave(self, call: _Call) -> web.StreamResponse | None:
+        """The injected fault's response, or None to answer (``call.cut`` may break it)."""
+        if self.config.faults.hostile:
+            self.stats["fault:hostile"] += 1
+            return web.Response(body=HOSTILE_BODY, content_type="text/xml", headers=call.headers)
+        kind = self._plan.draw()
+        if kind is None:
+            return None
+        self.stats[f"fault:{kind}"] += 1
+        if kind == "http500":
+            return web.Response(status=500, text="Internal Server Error", headers=call.headers)
+        if kind == "throttle":
+            retry = {"Retry-After": str(self.config.faults.retry_after)}
+            return web.Response(status=429, text="Too Many Requests", headers=call.headers | retry)
+        if kind == "timeout-fault":
+            raise Fault(TIMEOUT_FAULT)
+        if kind == "slow":
+            await asyncio.sleep(self.config.faults.slow_seconds)
+        else:
+            call.cut = kind
+        return None
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.stats))
 
     async def _parse(self, request: web.Request, version: soap.SoapVersion) -> _Call:
         try:
@@ -186,9 +242,8 @@ class Simulator:
         registered = _when(call.params, "RegisteredAfter")
         ids = self.tenant.sync_list(changed, registered)
         items = "".join(f"<int>{order_id}</int>" for order_id in ids)
-        return _respond(
-            call, "GetOrderSyncList", f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>"
-        )
+        inner = f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>"
+        return await _send(call, "GetOrderSyncList", [inner.encode()])
 
     async def _get_invoices(self, call: _Call) -> web.StreamResponse:
         ids = [
@@ -203,6 +258,9 @@ class Simulator:
         row_props = _strings(call.params, "rowReturnProperties")
         _check_known(self._order_type, props)
         _check_known(self._row_type, row_props)
+        if self._plan.poisoned(ids):
+            self.stats["poisoned"] += 1
+            raise Fault(POISON_FAULT)
         known = [order_id for order_id in ids if order_id in self.tenant.registered]
         known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
         if self.config.latency_per_1000:
@@ -212,20 +270,12 @@ class Simulator:
     async def _stream_orders(
         self, call: _Call, ids: list[int], props: tuple[str, ...], row_props: tuple[str, ...]
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": call.version.content_type})
-        await response.prepare(call.request)
-        head, tail = _wrapper(call.version, "GetInvoices")
-        pending, size = [head + b"<GetInvoicesResult>"], 0
-        for order_id in ids:
-            chunk = self.render_order(order_id, props, row_props).encode()
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= CHUNK:
-                await response.write(b"".join(pending))
-                pending, size = [], 0
-        pending.append(b"</GetInvoicesResult>" + tail)
-        await response.write(b"".join(pending))
-        await response.write_eof()
+        parts = (self.render_order(order_id, props, row_props).encode() for order_id in ids)
+        response = await _send(
+            call,
+            "GetInvoices",
+            itertools.chain([b"<GetInvoicesResult>"], parts, [b"</GetInvoicesResult>"]),
+        )
         self.stats["invoices_served"] += len(ids)
         return response
 
@@ -295,7 +345,45 @@ def _respond(call: _Call, operation: str, inner: str) -> web.Response:
         body=head + inner.encode() + tail,
         content_type=call.version.content_type.split(";")[0],
         charset="utf-8",
+        headers=call.headers,
     )
+
+
+async def _send(call: _Call, operation: str, parts: Iterable[bytes]) -> web.StreamResponse:
+    """Stream the operation's response, ``CHUNK`` bytes at a time, broken if ``call.cut`` says."""
+    head, tail = _wrapper(call.version, operation)
+    pieces = itertools.chain([head], parts, [tail])
+    response = web.StreamResponse(
+        headers={"Content-Type": call.version.content_type, **call.headers}
+    )
+    if call.cut is not None:
+        return await _send_broken(call, response, b"".join(pieces))
+    await response.prepare(call.request)
+    pending, size = [], 0
+    for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            await response.write(b"".join(pending))
+            pending, size = [], 0
+    await response.write(b"".join(pending))
+    await response.write_eof()
+    return response
+
+
+async def _send_broken(
+    call: _Call, response: web.StreamResponse, body: bytes
+) -> web.StreamResponse:
+    """Half the body: then the connection drops ("reset"), or the message ends ("truncate")."""
+    half = body[: len(body) // 2]
+    if call.cut == "truncate":
+        return web.Response(body=half, headers=response.headers)
+    await response.prepare(call.request)
+    await response.write(half)
+    transport = call.request.transport
+    if transport is not None:
+        transport.abort()  # no terminating chunk: the client sees the body stop
+    return response
 
 
 def _fault(version: soap.SoapVersion, message: str) -> web.Response:

@@ -1,0 +1,87 @@
+"""One rate limiter for every request of a run: our own budget, and pauses the service asks for.
+
+- A token bucket of ``per_hour`` requests an hour with a small burst (0 turns it off).
+- The service's ``APILimitRemaining`` / ``APILimitReset`` headers: when fewer requests remain
+  than can be in flight at once, everyone waits for the reset instead of running into the
+  quarantine.
+- ``Retry-After`` and the quarantine fault pause every worker until the time they name.
+
+Clock and sleep are injected, so tests run without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+Sleep = Callable[[float], Awaitable[None]]
+#: Seconds added to a reset or quarantine end: the service's clock is not ours.
+MARGIN: Final = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_hour: int = 7200  # the live service's budget; 0: no client-side limit
+    burst: int = 20
+    reserve: int = 8  # pause for the reset when the service says this few remain
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class RateLimiter:
+    """Shared by all workers; :meth:`acquire` before every request."""
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.limits = limits
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(limits.burst)
+        self._filled_at = clock()
+        self._paused_until = 0.0
+        self.pause_reason = ""
+        self.waited = 0.0  # seconds spent waiting, summed over requests
+
+    @property
+    def paused_until(self) -> float | None:
+        """When the current pause ends (wall-clock seconds), or None when not paused."""
+        return self._paused_until if self._paused_until > self._clock() else None
+
+    async def acquire(self) -> None:
+        while (wait := self._wait()) > 0:
+            self.waited += wait
+            await self._sleep(wait)
+        if self.limits.per_hour:
+            self._tokens -= 1
+
+    def pause_until(self, until: float, reason: str) -> None:
+        """Hold every request until ``until`` (wall-clock seconds) plus a margin."""
+        until += MARGIN
+        if until > self._paused_until:
+            self._paused_until, self.pause_reason = until, reason
+
+    def observe(self, remaining: int | None, reset: dt.datetime | None) -> None:
+        """The service's rate-limit headers of one response."""
+        if remaining is not None and reset is not None and remaining <= self.limits.reserve:
+            self.pause_until(reset.timestamp(), f"service budget: {remaining} requests left")
+
+    def _wait(self) -> float:
+        now = self._clock()
+        wait = self._paused_until - now
+        per_hour = self.limits.per_hour
+        if per_hour:
+            rate = per_hour / 3600
+            self._tokens = min(self.limits.burst, self._tokens + (now - self._filled_at) * rate)
+            self._filled_at = now
+            if self._tokens < 1:
+                wait = max(wait, (1 - self._tokens) / rate)
+        return wait
