@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 from extractor import errors, invoices
 from extractor.errors import ExtractorError, FatalError
 from extractor.invoices import Batch, OrderSink, Selection
+from extractor.soap import classify_fault
 from extractor.transport import Sink
 from extractor.writer import TableWriter
 
@@ -43,9 +44,10 @@ class BatchCounts:
 
 
 class CountedSink(Sink, Protocol):
-    """A sink that, once finished, says what its batch added."""
+    """A sink that, once finished, says what its batch added, and when that is on disk."""
 
     counts: BatchCounts
+    staged: asyncio.Future[None]  # set by ``finish``; done once every staged file is renamed
 
 
 class InvoiceTables:
@@ -70,24 +72,29 @@ class InvoiceTables:
         if self.rows is not None:
             self.rows.stage(name, batch.rows, batch.row_partitions)
 
+    @property
+    def _writers(self) -> list[TableWriter]:
+        return [self.orders] if self.rows is None else [self.orders, self.rows]
+
     def publish(self) -> int:
-        """Write every partition, make it durable, then rename it into place."""
-        writers = [self.orders] if self.rows is None else [self.orders, self.rows]
-        written = [path for writer in writers for path in writer.write_partitions()]
+        """Write every partition, make it durable, then rename it into place.
+
+        Idempotent: file names depend on the run and partition only, so publishing the same
+        staging again (after a crash) replaces the same files. The staging stays until
+        :meth:`tidy`, once the journal says the run is published.
+        """
+        written = [path for writer in self._writers for path in writer.write_partitions()]
         os.sync()  # one flush for every file, instead of an fsync each
-        for writer in writers:
+        for writer in self._writers:
             writer.reveal()
         os.sync()
-        self._tidy()
         return len(written)
 
-    def discard(self) -> None:
-        self.orders.discard()
-        if self.rows is not None:
-            self.rows.discard()
-        self._tidy()
+    def prune(self, staged: set[str]) -> int:
+        """Before a resume: remove what a killed run left half-done; the number of files."""
+        return sum(writer.prune(staged) for writer in self._writers)
 
-    def _tidy(self) -> None:
+    def tidy(self) -> None:
         shutil.rmtree(self._run_staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             self._staging.rmdir()  # only when no other run left anything staged
@@ -115,7 +122,7 @@ class LocalSink(OrderSink):
         await super().finish()
         batch = self.combined()
         self.counts = count(batch, self.missing)
-        await self._owner.stage_later(batch, self._name)
+        self.staged = await self._owner.stage_later(batch, self._name)
 
 
 class LocalSinks:
@@ -130,12 +137,13 @@ class LocalSinks:
     def open(self, ids: Sequence[int], name: str) -> CountedSink:
         return LocalSink(self, ids, name)
 
-    async def stage_later(self, batch: Batch | None, name: str) -> None:
+    async def stage_later(self, batch: Batch | None, name: str) -> asyncio.Future[None]:
         await self._room.acquire()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.pool, self.tables.stage, batch, name)
         self._staging.add(future)
         future.add_done_callback(lambda _: self._room.release())
+        return future
 
     async def drain(self) -> None:
         """Wait until every fetched batch is staged; raise the first staging error."""
@@ -162,7 +170,7 @@ class PooledSink:
         self._pool.send(self._worker, ("chunk", self._key, chunk))
 
     async def finish(self) -> None:
-        self.counts = await self._pool.result(self._worker, self._key)
+        self.counts, self.staged = await self._pool.result(self._worker, self._key)
 
     def abort(self) -> None:
         self._pool.send(self._worker, ("abort", self._key))
@@ -230,10 +238,10 @@ class ParsePool:
     def send(self, worker: int, message: tuple[Any, ...]) -> None:
         self._inboxes[worker].put(message)
 
-    async def result(self, worker: int, key: int) -> BatchCounts:
+    async def result(self, worker: int, key: int) -> tuple[BatchCounts, asyncio.Future[None]]:
         self.send(worker, ("end", key))
-        counts: BatchCounts = await self._pending[key][1]
-        return counts
+        answer: tuple[BatchCounts, asyncio.Future[None]] = await self._pending[key][1]
+        return answer
 
     def forget(self, worker: int, key: int) -> None:
         self._pending.pop(key, None)
@@ -280,11 +288,15 @@ class ParsePool:
             return
         if kind == "parsed":  # only a batch that parsed is staged; "staged" follows
             assert self._loop is not None
-            self._staged[key] = (entry[0], self._loop.create_future())
+            staged = self._loop.create_future()
+            self._staged[key] = (entry[0], staged)
+            value = (value, staged)
         entry[1].set_result(value)
 
 
 def _rebuild(kind: str, message: str) -> ExtractorError:
+    if kind == "Quarantined":  # carries the end it names
+        return classify_fault(message)
     cls = getattr(errors, kind, None)
     if isinstance(cls, type) and issubclass(cls, ExtractorError) and kind != "ServerError":
         return cls(message)

@@ -25,6 +25,7 @@ from extractor.config import (
 from extractor.errors import ExtractorError, UsageError
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
+from extractor.simulator.faults import KINDS, FaultConfig
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
@@ -69,6 +70,15 @@ def main() -> None:
     show_default=True,
     help="Parser processes (0: parse on the event loop).",
 )
+@click.option(
+    "--max-requests-per-hour",
+    default=7200,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Client-side rate limit shared by all workers (0: off, for simulators).",
+)
+@click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 def invoices(
     out: Path,
     base_url: str,
@@ -80,8 +90,14 @@ def invoices(
     row_properties: str | None,
     soap_version: str,
     parse_workers: int,
+    max_requests_per_hour: int,
+    resume: bool,
+    insecure: bool,
 ) -> None:
-    """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows."""
+    """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows.
+
+    Resumable: after a crash, run the same command again; it continues where it stopped.
+    """
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
     job = InvoiceJob(
@@ -97,6 +113,9 @@ def invoices(
         row_properties=_names(row_properties),
         soap_version=soap_version,
         parse_workers=parse_workers,
+        max_requests_per_hour=max_requests_per_hour,
+        resume=resume,
+        insecure=insecure,
     )
     credentials = Credentials.from_env()
     summary = _run(run_invoices(job, credentials))
@@ -134,6 +153,37 @@ def invoices(
     type=click.IntRange(0),
     help="Expire sessions after N calls (0: never).",
 )
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of data requests that fail.",
+)
+@click.option(
+    "--fault-kinds",
+    default=",".join(KINDS),
+    show_default=True,
+    help="Comma-separated kinds the failures are spread over.",
+)
+@click.option(
+    "--slow-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Stall of a 'slow' fault.",
+)
+@click.option("--poison-ids", help="Comma-separated OrderIds that make any GetInvoices fail.")
+@click.option("--hostile", is_flag=True, help="Answer data requests with a DOCTYPE of entities.")
+@click.option(
+    "--rate-budget",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Requests per window before a quarantine (0: no limit, no headers).",
+)
+@click.option("--rate-window", default=3600.0, show_default=True, type=click.FloatRange(1))
+@click.option("--quarantine-seconds", default=60.0, show_default=True, type=click.FloatRange(0))
 def simulate(
     host: str,
     port: int,
@@ -142,11 +192,34 @@ def simulate(
     latency: float,
     latency_per_1000: float,
     session_ttl_calls: int,
+    fault_rate: float,
+    fault_kinds: str,
+    slow_seconds: float,
+    poison_ids: str | None,
+    hostile: bool,
+    rate_budget: int,
+    rate_window: float,
+    quarantine_seconds: float,
 ) -> None:
     """Serve the built-in 24SevenOffice simulator until interrupted."""
     from extractor.simulator.cli import serve
 
-    _run(serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls))
+    try:
+        poison = frozenset(int(i) for i in _names(poison_ids))
+        faults = FaultConfig(
+            rate=fault_rate,
+            kinds=_names(fault_kinds),
+            seed=seed,
+            slow_seconds=slow_seconds,
+            poison_ids=poison,
+            hostile=hostile,
+            budget=rate_budget,
+            window=rate_window,
+            quarantine=quarantine_seconds,
+        )
+    except ValueError as exc:
+        raise UsageError(f"simulate: {exc}") from None
+    _run(serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls, faults))
 
 
 @main.command()

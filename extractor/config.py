@@ -99,6 +99,9 @@ class InvoiceJob:
     parse_workers: int = 0  # 0: parse on the event loop; N: in N parser processes
     retry: RetryPolicy = DEFAULT_RETRY
     timeouts: Timeouts = DEFAULT_TIMEOUTS
+    max_requests_per_hour: int = 7200  # the live service's budget; 0: no client-side limit
+    resume: bool = False  # insist on resuming (a rerun of the same command resumes anyway)
+    insecure: bool = False  # skip TLS certificate verification
 
 
 def parse_when(text: str, flag: str) -> dt.datetime:

@@ -1,4 +1,13 @@
-"""The invoices backfill: login, list ids, fetch batches concurrently, write partitions."""
+"""The invoices backfill: login, plan, fetch batches concurrently, publish; resumable.
+
+Every step that matters is in the run's journal first (:mod:`extractor.journal`): the plan of
+ids, each batch once its staged files are on disk, each id that failed alone. A run that
+stops for any reason, SIGKILL included, continues from there when the same command runs again.
+
+A batch that still fails after its retries is fetched again in halves, down to single ids:
+every other order of the batch is written, and the ids that fail alone are reported in
+``OUT/_failures/<run_id>.jsonl`` (the run's status is then ``partial``).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +18,50 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import IO, Any, Final, TypeVar
+
+import orjson
 
 from extractor import invoices, soap
-from extractor.batches import CountedSink, InvoiceTables, LocalSinks, ParsePool
-from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
-from extractor.errors import ExtractorError, OutputError, TransientError, UsageError
+from extractor.batches import BatchCounts, CountedSink, InvoiceTables, LocalSinks, ParsePool
+from extractor.config import MAX_BATCH, Credentials, InvoiceJob, RetryPolicy, check_output_dir
+from extractor.errors import (
+    DataError,
+    ExtractorError,
+    OutputError,
+    Quarantined,
+    ResponseTooLarge,
+    TransientError,
+    UsageError,
+)
 from extractor.invoices import Selection
+from extractor.journal import Journal, RunState, finished_runs, unfinished
+from extractor.limiter import Limits, RateLimiter
 from extractor.progress import Progress, RunStats, write_summary
-from extractor.retry import Sleep, retrying
+from extractor.retry import Sleep, patiently, retrying
 from extractor.session import Session
 from extractor.transport import Sink, Transport
 
 S = TypeVar("S", bound=Sink)
+#: What makes a batch split in halves rather than stop the run.
+SPLITTABLE: Final = (TransientError, DataError, ResponseTooLarge)
+FAILURES_DIR: Final = "_failures"
 
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def fingerprint(job: InvoiceJob) -> dict[str, Any]:
+    """What decides which records a run fetches: the same fingerprint, the same run."""
+    return {
+        "command": "invoices",
+        "changed_after": job.changed_after.isoformat() if job.changed_after else None,
+        "registered_after": job.registered_after.isoformat() if job.registered_after else None,
+        "invoice_properties": list(job.invoice_properties),
+        "row_properties": list(job.row_properties),
+    }
 
 
 @dataclass
@@ -36,20 +71,59 @@ class _Context:
     selection: Selection
     stats: RunStats
     sleep: Sleep
+    journal: Journal
+    sinks: LocalSinks | ParsePool
+    journaling: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def call(
-        self, operation: soap.Operation, params: Mapping[str, Any], sink: Callable[[], S]
+        self,
+        operation: soap.Operation,
+        params: Mapping[str, Any],
+        sink: Callable[[], S],
+        policy: RetryPolicy | None = None,
     ) -> S:
-        """One operation with retries on transient errors."""
+        """One operation with retries on transient errors, sitting out quarantines."""
 
         def count_retry(_: BaseException) -> None:
             self.stats.retries += 1
 
-        async for attempt in retrying(self.job.retry, self.sleep, count_retry):
-            with attempt:
-                stream = await self.session.call(operation, params, sink)
-                self.stats.bytes_received += stream.bytes_fed
-        return stream
+        def count_quarantine(_: Quarantined) -> None:
+            self.stats.quarantines += 1
+
+        async def attempts() -> S:
+            async for attempt in retrying(policy or self.job.retry, self.sleep, count_retry):
+                with attempt:
+                    stream = await self.session.call(operation, params, sink)
+                    self.stats.bytes_received += stream.bytes_fed
+                    return stream
+            raise AssertionError("unreachable: tenacity re-raises the last error")
+
+        return await patiently(attempts, count_quarantine)
+
+    def fail(self, ids: Sequence[int], error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}"
+        self.journal.append({"event": "failed", "ids": list(ids), "error": message})
+        self.stats.failed_ids += len(ids)
+        self.stats.ids_done += len(ids)
+
+    async def journal_when_staged(
+        self, staged: asyncio.Future[None], key: str, ids: Sequence[int], counts: BatchCounts
+    ) -> None:
+        """Once the batch is on disk, journal it: the journal is what a resume trusts."""
+        await staged
+        self.journal.append(
+            {
+                "event": "staged",
+                "key": key,
+                "ids": list(ids),
+                "counts": {
+                    "invoices": counts.invoices,
+                    "rows": counts.rows,
+                    "api_exceptions": counts.api_exceptions,
+                },
+                "missing": counts.missing,
+            }
+        )
 
 
 async def run_invoices(
@@ -59,34 +133,138 @@ async def run_invoices(
     stream: IO[str] = sys.stderr,
     sleep: Sleep = asyncio.sleep,
 ) -> dict[str, Any]:
-    """Run a backfill; returns the summary (also written to ``OUT/_runs/<run_id>.json``)."""
+    """Run (or resume) a backfill; the summary, also written to ``OUT/_runs/<run_id>.json``."""
     selection = Selection.checked(job.invoice_properties, job.row_properties)
     _check_job(job)
-    stats = RunStats(new_run_id())
+    job_print = fingerprint(job)
+    done = _finished(job, job_print)
+    if done is not None:
+        stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
+        stream.write("nothing to do\n")
+        return done
+    journal = Journal.open(job.out, new_run_id(), job_print)
+    try:
+        summary = await _run(job, credentials, selection, journal, stream, sleep)
+    finally:
+        journal.close()
+    journal.finish()
+    return summary
+
+
+async def _run(
+    job: InvoiceJob,
+    credentials: Credentials,
+    selection: Selection,
+    journal: Journal,
+    stream: IO[str],
+    sleep: Sleep,
+) -> dict[str, Any]:
+    state = journal.state
+    stats = RunStats(state.run_id)
+    stats.restore(state)
+    # real time even when tests inject ``sleep``: a budget is a matter of the wall clock
+    limiter = RateLimiter(
+        Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
+    )
     transport = Transport(
         job.base_url,
         soap.SOAP_VERSIONS[job.soap_version],
         concurrency=job.concurrency,
         timeouts=job.timeouts,
+        limiter=limiter,
+        verify_tls=not job.insecure,
     )
-    progress = Progress(stats, stream)
+    tables = InvoiceTables(job.out, selection, state.run_id)
+    progress = Progress(stats, stream, limiter=limiter)
     try:
+        if state.starts > 1:
+            removed = tables.prune(set(state.staged))
+            progress.say(
+                f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
+                f"{removed} unfinished files removed"
+            )
         session = Session(transport, credentials, sleep)
         await session.login()
-        context = _Context(job, session, selection, stats, sleep)
-        ids = await _list_ids(context)
-        progress.say(f"listed {len(ids):,} orders; fetching in batches of {job.batch_size}")
-        progress.start()
-        stats.files = await _fetch_all(context, ids)
+        if not state.published:
+            await _fetch_and_publish(
+                job, session, selection, journal, stats, tables, progress, sleep
+            )
         stats.relogins = session.logins - 1
         stats.requests = session.requests
     finally:
         await progress.stop()
         await transport.close()
-    status = "partial" if stats.failed_ids or stats.missing_ids else "complete"
+    tables.tidy()
+    return _finish(job, journal.state, stats)
+
+
+async def _fetch_and_publish(
+    job: InvoiceJob,
+    session: Session,
+    selection: Selection,
+    journal: Journal,
+    stats: RunStats,
+    tables: InvoiceTables,
+    progress: Progress,
+    sleep: Sleep,
+) -> None:
+    state = journal.state
+    sinks: LocalSinks | ParsePool = (
+        ParsePool(job.parse_workers, selection, job.out, state.run_id)
+        if job.parse_workers
+        else LocalSinks(selection, tables, backlog=job.concurrency)
+    )
+    context = _Context(job, session, selection, stats, sleep, journal, sinks)
+    if state.plan is None:
+        journal.append({"event": "plan", "ids": await _list_ids(context)})
+    remaining = state.remaining()
+    stats.ids_total = len(state.plan or ())
+    stats.ids_done = stats.ids_total - len(remaining)
+    progress.say(f"{stats.ids_total:,} orders planned, {len(remaining):,} to fetch")
+    progress.start()
+    started = time.monotonic()
+    try:
+        async with sinks:
+            await _fetch_all(context, remaining, prefix=f"{state.starts:02d}")
+    except BaseExceptionGroup as group_error:
+        raise _first_error(group_error) from None
+    stats.fetch_seconds = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    stats.files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
+    journal.append({"event": "published", "files": stats.files})
+    stats.publish_seconds = round(time.monotonic() - started, 3)
+
+
+def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]:
+    stats.restore(state)  # the journal's counts: every batch of the run, resumed or not
+    status = "partial" if state.failures or state.missing else "complete"
     summary = stats.summary(status, job.out)
+    summary["job"] = state.fingerprint
+    summary["failures_report"] = _write_failures(job, state)
     write_summary(summary, job.out)
     return summary
+
+
+def _write_failures(job: InvoiceJob, state: RunState) -> str | None:
+    """``OUT/_failures/<run_id>.jsonl``: one line per id the run could not fetch."""
+    lines = [
+        orjson.dumps({"OrderId": order_id, "error": failure["error"]})
+        for failure in state.failures
+        for order_id in failure["ids"]
+    ] + [
+        orjson.dumps({"OrderId": i, "error": "not returned by GetInvoices"}) for i in state.missing
+    ]
+    if not lines:
+        return None
+    path = job.out / FAILURES_DIR / f"{state.run_id}.jsonl"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_bytes(b"\n".join(lines) + b"\n")
+        temporary.rename(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return str(path)
 
 
 def _check_job(job: InvoiceJob) -> None:
@@ -95,82 +273,111 @@ def _check_job(job: InvoiceJob) -> None:
         raise UsageError(f"--batch-size {job.batch_size} is outside 1..{MAX_BATCH}")
     if job.concurrency < 1:
         raise UsageError(f"--concurrency {job.concurrency} must be at least 1")
-    for table in ("invoices", "invoice_rows"):
-        if any((job.out / table).rglob("*.parquet")):
-            raise UsageError(
-                f"--out {job.out} already holds a dataset ({table}/); choose a new directory"
-            )
+    if job.max_requests_per_hour < 0:
+        raise UsageError("--max-requests-per-hour must be 0 (no limit) or more")
+    if job.resume and unfinished(job.out) is None:
+        raise UsageError(f"--resume: --out {job.out} holds no unfinished run")
     try:
         job.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create --out {job.out}: {exc.strerror or exc}") from None
 
 
+def _finished(job: InvoiceJob, job_print: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a finished run of this very job; UsageError for another job's dataset."""
+    if unfinished(job.out) is not None:
+        return None
+    for summary in finished_runs(job.out):
+        if summary.get("job") == job_print:
+            return summary
+    for table in ("invoices", "invoice_rows"):
+        if any((job.out / table).rglob("*.parquet")):
+            raise UsageError(
+                f"--out {job.out} already holds a dataset of another job ({table}/); "
+                "choose a new directory"
+            )
+    return None
+
+
 async def _list_ids(context: _Context) -> list[int]:
     params = invoices.sync_params(context.job.changed_after, context.job.registered_after)
     stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
-    ids = list(dict.fromkeys(stream.records))  # the service may repeat an id
-    context.stats.ids_total = len(ids)
-    return ids
+    return list(dict.fromkeys(stream.records))  # the service may repeat an id
 
 
-async def _fetch_all(context: _Context, ids: Sequence[int]) -> int:
-    """Fetch every batch, stage it, publish the partitions; the number of files written."""
+async def _fetch_all(context: _Context, ids: Sequence[int], prefix: str) -> None:
+    """Fetch every batch with ``concurrency`` workers; wait until each is staged."""
     size = context.job.batch_size
-    batches: Iterator[tuple[int, Sequence[int]]] = (
-        (number, ids[at : at + size]) for number, at in enumerate(range(0, len(ids), size))
+    batches: Iterator[tuple[str, Sequence[int]]] = (
+        (f"{prefix}-{number:08d}", ids[at : at + size])
+        for number, at in enumerate(range(0, len(ids), size))
     )
-    job, stats = context.job, context.stats
-    tables = InvoiceTables(job.out, context.selection, stats.run_id)
-    sinks: LocalSinks | ParsePool = (
-        ParsePool(job.parse_workers, context.selection, job.out, stats.run_id)
-        if job.parse_workers
-        else LocalSinks(context.selection, tables, backlog=job.concurrency)
-    )
-    started = time.monotonic()
-    try:
-        async with sinks:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(job.concurrency):
-                    group.create_task(_worker(context, batches, sinks))
-            await sinks.drain()
-        stats.fetch_seconds = round(time.monotonic() - started, 3)
-        started = time.monotonic()
-        files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
-        stats.publish_seconds = round(time.monotonic() - started, 3)
-        return files
-    except BaseExceptionGroup as group_error:
-        tables.discard()
-        raise _first_error(group_error) from None
-    except BaseException:
-        tables.discard()
-        raise
+    async with asyncio.TaskGroup() as group:
+        for _ in range(context.job.concurrency):
+            group.create_task(_worker(context, batches))
+    await asyncio.gather(context.sinks.drain(), *context.journaling)
 
 
-async def _worker(
-    context: _Context,
-    batches: Iterator[tuple[int, Sequence[int]]],
-    sinks: LocalSinks | ParsePool,
+async def _worker(context: _Context, batches: Iterator[tuple[str, Sequence[int]]]) -> None:
+    for key, ids in batches:
+        await _fetch_or_split(context, ids, key, context.job.retry)
+
+
+async def _fetch(context: _Context, ids: Sequence[int], key: str, policy: RetryPolicy) -> None:
+    """Fetch ``ids`` in one request; journal them once their staged files are on disk."""
+    opener = functools.partial(context.sinks.open, ids, key)
+    sink: CountedSink = await context.call(
+        soap.GET_INVOICES, context.selection.params(ids), opener, policy
+    )
+    counts, stats = sink.counts, context.stats
+    stats.invoices += counts.invoices
+    stats.rows += counts.rows
+    stats.api_exceptions += counts.api_exceptions
+    stats.missing_ids += len(counts.missing)
+    stats.ids_done += len(ids)
+    context.journaling.append(
+        asyncio.create_task(context.journal_when_staged(sink.staged, key, ids, counts))
+    )
+
+
+async def _fetch_or_split(
+    context: _Context, ids: Sequence[int], key: str, policy: RetryPolicy
 ) -> None:
-    stats = context.stats
-    for number, batch in batches:
-        params = context.selection.params(batch)
-        opener: Callable[[], CountedSink] = functools.partial(sinks.open, batch, f"{number:08d}")
-        try:
-            sink = await context.call(soap.GET_INVOICES, params, opener)
-        except TransientError as exc:
-            stats.failed_ids += len(batch)
-            stats.failures.append({"ids": list(batch), "error": f"{type(exc).__name__}: {exc}"})
-            stats.ids_done += len(batch)
-            continue
-        counts = sink.counts
-        stats.invoices += counts.invoices
-        stats.rows += counts.rows
-        stats.api_exceptions += counts.api_exceptions
-        if counts.missing:
-            stats.missing_ids += len(counts.missing)
-            stats.failures.append({"ids": counts.missing, "error": "not returned by GetInvoices"})
-        stats.ids_done += len(batch)
+    try:
+        await _fetch(context, ids, key, policy)
+        return
+    except SPLITTABLE as exc:
+        if len(ids) == 1:
+            context.fail(ids, exc)
+            return
+    context.stats.splits += 1
+    await _split(context, ids, key)
+
+
+async def _split(context: _Context, ids: Sequence[int], key: str) -> None:
+    """``ids`` failed together: fetch the halves once each; recurse into the failing ones.
+
+    When the first half succeeds, the second must hold the failure and is split at once.
+    A single id always gets its own full retries before it is reported.
+    """
+    full, once = context.job.retry, context.job.retry.single()
+    half = (len(ids) + 1) // 2
+    first, second = ids[:half], ids[half:]
+    try:
+        await _fetch(context, first, f"{key}a", full if len(first) == 1 else once)
+    except SPLITTABLE as exc:
+        if len(first) == 1:
+            context.fail(first, exc)
+        else:
+            context.stats.splits += 1
+            await _split(context, first, f"{key}a")
+        await _fetch_or_split(context, second, f"{key}b", full if len(second) == 1 else once)
+        return
+    if len(second) == 1:
+        await _fetch_or_split(context, second, f"{key}b", full)
+    else:
+        context.stats.splits += 1
+        await _split(context, second, f"{key}b")
 
 
 def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:

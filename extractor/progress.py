@@ -12,6 +12,9 @@ from typing import IO, Any
 
 import orjson
 
+from extractor.journal import RunState
+from extractor.limiter import RateLimiter
+
 
 @dataclass
 class RunStats:
@@ -29,12 +32,25 @@ class RunStats:
     api_exceptions: int = 0
     missing_ids: int = 0
     failed_ids: int = 0
+    splits: int = 0  # batches fetched again in halves after failing their retries
+    quarantines: int = 0  # requests that met the service's quarantine and waited it out
     failures: list[dict[str, Any]] = field(default_factory=list)
     files: int = 0
     fetch_seconds: float = 0.0
     publish_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    def restore(self, state: RunState) -> None:
+        """Take the counts of every batch the run's journal holds (resumed runs included)."""
+        self.invoices = state.counts.get("invoices", 0)
+        self.rows = state.counts.get("rows", 0)
+        self.api_exceptions = state.counts.get("api_exceptions", 0)
+        self.missing_ids = len(state.missing)
+        self.failed_ids = len(state.failed_ids)
+        self.failures = list(state.failures)
+        if state.missing:
+            self.failures.append({"ids": state.missing, "error": "not returned by GetInvoices"})
 
     @property
     def seconds(self) -> float:
@@ -78,11 +94,14 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"in {summary['requests']:,} requests",
         f"  time          {summary['seconds']:,.1f} s  "
         f"({summary['invoices_per_second']:,.0f} invoices/s, {summary['mb_per_second']:.1f} MB/s)",
-        f"  retries       {summary['retries']}   re-logins {summary['relogins']}",
+        f"  retries       {summary['retries']}   re-logins {summary['relogins']}   "
+        f"split batches {summary['splits']}   quarantines {summary['quarantines']}",
         f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}   "
         f"failed ids {summary['failed_ids']}",
         f"  files         {summary['files']} under {summary['output']}",
     ]
+    if summary.get("failures_report"):
+        lines.append(f"  failures      {summary['failures_report']}")
     return "\n".join(lines)
 
 
@@ -104,9 +123,12 @@ class Progress:
         stats: RunStats,
         stream: IO[str] = sys.stderr,
         interval: float | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.stats = stats
         self.stream = stream
+        self.limiter = limiter
+        self._pause_shown: float | None = None
         self.live = stream.isatty()
         self.interval = interval if interval is not None else (0.25 if self.live else 10.0)
         self._task: asyncio.Task[None] | None = None
@@ -130,8 +152,18 @@ class Progress:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            self._say_pause()
             if self.live:
                 self.stream.write(f"\r\033[K{self.stats.line()}")
             else:
                 self.stream.write(f"progress: {self.stats.line()}\n")
             self.stream.flush()
+
+    def _say_pause(self) -> None:
+        """Every worker is waiting (quarantine, Retry-After, service budget): say so once."""
+        until = self.limiter.paused_until if self.limiter is not None else None
+        if until is not None and until != self._pause_shown:
+            assert self.limiter is not None
+            end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
+            self.say(f"paused until {end}: {self.limiter.pause_reason}")
+        self._pause_shown = until

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     wait_random_exponential,
 )
 
 from extractor.config import RetryPolicy
-from extractor.errors import RequestFault, TransientError
+from extractor.errors import Quarantined, RequestFault, StillQuarantined, TransientError
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+#: Quarantines in a row a request sits out before the run gives up (resumable).
+MAX_QUARANTINES: Final = 6
+
+
+def _retryable(exc: BaseException) -> bool:
+    # a quarantine is waited out by :func:`patiently`, not spent as an attempt
+    return isinstance(exc, TransientError) and not isinstance(exc, Quarantined)
 
 
 def retrying(
@@ -37,8 +46,24 @@ def retrying(
     return AsyncRetrying(
         stop=stop,
         wait=wait_random_exponential(multiplier=policy.initial, max=policy.maximum),
-        retry=retry_if_exception_type(TransientError),
+        retry=retry_if_exception(_retryable),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
+    )
+
+
+async def patiently(
+    action: Callable[[], Awaitable[T]],
+    on_quarantine: Callable[[Quarantined], None] = lambda exc: None,
+) -> T:
+    """``action`` again after each quarantine; the limiter holds every request until its end."""
+    for _ in range(MAX_QUARANTINES):
+        try:
+            return await action()
+        except Quarantined as exc:
+            on_quarantine(exc)
+    raise StillQuarantined(
+        f"the service quarantined this client {MAX_QUARANTINES} times in a row; "
+        "run the same command later to resume"
     )

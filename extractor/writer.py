@@ -10,7 +10,7 @@ into place (:meth:`TableWriter.reveal`).
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +69,7 @@ class TableWriter:
                     pa.ipc.new_file(sink, self.schema, options=_IPC_OPTIONS) as writer,
                 ):
                     writer.write_table(part.unify_dictionaries())  # one per IPC file
+                _fsync(temporary)  # the journal will say it is done: make it so
                 temporary.rename(target)
             except OSError as exc:
                 raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
@@ -86,20 +87,26 @@ class TableWriter:
         return self._written
 
     def reveal(self) -> list[Path]:
-        """Rename the written files into place and remove the staging; the final paths."""
+        """Rename the written files into place; the final paths (the staging stays)."""
         finals = []
         for temporary in self._written:
             final = temporary.with_name(temporary.name.removeprefix(".").removesuffix(".tmp"))
             temporary.rename(final)
             finals.append(final)
         self._written = []
-        shutil.rmtree(self.staging, ignore_errors=True)
         return finals
 
-    def discard(self) -> None:
-        for temporary in self._written:
-            temporary.unlink(missing_ok=True)
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def prune(self, staged: set[str]) -> int:
+        """Remove temporary files and the staged files of batches not in ``staged``."""
+        leftovers = [
+            path
+            for path in (self.staging.rglob("*") if self.staging.is_dir() else ())
+            if path.is_file() and (path.name.endswith(".tmp") or path.stem not in staged)
+        ]
+        leftovers += self.directory.glob(f"*/.part-{self.run_id}.parquet.tmp")
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
 
     def _write_partition(self, key: str) -> Path:
         folder = self.directory / f"{self.partition}={key}"
@@ -127,6 +134,14 @@ class TableWriter:
                 pending, size = [], 0
         if pending:
             yield pa.concat_tables(pending)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _split(table: pa.Table, keys: pa.Array[Any]) -> Iterator[tuple[str, pa.Table]]:

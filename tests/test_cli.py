@@ -141,7 +141,7 @@ async def test_real_run_prints_no_secret_and_writes_summary(
     )
 
 
-async def test_second_run_into_the_same_dataset_is_refused(
+async def test_a_finished_run_is_not_redone_and_another_job_is_refused(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     from extractor.simulator.server import DEMO_PASSWORD
@@ -149,10 +149,22 @@ async def test_second_run_into_the_same_dataset_is_refused(
     env = env_for(DEMO_PASSWORD)
     first = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
     assert first[0] == 0, first[2]
+    served = simulator.stats["requests"]
     code, _, err = await cli(
         "invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env
     )
-    assert code == 2 and "already holds a dataset" in err and len(err.strip().splitlines()) == 1
+    assert code == 0 and "already finished this job (complete); nothing to do" in err
+    assert simulator.stats["requests"] == served  # not even a Login
+    code, _, err = await cli(
+        "invoices", "--out", str(tmp_path), "--base-url", simulator.url,
+        "--changed-after", "2024-01-01", env=env,
+    )  # fmt: skip
+    assert code == 2 and "already holds a dataset of another job" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = await cli(
+        "invoices", "--out", str(tmp_path), "--base-url", simulator.url, "--resume", env=env
+    )
+    assert code == 2 and "holds no unfinished run" in err
 
 
 async def test_help_lists_every_subcommand() -> None:

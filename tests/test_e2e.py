@@ -17,7 +17,7 @@ from tests.conftest import CREDS, no_sleep, read_table
 
 
 async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
-    job = InvoiceJob(out=out, base_url=simulator.url, **options)
+    job = InvoiceJob(out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options})
     return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 

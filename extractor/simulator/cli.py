@@ -11,6 +11,7 @@ import click
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, InvoiceJob
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
+from extractor.simulator.faults import NO_FAULTS, FaultConfig
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -30,12 +31,19 @@ def _accepted_credentials() -> Credentials:
 
 
 async def serve(
-    host: str, port: int, orders: int, seed: int, latency: float, latency_per_1000: float, ttl: int
+    host: str,
+    port: int,
+    orders: int,
+    seed: int,
+    latency: float,
+    latency_per_1000: float,
+    ttl: int,
+    faults: FaultConfig = NO_FAULTS,
 ) -> None:
     creds = _accepted_credentials()
     config = SimulatorConfig(
         orders=orders, seed=seed, host=host, port=port, latency=latency,
-        latency_per_1000=latency_per_1000, session_ttl_calls=ttl,
+        latency_per_1000=latency_per_1000, session_ttl_calls=ttl, faults=faults,
         application_id=creds.application_id, username=creds.username, password=creds.password,
     )  # fmt: skip
     async with Simulator(config) as simulator:
@@ -58,7 +66,12 @@ async def run_demo(out: Path, orders: int) -> None:
         click.echo(
             f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/"
         )
-        job = InvoiceJob(out=out, base_url=simulator.url, parse_workers=DEFAULT_PARSE_WORKERS)
+        job = InvoiceJob(
+            out=out,
+            base_url=simulator.url,
+            parse_workers=DEFAULT_PARSE_WORKERS,
+            max_requests_per_hour=0,  # a local simulator has no budget to protect
+        )
         summary = await run_invoices(job, creds)
     click.echo(render_summary(summary))
     click.echo(

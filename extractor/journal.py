@@ -1,0 +1,173 @@
+"""The run journal: what a run planned and what it has durably done, so a crash loses nothing.
+
+``OUT/_journal/<run_id>.jsonl`` holds one orjson line per event, each flushed and fsynced
+before the run goes on:
+
+- ``start``: the run id and the job's fingerprint (what decides which records it fetches);
+- ``plan``: the OrderIds GetOrderSyncList returned, saved once;
+- ``staged``: a batch whose staged files are all renamed into place, with its ids and counts;
+- ``failed``: ids that failed alone after their retries, with the error;
+- ``published``: the dataset files are in place.
+
+A run that did not finish leaves its journal there; running the same command again (or with
+``--resume``) replays it and fetches only what is not yet staged or failed. A finished run's
+journal moves to ``OUT/_runs/``, beside its summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from extractor.errors import OutputError, UsageError
+
+JOURNAL_DIR: Final = "_journal"
+RUNS_DIR: Final = "_runs"
+
+
+@dataclass
+class RunState:
+    """A journal replayed: the plan, and what is done."""
+
+    run_id: str
+    fingerprint: dict[str, Any]
+    plan: list[int] | None = None
+    staged: dict[str, list[int]] = field(default_factory=dict)  # key: ids
+    counts: dict[str, int] = field(default_factory=dict)  # summed over staged batches
+    missing: list[int] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    published: bool = False
+    starts: int = 0
+
+    @property
+    def failed_ids(self) -> set[int]:
+        return {order_id for failure in self.failures for order_id in failure["ids"]}
+
+    def remaining(self) -> list[int]:
+        """Planned ids neither staged nor failed, in plan order."""
+        done = {i for ids in self.staged.values() for i in ids} | self.failed_ids
+        return [i for i in self.plan or () if i not in done]
+
+    def apply(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.starts += 1
+        elif kind == "plan":
+            self.plan = list(event["ids"])
+        elif kind == "staged":
+            self.staged[event["key"]] = list(event["ids"])
+            for name, value in event["counts"].items():
+                self.counts[name] = self.counts.get(name, 0) + value
+            self.missing.extend(event["missing"])
+        elif kind == "failed":
+            self.failures.append({"ids": event["ids"], "error": event["error"]})
+        elif kind == "published":
+            self.published = True
+
+
+class Journal:
+    """Append-only, fsynced after every event."""
+
+    def __init__(self, path: Path, state: RunState) -> None:
+        self.path, self.state = path, state
+        try:
+            self._file = path.open("ab")
+        except OSError as exc:
+            raise OutputError(f"cannot write the journal {path}: {exc.strerror or exc}") from None
+
+    @classmethod
+    def open(cls, out: Path, run_id: str, fingerprint: dict[str, Any]) -> Journal:
+        """Resume the unfinished run in ``out`` when there is one for the same job, else start."""
+        found = unfinished(out)
+        if found is not None:
+            state = replay(found)
+            if state.fingerprint != fingerprint:
+                raise UsageError(
+                    f"--out {out} holds the unfinished run {state.run_id} of a different job "
+                    f"({describe(state.fingerprint)}); run that command again to finish it, "
+                    "or choose another directory"
+                )
+            journal = cls(found, state)
+        else:
+            folder = out / JOURNAL_DIR
+            _mkdir(folder)
+            journal = cls(folder / f"{run_id}.jsonl", RunState(run_id, fingerprint))
+        journal.append({"event": "start", "run_id": journal.state.run_id, "job": fingerprint})
+        return journal
+
+    def append(self, event: dict[str, Any]) -> None:
+        try:
+            self._file.write(orjson.dumps(event) + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the journal {self.path}: {exc.strerror or exc}"
+            ) from None
+        self.state.apply(event)
+
+    def finish(self) -> Path:
+        """Close the journal and move it beside the run's summary."""
+        self._file.close()
+        target = self.path.parent.parent / RUNS_DIR / f"{self.state.run_id}.journal.jsonl"
+        _mkdir(target.parent)
+        self.path.rename(target)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
+        return target
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def unfinished(out: Path) -> Path | None:
+    """The journal of the run that did not finish in ``out``, if any."""
+    folder = out / JOURNAL_DIR
+    journals = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    return journals[-1] if journals else None
+
+
+def replay(path: Path) -> RunState:
+    """The state a journal describes; a last line cut short by a crash is ignored."""
+    state: RunState | None = None
+    for event in _events(path):
+        if state is None:
+            state = RunState(event["run_id"], event["job"])
+        state.apply(event)
+    if state is None:
+        raise UsageError(f"{path} is an empty journal; delete it to start afresh")
+    return state
+
+
+def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
+    """The summaries of the finished runs in ``out``."""
+    folder = out / RUNS_DIR
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            yield orjson.loads(path.read_bytes())
+
+
+def describe(fingerprint: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in fingerprint.items() if value) or "all"
+
+
+def _events(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as lines:
+        for line in lines:
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return  # the line being written when the run was killed
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
