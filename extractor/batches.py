@@ -314,7 +314,8 @@ def _serve(
     tables = InvoiceTables(out, selection, run_id)
     sinks: dict[int, tuple[OrderSink, str]] = {}
     failed: dict[int, tuple[str, str]] = {}
-    while (message := inbox.get())[0] != "stop":
+    parent = os.getppid()
+    while (message := _next(inbox, parent))[0] != "stop":
         kind, key = message[0], message[1]
         try:
             if kind == "begin":
@@ -332,6 +333,18 @@ def _serve(
         except Exception as exc:  # a bug: report it rather than hang the run
             sinks.pop(key, None)
             failed[key] = ("FatalError", f"parser process: {type(exc).__name__}: {exc}")
+
+
+def _next(inbox: multiprocessing.Queue[Any], parent: int) -> tuple[Any, ...]:
+    """The next message; "stop" once the run's process is gone (killed, say), so no parser
+    process outlives it."""
+    while True:
+        try:
+            message: tuple[Any, ...] = inbox.get(timeout=_POLL)
+            return message
+        except queue.Empty:
+            if os.getppid() != parent:
+                return ("stop",)
 
 
 def _end(

@@ -98,6 +98,7 @@ class Budget:
         self._window_start = clock()
         self._used = 0
         self.quarantined_until = 0.0
+        self.arrived_in_quarantine = 0  # requests that came while a quarantine was on
 
     def start_quarantine(self, seconds: float) -> None:
         """As if another client of the same account had just exceeded the limit."""
@@ -110,6 +111,7 @@ class Budget:
             self._window_start, self._used = now, 0
         self._used += 1
         if now < self.quarantined_until:
+            self.arrived_in_quarantine += 1
             return self._blocked(), self.headers()
         if self.limit and self._used > self.limit:
             self.quarantined_until = now + self.length

@@ -143,7 +143,7 @@ class Simulator:
                 raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
             self.stats[call.operation] += 1
             if blocked is not None:
-                self.stats["during_quarantine"] += 1
+                self.stats["during_quarantine"] = self.budget.arrived_in_quarantine
                 raise Fault(blocked)
             if self.config.latency:
                 await asyncio.sleep(self.config.latency)

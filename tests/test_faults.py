@@ -1,0 +1,231 @@
+"""The simulator misbehaves as asked; the client's pieces that deal with it, on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from extractor import soap
+from extractor.config import RetryPolicy
+from extractor.errors import (
+    MalformedResponse,
+    Quarantined,
+    RequestFault,
+    ServerError,
+    ServerFault,
+    StillQuarantined,
+    TransportError,
+)
+from extractor.invoices import OrderSink, Selection
+from extractor.journal import replay
+from extractor.limiter import Limits, RateLimiter
+from extractor.retry import patiently, retrying
+from extractor.session import Session
+from extractor.simulator.faults import KINDS, FaultConfig
+from extractor.simulator.server import Simulator
+from extractor.transport import Transport
+from tests.conftest import CREDS, no_sleep
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def get_invoices(simulator: Simulator, ids: list[int]) -> tuple[int, dict[str, str], bytes]:
+    """One raw GetInvoices exchange after a Login: status, headers, body."""
+    version = soap.SOAP11
+    login = soap.LOGIN.body(
+        {
+            "credential": {
+                "ApplicationId": simulator.config.application_id,
+                "Username": simulator.config.username,
+                "Password": simulator.config.password,
+            }
+        }
+    )
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            simulator.url + soap.AUTH_PATH,
+            data=version.envelope(login),
+            headers=version.headers(soap.LOGIN.action),
+        )
+        cookie = response.cookies["ASP.NET_SessionId"].value
+        headers = version.headers(soap.GET_INVOICES.action) | {
+            "Cookie": f"ASP.NET_SessionId={cookie}"
+        }
+        body = version.envelope(soap.GET_INVOICES.body(Selection().params(ids)))
+        async with http.post(simulator.url + soap.INVOICE_PATH, data=body, headers=headers) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error"),
+    [
+        ("http500", 500, ServerError),
+        ("truncate", 200, MalformedResponse),
+        ("timeout-fault", 500, ServerFault),
+        ("throttle", 429, ServerError),
+    ],
+)
+async def test_each_fault_kind_fails_as_the_client_classifies_it(
+    start_simulator: Any, kind: str, status: int, error: type[Exception]
+) -> None:
+    simulator = await start_simulator(orders=50, faults=FaultConfig(rate=1.0, kinds=(kind,)))
+    ids = simulator.tenant.ids[:20]
+    got_status, headers, _ = await get_invoices(simulator, ids)
+    assert got_status == status
+    if kind == "throttle":
+        assert headers["Retry-After"] == "1"
+    with pytest.raises(error):
+        await fetch_once(simulator, ids)
+    assert simulator.stats[f"fault:{kind}"] == 2
+
+
+async def fetch_once(simulator: Simulator, ids: list[int]) -> OrderSink:
+    """One GetInvoices attempt through the client's own session and transport."""
+    transport = Transport(simulator.url, soap.SOAP11)
+    try:
+        session = Session(transport, CREDS)
+        await session.login()
+        opener = lambda: OrderSink(Selection(), ids)  # noqa: E731
+        return await session.call(soap.GET_INVOICES, Selection().params(ids), opener)
+    finally:
+        await transport.close()
+
+
+async def test_a_reset_connection_is_a_transport_error(start_simulator: Any) -> None:
+    simulator = await start_simulator(orders=200, faults=FaultConfig(rate=1.0, kinds=("reset",)))
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await get_invoices(simulator, simulator.tenant.ids)
+    with pytest.raises((TransportError, MalformedResponse)):
+        await fetch_once(simulator, simulator.tenant.ids)
+
+
+async def test_poison_ids_fail_every_request_that_holds_them(start_simulator: Any) -> None:
+    simulator = await start_simulator(orders=100)
+    poison = simulator.tenant.ids[5]
+    faults = FaultConfig(poison_ids=frozenset({poison}))
+    simulator = await start_simulator(orders=100, faults=faults)
+    for _ in range(3):
+        status, _, body = await get_invoices(simulator, simulator.tenant.ids[:10])
+        assert status == 500 and b"Object reference not set" in body
+    status, _, _ = await get_invoices(simulator, simulator.tenant.ids[10:20])
+    assert status == 200
+    assert isinstance(soap.fault_error(body, 500), RequestFault)
+
+
+async def test_budget_headers_then_quarantine_until_the_named_time(start_simulator: Any) -> None:
+    simulator = await start_simulator(
+        orders=20, faults=FaultConfig(budget=3, window=60, quarantine=30)
+    )
+    ids = simulator.tenant.ids[:2]
+    _, headers, _ = await get_invoices(simulator, ids)  # Login is request 1, this is 2
+    assert headers["APILimitRemaining"] == "1"
+    reset = dt.datetime.fromisoformat(headers["APILimitReset"].replace("Z", "+00:00"))
+    assert 50 < (reset - dt.datetime.now(dt.UTC)).total_seconds() <= 60
+    status, _, body = await get_invoices(simulator, ids)  # requests 3 (Login) and 4
+    assert status == 500 and b"Limit exceeded by 1. Request is blocked." in body
+    error = soap.fault_error(body, 500)
+    assert isinstance(error, Quarantined)
+    assert 25 < error.until - dt.datetime.now(dt.UTC).timestamp() <= 30
+    assert simulator.stats["during_quarantine"] == 0  # the request that started it
+    async with aiohttp.ClientSession() as http:
+        stats = await (await http.get(simulator.url + "/_stats")).json()
+    assert stats["requests"] == 4 and stats["faults"] == 1
+
+
+async def test_hostile_mode_answers_with_entities(start_simulator: Any) -> None:
+    simulator = await start_simulator(orders=10, faults=FaultConfig(hostile=True))
+    status, _, body = await get_invoices(simulator, simulator.tenant.ids)
+    assert status == 200 and b"<!ENTITY lol3" in body and b'SYSTEM "file:///etc/passwd"' in body
+
+
+def test_fault_config_refuses_unknown_kinds_and_rates() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind 'fire'"):
+        FaultConfig(kinds=("fire",))
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        FaultConfig(rate=1.5)
+    assert set(FaultConfig().kinds) == set(KINDS)
+
+
+async def test_limiter_spaces_requests_after_the_burst() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(Limits(per_hour=3600, burst=2), clock=time.clock, sleep=time.sleep)
+    for _ in range(5):
+        await limiter.acquire()
+    assert time.now - 1_000_000.0 == pytest.approx(3.0)  # 2 at once, then 1 a second
+
+
+async def test_limiter_pauses_everyone_for_the_service() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(Limits(per_hour=0, reserve=4), clock=time.clock, sleep=time.sleep)
+    reset = dt.datetime.fromtimestamp(time.now + 30, dt.UTC)
+    limiter.observe(5, reset)
+    await limiter.acquire()
+    assert time.slept == []  # 5 left is more than the reserve
+    limiter.observe(4, reset)
+    assert limiter.paused_until == pytest.approx(time.now + 31)  # the reset, plus a margin
+    await asyncio.gather(limiter.acquire(), limiter.acquire())
+    assert time.now >= reset.timestamp() + 1 and "4 requests left" in limiter.pause_reason
+
+
+async def test_a_request_fault_is_retried_once_a_transient_one_fully() -> None:
+    calls: list[type[Exception]] = []
+
+    async def attempt(error: type[Exception]) -> None:
+        async for round_ in retrying(RetryPolicy(attempts=5, fault_attempts=2), no_sleep):
+            with round_:
+                calls.append(error)
+                raise error("boom")
+
+    for error in (RequestFault, ServerFault):
+        with pytest.raises(error):
+            await attempt(error)
+    assert calls.count(RequestFault) == 2 and calls.count(ServerFault) == 5
+
+
+async def test_quarantines_are_waited_out_then_given_up() -> None:
+    tries = 0
+
+    async def quarantined() -> str:
+        nonlocal tries
+        tries += 1
+        if tries < 3:
+            raise Quarantined("Limit exceeded", until=0.0)
+        return "done"
+
+    assert await patiently(quarantined) == "done" and tries == 3
+
+    async def forever() -> None:
+        raise Quarantined("Limit exceeded", until=0.0)
+
+    with pytest.raises(StillQuarantined, match="run the same command later to resume"):
+        await patiently(forever)
+
+
+def test_a_journal_line_cut_by_a_kill_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(
+        b'{"event":"start","run_id":"r","job":{"command":"invoices"}}\n'
+        b'{"event":"plan","ids":[1,2,3,4]}\n'
+        b'{"event":"staged","key":"01-00000000","ids":[1,2],"counts":{"invoices":2},"missing":[]}\n'
+        b'{"event":"failed","ids":[3],"error":"RequestFault: x"}\n'
+        b'{"event":"staged","key":"01-000'
+    )
+    state = replay(path)
+    assert state.remaining() == [4] and state.counts == {"invoices": 2}
+    assert state.failed_ids == {3} and not state.published
