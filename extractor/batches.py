@@ -19,6 +19,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -314,8 +315,9 @@ def _serve(
     tables = InvoiceTables(out, selection, run_id)
     sinks: dict[int, tuple[OrderSink, str]] = {}
     failed: dict[int, tuple[str, str]] = {}
-    parent = os.getppid()
-    while (message := _next(inbox, parent))[0] != "stop":
+    watchdog = threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True)
+    watchdog.start()
+    while (message := inbox.get())[0] != "stop":
         kind, key = message[0], message[1]
         try:
             if kind == "begin":
@@ -335,16 +337,13 @@ def _serve(
             failed[key] = ("FatalError", f"parser process: {type(exc).__name__}: {exc}")
 
 
-def _next(inbox: multiprocessing.Queue[Any], parent: int) -> tuple[Any, ...]:
-    """The next message; "stop" once the run's process is gone (killed, say), so no parser
-    process outlives it."""
-    while True:
-        try:
-            message: tuple[Any, ...] = inbox.get(timeout=_POLL)
-            return message
-        except queue.Empty:
-            if os.getppid() != parent:
-                return ("stop",)
+def _end_with_parent(parent: int) -> None:
+    """Once the run's process is gone (killed, say), end this one at once, wherever its main
+    thread is blocked (a killed writer can leave half a message in the pipe). Nothing is
+    lost: a batch counts only once the run's journal holds it."""
+    while os.getppid() == parent:
+        time.sleep(_POLL)
+    os._exit(0)
 
 
 def _end(

@@ -49,7 +49,9 @@ class RateLimiter:
         self._filled_at = clock()
         self._paused_until = 0.0
         self.pause_reason = ""
-        self.waited = 0.0  # seconds spent waiting, summed over requests
+        self.quarantines = 0  # quarantine faults met
+        #: Told when every request starts waiting: (until, reason); the progress display says so.
+        self.on_pause: Callable[[float, str], None] = lambda until, reason: None
 
     @property
     def paused_until(self) -> float | None:
@@ -58,7 +60,6 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         while (wait := self._wait()) > 0:
-            self.waited += wait
             await self._sleep(wait)
         if self.limits.per_hour:
             self._tokens -= 1
@@ -67,7 +68,10 @@ class RateLimiter:
         """Hold every request until ``until`` (wall-clock seconds) plus a margin."""
         until += MARGIN
         if until > self._paused_until:
+            starts = self._paused_until <= self._clock()
             self._paused_until, self.pause_reason = until, reason
+            if starts:
+                self.on_pause(until, reason)
 
     def observe(self, remaining: int | None, reset: dt.datetime | None) -> None:
         """The service's rate-limit headers of one response."""

@@ -30,7 +30,6 @@ from extractor.errors import (
     DataError,
     ExtractorError,
     OutputError,
-    Quarantined,
     ResponseTooLarge,
     TransientError,
     UsageError,
@@ -87,9 +86,6 @@ class _Context:
         def count_retry(_: BaseException) -> None:
             self.stats.retries += 1
 
-        def count_quarantine(_: Quarantined) -> None:
-            self.stats.quarantines += 1
-
         async def attempts() -> S:
             async for attempt in retrying(policy or self.job.retry, self.sleep, count_retry):
                 with attempt:
@@ -98,7 +94,7 @@ class _Context:
                     return stream
             raise AssertionError("unreachable: tenacity re-raises the last error")
 
-        return await patiently(attempts, count_quarantine)
+        return await patiently(attempts)
 
     def fail(self, ids: Sequence[int], error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}"
@@ -191,6 +187,7 @@ async def _run(
             )
         stats.relogins = session.logins - 1
         stats.requests = session.requests
+        stats.quarantines = limiter.quarantines
     finally:
         await progress.stop()
         await transport.close()

@@ -127,8 +127,8 @@ class Progress:
     ) -> None:
         self.stats = stats
         self.stream = stream
-        self.limiter = limiter
-        self._pause_shown: float | None = None
+        if limiter is not None:
+            limiter.on_pause = self._paused
         self.live = stream.isatty()
         self.interval = interval if interval is not None else (0.25 if self.live else 10.0)
         self._task: asyncio.Task[None] | None = None
@@ -152,18 +152,13 @@ class Progress:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self._say_pause()
             if self.live:
                 self.stream.write(f"\r\033[K{self.stats.line()}")
             else:
                 self.stream.write(f"progress: {self.stats.line()}\n")
             self.stream.flush()
 
-    def _say_pause(self) -> None:
-        """Every worker is waiting (quarantine, Retry-After, service budget): say so once."""
-        until = self.limiter.paused_until if self.limiter is not None else None
-        if until is not None and until != self._pause_shown:
-            assert self.limiter is not None
-            end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
-            self.say(f"paused until {end}: {self.limiter.pause_reason}")
-        self._pause_shown = until
+    def _paused(self, until: float, reason: str) -> None:
+        """Every worker waits (quarantine, Retry-After, service budget): say so at once."""
+        end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
+        self.say(f"paused until {end}: {reason}")

@@ -139,6 +139,7 @@ class Transport:
     def _pausing(self, error: BaseException, response: aiohttp.ClientResponse) -> BaseException:
         """Make every worker wait when the service says so (quarantine, Retry-After)."""
         if isinstance(error, Quarantined):
+            self.limiter.quarantines += 1
             until = dt.datetime.fromtimestamp(error.until, dt.UTC).strftime("%H:%M:%S UTC")
             self.limiter.pause_until(error.until, f"quarantined by the service until {until}")
         elif isinstance(error, TransientError):

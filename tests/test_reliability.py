@@ -1,0 +1,179 @@
+"""Never lose, never duplicate: chaos, poison ids, quarantine, hostile XML, full disks, kills."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from extractor.config import InvoiceJob, Timeouts
+from extractor.errors import HostileXml, OutputError
+from extractor.journal import JOURNAL_DIR
+from extractor.pipeline import run_invoices
+from extractor.simulator.faults import FaultConfig
+from extractor.simulator.server import DEMO_PASSWORD, Simulator
+from extractor.writer import TableWriter
+from tests.conftest import CREDS, no_sleep, read_table
+from tests.test_e2e import assert_matches_truth
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
+    job = InvoiceJob(
+        out=out,
+        base_url=simulator.url,
+        **{"max_requests_per_hour": 0, "parse_workers": 0, **options},
+    )
+    return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+
+
+def no_leftovers(out: Path) -> None:
+    """Nothing half-done is left: no staging, no journal, no temporary file."""
+    assert not (out / "_staging").exists() and not (out / JOURNAL_DIR).exists()
+    assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
+
+
+async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_path: Path) -> None:
+    faults = FaultConfig(rate=0.1, seed=11, slow_seconds=3.0)
+    simulator = await start_simulator(orders=5000, faults=faults, session_ttl_calls=7)
+    summary = await backfill(
+        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=1.0)
+    )
+    injected = sum(simulator.stats[f"fault:{kind}"] for kind in faults.kinds)
+    assert injected >= 5 and simulator.stats["expired"] >= 5  # it was chaos
+    assert summary["status"] == "complete" and summary["retries"] >= injected
+    assert summary["relogins"] >= 5
+    assert_matches_truth(simulator, tmp_path)  # every order once, every field equal
+    no_leftovers(tmp_path)
+
+
+async def test_poison_ids_are_isolated_cheaply_and_reported(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    clean = await start_simulator(orders=5000)
+    await backfill(clean, tmp_path / "clean", concurrency=4)
+    poison = {clean.tenant.ids[1234], clean.tenant.ids[4321]}
+    simulator = await start_simulator(orders=5000, faults=FaultConfig(poison_ids=frozenset(poison)))
+    summary = await backfill(simulator, tmp_path / "run", concurrency=4)
+    extra = simulator.stats["GetInvoices"] - clean.stats["GetInvoices"]
+    assert extra <= 40, f"{extra} GetInvoices beyond the clean run"
+    assert summary["status"] == "partial" and summary["failed_ids"] == 2
+    report = Path(summary["failures_report"]).read_bytes().splitlines()
+    failures = [orjson.loads(line) for line in report]
+    assert {f["OrderId"] for f in failures} == poison
+    assert all("Object reference not set" in f["error"] for f in failures)
+    orders = read_table(tmp_path / "run", "invoices")
+    assert sorted(o["OrderId"] for o in orders) == sorted(set(simulator.tenant.ids) - poison)
+
+
+async def test_quarantine_pauses_every_worker_until_it_ends(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=1500, faults=FaultConfig(budget=10_000))
+    simulator.budget.start_quarantine(2.0)  # another client of the account overdid it
+    stream = io.StringIO()
+    job = InvoiceJob(
+        out=tmp_path, base_url=simulator.url, batch_size=100, concurrency=8, parse_workers=0
+    )
+    summary = await run_invoices(job, CREDS, stream=stream, sleep=no_sleep)
+    assert simulator.stats["during_quarantine"] <= 3
+    assert summary["status"] == "complete" and summary["quarantines"] >= 1
+    assert "paused until" in stream.getvalue() and "quarantined by the service" in stream.getvalue()
+    assert_matches_truth(simulator, tmp_path)
+
+
+async def test_service_budget_headers_keep_the_client_out_of_quarantine(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    # 25 requests per 2 s window: the run needs 32, so it must wait for a reset
+    faults = FaultConfig(budget=25, window=2.0, quarantine=30.0)
+    simulator = await start_simulator(orders=3000, faults=faults)
+    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8)
+    assert simulator.stats["faults"] == 0 and simulator.stats["during_quarantine"] == 0
+    assert summary["status"] == "complete"
+    assert_matches_truth(simulator, tmp_path)
+
+
+async def test_hostile_xml_stops_the_run_unexpanded(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=100, faults=FaultConfig(hostile=True))
+    with pytest.raises(HostileXml, match="refused without expanding it"):
+        await backfill(simulator, tmp_path)
+    assert not (tmp_path / "invoices").exists()
+
+
+async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = TableWriter.stage
+    staged: list[str] = []
+
+    def fill_up(self: TableWriter, name: str, *args: Any) -> None:
+        if len(staged) >= 6:
+            raise OutputError(f"cannot write {self.staging}: {os.strerror(errno.ENOSPC)}")
+        staged.append(name)
+        stage(self, name, *args)
+
+    monkeypatch.setattr(TableWriter, "stage", fill_up)
+    with pytest.raises(OutputError, match="No space left on device"):
+        await backfill(simulator, tmp_path, batch_size=100, concurrency=2)
+    assert (tmp_path / JOURNAL_DIR).is_dir() and not (tmp_path / "invoices").exists()
+    monkeypatch.setattr(TableWriter, "stage", stage)
+    before = simulator.stats["GetInvoices"]
+    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=2)
+    assert summary["status"] == "complete" and summary["invoices"] == simulator.config.orders
+    assert simulator.stats["GetInvoices"] - before < 15  # what was journaled is not fetched again
+    assert_matches_truth(simulator, tmp_path)
+    no_leftovers(tmp_path)
+
+
+async def run_cli(simulator: Simulator, out: Path, kill_after: float | None) -> int | None:
+    """The real CLI in a subprocess; SIGKILLed after ``kill_after`` seconds when given."""
+    env = os.environ | {
+        "TFSO_APPLICATION_ID": simulator.config.application_id,
+        "TFSO_USERNAME": simulator.config.username,
+        "TFSO_PASSWORD": DEMO_PASSWORD,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extractor", "invoices", "--out", str(out),
+        "--base-url", simulator.url, "--batch-size", "50", "--concurrency", "4",
+        "--max-requests-per-hour", "0", "--parse-workers", "2",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=ROOT,
+    )  # fmt: skip
+    children = []
+    if kill_after is not None:
+        await asyncio.sleep(kill_after)
+        if process.returncode is None:
+            children = psutil.Process(process.pid).children(recursive=True)
+            process.send_signal(signal.SIGKILL)
+    code = await process.wait()
+    for child in children:  # parser processes notice and stop on their own
+        await asyncio.to_thread(child.wait, 10)
+    return code
+
+
+async def test_kill_and_resume_gives_the_truth_exactly(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=3000, latency=0.05)
+    moments = random.Random(5).sample([x / 10 for x in range(12, 40)], 4)
+    codes = [await run_cli(simulator, tmp_path, kill_after) for kill_after in sorted(moments)]
+    assert -signal.SIGKILL in codes, "at least one run was killed mid-way"
+    final = await run_cli(simulator, tmp_path, kill_after=None)
+    assert final == 0
+    assert_matches_truth(simulator, tmp_path)
+    no_leftovers(tmp_path)
+    summaries = list((tmp_path / "_runs").glob("*.json"))
+    assert len(summaries) == 1
+    summary = orjson.loads(summaries[0].read_bytes())
+    assert summary["invoices"] == 3000 and summary["status"] == "complete"
