@@ -344,6 +344,7 @@ async def _fetch_or_split(
         await _fetch(context, ids, key, policy)
         return
     except SPLITTABLE as exc:
+        context.stats.give_ups += 1
         if len(ids) == 1:
             context.fail(ids, exc)
             return
@@ -363,6 +364,7 @@ async def _split(context: _Context, ids: Sequence[int], key: str) -> None:
     try:
         await _fetch(context, first, f"{key}a", full if len(first) == 1 else once)
     except SPLITTABLE as exc:
+        context.stats.give_ups += 1
         if len(first) == 1:
             context.fail(first, exc)
         else:

@@ -32,6 +32,7 @@ class RunStats:
     api_exceptions: int = 0
     missing_ids: int = 0
     failed_ids: int = 0
+    give_ups: int = 0  # requests that still failed after their retries
     splits: int = 0  # batches fetched again in halves after failing their retries
     quarantines: int = 0  # requests that met the service's quarantine and waited it out
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -94,8 +95,9 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"in {summary['requests']:,} requests",
         f"  time          {summary['seconds']:,.1f} s  "
         f"({summary['invoices_per_second']:,.0f} invoices/s, {summary['mb_per_second']:.1f} MB/s)",
-        f"  retries       {summary['retries']}   re-logins {summary['relogins']}   "
-        f"split batches {summary['splits']}   quarantines {summary['quarantines']}",
+        f"  retries       {summary['retries']}   gave up {summary['give_ups']}   "
+        f"split batches {summary['splits']}   re-logins {summary['relogins']}   "
+        f"quarantines {summary['quarantines']}",
         f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}   "
         f"failed ids {summary['failed_ids']}",
         f"  files         {summary['files']} under {summary['output']}",

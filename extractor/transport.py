@@ -124,7 +124,7 @@ class Transport:
             received += len(chunk)
             if received > self._max_bytes:
                 raise ResponseTooLarge(
-                    f"{name}: response passed {self._max_bytes // 2**20} MiB; aborted"
+                    f"{name}: response passed {self._max_bytes:,} bytes; aborted"
                 )
             sink.feed(chunk)
         await sink.finish()

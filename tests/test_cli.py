@@ -172,3 +172,30 @@ async def test_help_lists_every_subcommand() -> None:
     assert code == 0
     for command in ("invoices", "simulate", "demo"):
         assert command in out
+
+
+async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: Path) -> None:
+    from extractor.simulator.faults import FaultConfig
+    from extractor.simulator.server import SimulatorConfig
+
+    probe = Simulator(SimulatorConfig(orders=400))
+    poison = frozenset({probe.tenant.ids[17]})
+    faults = FaultConfig(rate=0.2, kinds=("http500", "timeout-fault"), poison_ids=poison)
+    simulator = Simulator(SimulatorConfig(orders=400, password=SECRET, faults=faults))
+    await simulator.start()
+    try:
+        code, out, err = await cli(
+            "invoices", "--out", str(tmp_path), "--base-url", simulator.url,
+            "--batch-size", "50", "--max-requests-per-hour", "0", env=env_for(),
+        )  # fmt: skip
+    finally:
+        await simulator.stop()
+    assert code == 3, err
+    assert "failed ids 1" in out and "run was partial" in err
+    failures = list((tmp_path / "_failures").glob("*.jsonl"))
+    assert len(failures) == 1 and str(next(iter(poison))).encode() in failures[0].read_bytes()
+    assert SECRET not in out + err
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name.endswith(".journal.jsonl") for path in files)
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path

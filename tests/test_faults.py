@@ -16,6 +16,7 @@ from extractor.errors import (
     MalformedResponse,
     Quarantined,
     RequestFault,
+    ResponseTooLarge,
     ServerError,
     ServerFault,
     StillQuarantined,
@@ -229,3 +230,16 @@ def test_a_journal_line_cut_by_a_kill_is_ignored(tmp_path: Path) -> None:
     state = replay(path)
     assert state.remaining() == [4] and state.counts == {"invoices": 2}
     assert state.failed_ids == {3} and not state.published
+
+
+async def test_a_response_above_the_size_limit_is_aborted(simulator: Simulator) -> None:
+    transport = Transport(simulator.url, soap.SOAP11, max_response_bytes=100_000)
+    ids = simulator.tenant.ids[:200]
+    try:
+        session = Session(transport, CREDS)
+        await session.login()
+        opener = lambda: OrderSink(Selection(), ids)  # noqa: E731
+        with pytest.raises(ResponseTooLarge, match="passed 100,000 bytes; aborted"):
+            await session.call(soap.GET_INVOICES, Selection().params(ids), opener)
+    finally:
+        await transport.close()

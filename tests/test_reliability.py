@@ -69,6 +69,7 @@ async def test_poison_ids_are_isolated_cheaply_and_reported(
     extra = simulator.stats["GetInvoices"] - clean.stats["GetInvoices"]
     assert extra <= 40, f"{extra} GetInvoices beyond the clean run"
     assert summary["status"] == "partial" and summary["failed_ids"] == 2
+    assert summary["give_ups"] >= 4 and summary["splits"] >= 18  # two ids, ten levels each
     report = Path(summary["failures_report"]).read_bytes().splitlines()
     failures = [orjson.loads(line) for line in report]
     assert {f["OrderId"] for f in failures} == poison
