@@ -18,8 +18,10 @@ import click
 from extractor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PARSE_WORKERS,
+    DEFAULT_TIMEOUTS,
     Credentials,
     InvoiceJob,
+    Timeouts,
     parse_when,
 )
 from extractor.errors import ExtractorError, UsageError
@@ -77,6 +79,13 @@ def main() -> None:
     type=click.IntRange(0),
     help="Client-side rate limit shared by all workers (0: off, for simulators).",
 )
+@click.option(
+    "--timeout",
+    default=DEFAULT_TIMEOUTS.attempt,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds one attempt may take, response body included.",
+)
 @click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT.")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 def invoices(
@@ -91,6 +100,7 @@ def invoices(
     soap_version: str,
     parse_workers: int,
     max_requests_per_hour: int,
+    timeout: float,
     resume: bool,
     insecure: bool,
 ) -> None:
@@ -114,6 +124,7 @@ def invoices(
         soap_version=soap_version,
         parse_workers=parse_workers,
         max_requests_per_hour=max_requests_per_hour,
+        timeouts=Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout),
         resume=resume,
         insecure=insecure,
     )
