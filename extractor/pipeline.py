@@ -4,47 +4,34 @@ Every step that matters is in the run's journal first (:mod:`extractor.journal`)
 ids, each batch once its staged files are on disk, each id that failed alone. A run that
 stops for any reason, SIGKILL included, continues from there when the same command runs again.
 
-A batch that still fails after its retries is fetched again in halves, down to single ids:
-every other order of the batch is written, and the ids that fail alone are reported in
-``OUT/_failures/<run_id>.jsonl`` (the run's status is then ``partial``).
+Ids that fail alone (:mod:`extractor.fetching`) are reported in
+``OUT/_failures/<run_id>.jsonl``, and the run's status is then ``partial``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any, Final, TypeVar
+from typing import IO, Any, Final
 
 import orjson
 
-from extractor import invoices, soap
-from extractor.batches import BatchCounts, CountedSink, InvoiceTables, LocalSinks, ParsePool
-from extractor.config import MAX_BATCH, Credentials, InvoiceJob, RetryPolicy, check_output_dir
-from extractor.errors import (
-    DataError,
-    ExtractorError,
-    OutputError,
-    ResponseTooLarge,
-    TransientError,
-    UsageError,
-)
+from extractor import soap
+from extractor.batches import InvoiceTables, LocalSinks, ParsePool
+from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
+from extractor.errors import OutputError, UsageError
+from extractor.fetching import FetchContext, fetch_all, first_error, list_ids
 from extractor.invoices import Selection
 from extractor.journal import Journal, RunState, finished_runs, unfinished
 from extractor.limiter import Limits, RateLimiter
 from extractor.progress import Progress, RunStats, write_summary
-from extractor.retry import Sleep, patiently, retrying
+from extractor.retry import Sleep
 from extractor.session import Session
-from extractor.transport import Sink, Transport
+from extractor.transport import Transport
 
-S = TypeVar("S", bound=Sink)
-#: What makes a batch split in halves rather than stop the run.
-SPLITTABLE: Final = (TransientError, DataError, ResponseTooLarge)
 FAILURES_DIR: Final = "_failures"
 
 
@@ -61,65 +48,6 @@ def fingerprint(job: InvoiceJob) -> dict[str, Any]:
         "invoice_properties": list(job.invoice_properties),
         "row_properties": list(job.row_properties),
     }
-
-
-@dataclass
-class _Context:
-    job: InvoiceJob
-    session: Session
-    selection: Selection
-    stats: RunStats
-    sleep: Sleep
-    journal: Journal
-    sinks: LocalSinks | ParsePool
-    journaling: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def call(
-        self,
-        operation: soap.Operation,
-        params: Mapping[str, Any],
-        sink: Callable[[], S],
-        policy: RetryPolicy | None = None,
-    ) -> S:
-        """One operation with retries on transient errors, sitting out quarantines."""
-
-        def count_retry(_: BaseException) -> None:
-            self.stats.retries += 1
-
-        async def attempts() -> S:
-            async for attempt in retrying(policy or self.job.retry, self.sleep, count_retry):
-                with attempt:
-                    stream = await self.session.call(operation, params, sink)
-                    self.stats.bytes_received += stream.bytes_fed
-                    return stream
-            raise AssertionError("unreachable: tenacity re-raises the last error")
-
-        return await patiently(attempts)
-
-    def fail(self, ids: Sequence[int], error: BaseException) -> None:
-        message = f"{type(error).__name__}: {error}"
-        self.journal.append({"event": "failed", "ids": list(ids), "error": message})
-        self.stats.failed_ids += len(ids)
-        self.stats.ids_done += len(ids)
-
-    async def journal_when_staged(
-        self, staged: asyncio.Future[None], key: str, ids: Sequence[int], counts: BatchCounts
-    ) -> None:
-        """Once the batch is on disk, journal it: the journal is what a resume trusts."""
-        await staged
-        self.journal.append(
-            {
-                "event": "staged",
-                "key": key,
-                "ids": list(ids),
-                "counts": {
-                    "invoices": counts.invoices,
-                    "rows": counts.rows,
-                    "api_exceptions": counts.api_exceptions,
-                },
-                "missing": counts.missing,
-            }
-        )
 
 
 async def run_invoices(
@@ -211,9 +139,9 @@ async def _fetch_and_publish(
         if job.parse_workers
         else LocalSinks(selection, tables, backlog=job.concurrency)
     )
-    context = _Context(job, session, selection, stats, sleep, journal, sinks)
+    context = FetchContext(job, session, selection, stats, sleep, journal, sinks)
     if state.plan is None:
-        journal.append({"event": "plan", "ids": await _list_ids(context)})
+        journal.append({"event": "plan", "ids": await list_ids(context)})
     remaining = state.remaining()
     stats.ids_total = len(state.plan or ())
     stats.ids_done = stats.ids_total - len(remaining)
@@ -222,9 +150,9 @@ async def _fetch_and_publish(
     started = time.monotonic()
     try:
         async with sinks:
-            await _fetch_all(context, remaining, prefix=f"{state.starts:02d}")
+            await fetch_all(context, remaining, prefix=f"{state.starts:02d}")
     except BaseExceptionGroup as group_error:
-        raise _first_error(group_error) from None
+        raise first_error(group_error) from None
     stats.fetch_seconds = round(time.monotonic() - started, 3)
     started = time.monotonic()
     stats.files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
@@ -294,95 +222,3 @@ def _finished(job: InvoiceJob, job_print: dict[str, Any]) -> dict[str, Any] | No
                 "choose a new directory"
             )
     return None
-
-
-async def _list_ids(context: _Context) -> list[int]:
-    params = invoices.sync_params(context.job.changed_after, context.job.registered_after)
-    stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
-    return list(dict.fromkeys(stream.records))  # the service may repeat an id
-
-
-async def _fetch_all(context: _Context, ids: Sequence[int], prefix: str) -> None:
-    """Fetch every batch with ``concurrency`` workers; wait until each is staged."""
-    size = context.job.batch_size
-    batches: Iterator[tuple[str, Sequence[int]]] = (
-        (f"{prefix}-{number:08d}", ids[at : at + size])
-        for number, at in enumerate(range(0, len(ids), size))
-    )
-    async with asyncio.TaskGroup() as group:
-        for _ in range(context.job.concurrency):
-            group.create_task(_worker(context, batches))
-    await asyncio.gather(context.sinks.drain(), *context.journaling)
-
-
-async def _worker(context: _Context, batches: Iterator[tuple[str, Sequence[int]]]) -> None:
-    for key, ids in batches:
-        await _fetch_or_split(context, ids, key, context.job.retry)
-
-
-async def _fetch(context: _Context, ids: Sequence[int], key: str, policy: RetryPolicy) -> None:
-    """Fetch ``ids`` in one request; journal them once their staged files are on disk."""
-    opener = functools.partial(context.sinks.open, ids, key)
-    sink: CountedSink = await context.call(
-        soap.GET_INVOICES, context.selection.params(ids), opener, policy
-    )
-    counts, stats = sink.counts, context.stats
-    stats.invoices += counts.invoices
-    stats.rows += counts.rows
-    stats.api_exceptions += counts.api_exceptions
-    stats.missing_ids += len(counts.missing)
-    stats.ids_done += len(ids)
-    context.journaling.append(
-        asyncio.create_task(context.journal_when_staged(sink.staged, key, ids, counts))
-    )
-
-
-async def _fetch_or_split(
-    context: _Context, ids: Sequence[int], key: str, policy: RetryPolicy
-) -> None:
-    try:
-        await _fetch(context, ids, key, policy)
-        return
-    except SPLITTABLE as exc:
-        context.stats.give_ups += 1
-        if len(ids) == 1:
-            context.fail(ids, exc)
-            return
-    context.stats.splits += 1
-    await _split(context, ids, key)
-
-
-async def _split(context: _Context, ids: Sequence[int], key: str) -> None:
-    """``ids`` failed together: fetch the halves once each; recurse into the failing ones.
-
-    When the first half succeeds, the second must hold the failure and is split at once.
-    A single id always gets its own full retries before it is reported.
-    """
-    full, once = context.job.retry, context.job.retry.single()
-    half = (len(ids) + 1) // 2
-    first, second = ids[:half], ids[half:]
-    try:
-        await _fetch(context, first, f"{key}a", full if len(first) == 1 else once)
-    except SPLITTABLE as exc:
-        context.stats.give_ups += 1
-        if len(first) == 1:
-            context.fail(first, exc)
-        else:
-            context.stats.splits += 1
-            await _split(context, first, f"{key}a")
-        await _fetch_or_split(context, second, f"{key}b", full if len(second) == 1 else once)
-        return
-    if len(second) == 1:
-        await _fetch_or_split(context, second, f"{key}b", full)
-    else:
-        context.stats.splits += 1
-        await _split(context, second, f"{key}b")
-
-
-def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return _first_error(error)
-        if isinstance(error, ExtractorError):
-            return error
-    return group.exceptions[0]
