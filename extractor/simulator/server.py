@@ -15,6 +15,7 @@ from aiohttp import web
 from lxml import etree
 
 from extractor import schema, soap
+from extractor.simulator import ledger
 from extractor.simulator.faults import (
     HOSTILE_BODY,
     NO_FAULTS,
@@ -24,6 +25,7 @@ from extractor.simulator.faults import (
     FaultConfig,
     FaultPlan,
 )
+from extractor.simulator.ledger import Ledger
 from extractor.simulator.tenant import Tenant, restrict
 
 DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
@@ -34,7 +36,12 @@ NOT_AUTHENTICATED: Final = "Session is not authenticated"
 CHUNK: Final = 64 * 1024
 STATS_PATH: Final = "/_stats"
 #: The operations faults are injected into (never Login).
-DATA_OPERATIONS: Final = frozenset({"GetOrderSyncList", "GetInvoices"})
+DATA_OPERATIONS: Final = frozenset({"GetOrderSyncList", "GetInvoices", "GetTransactions"})
+_SERVICES: Final = {
+    soap.AUTH_PATH: "authService",
+    soap.INVOICE_PATH: "invoiceService",
+    soap.TRANSACTION_PATH: "transactionService",
+}
 
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
@@ -100,7 +107,11 @@ class Simulator:
                 "GetOrderSyncList": self._authenticated(self._sync_list),
                 "GetInvoices": self._authenticated(self._get_invoices),
             },
+            soap.TRANSACTION_PATH: {
+                "GetTransactions": self._authenticated(self._get_transactions),
+            },
         }
+        self._ledger: Ledger | None = None
 
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -193,9 +204,7 @@ class Simulator:
             raise Fault("Server was unable to read request. ---> no SOAP Body")
         element = body[0]
         operation = etree.QName(element).localname
-        service = schema.service(
-            "authService" if request.path == soap.AUTH_PATH else "invoiceService"
-        )
+        service = schema.service(_SERVICES[request.path])
         action = service.actions.get(operation, "")
         sent = _sent_action(request, version)
         if sent is not None and sent != action:
@@ -279,6 +288,28 @@ class Simulator:
         self.stats["invoices_served"] += len(ids)
         return response
 
+    @property
+    def ledger(self) -> Ledger:
+        """The tenant's general ledger, built on first use."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.tenant, self.config.seed)
+        return self._ledger
+
+    async def _get_transactions(self, call: _Call) -> web.StreamResponse:
+        search = call.params.find("{*}searchParams")
+        params = {
+            etree.QName(e).localname: e.text or "" for e in (search if search is not None else ())
+        }
+        lines = ledger.search(self.ledger, params)
+        kind = ledger.transaction_type()
+        parts = (soap.encode_value("Transaction", kind, line.wire).encode() for line in lines)
+        wrapped = itertools.chain(
+            [b"<GetTransactionsResult>"], parts, [b"</GetTransactionsResult>"]
+        )
+        response = await _send(call, "GetTransactions", wrapped)
+        self.stats["transactions_served"] += len(lines)
+        return response
+
     def render_order(
         self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
     ) -> str:
@@ -329,8 +360,10 @@ def _sent_action(request: web.Request, version: soap.SoapVersion) -> str | None:
     return None
 
 
-def _wrapper(version: soap.SoapVersion, operation: str) -> tuple[bytes, bytes]:
-    ns = schema.service("invoiceService").namespace
+def _wrapper(
+    version: soap.SoapVersion, operation: str, wsdl: str = "invoiceService"
+) -> tuple[bytes, bytes]:
+    ns = schema.service(wsdl).namespace
     marker = b"\x00"
     body = (
         f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
@@ -351,7 +384,7 @@ def _respond(call: _Call, operation: str, inner: str) -> web.Response:
 
 async def _send(call: _Call, operation: str, parts: Iterable[bytes]) -> web.StreamResponse:
     """Stream the operation's response, ``CHUNK`` bytes at a time, broken if ``call.cut`` says."""
-    head, tail = _wrapper(call.version, operation)
+    head, tail = _wrapper(call.version, operation, _SERVICES[call.request.path])
     pieces = itertools.chain([head], parts, [tail])
     response = web.StreamResponse(
         headers={"Content-Type": call.version.content_type, **call.headers}
