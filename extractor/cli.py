@@ -139,6 +139,95 @@ def invoices(
 
 
 @main.command()
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
+)
+@click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
+@click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
+@click.option(
+    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
+)
+@click.option(
+    "--date-field",
+    type=click.Choice(["entry", "changed"]),
+    default="entry",
+    show_default=True,
+    help="Cut windows by entry date or by DateChangedUTC.",
+)
+@click.option(
+    "--window", type=click.Choice(["month", "week", "day"]), default="month", show_default=True
+)
+@click.option("--account-from", type=int, help="Lowest account number.")
+@click.option("--account-to", type=int, help="Highest account number.")
+@click.option(
+    "--system-type", "system_types", multiple=True, help="Only this SystemType (repeatable)."
+)
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
+@click.option("--max-requests-per-hour", default=7200, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--timeout", default=DEFAULT_TIMEOUTS.attempt, show_default=True, type=click.FloatRange(min=0.1)
+)
+@click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+def transactions(
+    out: Path,
+    date_from: str,
+    date_to: str,
+    base_url: str,
+    date_field: str,
+    window: str,
+    account_from: int | None,
+    account_to: int | None,
+    system_types: tuple[str, ...],
+    concurrency: int,
+    soap_version: str,
+    max_requests_per_hour: int,
+    timeout: float,
+    resume: bool,
+    insecure: bool,
+) -> None:
+    """Extract the general ledger into OUT/transactions, a date window per request.
+
+    Resumable: after a crash, run the same command again; it continues where it stopped.
+    """
+    from extractor.transactions import TransactionJob, run_transactions
+
+    job = TransactionJob(
+        out=out,
+        date_from=parse_when(date_from, "--from").date(),
+        date_to=parse_when(date_to, "--to").date(),
+        base_url=base_url,
+        date_field=date_field,
+        window=window,
+        account_from=account_from,
+        account_to=account_to,
+        system_types=system_types,
+        concurrency=concurrency,
+        soap_version=soap_version,
+        max_requests_per_hour=max_requests_per_hour,
+        timeouts=Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout),
+        resume=resume,
+        insecure=insecure,
+    )
+    summary = _run(run_transactions(job, Credentials.from_env()))
+    click.echo(
+        f"run {summary['run_id']}: {summary['status']}\n"
+        f"  transactions  {summary['transactions']:,}\n"
+        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
+        f"in {summary['requests']:,} requests\n"
+        f"  retries       {summary['retries']}   split windows {summary['splits']}   "
+        f"failed days {summary['failed_ids']}\n"
+        f"  files         {summary['files']} under {out}"
+    )
+    if summary["status"] != "complete":
+        click.echo(
+            f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True
+        )
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--orders", default=50_000, show_default=True, type=click.IntRange(0, 10_000_000))

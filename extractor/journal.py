@@ -38,6 +38,8 @@ class RunState:
     run_id: str
     fingerprint: dict[str, Any]
     plan: list[int] | None = None
+    windows: list[list[Any]] | None = None  # a ledger run's plan: [start, end, system type]
+    done_windows: list[list[Any]] = field(default_factory=list)  # staged or failed
     staged: dict[str, list[int]] = field(default_factory=dict)  # key: ids
     counts: dict[str, int] = field(default_factory=dict)  # summed over staged batches
     missing: list[int] = field(default_factory=list)
@@ -47,7 +49,7 @@ class RunState:
 
     @property
     def failed_ids(self) -> set[int]:
-        return {order_id for failure in self.failures for order_id in failure["ids"]}
+        return {order_id for failure in self.failures for order_id in failure.get("ids", ())}
 
     def remaining(self) -> list[int]:
         """Planned ids neither staged nor failed, in plan order."""
@@ -59,14 +61,20 @@ class RunState:
         if kind == "start":
             self.starts += 1
         elif kind == "plan":
-            self.plan = list(event["ids"])
+            self.plan = list(event.get("ids", ()))
+            self.windows = event.get("windows")
         elif kind == "staged":
             self.staged[event["key"]] = list(event["ids"])
+            if "window" in event:
+                self.done_windows.append(event["window"])
             for name, value in event["counts"].items():
                 self.counts[name] = self.counts.get(name, 0) + value
             self.missing.extend(event["missing"])
         elif kind == "failed":
-            self.failures.append({"ids": event["ids"], "error": event["error"]})
+            failure = {name: event[name] for name in ("ids", "window", "error") if name in event}
+            self.failures.append(failure)
+            if "window" in event:
+                self.done_windows.append(event["window"])
         elif kind == "published":
             self.published = True
 

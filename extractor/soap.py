@@ -101,6 +101,7 @@ HAS_SESSION: Final = Operation("authService", AUTH_PATH, "HasSession")
 GET_ORDER_SYNC_LIST: Final = Operation("invoiceService", INVOICE_PATH, "GetOrderSyncList")
 GET_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "GetInvoices")
 UPDATE_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "UpdateInvoices")
+GET_TRANSACTIONS: Final = Operation("transactionService", TRANSACTION_PATH, "GetTransactions")
 
 
 class _Nil:

@@ -10,7 +10,9 @@ into place (:meth:`TableWriter.reveal`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +49,11 @@ class TableWriter:
         partition: str,
         run_id: str,
         limits: WriterLimits = DEFAULT_WRITER_LIMITS,
+        unique: tuple[str, str] | None = None,
     ) -> None:
+        """``unique`` (key, version): keep one record per key in each partition, the one with
+        the highest version, for services that may return a record in two requests."""
+        self.unique = unique
         self.directory = out / name
         self.staging = out / "_staging" / run_id / name
         self.schema = schema
@@ -96,6 +102,13 @@ class TableWriter:
         self._written = []
         return finals
 
+    def tidy(self) -> None:
+        """Remove this table's staging, and the run's staging folders once empty."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        for folder in (self.staging.parent, self.staging.parent.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
     def prune(self, staged: set[str]) -> int:
         """Remove temporary files and the staged files of batches not in ``staged``."""
         leftovers = [
@@ -113,8 +126,11 @@ class TableWriter:
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            groups = self._row_groups(self.staging / key)
+            if self.unique is not None:  # a partition of them fits in memory: one group
+                groups = iter([_latest(pa.concat_tables(list(groups)), *self.unique)])
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
-                for group in self._row_groups(self.staging / key):
+                for group in groups:
                     writer.write_table(group, row_group_size=group.num_rows)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
@@ -134,6 +150,17 @@ class TableWriter:
                 pending, size = [], 0
         if pending:
             yield pa.concat_tables(pending)
+
+
+def _latest(table: pa.Table, key: str, version: str) -> pa.Table:
+    """One row per ``key``: the one with the highest ``version``."""
+    if table.num_rows == 0:
+        return table
+    ordered = table.sort_by([(key, "ascending"), (version, "descending")])
+    keys = ordered.column(key).combine_chunks()
+    previous = pa.concat_arrays([pa.array([None], keys.type), keys.slice(0, len(keys) - 1)])
+    first = pc.fill_null(pc.not_equal(keys, previous), pa.scalar(True))
+    return ordered.filter(first)
 
 
 def _fsync(path: Path) -> None:

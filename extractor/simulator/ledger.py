@@ -120,6 +120,7 @@ class Ledger:
                 "HasVatDividend": vat_code is not None,
                 "PeriodDate": voucher.date.date().replace(day=1),
             }
+            wire = {name: value for name, value in wire.items() if value is not None}  # absent
             yield Line(
                 wire, voucher.date, changed, registered, account, number,
                 order_id if voucher.linked else None, voucher.system_type, voucher.type_id,
@@ -172,11 +173,13 @@ def _dimensions(rng: random.Random, dims: Mapping[str, str]) -> Any:
     roll = rng.random()
     if not dims:
         return NIL if roll < 0.3 else None if roll < 0.5 else []
-    return [
-        {"Type": kind, "Name": values.text(rng, "Name") if rng.random() < 0.5 else None,
-         "Value": value, "Percent": Decimal(100), "TypeId": NOT_SET_INT}
-        for kind, value in dims.items()
-    ]  # fmt: skip
+    dimensions = []
+    for kind, value in dims.items():
+        dimension = {"Type": kind, "Value": value, "Percent": Decimal(100), "TypeId": NOT_SET_INT}
+        if rng.random() < 0.5:
+            dimension["Name"] = values.text(rng, "Name")
+        dimensions.append(dimension)
+    return dimensions
 
 
 Filter = Callable[[Line], bool]

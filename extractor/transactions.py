@@ -1,0 +1,391 @@
+"""The general ledger: GetTransactions over date windows fetched concurrently; resumable.
+
+The range is cut into windows (a month, week or day each) that meet without gaps or overlaps:
+each window asks from its first day at ``T00:00:00`` to its last day at ``T23:59:59``, as the
+service needs to include that day. A window that fails after its retries is split in halves
+and fetched again, down to a day; a day that still fails is reported. The same spine as the
+invoices backfill serves it: session, rate limiter, retries, streaming parse, journal,
+staged then published Parquet (``OUT/transactions/date_month=YYYY-MM/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from extractor import arrow, schema, soap
+from extractor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUTS,
+    Credentials,
+    RetryPolicy,
+    Timeouts,
+    check_output_dir,
+)
+from extractor.errors import DataError, OutputError, TransientError, UsageError
+from extractor.fetching import first_error
+from extractor.journal import Journal, RunState, finished_runs, unfinished
+from extractor.limiter import Limits, RateLimiter
+from extractor.parser import RecordStream, struct_columns
+from extractor.pipeline import new_run_id
+from extractor.progress import Progress, RunStats, write_summary
+from extractor.retry import Sleep, patiently, retrying
+from extractor.session import Session
+from extractor.transport import Transport
+from extractor.writer import TableWriter
+
+NAMESPACE: Final = schema.service("transactionService").namespace
+TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"
+TABLE: Final = "transactions"
+PARTITION: Final = "date_month"
+WINDOW_SIZES: Final = ("month", "week", "day")
+DATE_FIELDS: Final = {"entry": "EntryDate", "changed": "DateChangedUTC"}
+#: What makes a window split in halves rather than stop the run.
+SPLITTABLE: Final = (TransientError, DataError)
+
+
+def transaction_type() -> schema.Struct:
+    return schema.service("transactionService").type("Transaction")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Whole days ``start`` to ``end`` (inclusive), of one SystemType or of all."""
+
+    start: dt.date
+    end: dt.date
+    system_type: str | None = None
+
+    @property
+    def key(self) -> str:
+        kind = f"-{self.system_type}" if self.system_type else ""
+        return f"{self.start:%Y%m%d}-{self.end:%Y%m%d}{kind}"
+
+    def halves(self) -> tuple[Window, Window]:
+        middle = self.start + (self.end - self.start) // 2
+        first = Window(self.start, middle, self.system_type)
+        return first, Window(middle + dt.timedelta(days=1), self.end, self.system_type)
+
+    def days(self) -> Iterator[dt.date]:
+        day = self.start
+        while day <= self.end:
+            yield day
+            day += dt.timedelta(days=1)
+
+    def as_json(self) -> list[Any]:
+        return [self.start.isoformat(), self.end.isoformat(), self.system_type]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> Window:
+        return cls(dt.date.fromisoformat(value[0]), dt.date.fromisoformat(value[1]), value[2])
+
+
+def cut(start: dt.date, end: dt.date, size: str) -> list[Window]:
+    """Windows from ``start`` to ``end`` (inclusive) that meet without gaps or overlaps."""
+    windows, day = [], start
+    while day <= end:
+        if size == "month":
+            following = (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        elif size == "week":  # ISO weeks: Monday to Sunday
+            following = day + dt.timedelta(days=7 - day.weekday())
+        else:
+            following = day + dt.timedelta(days=1)
+        last = min(following - dt.timedelta(days=1), end)
+        windows.append(Window(day, last))
+        day = last + dt.timedelta(days=1)
+    return windows
+
+
+@dataclass(frozen=True)
+class TransactionJob:
+    """Everything ``extractor transactions`` was asked to do."""
+
+    out: Path
+    date_from: dt.date
+    date_to: dt.date
+    base_url: str = DEFAULT_BASE_URL
+    date_field: str = "entry"
+    window: str = "month"
+    account_from: int | None = None
+    account_to: int | None = None
+    system_types: tuple[str, ...] = ()
+    concurrency: int = 8
+    soap_version: str = "1.1"
+    max_requests_per_hour: int = 7200
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    resume: bool = False
+    insecure: bool = False
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "command": "transactions",
+            "from": self.date_from.isoformat(),
+            "to": self.date_to.isoformat(),
+            "date_field": self.date_field,
+            "accounts": [self.account_from, self.account_to],
+            "system_types": list(self.system_types),
+        }
+
+    def plan(self) -> list[Window]:
+        windows = cut(self.date_from, self.date_to, self.window)
+        if not self.system_types:
+            return windows
+        return [Window(w.start, w.end, kind) for kind in self.system_types for w in windows]
+
+    def params(self, window: Window) -> dict[str, Any]:
+        """GetTransactions parameters: the window's days, to the last second of the last."""
+        search: dict[str, Any] = {
+            "DateSearchParameters": DATE_FIELDS[self.date_field],
+            "DateStart": dt.datetime.combine(window.start, dt.time()),
+            "DateEnd": dt.datetime.combine(window.end, dt.time(23, 59, 59)),
+            "SystemType": window.system_type or soap.NIL,
+            "HasInvoiceId": soap.NIL,
+        }
+        if self.account_from is not None:
+            search["AccountNoStart"] = self.account_from
+        if self.account_to is not None:
+            search["AccountNoEnd"] = self.account_to
+        return {"searchParams": search}
+
+
+def check(job: TransactionJob) -> None:
+    """Refuse what cannot be done as asked, before any request."""
+    check_output_dir(job.out)
+    if job.date_to < job.date_from:
+        raise UsageError(f"--to {job.date_to} is before --from {job.date_from}")
+    if job.window not in WINDOW_SIZES:
+        raise UsageError(f"--window {job.window!r}: use one of {', '.join(WINDOW_SIZES)}")
+    if job.date_field not in DATE_FIELDS:
+        raise UsageError(f"--date-field {job.date_field!r}: use entry or changed")
+    for name, value in (("--account-from", job.account_from), ("--account-to", job.account_to)):
+        if value is not None and not -32768 < value <= 32767:
+            raise UsageError(f"{name} {value} is not an account number (a short)")
+    if None not in (job.account_from, job.account_to) and job.account_to < job.account_from:  # type: ignore[operator]
+        raise UsageError("--account-to is below --account-from")
+    for kind in job.system_types:  # values newer than the WSDL (InvoiceLoss) are allowed
+        if not kind.isascii() or not kind.isalpha():
+            raise UsageError(f"--system-type {kind!r} is not a SystemType name (e.g. Payment)")
+    if job.resume and unfinished(job.out) is None:
+        raise UsageError(f"--resume: --out {job.out} holds no unfinished run")
+
+
+class LedgerSink(RecordStream):
+    """A GetTransactions body to one typed table while it arrives."""
+
+    def __init__(self) -> None:
+        self._columns = struct_columns(transaction_type(), NAMESPACE, _RAW_TYPE)
+        super().__init__(TRANSACTION_TAG, self._columns.add)
+        self.table: pa.Table | None = None
+
+    def complete(self) -> None:
+        super().complete()
+        raw = self._columns.finish()
+        self.table = arrow.table(transaction_type().fields, raw)
+
+    def abort(self) -> None:
+        super().abort()
+        self._columns.finish()
+
+
+_RAW_TYPE: Final = arrow.raw_type(transaction_type())
+
+
+def month_of(table: pa.Table) -> pa.Array[Any]:
+    return pc.strftime(table.column("Date").combine_chunks(), format="%Y-%m")
+
+
+@dataclass
+class _Run:
+    job: TransactionJob
+    session: Session
+    journal: Journal
+    writer: TableWriter
+    stats: RunStats
+    sleep: Sleep
+    staging: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def fetch(self, window: Window, policy: RetryPolicy) -> None:
+        async def attempts() -> LedgerSink:
+            async for attempt in retrying(policy, self.sleep, self._count_retry):
+                with attempt:
+                    return await self.session.call(
+                        soap.GET_TRANSACTIONS, self.job.params(window), LedgerSink
+                    )
+            raise AssertionError("unreachable: tenacity re-raises the last error")
+
+        sink = await patiently(attempts)
+        self.stats.bytes_received += sink.bytes_fed
+        table = sink.table
+        assert table is not None
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.writer.stage, window.key, table, month_of(table)
+        )
+        self.journal.append(
+            {
+                "event": "staged",
+                "key": window.key,
+                "ids": [],
+                "window": window.as_json(),
+                "counts": {"transactions": table.num_rows},
+                "missing": [],
+            }
+        )
+        self.stats.invoices += table.num_rows
+        self.stats.ids_done += len(list(window.days()))
+
+    async def fetch_or_split(self, window: Window) -> None:
+        """The window; after its retries, its halves, down to a day."""
+        try:
+            await self.fetch(window, self.job.retry)
+            return
+        except SPLITTABLE as exc:
+            self.stats.give_ups += 1
+            if window.start == window.end:
+                self.journal.append(
+                    {
+                        "event": "failed",
+                        "window": window.as_json(),
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                self.stats.failed_ids += 1
+                return
+        self.stats.splits += 1
+        for half in window.halves():
+            await self.fetch_or_split(half)
+
+    def _count_retry(self, _: BaseException) -> None:
+        self.stats.retries += 1
+
+
+def remaining(state: RunState) -> list[Window]:
+    """Planned windows less the days already staged or failed, as contiguous windows."""
+    done: dict[str | None, set[dt.date]] = {}
+    for value in state.done_windows:
+        window = Window.from_json(value)
+        done.setdefault(window.system_type, set()).update(window.days())
+    left = []
+    for value in state.windows or ():
+        window = Window.from_json(value)
+        run: list[dt.date] = []
+        for day in [*window.days(), None]:
+            if day is not None and day not in done.get(window.system_type, set()):
+                run.append(day)
+            elif run:
+                left.append(Window(run[0], run[-1], window.system_type))
+                run = []
+    return left
+
+
+async def run_transactions(
+    job: TransactionJob,
+    credentials: Credentials,
+    *,
+    stream: IO[str] = sys.stderr,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Any]:
+    """Extract (or resume extracting) the ledger; the summary, also under ``OUT/_runs/``."""
+    check(job)
+    fingerprint = job.fingerprint()
+    for summary in finished_runs(job.out) if unfinished(job.out) is None else ():
+        if summary.get("job") == fingerprint:
+            stream.write(f"run {summary['run_id']} already finished this job; nothing to do\n")
+            return summary
+    if unfinished(job.out) is None and any((job.out / TABLE).rglob("*.parquet")):
+        raise UsageError(
+            f"--out {job.out} already holds a ledger of another job; choose a new directory"
+        )
+    try:
+        job.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --out {job.out}: {exc.strerror or exc}") from None
+    journal = Journal.open(job.out, new_run_id(), fingerprint)
+    try:
+        summary = await _extract(job, credentials, journal, stream, sleep)
+    finally:
+        journal.close()
+    journal.finish()
+    return summary
+
+
+async def _extract(
+    job: TransactionJob, credentials: Credentials, journal: Journal, stream: IO[str], sleep: Sleep
+) -> dict[str, Any]:
+    state = journal.state
+    schema_ = arrow.schema_for(transaction_type().fields)
+    writer = TableWriter(
+        job.out, TABLE, schema_, PARTITION, state.run_id, unique=("Id", "DateChanged")
+    )
+    stats = RunStats(state.run_id)
+    limiter = RateLimiter(
+        Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
+    )
+    transport = Transport(
+        job.base_url, soap.SOAP_VERSIONS[job.soap_version], concurrency=job.concurrency,
+        timeouts=job.timeouts, limiter=limiter, verify_tls=not job.insecure,
+    )  # fmt: skip
+    progress = Progress(stats, stream, limiter=limiter)
+    try:
+        if state.starts > 1:
+            writer.prune(set(state.staged))
+        session = Session(transport, credentials, sleep)
+        await session.login()
+        if state.windows is None:
+            journal.append({"event": "plan", "windows": [w.as_json() for w in job.plan()]})
+        run = _Run(job, session, journal, writer, stats, sleep)
+        if not state.published:
+            await _fetch_all(run, remaining(state), progress)
+            stats.files = len(
+                await asyncio.get_running_loop().run_in_executor(None, _publish, writer)
+            )
+            journal.append({"event": "published", "files": stats.files})
+        stats.requests, stats.relogins = session.requests, session.logins - 1
+        stats.quarantines = limiter.quarantines
+    finally:
+        await progress.stop()
+        await transport.close()
+    writer.tidy()
+    failed = [f for f in journal.state.failures if "window" in f]
+    summary = stats.summary("partial" if failed else "complete", job.out)
+    summary.update(job=state.fingerprint, transactions=journal.state.counts.get("transactions", 0))
+    summary["failures"] = failed
+    write_summary(summary, job.out)
+    return summary
+
+
+async def _fetch_all(run: _Run, windows: list[Window], progress: Progress) -> None:
+    days = sum(len(list(w.days())) for w in windows)
+    run.stats.ids_total = days
+    progress.say(f"{len(windows):,} windows ({days:,} days) to fetch")
+    progress.start()
+    queue = iter(windows)
+
+    async def worker() -> None:
+        for window in queue:
+            await run.fetch_or_split(window)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(run.job.concurrency):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from None
+
+
+def _publish(writer: TableWriter) -> list[Path]:
+    written = writer.write_partitions()
+    os.sync()
+    writer.reveal()
+    os.sync()
+    return written

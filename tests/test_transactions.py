@@ -1,0 +1,114 @@
+"""The general ledger end to end: windows, borders, splitting, resume; equal to the truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extractor.config import RetryPolicy
+from extractor.errors import UsageError
+from extractor.simulator.faults import FaultConfig
+from extractor.simulator.ledger import search
+from extractor.simulator.server import Simulator
+from extractor.transactions import TransactionJob, Window, cut, run_transactions
+from tests.conftest import CREDS, no_sleep, read_table
+
+
+async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
+    job = TransactionJob(
+        out=out, base_url=simulator.url,
+        **{"date_from": dt.date(2015, 1, 1), "date_to": dt.date(2026, 12, 31),
+           "max_requests_per_hour": 0, **options},
+    )  # fmt: skip
+    return await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+
+
+def assert_ledger_equals(simulator: Simulator, out: Path, params: dict[str, str]) -> None:
+    lines = search(simulator.ledger, params)
+    truth = simulator.ledger.ground_truth(iter(lines))
+    rows = read_table(out, "transactions")
+    assert Counter(row["Id"] for row in rows) == Counter(list(truth)), "every Id exactly once"
+    for row in rows:
+        month = row.pop("date_month")
+        assert month == row["Date"].strftime("%Y-%m")
+        assert row == truth[row["Id"]], row["Id"]
+
+
+def test_windows_meet_without_gaps_or_overlaps() -> None:
+    for size in ("month", "week", "day"):
+        windows = cut(dt.date(2023, 12, 20), dt.date(2024, 3, 10), size)
+        assert windows[0].start == dt.date(2023, 12, 20) and windows[-1].end == dt.date(2024, 3, 10)
+        for before, after in itertools.pairwise(windows):
+            assert after.start == before.end + dt.timedelta(days=1)
+    months = cut(dt.date(2024, 1, 15), dt.date(2024, 3, 10), "month")
+    assert [(w.start.day, w.end.day) for w in months] == [(15, 31), (1, 29), (1, 10)]
+    first, second = Window(dt.date(2024, 1, 1), dt.date(2024, 1, 31)).halves()
+    assert first.end == dt.date(2024, 1, 16) and second.start == dt.date(2024, 1, 17)
+
+
+def test_each_window_ends_at_the_last_second_of_its_last_day() -> None:
+    job = TransactionJob(out=Path("x"), date_from=dt.date(2024, 1, 1), date_to=dt.date(2024, 1, 31))
+    params = job.params(Window(dt.date(2024, 1, 1), dt.date(2024, 1, 31)))["searchParams"]
+    assert params["DateStart"] == dt.datetime(2024, 1, 1, 0, 0, 0)
+    assert params["DateEnd"] == dt.datetime(2024, 1, 31, 23, 59, 59)
+
+
+async def test_ledger_equals_ground_truth(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=600)
+    summary = await extract(simulator, tmp_path, window="month", concurrency=8)
+    assert summary["status"] == "complete"
+    assert summary["transactions"] == len(simulator.ledger.lines)
+    assert_ledger_equals(simulator, tmp_path, {})
+    kinds = {row["SystemType"] for row in read_table(tmp_path, "transactions")}
+    assert "InvoiceLoss" in kinds  # not in the WSDL, kept
+
+
+async def test_filters_and_changed_date_windows(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=400)
+    await extract(
+        simulator, tmp_path, date_field="changed", window="week",
+        account_from=1500, account_to=1920, system_types=("Payment", "InvoiceLoss"),
+    )  # fmt: skip
+    rows = read_table(tmp_path, "transactions")
+    assert rows and all(1500 <= row["AccountNo"] <= 1920 for row in rows)
+    expected = {
+        line.wire["Id"]
+        for line in simulator.ledger.lines
+        if 1500 <= line.account <= 1920 and line.system_type in ("Payment", "InvoiceLoss")
+    }
+    assert sorted(row["Id"] for row in rows) == sorted(expected)
+
+
+async def test_failing_windows_are_split_down_to_a_day(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    faults = FaultConfig(rate=0.35, kinds=("http500", "timeout-fault"), seed=3)
+    simulator = await start_simulator(orders=300, faults=faults)
+    summary = await extract(
+        simulator, tmp_path, date_from=dt.date(2016, 1, 1), date_to=dt.date(2017, 12, 31),
+        retry=RetryPolicy(attempts=2),
+    )  # fmt: skip
+    assert summary["splits"] >= 1
+    days = {dt.date.fromisoformat(f["window"][0]) for f in summary["failures"]}
+    params = {"DateStart": "2016-01-01T00:00:00", "DateEnd": "2017-12-31T23:59:59"}
+    lines = [line for line in search(simulator.ledger, params) if line.date.date() not in days]
+    rows = read_table(tmp_path, "transactions")
+    assert sorted(row["Id"] for row in rows) == sorted(line.wire["Id"] for line in lines)
+
+
+async def test_bad_input_is_refused_before_any_request(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match="before --from"):
+        await extract(
+            simulator, tmp_path, date_from=dt.date(2024, 2, 1), date_to=dt.date(2024, 1, 1)
+        )
+    with pytest.raises(UsageError, match="'Pay ment' is not a SystemType name"):
+        await extract(simulator, tmp_path, system_types=("Pay ment",))
+    assert simulator.stats["requests"] == 0
