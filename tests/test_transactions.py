@@ -112,3 +112,68 @@ async def test_bad_input_is_refused_before_any_request(
     with pytest.raises(UsageError, match="'Pay ment' is not a SystemType name"):
         await extract(simulator, tmp_path, system_types=("Pay ment",))
     assert simulator.stats["requests"] == 0
+
+
+async def test_a_stopped_run_resumes_to_the_exact_ledger(
+    start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extractor.errors import OutputError
+    from extractor.writer import TableWriter
+
+    simulator = await start_simulator(orders=500)
+    stage, staged = TableWriter.stage, []
+
+    def crash_after_ten(self: TableWriter, name: str, *args: Any) -> None:
+        if len(staged) >= 10:
+            raise OutputError("cannot write: No space left on device")
+        staged.append(name)
+        stage(self, name, *args)
+
+    monkeypatch.setattr(TableWriter, "stage", crash_after_ten)
+    with pytest.raises(OutputError):
+        await extract(simulator, tmp_path, concurrency=2)
+    monkeypatch.setattr(TableWriter, "stage", stage)
+    before = simulator.stats["GetTransactions"]
+    summary = await extract(simulator, tmp_path, concurrency=2)
+    windows = len(cut(dt.date(2015, 1, 1), dt.date(2026, 12, 31), "month"))
+    assert simulator.stats["GetTransactions"] - before <= windows - 10
+    assert summary["status"] == "complete" and summary["transactions"] == len(
+        simulator.ledger.lines
+    )
+    assert_ledger_equals(simulator, tmp_path, {})
+    assert not (tmp_path / "_staging").exists() and not (tmp_path / "_journal").exists()
+    again = await extract(simulator, tmp_path, concurrency=2)
+    assert again["run_id"] == summary["run_id"]  # finished: not redone
+
+
+async def test_sigkilled_cli_resumes_to_the_exact_ledger(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    simulator = await start_simulator(orders=300, latency=0.02)
+    env = os.environ | {
+        "TFSO_APPLICATION_ID": simulator.config.application_id,
+        "TFSO_USERNAME": simulator.config.username,
+        "TFSO_PASSWORD": simulator.config.password,
+    }
+    command = [
+        sys.executable, "-m", "extractor", "transactions", "--out", str(tmp_path),
+        "--base-url", simulator.url, "--from", "2015-01-01", "--to", "2026-12-31",
+        "--window", "week", "--concurrency", "4", "--max-requests-per-hour", "0",
+    ]  # fmt: skip
+    codes = []
+    for kill_after in (1.6, 2.4, None):
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
+        )
+        if kill_after is not None:
+            await asyncio.sleep(kill_after)
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
+        codes.append(await process.wait())
+    assert -signal.SIGKILL in codes[:2] and codes[-1] == 0
+    assert_ledger_equals(simulator, tmp_path, {})
