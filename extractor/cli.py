@@ -227,6 +227,65 @@ def transactions(
         sys.exit(EXIT_PARTIAL)
 
 
+@main.command("update-invoices")
+@click.option(
+    "--input", "input_path", required=True, type=click.Path(path_type=Path),
+    help="CSV, JSON Lines or Parquet with OrderId and InvoiceTitle and/or ReferenceNumber.",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Check the input and show what would be sent.")
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Outcome per order (.parquet or .csv)."
+)
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
+)
+@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
+@click.option("--max-requests-per-hour", default=7200, show_default=True, type=click.IntRange(0))
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+def update_invoices(
+    input_path: Path,
+    dry_run: bool,
+    report: Path | None,
+    batch_size: int,
+    concurrency: int,
+    base_url: str,
+    soap_version: str,
+    max_requests_per_hour: int,
+    insecure: bool,
+) -> None:
+    """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
+    from extractor.updates import (
+        UpdateJob,
+        apply_updates,
+        describe,
+        read_updates,
+        summarize,
+        write_report,
+    )
+
+    job = UpdateJob(
+        input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,
+        concurrency=concurrency, base_url=base_url, soap_version=soap_version,
+        max_requests_per_hour=max_requests_per_hour, insecure=insecure,
+    )  # fmt: skip
+    updates = read_updates(input_path)
+    batches = -(-len(updates) // batch_size)
+    if dry_run:
+        click.echo(
+            f"dry run: {len(updates):,} orders in {batches:,} UpdateInvoices requests; nothing sent"
+        )
+        for line in describe(updates):
+            click.echo(line)
+        return
+    outcomes = _run(apply_updates(job, updates, Credentials.from_env()))
+    write_report(job.report_path, outcomes)
+    if not summarize(outcomes, job.report_path):
+        click.echo(f"some updates were not applied: see {job.report_path}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))

@@ -9,7 +9,7 @@ import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from lxml import etree
@@ -35,8 +35,12 @@ SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
 CHUNK: Final = 64 * 1024
 STATS_PATH: Final = "/_stats"
+#: What UpdateInvoices may change, as the live service says.
+UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 #: The operations faults are injected into (never Login).
-DATA_OPERATIONS: Final = frozenset({"GetOrderSyncList", "GetInvoices", "GetTransactions"})
+DATA_OPERATIONS: Final = frozenset(
+    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
+)
 _SERVICES: Final = {
     soap.AUTH_PATH: "authService",
     soap.INVOICE_PATH: "invoiceService",
@@ -106,6 +110,7 @@ class Simulator:
             soap.INVOICE_PATH: {
                 "GetOrderSyncList": self._authenticated(self._sync_list),
                 "GetInvoices": self._authenticated(self._get_invoices),
+                "UpdateInvoices": self._authenticated(self._update_invoices),
             },
             soap.TRANSACTION_PATH: {
                 "GetTransactions": self._authenticated(self._get_transactions),
@@ -287,6 +292,27 @@ class Simulator:
         )
         self.stats["invoices_served"] += len(ids)
         return response
+
+    async def _update_invoices(self, call: _Call) -> web.StreamResponse:
+        """Set InvoiceTitle / ReferenceNumber of invoiced orders; an APIException for others."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        answers = []
+        for order in call.params.iterfind("{*}invoices/{*}InvoiceOrder"):
+            fields = {etree.QName(e).localname: e for e in order}
+            id_text = fields["OrderId"].text if "OrderId" in fields else None
+            order_id = int(id_text) if id_text and id_text.strip().lstrip("-").isdigit() else 0
+            values: dict[str, Any] = {
+                name: fields[name].text or "" for name in UPDATABLE if name in fields
+            }
+            refused = self.tenant.update(order_id, values, now)
+            answer: dict[str, object] = {"OrderId": order_id}
+            if refused is not None:
+                answer["APIException"] = {"Type": "ValidationException", "Message": refused}
+            else:
+                self.stats["invoices_updated"] += 1
+            answers.append(soap.encode_value("InvoiceOrder", self._order_type, answer).encode())
+        result = itertools.chain([b"<UpdateInvoicesResult>"], answers, [b"</UpdateInvoicesResult>"])
+        return await _send(call, "UpdateInvoices", result)
 
     @property
     def ledger(self) -> Ledger:

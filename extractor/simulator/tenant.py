@@ -59,6 +59,17 @@ class Tenant:
         pool_rng = random.Random(seed + 1)
         self.row_pool: list[Wire] = [self._pool_row(pool_rng, number) for number in range(ROW_POOL)]
         self.order_pool: list[Wire] = [self._template(pool_rng) for _ in range(ORDER_POOL)]
+        self.edits: dict[int, Wire] = {}  # what UpdateInvoices changed, by order
+
+    def update(self, order_id: int, values: Wire, when: dt.datetime) -> str | None:
+        """Apply an UpdateInvoices change; the reason it is refused, or None when applied."""
+        if order_id not in self.registered:
+            return f"InvoiceOrder {order_id} does not exist"
+        if self.wire(order_id).get("OrderStatus") != "Invoiced":
+            return f"InvoiceOrder {order_id} is not invoiced; only invoiced orders can be updated"
+        self.edits.setdefault(order_id, {}).update(values)
+        self.changed[order_id] = when  # a later incremental run sees the change
+        return None
 
     def sync_list(
         self, changed_after: dt.datetime | None, registered_after: dt.datetime | None
@@ -91,6 +102,7 @@ class Tenant:
             rows = self._rows(rng)
             if rows is not None:
                 own["InvoiceRows"] = rows
+        own.update(self.edits.get(order_id, ()))
         return template, own
 
     def _template(self, rng: random.Random) -> Wire:
