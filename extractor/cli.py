@@ -217,7 +217,7 @@ def transactions(
         f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
         f"in {summary['requests']:,} requests\n"
         f"  retries       {summary['retries']}   split windows {summary['splits']}   "
-        f"failed days {summary['failed_ids']}\n"
+        f"failed days {summary['failed_days']}\n"
         f"  files         {summary['files']} under {out}"
     )
     if summary["status"] != "complete":

@@ -39,6 +39,8 @@ class RunStats:
     files: int = 0
     fetch_seconds: float = 0.0
     publish_seconds: float = 0.0
+    units: str = "ids"  # what ids_total / ids_done count, for the progress line
+    records: str = "invoices"  # what ``invoices`` counts, for the progress line
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
@@ -65,16 +67,19 @@ class RunStats:
     def line(self) -> str:
         per_second, mb_per_second = self.rates()
         left = self.ids_total - self.ids_done
-        eta = f"{left / per_second:.0f}s" if per_second > 0 and left else "-"
+        done_per_second = self.ids_done / max(self.seconds, 1e-9)
+        eta = f"{left / done_per_second:.0f}s" if done_per_second > 0 and left else "-"
         return (
-            f"{self.ids_done:,}/{self.ids_total:,} ids  {per_second:,.0f} invoices/s  "
+            f"{self.ids_done:,}/{self.ids_total:,} {self.units}  "
+            f"{per_second:,.0f} {self.records}/s  "
             f"{mb_per_second:.1f} MB/s  retries {self.retries}  ETA {eta}"
         )
 
     def summary(self, status: str, out: Path) -> dict[str, Any]:
         per_second, mb_per_second = self.rates()
         data = asdict(self)
-        data.pop("started")
+        for internal in ("started", "units", "records"):
+            data.pop(internal)
         data.update(
             status=status,
             output=str(out),

@@ -327,7 +327,7 @@ async def _extract(
     writer = TableWriter(
         job.out, TABLE, schema_, PARTITION, state.run_id, unique=("Id", "DateChanged")
     )
-    stats = RunStats(state.run_id)
+    stats = RunStats(state.run_id, units="days", records="transactions")
     limiter = RateLimiter(
         Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
     )
@@ -358,8 +358,17 @@ async def _extract(
     writer.tidy()
     failed = [f for f in journal.state.failures if "window" in f]
     summary = stats.summary("partial" if failed else "complete", job.out)
-    summary.update(job=state.fingerprint, transactions=journal.state.counts.get("transactions", 0))
-    summary["failures"] = failed
+    for invoice_only in ("invoices", "rows", "api_exceptions", "missing_ids", "failed_ids"):
+        summary.pop(invoice_only)
+    summary.update(
+        job=state.fingerprint,
+        transactions=journal.state.counts.get("transactions", 0),
+        transactions_per_second=summary.pop("invoices_per_second"),
+        days_total=summary.pop("ids_total"),
+        days_done=summary.pop("ids_done"),
+        failed_days=sum(len(list(Window.from_json(f["window"]).days())) for f in failed),
+        failures=failed,
+    )
     write_summary(summary, job.out)
     return summary
 

@@ -96,6 +96,7 @@ async def test_failing_windows_are_split_down_to_a_day(
     )  # fmt: skip
     assert summary["splits"] >= 1
     days = {dt.date.fromisoformat(f["window"][0]) for f in summary["failures"]}
+    assert summary["failed_days"] == len(days) and "invoices" not in summary
     params = {"DateStart": "2016-01-01T00:00:00", "DateEnd": "2017-12-31T23:59:59"}
     lines = [line for line in search(simulator.ledger, params) if line.date.date() not in days]
     rows = read_table(tmp_path, "transactions")
