@@ -43,6 +43,55 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+#: Every command that calls the service.
+_service_options = _stack(
+    click.option(
+        "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
+    ),
+    click.option(
+        "--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True
+    ),
+    click.option(
+        "--max-requests-per-hour",
+        default=7200,
+        show_default=True,
+        type=click.IntRange(0),
+        help="Client-side rate limit shared by all workers (0: off, for simulators).",
+    ),
+    click.option(
+        "--timeout",
+        default=DEFAULT_TIMEOUTS.attempt,
+        show_default=True,
+        type=click.FloatRange(min=0.1),
+        help="Seconds one attempt may take, response body included.",
+    ),
+    click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+)
+#: Every command that writes a resumable dataset.
+_dataset_options = _stack(
+    click.option(
+        "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
+    ),
+    click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT."),
+)
+
+
+def _timeouts(timeout: float) -> Timeouts:
+    return Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="extractor")
 def main() -> None:
@@ -50,12 +99,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
-)
-@click.option(
-    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
-)
+@_dataset_options
+@_service_options
 @click.option("--changed-after", help="Only orders changed after this UTC time.")
 @click.option("--registered-after", help="Only orders registered after this UTC time.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
@@ -64,7 +109,6 @@ def main() -> None:
 )
 @click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
 @click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
-@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
 @click.option(
     "--parse-workers",
     type=click.IntRange(0, 64),
@@ -72,22 +116,6 @@ def main() -> None:
     show_default=True,
     help="Parser processes (0: parse on the event loop).",
 )
-@click.option(
-    "--max-requests-per-hour",
-    default=7200,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Client-side rate limit shared by all workers (0: off, for simulators).",
-)
-@click.option(
-    "--timeout",
-    default=DEFAULT_TIMEOUTS.attempt,
-    show_default=True,
-    type=click.FloatRange(min=0.1),
-    help="Seconds one attempt may take, response body included.",
-)
-@click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 def invoices(
     out: Path,
     base_url: str,
@@ -124,7 +152,7 @@ def invoices(
         soap_version=soap_version,
         parse_workers=parse_workers,
         max_requests_per_hour=max_requests_per_hour,
-        timeouts=Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout),
+        timeouts=_timeouts(timeout),
         resume=resume,
         insecure=insecure,
     )
@@ -139,14 +167,10 @@ def invoices(
 
 
 @main.command()
-@click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
-)
+@_dataset_options
+@_service_options
 @click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
 @click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
-@click.option(
-    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
-)
 @click.option(
     "--date-field",
     type=click.Choice(["entry", "changed"]),
@@ -163,13 +187,6 @@ def invoices(
     "--system-type", "system_types", multiple=True, help="Only this SystemType (repeatable)."
 )
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
-@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
-@click.option("--max-requests-per-hour", default=7200, show_default=True, type=click.IntRange(0))
-@click.option(
-    "--timeout", default=DEFAULT_TIMEOUTS.attempt, show_default=True, type=click.FloatRange(min=0.1)
-)
-@click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 def transactions(
     out: Path,
     date_from: str,
@@ -206,7 +223,7 @@ def transactions(
         concurrency=concurrency,
         soap_version=soap_version,
         max_requests_per_hour=max_requests_per_hour,
-        timeouts=Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout),
+        timeouts=_timeouts(timeout),
         resume=resume,
         insecure=insecure,
     )
@@ -228,6 +245,7 @@ def transactions(
 
 
 @main.command("update-invoices")
+@_service_options
 @click.option(
     "--input", "input_path", required=True, type=click.Path(path_type=Path),
     help="CSV, JSON Lines or Parquet with OrderId and InvoiceTitle and/or ReferenceNumber.",
@@ -238,12 +256,6 @@ def transactions(
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
-)
-@click.option("--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True)
-@click.option("--max-requests-per-hour", default=7200, show_default=True, type=click.IntRange(0))
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 def update_invoices(
     input_path: Path,
     dry_run: bool,
@@ -253,6 +265,7 @@ def update_invoices(
     base_url: str,
     soap_version: str,
     max_requests_per_hour: int,
+    timeout: float,
     insecure: bool,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
@@ -269,6 +282,7 @@ def update_invoices(
         input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,
         concurrency=concurrency, base_url=base_url, soap_version=soap_version,
         max_requests_per_hour=max_requests_per_hour, insecure=insecure,
+        timeouts=_timeouts(timeout),
     )  # fmt: skip
     updates = read_updates(input_path)
     batches = -(-len(updates) // batch_size)

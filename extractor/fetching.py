@@ -22,7 +22,7 @@ from extractor.errors import DataError, ExtractorError, ResponseTooLarge, Transi
 from extractor.invoices import Selection
 from extractor.journal import Journal
 from extractor.progress import RunStats
-from extractor.retry import Sleep, patiently, retrying
+from extractor.retry import Sleep, persistently
 from extractor.session import Session
 from extractor.transport import Sink
 
@@ -54,15 +54,12 @@ class FetchContext:
         def count_retry(_: BaseException) -> None:
             self.stats.retries += 1
 
-        async def attempts() -> S:
-            async for attempt in retrying(policy or self.job.retry, self.sleep, count_retry):
-                with attempt:
-                    stream = await self.session.call(operation, params, sink)
-                    self.stats.bytes_received += stream.bytes_fed
-                    return stream
-            raise AssertionError("unreachable: tenacity re-raises the last error")
+        async def attempt() -> S:
+            return await self.session.call(operation, params, sink)
 
-        return await patiently(attempts)
+        stream = await persistently(attempt, policy or self.job.retry, self.sleep, count_retry)
+        self.stats.bytes_received += stream.bytes_fed
+        return stream
 
     def fail(self, ids: Sequence[int], error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}"

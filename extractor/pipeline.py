@@ -19,14 +19,12 @@ from typing import IO, Any, Final
 
 import orjson
 
-from extractor import soap
 from extractor.batches import InvoiceTables, LocalSinks, ParsePool
 from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import OutputError, UsageError
 from extractor.fetching import FetchContext, fetch_all, first_error, list_ids
 from extractor.invoices import Selection
 from extractor.journal import Journal, RunState, finished_runs, unfinished
-from extractor.limiter import Limits, RateLimiter
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
 from extractor.session import Session
@@ -87,17 +85,15 @@ async def _run(
     stats = RunStats(state.run_id)
     stats.restore(state)
     # real time even when tests inject ``sleep``: a budget is a matter of the wall clock
-    limiter = RateLimiter(
-        Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
-    )
-    transport = Transport(
+    transport = Transport.for_run(
         job.base_url,
-        soap.SOAP_VERSIONS[job.soap_version],
+        job.soap_version,
         concurrency=job.concurrency,
         timeouts=job.timeouts,
-        limiter=limiter,
-        verify_tls=not job.insecure,
+        max_requests_per_hour=job.max_requests_per_hour,
+        insecure=job.insecure,
     )
+    limiter = transport.limiter
     tables = InvoiceTables(job.out, selection, state.run_id)
     progress = Progress(stats, stream, limiter=limiter)
     try:

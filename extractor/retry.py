@@ -67,3 +67,20 @@ async def patiently(
         f"the service quarantined this client {MAX_QUARANTINES} times in a row; "
         "run the same command later to resume"
     )
+
+
+async def persistently(
+    action: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    sleep: Sleep,
+    on_retry: Callable[[BaseException], None] = lambda exc: None,
+) -> T:
+    """``action`` with retries on transient errors (:func:`retrying`), sitting out quarantines."""
+
+    async def attempts() -> T:
+        async for attempt in retrying(policy, sleep, on_retry):
+            with attempt:
+                return await action()
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    return await patiently(attempts)

@@ -10,7 +10,7 @@ from extractor import soap
 from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy
 from extractor.errors import AuthenticationFailed, SessionExpired, TransportError, UsageError
 from extractor.parser import RecordStream
-from extractor.retry import Sleep, patiently, retrying
+from extractor.retry import Sleep, persistently
 from extractor.transport import Sink, Transport
 
 S = TypeVar("S", bound=Sink)
@@ -37,14 +37,8 @@ class Session:
     async def login(self, policy: RetryPolicy = LOGIN_RETRY) -> None:
         """Log in; AuthenticationFailed when the service refuses the credentials."""
 
-        async def attempts() -> str:
-            async for attempt in retrying(policy, self._sleep):
-                with attempt:
-                    return await self._login_once()
-            raise AssertionError("unreachable: tenacity re-raises the last error")
-
         try:
-            self._session_id = await patiently(attempts)
+            self._session_id = await persistently(self._login_once, policy, self._sleep)
         except TransportError as exc:
             raise UsageError(f"cannot reach {self._transport.base_url}: {exc}") from None
         self.logins += 1

@@ -35,11 +35,10 @@ from extractor.config import (
 from extractor.errors import DataError, OutputError, TransientError, UsageError
 from extractor.fetching import first_error
 from extractor.journal import Journal, RunState, finished_runs, unfinished
-from extractor.limiter import Limits, RateLimiter
 from extractor.parser import RecordStream, struct_columns
 from extractor.pipeline import new_run_id
 from extractor.progress import Progress, RunStats, write_summary
-from extractor.retry import Sleep, patiently, retrying
+from extractor.retry import Sleep, persistently
 from extractor.session import Session
 from extractor.transport import Transport
 from extractor.writer import TableWriter
@@ -216,15 +215,11 @@ class _Run:
     staging: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def fetch(self, window: Window, policy: RetryPolicy) -> None:
-        async def attempts() -> LedgerSink:
-            async for attempt in retrying(policy, self.sleep, self._count_retry):
-                with attempt:
-                    return await self.session.call(
-                        soap.GET_TRANSACTIONS, self.job.params(window), LedgerSink
-                    )
-            raise AssertionError("unreachable: tenacity re-raises the last error")
+        async def attempt() -> LedgerSink:
+            params = self.job.params(window)
+            return await self.session.call(soap.GET_TRANSACTIONS, params, LedgerSink)
 
-        sink = await patiently(attempts)
+        sink = await persistently(attempt, policy, self.sleep, self._count_retry)
         self.stats.bytes_received += sink.bytes_fed
         table = sink.table
         assert table is not None
@@ -328,13 +323,11 @@ async def _extract(
         job.out, TABLE, schema_, PARTITION, state.run_id, unique=("Id", "DateChanged")
     )
     stats = RunStats(state.run_id, units="days", records="transactions")
-    limiter = RateLimiter(
-        Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
-    )
-    transport = Transport(
-        job.base_url, soap.SOAP_VERSIONS[job.soap_version], concurrency=job.concurrency,
-        timeouts=job.timeouts, limiter=limiter, verify_tls=not job.insecure,
+    transport = Transport.for_run(
+        job.base_url, job.soap_version, concurrency=job.concurrency, timeouts=job.timeouts,
+        max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
     )  # fmt: skip
+    limiter = transport.limiter
     progress = Progress(stats, stream, limiter=limiter)
     try:
         if state.starts > 1:

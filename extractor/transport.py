@@ -24,7 +24,7 @@ from extractor.errors import (
     UsageError,
 )
 from extractor.limiter import Limits, RateLimiter
-from extractor.soap import Operation, SoapVersion, fault_error
+from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
 MAX_FAULT_BODY: Final = 1024 * 1024
@@ -74,6 +74,29 @@ class Transport:
             timeout=self._timeout,
             cookie_jar=aiohttp.DummyCookieJar(),  # the session cookie is sent explicitly
             auto_decompress=True,
+        )
+
+    @classmethod
+    def for_run(
+        cls,
+        base_url: str,
+        soap_version: str,
+        *,
+        concurrency: int,
+        timeouts: Timeouts,
+        max_requests_per_hour: int,
+        insecure: bool,
+    ) -> Transport:
+        """A run's transport, with its rate limiter (pausing when fewer requests remain than
+        can be in flight) and TLS verified unless ``insecure``."""
+        limits = Limits(per_hour=max_requests_per_hour, reserve=max(8, concurrency))
+        return cls(
+            base_url,
+            SOAP_VERSIONS[soap_version],
+            concurrency=concurrency,
+            timeouts=timeouts,
+            limiter=RateLimiter(limits),
+            verify_tls=not insecure,
         )
 
     async def close(self) -> None:

@@ -35,9 +35,8 @@ from extractor.config import (
 )
 from extractor.errors import OutputError, TransientError, UsageError
 from extractor.fetching import first_error
-from extractor.limiter import Limits, RateLimiter
 from extractor.parser import RecordStream, StructReader
-from extractor.retry import Sleep, patiently, retrying
+from extractor.retry import Sleep, persistently
 from extractor.session import Session
 from extractor.transport import Transport
 
@@ -202,12 +201,9 @@ async def apply_updates(
     sleep: Sleep = asyncio.sleep,
 ) -> list[dict[str, Any]]:
     """Send every update; each order's outcome (``updated``, ``refused``, ``failed``)."""
-    limiter = RateLimiter(
-        Limits(per_hour=job.max_requests_per_hour, reserve=max(8, job.concurrency))
-    )
-    transport = Transport(
-        job.base_url, soap.SOAP_VERSIONS[job.soap_version], concurrency=job.concurrency,
-        timeouts=job.timeouts, limiter=limiter, verify_tls=not job.insecure,
+    transport = Transport.for_run(
+        job.base_url, job.soap_version, concurrency=job.concurrency, timeouts=job.timeouts,
+        max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
     )  # fmt: skip
     outcomes: list[dict[str, Any]] = []
     try:
@@ -238,14 +234,11 @@ async def _send(
 ) -> list[dict[str, Any]]:
     params = {"invoices": list(batch)}
 
-    async def attempts() -> AnswerStream:
-        async for attempt in retrying(job.retry, sleep):
-            with attempt:
-                return await session.call(soap.UPDATE_INVOICES, params, AnswerStream)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+    async def attempt() -> AnswerStream:
+        return await session.call(soap.UPDATE_INVOICES, params, AnswerStream)
 
     try:
-        answers = (await patiently(attempts)).outcomes()
+        answers = (await persistently(attempt, job.retry, sleep)).outcomes()
     except TransientError as exc:  # after its retries: every order of the batch is unknown
         return [_outcome(update, "failed", f"{type(exc).__name__}: {exc}") for update in batch]
     return [
