@@ -1,4 +1,5 @@
-"""`make bench`: parse speed against lxml, end-to-end throughput and memory, latency hiding.
+"""`make bench`: parse speed against lxml, end-to-end throughput and memory, latency hiding,
+and the reliability scenarios' figures (fault counts, extra calls, requests in a quarantine).
 
 Every figure is printed next to a reference measured in the same run on the same machine.
 The simulator runs in its own process (a remote service with its own CPU), the extractor in
@@ -7,7 +8,9 @@ another, so the client's peak RSS is its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import os
 import platform
 import re
@@ -185,6 +188,58 @@ def bench_latency(
     }
 
 
+async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[str, object]:
+    from extractor.config import Credentials, InvoiceJob
+    from extractor.pipeline import run_invoices
+
+    creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
+    job = InvoiceJob(out=out, base_url=simulator.url, max_requests_per_hour=0, **options)  # type: ignore[arg-type]
+    return await run_invoices(job, creds, stream=io.StringIO(), sleep=_no_sleep)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def _reliability(work: Path) -> dict[str, object]:
+    """The scenarios the reliability tests hold to their bars, with the figures they reach."""
+    from extractor.config import Timeouts
+    from extractor.simulator.faults import FaultConfig
+
+    figures: dict[str, object] = {}
+    chaos = FaultConfig(rate=0.1, seed=11, slow_seconds=3.0)
+    async with Simulator(SimulatorConfig(orders=5000, session_ttl_calls=7, faults=chaos)) as sim:
+        run = await _backfill(sim, work / "chaos", batch_size=100, timeouts=Timeouts(attempt=1.0))
+        figures["chaos"] = {
+            "faults": sum(sim.stats[f"fault:{kind}"] for kind in chaos.kinds),
+            "get_invoices": sim.stats["GetInvoices"],
+            "relogins": run["relogins"],
+            "status": run["status"],
+        }
+    async with Simulator(SimulatorConfig(orders=5000)) as clean:
+        await _backfill(clean, work / "clean", concurrency=4)
+        ids, extra = clean.tenant.ids, []
+        for number, pair in enumerate(((1234, 4321), (10, 999), (2000, 2001))):
+            poison = FaultConfig(poison_ids=frozenset(ids[at] for at in pair))
+            async with Simulator(SimulatorConfig(orders=5000, faults=poison)) as sim:
+                await _backfill(sim, work / f"poison{number}", concurrency=4)
+                extra.append(sim.stats["GetInvoices"] - clean.stats["GetInvoices"])
+        figures["poison_extra_get_invoices"] = extra
+    async with Simulator(SimulatorConfig(orders=1500, faults=FaultConfig(budget=10_000))) as sim:
+        sim.budget.start_quarantine(2.0)
+        await _backfill(sim, work / "quarantine", batch_size=100, parse_workers=0)
+        figures["requests_during_quarantine"] = sim.stats["during_quarantine"]
+    budget = FaultConfig(budget=25, window=2.0, quarantine=30.0)
+    async with Simulator(SimulatorConfig(orders=3000, faults=budget)) as sim:
+        run = await _backfill(sim, work / "budget", batch_size=100, parse_workers=0)
+        figures["budget"] = {"requests": run["requests"], "faults": sim.stats["faults"]}
+    return figures
+
+
+def bench_reliability(work: Path) -> dict[str, object]:
+    return asyncio.run(_reliability(work))
+
+
 def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}")
@@ -202,11 +257,15 @@ def main() -> None:
         print(f"latency: {latency}")
         for name, flags in (("narrow-parser-processes", narrow), ("all-properties", ())):
             print(f"latency: {bench_latency(Path(folder), name, *flags)}")
+        reliability = bench_reliability(Path(folder))
+        print(f"reliability: {reliability}")
     checks = {
         "parse ratio >= 0.35": parse["ratio"] >= 0.35,
         "e2e >= 3000 invoices/s": float(e2e["invoices_per_s"]) >= 3000,  # type: ignore[arg-type]
         "peak RSS < 500 MB": float(e2e["peak_rss_mb"]) < 500,  # type: ignore[arg-type]
         "latency within 15% of ideal": float(latency["over_ideal"]) <= 0.15,  # type: ignore[arg-type]
+        "poison ids <= 40 extra calls": max(reliability["poison_extra_get_invoices"]) <= 40,  # type: ignore[call-overload]
+        "<= 3 requests in a quarantine": reliability["requests_during_quarantine"] <= 3,  # type: ignore[operator]
     }
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {name}")

@@ -31,7 +31,7 @@ from extractor.errors import ExtractorError, FatalError
 from extractor.invoices import Batch, OrderSink, Selection
 from extractor.soap import classify_fault
 from extractor.transport import Sink
-from extractor.writer import TableWriter
+from extractor.writer import TableWriter, publish
 
 
 @dataclass
@@ -78,18 +78,8 @@ class InvoiceTables:
         return [self.orders] if self.rows is None else [self.orders, self.rows]
 
     def publish(self) -> int:
-        """Write every partition, make it durable, then rename it into place.
-
-        Idempotent: file names depend on the run and partition only, so publishing the same
-        staging again (after a crash) replaces the same files. The staging stays until
-        :meth:`tidy`, once the journal says the run is published.
-        """
-        written = [path for writer in self._writers for path in writer.write_partitions()]
-        os.sync()  # one flush for every file, instead of an fsync each
-        for writer in self._writers:
-            writer.reveal()
-        os.sync()
-        return len(written)
+        """Both tables into place (:func:`extractor.writer.publish`); the number of files."""
+        return publish(self._writers)
 
     def prune(self, staged: set[str]) -> int:
         """Before a resume: remove what a killed run left half-done; the number of files."""

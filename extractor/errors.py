@@ -80,9 +80,6 @@ class StillQuarantined(FatalError):
 class TransientError(ExtractorError):
     """An error worth retrying after a pause."""
 
-    #: Seconds the service asked every client to wait (``Retry-After``), when it did.
-    retry_after: float | None = None
-
 
 class TransportError(TransientError, ConnectionError):
     """The connection failed before a complete response arrived."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -159,6 +159,25 @@ def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
             yield orjson.loads(path.read_bytes())
+
+
+def finished_job(
+    out: Path, fingerprint: Mapping[str, Any], tables: Sequence[str]
+) -> dict[str, Any] | None:
+    """The summary of a finished run of this very job in ``out``; UsageError when ``out``
+    holds data of another job in one of ``tables`` (and no unfinished run to resume)."""
+    if unfinished(out) is not None:
+        return None
+    for summary in finished_runs(out):
+        if summary.get("job") == fingerprint:
+            return summary
+    for table in tables:
+        if any((out / table).rglob("*.parquet")):
+            raise UsageError(
+                f"--out {out} already holds a dataset of another job ({table}/); "
+                "choose a new directory"
+            )
+    return None
 
 
 def describe(fingerprint: Mapping[str, Any]) -> str:

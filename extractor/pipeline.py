@@ -24,7 +24,7 @@ from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_di
 from extractor.errors import OutputError, UsageError
 from extractor.fetching import FetchContext, fetch_all, first_error, list_ids
 from extractor.invoices import Selection
-from extractor.journal import Journal, RunState, finished_runs, unfinished
+from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
 from extractor.session import Session
@@ -59,7 +59,7 @@ async def run_invoices(
     selection = Selection.checked(job.invoice_properties, job.row_properties)
     _check_job(job)
     job_print = fingerprint(job)
-    done = _finished(job, job_print)
+    done = finished_job(job.out, job_print, ("invoices", "invoice_rows"))
     if done is not None:
         stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
         stream.write("nothing to do\n")
@@ -84,7 +84,6 @@ async def _run(
     state = journal.state
     stats = RunStats(state.run_id)
     stats.restore(state)
-    # real time even when tests inject ``sleep``: a budget is a matter of the wall clock
     transport = Transport.for_run(
         job.base_url,
         job.soap_version,
@@ -202,19 +201,3 @@ def _check_job(job: InvoiceJob) -> None:
         job.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create --out {job.out}: {exc.strerror or exc}") from None
-
-
-def _finished(job: InvoiceJob, job_print: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary of a finished run of this very job; UsageError for another job's dataset."""
-    if unfinished(job.out) is not None:
-        return None
-    for summary in finished_runs(job.out):
-        if summary.get("job") == job_print:
-            return summary
-    for table in ("invoices", "invoice_rows"):
-        if any((job.out / table).rglob("*.parquet")):
-            raise UsageError(
-                f"--out {job.out} already holds a dataset of another job ({table}/); "
-                "choose a new directory"
-            )
-    return None

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -34,14 +33,14 @@ from extractor.config import (
 )
 from extractor.errors import DataError, OutputError, TransientError, UsageError
 from extractor.fetching import first_error
-from extractor.journal import Journal, RunState, finished_runs, unfinished
+from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.parser import RecordStream, struct_columns
 from extractor.pipeline import new_run_id
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, persistently
 from extractor.session import Session
 from extractor.transport import Transport
-from extractor.writer import TableWriter
+from extractor.writer import TableWriter, publish
 
 NAMESPACE: Final = schema.service("transactionService").namespace
 TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"
@@ -74,6 +73,11 @@ class Window:
         middle = self.start + (self.end - self.start) // 2
         first = Window(self.start, middle, self.system_type)
         return first, Window(middle + dt.timedelta(days=1), self.end, self.system_type)
+
+    @property
+    def length(self) -> int:
+        """Its number of days."""
+        return (self.end - self.start).days + 1
 
     def days(self) -> Iterator[dt.date]:
         day = self.start
@@ -212,7 +216,6 @@ class _Run:
     writer: TableWriter
     stats: RunStats
     sleep: Sleep
-    staging: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def fetch(self, window: Window, policy: RetryPolicy) -> None:
         async def attempt() -> LedgerSink:
@@ -237,7 +240,7 @@ class _Run:
             }
         )
         self.stats.invoices += table.num_rows
-        self.stats.ids_done += len(list(window.days()))
+        self.stats.ids_done += window.length
 
     async def fetch_or_split(self, window: Window) -> None:
         """The window; after its retries, its halves, down to a day."""
@@ -293,14 +296,10 @@ async def run_transactions(
     """Extract (or resume extracting) the ledger; the summary, also under ``OUT/_runs/``."""
     check(job)
     fingerprint = job.fingerprint()
-    for summary in finished_runs(job.out) if unfinished(job.out) is None else ():
-        if summary.get("job") == fingerprint:
-            stream.write(f"run {summary['run_id']} already finished this job; nothing to do\n")
-            return summary
-    if unfinished(job.out) is None and any((job.out / TABLE).rglob("*.parquet")):
-        raise UsageError(
-            f"--out {job.out} already holds a ledger of another job; choose a new directory"
-        )
+    done = finished_job(job.out, fingerprint, (TABLE,))
+    if done is not None:
+        stream.write(f"run {done['run_id']} already finished this job; nothing to do\n")
+        return done
     try:
         job.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -339,9 +338,8 @@ async def _extract(
         run = _Run(job, session, journal, writer, stats, sleep)
         if not state.published:
             await _fetch_all(run, remaining(state), progress)
-            stats.files = len(
-                await asyncio.get_running_loop().run_in_executor(None, _publish, writer)
-            )
+            loop = asyncio.get_running_loop()
+            stats.files = await loop.run_in_executor(None, publish, [writer])
             journal.append({"event": "published", "files": stats.files})
         stats.requests, stats.relogins = session.requests, session.logins - 1
         stats.quarantines = limiter.quarantines
@@ -359,7 +357,7 @@ async def _extract(
         transactions_per_second=summary.pop("invoices_per_second"),
         days_total=summary.pop("ids_total"),
         days_done=summary.pop("ids_done"),
-        failed_days=sum(len(list(Window.from_json(f["window"]).days())) for f in failed),
+        failed_days=sum(Window.from_json(f["window"]).length for f in failed),
         failures=failed,
     )
     write_summary(summary, job.out)
@@ -367,7 +365,7 @@ async def _extract(
 
 
 async def _fetch_all(run: _Run, windows: list[Window], progress: Progress) -> None:
-    days = sum(len(list(w.days())) for w in windows)
+    days = sum(w.length for w in windows)
     run.stats.ids_total = days
     progress.say(f"{len(windows):,} windows ({days:,} days) to fetch")
     progress.start()
@@ -383,11 +381,3 @@ async def _fetch_all(run: _Run, windows: list[Window], progress: Progress) -> No
                 group.create_task(worker())
     except BaseExceptionGroup as errors:
         raise first_error(errors) from None
-
-
-def _publish(writer: TableWriter) -> list[Path]:
-    written = writer.write_partitions()
-    os.sync()
-    writer.reveal()
-    os.sync()
-    return written

@@ -88,7 +88,8 @@ class Transport:
         insecure: bool,
     ) -> Transport:
         """A run's transport, with its rate limiter (pausing when fewer requests remain than
-        can be in flight) and TLS verified unless ``insecure``."""
+        can be in flight) and TLS verified unless ``insecure``. The limiter keeps real time
+        even when tests inject a retry ``sleep``: a budget is a matter of the wall clock."""
         limits = Limits(per_hour=max_requests_per_hour, reserve=max(8, concurrency))
         return cls(
             base_url,
@@ -168,7 +169,6 @@ class Transport:
         elif isinstance(error, TransientError):
             delay = _retry_after(response.headers.get("Retry-After", ""))
             if delay is not None:
-                error.retry_after = delay
                 self.limiter.pause_until(
                     time.time() + delay, f"HTTP {response.status}: Retry-After {delay:g} s"
                 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +150,22 @@ class TableWriter:
                 pending, size = [], 0
         if pending:
             yield pa.concat_tables(pending)
+
+
+def publish(writers: Sequence[TableWriter]) -> int:
+    """Write every partition of ``writers``, make it durable, then rename it into place; the
+    number of files.
+
+    Idempotent: file names depend on the run and partition only, so publishing the same
+    staging again (after a crash) replaces the same files. The staging stays until each
+    writer's :meth:`~TableWriter.tidy`, once the journal says the run is published.
+    """
+    written = [path for writer in writers for path in writer.write_partitions()]
+    os.sync()  # one flush for every file, instead of an fsync each
+    for writer in writers:
+        writer.reveal()
+    os.sync()
+    return len(written)
 
 
 def _latest(table: pa.Table, key: str, version: str) -> pa.Table:

@@ -137,7 +137,9 @@ async def test_a_stopped_run_resumes_to_the_exact_ledger(
     before = simulator.stats["GetTransactions"]
     summary = await extract(simulator, tmp_path, concurrency=2)
     windows = len(cut(dt.date(2015, 1, 1), dt.date(2026, 12, 31), "month"))
-    assert simulator.stats["GetTransactions"] - before <= windows - 10
+    # ten windows were staged; up to one per worker may have been cancelled before its
+    # journal line, and is fetched again (its staged files are pruned)
+    assert simulator.stats["GetTransactions"] - before <= windows - 10 + 2
     assert summary["status"] == "complete" and summary["transactions"] == len(
         simulator.ledger.lines
     )
