@@ -31,7 +31,7 @@ from extractor.errors import ExtractorError, FatalError
 from extractor.invoices import Batch, OrderSink, Selection
 from extractor.soap import classify_fault
 from extractor.transport import Sink
-from extractor.writer import TableWriter, publish
+from extractor.writer import TableWriter
 
 
 @dataclass
@@ -74,16 +74,12 @@ class InvoiceTables:
             self.rows.stage(name, batch.rows, batch.row_partitions)
 
     @property
-    def _writers(self) -> list[TableWriter]:
+    def writers(self) -> list[TableWriter]:
         return [self.orders] if self.rows is None else [self.orders, self.rows]
-
-    def publish(self) -> int:
-        """Both tables into place (:func:`extractor.writer.publish`); the number of files."""
-        return publish(self._writers)
 
     def prune(self, staged: set[str]) -> int:
         """Before a resume: remove what a killed run left half-done; the number of files."""
-        return sum(writer.prune(staged) for writer in self._writers)
+        return sum(writer.prune(staged) for writer in self.writers)
 
     def tidy(self) -> None:
         shutil.rmtree(self._run_staging, ignore_errors=True)

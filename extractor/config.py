@@ -8,9 +8,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from extractor.errors import CredentialsMissing, UsageError
+
+if TYPE_CHECKING:
+    from extractor.writer import Output
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
@@ -102,6 +105,8 @@ class InvoiceJob:
     max_requests_per_hour: int = 7200  # the live service's budget; 0: no client-side limit
     resume: bool = False  # insist on resuming (a rerun of the same command resumes anyway)
     insecure: bool = False  # skip TLS certificate verification
+    output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
+    reconcile: bool = False  # list every OrderId after fetching; the output marks the vanished
 
 
 def parse_when(text: str, flag: str) -> dt.datetime:

@@ -10,6 +10,7 @@ happens after its staged files are on disk.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,8 +88,10 @@ class FetchContext:
         )
 
 
-async def list_ids(context: FetchContext) -> list[int]:
-    params = invoices.sync_params(context.job.changed_after, context.job.registered_after)
+async def list_ids(context: FetchContext, changed_after: dt.datetime | None) -> list[int]:
+    """GetOrderSyncList: the ids changed after ``changed_after`` (None: every id), within the
+    job's RegisteredAfter."""
+    params = invoices.sync_params(changed_after, context.job.registered_after)
     stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
     return list(dict.fromkeys(stream.records))  # the service may repeat an id
 

@@ -4,7 +4,8 @@
 before the run goes on:
 
 - ``start``: the run id and the job's fingerprint (what decides which records it fetches);
-- ``plan``: the OrderIds GetOrderSyncList returned, saved once;
+- ``plan``: the OrderIds GetOrderSyncList returned (or a ledger run's windows), saved once,
+  with ``as_of``, the time just before the listing (what a sync's watermark advances to);
 - ``staged``: a batch whose staged files are all renamed into place, with its ids and counts;
 - ``failed``: ids that failed alone after their retries, with the error;
 - ``published``: the dataset files are in place.
@@ -17,6 +18,7 @@ journal moves to ``OUT/_runs/``, beside its summary.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import Any, Final
 import orjson
 
 from extractor.errors import OutputError, UsageError
+from extractor.writer import RunInfo
 
 JOURNAL_DIR: Final = "_journal"
 RUNS_DIR: Final = "_runs"
@@ -46,6 +49,13 @@ class RunState:
     failures: list[dict[str, Any]] = field(default_factory=list)
     published: bool = False
     starts: int = 0
+    as_of: str | None = None  # when the run began listing what to fetch (ISO, UTC)
+
+    def run_info(self) -> RunInfo:
+        """The run id, and the time the run began listing (the start of a run that had no
+        plan event before this version)."""
+        as_of = dt.datetime.fromisoformat(self.as_of) if self.as_of else dt.datetime.now(dt.UTC)
+        return RunInfo(self.run_id, as_of)
 
     @property
     def failed_ids(self) -> set[int]:
@@ -63,6 +73,7 @@ class RunState:
         elif kind == "plan":
             self.plan = list(event.get("ids", ()))
             self.windows = event.get("windows")
+            self.as_of = event.get("as_of")
         elif kind == "staged":
             self.staged[event["key"]] = list(event["ids"])
             if "window" in event:

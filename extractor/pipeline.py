@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import secrets
 import sys
 import time
@@ -28,13 +29,24 @@ from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
 from extractor.session import Session
+from extractor.storage import Target
 from extractor.transport import Transport
+from extractor.writer import Output, ParquetOutput
 
 FAILURES_DIR: Final = "_failures"
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return now().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def output_of(job: InvoiceJob) -> Output:
+    """Where the job publishes: its output, by default hive Parquet in ``out``."""
+    return job.output or ParquetOutput(Target(str(job.out), local=job.out))
 
 
 def fingerprint(job: InvoiceJob) -> dict[str, Any]:
@@ -45,7 +57,7 @@ def fingerprint(job: InvoiceJob) -> dict[str, Any]:
         "registered_after": job.registered_after.isoformat() if job.registered_after else None,
         "invoice_properties": list(job.invoice_properties),
         "row_properties": list(job.row_properties),
-    }
+    } | ({"output": job.output.target.uri, "format": job.output.format} if job.output else {})
 
 
 async def run_invoices(
@@ -59,7 +71,9 @@ async def run_invoices(
     selection = Selection.checked(job.invoice_properties, job.row_properties)
     _check_job(job)
     job_print = fingerprint(job)
-    done = finished_job(job.out, job_print, ("invoices", "invoice_rows"))
+    output = output_of(job)
+    datasets = ("invoices", "invoice_rows") if output.format == "parquet" else ()
+    done = finished_job(job.out, job_print, datasets)
     if done is not None:
         stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
         stream.write("nothing to do\n")
@@ -136,7 +150,9 @@ async def _fetch_and_publish(
     )
     context = FetchContext(job, session, selection, stats, sleep, journal, sinks)
     if state.plan is None:
-        journal.append({"event": "plan", "ids": await list_ids(context)})
+        as_of = now()
+        ids = await list_ids(context, job.changed_after)
+        journal.append({"event": "plan", "ids": ids, "as_of": as_of.isoformat()})
     remaining = state.remaining()
     stats.ids_total = len(state.plan or ())
     stats.ids_done = stats.ids_total - len(remaining)
@@ -149,9 +165,13 @@ async def _fetch_and_publish(
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None
     stats.fetch_seconds = round(time.monotonic() - started, 3)
+    present = await list_ids(context, None) if job.reconcile else None
     started = time.monotonic()
-    stats.files = await asyncio.get_running_loop().run_in_executor(None, tables.publish)
-    journal.append({"event": "published", "files": stats.files})
+    output = output_of(job)
+    publishing = functools.partial(output.publish, tables.writers, state.run_info(), present)
+    stats.written = await asyncio.get_running_loop().run_in_executor(None, publishing)
+    stats.files = stats.written.get("files", 0)
+    journal.append({"event": "published", "written": stats.written})
     stats.publish_seconds = round(time.monotonic() - started, 3)
 
 
@@ -159,6 +179,7 @@ def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]
     stats.restore(state)  # the journal's counts: every batch of the run, resumed or not
     status = "partial" if state.failures or state.missing else "complete"
     summary = stats.summary(status, job.out)
+    summary["output"], summary["format"] = output_of(job).target.uri, output_of(job).format
     summary["job"] = state.fingerprint
     summary["failures_report"] = _write_failures(job, state)
     write_summary(summary, job.out)

@@ -37,6 +37,7 @@ class RunStats:
     quarantines: int = 0  # requests that met the service's quarantine and waited it out
     failures: list[dict[str, Any]] = field(default_factory=list)
     files: int = 0
+    written: dict[str, int] = field(default_factory=dict)  # what the output wrote
     fetch_seconds: float = 0.0
     publish_seconds: float = 0.0
     units: str = "ids"  # what ids_total / ids_done count, for the progress line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,12 +36,13 @@ from extractor.errors import DataError, OutputError, TransientError, UsageError
 from extractor.fetching import first_error
 from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.parser import RecordStream, struct_columns
-from extractor.pipeline import new_run_id
+from extractor.pipeline import new_run_id, now
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, persistently
 from extractor.session import Session
+from extractor.storage import Target
 from extractor.transport import Transport
-from extractor.writer import TableWriter, publish
+from extractor.writer import Output, ParquetOutput, TableWriter
 
 NAMESPACE: Final = schema.service("transactionService").namespace
 TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"
@@ -129,16 +131,24 @@ class TransactionJob:
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     resume: bool = False
     insecure: bool = False
+    output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
+    until_now: bool = False  # a sync's: ``date_to`` is today, and a resume keeps its plan
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        print_ = {
             "command": "transactions",
             "from": self.date_from.isoformat(),
-            "to": self.date_to.isoformat(),
+            "to": "now" if self.until_now else self.date_to.isoformat(),
             "date_field": self.date_field,
             "accounts": [self.account_from, self.account_to],
             "system_types": list(self.system_types),
         }
+        if self.output is not None:
+            print_.update(output=self.output.target.uri, format=self.output.format)
+        return print_
+
+    def publisher(self) -> Output:
+        return self.output or ParquetOutput(Target(str(self.out), local=self.out))
 
     def plan(self) -> list[Window]:
         windows = cut(self.date_from, self.date_to, self.window)
@@ -296,7 +306,7 @@ async def run_transactions(
     """Extract (or resume extracting) the ledger; the summary, also under ``OUT/_runs/``."""
     check(job)
     fingerprint = job.fingerprint()
-    done = finished_job(job.out, fingerprint, (TABLE,))
+    done = finished_job(job.out, fingerprint, (TABLE,) if job.output is None else ())
     if done is not None:
         stream.write(f"run {done['run_id']} already finished this job; nothing to do\n")
         return done
@@ -334,13 +344,15 @@ async def _extract(
         session = Session(transport, credentials, sleep)
         await session.login()
         if state.windows is None:
-            journal.append({"event": "plan", "windows": [w.as_json() for w in job.plan()]})
+            windows = [w.as_json() for w in job.plan()]
+            journal.append({"event": "plan", "windows": windows, "as_of": now().isoformat()})
         run = _Run(job, session, journal, writer, stats, sleep)
         if not state.published:
             await _fetch_all(run, remaining(state), progress)
-            loop = asyncio.get_running_loop()
-            stats.files = await loop.run_in_executor(None, publish, [writer])
-            journal.append({"event": "published", "files": stats.files})
+            publishing = functools.partial(job.publisher().publish, [writer], state.run_info())
+            stats.written = await asyncio.get_running_loop().run_in_executor(None, publishing)
+            stats.files = stats.written.get("files", 0)
+            journal.append({"event": "published", "written": stats.written})
         stats.requests, stats.relogins = session.requests, session.logins - 1
         stats.quarantines = limiter.quarantines
     finally:
@@ -349,6 +361,7 @@ async def _extract(
     writer.tidy()
     failed = [f for f in journal.state.failures if "window" in f]
     summary = stats.summary("partial" if failed else "complete", job.out)
+    summary["output"], summary["format"] = job.publisher().target.uri, job.publisher().format
     for invoice_only in ("invoices", "rows", "api_exceptions", "missing_ids", "failed_ids"):
         summary.pop(invoice_only)
     summary.update(

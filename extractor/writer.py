@@ -11,19 +11,21 @@ into place (:meth:`TableWriter.reveal`).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from extractor.errors import OutputError
+from extractor.storage import Target
 
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 _IPC_OPTIONS: Final = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -85,11 +87,8 @@ class TableWriter:
 
         Nothing is visible to readers until :meth:`reveal` renames the files.
         """
-        if not self.staging.is_dir():
-            return []
-        keys = sorted(path.name for path in self.staging.iterdir() if path.is_dir())
         with ThreadPoolExecutor(self.limits.publish_threads, thread_name_prefix="publish") as pool:
-            self._written = list(pool.map(self._write_partition, keys))
+            self._written = list(pool.map(self._write_partition, self._keys()))
         return self._written
 
     def reveal(self) -> list[Path]:
@@ -126,9 +125,7 @@ class TableWriter:
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            groups = self._row_groups(self.staging / key)
-            if self.unique is not None:  # a partition of them fits in memory: one group
-                groups = iter([_latest(pa.concat_tables(list(groups)), *self.unique)])
+            groups = self._partition(key)
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
                 for group in groups:
                     writer.write_table(group, row_group_size=group.num_rows)
@@ -136,6 +133,22 @@ class TableWriter:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
         return temporary
+
+    def tables(self) -> Iterator[pa.Table]:
+        """Every staged record, a partition's row group at a time (for :mod:`extractor.lake`)."""
+        for key in self._keys():
+            yield from self._partition(key)
+
+    def _keys(self) -> list[str]:
+        if not self.staging.is_dir():
+            return []
+        return sorted(path.name for path in self.staging.iterdir() if path.is_dir())
+
+    def _partition(self, key: str) -> Iterator[pa.Table]:
+        groups = self._row_groups(self.staging / key)
+        if self.unique is not None:  # a partition of them fits in memory: one group
+            groups = iter([latest(pa.concat_tables(list(groups)), *self.unique)])
+        return groups
 
     def _row_groups(self, folder: Path) -> Iterator[pa.Table]:
         pending: list[pa.Table] = []
@@ -168,7 +181,56 @@ def publish(writers: Sequence[TableWriter]) -> int:
     return len(written)
 
 
-def _latest(table: pa.Table, key: str, version: str) -> pa.Table:
+class Output(Protocol):
+    """Where a run's staged tables go once fetched: hive Parquet, or Delta tables."""
+
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def target(self) -> Target: ...
+
+    def publish(
+        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
+    ) -> dict[str, int]:
+        """Publish every staged record of ``writers``; what was written (``files``, or
+        records per table). ``present``: every OrderId the service lists (reconcile)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run's published records and commits carry."""
+
+    run_id: str
+    as_of: dt.datetime  # UTC, when the run began listing what to fetch
+
+
+@dataclass(frozen=True)
+class ParquetOutput:
+    """Hive-partitioned Parquet under ``target``; the writers stage under a local directory,
+    which is also where the files are written when the target is that directory."""
+
+    target: Target
+    format: str = "parquet"
+
+    def publish(
+        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
+    ) -> dict[str, int]:
+        if self.target.local is not None:
+            return {"files": publish(writers)}
+        count = 0
+        for writer in writers:
+            for written in writer.write_partitions():
+                relative = written.relative_to(writer.directory.parent)
+                name = relative.name.removeprefix(".").removesuffix(".tmp")
+                self.target.upload(written, str(relative.with_name(name)))
+                written.unlink()
+                count += 1
+        return {"files": count}
+
+
+def latest(table: pa.Table, key: str, version: str) -> pa.Table:
     """One row per ``key``: the one with the highest ``version``."""
     if table.num_rows == 0:
         return table

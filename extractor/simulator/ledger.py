@@ -9,10 +9,11 @@ written off with a SystemType the 2024 WSDL does not list (``InvoiceLoss``). Eve
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -68,6 +69,23 @@ class Ledger:
                 number += 1
                 self.lines.extend(self._post(rng, number, order_id, voucher))
 
+    def settle(self, order_ids: Iterable[int], when: dt.datetime) -> int:
+        """Post a payment dated ``when`` for each open invoice of ``order_ids`` and close its
+        receivable line (which then changes at ``when`` too); the number of lines posted."""
+        wanted, before = set(order_ids), len(self.lines)
+        for index, line in enumerate(list(self.lines)):
+            if not (line.open and line.link_id in wanted):
+                continue
+            wire = {**line.wire, "Open": False, "DateChanged": when}
+            self.lines[index] = dataclasses.replace(line, wire=wire, open=False, changed=when)
+            rng = random.Random(f"settle:{line.wire['Id']}:{when.isoformat()}")
+            gross = Decimal(line.wire["Amount"])
+            postings = ((1920, gross, None), (1500, -gross, None))
+            voucher = _Voucher(when, "Payment", 2, postings, line.invoice_no)
+            number = self.lines[-1].number + 1
+            self.lines.extend(self._post(rng, number, line.link_id or 0, voucher, changed=when))
+        return len(self.lines) - before
+
     def truth(self, line: Line) -> dict[str, Any]:
         """What a correct extractor writes for ``line``."""
         return {f.name: values.truth(f.type, line.wire.get(f.name)) for f in self._type.fields}
@@ -77,13 +95,21 @@ class Ledger:
         return {str(line.wire["Id"]): self.truth(line) for line in lines or iter(self.lines)}
 
     def _post(
-        self, rng: random.Random, number: int, order_id: int, voucher: _Voucher
+        self,
+        rng: random.Random,
+        number: int,
+        order_id: int,
+        voucher: _Voucher,
+        changed: dt.datetime | None = None,
     ) -> Iterator[Line]:
-        registered = voucher.date + dt.timedelta(minutes=rng.randint(1, 600))
-        changed = registered + dt.timedelta(
-            days=rng.choice((0, 0, 0, 1, 12)), seconds=rng.randint(0, 5000)
-        )
-        changed = changed.replace(microsecond=rng.randint(0, 999_999))
+        """The voucher's lines; registered and changed some time after its date, or both at
+        ``changed`` when given (a voucher posted now)."""
+        registered = changed or voucher.date + dt.timedelta(minutes=rng.randint(1, 600))
+        if changed is None:
+            changed = registered + dt.timedelta(
+                days=rng.choice((0, 0, 0, 1, 12)), seconds=rng.randint(0, 5000)
+            )
+            changed = changed.replace(microsecond=rng.randint(0, 999_999))
         department = str(rng.randint(1, 9))
         for sequence, (account, amount, vat_code) in enumerate(voucher.postings, start=1):
             dims = {"Department": department} if rng.random() < 0.6 else {}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from extractor.simulator.faults import (
     FaultPlan,
 )
 from extractor.simulator.ledger import Ledger
-from extractor.simulator.tenant import Tenant, restrict
+from extractor.simulator.tenant import Churn, ChurnReport, Tenant, restrict
 
 DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
 DEMO_USERNAME: Final = "demo@example.no"
@@ -35,6 +37,7 @@ SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
 CHUNK: Final = 64 * 1024
 STATS_PATH: Final = "/_stats"
+CHURN_PATH: Final = "/_churn"
 #: What UpdateInvoices may change, as the live service says.
 UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 #: The operations faults are injected into (never Login).
@@ -123,6 +126,7 @@ class Simulator:
         for path in self._handlers:
             app.router.add_post(path, self._dispatch)
         app.router.add_get(STATS_PATH, self._stats)
+        app.router.add_post(CHURN_PATH, self._churn)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -142,6 +146,27 @@ class Simulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def churn(self, changes: Churn, seed: int = 0) -> ChurnReport:
+        """Change, delete and add orders now (:meth:`Tenant.churn`), and settle the open
+        invoices of the changed orders in the ledger; what changed, also in ``/_stats``."""
+        ledger_ = self.ledger  # built from the tenant as it was, before it changes
+        when = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        report = self.tenant.churn(random.Random(f"churn:{self.config.seed}:{seed}"), changes, when)
+        self.stats["ledger_lines_posted"] += ledger_.settle(report.changed, when)
+        for name in ("changed", "deleted", "added"):
+            self.stats[f"orders_{name}"] += len(getattr(report, name))
+        return report
+
+    async def _churn(self, request: web.Request) -> web.Response:
+        """``POST /_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}``."""
+        try:
+            body = await request.json()
+            changes = Churn(*(int(body.get(name, 0)) for name in ("changed", "deleted", "added")))
+            report = self.churn(changes, int(body.get("seed", 0)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad churn request: {exc}"}, status=400)
+        return web.json_response(dataclasses.asdict(report))
 
     def expire_sessions(self) -> None:
         """Forget every session, as the live service does after a while."""

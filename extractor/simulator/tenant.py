@@ -36,6 +36,24 @@ class OrderTruth:
     rows: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Churn:
+    """How many orders a round of churn changes, deletes and adds."""
+
+    changed: int = 0
+    deleted: int = 0
+    added: int = 0
+
+
+@dataclass(frozen=True)
+class ChurnReport:
+    """The OrderIds a round of churn changed, deleted and added."""
+
+    changed: list[int]
+    deleted: list[int]
+    added: list[int]
+
+
 class Tenant:
     """``orders`` orders with ids, registration and change times spread over ten years."""
 
@@ -70,6 +88,42 @@ class Tenant:
         self.edits.setdefault(order_id, {}).update(values)
         self.changed[order_id] = when  # a later incremental run sees the change
         return None
+
+    def churn(self, rng: random.Random, changes: Churn, when: dt.datetime) -> ChurnReport:
+        """Change, delete and add orders as a busy company does between two syncs.
+
+        A changed order gets a new status, totals and title, and rows removed and added; every
+        change and new order has ``DateChanged`` ``when``. Deleted orders vanish from
+        GetOrderSyncList and GetInvoices.
+        """
+        picked = rng.sample(self.ids, min(changes.changed + changes.deleted, len(self.ids)))
+        changed, deleted = sorted(picked[: changes.changed]), sorted(picked[changes.changed :])
+        status = next(f for f in self._order.fields if f.name == "OrderStatus").type
+        assert isinstance(status, schema.Scalar)
+        for order_id in changed:
+            rows = list(self.wire(order_id).get("InvoiceRows") or ())
+            for _ in range(min(len(rows), rng.randint(0, 2))):
+                rows.pop(rng.randrange(len(rows)))
+            rows += [rng.randrange(ROW_POOL) for _ in range(rng.randint(0, 3))]
+            total = values.decimal(rng, "OrderTotalIncVat")
+            self.edits.setdefault(order_id, {}).update(
+                OrderStatus=values.enum(rng, status),
+                InvoiceTitle=values.text(rng, "InvoiceTitle"),
+                OrderTotalIncVat=total,
+                OrderTotalVat=(total / 5).quantize(total),
+                InvoiceRows=rows,
+            )
+            self.changed[order_id] = when
+        for order_id in deleted:
+            del self.registered[order_id], self.changed[order_id]
+            self.edits.pop(order_id, None)
+        gone = set(deleted)
+        self.ids = [order_id for order_id in self.ids if order_id not in gone]
+        added = list(range(self.ids[-1] + 1, self.ids[-1] + 1 + changes.added))
+        for order_id in added:
+            self.ids.append(order_id)
+            self.registered[order_id] = self.changed[order_id] = when
+        return ChurnReport(changed, deleted, added)
 
     def sync_list(
         self, changed_after: dt.datetime | None, registered_after: dt.datetime | None

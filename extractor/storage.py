@@ -1,0 +1,145 @@
+"""Where the dataset goes: a local directory or an object store (``s3://bucket/prefix``).
+
+A run's journal, staging and summaries always live in a local work directory: the target
+itself when it is local, else ``--work-dir`` (by default a folder under ``~/.cache/extractor``
+named after the target). Object stores have no rename, so a file is uploaded under a
+dot-prefixed temporary key, which dataset readers skip, and copied to its final key once
+complete; Delta tables (:mod:`extractor.lake`) need no such care, as nothing in them is
+visible until its commit.
+
+S3 credentials come from the usual AWS environment variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``); ``--endpoint-url`` (or
+``AWS_ENDPOINT_URL``) points at an S3-compatible store. No secret is ever put in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import pyarrow.fs as pafs
+
+from extractor.errors import OutputError, UsageError
+
+SCHEMES: Final = ("s3",)
+DEFAULT_REGION: Final = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A dataset's root: ``local`` for a directory, else ``bucket`` and ``prefix`` in S3."""
+
+    uri: str
+    local: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, endpoint_url: str | None = None) -> Target:
+        """``--out``: a path, or ``s3://bucket[/prefix]``; a clear UsageError otherwise."""
+        text = text.strip()
+        scheme, sep, _ = text.partition("://")
+        if not sep:
+            if endpoint_url:
+                raise UsageError("--endpoint-url is for s3:// targets; --out is a local path")
+            return cls(text, local=Path(text))
+        if scheme.lower() not in SCHEMES:
+            raise UsageError(f"--out {text}: use a local path or s3://bucket/prefix")
+        parts = urllib.parse.urlsplit(text)
+        if not parts.netloc or parts.query or parts.fragment:
+            raise UsageError(f"--out {text}: expected s3://bucket/prefix")
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+            raise UsageError(f"--endpoint-url {endpoint}: expected http(s)://host[:port]")
+        prefix = parts.path.strip("/")
+        uri = f"s3://{parts.netloc}/{prefix}".rstrip("/")
+        return cls(uri, bucket=parts.netloc, prefix=prefix, endpoint_url=endpoint)
+
+    @property
+    def is_local(self) -> bool:
+        return self.local is not None
+
+    def work_dir(self, chosen: Path | None = None) -> Path:
+        """Where this target's journal and staging live."""
+        if chosen is not None:
+            return chosen
+        if self.local is not None:
+            return self.local
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "extractor" / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+
+    def table_uri(self, name: str) -> str:
+        if self.local is not None:
+            return str((self.local / name).absolute())
+        return f"{self.uri}/{name}"
+
+    def storage_options(self) -> dict[str, str]:
+        """Options for deltalake (object_store); credentials it reads from the environment."""
+        if self.local is not None:
+            return {}
+        options = {
+            "AWS_REGION": os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION,
+            # one writer per target (the extractor's journal); no lock table needed
+            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        }
+        if self.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        return options
+
+    def filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem rooted at the target's bucket (for plain Parquet)."""
+        if self.local is not None:
+            return pafs.LocalFileSystem()
+        region = self.storage_options()["AWS_REGION"]
+        if not self.endpoint_url:
+            return pafs.S3FileSystem(region=region)
+        endpoint = urllib.parse.urlsplit(self.endpoint_url)
+        scheme: Literal["http", "https"] = "http" if endpoint.scheme == "http" else "https"
+        return pafs.S3FileSystem(region=region, endpoint_override=endpoint.netloc, scheme=scheme)
+
+    def key(self, relative: str) -> str:
+        """The object path (bucket included) of ``relative`` under the target."""
+        return "/".join(part for part in (self.bucket, self.prefix, relative) if part)
+
+    def upload(self, source: Path, relative: str) -> None:
+        """Copy the complete local file ``source`` to ``relative`` under the target, visible
+        only once whole: under a temporary dot-prefixed key first, then copied into place."""
+        filesystem = self.filesystem()
+        final = self.key(relative)
+        folder, _, name = final.rpartition("/")
+        temporary = f"{folder}/.{name}.tmp"
+        try:
+            pafs.copy_files(
+                str(source),
+                temporary,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=filesystem,
+            )
+            filesystem.move(temporary, final)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
+
+    def holds_files(self, relative: str, suffix: str) -> bool:
+        """Whether any file ending in ``suffix`` is under ``relative``."""
+        if self.local is not None:
+            return any((self.local / relative).rglob(f"*{suffix}"))
+        selector = pafs.FileSelector(self.key(relative), allow_not_found=True, recursive=True)
+        try:
+            found = self.filesystem().get_file_info(selector)
+        except OSError as exc:
+            raise OutputError(f"cannot list {self.uri}/{relative}: {_reason(exc)}") from None
+        return any(info.path.endswith(suffix) for info in found)
+
+
+def _reason(exc: OSError) -> str:
+    """The first line of a storage error (AWS SDK messages run to several)."""
+    return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
