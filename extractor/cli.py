@@ -6,6 +6,7 @@ Library errors become one line on stderr and an exit status; nothing here does r
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import sys
@@ -26,8 +27,10 @@ from extractor.config import (
 )
 from extractor.errors import ExtractorError, UsageError
 from extractor.pipeline import run_invoices
-from extractor.progress import render_summary
+from extractor.progress import render_ledger_summary, render_summary
 from extractor.simulator.faults import KINDS, FaultConfig
+from extractor.storage import Target
+from extractor.sync import DEFAULT_SINCE, destination
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
@@ -79,12 +82,31 @@ _service_options = _stack(
     ),
     click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
 )
+#: Every command that may write to an object store.
+_storage_options = (
+    click.option(
+        "--work-dir",
+        type=click.Path(path_type=Path),
+        help="Local folder for the journal and staging of an s3:// or Delta --out "
+        "(default: under ~/.cache/extractor).",
+    ),
+    click.option(
+        "--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)."
+    ),
+)
 #: Every command that writes a resumable dataset.
 _dataset_options = _stack(
-    click.option(
-        "--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory."
-    ),
+    click.option("--out", "out", required=True, help="Dataset directory, or s3://bucket/prefix."),
     click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT."),
+    click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["parquet", "delta"]),
+        default="parquet",
+        show_default=True,
+        help="Hive-partitioned Parquet, or Delta tables (merged; what sync continues).",
+    ),
+    *_storage_options,
 )
 
 
@@ -117,7 +139,10 @@ def main() -> None:
     help="Parser processes (0: parse on the event loop).",
 )
 def invoices(
-    out: Path,
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
     base_url: str,
     changed_after: str | None,
     registered_after: str | None,
@@ -138,8 +163,15 @@ def invoices(
     """
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
+    if output_format == "delta" and (invoice_properties or row_properties):
+        raise UsageError(
+            "--format delta keeps whole records (what sync merges into); "
+            "drop --invoice-properties and --row-properties"
+        )
+    work, output = destination(out, output_format, work_dir, endpoint_url, "invoices")
     job = InvoiceJob(
-        out=out,
+        out=work,
+        output=output,
         base_url=base_url,
         changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
         registered_after=parse_when(registered_after, "--registered-after")
@@ -159,10 +191,13 @@ def invoices(
     credentials = Credentials.from_env()
     summary = _run(run_invoices(job, credentials))
     click.echo(render_summary(summary))
+    _exit_if_partial(summary, work)
+
+
+def _exit_if_partial(summary: dict[str, Any], work: Path) -> None:
     if summary["status"] != "complete":
-        click.echo(
-            f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True
-        )
+        report = work / "_runs" / f"{summary['run_id']}.json"
+        click.echo(f"run was partial: see {report}", err=True)
         sys.exit(EXIT_PARTIAL)
 
 
@@ -188,7 +223,10 @@ def invoices(
 )
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
 def transactions(
-    out: Path,
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
     date_from: str,
     date_to: str,
     base_url: str,
@@ -210,8 +248,10 @@ def transactions(
     """
     from extractor.transactions import TransactionJob, run_transactions
 
+    work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
     job = TransactionJob(
-        out=out,
+        out=work,
+        output=output,
         date_from=parse_when(date_from, "--from").date(),
         date_to=parse_when(date_to, "--to").date(),
         base_url=base_url,
@@ -228,19 +268,74 @@ def transactions(
         insecure=insecure,
     )
     summary = _run(run_transactions(job, Credentials.from_env()))
-    click.echo(
-        f"run {summary['run_id']}: {summary['status']}\n"
-        f"  transactions  {summary['transactions']:,}\n"
-        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
-        f"in {summary['requests']:,} requests\n"
-        f"  retries       {summary['retries']}   split windows {summary['splits']}   "
-        f"failed days {summary['failed_days']}\n"
-        f"  files         {summary['files']} under {out}"
-    )
+    click.echo(render_ledger_summary(summary))
+    _exit_if_partial(summary, work)
+
+
+@main.command()
+@click.option(
+    "--out", required=True, help="Root of the Delta tables: a directory or s3://bucket/prefix."
+)
+@click.option(
+    "--overlap",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Minutes before the watermark to list changes from (clock skew).",
+)
+@click.option(
+    "--since",
+    default=DEFAULT_SINCE.isoformat(),
+    show_default=True,
+    help="First sync only: ledger lines changed since this day.",
+)
+@click.option("--reconcile", is_flag=True, help="Also mark orders the service no longer has.")
+@click.option("--no-ledger", is_flag=True, help="Invoices only; leave the transactions table.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--parse-workers",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_PARSE_WORKERS,
+    show_default=True,
+    help="Parser processes (0: parse on the event loop).",
+)
+@_stack(*_storage_options)
+@_service_options
+def sync(
+    out: str,
+    overlap: float,
+    since: str,
+    reconcile: bool,
+    no_ledger: bool,
+    concurrency: int,
+    parse_workers: int,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    base_url: str,
+    soap_version: str,
+    max_requests_per_hour: int,
+    timeout: float,
+    insecure: bool,
+) -> None:
+    """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
+
+    The first sync backfills; later ones merge what changed since the watermark committed
+    with the data. After a crash, run it again: it resumes, and never skips a change.
+    """
+    from extractor.sync import SyncJob, render_sync_summary, run_sync
+
+    job = SyncJob(
+        target=Target.parse(out, endpoint_url), work_dir=work_dir, base_url=base_url,
+        overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
+        reconcile=reconcile, ledger=not no_ledger, concurrency=concurrency,
+        parse_workers=parse_workers, soap_version=soap_version,
+        max_requests_per_hour=max_requests_per_hour, timeouts=_timeouts(timeout),
+        insecure=insecure,
+    )  # fmt: skip
+    summary = _run(run_sync(job, Credentials.from_env()))
+    click.echo(render_sync_summary(summary))
     if summary["status"] != "complete":
-        click.echo(
-            f"run was partial: see {out / '_runs' / (summary['run_id'] + '.json')}", err=True
-        )
+        click.echo(f"sync was partial: see {job.work}/sync-*/_runs/", err=True)
         sys.exit(EXIT_PARTIAL)
 
 

@@ -107,6 +107,7 @@ class InvoiceJob:
     insecure: bool = False  # skip TLS certificate verification
     output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
     reconcile: bool = False  # list every OrderId after fetching; the output marks the vanished
+    sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
 
 
 def parse_when(text: str, flag: str) -> dt.datetime:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,6 +40,9 @@ from extractor.writer import latest as _latest
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+#: For the crash tests only: SIGKILL the process at this point of publishing invoices
+#: (``before-commits`` or ``between-commits``, after the rows and before the invoices).
+KILL_AT: Final = "EXTRACTOR_KILL_AT"
 #: Look this far back in a table's history for the last commit of a run, then everywhere.
 RECENT_COMMITS: Final = 100
 
@@ -120,6 +125,7 @@ class Lake:
     ) -> dict[str, int]:
         """Upsert the orders and replace the rows of each changed one (rows first); the
         records written per table."""
+        _checkpoint("before-commits")
         if self.table("invoices") is None:  # the first publish: streamed, nothing to merge
             written = {"invoice_rows": 0}
             if rows is not None:  # overwrite: a first publish cut short may have left rows
@@ -140,6 +146,7 @@ class Lake:
             if new_rows is not None:
                 new_rows = new_rows.filter(pc.is_in(new_rows.column("OrderId"), changed))
             written["invoice_rows"] = self._replace_rows(new_rows, changed, run)
+        _checkpoint("between-commits")
         self._upsert("invoices", stamp(source, run, deletable=True), "OrderId", run)
         return written
 
@@ -280,9 +287,11 @@ def _unchanged_removed(table: DeltaTable | None, source: pa.Table, key: str) -> 
     stored = _query(table, f"SELECT {key}, DateChanged FROM t" + _live(table))
     if not stored.num_rows:
         return source
-    pairs = source.select([key, "DateChanged"]).join(
-        stored.rename_columns([key, "_stored"]), key, join_type="inner"
-    )
+    keys = source.select([key, "DateChanged"])
+    stored = stored.rename_columns([key, "_stored"]).cast(
+        pa.schema([keys.schema.field(key), pa.field("_stored", keys.schema.field(1).type)])
+    )  # DataFusion answers in its own types (string_view)
+    pairs = keys.join(stored, key, join_type="inner")
     same = pairs.filter(
         pc.fill_null(pc.equal(pairs["DateChanged"], pairs["_stored"]), pa.scalar(False))
     )
@@ -330,6 +339,11 @@ def _last_run_commit(table: DeltaTable) -> dict[str, Any] | None:
             if WATERMARK in commit and RUN_ID in commit:
                 return commit
     return None
+
+
+def _checkpoint(name: str) -> None:
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -73,7 +73,7 @@ async def run_invoices(
     job_print = fingerprint(job)
     output = output_of(job)
     datasets = ("invoices", "invoice_rows") if output.format == "parquet" else ()
-    done = finished_job(job.out, job_print, datasets)
+    done = None if job.sync else finished_job(job.out, job_print, datasets)
     if done is not None:
         stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
         stream.write("nothing to do\n")

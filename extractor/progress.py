@@ -106,11 +106,31 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"quarantines {summary['quarantines']}",
         f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}   "
         f"failed ids {summary['failed_ids']}",
-        f"  files         {summary['files']} under {summary['output']}",
+        f"  written       {_written(summary)} under {summary['output']}",
     ]
     if summary.get("failures_report"):
         lines.append(f"  failures      {summary['failures_report']}")
     return "\n".join(lines)
+
+
+def render_ledger_summary(summary: dict[str, Any]) -> str:
+    return (
+        f"run {summary['run_id']}: {summary['status']}\n"
+        f"  transactions  {summary['transactions']:,}\n"
+        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
+        f"in {summary['requests']:,} requests\n"
+        f"  retries       {summary['retries']}   split windows {summary['splits']}   "
+        f"failed days {summary['failed_days']}\n"
+        f"  written       {_written(summary)} under {summary['output']}"
+    )
+
+
+def _written(summary: dict[str, Any]) -> str:
+    """``12 files``, or records per Delta table (``invoices 40, invoice_rows 155``)."""
+    written = summary.get("written") or {"files": summary.get("files", 0)}
+    if summary.get("format") == "delta":
+        return "Delta: " + ", ".join(f"{name} {count:,}" for name, count in written.items())
+    return f"{written.get('files', 0)} files"
 
 
 def write_summary(summary: dict[str, Any], out: Path) -> Path:

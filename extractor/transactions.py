@@ -133,6 +133,7 @@ class TransactionJob:
     insecure: bool = False
     output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
     until_now: bool = False  # a sync's: ``date_to`` is today, and a resume keeps its plan
+    sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
 
     def fingerprint(self) -> dict[str, Any]:
         print_ = {
@@ -306,7 +307,7 @@ async def run_transactions(
     """Extract (or resume extracting) the ledger; the summary, also under ``OUT/_runs/``."""
     check(job)
     fingerprint = job.fingerprint()
-    done = finished_job(job.out, fingerprint, (TABLE,) if job.output is None else ())
+    done = None if job.sync else finished_job(job.out, fingerprint, () if job.output else (TABLE,))
     if done is not None:
         stream.write(f"run {done['run_id']} already finished this job; nothing to do\n")
         return done

@@ -1,0 +1,196 @@
+"""``extractor sync``: keep Delta tables of invoices, their rows and the ledger current.
+
+Each sync reads the watermarks committed with the data (:mod:`extractor.lake`). With none,
+it backfills everything (invoices, and ledger lines changed since ``--since``); otherwise it
+lists the orders changed after the watermark less ``--overlap`` and the ledger lines changed
+since that day, fetches them through the same resumable pipeline as the backfill commands,
+and merges them. ``--reconcile`` also lists every OrderId the service has and marks the
+orders that vanished.
+
+A sync's journal lives in the work directory, under ``_work/sync-invoices`` and
+``_work/sync-transactions``. Running ``sync`` again after a crash resumes it while the
+watermark is where the crashed run found it; an unfinished sync of another plan (its data
+was committed after all, or the options changed) is discarded, which only costs refetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from extractor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUTS,
+    MAX_BATCH,
+    Credentials,
+    InvoiceJob,
+    RetryPolicy,
+    Timeouts,
+)
+from extractor.errors import UsageError
+from extractor.journal import replay, unfinished
+from extractor.lake import DeltaOutput, Lake
+from extractor.pipeline import fingerprint, run_invoices
+from extractor.retry import Sleep
+from extractor.storage import Target
+from extractor.transactions import TransactionJob, run_transactions
+from extractor.writer import Output, ParquetOutput
+
+FORMATS: Final = ("parquet", "delta")
+INVOICE_TABLES: Final = ("invoices", "invoice_rows")
+LEDGER_TABLES: Final = ("transactions",)
+DEFAULT_SINCE: Final = dt.date(2000, 1, 1)
+DEFAULT_OVERLAP: Final = dt.timedelta(minutes=10)
+
+
+def destination(
+    out: str, output_format: str, work_dir: Path | None, endpoint_url: str | None, group: str
+) -> tuple[Path, Output | None]:
+    """Where a backfill command keeps its journal, and its output (None: Parquet in there)."""
+    if output_format not in FORMATS:
+        raise UsageError(f"--format {output_format!r}: use parquet or delta")
+    target = Target.parse(out, endpoint_url)
+    if output_format == "parquet" and target.local is not None:
+        if work_dir is not None:
+            raise UsageError(
+                "--work-dir is for s3:// or --format delta; a local --out holds its run"
+            )
+        return target.local, None
+    work = target.work_dir(work_dir) / "_work" / group
+    output = DeltaOutput(target) if output_format == "delta" else ParquetOutput(target)
+    return work, output
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    """Everything ``extractor sync`` was asked to do."""
+
+    target: Target
+    work_dir: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    overlap: dt.timedelta = DEFAULT_OVERLAP
+    since: dt.date = DEFAULT_SINCE
+    reconcile: bool = False
+    ledger: bool = True
+    concurrency: int = 8
+    batch_size: int = MAX_BATCH
+    parse_workers: int = 0
+    soap_version: str = "1.1"
+    max_requests_per_hour: int = 7200
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    insecure: bool = False
+
+    @property
+    def work(self) -> Path:
+        return self.target.work_dir(self.work_dir) / "_work"
+
+
+async def run_sync(
+    job: SyncJob,
+    credentials: Credentials,
+    *,
+    stream: IO[str] = sys.stderr,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Any]:
+    """One sync; its summary (each part's also under the work directory's ``_runs/``)."""
+    if job.overlap < dt.timedelta(0):
+        raise UsageError("--overlap must not be negative")
+    lake = Lake(job.target)
+    output = DeltaOutput(job.target)
+    summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
+    invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
+    _discard_stale(invoice_job.out, fingerprint(invoice_job), stream)
+    stream.write(_plan("invoices", invoice_job.changed_after))
+    summary["invoices"] = await run_invoices(invoice_job, credentials, stream=stream, sleep=sleep)
+    if job.ledger:
+        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES))
+        _discard_stale(ledger_job.out, ledger_job.fingerprint(), stream)
+        stream.write(_plan("ledger lines", ledger_job.date_from))
+        summary["transactions"] = await run_transactions(
+            ledger_job, credentials, stream=stream, sleep=sleep
+        )
+    parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
+    complete = all(part["status"] == "complete" for part in parts)
+    summary["status"] = "complete" if complete else "partial"
+    summary["watermarks"] = {
+        "invoices": _iso(lake.watermark(INVOICE_TABLES)),
+        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if job.ledger else None,
+    }
+    return summary
+
+
+def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) -> InvoiceJob:
+    changed_after = None
+    if watermark is not None:
+        changed_after = (watermark - job.overlap).astimezone(dt.UTC).replace(tzinfo=None)
+    return InvoiceJob(
+        out=job.work / "sync-invoices", base_url=job.base_url, changed_after=changed_after,
+        concurrency=job.concurrency, batch_size=job.batch_size, soap_version=job.soap_version,
+        parse_workers=job.parse_workers, retry=job.retry, timeouts=job.timeouts,
+        max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
+        output=output, reconcile=job.reconcile and watermark is not None, sync=True,
+    )  # fmt: skip
+
+
+def _ledger_job(job: SyncJob, output: Output, watermark: dt.datetime | None) -> TransactionJob:
+    start = job.since if watermark is None else (watermark - job.overlap).date()
+    return TransactionJob(
+        out=job.work / "sync-transactions", date_from=start,
+        date_to=max(dt.datetime.now(dt.UTC).date(), start), base_url=job.base_url,
+        date_field="changed", window="month", concurrency=job.concurrency,
+        soap_version=job.soap_version, max_requests_per_hour=job.max_requests_per_hour,
+        retry=job.retry, timeouts=job.timeouts, insecure=job.insecure, output=output,
+        until_now=True, sync=True,
+    )  # fmt: skip
+
+
+def _discard_stale(work: Path, expected: dict[str, Any], stream: IO[str]) -> None:
+    """Remove an unfinished sync run of another plan; its work is simply done again."""
+    found = unfinished(work)
+    if found is None:
+        return
+    state = replay(found)
+    if state.fingerprint == expected:
+        return
+    stream.write(f"discarding the unfinished sync {state.run_id}: the tables moved on since\n")
+    shutil.rmtree(work / "_staging" / state.run_id, ignore_errors=True)
+    found.unlink()
+
+
+def _plan(what: str, since: dt.datetime | dt.date | None) -> str:
+    if since is None:
+        return f"sync: no watermark for {what}; backfilling them all\n"
+    return f"sync: {what} changed since {since.isoformat()}\n"
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def render_sync_summary(summary: dict[str, Any]) -> str:
+    """What a sync did, for people."""
+    lines = [f"sync of {summary['output']}: {summary['status']}"]
+    for name in ("invoices", "transactions"):
+        part = summary.get(name)
+        if part is None:
+            continue
+        merged = ", ".join(f"{table} {count:,}" for table, count in part["written"].items())
+        listed = part.get("ids_total", part.get("days_total", 0))
+        unit = "orders listed" if name == "invoices" else "days of changes"
+        lines.append(
+            f"  {name:<13} {listed:,} {unit}; written: {merged or 'nothing'} "
+            f"({part['requests']:,} requests, {part['seconds']:,.1f} s)"
+        )
+    marks = summary["watermarks"]
+    lines.append(
+        "  watermarks    "
+        + ", ".join(f"{name} {value or 'none'}" for name, value in marks.items() if name)
+    )
+    return "\n".join(lines)

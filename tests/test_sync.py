@@ -1,0 +1,180 @@
+"""``extractor sync``: Delta tables that equal the simulator's current truth after churn."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+from extractor.config import InvoiceJob
+from extractor.lake import KILL_AT, DeltaOutput, Lake
+from extractor.pipeline import run_invoices
+from extractor.simulator.server import Simulator
+from extractor.simulator.tenant import Churn
+from extractor.storage import Target
+from extractor.sync import SyncJob, run_sync
+from extractor.transactions import TransactionJob, run_transactions
+from tests.conftest import CREDS, no_sleep
+
+SINCE = dt.date(2015, 1, 1)
+RUN_COLUMNS = ("_run_id", "_extracted_at", "_deleted_at")
+
+
+async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
+    job = SyncJob(
+        target, base_url=simulator.url, since=SINCE, max_requests_per_hour=0, **options
+    )
+    return await run_sync(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+
+
+def read_delta(target: Target, name: str) -> list[dict[str, Any]]:
+    """The table's current state, read with deltalake (DataFusion inside delta-rs)."""
+    table = DeltaTable(target.table_uri(name), storage_options=target.storage_options())
+    result = QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all()
+    return pa.table(result).to_pylist()
+
+
+def assert_lake_equals_truth(
+    simulator: Simulator, target: Target, marked: set[int], stale: set[int] = frozenset()
+) -> None:
+    """Live orders, their rows and the ledger equal the truth field by field, one row per key;
+    the orders in ``marked`` carry ``_deleted_at``; those in ``stale`` (deleted, not yet
+    reconciled) are still there unmarked."""
+    truth = simulator.tenant.ground_truth()
+    tables = {name: read_delta(target, name) for name in ("invoices", "invoice_rows")}
+    orders = tables["invoices"]
+    assert set(Counter(o["OrderId"] for o in orders).values()) == {1}, "one row per OrderId"
+    live, deleted = {}, set()
+    for order in orders:
+        run_id, extracted, deleted_at = (order.pop(name) for name in RUN_COLUMNS)
+        assert run_id and extracted is not None
+        if deleted_at is not None:
+            deleted.add(order["OrderId"])
+        else:
+            live[order["OrderId"]] = order
+    assert deleted == marked, "exactly the deleted orders are marked"
+    assert set(live) == set(truth) | stale
+    for order_id, expected in truth.items():
+        assert live[order_id] == expected.order, f"order {order_id}"
+    rows = [row for row in tables["invoice_rows"] if row["OrderId"] in truth]
+    for row in rows:
+        for name in RUN_COLUMNS:
+            row.pop(name)
+    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted((r for t in truth.values() for r in t.rows), key=key)
+    lines = read_delta(target, "transactions")
+    assert len(lines) == len({line["Id"] for line in lines}), "one row per Id"
+    ledger = simulator.ledger.ground_truth()
+    assert {line.pop("Id"): _without_run(line) for line in lines} == {
+        line_id: {k: v for k, v in line.items() if k != "Id"} for line_id, line in ledger.items()
+    }
+
+
+def _without_run(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in record.items() if name not in RUN_COLUMNS}
+
+
+def assert_polars_reads_the_same(target: Target, deltalake_read: list[dict[str, Any]]) -> None:
+    frame = pl.read_delta(target.table_uri("invoices"), storage_options=target.storage_options())
+    assert frame.height == len(deltalake_read)
+    by_id = {order["OrderId"]: order for order in deltalake_read}
+    for order in frame.to_dicts():
+        assert order == by_id[order["OrderId"]], f"order {order['OrderId']} read by Polars"
+
+
+async def test_backfill_churn_sync_churn_sync_equals_truth(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=1200)
+    target = Target.parse(str(tmp_path / "lake"))
+    output = DeltaOutput(target)
+    # the backfill commands seed the tables that sync continues
+    invoices = InvoiceJob(
+        out=tmp_path / "work-invoices", base_url=simulator.url, output=output,
+        max_requests_per_hour=0,
+    )  # fmt: skip
+    await run_invoices(invoices, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    ledger = TransactionJob(
+        out=tmp_path / "work-ledger", date_from=SINCE, date_to=dt.date.today(),
+        date_field="changed", base_url=simulator.url, output=output, max_requests_per_hour=0,
+    )  # fmt: skip
+    await run_transactions(ledger, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    assert_lake_equals_truth(simulator, target, marked=set())
+
+    first = simulator.churn(Churn(changed=40, deleted=6, added=15), seed=1)
+    summary = await sync(simulator, target)
+    assert summary["status"] == "complete"
+    assert summary["invoices"]["written"]["invoices"] == 40 + 15
+    assert summary["transactions"]["written"]["transactions"] > 0
+    assert_lake_equals_truth(simulator, target, marked=set(), stale=set(first.deleted))
+
+    second = simulator.churn(Churn(changed=25, deleted=4, added=5), seed=2)
+    summary = await sync(simulator, target, reconcile=True)
+    assert summary["invoices"]["written"]["deleted"] == 6 + 4
+    assert_lake_equals_truth(simulator, target, marked=set(first.deleted) | set(second.deleted))
+    run_id = summary["invoices"]["run_id"]
+    orders = read_delta(target, "invoices")
+    assert {o["OrderId"] for o in orders if o["_run_id"] == run_id} == set(
+        second.changed + second.added + first.deleted + second.deleted
+    ), "changed, added and newly marked orders carry this run's id"
+    assert_polars_reads_the_same(target, orders)
+
+    versions = {name: Lake(target).table(name).version() for name in ("invoices", "transactions")}
+    summary = await sync(simulator, target, reconcile=True)
+    assert summary["invoices"]["written"] == {"invoices": 0, "invoice_rows": 0, "deleted": 0}
+    assert {n: Lake(target).table(n).version() for n in versions} == versions, "nothing new"
+
+
+async def test_rows_removed_from_an_order_disappear(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=300)
+    target = Target.parse(str(tmp_path))
+    await sync(simulator, target, ledger=False)
+    order_id = next(i for i in simulator.tenant.ids if len(simulator.tenant.truth(i).rows) > 3)
+    simulator.tenant.edits[order_id] = {"InvoiceRows": [1]}
+    simulator.tenant.changed[order_id] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    await sync(simulator, target, ledger=False)
+    rows = [r for r in read_delta(target, "invoice_rows") if r["OrderId"] == order_id]
+    assert [_without_run(r) for r in rows] == simulator.tenant.truth(order_id).rows
+
+
+async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "") -> int:
+    env = os.environ | {
+        "TFSO_APPLICATION_ID": simulator.config.application_id,
+        "TFSO_USERNAME": simulator.config.username,
+        "TFSO_PASSWORD": simulator.config.password,
+        KILL_AT: kill_at,
+    }
+    command = [
+        sys.executable, "-m", "extractor", "sync", "--out", out, "--base-url", simulator.url,
+        "--since", SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "1",
+        *extra,
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
+    )
+    return await process.wait()
+
+
+@pytest.mark.parametrize("point", ["before-commits", "between-commits"])
+async def test_a_crash_between_fetch_and_commit_loses_nothing(
+    start_simulator: Any, tmp_path: Path, point: str
+) -> None:
+    simulator = await start_simulator(orders=600)
+    target = Target.parse(str(tmp_path))
+    await sync(simulator, target)
+    churned = simulator.churn(Churn(changed=30, deleted=3, added=8))
+    assert await cli_sync(simulator, str(tmp_path), "--reconcile", kill_at=point) == -signal.SIGKILL
+    assert await cli_sync(simulator, str(tmp_path), "--reconcile") == 0
+    assert_lake_equals_truth(simulator, target, marked=set(churned.deleted))
+    assert not list((tmp_path / "_work").glob("*/_journal/*.jsonl")), "every run finished"
