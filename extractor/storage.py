@@ -27,6 +27,7 @@ from extractor.errors import OutputError, UsageError
 
 SCHEMES: Final = ("s3",)
 DEFAULT_REGION: Final = "us-east-1"
+UPLOAD_CHUNK: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,9 @@ class Target:
         folder, _, name = final.rpartition("/")
         temporary = f"{folder}/.{name}.tmp"
         try:
-            pafs.copy_files(
-                str(source),
-                temporary,
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=filesystem,
-            )
+            with source.open("rb") as reader, filesystem.open_output_stream(temporary) as writer:
+                while chunk := reader.read(UPLOAD_CHUNK):
+                    writer.write(chunk)
             filesystem.move(temporary, final)
         except OSError as exc:
             raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
