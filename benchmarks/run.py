@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,9 +114,16 @@ def simulator_process(*args: str) -> Iterator[str]:
 
 def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], float]:
     """Run the real CLI; its summary and the peak RSS (MB) of its whole process tree."""
+    _, peak = run_cli("invoices", "--base-url", url, "--out", str(out), *args)
+    summary = orjson.loads(next((out / "_runs").glob("*.json")).read_bytes())
+    return summary, peak
+
+
+def run_cli(*args: str) -> tuple[float, float]:
+    """Run ``extractor ARGS`` (no rate limit); its wall time and its tree's peak RSS (MB)."""
+    started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "extractor", "invoices", "--base-url", url, "--out", str(out),
-         "--max-requests-per-hour", "0", *args],
+        [sys.executable, "-m", "extractor", *args, "--max-requests-per-hour", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
     )  # fmt: skip
     peak = 0
@@ -126,9 +134,32 @@ def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], f
             peak = max(peak, sum(p.memory_info().rss for p in tree))
         time.sleep(0.1)
     if process.returncode != 0:
-        raise RuntimeError(f"extractor exited with {process.returncode}")
-    summary = orjson.loads(next((out / "_runs").glob("*.json")).read_bytes())
-    return summary, peak / 1e6
+        raise RuntimeError(f"extractor {args[0]} exited with {process.returncode}")
+    return time.monotonic() - started, peak / 1e6
+
+
+def bench_sync(orders: int, work: Path, churn: float = 0.01) -> dict[str, object]:
+    """The full backfill of the Delta invoice tables by a first sync, then a sync after
+    ``churn`` of the orders changed: both wall times, and their ratio."""
+    lake = work / "lake"
+    with simulator_process("--orders", str(orders)) as url:
+        command = ("sync", "--out", str(lake), "--base-url", url, "--no-ledger")
+        backfill, backfill_rss = run_cli(*command)
+        changed = int(orders * churn)
+        request = urllib.request.Request(
+            f"{url}/_churn", data=orjson.dumps({"changed": changed}), method="POST"
+        )
+        with urllib.request.urlopen(request) as answer:
+            assert len(orjson.loads(answer.read())["changed"]) == changed
+        merge, merge_rss = run_cli(*command)
+    return {
+        "orders": orders,
+        "changed": changed,
+        "backfill_s": round(backfill, 2),
+        "sync_s": round(merge, 2),
+        "ratio": round(merge / backfill, 3),
+        "peak_rss_mb": round(max(backfill_rss, merge_rss), 1),
+    }
 
 
 def bench_end_to_end(orders: int, work: Path) -> dict[str, object]:
@@ -259,6 +290,8 @@ def main() -> None:
             print(f"latency: {bench_latency(Path(folder), name, *flags)}")
         reliability = bench_reliability(Path(folder))
         print(f"reliability: {reliability}")
+        sync = bench_sync(int(os.environ.get("BENCH_SYNC_ORDERS", "200000")), Path(folder))
+        print(f"sync:    {sync}")
     checks = {
         "parse ratio >= 0.35": parse["ratio"] >= 0.35,
         "e2e >= 3000 invoices/s": float(e2e["invoices_per_s"]) >= 3000,  # type: ignore[arg-type]
@@ -266,6 +299,7 @@ def main() -> None:
         "latency within 15% of ideal": float(latency["over_ideal"]) <= 0.15,  # type: ignore[arg-type]
         "poison ids <= 40 extra calls": max(reliability["poison_extra_get_invoices"]) <= 40,  # type: ignore[call-overload]
         "<= 3 requests in a quarantine": reliability["requests_during_quarantine"] <= 3,  # type: ignore[operator]
+        "1% sync <= 0.25 of the backfill": float(sync["ratio"]) <= 0.25,  # type: ignore[arg-type]
     }
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {name}")

@@ -199,3 +199,32 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
     assert any(path.name.endswith(".journal.jsonl") for path in files)
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["sync", "--out", "ftp://host/lake"], "use a local path or s3://bucket/prefix"),
+        (["sync", "--out", "{o}", "--since", "long ago"], "--since: 'long ago' is not a date"),
+        (["sync", "--out", "{o}", "--overlap", "-1"], "Invalid value for '--overlap'"),
+        (
+            ["sync", "--out", "s3://bucket/lake", "--endpoint-url", "bucket.example"],
+            "expected http(s)://host[:port]",
+        ),
+        (
+            ["invoices", "--out", "{o}", "--format", "delta", "--row-properties", "Price"],
+            "--format delta keeps whole records",
+        ),
+        (["invoices", "--out", "{o}", "--work-dir", "{o}"], "--work-dir is for s3://"),
+        (
+            ["transactions", "--out", "{o}", "--from", "2024-01-01", "--format", "csv"],
+            "Invalid value for '--format'",
+        ),
+    ],
+)
+async def test_bad_lake_flags(tmp_path: Path, args: list[str], expected: str) -> None:
+    out = str(tmp_path / "o")
+    command = [arg.replace("{o}", out) for arg in args]
+    result = await cli(*command, "--base-url", "http://127.0.0.1:1", env=env_for())
+    assert_one_clear_line(*result, expected)
+    assert not (tmp_path / "o").exists()
