@@ -114,12 +114,6 @@ class Lake:
             marks.append(mark)
         return min(marks) if marks else None
 
-    def last_run(self, name: str) -> str | None:
-        """The run id of the last commit a run made to table ``name``."""
-        table = self.table(name)
-        commit = _last_run_commit(table) if table is not None else None
-        return None if commit is None else str(commit[RUN_ID])
-
     def publish_invoices(
         self, orders: TableSource, rows: TableSource | None, run: RunInfo
     ) -> dict[str, int]:
@@ -200,7 +194,6 @@ class Lake:
         """Write every staged record of ``tables`` in one commit, a batch at a time."""
         deletable = name != "transactions"
         count = 0
-        schema: pa.Schema | None = None
 
         def stamped() -> Iterator[pa.RecordBatch]:
             nonlocal count
