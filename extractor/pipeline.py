@@ -29,7 +29,6 @@ from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
 from extractor.session import Session
-from extractor.storage import Target
 from extractor.transport import Transport
 from extractor.writer import Output, ParquetOutput
 
@@ -46,7 +45,7 @@ def now() -> dt.datetime:
 
 def output_of(job: InvoiceJob) -> Output:
     """Where the job publishes: its output, by default hive Parquet in ``out``."""
-    return job.output or ParquetOutput(Target(str(job.out), local=job.out))
+    return job.output or ParquetOutput.at(job.out)
 
 
 def fingerprint(job: InvoiceJob) -> dict[str, Any]:

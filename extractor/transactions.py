@@ -40,7 +40,6 @@ from extractor.pipeline import new_run_id, now
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep, persistently
 from extractor.session import Session
-from extractor.storage import Target
 from extractor.transport import Transport
 from extractor.writer import Output, ParquetOutput, TableWriter
 
@@ -149,7 +148,7 @@ class TransactionJob:
         return print_
 
     def publisher(self) -> Output:
-        return self.output or ParquetOutput(Target(str(self.out), local=self.out))
+        return self.output or ParquetOutput.at(self.out)
 
     def plan(self) -> list[Window]:
         windows = cut(self.date_from, self.date_to, self.window)

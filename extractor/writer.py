@@ -214,6 +214,11 @@ class ParquetOutput:
     target: Target
     format: str = "parquet"
 
+    @classmethod
+    def at(cls, out: Path) -> ParquetOutput:
+        """Parquet in the local directory ``out`` (the backfill commands' default)."""
+        return cls(Target(str(out), local=out))
+
     def publish(
         self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
     ) -> dict[str, int]:
