@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -115,47 +116,53 @@ class Lake:
         return min(marks) if marks else None
 
     def publish_invoices(
-        self, orders: TableSource, rows: TableSource | None, run: RunInfo
+        self, orders: TableWriter, rows: TableWriter | None, run: RunInfo
     ) -> dict[str, int]:
         """Upsert the orders and replace the rows of each changed one (rows first); the
         records written per table."""
         _checkpoint("before-commits")
-        if self.table("invoices") is None:  # the first publish: streamed, nothing to merge
+        table = self.table("invoices")
+        if table is None:  # the first publish: streamed, nothing to merge
             written = {"invoice_rows": 0}
             if rows is not None:  # overwrite: a first publish cut short may have left rows
-                written["invoice_rows"] = self._stream("invoice_rows", rows, run, "overwrite")
-            written["invoices"] = self._stream("invoices", orders, run, "append")
+                written["invoice_rows"] = self._stream(
+                    "invoice_rows", rows.tables, rows.schema, run, "overwrite"
+                )
+            written["invoices"] = self._stream(
+                "invoices", orders.tables, orders.schema, run, "append"
+            )
             return written
         written = {"invoices": 0, "invoice_rows": 0}
-        source = _concat(orders())
+        source = _concat(orders.tables())
         if source is None:
             return written
-        source = _unchanged_removed(self.table("invoices"), source, "OrderId")
+        source = _unchanged_removed(table, source, "OrderId")
         written["invoices"] = source.num_rows
         if not source.num_rows:
             return written
         changed = source.column("OrderId").combine_chunks()
         if rows is not None:
-            new_rows = _concat(rows())  # None: the changed orders have no rows now
+            new_rows = _concat(rows.tables())  # None: the changed orders have no rows now
             if new_rows is not None:
                 new_rows = new_rows.filter(pc.is_in(new_rows.column("OrderId"), changed))
             written["invoice_rows"] = self._replace_rows(new_rows, changed, run)
         _checkpoint("between-commits")
-        self._upsert("invoices", stamp(source, run, deletable=True), "OrderId", run)
+        self._upsert(table, "invoices", stamp(source, run, deletable=True), "OrderId", run)
         return written
 
-    def publish_transactions(self, lines: TableSource, run: RunInfo) -> dict[str, int]:
+    def publish_transactions(self, lines: TableWriter, run: RunInfo) -> dict[str, int]:
         """Upsert ledger lines on Id, one per Id (the latest DateChanged)."""
         table = self.table("transactions")
         if table is None:
-            unique = functools.partial(_unique, lines, "Id", "DateChanged")
-            return {"transactions": self._stream("transactions", unique, run, "append")}
-        source = _concat(lines())
+            unique = functools.partial(_unique, lines.tables, "Id", "DateChanged")
+            count = self._stream("transactions", unique, lines.schema, run, "append")
+            return {"transactions": count}
+        source = _concat(lines.tables())
         if source is None:
             return {"transactions": 0}
         source = _unchanged_removed(table, _latest(source, "Id", "DateChanged"), "Id")
         if source.num_rows:
-            self._upsert("transactions", stamp(source, run, deletable=False), "Id", run)
+            self._upsert(table, "transactions", stamp(source, run, deletable=False), "Id", run)
         return {"transactions": source.num_rows}
 
     def reconcile(self, present: Iterable[int], run: RunInfo) -> int:
@@ -190,22 +197,24 @@ class Lake:
     def _options(self) -> dict[str, str]:
         return self.target.storage_options()
 
-    def _stream(self, name: str, tables: TableSource, run: RunInfo, mode: str) -> int:
+    def _stream(
+        self, name: str, tables: TableSource, schema: pa.Schema, run: RunInfo, mode: str
+    ) -> int:
         """Write every staged record of ``tables`` in one commit, a batch at a time."""
         deletable = name != "transactions"
+        staged = tables()
+        first = next(staged, None)
+        if first is None:
+            return 0  # nothing staged: no table yet
         count = 0
 
         def stamped() -> Iterator[pa.RecordBatch]:
             nonlocal count
-            for table in tables():
+            for table in itertools.chain([first], staged):
                 count += table.num_rows
                 yield from stamp(table, run, deletable).to_batches()
 
-        first = next(tables(), None)
-        if first is None:
-            return 0
-        schema = lake_schema(first.schema, deletable)
-        reader = pa.RecordBatchReader.from_batches(schema, stamped())
+        reader = pa.RecordBatchReader.from_batches(lake_schema(schema, deletable), stamped())
         self._write(name, reader, run, mode=mode)
         return count
 
@@ -227,12 +236,9 @@ class Lake:
             self._write("invoice_rows", stamped, run, mode="overwrite", predicate=predicate)
         return rows.num_rows
 
-    def _upsert(self, name: str, source: pa.Table, key: str, run: RunInfo) -> None:
-        table = self.table(name)
-        if table is None:
-            self._write(name, source, run, mode="append")
-            return
-
+    def _upsert(
+        self, table: DeltaTable, name: str, source: pa.Table, key: str, run: RunInfo
+    ) -> None:
         def merge() -> None:
             merger = table.merge(
                 source,
@@ -357,12 +363,9 @@ class DeltaOutput:
         by_name = {writer.directory.name: writer for writer in writers}
         written: dict[str, int] = {}
         if "invoices" in by_name:
-            rows = by_name.get("invoice_rows")
-            written |= lake.publish_invoices(
-                by_name["invoices"].tables, rows.tables if rows else None, run
-            )
+            written |= lake.publish_invoices(by_name["invoices"], by_name.get("invoice_rows"), run)
             if present is not None:
                 written["deleted"] = lake.reconcile(present, run)
         if "transactions" in by_name:
-            written |= lake.publish_transactions(by_name["transactions"].tables, run)
+            written |= lake.publish_transactions(by_name["transactions"], run)
         return written

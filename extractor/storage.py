@@ -126,17 +126,6 @@ class Target:
         except OSError as exc:
             raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
 
-    def holds_files(self, relative: str, suffix: str) -> bool:
-        """Whether any file ending in ``suffix`` is under ``relative``."""
-        if self.local is not None:
-            return any((self.local / relative).rglob(f"*{suffix}"))
-        selector = pafs.FileSelector(self.key(relative), allow_not_found=True, recursive=True)
-        try:
-            found = self.filesystem().get_file_info(selector)
-        except OSError as exc:
-            raise OutputError(f"cannot list {self.uri}/{relative}: {_reason(exc)}") from None
-        return any(info.path.endswith(suffix) for info in found)
-
 
 def _reason(exc: OSError) -> str:
     """The first line of a storage error (AWS SDK messages run to several)."""
