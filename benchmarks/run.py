@@ -152,13 +152,18 @@ def bench_sync(orders: int, work: Path, churn: float = 0.01) -> dict[str, object
         with urllib.request.urlopen(request) as answer:
             assert len(orjson.loads(answer.read())["changed"]) == changed
         merge, merge_rss = run_cli(*command)
+    runs = sorted((lake / "_work" / "sync-invoices" / "_runs").glob("*.json"))
+    merged = orjson.loads(runs[-1].read_bytes())
     return {
         "orders": orders,
         "changed": changed,
         "backfill_s": round(backfill, 2),
         "sync_s": round(merge, 2),
         "ratio": round(merge / backfill, 3),
-        "peak_rss_mb": round(max(backfill_rss, merge_rss), 1),
+        "sync_fetch_s": merged["fetch_seconds"],
+        "sync_merge_s": merged["publish_seconds"],
+        "backfill_rss_mb": round(backfill_rss, 1),
+        "sync_rss_mb": round(merge_rss, 1),
     }
 
 
