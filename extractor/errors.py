@@ -12,6 +12,7 @@
     │   ├── DataError              a value that does not fit its WSDL type      (splits a batch)
     │   ├── ResponseTooLarge       a body above the size limit                  (splits a batch)
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
+    │   ├── Redirected             a 3xx answer: requests never follow redirects
     │   └── StillQuarantined       the service kept refusing after several quarantines
     └── TransientError             retried with back-off                        (splits a batch)
         ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
@@ -67,6 +68,10 @@ class DataError(FatalError):
 
 class OutputError(FatalError):
     """The output directory cannot be written."""
+
+
+class Redirected(FatalError):
+    """The service answered with a redirect; no request follows one (credentials stay put)."""
 
 
 class ResponseTooLarge(FatalError):

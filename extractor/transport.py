@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -17,6 +18,7 @@ from extractor.config import DEFAULT_TIMEOUTS, Timeouts
 from extractor.errors import (
     MalformedResponse,
     Quarantined,
+    Redirected,
     RequestTimeout,
     ResponseTooLarge,
     TransientError,
@@ -127,7 +129,10 @@ class Transport:
         self, url: str, body: bytes, headers: dict[str, str], sink: Sink, name: str
     ) -> None:
         try:
-            async with self._http.post(url, data=body, headers=headers) as response:
+            # never follow a redirect: it would carry the Login envelope (the password) elsewhere
+            async with self._http.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 self._observe(response)
                 await self._receive(response, sink, name)
         except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
@@ -140,6 +145,8 @@ class Transport:
             raise TransportError(f"{name}: {_describe(exc)}") from None
 
     async def _receive(self, response: aiohttp.ClientResponse, sink: Sink, name: str) -> None:
+        if 300 <= response.status < 400:
+            raise _redirected(response, name)
         if response.status != 200:
             body = await response.content.read(MAX_FAULT_BODY)
             raise self._pausing(fault_error(body, response.status), response)
@@ -173,6 +180,16 @@ class Transport:
                     time.time() + delay, f"HTTP {response.status}: Retry-After {delay:g} s"
                 )
         return error
+
+
+def _redirected(response: aiohttp.ClientResponse, name: str) -> Redirected:
+    location = response.headers.get("Location", "")
+    host = urllib.parse.urlsplit(location).netloc or response.url.host or "the same host"
+    return Redirected(
+        f"{name}: the service answered HTTP {response.status}, redirecting to {host}; "
+        "requests never follow redirects (credentials go to --base-url only): "
+        "point --base-url at the service itself"
+    )
 
 
 def _when(text: str) -> dt.datetime | None:
