@@ -6,6 +6,7 @@ Library errors become one line on stderr and an exit status; nothing here does r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -26,11 +27,13 @@ from extractor.config import (
     parse_when,
 )
 from extractor.errors import ExtractorError, UsageError
+from extractor.lock import OutputLock
 from extractor.pipeline import run_invoices
 from extractor.progress import render_ledger_summary, render_summary
 from extractor.simulator.faults import KINDS, FaultConfig
 from extractor.storage import Target
 from extractor.sync import DEFAULT_SINCE, destination
+from extractor.writer import Output
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
@@ -189,9 +192,20 @@ def invoices(
         insecure=insecure,
     )
     credentials = Credentials.from_env()
-    summary = _run(run_invoices(job, credentials))
+    with _target_lock(out, output, work_dir, "invoices"):
+        summary = _run(run_invoices(job, credentials))
     click.echo(render_summary(summary))
     _exit_if_partial(summary, work)
+
+
+def _target_lock(
+    out: str, output: Output | None, work_dir: Path | None, command: str
+) -> contextlib.AbstractContextManager[object]:
+    """A Delta or object-store target is one output whatever the command (sync included):
+    lock its work root too. A local Parquet ``--out`` is locked by the run itself."""
+    if output is None:
+        return contextlib.nullcontext()
+    return OutputLock.take(output.target.work_dir(work_dir), command)
 
 
 def _exit_if_partial(summary: dict[str, Any], work: Path) -> None:
@@ -267,7 +281,8 @@ def transactions(
         resume=resume,
         insecure=insecure,
     )
-    summary = _run(run_transactions(job, Credentials.from_env()))
+    with _target_lock(out, output, work_dir, "transactions"):
+        summary = _run(run_transactions(job, Credentials.from_env()))
     click.echo(render_ledger_summary(summary))
     _exit_if_partial(summary, work)
 

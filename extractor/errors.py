@@ -4,7 +4,8 @@
 
     ExtractorError
     ├── UsageError                 bad input from the user (flags, env, paths); exit 2
-    │   └── CredentialsMissing
+    │   ├── CredentialsMissing
+    │   └── OutputLocked           another run holds the output's lock
     ├── FatalError                 stops the run; never retried
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
@@ -44,6 +45,10 @@ class UsageError(ExtractorError):
 
 class CredentialsMissing(UsageError):
     """A required TFSO_* environment variable is not set."""
+
+
+class OutputLocked(UsageError):
+    """Another run is writing the same output; one writer per output."""
 
 
 class FatalError(ExtractorError):

@@ -11,6 +11,7 @@ Ids that fail alone (:mod:`extractor.fetching`) are reported in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import secrets
@@ -26,6 +27,7 @@ from extractor.errors import OutputError, UsageError
 from extractor.fetching import FetchContext, fetch_all, first_error, list_ids
 from extractor.invoices import Selection
 from extractor.journal import Journal, RunState, finished_job, unfinished
+from extractor.lock import OutputLock
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
 from extractor.session import Session
@@ -69,6 +71,18 @@ async def run_invoices(
     """Run (or resume) a backfill; the summary, also written to ``OUT/_runs/<run_id>.json``."""
     selection = Selection.checked(job.invoice_properties, job.row_properties)
     _check_job(job)
+    # a sync holds its target's lock for all its parts
+    with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, "invoices"):
+        return await _run_locked(job, credentials, selection, stream, sleep)
+
+
+async def _run_locked(
+    job: InvoiceJob,
+    credentials: Credentials,
+    selection: Selection,
+    stream: IO[str],
+    sleep: Sleep,
+) -> dict[str, Any]:
     job_print = fingerprint(job)
     output = output_of(job)
     datasets = ("invoices", "invoice_rows") if output.format == "parquet" else ()

@@ -11,6 +11,7 @@ staged then published Parquet (``OUT/transactions/date_month=YYYY-MM/``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import sys
@@ -35,6 +36,7 @@ from extractor.config import (
 from extractor.errors import DataError, OutputError, TransientError, UsageError
 from extractor.fetching import first_error
 from extractor.journal import Journal, RunState, finished_job, unfinished
+from extractor.lock import OutputLock
 from extractor.parser import RecordStream, struct_columns
 from extractor.pipeline import new_run_id, now
 from extractor.progress import Progress, RunStats, write_summary
@@ -305,6 +307,13 @@ async def run_transactions(
 ) -> dict[str, Any]:
     """Extract (or resume extracting) the ledger; the summary, also under ``OUT/_runs/``."""
     check(job)
+    with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, "transactions"):
+        return await _run_locked(job, credentials, stream, sleep)
+
+
+async def _run_locked(
+    job: TransactionJob, credentials: Credentials, stream: IO[str], sleep: Sleep
+) -> dict[str, Any]:
     fingerprint = job.fingerprint()
     done = None if job.sync else finished_job(job.out, fingerprint, () if job.output else (TABLE,))
     if done is not None:

@@ -9,6 +9,7 @@ async function of the request that answers it, or returns None to let the simula
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -151,6 +152,19 @@ def once(first: Rule) -> Rule:
             return None
         used = True
         return await first(request)
+
+    return rule
+
+
+def held(until: asyncio.Event, arrived: asyncio.Event | None = None) -> Rule:
+    """Every request waits until ``until`` is set, then the simulator answers it; ``arrived``
+    is set when the first one comes in."""
+
+    async def rule(request: Request) -> None:
+        if arrived is not None:
+            arrived.set()
+        await until.wait()
+        return None
 
     return rule
 

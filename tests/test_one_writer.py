@@ -1,0 +1,85 @@
+"""One writer per output (issue 10, item 1): a second run is refused before any request."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from extractor.errors import OutputLocked
+from extractor.lock import LOCK_FILE, OutputLock
+from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
+from extractor.storage import Target
+from extractor.sync import SyncJob, run_sync
+from extractor.transactions import TransactionJob, run_transactions
+from tests.conftest import CREDS, no_sleep
+from tests.hostile import HostileServer, held
+from tests.test_e2e import assert_matches_truth
+from tests.test_hostile import backfill
+
+ROOT = Path(__file__).resolve().parent.parent
+SINCE = dt.date(2020, 1, 1)
+
+
+async def test_a_held_output_is_refused_before_any_request(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    with OutputLock.take(tmp_path, "invoices"):
+        with pytest.raises(
+            OutputLocked, match=rf"in use by 'extractor invoices' \(pid {os.getpid()} "
+        ):
+            await backfill(simulator.url, tmp_path)
+        job = TransactionJob(tmp_path, date_from=SINCE, date_to=SINCE, base_url=simulator.url)
+        with pytest.raises(OutputLocked):
+            await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+        sync = SyncJob(Target.parse(str(tmp_path)), base_url=simulator.url)
+        with pytest.raises(OutputLocked):
+            await run_sync(sync, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    assert simulator.stats["requests"] == 0
+    summary = await backfill(simulator.url, tmp_path)  # released: the run goes ahead
+    assert summary["status"] == "complete"
+    assert (tmp_path / LOCK_FILE).read_bytes() == b""  # released, and says so
+
+
+async def start_cli(url: str, out: Path) -> asyncio.subprocess.Process:
+    env = os.environ | {
+        "TFSO_APPLICATION_ID": DEMO_APPLICATION_ID,
+        "TFSO_USERNAME": DEMO_USERNAME,
+        "TFSO_PASSWORD": DEMO_PASSWORD,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extractor", "invoices", "--out", str(out),
+        "--base-url", url, "--batch-size", "50", "--concurrency", "2",
+        "--max-requests-per-hour", "0", "--parse-workers", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+    )  # fmt: skip
+
+
+async def test_two_real_runs_into_one_out_the_second_is_refused(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    release, arrived = asyncio.Event(), asyncio.Event()
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", held(release, arrived))  # the first run waits, holding the lock
+        first = await start_cli(server.url, tmp_path)
+        await asyncio.wait_for(arrived.wait(), 60)
+        holder = orjson.loads((tmp_path / LOCK_FILE).read_bytes())
+        assert holder["pid"] == first.pid and holder["command"] == "invoices"
+        second = await start_cli(server.url, tmp_path)
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+        logins = server.seen["Login"]
+        release.set()
+        await asyncio.wait_for(first.communicate(), 120)
+    assert second.returncode == 2, err
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err.decode()
+    assert f"in use by 'extractor invoices' (pid {first.pid} on " in lines[0]
+    assert logins == 1  # the first run's: the second was refused before any request
+    assert first.returncode == 0
+    assert_matches_truth(simulator, tmp_path)  # exactly once: nothing doubled
