@@ -23,7 +23,7 @@ import lxml.etree
 import pyarrow as pa
 
 from extractor import arrow, schema
-from extractor.errors import DataError
+from extractor.errors import DataError, HostileXml
 
 import_lxml__etree()
 
@@ -173,6 +173,13 @@ cdef class Column:
         return self._finish()
 
 
+cdef str _holds_element(tree.xmlNode* node, tree.xmlNode* child):
+    return (
+        f"{(<bytes>node.name).decode()} holds an element (<{(<bytes>child.name).decode()}>) "
+        "where a value belongs"
+    )
+
+
 cdef class TextColumn(Column):
     """A scalar field: the element's text and CDATA as UTF-8, "" when empty, null when nil."""
 
@@ -196,6 +203,10 @@ cdef class TextColumn(Column):
                 content = <const char*>child.content
                 _append(&self.data, content, strlen(content))
                 has_text = True
+            elif child.type == tree.XML_ELEMENT_NODE:
+                raise DataError(_holds_element(node, child))
+            elif child.type == tree.XML_ENTITY_REF_NODE:
+                raise HostileXml(f"an entity reference (&{(<bytes>child.name).decode()};) in a value; refused")
             child = child.next
         if not has_text and _is_nil(node):
             return self.append_null()

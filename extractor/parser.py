@@ -14,13 +14,12 @@ libxml2 nodes when they are built, else by :class:`StructReader` and Arrow's con
 A field that appears twice in one record is a DataError rather than a silent choice.
 
 Typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`.
-DTDs and entity declarations are refused before libxml2 sees them.
+A DOCTYPE is refused as soon as libxml2 reports it (:func:`refuse_doctype`), never expanded.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
@@ -28,21 +27,32 @@ import pyarrow as pa
 from lxml import etree
 
 from extractor import arrow, schema
-from extractor.errors import DataError, HostileXml, MalformedResponse
+from extractor.errors import DataError, ExtractorError, HostileXml, MalformedResponse
 from extractor.soap import fault_error
 
 NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
-MAX_PROLOG: Final = 64 * 1024
 
 Raw = Any
 Reader = Callable[[etree._Element], Raw]
 
 
 def _scalar(child: etree._Element) -> str | None:
+    if len(child):
+        raise _holds_element(child)
     text = child.text
     if text is None:
         return None if child.get(NIL_ATTR) == "true" else ""
     return text
+
+
+def _holds_element(value: etree._Element) -> ExtractorError:
+    """A value is text: an element inside it is a DataError, an entity reference hostile
+    (both readers say the same)."""
+    inner = value[0]
+    if isinstance(inner, etree._Entity):
+        return HostileXml(f"an entity reference ({inner.text}) in a value; refused")
+    field, name = etree.QName(value).localname, etree.QName(inner).localname
+    return DataError(f"{field} holds an element (<{name}>) where a value belongs")
 
 
 class StructReader:
@@ -74,7 +84,7 @@ class StructReader:
             pos = scalars.get(tag)
             if pos is not None:
                 text = child.text
-                values[pos] = text if text is not None else _scalar(child)
+                values[pos] = text if text is not None and not len(child) else _scalar(child)
             else:
                 entry = complex_.get(tag)
                 if entry is None:
@@ -178,25 +188,67 @@ def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
     return None
 
 
-class _PrologGuard:
-    """Refuses DOCTYPE and ENTITY declarations, which can only precede the root element."""
+SOAP_NAMESPACES: Final = frozenset(
+    {"http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope"}
+)
+_HOSTILE_ERRORS: Final = ("ENTITY", "DTD", "DOCTYPE", "ERR_RESOURCE_LIMIT")
+_ERROR_NAMES: Final = {
+    value: name for name, value in vars(etree.ErrorTypes).items() if isinstance(value, int)
+}
 
-    _ROOT_START: Final = re.compile(rb"<[^?!]")
 
-    def __init__(self) -> None:
-        self._prolog = b""
-        self.done = False
+def safe_parser(**options: Any) -> etree.XMLPullParser:
+    """A pull parser that can neither load nor resolve anything: no DTD, no entity
+    substitution, no network, libxml2's own size limits kept. Comments and processing
+    instructions are dropped, so the text around them joins (one rule for both readers)."""
+    return etree.XMLPullParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        **options,
+    )
 
-    def check(self, chunk: bytes) -> None:
-        self._prolog += chunk
-        root = self._ROOT_START.search(self._prolog)
-        head = self._prolog if root is None else self._prolog[: root.start()]
-        if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
-            raise HostileXml("response declares a DTD or entities; refused without expanding it")
-        if root is not None:
-            self.done, self._prolog = True, b""
-        elif len(self._prolog) > MAX_PROLOG:
-            raise MalformedResponse("response has no root element in its first 64 KiB")
+
+def refuse_doctype(root: etree._Element) -> None:
+    """Judged by the parser, whatever the encoding or what precedes it: a DOCTYPE on a SOAP
+    envelope, or any DTD that declares something, is hostile; a plain DOCTYPE on a page
+    that is not SOAP (a proxy's XHTML) is only the wrong answer."""
+    info: Any = root.getroottree().docinfo  # lxml-stubs lack doctype and DTD.iterentities
+    if not info.doctype and info.internalDTD is None:
+        return
+    dtd: Any = info.internalDTD
+    declares = dtd is not None and (list(dtd.iterentities()) or list(dtd.iterelements()))
+    if declares or _is_envelope(root):
+        raise HostileXml(
+            f"response declares a DTD ({info.doctype[:80]}); refused without expanding it"
+        )
+    raise not_soap(root)
+
+
+def not_soap(root: etree._Element) -> MalformedResponse:
+    return MalformedResponse(
+        f"HTTP 200 but not a SOAP response (its root element is <{etree.QName(root).localname}>)"
+    )
+
+
+def _is_envelope(root: etree._Element) -> bool:
+    name = etree.QName(root)
+    return name.localname == "Envelope" and name.namespace in SOAP_NAMESPACES
+
+
+def syntax_error(exc: etree.XMLSyntaxError, when: str) -> HostileXml | MalformedResponse:
+    """A libxml2 error as what it means: entity and DTD trouble (amplification included) is
+    hostile XML, anything else a broken (retryable) body."""
+    error: Any = exc  # lxml-stubs lack code and the log's iteration
+    codes = [error.code, *(entry.type for entry in error.error_log)]
+    names = [_ERROR_NAMES.get(code, "") for code in codes]
+    if any(marker in name for name in names for marker in _HOSTILE_ERRORS):
+        return HostileXml(f"response refused without expanding it: {exc}")
+    return MalformedResponse(f"{when}: {exc}")
 
 
 class RecordStream:
@@ -204,37 +256,30 @@ class RecordStream:
 
     def __init__(self, record_tag: str, read: Reader) -> None:
         self._read = read
-        self._guard = _PrologGuard()
-        self._parser = etree.XMLPullParser(
-            events=("end",),
-            tag=record_tag,
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            remove_comments=True,
-        )
+        self._parser = safe_parser(events=("end",), tag=record_tag)
+        self._judged = False  # the document's DOCTYPE, checked at its first record
         self.records: list[Raw] = []
         self.bytes_fed = 0
 
     def feed(self, chunk: bytes) -> None:
         self.bytes_fed += len(chunk)
-        if not self._guard.done:
-            self._guard.check(chunk)
         try:
             self._parser.feed(chunk)
         except etree.XMLSyntaxError as exc:
-            raise MalformedResponse(f"response is not well-formed XML: {exc}") from None
+            raise syntax_error(exc, "response is not well-formed XML") from None
         self._drain()
 
     def close(self) -> etree._Element:
-        """End of body: the (emptied) document root, or MalformedResponse if it stopped short."""
+        """End of body: the (emptied) document root, or MalformedResponse if it stopped short
+        or is not a SOAP envelope."""
         try:
             root = self._parser.close()
         except etree.XMLSyntaxError as exc:
-            raise MalformedResponse(
-                f"response ended before the XML document was complete ({exc})"
-            ) from None
+            raise syntax_error(exc, "response ended before the XML document was complete") from None
         self._drain()
+        refuse_doctype(root)
+        if not _is_envelope(root):
+            raise not_soap(root)
         return root
 
     def complete(self) -> None:
@@ -251,6 +296,9 @@ class RecordStream:
         read, records = self._read, self.records
         for _, event_elem in self._parser.read_events():
             elem = cast(etree._Element, event_elem)
+            if not self._judged:
+                refuse_doctype(elem.getroottree().getroot())
+                self._judged = True
             record = read(elem)
             if record is not None:
                 records.append(record)

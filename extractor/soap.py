@@ -191,17 +191,20 @@ def fault_body(version: SoapVersion, message: str, code: str = "Server") -> byte
 
 
 _SAFE_PARSER: Final = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_pis=True
 )
+_HTML_PARSER: Final = etree.HTMLParser(no_network=True, remove_comments=True)
 
 
 def read_fault(body: bytes) -> str | None:
-    """The fault text of a SOAP 1.1 or 1.2 fault body, or None when it is not a fault."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        return None
+    """The fault text of a SOAP 1.1 or 1.2 fault body, or None when it is not a fault (a
+    body with a DOCTYPE, as libxml2 reports it, is never trusted as one)."""
     try:
         root = etree.fromstring(body, _SAFE_PARSER)
     except etree.XMLSyntaxError:
+        return None
+    info: Any = root.getroottree().docinfo  # lxml-stubs lack doctype
+    if info.doctype:
         return None
     for path in ("faultstring", f"{{{SOAP12.namespace}}}Reason/{{{SOAP12.namespace}}}Text"):
         found = root.find(f".//{{*}}Fault/{path}")
@@ -246,8 +249,26 @@ def fault_error(body: bytes, status: int) -> ExtractorError:
     """The error a non-200 (or fault-carrying) body stands for."""
     message = read_fault(body)
     if message is None:
-        snippet = body[:200].decode("utf-8", "replace").strip() or "empty body"
         if 200 <= status < 300:
-            return MalformedResponse(f"not a SOAP document: {snippet!r}")
-        return ServerError(status, snippet)
+            return MalformedResponse(f"not a SOAP document: {describe_body(body)}")
+        return ServerError(status, describe_body(body))
     return classify_fault(message)
+
+
+def describe_body(body: bytes) -> str:
+    """A body that is not SOAP, in a few words for an error line: an HTML page by its title
+    (never its markup), text by its first line."""
+    head = body[: 64 * 1024].lstrip()
+    if not head:
+        return "an empty body"
+    if head[:1] == b"<":
+        try:
+            page = etree.fromstring(head, _HTML_PARSER)
+        except (etree.XMLSyntaxError, ValueError):
+            page = None
+        text = "" if page is None else page.findtext(".//title") or str(page.xpath("string()"))
+        words = " ".join(text.split())
+        kind = "an HTML page" if b"<html" in head[:4096].lower() else "an XML document"
+        return f"{kind} ({words[:80]!r})" if words else kind
+    line = head.decode("utf-8", "replace").splitlines()[0].strip()
+    return repr(line[:120])

@@ -205,3 +205,63 @@ def test_timestamps_with_offsets_become_utc() -> None:
     body = FIXTURE.replace(b"2023-04-30T23:59:59.123456", b"2023-05-01T01:59:59+02:00")
     orders, _ = parse([body])
     assert orders[0]["DateOrdered"] == dt.datetime(2023, 4, 30, 23, 59, 59, tzinfo=UTC)
+
+
+HOSTILE_PROLOGS = {
+    "comment before": b'<?xml version="1.0"?><!-- hi --><!DOCTYPE s:Envelope [<!ENTITY e "x">]>',
+    "pi before": b'<?xml version="1.0"?><?style x?><!DOCTYPE s:Envelope [<!ENTITY e "x">]>',
+    "external on the envelope": b'<?xml version="1.0"?><!DOCTYPE s:Envelope SYSTEM "x.dtd">',
+    "no declaration": b'<!DOCTYPE s:Envelope [<!ENTITY e "x">]>',
+}
+
+
+def _with_prolog(prolog: bytes, body: bytes = FIXTURE) -> bytes:
+    body = body.split(b"?>", 1)[1].replace(b"rlig &amp;", b"rlig &e;")
+    return prolog + body
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-be"])
+@pytest.mark.parametrize("prolog", sorted(HOSTILE_PROLOGS))
+def test_a_doctype_is_refused_whatever_precedes_it_or_the_encoding(
+    collector: str, encoding: str, prolog: str
+) -> None:
+    text = _with_prolog(HOSTILE_PROLOGS[prolog]).decode()
+    if encoding != "utf-8":
+        text = text.replace('<?xml version="1.0"?>', f'<?xml version="1.0" encoding="{encoding}"?>')
+    body = text.encode(encoding)
+    if encoding == "utf-16-be":
+        body = "\ufeff".encode(encoding) + body
+    with pytest.raises(HostileXml, match="refused without expanding"):
+        raw([body[at : at + 5] for at in range(0, len(body), 5)], collector)
+
+
+def test_entity_amplification_is_hostile_not_malformed() -> None:
+    levels = "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10 if n else "a" * 10}">' for n in range(9))
+    body = f"<!DOCTYPE s:Envelope [{levels}]>".encode() + FIXTURE.split(b"?>", 1)[1].replace(
+        b"rlig &amp;", b"&l8;&l8;&l8;&l8;"
+    )
+    with pytest.raises(HostileXml):
+        raw([body])
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_a_proxy_page_with_a_doctype_is_not_soap(collector: str) -> None:
+    from tests.hostile import PLAIN_XHTML, PROXY_PAGE
+
+    for page in (PROXY_PAGE, PLAIN_XHTML):
+        with pytest.raises(MalformedResponse, match=r"not a SOAP response .*<html>"):
+            raw([page], collector)
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_comments_and_processing_instructions_inside_a_value_are_dropped(collector: str) -> None:
+    body = FIXTURE.replace(b"rlig &amp;", b"r<?pi x?>lig<!-- c --> &amp;")
+    assert raw([body], collector) == raw([FIXTURE], "python")
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+def test_an_element_inside_a_value_is_a_data_error(collector: str) -> None:
+    body = FIXTURE.replace(b"rlig &amp;", b"rlig <b>bold</b> &amp;")
+    with pytest.raises(DataError, match=r"CustomerName holds an element \(<b>\) where a value"):
+        raw([body], collector)
