@@ -19,6 +19,7 @@ import click
 
 from extractor.config import (
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_PAUSE,
     DEFAULT_PARSE_WORKERS,
     DEFAULT_TIMEOUTS,
     Credentials,
@@ -83,6 +84,14 @@ _service_options = _stack(
         type=click.FloatRange(min=0.1),
         help="Seconds one attempt may take, response body included.",
     ),
+    click.option(
+        "--max-pause",
+        default=DEFAULT_MAX_PAUSE,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help="Seconds of pause the service may ask for (Retry-After, budget reset, quarantine) "
+        "that are waited out; a longer one stops the run, resumable.",
+    ),
     click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
 )
 #: Every command that may write to an object store.
@@ -113,8 +122,10 @@ _dataset_options = _stack(
 )
 
 
-def _timeouts(timeout: float) -> Timeouts:
-    return Timeouts(connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout)
+def _timeouts(timeout: float, max_pause: float) -> Timeouts:
+    return Timeouts(
+        connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout, max_pause=max_pause
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -157,6 +168,7 @@ def invoices(
     parse_workers: int,
     max_requests_per_hour: int,
     timeout: float,
+    max_pause: float,
     resume: bool,
     insecure: bool,
 ) -> None:
@@ -187,7 +199,7 @@ def invoices(
         soap_version=soap_version,
         parse_workers=parse_workers,
         max_requests_per_hour=max_requests_per_hour,
-        timeouts=_timeouts(timeout),
+        timeouts=_timeouts(timeout, max_pause),
         resume=resume,
         insecure=insecure,
     )
@@ -253,6 +265,7 @@ def transactions(
     soap_version: str,
     max_requests_per_hour: int,
     timeout: float,
+    max_pause: float,
     resume: bool,
     insecure: bool,
 ) -> None:
@@ -277,7 +290,7 @@ def transactions(
         concurrency=concurrency,
         soap_version=soap_version,
         max_requests_per_hour=max_requests_per_hour,
-        timeouts=_timeouts(timeout),
+        timeouts=_timeouts(timeout, max_pause),
         resume=resume,
         insecure=insecure,
     )
@@ -330,6 +343,7 @@ def sync(
     soap_version: str,
     max_requests_per_hour: int,
     timeout: float,
+    max_pause: float,
     insecure: bool,
 ) -> None:
     """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
@@ -344,7 +358,7 @@ def sync(
         overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
         reconcile=reconcile, ledger=not no_ledger, concurrency=concurrency,
         parse_workers=parse_workers, soap_version=soap_version,
-        max_requests_per_hour=max_requests_per_hour, timeouts=_timeouts(timeout),
+        max_requests_per_hour=max_requests_per_hour, timeouts=_timeouts(timeout, max_pause),
         insecure=insecure,
     )  # fmt: skip
     summary = _run(run_sync(job, Credentials.from_env()))
@@ -376,6 +390,7 @@ def update_invoices(
     soap_version: str,
     max_requests_per_hour: int,
     timeout: float,
+    max_pause: float,
     insecure: bool,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
@@ -392,7 +407,7 @@ def update_invoices(
         input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,
         concurrency=concurrency, base_url=base_url, soap_version=soap_version,
         max_requests_per_hour=max_requests_per_hour, insecure=insecure,
-        timeouts=_timeouts(timeout),
+        timeouts=_timeouts(timeout, max_pause),
     )  # fmt: skip
     updates = read_updates(input_path)
     batches = -(-len(updates) // batch_size)

@@ -77,10 +77,16 @@ DEFAULT_RETRY: Final = RetryPolicy()
 LOGIN_RETRY: Final = RetryPolicy(attempts=3, initial=0.2, maximum=2.0, fault_attempts=3)
 
 
+#: The longest pause the service may ask for (Retry-After, its budget reset, a quarantine's
+#: end) that a run waits out; the live service's quarantines last minutes, up to an hour.
+DEFAULT_MAX_PAUSE: Final = 3600.0
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 15.0
     attempt: float = 300.0  # a whole request, response body included
+    max_pause: float = DEFAULT_MAX_PAUSE  # beyond it the run stops, resumable
 
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

@@ -14,7 +14,8 @@
     │   ├── ResponseTooLarge       a body above the size limit                  (splits a batch)
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
     │   ├── Redirected             a 3xx answer: requests never follow redirects
-    │   └── StillQuarantined       the service kept refusing after several quarantines
+    │   ├── StillQuarantined       the service kept refusing after several quarantines
+    │   └── PauseTooLong           the service asked for a pause beyond --max-pause
     └── TransientError             retried with back-off                        (splits a batch)
         ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
         │   └── RequestTimeout     no complete answer in time (also TimeoutError)
@@ -85,6 +86,10 @@ class ResponseTooLarge(FatalError):
 
 class StillQuarantined(FatalError):
     """The service kept the client in quarantine beyond what a run waits for."""
+
+
+class PauseTooLong(FatalError):
+    """The service asked every request to wait longer than the run is allowed to pause."""
 
 
 class TransientError(ExtractorError):

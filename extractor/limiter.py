@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from extractor.errors import PauseTooLong
+
 Sleep = Callable[[float], Awaitable[None]]
 #: Seconds added to a reset or quarantine end: the service's clock is not ours.
 MARGIN: Final = 1.0
@@ -28,6 +30,7 @@ class Limits:
     per_hour: int = 7200  # the live service's budget; 0: no client-side limit
     burst: int = 20
     reserve: int = 8  # pause for the reset when the service says this few remain
+    max_pause: float = 3600.0  # a longer pause asked for stops the run (PauseTooLong)
 
 
 DEFAULT_LIMITS: Final = Limits()
@@ -65,7 +68,14 @@ class RateLimiter:
             self._tokens -= 1
 
     def pause_until(self, until: float, reason: str) -> None:
-        """Hold every request until ``until`` (wall-clock seconds) plus a margin."""
+        """Hold every request until ``until`` (wall-clock seconds) plus a margin; PauseTooLong
+        when that is further away than ``max_pause``."""
+        if until - self._clock() > self.limits.max_pause:
+            raise PauseTooLong(
+                f"the service asked to pause until {format_when(until)} ({reason}), longer "
+                f"than --max-pause {self.limits.max_pause:g} s; stopped: run the same command "
+                "after that time to resume"
+            )
         until += MARGIN
         if until > self._paused_until:
             starts = self._paused_until <= self._clock()
@@ -89,3 +99,11 @@ class RateLimiter:
             if self._tokens < 1:
                 wait = max(wait, (1 - self._tokens) / rate)
         return wait
+
+
+def format_when(moment: float) -> str:
+    """A wall-clock time as a date and time in UTC, also for years no datetime holds."""
+    try:
+        return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return "a time after the year 9999"

@@ -13,7 +13,7 @@ from typing import IO, Any
 import orjson
 
 from extractor.journal import RunState
-from extractor.limiter import RateLimiter
+from extractor.limiter import RateLimiter, format_when
 
 
 @dataclass
@@ -65,11 +65,13 @@ class RunStats:
         elapsed = max(self.seconds, 1e-9)
         return self.invoices / elapsed, self.bytes_received / elapsed / 1e6
 
-    def line(self) -> str:
+    def line(self, paused_until: float | None = None) -> str:
         per_second, mb_per_second = self.rates()
         left = self.ids_total - self.ids_done
         done_per_second = self.ids_done / max(self.seconds, 1e-9)
         eta = f"{left / done_per_second:.0f}s" if done_per_second > 0 and left else "-"
+        if paused_until is not None:  # no rate says when a pause the service asked for ends
+            eta = f"- (paused until {format_when(paused_until)})"
         return (
             f"{self.ids_done:,}/{self.ids_total:,} {self.units}  "
             f"{per_second:,.0f} {self.records}/s  "
@@ -155,6 +157,7 @@ class Progress:
     ) -> None:
         self.stats = stats
         self.stream = stream
+        self._limiter = limiter
         if limiter is not None:
             limiter.on_pause = self._paused
         self.live = stream.isatty()
@@ -180,13 +183,14 @@ class Progress:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            paused = self._limiter.paused_until if self._limiter is not None else None
+            line = self.stats.line(paused)
             if self.live:
-                self.stream.write(f"\r\033[K{self.stats.line()}")
+                self.stream.write(f"\r\033[K{line}")
             else:
-                self.stream.write(f"progress: {self.stats.line()}\n")
+                self.stream.write(f"progress: {line}\n")
             self.stream.flush()
 
     def _paused(self, until: float, reason: str) -> None:
         """Every worker waits (quarantine, Retry-After, service budget): say so at once."""
-        end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
-        self.say(f"paused until {end}: {reason}")
+        self.say(f"paused until {format_when(until)}: {reason}")

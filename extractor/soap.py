@@ -239,7 +239,7 @@ def _quarantine_end(message: str) -> float:
     match = _QUARANTINE.search(message)
     if match is not None:
         text = match.group(1).rstrip(".").replace("Z", "+00:00")
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):
             when = dt.datetime.fromisoformat(text)
             return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
     return time.time() + 60

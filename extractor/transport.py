@@ -92,7 +92,11 @@ class Transport:
         """A run's transport, with its rate limiter (pausing when fewer requests remain than
         can be in flight) and TLS verified unless ``insecure``. The limiter keeps real time
         even when tests inject a retry ``sleep``: a budget is a matter of the wall clock."""
-        limits = Limits(per_hour=max_requests_per_hour, reserve=max(8, concurrency))
+        limits = Limits(
+            per_hour=max_requests_per_hour,
+            reserve=max(8, concurrency),
+            max_pause=timeouts.max_pause,
+        )
         return cls(
             base_url,
             SOAP_VERSIONS[soap_version],
@@ -171,13 +175,15 @@ class Transport:
         """Make every worker wait when the service says so (quarantine, Retry-After)."""
         if isinstance(error, Quarantined):
             self.limiter.quarantines += 1
-            until = dt.datetime.fromtimestamp(error.until, dt.UTC).strftime("%H:%M:%S UTC")
-            self.limiter.pause_until(error.until, f"quarantined by the service until {until}")
+            self.limiter.pause_until(error.until, "quarantined by the service")
         elif isinstance(error, TransientError):
             delay = _retry_after(response.headers.get("Retry-After", ""))
             if delay is not None:
                 self.limiter.pause_until(
-                    time.time() + delay, f"HTTP {response.status}: Retry-After {delay:g} s"
+                    time.time() + delay,
+                    f"HTTP {response.status} with Retry-After {delay:,.0f} s"
+                    if delay >= 10
+                    else f"HTTP {response.status} with Retry-After {delay:g} s",
                 )
         return error
 

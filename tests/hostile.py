@@ -142,6 +142,16 @@ def transformed(change: Callable[[bytes], bytes], content_type: str | None = Non
     return rule
 
 
+def with_headers(headers: dict[str, str]) -> Rule:
+    """The simulator's answer with ``headers`` added."""
+
+    async def rule(request: Request) -> web.StreamResponse:
+        status, upstream_headers, body = await request.upstream()
+        return web.Response(status=status, body=body, headers=upstream_headers | headers)
+
+    return rule
+
+
 def once(first: Rule) -> Rule:
     """``first`` for the first request of the operation, the simulator afterwards."""
     used = False

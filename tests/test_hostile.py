@@ -13,17 +13,28 @@ from typing import Any
 import pytest
 
 from extractor import soap
-from extractor.config import InvoiceJob
-from extractor.errors import Redirected
+from extractor.config import InvoiceJob, Timeouts
+from extractor.errors import PauseTooLong, Redirected
+from extractor.journal import JOURNAL_DIR
 from extractor.pipeline import run_invoices
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, no_sleep
-from tests.hostile import HostileServer, answer
+from tests.hostile import HostileServer, answer, once, with_headers
+from tests.test_e2e import assert_matches_truth
+
+
+@pytest.fixture
+async def simulator(start_simulator: Any) -> Simulator:
+    """A small tenant: these tests are about what the server does, not about volume."""
+    sim: Simulator = await start_simulator(orders=300)
+    return sim
 
 
 async def backfill(url: str, out: Path, **options: Any) -> dict[str, Any]:
     job = InvoiceJob(
-        out=out, base_url=url, **{"max_requests_per_hour": 0, "parse_workers": 0, **options}
+        out=out,
+        base_url=url,
+        **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
     return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
@@ -40,3 +51,61 @@ async def test_a_redirect_is_never_followed(
         with pytest.raises(Redirected, match=f"HTTP {status}, redirecting to {host}"):
             await backfill(server.url, tmp_path)
         assert sum(elsewhere.seen.values()) == 0  # nothing, the password least of all, went there
+
+
+def _fault(message: str) -> bytes:
+    return soap.fault_body(soap.SOAP11, message)
+
+
+FAR_PAUSES = {
+    "Retry-After in seconds": (
+        answer(503, b"busy", {"Retry-After": "315360000"}, "text/plain"),
+        r"pause until 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+        r"\(HTTP 503 with Retry-After 315,360,000 s\)",
+    ),
+    "Retry-After in year 9999": (
+        answer(429, b"slow down", {"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}, "text/plain"),
+        "pause until 9999-12-31 23:59:59 UTC",
+    ),
+    "budget reset in 2100": (
+        with_headers({"APILimitRemaining": "0", "APILimitReset": "2100-01-01T00:00:00"}),
+        r"pause until 2100-01-01 00:00:00 UTC \(service budget: 0 requests left\)",
+    ),
+    "quarantine until 2100": (
+        answer(
+            500,
+            _fault(
+                "Limit exceeded by 3. Request is blocked. Quarantine ends at 2100-01-01 00:00:00"
+            ),
+        ),
+        r"pause until 2100-01-01 00:00:00 UTC \(quarantined by the service\)",
+    ),
+    "quarantine until the end of 9999": (
+        answer(500, _fault("Limit exceeded. Quarantine ends at 9999-12-31T23:59:59")),
+        "pause until 9999-12-31 23:59:59 UTC",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAR_PAUSES))
+async def test_a_pause_beyond_max_pause_stops_the_run_resumably(
+    simulator: Simulator, tmp_path: Path, case: str
+) -> None:
+    rule, said = FAR_PAUSES[case]
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", rule)
+        with pytest.raises(PauseTooLong, match=said):
+            await backfill(server.url, tmp_path)
+        assert (tmp_path / JOURNAL_DIR).is_dir()  # resumable
+        del server.rules["GetInvoices"]  # the service came back
+        summary = await backfill(server.url, tmp_path)
+    assert summary["status"] == "complete"
+    assert_matches_truth(simulator, tmp_path)
+
+
+async def test_a_pause_within_max_pause_is_waited_out(simulator: Simulator, tmp_path: Path) -> None:
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", once(answer(503, b"busy", {"Retry-After": "0.2"}, "text/plain")))
+        summary = await backfill(server.url, tmp_path, timeouts=Timeouts(max_pause=5))
+    assert summary["status"] == "complete"
+    assert_matches_truth(simulator, tmp_path)
