@@ -20,7 +20,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,8 +172,11 @@ class ParsePool:
 
     def __init__(self, workers: int, selection: Selection, out: Path, run_id: str) -> None:
         context = multiprocessing.get_context("spawn")
-        self._results: multiprocessing.Queue[Any] = context.Queue()
-        self._inboxes: list[multiprocessing.Queue[Any]] = [context.Queue() for _ in range(workers)]
+        with _without_credentials():  # the first queue starts multiprocessing's resource tracker
+            self._results: multiprocessing.Queue[Any] = context.Queue()
+            self._inboxes: list[multiprocessing.Queue[Any]] = [
+                context.Queue() for _ in range(workers)
+            ]
         self._processes = [
             context.Process(
                 target=_serve,
@@ -193,8 +196,9 @@ class ParsePool:
 
     async def __aenter__(self) -> ParsePool:
         self._loop = asyncio.get_running_loop()
-        for process in self._processes:
-            process.start()
+        with _without_credentials():
+            for process in self._processes:
+                process.start()
         self._reader = threading.Thread(target=self._read_results, name="parser-results")
         self._reader.start()
         return self
@@ -279,6 +283,17 @@ class ParsePool:
             self._staged[key] = (entry[0], staged)
             value = (value, staged)
         entry[1].set_result(value)
+
+
+@contextlib.contextmanager
+def _without_credentials() -> Iterator[None]:
+    """Parser processes see bytes, never credentials: they start without the TFSO_*
+    variables (a spawned process inherits the environment as it is at its start)."""
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TFSO_")}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _rebuild(kind: str, message: str) -> ExtractorError:

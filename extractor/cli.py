@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from extractor import redact
 from extractor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PAUSE,
@@ -534,11 +535,8 @@ def demo(out: Path, orders: int) -> None:
 
 def _say(message: object) -> None:
     """One line on stderr, with the password blanked should any code path ever carry it."""
-    text = str(message).replace("\n", " ")
-    password = os.environ.get("TFSO_PASSWORD")
-    if password:
-        text = text.replace(password, "***")
-    click.echo(text, err=True)
+    redact.register(os.environ.get("TFSO_PASSWORD"))  # also before Credentials were read
+    click.echo(redact.mask(str(message).replace("\n", " ")), err=True)
 
 
 def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main) -> int:

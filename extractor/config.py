@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from extractor import redact
 from extractor.errors import CredentialsMissing, UsageError
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     identity_id: str | None = None
+
+    def __post_init__(self) -> None:
+        redact.register(self.password)  # masked in every sink from now on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from extractor import invoices, soap
+from extractor import invoices, redact, soap
 from extractor.batches import BatchCounts, CountedSink, LocalSinks, ParsePool
 from extractor.config import InvoiceJob, RetryPolicy
 from extractor.errors import DataError, ExtractorError, ResponseTooLarge, TransientError
@@ -63,7 +63,7 @@ class FetchContext:
         return stream
 
     def fail(self, ids: Sequence[int], error: BaseException) -> None:
-        message = f"{type(error).__name__}: {error}"
+        message = redact.mask(f"{type(error).__name__}: {error}")
         self.journal.append({"event": "failed", "ids": list(ids), "error": message})
         self.stats.failed_ids += len(ids)
         self.stats.ids_done += len(ids)

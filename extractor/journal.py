@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from extractor import redact
 from extractor.errors import OutputError, UsageError
 from extractor.writer import RunInfo
 
@@ -122,7 +123,7 @@ class Journal:
 
     def append(self, event: dict[str, Any]) -> None:
         try:
-            self._file.write(orjson.dumps(event) + b"\n")
+            self._file.write(redact.mask_bytes(orjson.dumps(event)) + b"\n")
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:

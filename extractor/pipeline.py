@@ -21,6 +21,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from extractor import redact
 from extractor.batches import InvoiceTables, LocalSinks, ParsePool
 from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import OutputError, UsageError
@@ -214,7 +215,7 @@ def _write_failures(job: InvoiceJob, state: RunState) -> str | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(b"\n".join(lines) + b"\n")
+        temporary.write_bytes(redact.mask_bytes(b"\n".join(lines) + b"\n"))
         temporary.rename(path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import orjson
 
+from extractor import redact
 from extractor.journal import RunState
 from extractor.limiter import RateLimiter, format_when
 
@@ -140,7 +141,7 @@ def write_summary(summary: dict[str, Any], out: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{summary['run_id']}.json"
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    temporary.write_bytes(redact.mask_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2)))
     temporary.rename(path)
     return path
 

@@ -23,7 +23,7 @@ from typing import IO, Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from extractor import arrow, schema, soap
+from extractor import arrow, redact, schema, soap
 from extractor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_RETRY,
@@ -266,7 +266,7 @@ class _Run:
                     {
                         "event": "failed",
                         "window": window.as_json(),
-                        "error": f"{type(exc).__name__}: {exc}",
+                        "error": redact.mask(f"{type(exc).__name__}: {exc}"),
                     }
                 )
                 self.stats.failed_ids += 1

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from extractor import schema, soap
+from extractor import redact, schema, soap
 from extractor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_RETRY,
@@ -257,7 +257,7 @@ def _outcome(update: Update, status: str, error: str | None) -> dict[str, Any]:
         "InvoiceTitle": update.get("InvoiceTitle"),
         "ReferenceNumber": update.get("ReferenceNumber"),
         "status": status,
-        "error": error,
+        "error": None if error is None else redact.mask(error),
     }
 
 

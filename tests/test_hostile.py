@@ -6,20 +6,26 @@ asserts the dataset against the ground truth, or the exact error.
 
 from __future__ import annotations
 
+import asyncio
+import html
 import io
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+import psutil
 import pytest
+from aiohttp import web
 
 from extractor import soap
-from extractor.config import InvoiceJob, Timeouts
+from extractor.config import Credentials, InvoiceJob, Timeouts
 from extractor.errors import PauseTooLong, Redirected
 from extractor.journal import JOURNAL_DIR
 from extractor.pipeline import run_invoices
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, no_sleep
-from tests.hostile import HostileServer, answer, once, with_headers
+from tests.hostile import HostileServer, Request, answer, once, with_headers
 from tests.test_e2e import assert_matches_truth
 
 
@@ -109,3 +115,46 @@ async def test_a_pause_within_max_pause_is_waited_out(simulator: Simulator, tmp_
         summary = await backfill(server.url, tmp_path, timeouts=Timeouts(max_pause=5))
     assert summary["status"] == "complete"
     assert_matches_truth(simulator, tmp_path)
+
+
+async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_it(
+    start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f'pw-{uuid.uuid4().hex}&<"'
+    simulator = await start_simulator(orders=300, password=secret)
+    creds = Credentials(CREDS.application_id, CREDS.username, secret)
+    monkeypatch.setenv("TFSO_PASSWORD", secret)
+    monkeypatch.setenv("TFSO_USERNAME", CREDS.username)
+    poison = simulator.tenant.ids[17]
+    release, arrived = asyncio.Event(), asyncio.Event()
+    echo = answer(500, _fault(f"Object reference not set: Login('{CREDS.username}', '{secret}')"))
+
+    async def rule(request: Request) -> web.StreamResponse | None:
+        arrived.set()
+        await release.wait()
+        return await echo(request) if f">{poison}<".encode() in request.body else None
+
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", rule)
+        job = InvoiceJob(out=tmp_path, base_url=server.url, parse_workers=2, batch_size=100)
+        run = asyncio.create_task(run_invoices(job, creds, stream=io.StringIO(), sleep=no_sleep))
+        try:
+            await asyncio.wait_for(arrived.wait(), 60)
+            # two parser processes, and multiprocessing's resource tracker
+            environments = [child.environ() for child in psutil.Process().children()]
+        finally:
+            release.set()
+            summary = await run
+    assert len(environments) >= 2
+    for environment in environments:
+        assert not [name for name in environment if name.startswith("TFSO_")]
+    assert summary["status"] == "partial" and summary["failed_ids"] == 1
+    report = Path(summary["failures_report"]).read_text()
+    assert "Object reference not set: Login(" in report and "***" in report
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 5
+    for path in written:
+        data = path.read_bytes()
+        for spelling in (secret, orjson.dumps(secret)[1:-1].decode(), html.escape(secret)):
+            assert spelling.encode() not in data, path
+    assert secret not in orjson.dumps(summary).decode()
