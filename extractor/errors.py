@@ -5,7 +5,8 @@
     ExtractorError
     ├── UsageError                 bad input from the user (flags, env, paths); exit 2
     │   ├── CredentialsMissing
-    │   └── OutputLocked           another run holds the output's lock
+    │   ├── OutputLocked           another run holds the output's lock
+    │   └── CorruptJournal         a journal damaged other than by a torn last line
     ├── FatalError                 stops the run; never retried
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
@@ -50,6 +51,10 @@ class CredentialsMissing(UsageError):
 
 class OutputLocked(UsageError):
     """Another run is writing the same output; one writer per output."""
+
+
+class CorruptJournal(UsageError):
+    """A run's journal holds a line that is not an event of the shape it should have."""
 
 
 class FatalError(ExtractorError):

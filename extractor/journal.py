@@ -28,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from extractor import redact
-from extractor.errors import OutputError, UsageError
+from extractor.errors import CorruptJournal, OutputError, UsageError
 from extractor.writer import RunInfo
 
 JOURNAL_DIR: Final = "_journal"
@@ -68,27 +68,36 @@ class RunState:
         return [i for i in self.plan or () if i not in done]
 
     def apply(self, event: Mapping[str, Any]) -> None:
+        """Take one event; taking the same event twice changes nothing."""
         kind = event["event"]
         if kind == "start":
             self.starts += 1
         elif kind == "plan":
-            self.plan = list(event.get("ids", ()))
-            self.windows = event.get("windows")
-            self.as_of = event.get("as_of")
+            if self.plan is None and self.windows is None:  # saved once: a repeat is ignored
+                self.plan = list(event.get("ids", ()))
+                self.windows = event.get("windows")
+                self.as_of = event.get("as_of")
         elif kind == "staged":
-            self.staged[event["key"]] = list(event["ids"])
-            if "window" in event:
-                self.done_windows.append(event["window"])
-            for name, value in event["counts"].items():
-                self.counts[name] = self.counts.get(name, 0) + value
-            self.missing.extend(event["missing"])
+            self._stage(event)
         elif kind == "failed":
             failure = {name: event[name] for name in ("ids", "window", "error") if name in event}
-            self.failures.append(failure)
-            if "window" in event:
-                self.done_windows.append(event["window"])
+            if failure not in self.failures:
+                self.failures.append(failure)
+                if "window" in event:
+                    self.done_windows.append(event["window"])
         elif kind == "published":
             self.published = True
+
+    def _stage(self, event: Mapping[str, Any]) -> None:
+        key = event["key"]
+        if key in self.staged:  # a batch is staged once under its key
+            return
+        self.staged[key] = list(event["ids"])
+        if "window" in event:
+            self.done_windows.append(event["window"])
+        for name, value in event["counts"].items():
+            self.counts[name] = self.counts.get(name, 0) + value
+        self.missing.extend(event["missing"])
 
 
 class Journal:
@@ -106,6 +115,7 @@ class Journal:
         """Resume the unfinished run in ``out`` when there is one for the same job, else start."""
         found = unfinished(out)
         if found is not None:
+            _cut_torn_tail(found)  # or the next line would be glued to it
             state = replay(found)
             if state.fingerprint != fingerprint:
                 raise UsageError(
@@ -154,10 +164,13 @@ def unfinished(out: Path) -> Path | None:
 
 
 def replay(path: Path) -> RunState:
-    """The state a journal describes; a last line cut short by a crash is ignored."""
+    """The state a journal describes; a last line cut short by a crash is ignored, any other
+    damage is refused (CorruptJournal naming the file and line)."""
     state: RunState | None = None
-    for event in _events(path):
+    for number, event in _events(path):
         if state is None:
+            if event["event"] != "start":
+                raise _corrupt(path, number, "it does not begin with the run's start")
             state = RunState(event["run_id"], event["job"])
         state.apply(event)
     if state is None:
@@ -196,13 +209,79 @@ def describe(fingerprint: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {value}" for name, value in fingerprint.items() if value) or "all"
 
 
-def _events(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as lines:
-        for line in lines:
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return  # the line being written when the run was killed
+#: Each event's fields and their types: a line of another shape is damage, not an event.
+_SHAPES: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
+    "start": {"run_id": str, "job": dict},
+    "plan": {},
+    "staged": {"key": str, "ids": list, "counts": dict, "missing": list},
+    "failed": {"error": str},
+    "published": {},
+}
+_OPTIONAL: Final[dict[str, type | tuple[type, ...]]] = {
+    "ids": list,
+    "windows": list,
+    "window": list,
+    "as_of": str,
+}
+
+
+def _events(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each complete line's event, checked; bytes after the last newline are a line the run
+    was writing when it was killed, and are ignored."""
+    try:
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.endswith(b"\n"):
+                    return
+                yield number, _checked(path, number, line)
+    except OSError as exc:
+        raise OutputError(f"cannot read the journal {path}: {exc.strerror or exc}") from None
+
+
+def _checked(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise _corrupt(path, number, "not a JSON event") from None
+    shape = _SHAPES.get(str(event.get("event"))) if isinstance(event, dict) else None
+    if shape is None or not isinstance(event, dict):
+        raise _corrupt(path, number, "not an event this version knows")
+    for name, kind in (shape | {k: v for k, v in _OPTIONAL.items() if k in event}).items():
+        if not isinstance(event.get(name), kind):
+            raise _corrupt(path, number, f"its {name!r} is missing or of the wrong type")
+    numbers = [*event.get("counts", {}).values(), *event.get("ids", ()), *event.get("missing", ())]
+    if not all(type(value) is int for value in numbers):
+        raise _corrupt(path, number, "its counts or ids are not whole numbers")
+    checked: dict[str, Any] = event
+    return checked
+
+
+def _corrupt(path: Path, number: int, why: str) -> CorruptJournal:
+    return CorruptJournal(
+        f"{path}, line {number}, is damaged ({why}); nothing was changed. Move the journal "
+        "away to start the run afresh (what it staged is fetched again)"
+    )
+
+
+def _cut_torn_tail(path: Path, step: int = 1024 * 1024) -> None:
+    """Drop a last line the crash left without its newline, so appends start on a line."""
+    try:
+        with path.open("r+b") as journal:
+            size = at = journal.seek(0, os.SEEK_END)
+            keep = 0
+            while at > 0:
+                start = max(at - step, 0)
+                journal.seek(start)
+                newline = journal.read(at - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                at = start
+            if keep < size:
+                journal.truncate(keep)
+                os.fsync(journal.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot repair the journal {path}: {exc.strerror or exc}") from None
 
 
 def _mkdir(folder: Path) -> None:
