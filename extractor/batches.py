@@ -58,7 +58,9 @@ class InvoiceTables:
         partition = invoices.PARTITION
         self.orders = TableWriter(out, "invoices", selection.order_schema, partition, run_id)
         self.rows = (
-            TableWriter(out, "invoice_rows", selection.row_schema, partition, run_id)
+            TableWriter(
+                out, "invoice_rows", selection.row_schema, partition, run_id, counted_as="rows"
+            )
             if selection.wants_rows
             else None
         )

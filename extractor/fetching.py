@@ -12,20 +12,27 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from extractor import invoices, redact, soap
 from extractor.batches import BatchCounts, CountedSink, LocalSinks, ParsePool
 from extractor.config import InvoiceJob, RetryPolicy
-from extractor.errors import DataError, ExtractorError, ResponseTooLarge, TransientError
+from extractor.errors import (
+    DataError,
+    ExtractorError,
+    OutputError,
+    ResponseTooLarge,
+    TransientError,
+)
 from extractor.invoices import Selection
-from extractor.journal import Journal
+from extractor.journal import Journal, forget_lost
 from extractor.progress import RunStats
 from extractor.retry import Sleep, persistently
 from extractor.session import Session
 from extractor.transport import Sink
+from extractor.writer import TableWriter
 
 S = TypeVar("S", bound=Sink)
 #: What makes a batch split in halves rather than stop the run.
@@ -171,6 +178,35 @@ async def _split(context: FetchContext, ids: Sequence[int], key: str) -> None:
     else:
         context.stats.splits += 1
         await _split(context, second, f"{key}b")
+
+
+#: Rounds of fetching again batches whose staged files vanished, before the run gives up.
+MAX_REFETCH_ROUNDS: Final = 3
+
+
+async def until_all_staged(
+    journal: Journal,
+    writers: Sequence[TableWriter],
+    refetch: Callable[[int], Awaitable[None]],
+    say: Callable[[str], None],
+) -> None:
+    """Before anything is published: every batch the journal lists must be on disk with the
+    records it journaled; a missing or short one is fetched again (``refetch(round)``), never
+    published short. Then only the journal's batches are published."""
+    for round_ in range(1, MAX_REFETCH_ROUNDS + 2):
+        lost = forget_lost(journal, writers)
+        if not lost:
+            break
+        if round_ > MAX_REFETCH_ROUNDS:
+            raise OutputError(
+                f"{len(lost)} staged batches vanished from {writers[0].staging.parent} again "
+                f"after {MAX_REFETCH_ROUNDS} rounds of fetching them; is something else "
+                "deleting files there? Run the same command again to resume"
+            )
+        say(f"{len(lost)} staged batches were missing or short on disk; fetching them again")
+        await refetch(round_)
+    for writer in writers:
+        writer.keep = set(journal.state.batches)
 
 
 def first_error(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -8,6 +8,7 @@ before the run goes on:
   with ``as_of``, the time just before the listing (what a sync's watermark advances to);
 - ``staged``: a batch whose staged files are all renamed into place, with its ids and counts;
 - ``failed``: ids that failed alone after their retries, with the error;
+- ``lost``: staged batches found missing or short on disk before publishing, fetched again;
 - ``published``: the dataset files are in place.
 
 A run that did not finish leaves its journal there; running the same command again (or with
@@ -29,7 +30,7 @@ import orjson
 
 from extractor import redact
 from extractor.errors import CorruptJournal, OutputError, UsageError
-from extractor.writer import RunInfo
+from extractor.writer import RunInfo, TableWriter
 
 JOURNAL_DIR: Final = "_journal"
 RUNS_DIR: Final = "_runs"
@@ -43,10 +44,7 @@ class RunState:
     fingerprint: dict[str, Any]
     plan: list[int] | None = None
     windows: list[list[Any]] | None = None  # a ledger run's plan: [start, end, system type]
-    done_windows: list[list[Any]] = field(default_factory=list)  # staged or failed
-    staged: dict[str, list[int]] = field(default_factory=dict)  # key: ids
-    counts: dict[str, int] = field(default_factory=dict)  # summed over staged batches
-    missing: list[int] = field(default_factory=list)
+    batches: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # staged events by key
     failures: list[dict[str, Any]] = field(default_factory=list)
     published: bool = False
     starts: int = 0
@@ -57,6 +55,34 @@ class RunState:
         plan event before this version)."""
         as_of = dt.datetime.fromisoformat(self.as_of) if self.as_of else dt.datetime.now(dt.UTC)
         return RunInfo(self.run_id, as_of)
+
+    @property
+    def staged(self) -> dict[str, list[int]]:
+        """Each staged batch's ids, by key."""
+        return {key: batch["ids"] for key, batch in self.batches.items()}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Records of each kind, summed over the staged batches."""
+        counts: dict[str, int] = {}
+        for batch in self.batches.values():
+            for name, value in batch["counts"].items():
+                counts[name] = counts.get(name, 0) + value
+        return counts
+
+    @property
+    def missing(self) -> list[int]:
+        """Ids a staged batch asked for and the service did not return."""
+        return [order_id for batch in self.batches.values() for order_id in batch["missing"]]
+
+    @property
+    def done_windows(self) -> list[list[Any]]:
+        """A ledger run's windows that are staged or failed."""
+        return [
+            event["window"]
+            for event in (*self.batches.values(), *self.failures)
+            if "window" in event
+        ]
 
     @property
     def failed_ids(self) -> set[int]:
@@ -83,21 +109,15 @@ class RunState:
             failure = {name: event[name] for name in ("ids", "window", "error") if name in event}
             if failure not in self.failures:
                 self.failures.append(failure)
-                if "window" in event:
-                    self.done_windows.append(event["window"])
+        elif kind == "lost":  # staged files found missing or short: fetched again
+            for key in event["keys"]:
+                self.batches.pop(key, None)
         elif kind == "published":
             self.published = True
 
     def _stage(self, event: Mapping[str, Any]) -> None:
-        key = event["key"]
-        if key in self.staged:  # a batch is staged once under its key
-            return
-        self.staged[key] = list(event["ids"])
-        if "window" in event:
-            self.done_windows.append(event["window"])
-        for name, value in event["counts"].items():
-            self.counts[name] = self.counts.get(name, 0) + value
-        self.missing.extend(event["missing"])
+        # a batch is staged once under its key (a repeated line changes nothing)
+        self.batches.setdefault(event["key"], event)
 
 
 class Journal:
@@ -215,6 +235,7 @@ _SHAPES: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
     "plan": {},
     "staged": {"key": str, "ids": list, "counts": dict, "missing": list},
     "failed": {"error": str},
+    "lost": {"keys": list},
     "published": {},
 }
 _OPTIONAL: Final[dict[str, type | tuple[type, ...]]] = {
@@ -289,3 +310,25 @@ def _mkdir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
+
+
+def lost_batches(state: RunState, writers: Sequence[TableWriter]) -> list[str]:
+    """The journal's staged batches whose files are missing or short on disk."""
+    lost: set[str] = set()
+    for writer in writers:
+        on_disk = writer.staged_rows()
+        for key, batch in state.batches.items():
+            if on_disk.get(key, 0) != batch["counts"].get(writer.counted_as, 0):
+                lost.add(key)
+    return sorted(lost)
+
+
+def forget_lost(journal: Journal, writers: Sequence[TableWriter]) -> list[str]:
+    """Journal the staged batches found missing or short, so they are fetched again, and
+    remove what is left of their files; their keys."""
+    lost = lost_batches(journal.state, writers)
+    if lost:
+        journal.append({"event": "lost", "keys": lost})
+        for writer in writers:
+            writer.discard(set(lost))
+    return lost

@@ -25,7 +25,7 @@ from extractor import redact
 from extractor.batches import InvoiceTables, LocalSinks, ParsePool
 from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import OutputError, UsageError
-from extractor.fetching import FetchContext, fetch_all, first_error, list_ids
+from extractor.fetching import FetchContext, fetch_all, first_error, list_ids, until_all_staged
 from extractor.invoices import Selection
 from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.lock import OutputLock
@@ -173,9 +173,15 @@ async def _fetch_and_publish(
     progress.say(f"{stats.ids_total:,} orders planned, {len(remaining):,} to fetch")
     progress.start()
     started = time.monotonic()
+    prefix = f"{state.starts:02d}"
+
+    async def refetch(round_: int) -> None:
+        await fetch_all(context, state.remaining(), prefix=f"{prefix}r{round_}")
+
     try:
         async with sinks:
-            await fetch_all(context, remaining, prefix=f"{state.starts:02d}")
+            await fetch_all(context, remaining, prefix=prefix)
+            await until_all_staged(journal, tables.writers, refetch, progress.say)
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None
     stats.fetch_seconds = round(time.monotonic() - started, 3)
@@ -191,6 +197,9 @@ async def _fetch_and_publish(
 
 def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]:
     stats.restore(state)  # the journal's counts: every batch of the run, resumed or not
+    if output_of(job).format == "parquet" and "invoices" in stats.written:
+        stats.invoices = stats.written["invoices"]  # what was written, not what was meant to be
+        stats.rows = stats.written.get("invoice_rows", 0)
     status = "partial" if state.failures or state.missing else "complete"
     summary = stats.summary(status, job.out)
     summary["output"], summary["format"] = output_of(job).target.uri, output_of(job).format

@@ -34,7 +34,7 @@ from extractor.config import (
     check_output_dir,
 )
 from extractor.errors import DataError, OutputError, TransientError, UsageError
-from extractor.fetching import first_error
+from extractor.fetching import first_error, until_all_staged
 from extractor.journal import Journal, RunState, finished_job, unfinished
 from extractor.lock import OutputLock
 from extractor.parser import RecordStream, struct_columns
@@ -358,6 +358,11 @@ async def _extract(
         run = _Run(job, session, journal, writer, stats, sleep)
         if not state.published:
             await _fetch_all(run, remaining(state), progress)
+
+            async def refetch(_: int) -> None:
+                await _fetch_all(run, remaining(state), progress)
+
+            await until_all_staged(journal, [writer], refetch, progress.say)
             publishing = functools.partial(job.publisher().publish, [writer], state.run_info())
             stats.written = await asyncio.get_running_loop().run_in_executor(None, publishing)
             stats.files = stats.written.get("files", 0)
@@ -375,7 +380,9 @@ async def _extract(
         summary.pop(invoice_only)
     summary.update(
         job=state.fingerprint,
-        transactions=journal.state.counts.get("transactions", 0),
+        transactions=stats.written.get(TABLE, journal.state.counts.get("transactions", 0))
+        if job.publisher().format == "parquet"
+        else journal.state.counts.get("transactions", 0),
         transactions_per_second=summary.pop("invoices_per_second"),
         days_total=summary.pop("ids_total"),
         days_done=summary.pop("ids_done"),

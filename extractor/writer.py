@@ -52,10 +52,16 @@ class TableWriter:
         run_id: str,
         limits: WriterLimits = DEFAULT_WRITER_LIMITS,
         unique: tuple[str, str] | None = None,
+        counted_as: str | None = None,
     ) -> None:
         """``unique`` (key, version): keep one record per key in each partition, the one with
-        the highest version, for services that may return a record in two requests."""
+        the highest version, for services that may return a record in two requests.
+        ``counted_as``: the name of this table's records in a journaled batch's counts."""
         self.unique = unique
+        self.counted_as = counted_as or name
+        #: Only these staged batches are published (the journal's); None: every one on disk.
+        self.keep: set[str] | None = None
+        self.rows_written = 0
         self.directory = out / name
         self.staging = out / "_staging" / run_id / name
         self.schema = schema
@@ -88,8 +94,32 @@ class TableWriter:
         Nothing is visible to readers until :meth:`reveal` renames the files.
         """
         with ThreadPoolExecutor(self.limits.publish_threads, thread_name_prefix="publish") as pool:
-            self._written = list(pool.map(self._write_partition, self._keys()))
+            written = list(pool.map(self._write_partition, self._keys()))
+        self._written = [path for path, _ in written]
+        self.rows_written = sum(rows for _, rows in written)
         return self._written
+
+    def staged_rows(self) -> dict[str, int]:
+        """Records on disk per staged batch (read from each file's footer, not its data)."""
+        rows: dict[str, int] = {}
+        for staged in self._staged_files():
+            try:
+                with pa.memory_map(str(staged)) as source:
+                    reader: Any = pa.ipc.open_file(source)  # the stubs lack count_rows
+                    count = reader.count_rows()
+            except (OSError, pa.ArrowInvalid):
+                continue  # unreadable counts as absent: the batch is fetched again
+            rows[staged.stem] = rows.get(staged.stem, 0) + count
+        return rows
+
+    def discard(self, batches: set[str]) -> None:
+        """Remove every staged file of ``batches`` (before they are fetched again)."""
+        for staged in self._staged_files():
+            if staged.stem in batches:
+                staged.unlink(missing_ok=True)
+
+    def _staged_files(self) -> list[Path]:
+        return sorted(self.staging.glob("*/*.arrow")) if self.staging.is_dir() else []
 
     def reveal(self) -> list[Path]:
         """Rename the written files into place; the final paths (the staging stays)."""
@@ -120,19 +150,21 @@ class TableWriter:
             path.unlink(missing_ok=True)
         return len(leftovers)
 
-    def _write_partition(self, key: str) -> Path:
+    def _write_partition(self, key: str) -> tuple[Path, int]:
         folder = self.directory / f"{self.partition}={key}"
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
+        rows = 0
         try:
             folder.mkdir(parents=True, exist_ok=True)
             groups = self._partition(key)
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
                 for group in groups:
                     writer.write_table(group, row_group_size=group.num_rows)
+                    rows += group.num_rows
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
-        return temporary
+        return temporary, rows
 
     def tables(self) -> Iterator[pa.Table]:
         """Every staged record, a partition's row group at a time (for :mod:`extractor.lake`)."""
@@ -140,9 +172,12 @@ class TableWriter:
             yield from self._partition(key)
 
     def _keys(self) -> list[str]:
-        if not self.staging.is_dir():
-            return []
-        return sorted(path.name for path in self.staging.iterdir() if path.is_dir())
+        """The partitions that hold a batch to publish."""
+        return sorted({staged.parent.name for staged in self._published_files()})
+
+    def _published_files(self) -> list[Path]:
+        files = self._staged_files()
+        return files if self.keep is None else [f for f in files if f.stem in self.keep]
 
     def _partition(self, key: str) -> Iterator[pa.Table]:
         groups = self._row_groups(self.staging / key)
@@ -154,6 +189,8 @@ class TableWriter:
         pending: list[pa.Table] = []
         size = 0
         for staged in sorted(folder.glob("*.arrow")):
+            if self.keep is not None and staged.stem not in self.keep:
+                continue  # not in the journal: never published
             with pa.OSFile(str(staged), "rb") as source:
                 table = pa.ipc.open_file(source).read_all()
             pending.append(table)
@@ -179,6 +216,11 @@ def publish(writers: Sequence[TableWriter]) -> int:
         writer.reveal()
     os.sync()
     return len(written)
+
+
+def written_by(writers: Sequence[TableWriter], files: int) -> dict[str, int]:
+    """What a Parquet publish wrote: its files, and the records of each table."""
+    return {"files": files} | {writer.directory.name: writer.rows_written for writer in writers}
 
 
 class Output(Protocol):
@@ -223,7 +265,7 @@ class ParquetOutput:
         self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
     ) -> dict[str, int]:
         if self.target.local is not None:
-            return {"files": publish(writers)}
+            return written_by(writers, publish(writers))
         count = 0
         for writer in writers:
             for written in writer.write_partitions():
@@ -232,7 +274,7 @@ class ParquetOutput:
                 self.target.upload(written, str(relative.with_name(name)))
                 written.unlink()
                 count += 1
-        return {"files": count}
+        return written_by(writers, count)
 
 
 def latest(table: pa.Table, key: str, version: str) -> pa.Table:

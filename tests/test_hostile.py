@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import psutil
+import pyarrow as pa
 import pytest
 from aiohttp import web
 
@@ -158,3 +159,52 @@ async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_
         for spelling in (secret, orjson.dumps(secret)[1:-1].decode(), html.escape(secret)):
             assert spelling.encode() not in data, path
     assert secret not in orjson.dumps(summary).decode()
+
+
+def hold_after(requests: int, release: asyncio.Event, arrived: asyncio.Event) -> Any:
+    """The first ``requests`` pass; the next waits for ``release`` (``arrived`` says so)."""
+    seen = 0
+
+    async def rule(request: Request) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > requests:
+            arrived.set()
+            await release.wait()
+
+    return rule
+
+
+def keep_one_record(path: Path) -> None:
+    """Rewrite a staged file with the same schema and its first record only."""
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.slice(0, 1))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "short"])
+async def test_staged_files_lost_mid_run_are_fetched_again_never_published_short(
+    simulator: Simulator, tmp_path: Path, damage: str
+) -> None:
+    release, arrived = asyncio.Event(), asyncio.Event()
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", hold_after(2, release, arrived))
+        run = asyncio.create_task(backfill(server.url, tmp_path, concurrency=1))
+        try:
+            await asyncio.wait_for(arrived.wait(), 60)
+            staged = sorted((tmp_path / "_staging").rglob("*.arrow"))
+            damaged = {path.stem for path in staged}
+            assert damaged  # a batch or two is on disk
+            for path in staged:
+                if damage == "deleted":
+                    path.unlink()
+                else:
+                    keep_one_record(path)
+        finally:
+            release.set()
+            summary = await run
+    assert summary["status"] == "complete"
+    assert summary["invoices"] == len(simulator.tenant.ids)
+    assert_matches_truth(simulator, tmp_path)  # every order once
+    assert server.seen["GetInvoices"] == 3 + len(damaged)  # each damaged batch once more
