@@ -49,6 +49,7 @@ class RunState:
     published: bool = False
     starts: int = 0
     as_of: str | None = None  # when the run began listing what to fetch (ISO, UTC)
+    retry_of: str | None = None  # the finished run whose unfetched ids this one fetches again
 
     def run_info(self) -> RunInfo:
         """The run id, and the time the run began listing (the start of a run that had no
@@ -103,6 +104,7 @@ class RunState:
                 self.plan = list(event.get("ids", ()))
                 self.windows = event.get("windows")
                 self.as_of = event.get("as_of")
+                self.retry_of = event.get("retry_of")
         elif kind == "staged":
             self._stage(event)
         elif kind == "failed":
@@ -213,9 +215,10 @@ def finished_job(
     holds data of another job in one of ``tables`` (and no unfinished run to resume)."""
     if unfinished(out) is not None:
         return None
-    for summary in finished_runs(out):
-        if summary.get("job") == fingerprint:
-            return summary
+    summaries: list[dict[str, Any]] = list(finished_runs(out))
+    matching = [summary for summary in summaries if summary.get("job") == fingerprint]
+    if matching:
+        return matching[-1]  # the latest
     for table in tables:
         if any((out / table).rglob("*.parquet")):
             raise UsageError(
@@ -223,6 +226,39 @@ def finished_job(
                 "choose a new directory"
             )
     return None
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a finished partial run could not fetch, for the next run to fetch again."""
+
+    run_id: str
+    ids: list[int]  # failed alone, or not returned by the service
+    windows: list[list[Any]]  # a ledger run's failed days
+    as_of: str | None  # when that run began listing (a retry covers no later changes)
+
+
+def carried_over(out: Path, summary: Mapping[str, Any] | None) -> Carried | None:
+    """The ids and windows the finished run of ``summary`` left unfetched (its journal,
+    kept beside the summary, says which); None when it left nothing."""
+    if summary is None or summary.get("status") == "complete":
+        return None
+    path = out / RUNS_DIR / f"{summary['run_id']}.journal.jsonl"
+    if not path.is_file():
+        return None
+    state = replay(path)
+    ids = sorted(state.failed_ids | set(state.missing))
+    windows = [failure["window"] for failure in state.failures if "window" in failure]
+    if not ids and not windows:
+        return None
+    return Carried(state.run_id, ids, windows, state.as_of)
+
+
+def latest_run(out: Path) -> dict[str, Any] | None:
+    """The summary of the last run that finished in ``out``, whatever its job."""
+    runs = list(finished_runs(out))
+    latest: dict[str, Any] | None = runs[-1] if runs else None
+    return latest
 
 
 def describe(fingerprint: Mapping[str, Any]) -> str:

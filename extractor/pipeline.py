@@ -27,7 +27,15 @@ from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_di
 from extractor.errors import OutputError, UsageError
 from extractor.fetching import FetchContext, fetch_all, first_error, list_ids, until_all_staged
 from extractor.invoices import Selection
-from extractor.journal import Journal, RunState, finished_job, unfinished
+from extractor.journal import (
+    Carried,
+    Journal,
+    RunState,
+    carried_over,
+    finished_job,
+    latest_run,
+    unfinished,
+)
 from extractor.lock import OutputLock
 from extractor.progress import Progress, RunStats, write_summary
 from extractor.retry import Sleep
@@ -87,14 +95,21 @@ async def _run_locked(
     job_print = fingerprint(job)
     output = output_of(job)
     datasets = ("invoices", "invoice_rows") if output.format == "parquet" else ()
-    done = None if job.sync else finished_job(job.out, job_print, datasets)
-    if done is not None:
+    # a sync lists what changed and adds what its last run could not fetch; a backfill that
+    # finished partial fetches again exactly what it could not fetch
+    done = latest_run(job.out) if job.sync else finished_job(job.out, job_print, datasets)
+    carried = carried_over(job.out, done) if unfinished(job.out) is None else None
+    if done is not None and carried is None and not job.sync:
         stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
         stream.write("nothing to do\n")
         return done
+    if carried is not None:
+        stream.write(
+            f"run {carried.run_id} could not fetch {len(carried.ids):,} ids; fetching them again\n"
+        )
     journal = Journal.open(job.out, new_run_id(), job_print)
     try:
-        summary = await _run(job, credentials, selection, journal, stream, sleep)
+        summary = await _run(job, credentials, selection, journal, stream, sleep, carried)
     finally:
         journal.close()
     journal.finish()
@@ -108,6 +123,7 @@ async def _run(
     journal: Journal,
     stream: IO[str],
     sleep: Sleep,
+    carried: Carried | None,
 ) -> dict[str, Any]:
     state = journal.state
     stats = RunStats(state.run_id)
@@ -134,7 +150,7 @@ async def _run(
         await session.login()
         if not state.published:
             await _fetch_and_publish(
-                job, session, selection, journal, stats, tables, progress, sleep
+                job, session, selection, journal, stats, tables, progress, sleep, carried
             )
         stats.relogins = session.logins - 1
         stats.requests = session.requests
@@ -155,6 +171,7 @@ async def _fetch_and_publish(
     tables: InvoiceTables,
     progress: Progress,
     sleep: Sleep,
+    carried: Carried | None,
 ) -> None:
     state = journal.state
     sinks: LocalSinks | ParsePool = (
@@ -164,9 +181,7 @@ async def _fetch_and_publish(
     )
     context = FetchContext(job, session, selection, stats, sleep, journal, sinks)
     if state.plan is None:
-        as_of = now()
-        ids = await list_ids(context, job.changed_after)
-        journal.append({"event": "plan", "ids": ids, "as_of": as_of.isoformat()})
+        journal.append(await _plan(context, carried))
     remaining = state.remaining()
     stats.ids_total = len(state.plan or ())
     stats.ids_done = stats.ids_total - len(remaining)
@@ -195,6 +210,21 @@ async def _fetch_and_publish(
     stats.publish_seconds = round(time.monotonic() - started, 3)
 
 
+async def _plan(context: FetchContext, carried: Carried | None) -> dict[str, Any]:
+    """The plan event: the listed ids (a sync's, or a first backfill's), plus the ids the
+    last run could not fetch; a retry of a backfill keeps that run's as-of time."""
+    job = context.job
+    if carried is not None and not job.sync:
+        as_of = carried.as_of or now().isoformat()
+        return {"event": "plan", "ids": carried.ids, "as_of": as_of, "retry_of": carried.run_id}
+    as_of = now().isoformat()
+    ids = await list_ids(context, job.changed_after)
+    if carried is None:
+        return {"event": "plan", "ids": ids, "as_of": as_of}
+    ids = list(dict.fromkeys([*ids, *carried.ids]))
+    return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
+
+
 def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]:
     stats.restore(state)  # the journal's counts: every batch of the run, resumed or not
     if output_of(job).format == "parquet" and "invoices" in stats.written:
@@ -204,6 +234,7 @@ def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]
     summary = stats.summary(status, job.out)
     summary["output"], summary["format"] = output_of(job).target.uri, output_of(job).format
     summary["job"] = state.fingerprint
+    summary["retry_of"] = state.retry_of
     summary["failures_report"] = _write_failures(job, state)
     write_summary(summary, job.out)
     return summary

@@ -97,7 +97,12 @@ class RunStats:
 
 def render_summary(summary: dict[str, Any]) -> str:
     lines = [
-        f"run {summary['run_id']}: {summary['status']}",
+        f"run {summary['run_id']}: {summary['status']}"
+        + (
+            f" (fetched again what run {summary['retry_of']} could not)"
+            if summary.get("retry_of")
+            else ""
+        ),
         f"  invoices      {summary['invoices']:,} (of {summary['ids_total']:,} ids listed)",
         f"  invoice rows  {summary['rows']:,}",
         f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "

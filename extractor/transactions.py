@@ -35,7 +35,15 @@ from extractor.config import (
 )
 from extractor.errors import DataError, OutputError, TransientError, UsageError
 from extractor.fetching import first_error, until_all_staged
-from extractor.journal import Journal, RunState, finished_job, unfinished
+from extractor.journal import (
+    Carried,
+    Journal,
+    RunState,
+    carried_over,
+    finished_job,
+    latest_run,
+    unfinished,
+)
 from extractor.lock import OutputLock
 from extractor.parser import RecordStream, struct_columns
 from extractor.pipeline import new_run_id, now
@@ -315,17 +323,22 @@ async def _run_locked(
     job: TransactionJob, credentials: Credentials, stream: IO[str], sleep: Sleep
 ) -> dict[str, Any]:
     fingerprint = job.fingerprint()
-    done = None if job.sync else finished_job(job.out, fingerprint, () if job.output else (TABLE,))
-    if done is not None:
+    tables = () if job.output else (TABLE,)
+    done = latest_run(job.out) if job.sync else finished_job(job.out, fingerprint, tables)
+    carried = carried_over(job.out, done) if unfinished(job.out) is None else None
+    if done is not None and carried is None and not job.sync:
         stream.write(f"run {done['run_id']} already finished this job; nothing to do\n")
         return done
+    if carried is not None:
+        days = sum(Window.from_json(w).length for w in carried.windows)
+        stream.write(f"run {carried.run_id} could not fetch {days:,} days; fetching them again\n")
     try:
         job.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create --out {job.out}: {exc.strerror or exc}") from None
     journal = Journal.open(job.out, new_run_id(), fingerprint)
     try:
-        summary = await _extract(job, credentials, journal, stream, sleep)
+        summary = await _extract(job, credentials, journal, stream, sleep, carried)
     finally:
         journal.close()
     journal.finish()
@@ -333,7 +346,12 @@ async def _run_locked(
 
 
 async def _extract(
-    job: TransactionJob, credentials: Credentials, journal: Journal, stream: IO[str], sleep: Sleep
+    job: TransactionJob,
+    credentials: Credentials,
+    journal: Journal,
+    stream: IO[str],
+    sleep: Sleep,
+    carried: Carried | None,
 ) -> dict[str, Any]:
     state = journal.state
     schema_ = arrow.schema_for(transaction_type().fields)
@@ -353,8 +371,7 @@ async def _extract(
         session = Session(transport, credentials, sleep)
         await session.login()
         if state.windows is None:
-            windows = [w.as_json() for w in job.plan()]
-            journal.append({"event": "plan", "windows": windows, "as_of": now().isoformat()})
+            journal.append(_plan(job, carried))
         run = _Run(job, session, journal, writer, stats, sleep)
         if not state.published:
             await _fetch_all(run, remaining(state), progress)
@@ -380,6 +397,7 @@ async def _extract(
         summary.pop(invoice_only)
     summary.update(
         job=state.fingerprint,
+        retry_of=state.retry_of,
         transactions=stats.written.get(TABLE, journal.state.counts.get("transactions", 0))
         if job.publisher().format == "parquet"
         else journal.state.counts.get("transactions", 0),
@@ -391,6 +409,22 @@ async def _extract(
     )
     write_summary(summary, job.out)
     return summary
+
+
+def _plan(job: TransactionJob, carried: Carried | None) -> dict[str, Any]:
+    """The plan event: the job's windows, plus the days the last run could not fetch; a
+    retry of a backfill fetches those days only, and keeps that run's as-of time."""
+    if carried is not None and not job.sync:
+        as_of = carried.as_of or now().isoformat()
+        return {
+            "event": "plan", "windows": carried.windows, "as_of": as_of,
+            "retry_of": carried.run_id,
+        }  # fmt: skip
+    windows = [w.as_json() for w in job.plan()]
+    event = {"event": "plan", "windows": windows, "as_of": now().isoformat()}
+    if carried is not None:
+        event |= {"windows": windows + carried.windows, "retry_of": carried.run_id}
+    return event
 
 
 async def _fetch_all(run: _Run, windows: list[Window], progress: Progress) -> None:
