@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import shutil
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -526,10 +525,9 @@ def simulate(
 @click.option("--orders", default=50_000, show_default=True, type=click.IntRange(1, 10_000_000))
 def demo(out: Path, orders: int) -> None:
     """Backfill the built-in simulator's orders into ./demo-output and show the result."""
-    from extractor.simulator.cli import run_demo
+    from extractor.simulator.cli import prepare_demo_dir, run_demo
 
-    if (out / "_runs").is_dir():
-        shutil.rmtree(out)  # a previous demo's output; the demo starts clean
+    prepare_demo_dir(out)
     _run(run_demo(out, orders))
 
 

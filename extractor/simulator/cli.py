@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
+from typing import Final
 
 import click
 
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, InvoiceJob
+from extractor.errors import UsageError
+from extractor.lock import LOCK_FILE
 from extractor.pipeline import run_invoices
 from extractor.progress import render_summary
 from extractor.simulator.faults import NO_FAULTS, FaultConfig
@@ -58,6 +62,38 @@ async def serve(
         click.echo(f"  extractor invoices --base-url {simulator.url} --out DIR")
         click.echo("Ctrl-C stops it.")
         await asyncio.Event().wait()
+
+
+#: Written into a directory the demo made, so that a later demo may clear what it wrote there.
+DEMO_MARKER: Final = "_extractor_demo"
+#: What a demo writes: the only entries a later demo removes.
+DEMO_ENTRIES: Final = (
+    "invoices", "invoice_rows", "_runs", "_failures", "_journal", "_staging", LOCK_FILE,
+)  # fmt: skip
+
+
+def prepare_demo_dir(out: Path) -> None:
+    """A new or empty ``out`` becomes the demo's; a previous demo's output is cleared (only
+    what a demo writes, nothing else); any other non-empty directory is refused."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a new or empty directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():
+            raise UsageError(
+                f"--out {out} is not empty and is not a demo's output; the demo writes only "
+                "into a new or empty directory (it never deletes what it did not create)"
+            )
+        for name in DEMO_ENTRIES:
+            entry = out / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DEMO_MARKER).write_text("written by 'extractor demo': a later demo may clear it\n")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
 
 
 async def run_demo(out: Path, orders: int) -> None:
