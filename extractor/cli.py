@@ -395,8 +395,10 @@ def update_invoices(
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
     from extractor.updates import (
+        OutcomeLog,
         UpdateJob,
         apply_updates,
+        check_report,
         describe,
         read_updates,
         summarize,
@@ -410,6 +412,7 @@ def update_invoices(
         timeouts=_timeouts(timeout, max_pause),
     )  # fmt: skip
     updates = read_updates(input_path)
+    check_report(job.report_path)
     batches = -(-len(updates) // batch_size)
     if dry_run:
         click.echo(
@@ -418,8 +421,16 @@ def update_invoices(
         for line in describe(updates):
             click.echo(line)
         return
-    outcomes = _run(apply_updates(job, updates, Credentials.from_env()))
-    write_report(job.report_path, outcomes)
+    credentials = Credentials.from_env()
+    log = OutcomeLog(job.report_path)
+    try:
+        outcomes = _run(apply_updates(job, updates, credentials, log=log))
+        write_report(job.report_path, outcomes)
+    except ExtractorError as exc:
+        log.close(done=False)
+        exc.args = (f"{exc}; the outcomes so far are in {log.path}",)
+        raise
+    log.close(done=True)
     if not summarize(outcomes, job.report_path):
         click.echo(f"some updates were not applied: see {job.report_path}", err=True)
         sys.exit(EXIT_PARTIAL)

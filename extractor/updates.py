@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -199,8 +200,10 @@ async def apply_updates(
     credentials: Credentials,
     *,
     sleep: Sleep = asyncio.sleep,
+    log: OutcomeLog | None = None,
 ) -> list[dict[str, Any]]:
-    """Send every update; each order's outcome (``updated``, ``refused``, ``failed``)."""
+    """Send every update; each order's outcome (``updated``, ``refused``, ``failed``), also
+    appended to ``log`` batch by batch as they arrive."""
     transport = Transport.for_run(
         job.base_url, job.soap_version, concurrency=job.concurrency, timeouts=job.timeouts,
         max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
@@ -215,7 +218,10 @@ async def apply_updates(
 
         async def worker() -> None:
             for batch in batches:
-                outcomes.extend(await _send(job, session, batch, sleep))
+                answered = await _send(job, session, batch, sleep)
+                if log is not None:
+                    log.append(answered)
+                outcomes.extend(answered)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -261,8 +267,51 @@ def _outcome(update: Update, status: str, error: str | None) -> dict[str, Any]:
     }
 
 
+REPORT_FORMATS: Final = (".csv", ".parquet")
+
+
+def check_report(path: Path) -> None:
+    """Refuse a report that could not be written, before any request (in a dry run too)."""
+    if path.is_dir():
+        raise UsageError(f"--report {path} is a directory; give a file name")
+    if path.suffix.lower() not in REPORT_FORMATS:
+        raise UsageError(f"--report {path}: use a .csv or .parquet file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"--report {path}: {parent} is not a writable directory")
+            return
+
+
+class OutcomeLog:
+    """Each batch's outcomes as they arrive, fsynced as JSON lines beside the report
+    (``<report>.partial.jsonl``), so that a crash keeps the record of what was changed."""
+
+    def __init__(self, report: Path) -> None:
+        self.path = report.with_name(f"{report.name}.partial.jsonl")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("wb")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def append(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            self._file.write(b"".join(orjson.dumps(outcome) + b"\n" for outcome in outcomes))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def close(self, done: bool) -> None:
+        """Closed; removed once the report holds every outcome (``done``)."""
+        self._file.close()
+        if done:
+            self.path.unlink(missing_ok=True)
+
+
 def write_report(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
-    """The outcomes as Parquet (``.parquet``) or CSV (anything else), written then renamed."""
+    """The outcomes as Parquet (``.parquet``) or CSV (``.csv``), written then renamed."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
+from aiohttp import web
+
+from extractor.simulator.server import Simulator
 from tests.helpers import extractor, one_line
+from tests.hostile import HostileServer, Request, answer
+
+
+@pytest.fixture
+async def simulator(start_simulator: Any) -> Simulator:
+    sim: Simulator = await start_simulator(orders=300)
+    return sim
 
 
 async def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
@@ -31,3 +44,68 @@ async def test_demo_again_clears_only_what_a_demo_wrote(tmp_path: Path) -> None:
     assert (out / "mine.txt").read_text() == "kept"
     assert len(list((out / "_runs").glob("*[0-9a-f].json"))) == 1  # the new demo's only
     assert "invoices      60 " in second
+
+
+def invoiced(simulator: Simulator, count: int) -> list[int]:
+    tenant = simulator.tenant
+    return [i for i in tenant.ids if tenant.wire(i).get("OrderStatus") == "Invoiced"][:count]
+
+
+def updates_file(simulator: Simulator, folder: Path, count: int) -> Path:
+    source = folder / "updates.jsonl"
+    rows = [{"OrderId": i, "ReferenceNumber": f"R{i}"} for i in invoiced(simulator, count)]
+    source.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
+    return source
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ("report.xlsx", "use a .csv or .parquet file"),
+        ("a-file.txt/report.csv", "a-file.txt is not a writable directory"),
+        (".", "is a directory; give a file name"),
+    ],
+)
+async def test_update_report_is_checked_before_any_request(
+    simulator: Simulator, tmp_path: Path, dry_run: bool, report: str, expected: str
+) -> None:
+    (tmp_path / "a-file.txt").write_text("x")
+    source = updates_file(simulator, tmp_path, 3)
+    code, _, err = await extractor(
+        "update-invoices", "--input", str(source), "--base-url", simulator.url,
+        "--report", str(tmp_path / report), *(["--dry-run"] if dry_run else []),
+    )  # fmt: skip
+    assert code == 2
+    assert expected in one_line(err)
+    assert simulator.stats["requests"] == 0
+
+
+async def test_update_outcomes_survive_a_run_that_stops_half_way(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = updates_file(simulator, tmp_path, 9)
+    assert len(invoiced(simulator, 9)) == 9
+    seen = 0
+    moved = answer(307, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+
+    async def stop_at_the_third(request: Request) -> web.StreamResponse | None:
+        nonlocal seen
+        seen += 1
+        return await moved(request) if seen >= 3 else None
+
+    report = tmp_path / "out" / "report.csv"
+    async with HostileServer(simulator.url) as server:
+        server.on("UpdateInvoices", stop_at_the_third)
+        code, _, err = await extractor(
+            "update-invoices", "--input", str(source), "--base-url", server.url,
+            "--report", str(report), "--batch-size", "2", "--concurrency", "1",
+            "--max-requests-per-hour", "0",
+        )  # fmt: skip
+    assert code == 1
+    partial = report.with_name("report.csv.partial.jsonl")
+    assert f"the outcomes so far are in {partial}" in one_line(err)
+    outcomes = [orjson.loads(line) for line in partial.read_bytes().splitlines()]
+    applied = invoiced(simulator, 4)  # two batches of two, before the third stopped it
+    assert [(o["OrderId"], o["status"]) for o in outcomes] == [(i, "updated") for i in applied]
+    assert all(simulator.tenant.wire(i)["ReferenceNumber"] == f"R{i}" for i in applied)
