@@ -9,6 +9,8 @@
     │   └── CorruptJournal         a journal damaged other than by a torn last line
     ├── FatalError                 stops the run; never retried
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
+    │   ├── ServiceUnreachable     Login found no service answering (an outage); exit 1
+    │   ├── NotAService            --base-url answers, but not as a 24SevenOffice SOAP service
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
     │   ├── HostileXml             DTD or entity declarations in a response
     │   ├── DataError              a value that does not fit its WSDL type      (splits a batch)
@@ -63,6 +65,14 @@ class FatalError(ExtractorError):
 
 class AuthenticationFailed(FatalError):
     """The service refused the credentials."""
+
+
+class ServiceUnreachable(FatalError):
+    """The service could not be reached or did not answer Login, after its retries."""
+
+
+class NotAService(FatalError):
+    """The URL answers, but not as the 24SevenOffice SOAP service (an HTML page, a 404)."""
 
 
 class InvalidRequest(FatalError):

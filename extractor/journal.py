@@ -175,7 +175,14 @@ class Journal:
         return target
 
     def close(self) -> None:
+        """Closed; removed when it holds nothing but this run's first start (the run stopped
+        before its plan, at Login say), so there is nothing to resume."""
         self._file.close()
+        state = self.state
+        if state.starts == 1 and state.plan is None and state.windows is None:
+            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
 
 
 def unfinished(out: Path) -> Path | None:

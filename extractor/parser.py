@@ -230,8 +230,9 @@ def refuse_doctype(root: etree._Element) -> None:
 
 
 def not_soap(root: etree._Element) -> MalformedResponse:
+    name = etree.QName(root).localname
     return MalformedResponse(
-        f"HTTP 200 but not a SOAP response (its root element is <{etree.QName(root).localname}>)"
+        f"HTTP 200 but not a SOAP response (a document whose root is '{name}')"
     )
 
 

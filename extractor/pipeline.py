@@ -111,7 +111,7 @@ async def _run_locked(
     try:
         summary = await _run(job, credentials, selection, journal, stream, sleep, carried)
     finally:
-        journal.close()
+        journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
     return summary
 

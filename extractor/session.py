@@ -8,13 +8,23 @@ from typing import Any, TypeVar
 
 from extractor import soap
 from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy
-from extractor.errors import AuthenticationFailed, SessionExpired, TransportError, UsageError
+from extractor.errors import (
+    AuthenticationFailed,
+    MalformedResponse,
+    NotAService,
+    ServerError,
+    ServiceUnreachable,
+    SessionExpired,
+    TransportError,
+)
 from extractor.parser import RecordStream
 from extractor.retry import Sleep, persistently
 from extractor.transport import Sink, Transport
 
 S = TypeVar("S", bound=Sink)
 _LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"
+#: Answers to Login that say there is no such service at the URL (rather than an outage).
+_NOT_A_SERVICE = frozenset({400, 401, 403, 404, 405, 406, 410, 415, 501})
 
 
 class Session:
@@ -37,10 +47,21 @@ class Session:
     async def login(self, policy: RetryPolicy = LOGIN_RETRY) -> None:
         """Log in; AuthenticationFailed when the service refuses the credentials."""
 
+        url = self._transport.base_url
         try:
             self._session_id = await persistently(self._login_once, policy, self._sleep)
         except TransportError as exc:
-            raise UsageError(f"cannot reach {self._transport.base_url}: {exc}") from None
+            raise ServiceUnreachable(f"cannot reach {url}: {exc}") from None
+        except MalformedResponse as exc:
+            raise NotAService(
+                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check --base-url"
+            ) from None
+        except ServerError as exc:
+            if exc.status not in _NOT_A_SERVICE:
+                raise ServiceUnreachable(f"{url} is not answering Login: {exc}") from None
+            raise NotAService(
+                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check --base-url"
+            ) from None
         self.logins += 1
 
     async def _login_once(self) -> str:

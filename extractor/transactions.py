@@ -340,7 +340,7 @@ async def _run_locked(
     try:
         summary = await _extract(job, credentials, journal, stream, sleep, carried)
     finally:
-        journal.close()
+        journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
     return summary
 

@@ -93,7 +93,8 @@ async def test_unreachable_base_url(tmp_path: Path) -> None:
     result = await cli(
         "invoices", "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for()
     )
-    assert_one_clear_line(*result, "cannot reach http://127.0.0.1:1")
+    assert_one_clear_line(*result, "cannot reach http://127.0.0.1:1", status=1)  # an outage
+    assert not (tmp_path / "_journal").exists()  # nothing began: nothing to resume
 
 
 async def test_wrong_credentials(simulator: Simulator, tmp_path: Path) -> None:

@@ -109,3 +109,54 @@ async def test_update_outcomes_survive_a_run_that_stops_half_way(
     applied = invoiced(simulator, 4)  # two batches of two, before the third stopped it
     assert [(o["OrderId"], o["status"]) for o in outcomes] == [(i, "updated") for i in applied]
     assert all(simulator.tenant.wire(i)["ReferenceNumber"] == f"R{i}" for i in applied)
+
+
+NOT_IMPLEMENTED = (
+    b"<!DOCTYPE html><html><head><title>501 Not Implemented</title></head>"
+    b"<body><h1>Not Implemented</h1><p>POST is not supported here</p></body></html>"
+)
+LOGIN_ANSWERS = {
+    "an HTML page in an HTTP 200": (
+        answer(200, b"<html><head><title>Welcome</title></head><body>Hi</body></html>",
+               content_type="text/html"),
+        "is not a 24SevenOffice SOAP endpoint (Login: ",
+    ),
+    "a 501 page": (
+        answer(501, NOT_IMPLEMENTED, content_type="text/html"),
+        "is not a 24SevenOffice SOAP endpoint (Login: HTTP 501: an HTML page "
+        "('501 Not Implemented'))",
+    ),
+    "a 404": (
+        answer(404, b"Not Found", content_type="text/plain"),
+        "is not a 24SevenOffice SOAP endpoint (Login: HTTP 404: 'Not Found')",
+    ),
+    "an outage": (
+        answer(503, b"Service Unavailable", content_type="text/plain"),
+        "is not answering Login: HTTP 503: 'Service Unavailable'",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LOGIN_ANSWERS))
+async def test_what_login_met_is_said_in_words(
+    simulator: Simulator, tmp_path: Path, case: str
+) -> None:
+    rule, expected = LOGIN_ANSWERS[case]
+    async with HostileServer(simulator.url) as server:
+        server.on("Login", rule)
+        code, _, err = await extractor(
+            "invoices", "--out", str(tmp_path), "--base-url", server.url,
+            "--max-requests-per-hour", "0",
+        )  # fmt: skip
+    line = one_line(err)
+    assert code == 1
+    assert f"extractor: error: {server.url} {expected}" in line
+    assert "<" not in line  # no markup in an error line
+    assert not (tmp_path / "_journal").exists()
+
+
+async def test_simulate_on_a_busy_port_says_so_in_one_line(simulator: Simulator) -> None:
+    port = simulator.url.rsplit(":", 1)[1]
+    code, _, err = await extractor("simulate", "--port", port, "--orders", "10")
+    assert code == 2
+    assert f"simulate: cannot listen on 127.0.0.1:{port} (" in one_line(err)

@@ -50,7 +50,16 @@ async def serve(
         latency_per_1000=latency_per_1000, session_ttl_calls=ttl, faults=faults,
         application_id=creds.application_id, username=creds.username, password=creds.password,
     )  # fmt: skip
-    async with Simulator(config) as simulator:
+    simulator = Simulator(config)
+    try:
+        await simulator.start()
+    except OSError as exc:
+        await simulator.stop()
+        raise UsageError(
+            f"simulate: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose another --port (0 picks a free one)"
+        ) from None
+    try:
         click.echo(f"simulator: {orders:,} orders (seed {seed}) at {simulator.url}")
         if creds.password == DEMO_PASSWORD:
             click.echo(
@@ -62,6 +71,8 @@ async def serve(
         click.echo(f"  extractor invoices --base-url {simulator.url} --out DIR")
         click.echo("Ctrl-C stops it.")
         await asyncio.Event().wait()
+    finally:
+        await simulator.stop()
 
 
 #: Written into a directory the demo made, so that a later demo may clear what it wrote there.
