@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -174,7 +175,7 @@ class ParsePool:
 
     def __init__(self, workers: int, selection: Selection, out: Path, run_id: str) -> None:
         context = multiprocessing.get_context("spawn")
-        with _without_credentials():  # the first queue starts multiprocessing's resource tracker
+        with _as_helpers():  # the first queue starts multiprocessing's resource tracker
             self._results: multiprocessing.Queue[Any] = context.Queue()
             self._inboxes: list[multiprocessing.Queue[Any]] = [
                 context.Queue() for _ in range(workers)
@@ -198,7 +199,7 @@ class ParsePool:
 
     async def __aenter__(self) -> ParsePool:
         self._loop = asyncio.get_running_loop()
-        with _without_credentials():
+        with _as_helpers():
             for process in self._processes:
                 process.start()
         self._reader = threading.Thread(target=self._read_results, name="parser-results")
@@ -288,13 +289,16 @@ class ParsePool:
 
 
 @contextlib.contextmanager
-def _without_credentials() -> Iterator[None]:
-    """Parser processes see bytes, never credentials: they start without the TFSO_*
-    variables (a spawned process inherits the environment as it is at its start)."""
+def _as_helpers() -> Iterator[None]:
+    """Start processes as helpers of the run: without the TFSO_* variables (parser processes
+    see bytes, never credentials), and deaf to Ctrl-C, which a terminal sends to the whole
+    process group (the run's process stops them in order). Both are inherited at spawn."""
     saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TFSO_")}
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
+        signal.signal(signal.SIGINT, interrupt)
         os.environ.update(saved)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -47,7 +48,41 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+    """Run a command's coroutine; SIGINT or SIGTERM cancels it, so that it stops cleanly
+    (journal closed, parser processes stopped), then :class:`Interrupted`."""
+    return asyncio.run(_until_signalled(coroutine))
+
+
+async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # a second signal while stopping changes nothing
+            main_task.cancel()
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await coroutine
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal, cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -528,7 +563,10 @@ def simulate(
         )
     except ValueError as exc:
         raise UsageError(f"simulate: {exc}") from None
-    _run(serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls, faults))
+    try:
+        _run(serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls, faults))
+    except Interrupted:
+        click.echo("simulator stopped")  # how a simulator is meant to end
 
 
 @main.command()
@@ -556,11 +594,11 @@ def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main)
         command = exc.ctx.command_path if exc.ctx else "extractor"
         _say(f"{command}: error: {exc.format_message()} (see '{command} --help')")
         return EXIT_USAGE
-    except click.Abort:
-        _say("extractor: interrupted")
-        return 130
-    except KeyboardInterrupt:
-        _say("extractor: interrupted")
+    except Interrupted as stopped:
+        _say(f"extractor: interrupted ({stopped}); run the same command to resume")
+        return 128 + stopped.signum
+    except (click.Abort, KeyboardInterrupt):
+        _say("extractor: interrupted; run the same command to resume")
         return 130
     except UsageError as exc:
         _say(f"extractor: error: {exc}")

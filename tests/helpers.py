@@ -21,13 +21,15 @@ def credentials_env(password: str = DEMO_PASSWORD) -> dict[str, str]:
 
 
 async def start_extractor(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, session: bool = False
 ) -> asyncio.subprocess.Process:
-    """``python -m extractor ARGS`` with the demo credentials (or ``env``), output piped."""
+    """``python -m extractor ARGS`` with the demo credentials (or ``env``), output piped;
+    ``session``: in a process group of its own, as a terminal's foreground job is."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "extractor", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=os.environ | (env if env is not None else credentials_env()), cwd=ROOT,
+        start_new_session=session,
     )  # fmt: skip
 
 

@@ -57,11 +57,11 @@ class HostileServer:
         return self.url
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-        if self._runner is not None:
+        if self._runner is not None:  # first the server: a held request still forwards
             await self._runner.cleanup()
             self._runner = None
+        if self._client is not None:
+            await self._client.close()
 
     async def __aenter__(self) -> HostileServer:
         await self.start()
