@@ -18,7 +18,8 @@
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
     │   ├── Redirected             a 3xx answer: requests never follow redirects
     │   ├── StillQuarantined       the service kept refusing after several quarantines
-    │   └── PauseTooLong           the service asked for a pause beyond --max-pause
+    │   ├── PauseTooLong           the service asked for a pause beyond --max-pause
+    │   └── ServiceFailing         every request fails, across batches: not one bad record
     └── TransientError             retried with back-off                        (splits a batch)
         ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
         │   └── RequestTimeout     no complete answer in time (also TimeoutError)
@@ -105,6 +106,10 @@ class StillQuarantined(FatalError):
 
 class PauseTooLong(FatalError):
     """The service asked every request to wait longer than the run is allowed to pause."""
+
+
+class ServiceFailing(FatalError):
+    """Requests fail across batches, or at every split: the service, not a record, is broken."""
 
 
 class TransientError(ExtractorError):

@@ -23,9 +23,11 @@ from extractor.errors import (
     DataError,
     ExtractorError,
     OutputError,
+    Quarantined,
     ResponseTooLarge,
     TransientError,
 )
+from extractor.health import Health, same_failure
 from extractor.invoices import Selection
 from extractor.journal import Journal, forget_lost
 from extractor.progress import RunStats
@@ -35,6 +37,7 @@ from extractor.transport import Sink
 from extractor.writer import TableWriter
 
 S = TypeVar("S", bound=Sink)
+T = TypeVar("T")
 #: What makes a batch split in halves rather than stop the run.
 SPLITTABLE: Final = (TransientError, DataError, ResponseTooLarge)
 
@@ -49,6 +52,11 @@ class FetchContext:
     journal: Journal
     sinks: LocalSinks | ParsePool
     journaling: list[asyncio.Task[None]] = field(default_factory=list)
+    health: Health | None = None
+
+    def __post_init__(self) -> None:
+        if self.health is None:
+            self.health = Health.for_workers(self.job.concurrency)
 
     async def call(
         self,
@@ -56,14 +64,18 @@ class FetchContext:
         params: Mapping[str, Any],
         sink: Callable[[], S],
         policy: RetryPolicy | None = None,
+        batch: str | None = None,
     ) -> S:
-        """One operation with retries on transient errors, sitting out quarantines."""
+        """One operation with retries on transient errors, sitting out quarantines; each
+        attempt of a ``batch`` tells the run's :class:`Health`."""
 
         def count_retry(_: BaseException) -> None:
             self.stats.retries += 1
 
         async def attempt() -> S:
-            return await self.session.call(operation, params, sink)
+            if batch is None:
+                return await self.session.call(operation, params, sink)
+            return await observed(self.health, batch, self.session.call(operation, params, sink))
 
         stream = await persistently(attempt, policy or self.job.retry, self.sleep, count_retry)
         self.stats.bytes_received += stream.bytes_fed
@@ -118,14 +130,16 @@ async def fetch_all(context: FetchContext, ids: Sequence[int], prefix: str) -> N
 
 async def _worker(context: FetchContext, batches: Iterator[tuple[str, Sequence[int]]]) -> None:
     for key, ids in batches:
-        await _fetch_or_split(context, ids, key, context.job.retry)
+        await _fetch_or_split(context, ids, key, context.job.retry, key)
 
 
-async def _fetch(context: FetchContext, ids: Sequence[int], key: str, policy: RetryPolicy) -> None:
+async def _fetch(
+    context: FetchContext, ids: Sequence[int], key: str, policy: RetryPolicy, root: str
+) -> None:
     """Fetch ``ids`` in one request; journal them once their staged files are on disk."""
     opener = functools.partial(context.sinks.open, ids, key)
     sink: CountedSink = await context.call(
-        soap.GET_INVOICES, context.selection.params(ids), opener, policy
+        soap.GET_INVOICES, context.selection.params(ids), opener, policy, batch=root
     )
     counts, stats = sink.counts, context.stats
     stats.invoices += counts.invoices
@@ -138,46 +152,79 @@ async def _fetch(context: FetchContext, ids: Sequence[int], key: str, policy: Re
     )
 
 
-async def _fetch_or_split(
-    context: FetchContext, ids: Sequence[int], key: str, policy: RetryPolicy
-) -> None:
+async def _tried(
+    context: FetchContext, ids: Sequence[int], key: str, policy: RetryPolicy, root: str
+) -> BaseException | None:
+    """Fetch ``ids``; the error it still failed with after its retries, or None."""
     try:
-        await _fetch(context, ids, key, policy)
-        return
+        await _fetch(context, ids, key, policy, root)
     except SPLITTABLE as exc:
         context.stats.give_ups += 1
-        if len(ids) == 1:
-            context.fail(ids, exc)
-            return
+        return exc
+    return None
+
+
+async def _fetch_or_split(
+    context: FetchContext, ids: Sequence[int], key: str, policy: RetryPolicy, root: str
+) -> None:
+    error = await _tried(context, ids, key, policy, root)
+    if error is None:
+        return
+    if len(ids) == 1:
+        context.fail(ids, error)
+        return
     context.stats.splits += 1
-    await _split(context, ids, key)
+    await _split(context, ids, key, root)
 
 
-async def _split(context: FetchContext, ids: Sequence[int], key: str) -> None:
+async def _split(
+    context: FetchContext, ids: Sequence[int], key: str, root: str, levels: int = 0
+) -> None:
     """``ids`` failed together: fetch the halves once each; recurse into the failing ones.
 
     When the first half succeeds, the second must hold the failure and is split at once.
-    A single id always gets its own full retries before it is reported.
+    A single id always gets its own full retries before it is reported. Halves that fail
+    the same way, ``levels`` splits in a row, mean the service is failing: the run stops.
     """
     full, once = context.job.retry, context.job.retry.single()
     half = (len(ids) + 1) // 2
-    first, second = ids[:half], ids[half:]
-    try:
-        await _fetch(context, first, f"{key}a", full if len(first) == 1 else once)
-    except SPLITTABLE as exc:
-        context.stats.give_ups += 1
-        if len(first) == 1:
-            context.fail(first, exc)
+    parts = ((ids[:half], f"{key}a"), (ids[half:], f"{key}b"))
+    (first, first_key), (second, second_key) = parts
+    first_error = await _tried(context, first, first_key, full if len(first) == 1 else once, root)
+    if first_error is None:
+        if len(second) == 1:
+            await _fetch_or_split(context, second, second_key, full, root)
         else:
             context.stats.splits += 1
-            await _split(context, first, f"{key}a")
-        await _fetch_or_split(context, second, f"{key}b", full if len(second) == 1 else once)
+            await _split(context, second, second_key, root)
         return
-    if len(second) == 1:
-        await _fetch_or_split(context, second, f"{key}b", full)
-    else:
-        context.stats.splits += 1
-        await _split(context, second, f"{key}b")
+    policy = full if len(second) == 1 else once
+    second_error = await _tried(context, second, second_key, policy, root)
+    levels = levels + 1 if same_failure(first_error, second_error) else 0
+    assert context.health is not None
+    context.health.halves_failed(levels, f"batch {root}")
+    for (part, part_key), error in zip(parts, (first_error, second_error), strict=True):
+        if error is None:
+            continue
+        if len(part) == 1:
+            context.fail(part, error)
+        else:
+            context.stats.splits += 1
+            await _split(context, part, part_key, root, levels)
+
+
+async def observed(health: Health | None, batch: str, call: Awaitable[T]) -> T:
+    """``call``, its outcome told to ``health`` (a quarantine or an expiry is neither)."""
+    try:
+        result = await call
+    except SPLITTABLE as exc:
+        throttled = isinstance(exc, Quarantined) or getattr(exc, "status", None) == 429
+        if health is not None and not throttled:  # rate limits are waited out, not failures
+            health.failed(batch, exc)
+        raise
+    if health is not None:
+        health.succeeded()
+    return result
 
 
 #: Rounds of fetching again batches whose staged files vanished, before the run gives up.

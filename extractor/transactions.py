@@ -34,7 +34,8 @@ from extractor.config import (
     check_output_dir,
 )
 from extractor.errors import DataError, OutputError, TransientError, UsageError
-from extractor.fetching import first_error, until_all_staged
+from extractor.fetching import first_error, observed, until_all_staged
+from extractor.health import Health, same_failure
 from extractor.journal import (
     Carried,
     Journal,
@@ -236,11 +237,13 @@ class _Run:
     writer: TableWriter
     stats: RunStats
     sleep: Sleep
+    health: Health
 
-    async def fetch(self, window: Window, policy: RetryPolicy) -> None:
+    async def fetch(self, window: Window, policy: RetryPolicy, root: str) -> None:
         async def attempt() -> LedgerSink:
             params = self.job.params(window)
-            return await self.session.call(soap.GET_TRANSACTIONS, params, LedgerSink)
+            call = self.session.call(soap.GET_TRANSACTIONS, params, LedgerSink)
+            return await observed(self.health, root, call)
 
         sink = await persistently(attempt, policy, self.sleep, self._count_retry)
         self.stats.bytes_received += sink.bytes_fed
@@ -264,24 +267,39 @@ class _Run:
 
     async def fetch_or_split(self, window: Window) -> None:
         """The window; after its retries, its halves, down to a day."""
+        error = await self._tried(window, self.job.retry, window.key)
+        if error is not None:
+            await self._failed(window, window.key, error, levels=0)
+
+    async def _tried(self, window: Window, policy: RetryPolicy, root: str) -> BaseException | None:
         try:
-            await self.fetch(window, self.job.retry)
-            return
+            await self.fetch(window, policy, root)
         except SPLITTABLE as exc:
             self.stats.give_ups += 1
-            if window.start == window.end:
-                self.journal.append(
-                    {
-                        "event": "failed",
-                        "window": window.as_json(),
-                        "error": redact.mask(f"{type(exc).__name__}: {exc}"),
-                    }
-                )
-                self.stats.failed_ids += 1
-                return
+            return exc
+        return None
+
+    async def _failed(self, window: Window, root: str, error: BaseException, levels: int) -> None:
+        """``window`` failed after its retries: a day is reported, a longer window split in
+        halves, each fetched once (a day with its full retries); halves failing the same way,
+        ``levels`` splits in a row, mean the service, not a day, is failing."""
+        if window.start == window.end:
+            message = redact.mask(f"{type(error).__name__}: {error}")
+            self.journal.append({"event": "failed", "window": window.as_json(), "error": message})
+            self.stats.failed_ids += 1
+            return
         self.stats.splits += 1
-        for half in window.halves():
-            await self.fetch_or_split(half)
+        halves = window.halves()
+        once = self.job.retry.single()
+        errors = [
+            await self._tried(half, self.job.retry if half.length == 1 else once, root)
+            for half in halves
+        ]
+        levels = levels + 1 if same_failure(*errors) else 0
+        self.health.halves_failed(levels, f"the window {root}")
+        for half, half_error in zip(halves, errors, strict=True):
+            if half_error is not None:
+                await self._failed(half, root, half_error, levels)
 
     def _count_retry(self, _: BaseException) -> None:
         self.stats.retries += 1
@@ -372,7 +390,7 @@ async def _extract(
         await session.login()
         if state.windows is None:
             journal.append(_plan(job, carried))
-        run = _Run(job, session, journal, writer, stats, sleep)
+        run = _Run(job, session, journal, writer, stats, sleep, Health.for_workers(job.concurrency))
         if not state.published:
             await _fetch_all(run, remaining(state), progress)
 

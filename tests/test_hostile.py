@@ -7,6 +7,8 @@ asserts the dataset against the ground truth, or the exact error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import html
 import io
 import uuid
@@ -21,12 +23,13 @@ from aiohttp import web
 
 from extractor import soap
 from extractor.config import Credentials, InvoiceJob, Timeouts
-from extractor.errors import PauseTooLong, Redirected
+from extractor.errors import PauseTooLong, Redirected, ServiceFailing
 from extractor.journal import JOURNAL_DIR
 from extractor.pipeline import run_invoices
 from extractor.simulator.server import Simulator
+from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep
-from tests.hostile import HostileServer, Request, answer, once, with_headers
+from tests.hostile import SOAP_OPEN, HostileServer, Request, answer, once, with_headers
 from tests.test_e2e import assert_matches_truth
 
 
@@ -208,3 +211,40 @@ async def test_staged_files_lost_mid_run_are_fetched_again_never_published_short
     assert summary["invoices"] == len(simulator.tenant.ids)
     assert_matches_truth(simulator, tmp_path)  # every order once
     assert server.seen["GetInvoices"] == 3 + len(damaged)  # each damaged batch once more
+
+
+DEAD_SERVICE = {
+    "HTTP 500": answer(500, b"Internal Server Error", content_type="text/plain"),
+    "invalid UTF-8": answer(200, SOAP_OPEN + b"<InvoiceOrder><OrderId>\xff\xfe</OrderId>"),
+    "not XML": answer(200, b"{'this': 'is not xml'}"),
+}
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("failure", sorted(DEAD_SERVICE))
+async def test_a_dead_service_costs_at_most_three_requests_per_batch(
+    start_simulator: Any, tmp_path: Path, failure: str, concurrency: int
+) -> None:
+    simulator = await start_simulator(orders=1000)
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", DEAD_SERVICE[failure])
+        with pytest.raises(ServiceFailing, match="stopped to spare the hourly budget"):
+            await backfill(server.url, tmp_path, concurrency=concurrency)
+    batches = 10
+    assert server.seen["GetInvoices"] <= 3 * batches
+    assert (tmp_path / JOURNAL_DIR).is_dir()  # resumable
+
+
+async def test_a_dead_ledger_costs_at_most_three_requests_per_window(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    job = TransactionJob(
+        out=tmp_path, date_from=dt.date(2016, 1, 1), date_to=dt.date(2017, 12, 31),
+        max_requests_per_hour=0, concurrency=1,
+    )  # fmt: skip
+    async with HostileServer(simulator.url) as server:
+        server.on("GetTransactions", DEAD_SERVICE["HTTP 500"])
+        job = dataclasses.replace(job, base_url=server.url)
+        with pytest.raises(ServiceFailing):
+            await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    assert server.seen["GetTransactions"] <= 3 * 24
