@@ -119,8 +119,9 @@ def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], f
     return summary, peak
 
 
-def run_cli(*args: str) -> tuple[float, float]:
-    """Run ``extractor ARGS`` (no rate limit); its wall time and its tree's peak RSS (MB)."""
+def run_cli(*args: str, allowed: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Run ``extractor ARGS`` (no rate limit); its wall time and its tree's peak RSS (MB);
+    RuntimeError when it exits other than ``allowed``."""
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "extractor", *args, "--max-requests-per-hour", "0"],
@@ -133,7 +134,7 @@ def run_cli(*args: str) -> tuple[float, float]:
             tree = [watched, *watched.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree))
         time.sleep(0.1)
-    if process.returncode != 0:
+    if process.returncode not in allowed:
         raise RuntimeError(f"extractor {args[0]} exited with {process.returncode}")
     return time.monotonic() - started, peak / 1e6
 

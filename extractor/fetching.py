@@ -28,6 +28,7 @@ from extractor.errors import (
     TransientError,
 )
 from extractor.health import Health, same_failure
+from extractor.ids import Ids, unique
 from extractor.invoices import Selection
 from extractor.journal import Journal, forget_lost
 from extractor.progress import RunStats
@@ -107,12 +108,12 @@ class FetchContext:
         )
 
 
-async def list_ids(context: FetchContext, changed_after: dt.datetime | None) -> list[int]:
+async def list_ids(context: FetchContext, changed_after: dt.datetime | None) -> Ids:
     """GetOrderSyncList: the ids changed after ``changed_after`` (None: every id), within the
-    job's RegisteredAfter."""
+    job's RegisteredAfter; each once (the service may repeat one)."""
     params = invoices.sync_params(changed_after, context.job.registered_after)
     stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
-    return list(dict.fromkeys(stream.records))  # the service may repeat an id
+    return unique(stream.ids)
 
 
 async def fetch_all(context: FetchContext, ids: Sequence[int], prefix: str) -> None:

@@ -14,6 +14,7 @@ from lxml import etree
 
 from extractor import arrow, schema, soap
 from extractor.errors import DataError
+from extractor.ids import ids_of
 from extractor.parser import COLLECT_EVERY, RecordStream, int_reader, struct_columns
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
@@ -37,8 +38,23 @@ def sync_params(
     }
 
 
-def id_stream() -> RecordStream:
-    return RecordStream(f"{{{NAMESPACE}}}int", int_reader)
+class IdStream(RecordStream):
+    """A GetOrderSyncList body: its ids, compactly (a listing may hold millions)."""
+
+    def __init__(self) -> None:
+        self.ids = ids_of(())
+        super().__init__(f"{{{NAMESPACE}}}int", self._add)
+
+    def _add(self, elem: etree._Element) -> None:
+        self.ids.append(int_reader(elem))
+
+    def abort(self) -> None:
+        super().abort()
+        self.ids = ids_of(())
+
+
+def id_stream() -> IdStream:
+    return IdStream()
 
 
 @dataclass(frozen=True)

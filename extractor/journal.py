@@ -21,15 +21,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import orjson
 
 from extractor import redact
 from extractor.errors import CorruptJournal, OutputError, UsageError
+from extractor.ids import Ids, ids_of, without
 from extractor.writer import RunInfo, TableWriter
 
 JOURNAL_DIR: Final = "_journal"
@@ -42,7 +44,7 @@ class RunState:
 
     run_id: str
     fingerprint: dict[str, Any]
-    plan: list[int] | None = None
+    plan: Ids | None = None
     windows: list[list[Any]] | None = None  # a ledger run's plan: [start, end, system type]
     batches: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # staged events by key
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -58,7 +60,7 @@ class RunState:
         return RunInfo(self.run_id, as_of)
 
     @property
-    def staged(self) -> dict[str, list[int]]:
+    def staged(self) -> dict[str, Ids]:
         """Each staged batch's ids, by key."""
         return {key: batch["ids"] for key, batch in self.batches.items()}
 
@@ -72,9 +74,12 @@ class RunState:
         return counts
 
     @property
-    def missing(self) -> list[int]:
+    def missing(self) -> Ids:
         """Ids a staged batch asked for and the service did not return."""
-        return [order_id for batch in self.batches.values() for order_id in batch["missing"]]
+        missing = ids_of(())
+        for batch in self.batches.values():
+            missing.extend(batch["missing"])
+        return missing
 
     @property
     def done_windows(self) -> list[list[Any]]:
@@ -89,10 +94,12 @@ class RunState:
     def failed_ids(self) -> set[int]:
         return {order_id for failure in self.failures for order_id in failure.get("ids", ())}
 
-    def remaining(self) -> list[int]:
+    def remaining(self) -> Ids:
         """Planned ids neither staged nor failed, in plan order."""
-        done = {i for ids in self.staged.values() for i in ids} | self.failed_ids
-        return [i for i in self.plan or () if i not in done]
+        done = ids_of(self.failed_ids)
+        for batch in self.batches.values():
+            done.extend(batch["ids"])
+        return without(self.plan or ids_of(()), done)
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """Take one event; taking the same event twice changes nothing."""
@@ -101,7 +108,7 @@ class RunState:
             self.starts += 1
         elif kind == "plan":
             if self.plan is None and self.windows is None:  # saved once: a repeat is ignored
-                self.plan = list(event.get("ids", ()))
+                self.plan = ids_of(event.get("ids", ()))
                 self.windows = event.get("windows")
                 self.as_of = event.get("as_of")
                 self.retry_of = event.get("retry_of")
@@ -119,7 +126,9 @@ class RunState:
 
     def _stage(self, event: Mapping[str, Any]) -> None:
         # a batch is staged once under its key (a repeated line changes nothing)
-        self.batches.setdefault(event["key"], event)
+        if event["key"] not in self.batches:
+            compact = {"ids": ids_of(event["ids"]), "missing": ids_of(event["missing"])}
+            self.batches[event["key"]] = {**event, **compact}
 
 
 class Journal:
@@ -155,7 +164,7 @@ class Journal:
 
     def append(self, event: dict[str, Any]) -> None:
         try:
-            self._file.write(redact.mask_bytes(orjson.dumps(event)) + b"\n")
+            _write_event(self._file, event)
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:
@@ -183,6 +192,28 @@ class Journal:
             self.path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.path.parent.rmdir()
+
+
+def _write_event(sink: IO[bytes], event: Mapping[str, Any]) -> None:
+    """One line of orjson; arrays of ids (a plan of millions) streamed in slices, so that
+    neither a list of them nor the whole line is held at once."""
+    arrays = {name: value for name, value in event.items() if isinstance(value, array)}
+    small = {name: value for name, value in event.items() if name not in arrays}
+    line = redact.mask_bytes(orjson.dumps(small))
+    if not arrays:
+        sink.write(line + b"\n")
+        return
+    sink.write(line[:-1])
+    for name, values in arrays.items():
+        sink.write(b',"%s":[' % name.encode())
+        for at in range(0, len(values), _SLICE):
+            comma = b"," if at else b""
+            sink.write(comma + b",".join(b"%d" % i for i in values[at : at + _SLICE]))
+        sink.write(b"]")
+    sink.write(b"}\n")
+
+
+_SLICE: Final = 50_000
 
 
 def unfinished(out: Path) -> Path | None:

@@ -26,6 +26,7 @@ from extractor.batches import InvoiceTables, LocalSinks, ParsePool
 from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import OutputError, UsageError
 from extractor.fetching import FetchContext, fetch_all, first_error, list_ids, until_all_staged
+from extractor.ids import ids_of, unique
 from extractor.invoices import Selection
 from extractor.journal import (
     Carried,
@@ -216,12 +217,13 @@ async def _plan(context: FetchContext, carried: Carried | None) -> dict[str, Any
     job = context.job
     if carried is not None and not job.sync:
         as_of = carried.as_of or now().isoformat()
-        return {"event": "plan", "ids": carried.ids, "as_of": as_of, "retry_of": carried.run_id}
+        ids = ids_of(carried.ids)
+        return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
     as_of = now().isoformat()
     ids = await list_ids(context, job.changed_after)
     if carried is None:
         return {"event": "plan", "ids": ids, "as_of": as_of}
-    ids = list(dict.fromkeys([*ids, *carried.ids]))
+    ids = unique(ids + ids_of(carried.ids))
     return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
 
 
@@ -241,23 +243,26 @@ def _finish(job: InvoiceJob, state: RunState, stats: RunStats) -> dict[str, Any]
 
 
 def _write_failures(job: InvoiceJob, state: RunState) -> str | None:
-    """``OUT/_failures/<run_id>.jsonl``: one line per id the run could not fetch."""
-    lines = [
-        orjson.dumps({"OrderId": order_id, "error": failure["error"]})
-        for failure in state.failures
-        for order_id in failure["ids"]
-    ] + [
-        orjson.dumps({"OrderId": i, "error": "not returned by GetInvoices"}) for i in state.missing
-    ]
-    if not lines:
+    """``OUT/_failures/<run_id>.jsonl``: one line per id the run could not fetch, streamed
+    (a run may leave millions), each error encoded once for all the ids it stopped."""
+    groups = [(failure["ids"], failure["error"]) for failure in state.failures]
+    groups.append((state.missing, "not returned by GetInvoices"))
+    if not any(ids for ids, _ in groups):
         return None
     path = job.out / FAILURES_DIR / f"{state.run_id}.jsonl"
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(redact.mask_bytes(b"\n".join(lines) + b"\n"))
+        with temporary.open("wb") as report:
+            for ids, error in groups:
+                tail = b',"error":' + redact.mask_bytes(orjson.dumps(error)) + b"}\n"
+                for at in range(0, len(ids), 10_000):
+                    report.write(
+                        b"".join(b'{"OrderId":%d%s' % (i, tail) for i in ids[at : at + 10_000])
+                    )
         temporary.rename(path)
     except OSError as exc:
+        temporary.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     return str(path)
 

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -53,9 +53,7 @@ class RunStats:
         self.api_exceptions = state.counts.get("api_exceptions", 0)
         self.missing_ids = len(state.missing)
         self.failed_ids = len(state.failed_ids)
-        self.failures = list(state.failures)
-        if state.missing:
-            self.failures.append({"ids": state.missing, "error": "not returned by GetInvoices"})
+        self.failures = brief_failures(state)
 
     @property
     def seconds(self) -> float:
@@ -93,6 +91,29 @@ class RunStats:
             mb_per_second=round(mb_per_second, 2),
         )
         return data
+
+
+#: Ids of each error named in a summary; every one is in the failures report.
+SUMMARY_SAMPLE: Final = 20
+
+
+def brief_failures(state: RunState) -> list[dict[str, Any]]:
+    """A run's failures for its summary: a ledger's windows, and each error of ids with how
+    many ids it stopped and the first few (the failures report holds them all)."""
+    windows = [failure for failure in state.failures if "window" in failure]
+    by_error: dict[str, list[int]] = {}
+    for failure in state.failures:
+        by_error.setdefault(failure["error"], []).extend(failure.get("ids", ()))
+    missing = state.missing
+    groups = [(error, ids) for error, ids in by_error.items() if ids]
+    if missing:
+        groups.append(("not returned by GetInvoices", list(missing[:SUMMARY_SAMPLE])))
+    counts = {error: len(ids) for error, ids in by_error.items()}
+    counts["not returned by GetInvoices"] = len(missing)
+    return windows + [
+        {"error": error, "count": counts[error], "ids": ids[:SUMMARY_SAMPLE]}
+        for error, ids in groups
+    ]
 
 
 def render_summary(summary: dict[str, Any]) -> str:

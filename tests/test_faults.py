@@ -228,7 +228,7 @@ def test_a_journal_line_cut_by_a_kill_is_ignored(tmp_path: Path) -> None:
         b'{"event":"staged","key":"01-000'
     )
     state = replay(path)
-    assert state.remaining() == [4] and state.counts == {"invoices": 2}
+    assert list(state.remaining()) == [4] and state.counts == {"invoices": 2}
     assert state.failed_ids == {3} and not state.published
 
 
