@@ -43,15 +43,15 @@ async def nothing_found(request: Request) -> web.StreamResponse:
 
 
 @contextmanager
-def hostile_in_thread(rules: Callable[[], dict[str, Rule]]) -> Iterator[str]:
-    """A HostileServer (with ``rules()``) in front of a small simulator; its URL."""
+def hostile_in_thread(rules: Callable[[], dict[str, Rule]], orders: int = 100) -> Iterator[str]:
+    """A HostileServer (with ``rules()``) in front of a simulator of ``orders``; its URL."""
     started = threading.Event()
     url: list[str] = []
     stop: list[asyncio.Event] = []
 
     async def serve() -> None:
         async with (
-            Simulator(SimulatorConfig(orders=100)) as simulator,
+            Simulator(SimulatorConfig(orders=orders)) as simulator,
             HostileServer(simulator.url) as server,
         ):
             for operation, rule in rules().items():

@@ -150,17 +150,21 @@ class LocalSinks:
 class PooledSink:
     """The event loop's end of one response being parsed in a parser process."""
 
-    def __init__(self, pool: ParsePool, worker: int, key: int) -> None:
-        self._pool, self._worker, self._key = pool, worker, key
+    def __init__(self, pool: ParsePool, worker: int, key: int, answer: asyncio.Future[Any]) -> None:
+        self._pool, self._worker, self._key, self._answer = pool, worker, key, answer
         self.bytes_fed = 0
         self.counts = BatchCounts()
 
     def feed(self, chunk: bytes) -> None:
         self.bytes_fed += len(chunk)
-        self._pool.send(self._worker, ("chunk", self._key, chunk))
+        self._pool.send_chunk(self._worker, self._key, chunk)
+
+    async def room(self) -> None:
+        """Wait while the parser process is behind; raise at once if it failed this body."""
+        await self._pool.room(self._worker, self._answer)
 
     async def finish(self) -> None:
-        self.counts, self.staged = await self._pool.result(self._worker, self._key)
+        self.counts, self.staged = await self._pool.result(self._worker, self._key, self._answer)
 
     def abort(self) -> None:
         self._pool.send(self._worker, ("abort", self._key))
@@ -168,6 +172,9 @@ class PooledSink:
 
 
 _POLL: Final = 0.5
+#: Bytes of response a parser process may have waiting, sent but not parsed, before the
+#: downloads feeding it wait: the network outrunning the parsers costs no memory.
+MAX_IN_FLIGHT: Final = 4 * 1024 * 1024
 
 
 class ParsePool:
@@ -183,7 +190,7 @@ class ParsePool:
         self._processes = [
             context.Process(
                 target=_serve,
-                args=(inbox, self._results, selection, out, run_id),
+                args=(inbox, self._results, selection, out, run_id, number),
                 name=f"extractor-parser-{number}",
                 daemon=True,
             )
@@ -193,6 +200,8 @@ class ParsePool:
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._staged: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._keys = itertools.count()
+        self._in_flight = [0] * workers  # bytes sent to each parser, not yet parsed
+        self._caught_up = [asyncio.Event() for _ in range(workers)]
         self._stopping = threading.Event()
         self._reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,17 +234,33 @@ class ParsePool:
         worker = load.index(min(load))
         key = next(self._keys)
         assert self._loop is not None
-        self._pending[key] = (worker, self._loop.create_future())
+        answer = self._loop.create_future()
+        self._pending[key] = (worker, answer)
         self.send(worker, ("begin", key, list(ids), name))
-        return PooledSink(self, worker, key)
+        return PooledSink(self, worker, key, answer)
 
     def send(self, worker: int, message: tuple[Any, ...]) -> None:
         self._inboxes[worker].put(message)
 
-    async def result(self, worker: int, key: int) -> tuple[BatchCounts, asyncio.Future[None]]:
+    def send_chunk(self, worker: int, key: int, chunk: bytes) -> None:
+        self._in_flight[worker] += len(chunk)
+        self.send(worker, ("chunk", key, chunk))
+
+    async def room(self, worker: int, answer: asyncio.Future[Any]) -> None:
+        """Backpressure: wait until ``worker`` has caught up; the parser's error for this
+        body as soon as it has one (the download is then aborted, not read to its end)."""
+        while self._in_flight[worker] > MAX_IN_FLIGHT and not answer.done():
+            self._caught_up[worker].clear()
+            await self._caught_up[worker].wait()
+        if answer.done() and (error := answer.exception()) is not None:
+            raise error
+
+    async def result(
+        self, worker: int, key: int, answer: asyncio.Future[Any]
+    ) -> tuple[BatchCounts, asyncio.Future[None]]:
         self.send(worker, ("end", key))
-        answer: tuple[BatchCounts, asyncio.Future[None]] = await self._pending[key][1]
-        return answer
+        parsed: tuple[BatchCounts, asyncio.Future[None]] = await answer
+        return parsed
 
     def forget(self, worker: int, key: int) -> None:
         self._pending.pop(key, None)
@@ -264,6 +289,7 @@ class ParsePool:
 
     def _fail_worker(self, worker: int, exitcode: int | None) -> None:
         died = FatalError(f"a parser process died (exit code {exitcode})")
+        self._caught_up[worker].set()  # nothing more will be parsed: wake who waits
         for table in (self._pending, self._staged):
             for key, (owner, future) in list(table.items()):
                 if owner == worker:
@@ -273,6 +299,12 @@ class ParsePool:
 
     def _resolve(self, message: tuple[str, int, tuple[str, str] | None, Any]) -> None:
         kind, key, error, value = message
+        if kind == "ate":  # a chunk parsed: (worker, bytes)
+            worker, size = value
+            self._in_flight[worker] -= size
+            if self._in_flight[worker] <= MAX_IN_FLIGHT:
+                self._caught_up[worker].set()
+            return
         table = self._pending if kind == "parsed" else self._staged
         entry = table.pop(key, None)
         if entry is None or entry[1].done():
@@ -317,11 +349,14 @@ def _serve(
     selection: Selection,
     out: Path,
     run_id: str,
+    number: int,
 ) -> None:
-    """A parser process: keeps one OrderSink per response in flight."""
+    """A parser process: keeps one OrderSink per response in flight. Each chunk is
+    acknowledged once parsed ("ate"); a body that fails is answered at once, so that its
+    download stops."""
     tables = InvoiceTables(out, selection, run_id)
     sinks: dict[int, tuple[OrderSink, str]] = {}
-    failed: dict[int, tuple[str, str]] = {}
+    failed: set[int] = set()  # answered already: their later chunks and end are ignored
     watchdog = threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True)
     watchdog.start()
     while (message := inbox.get())[0] != "stop":
@@ -329,19 +364,23 @@ def _serve(
         try:
             if kind == "begin":
                 sinks[key] = (OrderSink(selection, message[2]), message[3])
-            elif kind == "chunk" and key in sinks:
-                sinks[key][0].feed(message[2])
+            elif kind == "chunk":
+                try:
+                    if key in sinks:
+                        sinks[key][0].feed(message[2])
+                finally:
+                    results.put(("ate", key, None, (number, len(message[2]))))
             elif kind == "abort":
                 sinks.pop(key, None)
-                failed.pop(key, None)
+                failed.discard(key)
+            elif kind == "end" and key not in failed:
+                _end(key, sinks, tables, results)
             elif kind == "end":
-                _end(key, sinks, failed, tables, results)
-        except ExtractorError as exc:
+                failed.discard(key)
+        except Exception as exc:  # an ExtractorError, or a bug: report it rather than hang
             sinks.pop(key, None)
-            failed[key] = (type(exc).__name__, str(exc))
-        except Exception as exc:  # a bug: report it rather than hang the run
-            sinks.pop(key, None)
-            failed[key] = ("FatalError", f"parser process: {type(exc).__name__}: {exc}")
+            failed.add(key)
+            results.put(("parsed", key, _describe(exc), None))
 
 
 def _end_with_parent(parent: int) -> None:
@@ -356,14 +395,10 @@ def _end_with_parent(parent: int) -> None:
 def _end(
     key: int,
     sinks: dict[int, tuple[OrderSink, str]],
-    failed: dict[int, tuple[str, str]],
     tables: InvoiceTables,
     results: multiprocessing.Queue[Any],
 ) -> None:
     """Answer "parsed" (counts or error) at once, then "staged" once the batch is on disk."""
-    if key in failed:
-        results.put(("parsed", key, failed.pop(key), None))
-        return
     try:
         sink, name = sinks.pop(key)
         sink.complete()

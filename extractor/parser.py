@@ -270,6 +270,9 @@ class RecordStream:
             raise syntax_error(exc, "response is not well-formed XML") from None
         self._drain()
 
+    async def room(self) -> None:
+        """Parsed as fed: always room for more."""
+
     def close(self) -> etree._Element:
         """End of body: the (emptied) document root, or MalformedResponse if it stopped short
         or is not a SOAP envelope."""

@@ -30,8 +30,10 @@ from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
 MAX_FAULT_BODY: Final = 1024 * 1024
-#: A 1000-order GetInvoices with every property is ~7 MB; far above that is not an answer.
-MAX_RESPONSE_BYTES: Final = 512 * 1024 * 1024
+#: Decoded bytes of one body (aiohttp hands the sink decompressed chunks). A 1000-order
+#: GetInvoices with every property is ~7 MB; 35 times that is not an answer (an endless
+#: body, a gzip bomb): aborted, and the batch split.
+MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 
 
 class Sink(Protocol):
@@ -40,6 +42,9 @@ class Sink(Protocol):
     bytes_fed: int
 
     def feed(self, chunk: bytes) -> None: ...
+
+    async def room(self) -> None:
+        """Wait until the sink can take more (backpressure); raise if it already failed."""
 
     async def finish(self) -> None:
         """The body is complete: raise if it was not a whole document, or was a fault."""
@@ -162,6 +167,7 @@ class Transport:
                     f"{name}: response passed {self._max_bytes:,} bytes; aborted"
                 )
             sink.feed(chunk)
+            await sink.room()
         await sink.finish()
 
     def _observe(self, response: aiohttp.ClientResponse) -> None:

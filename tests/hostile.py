@@ -184,13 +184,13 @@ def streamed(chunks: Callable[[], AsyncIterator[bytes]], headers: dict[str, str]
 
     async def rule(request: Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/xml", **headers})
-        await response.prepare(request.raw)
         try:
+            await response.prepare(request.raw)
             async for chunk in chunks():
                 await response.write(chunk)
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            return response  # the client hung up: what it should do
-        await response.write_eof()
+            await response.write_eof()
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the client hung up: what it should do
         return response
 
     return rule

@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import io
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from extractor.pipeline import run_invoices
 from extractor.simulator.server import Simulator
 from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep
-from tests.hostile import SOAP_OPEN, HostileServer, Request, answer, once, with_headers
+from tests.hostile import (
+    SOAP_OPEN,
+    HostileServer,
+    Request,
+    answer,
+    once,
+    streamed,
+    with_headers,
+)
 from tests.test_e2e import assert_matches_truth
 
 
@@ -248,3 +257,23 @@ async def test_a_dead_ledger_costs_at_most_three_requests_per_window(
         with pytest.raises(ServiceFailing):
             await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert server.seen["GetTransactions"] <= 3 * 24
+
+
+async def test_a_body_the_parser_refuses_is_abandoned_at_once_not_read_to_its_end(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    sent = [0]
+
+    async def garbage_forever() -> AsyncIterator[bytes]:
+        yield SOAP_OPEN + b"<InvoiceOrder><OrderId>1</OrderId><</InvoiceOrder>"
+        block = b"x" * (256 * 1024)
+        while True:
+            sent[0] += len(block)
+            yield block
+
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", once(streamed(garbage_forever, {})))
+        summary = await backfill(server.url, tmp_path, parse_workers=2)
+    assert summary["status"] == "complete" and summary["retries"] >= 1
+    assert sent[0] < 64 * 1024 * 1024  # not read to the 256 MiB limit
+    assert_matches_truth(simulator, tmp_path)
