@@ -277,6 +277,39 @@ def bench_reliability(work: Path) -> dict[str, object]:
     return asyncio.run(_reliability(work))
 
 
+def bench_hostile(work: Path) -> dict[str, object]:
+    """The real CLI against servers that misbehave: requests a dead service costs, and peak
+    RSS against a gzip bomb, an endless body and listings of 200,000 and 2,000,000 ids."""
+    from benchmarks import stress
+
+    figures: dict[str, object] = {}
+    orders = 5000
+    with stress.hostile_in_thread(stress.dead_service, orders=orders) as server:
+        run_cli("invoices", "--base-url", server.url, "--out", str(work / "dead"), allowed=(1,))
+        figures["dead_service_requests_per_batch"] = round(server.seen["GetInvoices"] / 5, 2)
+    rss: dict[str, float] = {}
+    for name, rules in (
+        ("clean", dict), ("gzip_bomb", stress.gzip_bombs), ("endless", stress.endless_bodies),
+    ):  # fmt: skip
+        with stress.hostile_in_thread(rules, orders=20_000) as server:
+            out = str(work / f"rss-{name}")
+            _, peak = run_cli("invoices", "--base-url", server.url, "--out", out, allowed=(0, 1))
+            rss[name] = round(peak, 1)
+    figures["peak_rss_mb_20000_orders"] = rss
+    # the listing's own cost with --parse-workers 0; by default two parser processes add a
+    # fixed ~90 MB each (an interpreter with pyarrow and lxml), whatever the listing
+    for count in (200_000, 2_000_000):
+        for workers in ("0", "2"):
+            with stress.hostile_in_thread(stress.huge_listing(count)) as server:
+                out = str(work / f"listing-{count}-{workers}")
+                _, peak = run_cli(
+                    "invoices", "--base-url", server.url, "--out", out,
+                    "--parse-workers", workers, allowed=(3,),
+                )  # fmt: skip
+            figures[f"listing_{count}_parse_workers_{workers}_peak_rss_mb"] = round(peak, 1)
+    return figures
+
+
 def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}")
@@ -296,8 +329,12 @@ def main() -> None:
             print(f"latency: {bench_latency(Path(folder), name, *flags)}")
         reliability = bench_reliability(Path(folder))
         print(f"reliability: {reliability}")
+        hostile = bench_hostile(Path(folder))
+        print(f"hostile: {hostile}")
         sync = bench_sync(int(os.environ.get("BENCH_SYNC_ORDERS", "200000")), Path(folder))
         print(f"sync:    {sync}")
+    rss = hostile["peak_rss_mb_20000_orders"]
+    assert isinstance(rss, dict)
     checks = {
         "parse ratio >= 0.35": parse["ratio"] >= 0.35,
         "e2e >= 3000 invoices/s": float(e2e["invoices_per_s"]) >= 3000,  # type: ignore[arg-type]
@@ -306,6 +343,14 @@ def main() -> None:
         "poison ids <= 40 extra calls": max(reliability["poison_extra_get_invoices"]) <= 40,  # type: ignore[call-overload]
         "<= 3 requests in a quarantine": reliability["requests_during_quarantine"] <= 3,  # type: ignore[operator]
         "1% sync <= 0.3 of the backfill": float(sync["ratio"]) <= 0.3,  # type: ignore[arg-type]
+        "dead service <= 3 requests per batch": (
+            float(hostile["dead_service_requests_per_batch"]) <= 3  # type: ignore[arg-type]
+        ),
+        "gzip bomb, endless body <= 2x a clean run's RSS": max(rss["gzip_bomb"], rss["endless"])
+        <= 2 * rss["clean"],
+        "2,000,000-id listing <= 400 MB": (
+            float(hostile["listing_2000000_parse_workers_0_peak_rss_mb"]) <= 400  # type: ignore[arg-type]
+        ),
     }
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {name}")

@@ -12,7 +12,17 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from extractor.simulator.server import Simulator, SimulatorConfig
-from tests.hostile import SOAP_CLOSE, SOAP_OPEN, HostileServer, Request, Rule, streamed
+from tests.hostile import (
+    SOAP_CLOSE,
+    SOAP_OPEN,
+    HostileServer,
+    Request,
+    Rule,
+    answer,
+    endless,
+    gzip_bomb,
+    streamed,
+)
 
 LIST_OPEN = (
     b'<?xml version="1.0" encoding="utf-8"?><soap:Envelope '
@@ -43,10 +53,12 @@ async def nothing_found(request: Request) -> web.StreamResponse:
 
 
 @contextmanager
-def hostile_in_thread(rules: Callable[[], dict[str, Rule]], orders: int = 100) -> Iterator[str]:
-    """A HostileServer (with ``rules()``) in front of a simulator of ``orders``; its URL."""
+def hostile_in_thread(
+    rules: Callable[[], dict[str, Rule]], orders: int = 100
+) -> Iterator[HostileServer]:
+    """A HostileServer (with ``rules()``) in front of a simulator of ``orders``, started."""
     started = threading.Event()
-    url: list[str] = []
+    url: list[HostileServer] = []
     stop: list[asyncio.Event] = []
 
     async def serve() -> None:
@@ -57,7 +69,7 @@ def hostile_in_thread(rules: Callable[[], dict[str, Rule]], orders: int = 100) -
             for operation, rule in rules().items():
                 server.on(operation, rule)
             stop.append(asyncio.Event())
-            url.append(server.url)
+            url.append(server)
             started.set()
             await stop[0].wait()
 
@@ -70,3 +82,20 @@ def hostile_in_thread(rules: Callable[[], dict[str, Rule]], orders: int = 100) -
     finally:
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(30)
+
+
+def dead_service() -> dict[str, Rule]:
+    """Every GetInvoices fails the same way."""
+    return {"GetInvoices": answer(500, b"Internal Server Error", content_type="text/plain")}
+
+
+def gzip_bombs() -> dict[str, Rule]:
+    return {"GetInvoices": gzip_bomb(4 * 1024**3)}
+
+
+def endless_bodies() -> dict[str, Rule]:
+    return {"GetInvoices": endless()}
+
+
+def huge_listing(count: int) -> Callable[[], dict[str, Rule]]:
+    return lambda: {"GetOrderSyncList": listing(count), "GetInvoices": nothing_found}
