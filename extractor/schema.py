@@ -48,6 +48,7 @@ SENTINELS: dict[str, str] = {
     "short": "-32768",
     "decimal": "-79228162514264337593543950335",
     "dateTime": "0001-01-01T00:00:00",
+    "date": "0001-01-01",  # the WSDL's default of Transaction.PeriodDate: "not set" too
     "guid": "00000000-0000-0000-0000-000000000000",
 }
 

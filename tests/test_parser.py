@@ -266,3 +266,13 @@ def test_an_element_inside_a_value_is_a_data_error(collector: str) -> None:
     body = FIXTURE.replace(b"rlig &amp;", b"rlig <b>bold</b> &amp;")
     with pytest.raises(DataError, match=r"CustomerName holds an element \(<b>\) where a value"):
         raw([body], collector)
+
+
+def test_the_not_set_date_is_null_like_the_not_set_date_time() -> None:
+    text = pa.array(["0001-01-01", "2024-03-01", "", None])
+    dates = arrow.scalar_column(schema.Scalar("date"), text, "PeriodDate")
+    assert dates.to_pylist() == [None, dt.date(2024, 3, 1), None, None]
+    stamps = arrow.scalar_column(
+        schema.Scalar("dateTime"), pa.array(["0001-01-01T00:00:00", "2024-03-01T10:00:00"]), "D"
+    )
+    assert stamps.to_pylist() == [None, dt.datetime(2024, 3, 1, 10, tzinfo=UTC)]

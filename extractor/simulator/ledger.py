@@ -28,6 +28,7 @@ NOT_SET_INT: Final = Raw("-2147483648")
 NOT_SET_SHORT: Final = Raw("-32768")
 NOT_SET_DECIMAL: Final = Raw("-79228162514264337593543950335")
 NOT_SET_TIME: Final = Raw("0001-01-01T00:00:00")
+NOT_SET_DATE: Final = Raw("0001-01-01")  # the WSDL default of PeriodDate
 _ID_SPACE: Final = uuid.UUID("2f0c9f53-0a51-4b8e-9d3c-6e0b8d6c7f10")
 
 
@@ -144,7 +145,10 @@ class Ledger:
                 "OCR": f"{order_id:010d}" if account == 1500 else None,
                 "VatDividend": NOT_SET_DECIMAL if vat_code is None else Decimal("100"),
                 "HasVatDividend": vat_code is not None,
-                "PeriodDate": voucher.date.date().replace(day=1),
+                # some payments carry no period, as the service says it: its "not set" date
+                "PeriodDate": NOT_SET_DATE
+                if voucher.system_type == "Payment" and number % 3 == 0
+                else voucher.date.date().replace(day=1),
             }
             wire = {name: value for name, value in wire.items() if value is not None}  # absent
             yield Line(
