@@ -29,7 +29,7 @@ from extractor.config import (
     parse_when,
 )
 from extractor.errors import ExtractorError, UsageError
-from extractor.lock import OutputLock
+from extractor.lock import target_lock
 from extractor.pipeline import run_invoices
 from extractor.progress import render_ledger_summary, render_summary
 from extractor.simulator.faults import KINDS, FaultConfig
@@ -252,7 +252,7 @@ def _target_lock(
     lock its work root too. A local Parquet ``--out`` is locked by the run itself."""
     if output is None:
         return contextlib.nullcontext()
-    return OutputLock.take(output.target.work_dir(work_dir), command)
+    return target_lock(output.target, work_dir, command)
 
 
 def _exit_if_partial(summary: dict[str, Any], work: Path) -> None:

@@ -36,7 +36,7 @@ from extractor.config import (
 from extractor.errors import UsageError
 from extractor.journal import replay, unfinished
 from extractor.lake import DeltaOutput, Lake
-from extractor.lock import OutputLock
+from extractor.lock import target_lock
 from extractor.pipeline import fingerprint, run_invoices
 from extractor.retry import Sleep
 from extractor.storage import Target
@@ -103,7 +103,7 @@ async def run_sync(
     """One sync; its summary (each part's also under the work directory's ``_runs/``)."""
     if job.overlap < dt.timedelta(0):
         raise UsageError("--overlap must not be negative")
-    with OutputLock.take(job.target.work_dir(job.work_dir), "sync"):
+    with target_lock(job.target, job.work_dir, "sync"):
         return await _sync_locked(job, credentials, stream, sleep)
 
 

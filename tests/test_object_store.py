@@ -127,3 +127,22 @@ def test_bad_targets_are_refused(out: str, endpoint: str | None, message: str) -
     with pytest.raises(UsageError) as refused:
         Target.parse(out, endpoint)
     assert message in str(refused.value)
+
+
+async def test_an_s3_target_is_locked_where_it_lives(
+    start_simulator: Any, s3: str, tmp_path: Path
+) -> None:
+    from extractor.errors import OutputLocked
+    from extractor.lock import ObjectLock
+
+    simulator = await start_simulator(orders=200)
+    target = Target.parse(f"s3://{BUCKET}/locked", s3)
+    held = ObjectLock.take(target, "sync")  # another machine's run: its own work dir
+    breaking = rf"in use by 'extractor sync' .*aws s3 rm s3://{BUCKET}/locked/_extractor.lock"
+    with pytest.raises(OutputLocked, match=breaking):
+        await sync(simulator, target, work_dir=tmp_path / "here")
+    assert simulator.stats["requests"] == 0
+    held.release()
+    summary = await sync(simulator, target, work_dir=tmp_path / "here", ledger=False)
+    assert summary["status"] == "complete"
+    assert "locked/_extractor.lock" not in keys(s3, "locked")  # released
