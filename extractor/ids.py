@@ -38,16 +38,17 @@ def from_arrow(values: pa.Array[Any]) -> Ids:
 
 
 def unique(ids: Ids) -> Ids:
-    """Each id once, in the order it first appears (a service may repeat one). By a stable
+    """Each id once, in the order it first appears (a service may repeat one); ``ids``
+    itself when none repeats. By a stable
     sort, not a hash table: a few bytes an id (Arrow's hashing took over 100)."""
     values = as_arrow(ids)
     if len(values) < 2:
-        return array("q", ids)
+        return ids
     order = pc.sort_indices(values)  # stable: the first of equal ids comes first
     ordered = pc.take(values, order)
     repeated = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
     if not pc.any(repeated).as_py():
-        return array("q", ids)
+        return ids  # the common case: nothing repeated, no copy
     later = pc.filter(order.slice(1), repeated)  # positions of second and later copies
     keep = pc.invert(pc.is_in(pa.array(range(len(values)), pa.uint64()), value_set=later))
     return from_arrow(pc.filter(values, keep))
@@ -56,6 +57,6 @@ def unique(ids: Ids) -> Ids:
 def without(ids: Ids, done: Ids) -> Ids:
     """``ids`` less those in ``done``, in their order."""
     if not done or not ids:
-        return array("q", ids)
+        return ids  # nothing to take away: the same ids (neither is changed in place)
     keep = pc.invert(pc.is_in(as_arrow(ids), value_set=as_arrow(done)))
     return from_arrow(pc.filter(as_arrow(ids), keep))

@@ -108,7 +108,8 @@ class RunState:
             self.starts += 1
         elif kind == "plan":
             if self.plan is None and self.windows is None:  # saved once: a repeat is ignored
-                self.plan = ids_of(event.get("ids", ()))
+                ids = event.get("ids", ())
+                self.plan = ids if isinstance(ids, array) else ids_of(ids)
                 self.windows = event.get("windows")
                 self.as_of = event.get("as_of")
                 self.retry_of = event.get("retry_of")
