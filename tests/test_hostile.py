@@ -35,6 +35,7 @@ from tests.hostile import (
     HostileServer,
     Request,
     answer,
+    gzip_bomb,
     once,
     streamed,
     with_headers,
@@ -281,3 +282,26 @@ async def test_a_body_the_parser_refuses_is_abandoned_at_once_not_read_to_its_en
     assert summary["status"] == "complete" and summary["retries"] >= 1
     assert sent[0] < 64 * 1024 * 1024  # not read to the 256 MiB limit
     assert_matches_truth(simulator, tmp_path)
+
+
+async def test_a_gzip_bomb_is_cut_off_by_its_decoded_size(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    from extractor.errors import ResponseTooLarge
+    from extractor.invoices import OrderSink, Selection
+    from extractor.session import Session
+    from extractor.transport import Transport
+
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", gzip_bomb(64 * 1024 * 1024))  # about 64 KiB on the wire
+        transport = Transport(server.url, soap.SOAP11, max_response_bytes=4 * 1024 * 1024)
+        ids = simulator.tenant.ids[:10]
+        try:
+            session = Session(transport, CREDS)
+            await session.login()
+            with pytest.raises(ResponseTooLarge, match="passed 4,194,304 bytes; aborted"):
+                await session.call(
+                    soap.GET_INVOICES, Selection().params(ids), lambda: OrderSink(Selection(), ids)
+                )
+        finally:
+            await transport.close()
