@@ -5,7 +5,8 @@ Every data request's attempt reports its outcome here. The service is judged to 
 and the run stops (:class:`~extractor.errors.ServiceFailing`, resumable), when
 
 - attempts keep failing across different batches with no success in between (``trip_after``
-  in a row, from at least two batches): one bad batch fails alone, a dead service fails all;
+  in a row, each batch counting at most :data:`PER_BATCH` of them): one bad batch fails
+  alone, however often it is retried and split, a dead service fails all;
 - or a batch's halves both fail the same way, split after split (:data:`SAME_FAILURE_LEVELS`
   deep): a poison id fails one half at each level; two poison ids in one batch fail both
   halves once, never again below.
@@ -24,6 +25,10 @@ SAME_FAILURE_LEVELS: Final = 3
 #: Failed attempts in a row, across batches, that stop a run: past what one wave of the
 #: workers meets in a network blip (concurrency), retried once more.
 EXTRA_AFTER_A_WAVE: Final = 2
+#: Failed attempts of one batch (its halves included) that count towards the streak: a batch
+#: holding a poison id fails at every retry and split, and with a few random faults of other
+#: batches at the end of a run that alone would look like a dead service.
+PER_BATCH: Final = 2
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Health:
 
     trip_after: int
     streak: int = 0
-    streak_batches: set[str] = field(default_factory=set)
+    streak_batches: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
     @classmethod
@@ -40,14 +45,17 @@ class Health:
         return cls(trip_after=max(6, concurrency + EXTRA_AFTER_A_WAVE))
 
     def succeeded(self) -> None:
-        self.streak, self.streak_batches = 0, set()
+        self.streak, self.streak_batches = 0, {}
 
     def failed(self, batch: str, error: BaseException) -> None:
         """One failed attempt of ``batch``; ServiceFailing once the service looks dead."""
-        self.streak += 1
-        self.streak_batches.add(batch)
         self.last_error = f"{type(error).__name__}: {error}"
-        if self.streak >= self.trip_after and len(self.streak_batches) >= 2:
+        counted = self.streak_batches.get(batch, 0)
+        if counted >= PER_BATCH:
+            return
+        self.streak_batches[batch] = counted + 1
+        self.streak += 1
+        if self.streak >= self.trip_after:
             raise ServiceFailing(
                 f"the service failed {self.streak} requests in a row across "
                 f"{len(self.streak_batches)} batches (last: {self.last_error}); stopped to "
