@@ -28,8 +28,10 @@ import orjson
 import psutil
 from lxml import etree
 
-from extractor import invoices, soap
-from extractor.invoices import Selection
+from extractor import soap
+from extractor.records import orders
+from extractor.records.orders import Selection
+from extractor.service.transport import READ_CHUNK
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -38,7 +40,6 @@ from extractor.simulator.server import (
     SimulatorConfig,
     _wrapper,
 )
-from extractor.transport import READ_CHUNK
 
 ENV = {
     **os.environ,
@@ -68,7 +69,7 @@ def canned_response(orders: int = 1000) -> tuple[bytes, list[int]]:
 
 def parse_to_arrow(body: bytes, ids: list[int], chunk: int = READ_CHUNK) -> None:
     """What a worker does with a response: feed it in chunks, typed Arrow batches out."""
-    sink = invoices.OrderSink(Selection(), ids)
+    sink = orders.OrderSink(Selection(), ids)
     for at in range(0, len(body), chunk):
         sink.feed(body[at : at + chunk])
     sink.close()
@@ -227,7 +228,7 @@ def bench_latency(
 
 async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[str, object]:
     from extractor.config import Credentials, InvoiceJob
-    from extractor.pipeline import run_invoices
+    from extractor.jobs.invoices import run_invoices
 
     creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
     job = InvoiceJob(out=out, base_url=simulator.url, max_requests_per_hour=0, **options)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from extractor import redact
 from extractor.errors import CredentialsMissing, UsageError
 
 if TYPE_CHECKING:
-    from extractor.writer import Output
+    from extractor.output.staging import Output
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from extractor.config import InvoiceJob
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.output.staging import NULL_PARTITION
 from extractor.simulator.server import Simulator, SimulatorConfig
-from extractor.writer import NULL_PARTITION
 from tests.conftest import CREDS, no_sleep, read_table
 
 

@@ -22,14 +22,14 @@ from extractor.errors import (
     StillQuarantined,
     TransportError,
 )
-from extractor.invoices import OrderSink, Selection
-from extractor.journal import replay
-from extractor.limiter import Limits, RateLimiter
-from extractor.retry import patiently, retrying
-from extractor.session import Session
+from extractor.records.orders import OrderSink, Selection
+from extractor.runs.journal import replay
+from extractor.service.limiter import Limits, RateLimiter
+from extractor.service.retry import patiently, retrying
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 from extractor.simulator.faults import KINDS, FaultConfig
 from extractor.simulator.server import Simulator
-from extractor.transport import Transport
 from tests.conftest import CREDS, no_sleep
 
 

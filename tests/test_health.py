@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extractor.errors import ServerError, ServiceFailing
-from extractor.health import Health
+from extractor.service.health import Health
 
 BOOM = ServerError(500, "Internal Server Error")
 

@@ -25,10 +25,10 @@ from aiohttp import web
 from extractor import soap
 from extractor.config import Credentials, InvoiceJob, Timeouts
 from extractor.errors import PauseTooLong, Redirected, ServiceFailing
-from extractor.journal import JOURNAL_DIR
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
-from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep
 from tests.hostile import (
     SOAP_OPEN,
@@ -288,9 +288,9 @@ async def test_a_gzip_bomb_is_cut_off_by_its_decoded_size(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     from extractor.errors import ResponseTooLarge
-    from extractor.invoices import OrderSink, Selection
-    from extractor.session import Session
-    from extractor.transport import Transport
+    from extractor.records.orders import OrderSink, Selection
+    from extractor.service.session import Session
+    from extractor.service.transport import Transport
 
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", gzip_bomb(64 * 1024 * 1024))  # about 64 KiB on the wire

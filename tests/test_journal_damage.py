@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from extractor.journal import JOURNAL_DIR
+from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
 from tests.helpers import extractor, one_line
 from tests.hostile import HostileServer, Request, answer

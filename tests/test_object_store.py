@@ -18,10 +18,10 @@ from botocore.exceptions import EndpointConnectionError
 
 from extractor.config import InvoiceJob
 from extractor.errors import UsageError
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.jobs.sync import destination
+from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
-from extractor.storage import Target
-from extractor.sync import destination
 from tests.conftest import CREDS, no_sleep
 from tests.test_sync import assert_lake_equals_truth, sync
 
@@ -133,7 +133,7 @@ async def test_an_s3_target_is_locked_where_it_lives(
     start_simulator: Any, s3: str, tmp_path: Path
 ) -> None:
     from extractor.errors import OutputLocked
-    from extractor.lock import ObjectLock
+    from extractor.output.lock import ObjectLock
 
     simulator = await start_simulator(orders=200)
     target = Target.parse(f"s3://{BUCKET}/locked", s3)

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from extractor.errors import OutputLocked
-from extractor.lock import LOCK_FILE, OutputLock
+from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.lock import LOCK_FILE, OutputLock
+from extractor.output.targets import Target
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
-from extractor.storage import Target
-from extractor.sync import SyncJob, run_sync
-from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep
 from tests.hostile import HostileServer, held
 from tests.test_e2e import assert_matches_truth

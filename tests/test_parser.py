@@ -10,9 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from extractor import arrow, invoices, parser, schema
+from extractor import arrow, parser, schema
 from extractor.errors import DataError, HostileXml, MalformedResponse
-from extractor.invoices import Selection
+from extractor.records import orders
+from extractor.records.orders import Selection
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_bytes()
 UTC = dt.UTC
@@ -25,8 +26,8 @@ if parser.SPEEDUPS is not None:
 
 def raw_array(chunks: list[bytes], collector: str = "python") -> pa.StructArray:
     """The parser's raw InvoiceOrder array, which fully determines the typed output."""
-    columns = COLLECTORS[collector](schema.invoice_order(), invoices.NAMESPACE)
-    stream = parser.RecordStream(invoices.ORDER_TAG, columns.add)
+    columns = COLLECTORS[collector](schema.invoice_order(), orders.NAMESPACE)
+    stream = parser.RecordStream(orders.ORDER_TAG, columns.add)
     for chunk in chunks:
         stream.feed(chunk)
     stream.close()
@@ -43,7 +44,7 @@ def test_the_compiled_builders_are_built_and_in_use() -> None:
     # make install builds them; should a machine lack a compiler, the pure-Python collector
     # (tested below either way) takes over and this test says so
     assert parser.SPEEDUPS is not None, "extractor._speedups did not build: see .venv/speedups.log"
-    columns = parser.struct_columns(schema.invoice_order(), invoices.NAMESPACE)
+    columns = parser.struct_columns(schema.invoice_order(), orders.NAMESPACE)
     assert isinstance(columns, parser.SPEEDUPS.StructColumn)
     assert parser.SPEEDUPS.FREES_SUBTREES  # each record's nodes are freed as soon as read
 
@@ -60,8 +61,8 @@ def test_both_collectors_read_the_same_values(collector: str) -> None:
 
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))
 def test_collectors_start_over_after_finish(collector: str) -> None:
-    columns = COLLECTORS[collector](schema.invoice_order(), invoices.NAMESPACE)
-    stream = parser.RecordStream(invoices.ORDER_TAG, columns.add)
+    columns = COLLECTORS[collector](schema.invoice_order(), orders.NAMESPACE)
+    stream = parser.RecordStream(orders.ORDER_TAG, columns.add)
     half = FIXTURE.index(b"</w:InvoiceOrder>") + len(b"</w:InvoiceOrder>")
     stream.feed(FIXTURE[:half])
     first = columns.finish()
@@ -82,7 +83,7 @@ def test_a_field_twice_in_one_record_is_a_data_error(collector: str) -> None:
 
 
 def parse(chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    sink = invoices.OrderSink(Selection(), [3, 7])
+    sink = orders.OrderSink(Selection(), [3, 7])
     for chunk in chunks:
         sink.feed(chunk)
     sink.close()
@@ -161,7 +162,7 @@ def test_compact_and_pretty_printed_agree() -> None:
 )
 def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
     body = prolog + FIXTURE.split(b"?>", 1)[1]
-    stream = invoices.OrderSink(Selection(), [3, 7])
+    stream = orders.OrderSink(Selection(), [3, 7])
     with pytest.raises(HostileXml):
         for at in range(0, len(body), 7):  # split so the DOCTYPE straddles chunks
             stream.feed(body[at : at + 7])
@@ -169,14 +170,14 @@ def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.97])
 def test_truncated_body_is_malformed_not_partial(cut: float) -> None:
-    stream = invoices.OrderSink(Selection(), [3, 7])
+    stream = orders.OrderSink(Selection(), [3, 7])
     stream.feed(FIXTURE[: int(len(FIXTURE) * cut)])
     with pytest.raises(MalformedResponse):
         stream.close()
 
 
 def test_garbage_is_malformed() -> None:
-    stream = invoices.OrderSink(Selection(), [3, 7])
+    stream = orders.OrderSink(Selection(), [3, 7])
     with pytest.raises(MalformedResponse):
         stream.feed(b"<a><b></a>")
 
@@ -189,7 +190,7 @@ def test_value_that_does_not_fit_its_type_names_the_field() -> None:
 
 def test_an_order_id_that_is_not_an_int_is_a_data_error() -> None:
     body = FIXTURE.replace(b"<w:OrderId>7</w:OrderId>", b"<w:OrderId>seven</w:OrderId>")
-    sink = invoices.OrderSink(Selection(), [3, 7])
+    sink = orders.OrderSink(Selection(), [3, 7])
     sink.feed(body)
     with pytest.raises(DataError, match=r"InvoiceOrder\.OrderId: 'seven'"):
         sink.close()

@@ -18,11 +18,11 @@ import pytest
 
 from extractor.config import InvoiceJob, Timeouts
 from extractor.errors import HostileXml, OutputError
-from extractor.journal import JOURNAL_DIR
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.output.staging import TableWriter
+from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import DEMO_PASSWORD, Simulator
-from extractor.writer import TableWriter
 from tests.conftest import CREDS, no_sleep, read_table
 from tests.test_e2e import assert_matches_truth
 

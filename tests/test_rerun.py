@@ -14,11 +14,11 @@ from aiohttp import web
 from lxml import etree
 
 from extractor import soap
+from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.targets import Target
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
-from extractor.storage import Target
-from extractor.sync import SyncJob, run_sync
-from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep, read_table
 from tests.hostile import PLAIN_XHTML, HostileServer, Request, answer, once, transformed
 from tests.test_e2e import assert_matches_truth

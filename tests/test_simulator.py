@@ -9,12 +9,12 @@ import pytest
 
 from extractor import soap
 from extractor.errors import InvalidRequest, SessionExpired
-from extractor.invoices import OrderSink, Selection
 from extractor.parser import RecordStream
-from extractor.progress import RunStats, render_summary
-from extractor.session import Session
+from extractor.records.orders import OrderSink, Selection
+from extractor.runs.progress import RunStats, render_summary
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 from extractor.simulator.server import Simulator
-from extractor.transport import Transport
 from tests.conftest import CREDS
 
 HAS_SESSION_RESULT = "{http://24sevenOffice.com/webservices}HasSessionResult"

@@ -16,7 +16,7 @@ from extractor.errors import (
     ServerFault,
     SessionExpired,
 )
-from extractor.invoices import Selection, sync_params
+from extractor.records.orders import Selection, sync_params
 
 WS = "http://24sevenOffice.com/webservices"
 

@@ -18,13 +18,13 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from extractor.config import InvoiceJob
-from extractor.lake import KILL_AT, DeltaOutput, Lake
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.delta import KILL_AT, DeltaOutput, Lake
+from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
-from extractor.storage import Target
-from extractor.sync import SyncJob, run_sync
-from extractor.transactions import TransactionJob, run_transactions
 from tests.conftest import CREDS, no_sleep
 
 SINCE = dt.date(2015, 1, 1)

@@ -13,10 +13,10 @@ import pytest
 
 from extractor.config import RetryPolicy
 from extractor.errors import UsageError
+from extractor.jobs.ledger import TransactionJob, Window, cut, run_transactions
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
-from extractor.transactions import TransactionJob, Window, cut, run_transactions
 from tests.conftest import CREDS, no_sleep, read_table
 
 
@@ -119,7 +119,7 @@ async def test_a_stopped_run_resumes_to_the_exact_ledger(
     start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from extractor.errors import OutputError
-    from extractor.writer import TableWriter
+    from extractor.output.staging import TableWriter
 
     simulator = await start_simulator(orders=500)
     stage, staged = TableWriter.stage, []

@@ -15,9 +15,9 @@ import pytest
 
 from extractor.config import InvoiceJob
 from extractor.errors import UsageError
-from extractor.pipeline import run_invoices
+from extractor.jobs.invoices import run_invoices
+from extractor.jobs.updates import UpdateJob, apply_updates, read_updates
 from extractor.simulator.server import Simulator
-from extractor.updates import UpdateJob, apply_updates, read_updates
 from tests.conftest import CREDS, no_sleep, read_table
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import click
 
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, InvoiceJob
 from extractor.errors import UsageError
-from extractor.lock import LOCK_FILE
-from extractor.pipeline import run_invoices
-from extractor.progress import render_summary
+from extractor.jobs.invoices import run_invoices
+from extractor.output.lock import LOCK_FILE
+from extractor.runs.progress import render_summary
 from extractor.simulator.faults import NO_FAULTS, FaultConfig
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,

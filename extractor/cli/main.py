@@ -29,13 +29,13 @@ from extractor.config import (
     parse_when,
 )
 from extractor.errors import ExtractorError, UsageError
-from extractor.lock import target_lock
-from extractor.pipeline import run_invoices
-from extractor.progress import render_ledger_summary, render_summary
+from extractor.jobs.invoices import run_invoices
+from extractor.jobs.sync import DEFAULT_SINCE, destination
+from extractor.output.lock import target_lock
+from extractor.output.staging import Output
+from extractor.output.targets import Target
+from extractor.runs.progress import render_ledger_summary, render_summary
 from extractor.simulator.faults import KINDS, FaultConfig
-from extractor.storage import Target
-from extractor.sync import DEFAULT_SINCE, destination
-from extractor.writer import Output
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
@@ -308,7 +308,7 @@ def transactions(
 
     Resumable: after a crash, run the same command again; it continues where it stopped.
     """
-    from extractor.transactions import TransactionJob, run_transactions
+    from extractor.jobs.ledger import TransactionJob, run_transactions
 
     work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
     job = TransactionJob(
@@ -386,7 +386,7 @@ def sync(
     The first sync backfills; later ones merge what changed since the watermark committed
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
-    from extractor.sync import SyncJob, render_sync_summary, run_sync
+    from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
 
     job = SyncJob(
         target=Target.parse(out, endpoint_url), work_dir=work_dir, base_url=base_url,
@@ -429,7 +429,7 @@ def update_invoices(
     insecure: bool,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
-    from extractor.updates import (
+    from extractor.jobs.updates import (
         OutcomeLog,
         UpdateJob,
         apply_updates,

@@ -32,7 +32,7 @@ import orjson
 from extractor import redact
 from extractor.errors import CorruptJournal, OutputError, UsageError
 from extractor.ids import Ids, ids_of, without
-from extractor.writer import RunInfo, TableWriter
+from extractor.output.staging import RunInfo, TableWriter
 
 JOURNAL_DIR: Final = "_journal"
 RUNS_DIR: Final = "_runs"

@@ -13,8 +13,8 @@ from typing import IO, Any, Final
 import orjson
 
 from extractor import redact
-from extractor.journal import RunState
-from extractor.limiter import RateLimiter, format_when
+from extractor.runs.journal import RunState
+from extractor.service.limiter import RateLimiter, format_when
 
 
 @dataclass

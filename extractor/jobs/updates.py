@@ -35,11 +35,11 @@ from extractor.config import (
     Timeouts,
 )
 from extractor.errors import OutputError, TransientError, UsageError
-from extractor.fetching import first_error
+from extractor.jobs.batching import first_error
 from extractor.parser import RecordStream, StructReader
-from extractor.retry import Sleep, persistently
-from extractor.session import Session
-from extractor.transport import Transport
+from extractor.service.retry import Sleep, persistently
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 
 UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 COLUMNS: Final = ("OrderId", *UPDATABLE)

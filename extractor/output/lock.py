@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 
 from extractor.errors import OutputError, OutputLocked
-from extractor.storage import Target
+from extractor.output.targets import Target
 
 LOCK_FILE: Final = "_extractor.lock"
 

@@ -4,7 +4,7 @@ A run's journal, staging and summaries always live in a local work directory: th
 itself when it is local, else ``--work-dir`` (by default a folder under ``~/.cache/extractor``
 named after the target). Object stores have no rename, so a file is uploaded under a
 dot-prefixed temporary key, which dataset readers skip, and copied to its final key once
-complete; Delta tables (:mod:`extractor.lake`) need no such care, as nothing in them is
+complete; Delta tables (:mod:`extractor.output.delta`) need no such care, as nothing in them is
 visible until its commit.
 
 S3 credentials come from the usual AWS environment variables (``AWS_ACCESS_KEY_ID``,

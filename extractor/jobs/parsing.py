@@ -1,11 +1,11 @@
 """Where a GetInvoices body goes: parsed while it arrives, staged, counted.
 
-Two places with one interface (``open(ids, name)`` returns a :class:`~extractor.transport.Sink`
-whose ``counts`` are set once ``finish`` returns):
+Two places with one interface (``open(ids, name)`` returns a
+:class:`~extractor.service.transport.Sink` whose ``counts`` are set once ``finish`` returns):
 
 - :class:`LocalSinks` parses on the event loop and stages on a writer thread;
 - :class:`ParsePool` forwards each chunk, as it arrives, to one of N parser processes that run
-  the same :class:`~extractor.invoices.OrderSink` and stage the result themselves, so parsing
+  the same :class:`~extractor.records.orders.OrderSink` and stage the result themselves, so parsing
   uses every core while the event loop keeps all HTTP (session, retries) in one place.
 """
 
@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from extractor import errors, invoices
+from extractor import errors
 from extractor.errors import ExtractorError, FatalError
-from extractor.invoices import Batch, OrderSink, Selection
+from extractor.output.staging import TableWriter
+from extractor.records import orders
+from extractor.records.orders import Batch, OrderSink, Selection
+from extractor.service.transport import Sink
 from extractor.soap import classify_fault
-from extractor.transport import Sink
-from extractor.writer import TableWriter
 
 
 @dataclass
@@ -56,7 +57,7 @@ class InvoiceTables:
     """A run's ``invoices`` and ``invoice_rows`` tables: staged per batch, published at the end."""
 
     def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
-        partition = invoices.PARTITION
+        partition = orders.PARTITION
         self.orders = TableWriter(out, "invoices", selection.order_schema, partition, run_id)
         self.rows = (
             TableWriter(
@@ -94,10 +95,10 @@ def count(batch: Batch | None, missing: list[int]) -> BatchCounts:
     """What a fetched batch adds to the dataset."""
     if batch is None:
         return BatchCounts(missing=missing)
-    orders = batch.orders
-    api = orders.column("APIException").null_count if "APIException" in orders.column_names else 0
-    exceptions = orders.num_rows - api if "APIException" in orders.column_names else 0
-    return BatchCounts(orders.num_rows, batch.rows.num_rows, int(exceptions), missing)
+    table = batch.orders
+    api = table.column("APIException").null_count if "APIException" in table.column_names else 0
+    exceptions = table.num_rows - api if "APIException" in table.column_names else 0
+    return BatchCounts(table.num_rows, batch.rows.num_rows, int(exceptions), missing)
 
 
 class LocalSink(OrderSink):

@@ -1,10 +1,10 @@
 """The invoices backfill: login, plan, fetch batches concurrently, publish; resumable.
 
-Every step that matters is in the run's journal first (:mod:`extractor.journal`): the plan of
+Every step that matters is in the run's journal first (:mod:`extractor.runs.journal`): the plan of
 ids, each batch once its staged files are on disk, each id that failed alone. A run that
 stops for any reason, SIGKILL included, continues from there when the same command runs again.
 
-Ids that fail alone (:mod:`extractor.fetching`) are reported in
+Ids that fail alone (:mod:`extractor.jobs.batching`) are reported in
 ``OUT/_failures/<run_id>.jsonl``, and the run's status is then ``partial``.
 """
 
@@ -22,13 +22,15 @@ from typing import IO, Any, Final
 import orjson
 
 from extractor import redact
-from extractor.batches import InvoiceTables, LocalSinks, ParsePool
 from extractor.config import MAX_BATCH, Credentials, InvoiceJob, check_output_dir
 from extractor.errors import OutputError, UsageError
-from extractor.fetching import FetchContext, fetch_all, first_error, list_ids, until_all_staged
 from extractor.ids import ids_of, unique
-from extractor.invoices import Selection
-from extractor.journal import (
+from extractor.jobs.batching import FetchContext, fetch_all, first_error, list_ids, until_all_staged
+from extractor.jobs.parsing import InvoiceTables, LocalSinks, ParsePool
+from extractor.output.lock import OutputLock
+from extractor.output.staging import Output, ParquetOutput
+from extractor.records.orders import Selection
+from extractor.runs.journal import (
     Carried,
     Journal,
     RunState,
@@ -37,12 +39,10 @@ from extractor.journal import (
     latest_run,
     unfinished,
 )
-from extractor.lock import OutputLock
-from extractor.progress import Progress, RunStats, write_summary
-from extractor.retry import Sleep
-from extractor.session import Session
-from extractor.transport import Transport
-from extractor.writer import Output, ParquetOutput
+from extractor.runs.progress import Progress, RunStats, write_summary
+from extractor.service.retry import Sleep
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 
 FAILURES_DIR: Final = "_failures"
 

@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from extractor import invoices, redact, soap
-from extractor.batches import BatchCounts, CountedSink, LocalSinks, ParsePool
+from extractor import redact, soap
 from extractor.config import InvoiceJob, RetryPolicy
 from extractor.errors import (
     DataError,
@@ -27,15 +26,17 @@ from extractor.errors import (
     ResponseTooLarge,
     TransientError,
 )
-from extractor.health import Health, same_failure
 from extractor.ids import Ids, unique
-from extractor.invoices import Selection
-from extractor.journal import Journal, forget_lost
-from extractor.progress import RunStats
-from extractor.retry import Sleep, persistently
-from extractor.session import Session
-from extractor.transport import Sink
-from extractor.writer import TableWriter
+from extractor.jobs.parsing import BatchCounts, CountedSink, LocalSinks, ParsePool
+from extractor.output.staging import TableWriter
+from extractor.records import orders
+from extractor.records.orders import Selection
+from extractor.runs.journal import Journal, forget_lost
+from extractor.runs.progress import RunStats
+from extractor.service.health import Health, same_failure
+from extractor.service.retry import Sleep, persistently
+from extractor.service.session import Session
+from extractor.service.transport import Sink
 
 S = TypeVar("S", bound=Sink)
 T = TypeVar("T")
@@ -111,8 +112,8 @@ class FetchContext:
 async def list_ids(context: FetchContext, changed_after: dt.datetime | None) -> Ids:
     """GetOrderSyncList: the ids changed after ``changed_after`` (None: every id), within the
     job's RegisteredAfter; each once (the service may repeat one)."""
-    params = invoices.sync_params(changed_after, context.job.registered_after)
-    stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, invoices.id_stream)
+    params = orders.sync_params(changed_after, context.job.registered_after)
+    stream = await context.call(soap.GET_ORDER_SYNC_LIST, params, orders.id_stream)
     return unique(stream.ids)
 
 

@@ -34,9 +34,12 @@ from extractor.config import (
     check_output_dir,
 )
 from extractor.errors import DataError, OutputError, TransientError, UsageError
-from extractor.fetching import first_error, observed, until_all_staged
-from extractor.health import Health, same_failure
-from extractor.journal import (
+from extractor.jobs.batching import first_error, observed, until_all_staged
+from extractor.jobs.invoices import new_run_id, now
+from extractor.output.lock import OutputLock
+from extractor.output.staging import Output, ParquetOutput, TableWriter
+from extractor.parser import RecordStream, struct_columns
+from extractor.runs.journal import (
     Carried,
     Journal,
     RunState,
@@ -45,14 +48,11 @@ from extractor.journal import (
     latest_run,
     unfinished,
 )
-from extractor.lock import OutputLock
-from extractor.parser import RecordStream, struct_columns
-from extractor.pipeline import new_run_id, now
-from extractor.progress import Progress, RunStats, write_summary
-from extractor.retry import Sleep, persistently
-from extractor.session import Session
-from extractor.transport import Transport
-from extractor.writer import Output, ParquetOutput, TableWriter
+from extractor.runs.progress import Progress, RunStats, write_summary
+from extractor.service.health import Health, same_failure
+from extractor.service.retry import Sleep, persistently
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 
 NAMESPACE: Final = schema.service("transactionService").namespace
 TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"

@@ -25,7 +25,7 @@ from extractor.errors import (
     TransportError,
     UsageError,
 )
-from extractor.limiter import Limits, RateLimiter
+from extractor.service.limiter import Limits, RateLimiter
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024

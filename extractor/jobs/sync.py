@@ -1,6 +1,6 @@
 """``extractor sync``: keep Delta tables of invoices, their rows and the ledger current.
 
-Each sync reads the watermarks committed with the data (:mod:`extractor.lake`). With none,
+Each sync reads the watermarks committed with the data (:mod:`extractor.output.delta`). With none,
 it backfills everything (invoices, and ledger lines changed since ``--since``); otherwise it
 lists the orders changed after the watermark less ``--overlap`` and the ledger lines changed
 since that day, fetches them through the same resumable pipeline as the backfill commands,
@@ -34,14 +34,14 @@ from extractor.config import (
     Timeouts,
 )
 from extractor.errors import UsageError
-from extractor.journal import replay, unfinished
-from extractor.lake import DeltaOutput, Lake
-from extractor.lock import target_lock
-from extractor.pipeline import fingerprint, run_invoices
-from extractor.retry import Sleep
-from extractor.storage import Target
-from extractor.transactions import TransactionJob, run_transactions
-from extractor.writer import Output, ParquetOutput
+from extractor.jobs.invoices import fingerprint, run_invoices
+from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.output.delta import DeltaOutput, Lake
+from extractor.output.lock import target_lock
+from extractor.output.staging import Output, ParquetOutput
+from extractor.output.targets import Target
+from extractor.runs.journal import replay, unfinished
+from extractor.service.retry import Sleep
 
 FORMATS: Final = ("parquet", "delta")
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")

@@ -34,9 +34,9 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalak
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from extractor.errors import OutputError
-from extractor.storage import Target
-from extractor.writer import RunInfo, TableWriter
-from extractor.writer import latest as _latest
+from extractor.output.staging import RunInfo, TableWriter
+from extractor.output.staging import latest as _latest
+from extractor.output.targets import Target
 
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"

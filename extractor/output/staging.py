@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from extractor.errors import OutputError
-from extractor.storage import Target
+from extractor.output.targets import Target
 
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 _IPC_OPTIONS: Final = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -167,7 +167,7 @@ class TableWriter:
         return temporary, rows
 
     def tables(self) -> Iterator[pa.Table]:
-        """Every staged record, a partition's row group at a time (for :mod:`extractor.lake`)."""
+        """Every staged record, a partition's row group at a time (for the Delta tables)."""
         for key in self._keys():
             yield from self._partition(key)
 

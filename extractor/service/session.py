@@ -18,8 +18,8 @@ from extractor.errors import (
     TransportError,
 )
 from extractor.parser import RecordStream
-from extractor.retry import Sleep, persistently
-from extractor.transport import Sink, Transport
+from extractor.service.retry import Sleep, persistently
+from extractor.service.transport import Sink, Transport
 
 S = TypeVar("S", bound=Sink)
 _LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"

@@ -1,0 +1,1 @@
+"""The ``extractor`` command: a thin click layer over the library."""

@@ -1,0 +1,1 @@
+"""Where records go: staging, hive Parquet, Delta tables, local or s3:// targets, the lock."""

@@ -1,0 +1,1 @@
+"""A run's state: the journal a resume trusts, its statistics, summary and live line."""
