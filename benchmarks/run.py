@@ -227,12 +227,18 @@ def bench_latency(
 
 
 async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[str, object]:
-    from extractor.config import Credentials, InvoiceJob
-    from extractor.jobs.invoices import run_invoices
+    from extractor.config import Credentials, ServiceConfig
+    from extractor.jobs.invoices import InvoiceJob
+    from extractor.jobs.runner import run
 
     creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
-    job = InvoiceJob(out=out, base_url=simulator.url, max_requests_per_hour=0, **options)  # type: ignore[arg-type]
-    return await run_invoices(job, creds, stream=io.StringIO(), sleep=_no_sleep)
+    service = ServiceConfig(
+        base_url=simulator.url,
+        max_requests_per_hour=0,
+        **{k: options.pop(k) for k in ("concurrency", "timeouts", "retry") if k in options},  # type: ignore[arg-type]
+    )
+    job = InvoiceJob(out=out, service=service, **options)  # type: ignore[arg-type]
+    return await run(job, creds, stream=io.StringIO(), sleep=_no_sleep)
 
 
 async def _no_sleep(_: float) -> None:

@@ -7,14 +7,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from extractor import redact
 from extractor.errors import CredentialsMissing, UsageError
-
-if TYPE_CHECKING:
-    from extractor.output.staging import Output
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
@@ -96,28 +92,32 @@ class Timeouts:
 DEFAULT_TIMEOUTS: Final = Timeouts()
 
 
-@dataclass(frozen=True)
-class InvoiceJob:
-    """Everything ``extractor invoices`` was asked to do."""
+DEFAULT_CONCURRENCY: Final = 8
+DEFAULT_SOAP_VERSION: Final = "1.1"
+#: The live service's documented budget; 0 turns the client-side limit off (simulators).
+DEFAULT_MAX_REQUESTS_PER_HOUR: Final = 7200
 
-    out: Path
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How every command talks to the service: where, how many requests at once, how fast."""
+
     base_url: str = DEFAULT_BASE_URL
-    changed_after: dt.datetime | None = None
-    registered_after: dt.datetime | None = None
-    concurrency: int = 8
-    batch_size: int = MAX_BATCH
-    invoice_properties: tuple[str, ...] = ()
-    row_properties: tuple[str, ...] = ()
-    soap_version: str = "1.1"
-    parse_workers: int = 0  # 0: parse on the event loop; N: in N parser processes
+    concurrency: int = DEFAULT_CONCURRENCY
+    soap_version: str = DEFAULT_SOAP_VERSION
+    max_requests_per_hour: int = DEFAULT_MAX_REQUESTS_PER_HOUR
     retry: RetryPolicy = DEFAULT_RETRY
     timeouts: Timeouts = DEFAULT_TIMEOUTS
-    max_requests_per_hour: int = 7200  # the live service's budget; 0: no client-side limit
-    resume: bool = False  # insist on resuming (a rerun of the same command resumes anyway)
     insecure: bool = False  # skip TLS certificate verification
-    output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
-    reconcile: bool = False  # list every OrderId after fetching; the output marks the vanished
-    sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency {self.concurrency} must be at least 1")
+        if self.max_requests_per_hour < 0:
+            raise UsageError("--max-requests-per-hour must be 0 (no limit) or more")
+
+
+DEFAULT_SERVICE: Final = ServiceConfig()
 
 
 def parse_when(text: str, flag: str) -> dt.datetime:
@@ -131,14 +131,3 @@ def parse_when(text: str, flag: str) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
-
-
-def check_output_dir(out: Path) -> None:
-    """Refuse an output path that cannot hold the dataset, before any request is sent."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory (it is created if missing)")
-    for parent in (out, *out.parents):
-        if parent.exists():
-            if not os.access(parent, os.W_OK):
-                raise UsageError(f"--out {out}: {parent} is not writable")
-            break

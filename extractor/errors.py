@@ -3,6 +3,7 @@
 ::
 
     ExtractorError
+    ├── SplitsBatch                a batch still failing with it is fetched again in halves
     ├── UsageError                 bad input from the user (flags, env, paths); exit 2
     │   ├── CredentialsMissing
     │   ├── OutputLocked           another run holds the output's lock
@@ -13,14 +14,14 @@
     │   ├── NotAService            --base-url answers, but not as a 24SevenOffice SOAP service
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
     │   ├── HostileXml             DTD or entity declarations in a response
-    │   ├── DataError              a value that does not fit its WSDL type      (splits a batch)
-    │   ├── ResponseTooLarge       a body above the size limit                  (splits a batch)
+    │   ├── DataError              a value that does not fit its WSDL type      (SplitsBatch)
+    │   ├── ResponseTooLarge       a body above the size limit                  (SplitsBatch)
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
     │   ├── Redirected             a 3xx answer: requests never follow redirects
     │   ├── StillQuarantined       the service kept refusing after several quarantines
     │   ├── PauseTooLong           the service asked for a pause beyond --max-pause
     │   └── ServiceFailing         every request fails, across batches: not one bad record
-    └── TransientError             retried with back-off                        (splits a batch)
+    └── TransientError             retried with back-off                        (SplitsBatch)
         ├── TransportError         connection refused/reset, DNS, TLS (also ConnectionError)
         │   └── RequestTimeout     no complete answer in time (also TimeoutError)
         ├── ServerError            HTTP 5xx without a usable SOAP fault, or 429
@@ -32,9 +33,11 @@
         └── SessionExpired         "Session is not authenticated": re-login, then retry
 
 Retryable errors are told apart by type (``TransientError``), never by matching strings at
-the call site; aiohttp and lxml exceptions are translated in ``transport.py`` and
-``parser.py`` only. A batch that still fails with an error marked "splits a batch" is fetched
-again in halves, down to single ids (``pipeline.py``); every other FatalError stops the run.
+the call site; aiohttp and lxml exceptions are translated in ``service/transport.py`` and
+``parser.py`` only. A unit of work (a batch of ids, a date window) that still fails with a
+:class:`SplitsBatch` after its retries is fetched again in halves, down to what cannot be
+halved (``jobs/runner.py``); every other FatalError stops the run. Every error pickles with
+its fields, so parser processes send them back as they are.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ from __future__ import annotations
 
 class ExtractorError(Exception):
     """Root of every error raised by the extractor."""
+
+
+class SplitsBatch(ExtractorError):
+    """Marks the errors a batch may fail with because of what is in it (one bad record, its
+    size), so that its halves are fetched apart; the others stop the run or are retried."""
 
 
 class UsageError(ExtractorError):
@@ -84,7 +92,7 @@ class HostileXml(FatalError):
     """A response declared a DTD or entities; it is refused, never expanded."""
 
 
-class DataError(FatalError):
+class DataError(FatalError, SplitsBatch):
     """A value in a response does not fit the WSDL type of its field."""
 
 
@@ -96,7 +104,7 @@ class Redirected(FatalError):
     """The service answered with a redirect; no request follows one (credentials stay put)."""
 
 
-class ResponseTooLarge(FatalError):
+class ResponseTooLarge(FatalError, SplitsBatch):
     """A response body passed the size limit; it was aborted."""
 
 
@@ -112,7 +120,7 @@ class ServiceFailing(FatalError):
     """Requests fail across batches, or at every split: the service, not a record, is broken."""
 
 
-class TransientError(ExtractorError):
+class TransientError(SplitsBatch):
     """An error worth retrying after a pause."""
 
 
@@ -129,7 +137,10 @@ class ServerError(TransientError):
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
+        self.status, self.detail = status, detail
+
+    def __reduce__(self) -> tuple[type[ServerError], tuple[int, str]]:
+        return type(self), (self.status, self.detail)
 
 
 class ServerFault(TransientError):
@@ -146,6 +157,9 @@ class Quarantined(TransientError):
     def __init__(self, message: str, until: float) -> None:
         super().__init__(message)
         self.until = until  # wall-clock seconds
+
+    def __reduce__(self) -> tuple[type[Quarantined], tuple[str, float]]:
+        return type(self), (str(self), self.until)
 
 
 class MalformedResponse(TransientError):

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.dataset as ds
 import pytest
 
-from extractor.config import Credentials
+from extractor.config import Credentials, ServiceConfig
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -17,6 +18,15 @@ from extractor.simulator.server import (
 )
 
 CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
+J = TypeVar("J")
+_SERVICE_FIELDS = frozenset(field.name for field in dataclasses.fields(ServiceConfig))
+
+
+def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
+    """A job of ``cls``, the options that are :class:`ServiceConfig` fields (``base_url``,
+    ``concurrency``, ``max_requests_per_hour``, ...) given as its ``service``."""
+    service = {name: options.pop(name) for name in list(options) if name in _SERVICE_FIELDS}
+    return cls(*args, service=ServiceConfig(**service), **options)
 
 
 @pytest.fixture

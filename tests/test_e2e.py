@@ -9,16 +9,18 @@ from typing import Any
 
 import pytest
 
-from extractor.config import InvoiceJob
-from extractor.jobs.invoices import run_invoices
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NULL_PARTITION
 from extractor.simulator.server import Simulator, SimulatorConfig
-from tests.conftest import CREDS, no_sleep, read_table
+from tests.conftest import CREDS, job_of, no_sleep, read_table
 
 
 async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
-    job = InvoiceJob(out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options})
-    return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    job = job_of(
+        InvoiceJob, out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options}
+    )
+    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 
 def assert_matches_truth(

@@ -23,13 +23,14 @@ import pytest
 from aiohttp import web
 
 from extractor import soap
-from extractor.config import Credentials, InvoiceJob, Timeouts
+from extractor.config import Credentials, Timeouts
 from extractor.errors import PauseTooLong, Redirected, ServiceFailing
-from extractor.jobs.invoices import run_invoices
-from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.ledger import TransactionJob
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, no_sleep
+from tests.conftest import CREDS, job_of, no_sleep
 from tests.hostile import (
     SOAP_OPEN,
     HostileServer,
@@ -51,12 +52,13 @@ async def simulator(start_simulator: Any) -> Simulator:
 
 
 async def backfill(url: str, out: Path, **options: Any) -> dict[str, Any]:
-    job = InvoiceJob(
+    job = job_of(
+        InvoiceJob,
         out=out,
         base_url=url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
-    return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 
 @pytest.mark.parametrize(
@@ -152,8 +154,8 @@ async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_
 
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", rule)
-        job = InvoiceJob(out=tmp_path, base_url=server.url, parse_workers=2, batch_size=100)
-        run = asyncio.create_task(run_invoices(job, creds, stream=io.StringIO(), sleep=no_sleep))
+        job = job_of(InvoiceJob, out=tmp_path, base_url=server.url, parse_workers=2, batch_size=100)
+        run = asyncio.create_task(runner.run(job, creds, stream=io.StringIO(), sleep=no_sleep))
         try:
             await asyncio.wait_for(arrived.wait(), 60)
             # two parser processes, and multiprocessing's resource tracker
@@ -252,15 +254,17 @@ async def test_a_dead_service_costs_at_most_three_requests_per_batch(
 async def test_a_dead_ledger_costs_at_most_three_requests_per_window(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    job = TransactionJob(
+    job = job_of(TransactionJob, 
         out=tmp_path, date_from=dt.date(2016, 1, 1), date_to=dt.date(2017, 12, 31),
         max_requests_per_hour=0, concurrency=1,
     )  # fmt: skip
     async with HostileServer(simulator.url) as server:
         server.on("GetTransactions", DEAD_SERVICE["HTTP 500"])
-        job = dataclasses.replace(job, base_url=server.url)
+        job = dataclasses.replace(
+            job, service=dataclasses.replace(job.service, base_url=server.url)
+        )
         with pytest.raises(ServiceFailing):
-            await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+            await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert server.seen["GetTransactions"] <= 3 * 24
 
 

@@ -16,13 +16,13 @@ import pyarrow.dataset as ds
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from extractor.config import InvoiceJob
 from extractor.errors import UsageError
-from extractor.jobs.invoices import run_invoices
-from extractor.jobs.sync import destination
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
+from extractor.output.destination import destination
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, no_sleep
+from tests.conftest import CREDS, job_of, no_sleep
 from tests.test_sync import assert_lake_equals_truth, sync
 
 BUCKET = "lake-test"
@@ -91,10 +91,15 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
     simulator = await start_simulator(orders=400)
     out = f"s3://{BUCKET}/plain"
     work, output = destination(out, "parquet", tmp_path, s3, "invoices")
-    job = InvoiceJob(
-        out=work, output=output, base_url=simulator.url, max_requests_per_hour=0, batch_size=150
+    job = job_of(
+        InvoiceJob,
+        out=work,
+        output=output,
+        base_url=simulator.url,
+        max_requests_per_hour=0,
+        batch_size=150,
     )
-    summary = await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    summary = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert summary["status"] == "complete" and summary["output"] == out
     stored = [key for key in keys(s3, "plain/") if not key.endswith("/")]  # folder markers
     assert stored and all(key.endswith(".parquet") for key in stored), "no temporary key left"

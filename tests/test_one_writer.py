@@ -13,12 +13,13 @@ import orjson
 import pytest
 
 from extractor.errors import OutputLocked
-from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs import runner
+from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.lock import LOCK_FILE, OutputLock
 from extractor.output.targets import Target
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
-from tests.conftest import CREDS, no_sleep
+from tests.conftest import CREDS, job_of, no_sleep
 from tests.hostile import HostileServer, held
 from tests.test_e2e import assert_matches_truth
 from tests.test_hostile import backfill
@@ -35,10 +36,12 @@ async def test_a_held_output_is_refused_before_any_request(
             OutputLocked, match=rf"in use by 'extractor invoices' \(pid {os.getpid()} "
         ):
             await backfill(simulator.url, tmp_path)
-        job = TransactionJob(tmp_path, date_from=SINCE, date_to=SINCE, base_url=simulator.url)
+        job = job_of(
+            TransactionJob, tmp_path, date_from=SINCE, date_to=SINCE, base_url=simulator.url
+        )
         with pytest.raises(OutputLocked):
-            await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
-        sync = SyncJob(Target.parse(str(tmp_path)), base_url=simulator.url)
+            await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+        sync = job_of(SyncJob, Target.parse(str(tmp_path)), base_url=simulator.url)
         with pytest.raises(OutputLocked):
             await run_sync(sync, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert simulator.stats["requests"] == 0

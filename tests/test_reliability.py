@@ -16,26 +16,28 @@ import orjson
 import psutil
 import pytest
 
-from extractor.config import InvoiceJob, Timeouts
+from extractor.config import Timeouts
 from extractor.errors import HostileXml, OutputError
-from extractor.jobs.invoices import run_invoices
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import TableWriter
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import DEMO_PASSWORD, Simulator
-from tests.conftest import CREDS, no_sleep, read_table
+from tests.conftest import CREDS, job_of, no_sleep, read_table
 from tests.test_e2e import assert_matches_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
-    job = InvoiceJob(
+    job = job_of(
+        InvoiceJob,
         out=out,
         base_url=simulator.url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, **options},
     )
-    return await run_invoices(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 
 def no_leftovers(out: Path) -> None:
@@ -86,10 +88,15 @@ async def test_quarantine_pauses_every_worker_until_it_ends(
     simulator = await start_simulator(orders=1500, faults=FaultConfig(budget=10_000))
     simulator.budget.start_quarantine(2.0)  # another client of the account overdid it
     stream = io.StringIO()
-    job = InvoiceJob(
-        out=tmp_path, base_url=simulator.url, batch_size=100, concurrency=8, parse_workers=0
+    job = job_of(
+        InvoiceJob,
+        out=tmp_path,
+        base_url=simulator.url,
+        batch_size=100,
+        concurrency=8,
+        parse_workers=0,
     )
-    summary = await run_invoices(job, CREDS, stream=stream, sleep=no_sleep)
+    summary = await runner.run(job, CREDS, stream=stream, sleep=no_sleep)
     assert simulator.stats["during_quarantine"] <= 3
     assert summary["status"] == "complete" and summary["quarantines"] >= 1
     assert "paused until" in stream.getvalue() and "quarantined by the service" in stream.getvalue()

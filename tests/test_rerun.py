@@ -3,6 +3,7 @@ run fetches exactly what it could not fetch, and adds it once."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -14,12 +15,13 @@ from aiohttp import web
 from lxml import etree
 
 from extractor import soap
-from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs import runner
+from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.targets import Target
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, no_sleep, read_table
+from tests.conftest import CREDS, job_of, no_sleep, read_table
 from tests.hostile import PLAIN_XHTML, HostileServer, Request, answer, once, transformed
 from tests.test_e2e import assert_matches_truth
 from tests.test_hostile import backfill
@@ -140,14 +142,15 @@ async def test_failed_days_of_the_ledger_are_fetched_again(
 ) -> None:
     simulator = await start_simulator(orders=300)
     day = dt.date(2016, 3, 15)
-    job = TransactionJob(
+    job = job_of(TransactionJob, 
         out=tmp_path, date_from=dt.date(2016, 1, 1), date_to=dt.date(2016, 6, 30),
         max_requests_per_hour=0,
     )  # fmt: skip
     async with HostileServer(simulator.url) as server:
         server.on("GetTransactions", failing_on(day))
-        job = TransactionJob(**{**job.__dict__, "base_url": server.url})
-        first = await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+        service = dataclasses.replace(job.service, base_url=server.url)
+        job = dataclasses.replace(job, service=service)
+        first = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
         assert first["status"] == "partial" and first["failed_days"] == 1
         del server.rules["GetTransactions"]
         requested: list[list[str]] = []
@@ -156,7 +159,7 @@ async def test_failed_days_of_the_ledger_are_fetched_again(
             requested.append(dates_in(request.body))
 
         server.on("GetTransactions", record)
-        second = await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+        second = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert requested == [[day.isoformat(), day.isoformat()]]  # that day only
     assert second["status"] == "complete" and second["retry_of"] == first["run_id"]
     assert second["days_total"] == 1
@@ -189,5 +192,7 @@ async def test_a_partial_sync_fetches_its_failed_ids_in_the_next_sync(
 
 
 async def sync(url: str, target: Target) -> dict[str, Any]:
-    job = SyncJob(target, base_url=url, max_requests_per_hour=0, ledger=False, batch_size=100)
+    job = job_of(
+        SyncJob, target, base_url=url, max_requests_per_hour=0, ledger=False, batch_size=100
+    )
     return await run_sync(job, CREDS, stream=io.StringIO(), sleep=no_sleep)

@@ -17,22 +17,24 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from extractor.config import InvoiceJob
-from extractor.jobs.invoices import run_invoices
-from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.delta import KILL_AT, DeltaOutput, Lake
 from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, no_sleep
+from tests.conftest import CREDS, job_of, no_sleep
 
 SINCE = dt.date(2015, 1, 1)
 RUN_COLUMNS = ("_run_id", "_extracted_at", "_deleted_at")
 
 
 async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
-    job = SyncJob(target, base_url=simulator.url, since=SINCE, max_requests_per_hour=0, **options)
+    job = job_of(
+        SyncJob, target, base_url=simulator.url, since=SINCE, max_requests_per_hour=0, **options
+    )
     return await run_sync(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 
@@ -104,16 +106,16 @@ async def test_backfill_churn_sync_churn_sync_equals_truth(
     target = Target.parse(str(tmp_path / "lake"))
     output = DeltaOutput(target)
     # the backfill commands seed the tables that sync continues
-    invoices = InvoiceJob(
+    invoices = job_of(InvoiceJob, 
         out=tmp_path / "work-invoices", base_url=simulator.url, output=output,
         max_requests_per_hour=0,
     )  # fmt: skip
-    await run_invoices(invoices, CREDS, stream=io.StringIO(), sleep=no_sleep)
-    ledger = TransactionJob(
+    await runner.run(invoices, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    ledger = job_of(TransactionJob, 
         out=tmp_path / "work-ledger", date_from=SINCE, date_to=dt.date.today(),
         date_field="changed", base_url=simulator.url, output=output, max_requests_per_hour=0,
     )  # fmt: skip
-    await run_transactions(ledger, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    await runner.run(ledger, CREDS, stream=io.StringIO(), sleep=no_sleep)
     assert_lake_equals_truth(simulator, target, marked=set())
 
     first = simulator.churn(Churn(changed=40, deleted=6, added=15), seed=1)

@@ -13,20 +13,21 @@ import pytest
 
 from extractor.config import RetryPolicy
 from extractor.errors import UsageError
-from extractor.jobs.ledger import TransactionJob, Window, cut, run_transactions
+from extractor.jobs import runner
+from extractor.jobs.ledger import TransactionJob, Window, cut
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, no_sleep, read_table
+from tests.conftest import CREDS, job_of, no_sleep, read_table
 
 
 async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
-    job = TransactionJob(
+    job = job_of(TransactionJob, 
         out=out, base_url=simulator.url,
         **{"date_from": dt.date(2015, 1, 1), "date_to": dt.date(2026, 12, 31),
            "max_requests_per_hour": 0, **options},
     )  # fmt: skip
-    return await run_transactions(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
 
 
 def assert_ledger_equals(simulator: Simulator, out: Path, params: dict[str, str]) -> None:
@@ -53,7 +54,9 @@ def test_windows_meet_without_gaps_or_overlaps() -> None:
 
 
 def test_each_window_ends_at_the_last_second_of_its_last_day() -> None:
-    job = TransactionJob(out=Path("x"), date_from=dt.date(2024, 1, 1), date_to=dt.date(2024, 1, 31))
+    job = job_of(
+        TransactionJob, out=Path("x"), date_from=dt.date(2024, 1, 1), date_to=dt.date(2024, 1, 31)
+    )
     params = job.params(Window(dt.date(2024, 1, 1), dt.date(2024, 1, 31)))["searchParams"]
     assert params["DateStart"] == dt.datetime(2024, 1, 1, 0, 0, 0)
     assert params["DateEnd"] == dt.datetime(2024, 1, 31, 23, 59, 59)

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from extractor.config import InvoiceJob
 from extractor.errors import UsageError
-from extractor.jobs.invoices import run_invoices
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.updates import UpdateJob, apply_updates, read_updates
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, no_sleep, read_table
+from tests.conftest import CREDS, job_of, no_sleep, read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,8 +96,12 @@ async def test_round_trip_update_then_extract(start_simulator: Any, tmp_path: Pa
     good, bad = invoiced(simulator, 30), not_invoiced(simulator, 5)
     updates = [{"OrderId": i, "InvoiceTitle": f"Ny tittel {i} «ø»"} for i in good]
     updates += [{"OrderId": i, "ReferenceNumber": "REF"} for i in bad]
-    job = UpdateJob(
-        input=tmp_path / "x.csv", base_url=simulator.url, batch_size=7, max_requests_per_hour=0
+    job = job_of(
+        UpdateJob,
+        input=tmp_path / "x.csv",
+        base_url=simulator.url,
+        batch_size=7,
+        max_requests_per_hour=0,
     )
     outcomes = await apply_updates(job, updates, CREDS, sleep=no_sleep)
     assert [o["OrderId"] for o in outcomes] == [u["OrderId"] for u in updates]
@@ -111,11 +115,11 @@ async def test_round_trip_update_then_extract(start_simulator: Any, tmp_path: Pa
     changed_after = min(simulator.tenant.changed[i] for i in good) - __import__(
         "datetime"
     ).timedelta(seconds=1)
-    summary = await run_invoices(
-        InvoiceJob(out=tmp_path / "out", base_url=simulator.url, changed_after=changed_after,
-                   invoice_properties=("InvoiceTitle",), max_requests_per_hour=0),
-        CREDS, stream=io.StringIO(), sleep=no_sleep,
+    job = job_of(
+        InvoiceJob, out=tmp_path / "out", base_url=simulator.url, changed_after=changed_after,
+        invoice_properties=("InvoiceTitle",), max_requests_per_hour=0,
     )  # fmt: skip
+    summary = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
     titles = {
         row["OrderId"]: row["InvoiceTitle"] for row in read_table(tmp_path / "out", "invoices")
     }

@@ -8,29 +8,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import click
 
 from extractor import redact
 from extractor.config import (
     DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
     DEFAULT_MAX_PAUSE,
+    DEFAULT_MAX_REQUESTS_PER_HOUR,
     DEFAULT_PARSE_WORKERS,
+    DEFAULT_SOAP_VERSION,
     DEFAULT_TIMEOUTS,
     Credentials,
-    InvoiceJob,
+    ServiceConfig,
     Timeouts,
     parse_when,
 )
 from extractor.errors import ExtractorError, UsageError
-from extractor.jobs.invoices import run_invoices
-from extractor.jobs.sync import DEFAULT_SINCE, destination
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.runner import run
+from extractor.jobs.sync import DEFAULT_SINCE
+from extractor.jobs.updates import DEFAULT_UPDATE_SERVICE
+from extractor.output.destination import destination
 from extractor.output.lock import target_lock
 from extractor.output.staging import Output
 from extractor.output.targets import Target
@@ -97,38 +104,64 @@ def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-#: Every command that calls the service.
-_service_options = _stack(
-    click.option(
-        "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Root of the service paths."
-    ),
-    click.option(
-        "--soap-version", type=click.Choice(["1.1", "1.2"]), default="1.1", show_default=True
-    ),
-    click.option(
-        "--max-requests-per-hour",
-        default=7200,
-        show_default=True,
-        type=click.IntRange(0),
-        help="Client-side rate limit shared by all workers (0: off, for simulators).",
-    ),
-    click.option(
-        "--timeout",
-        default=DEFAULT_TIMEOUTS.attempt,
-        show_default=True,
-        type=click.FloatRange(min=0.1),
-        help="Seconds one attempt may take, response body included.",
-    ),
-    click.option(
-        "--max-pause",
-        default=DEFAULT_MAX_PAUSE,
-        show_default=True,
-        type=click.FloatRange(min=0),
-        help="Seconds of pause the service may ask for (Retry-After, budget reset, quarantine) "
-        "that are waited out; a longer one stops the run, resumable.",
-    ),
-    click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
-)
+def service_options(concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[F], F]:
+    """The options of every command that calls the service, handed to it as one
+    ``service: ServiceConfig``; ``concurrency`` is the command's default."""
+    options = _stack(
+        click.option(
+            "--base-url", default=DEFAULT_BASE_URL, show_default=True,
+            help="Root of the service paths.",
+        ),
+        click.option(
+            "--concurrency", default=concurrency, show_default=True, type=click.IntRange(1, 64),
+            help="Requests in flight at once.",
+        ),
+        click.option(
+            "--soap-version", type=click.Choice(["1.1", "1.2"]), default=DEFAULT_SOAP_VERSION,
+            show_default=True,
+        ),
+        click.option(
+            "--max-requests-per-hour", default=DEFAULT_MAX_REQUESTS_PER_HOUR, show_default=True,
+            type=click.IntRange(0),
+            help="Client-side rate limit shared by all workers (0: off, for simulators).",
+        ),
+        click.option(
+            "--timeout", default=DEFAULT_TIMEOUTS.attempt, show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Seconds one attempt may take, response body included.",
+        ),
+        click.option(
+            "--max-pause", default=DEFAULT_MAX_PAUSE, show_default=True,
+            type=click.FloatRange(min=0),
+            help="Seconds of pause the service may ask for (Retry-After, budget reset, "
+            "quarantine) that are waited out; a longer one stops the run, resumable.",
+        ),
+        click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+    )  # fmt: skip
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def with_service(
+            *args: Any, base_url: str, concurrency: int, soap_version: str,
+            max_requests_per_hour: int, timeout: float, max_pause: float, insecure: bool,
+            **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            timeouts = Timeouts(
+                connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout,
+                max_pause=max_pause,
+            )  # fmt: skip
+            service = ServiceConfig(
+                base_url=base_url, concurrency=concurrency, soap_version=soap_version,
+                max_requests_per_hour=max_requests_per_hour, timeouts=timeouts,
+                insecure=insecure,
+            )  # fmt: skip
+            return command(*args, service=service, **kwargs)
+
+        return options(cast(F, with_service))
+
+    return decorate
+
+
 #: Every command that may write to an object store.
 _storage_options = (
     click.option(
@@ -157,12 +190,6 @@ _dataset_options = _stack(
 )
 
 
-def _timeouts(timeout: float, max_pause: float) -> Timeouts:
-    return Timeouts(
-        connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout, max_pause=max_pause
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="extractor")
 def main() -> None:
@@ -171,10 +198,9 @@ def main() -> None:
 
 @main.command()
 @_dataset_options
-@_service_options
+@service_options()
 @click.option("--changed-after", help="Only orders changed after this UTC time.")
 @click.option("--registered-after", help="Only orders registered after this UTC time.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--batch-size", default=1000, show_default=True, type=int, help="Ids per GetInvoices (1..1000)."
 )
@@ -192,20 +218,14 @@ def invoices(
     output_format: str,
     work_dir: Path | None,
     endpoint_url: str | None,
-    base_url: str,
+    service: ServiceConfig,
     changed_after: str | None,
     registered_after: str | None,
-    concurrency: int,
     batch_size: int,
     invoice_properties: str | None,
     row_properties: str | None,
-    soap_version: str,
     parse_workers: int,
-    max_requests_per_hour: int,
-    timeout: float,
-    max_pause: float,
     resume: bool,
-    insecure: bool,
 ) -> None:
     """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows.
 
@@ -222,25 +242,20 @@ def invoices(
     job = InvoiceJob(
         out=work,
         output=output,
-        base_url=base_url,
+        service=service,
         changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
         registered_after=parse_when(registered_after, "--registered-after")
         if registered_after
         else None,
-        concurrency=concurrency,
         batch_size=batch_size,
         invoice_properties=_names(invoice_properties),
         row_properties=_names(row_properties),
-        soap_version=soap_version,
         parse_workers=parse_workers,
-        max_requests_per_hour=max_requests_per_hour,
-        timeouts=_timeouts(timeout, max_pause),
         resume=resume,
-        insecure=insecure,
     )
     credentials = Credentials.from_env()
     with _target_lock(out, output, work_dir, "invoices"):
-        summary = _run(run_invoices(job, credentials))
+        summary = _run(run(job, credentials))
     click.echo(render_summary(summary))
     _exit_if_partial(summary, work)
 
@@ -264,7 +279,7 @@ def _exit_if_partial(summary: dict[str, Any], work: Path) -> None:
 
 @main.command()
 @_dataset_options
-@_service_options
+@service_options()
 @click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
 @click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
 @click.option(
@@ -282,7 +297,6 @@ def _exit_if_partial(summary: dict[str, Any], work: Path) -> None:
 @click.option(
     "--system-type", "system_types", multiple=True, help="Only this SystemType (repeatable)."
 )
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
 def transactions(
     out: str,
     output_format: str,
@@ -290,25 +304,19 @@ def transactions(
     endpoint_url: str | None,
     date_from: str,
     date_to: str,
-    base_url: str,
+    service: ServiceConfig,
     date_field: str,
     window: str,
     account_from: int | None,
     account_to: int | None,
     system_types: tuple[str, ...],
-    concurrency: int,
-    soap_version: str,
-    max_requests_per_hour: int,
-    timeout: float,
-    max_pause: float,
     resume: bool,
-    insecure: bool,
 ) -> None:
     """Extract the general ledger into OUT/transactions, a date window per request.
 
     Resumable: after a crash, run the same command again; it continues where it stopped.
     """
-    from extractor.jobs.ledger import TransactionJob, run_transactions
+    from extractor.jobs.ledger import TransactionJob
 
     work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
     job = TransactionJob(
@@ -316,21 +324,16 @@ def transactions(
         output=output,
         date_from=parse_when(date_from, "--from").date(),
         date_to=parse_when(date_to, "--to").date(),
-        base_url=base_url,
+        service=service,
         date_field=date_field,
         window=window,
         account_from=account_from,
         account_to=account_to,
         system_types=system_types,
-        concurrency=concurrency,
-        soap_version=soap_version,
-        max_requests_per_hour=max_requests_per_hour,
-        timeouts=_timeouts(timeout, max_pause),
         resume=resume,
-        insecure=insecure,
     )
     with _target_lock(out, output, work_dir, "transactions"):
-        summary = _run(run_transactions(job, Credentials.from_env()))
+        summary = _run(run(job, Credentials.from_env()))
     click.echo(render_ledger_summary(summary))
     _exit_if_partial(summary, work)
 
@@ -354,7 +357,6 @@ def transactions(
 )
 @click.option("--reconcile", is_flag=True, help="Also mark orders the service no longer has.")
 @click.option("--no-ledger", is_flag=True, help="Invoices only; leave the transactions table.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--parse-workers",
     type=click.IntRange(0, 64),
@@ -363,23 +365,17 @@ def transactions(
     help="Parser processes (0: parse on the event loop).",
 )
 @_stack(*_storage_options)
-@_service_options
+@service_options()
 def sync(
     out: str,
     overlap: float,
     since: str,
     reconcile: bool,
     no_ledger: bool,
-    concurrency: int,
     parse_workers: int,
     work_dir: Path | None,
     endpoint_url: str | None,
-    base_url: str,
-    soap_version: str,
-    max_requests_per_hour: int,
-    timeout: float,
-    max_pause: float,
-    insecure: bool,
+    service: ServiceConfig,
 ) -> None:
     """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
 
@@ -389,12 +385,9 @@ def sync(
     from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
 
     job = SyncJob(
-        target=Target.parse(out, endpoint_url), work_dir=work_dir, base_url=base_url,
+        target=Target.parse(out, endpoint_url), work_dir=work_dir, service=service,
         overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
-        reconcile=reconcile, ledger=not no_ledger, concurrency=concurrency,
-        parse_workers=parse_workers, soap_version=soap_version,
-        max_requests_per_hour=max_requests_per_hour, timeouts=_timeouts(timeout, max_pause),
-        insecure=insecure,
+        reconcile=reconcile, ledger=not no_ledger, parse_workers=parse_workers,
     )  # fmt: skip
     summary = _run(run_sync(job, Credentials.from_env()))
     click.echo(render_sync_summary(summary))
@@ -404,7 +397,7 @@ def sync(
 
 
 @main.command("update-invoices")
-@_service_options
+@service_options(concurrency=DEFAULT_UPDATE_SERVICE.concurrency)
 @click.option(
     "--input", "input_path", required=True, type=click.Path(path_type=Path),
     help="CSV, JSON Lines or Parquet with OrderId and InvoiceTitle and/or ReferenceNumber.",
@@ -414,19 +407,12 @@ def sync(
     "--report", type=click.Path(path_type=Path), help="Outcome per order (.parquet or .csv)."
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
 def update_invoices(
     input_path: Path,
     dry_run: bool,
     report: Path | None,
     batch_size: int,
-    concurrency: int,
-    base_url: str,
-    soap_version: str,
-    max_requests_per_hour: int,
-    timeout: float,
-    max_pause: float,
-    insecure: bool,
+    service: ServiceConfig,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
     from extractor.jobs.updates import (
@@ -442,9 +428,7 @@ def update_invoices(
 
     job = UpdateJob(
         input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,
-        concurrency=concurrency, base_url=base_url, soap_version=soap_version,
-        max_requests_per_hour=max_requests_per_hour, insecure=insecure,
-        timeouts=_timeouts(timeout, max_pause),
+        service=service,
     )  # fmt: skip
     updates = read_updates(input_path)
     check_report(job.report_path)

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from extractor import errors
 from extractor.errors import ExtractorError, FatalError
 from extractor.output.staging import TableWriter
 from extractor.records import orders
 from extractor.records.orders import Batch, OrderSink, Selection
 from extractor.service.transport import Sink
-from extractor.soap import classify_fault
 
 
 @dataclass
@@ -298,7 +296,7 @@ class ParsePool:
                     if not future.done():
                         future.set_exception(died)
 
-    def _resolve(self, message: tuple[str, int, tuple[str, str] | None, Any]) -> None:
+    def _resolve(self, message: tuple[str, int, ExtractorError | None, Any]) -> None:
         kind, key, error, value = message
         if kind == "ate":  # a chunk parsed: (worker, bytes)
             worker, size = value
@@ -311,7 +309,7 @@ class ParsePool:
         if entry is None or entry[1].done():
             return
         if error is not None:
-            entry[1].set_exception(_rebuild(*error))
+            entry[1].set_exception(error)
             return
         if kind == "parsed":  # only a batch that parsed is staged; "staged" follows
             assert self._loop is not None
@@ -333,15 +331,6 @@ def _as_helpers() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, interrupt)
         os.environ.update(saved)
-
-
-def _rebuild(kind: str, message: str) -> ExtractorError:
-    if kind == "Quarantined":  # carries the end it names
-        return classify_fault(message)
-    cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, ExtractorError) and kind != "ServerError":
-        return cls(message)
-    return FatalError(message)
 
 
 def _serve(
@@ -415,7 +404,9 @@ def _end(
         results.put(("staged", key, _describe(exc), None))
 
 
-def _describe(exc: Exception) -> tuple[str, str]:
+def _describe(exc: Exception) -> ExtractorError:
+    """The error as the run sees it (errors pickle with their fields); anything else, which
+    would be a bug, as a FatalError naming it."""
     if isinstance(exc, ExtractorError):
-        return type(exc).__name__, str(exc)
-    return "FatalError", f"parser process: {type(exc).__name__}: {exc}"
+        return exc
+    return FatalError(f"parser process: {type(exc).__name__}: {exc}")

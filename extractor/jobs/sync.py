@@ -23,49 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from extractor.config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUTS,
-    MAX_BATCH,
-    Credentials,
-    InvoiceJob,
-    RetryPolicy,
-    Timeouts,
-)
+from extractor.clock import now
+from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.errors import UsageError
-from extractor.jobs.invoices import fingerprint, run_invoices
-from extractor.jobs.ledger import TransactionJob, run_transactions
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.ledger import TransactionJob
+from extractor.jobs.runner import run
 from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.lock import target_lock
-from extractor.output.staging import Output, ParquetOutput
+from extractor.output.staging import Output
 from extractor.output.targets import Target
 from extractor.runs.journal import replay, unfinished
 from extractor.service.retry import Sleep
 
-FORMATS: Final = ("parquet", "delta")
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
 LEDGER_TABLES: Final = ("transactions",)
 DEFAULT_SINCE: Final = dt.date(2000, 1, 1)
 DEFAULT_OVERLAP: Final = dt.timedelta(minutes=10)
-
-
-def destination(
-    out: str, output_format: str, work_dir: Path | None, endpoint_url: str | None, group: str
-) -> tuple[Path, Output | None]:
-    """Where a backfill command keeps its journal, and its output (None: Parquet in there)."""
-    if output_format not in FORMATS:
-        raise UsageError(f"--format {output_format!r}: use parquet or delta")
-    target = Target.parse(out, endpoint_url)
-    if output_format == "parquet" and target.local is not None:
-        if work_dir is not None:
-            raise UsageError(
-                "--work-dir is for s3:// or --format delta; a local --out holds its run"
-            )
-        return target.local, None
-    work = target.work_dir(work_dir) / "_work" / group
-    output = DeltaOutput(target) if output_format == "delta" else ParquetOutput(target)
-    return work, output
 
 
 @dataclass(frozen=True)
@@ -74,19 +48,13 @@ class SyncJob:
 
     target: Target
     work_dir: Path | None = None
-    base_url: str = DEFAULT_BASE_URL
+    service: ServiceConfig = DEFAULT_SERVICE
     overlap: dt.timedelta = DEFAULT_OVERLAP
     since: dt.date = DEFAULT_SINCE
     reconcile: bool = False
     ledger: bool = True
-    concurrency: int = 8
     batch_size: int = MAX_BATCH
     parse_workers: int = 0
-    soap_version: str = "1.1"
-    max_requests_per_hour: int = 7200
-    retry: RetryPolicy = DEFAULT_RETRY
-    timeouts: Timeouts = DEFAULT_TIMEOUTS
-    insecure: bool = False
 
     @property
     def work(self) -> Path:
@@ -114,16 +82,14 @@ async def _sync_locked(
     output = DeltaOutput(job.target)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
     invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
-    _discard_stale(invoice_job.out, fingerprint(invoice_job), stream)
+    _discard_stale(invoice_job.out, invoice_job.fingerprint(), stream)
     stream.write(_plan("invoices", invoice_job.changed_after))
-    summary["invoices"] = await run_invoices(invoice_job, credentials, stream=stream, sleep=sleep)
+    summary["invoices"] = await run(invoice_job, credentials, stream=stream, sleep=sleep)
     if job.ledger:
         ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES))
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), stream)
         stream.write(_plan("ledger lines", ledger_job.date_from))
-        summary["transactions"] = await run_transactions(
-            ledger_job, credentials, stream=stream, sleep=sleep
-        )
+        summary["transactions"] = await run(ledger_job, credentials, stream=stream, sleep=sleep)
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
@@ -139,11 +105,9 @@ def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) ->
     if watermark is not None:
         changed_after = (watermark - job.overlap).astimezone(dt.UTC).replace(tzinfo=None)
     return InvoiceJob(
-        out=job.work / "sync-invoices", base_url=job.base_url, changed_after=changed_after,
-        concurrency=job.concurrency, batch_size=job.batch_size, soap_version=job.soap_version,
-        parse_workers=job.parse_workers, retry=job.retry, timeouts=job.timeouts,
-        max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
-        output=output, reconcile=job.reconcile and watermark is not None, sync=True,
+        out=job.work / "sync-invoices", service=job.service, changed_after=changed_after,
+        batch_size=job.batch_size, parse_workers=job.parse_workers, output=output,
+        reconcile=job.reconcile and watermark is not None, sync=True,
     )  # fmt: skip
 
 
@@ -151,11 +115,8 @@ def _ledger_job(job: SyncJob, output: Output, watermark: dt.datetime | None) -> 
     start = job.since if watermark is None else (watermark - job.overlap).date()
     return TransactionJob(
         out=job.work / "sync-transactions", date_from=start,
-        date_to=max(dt.datetime.now(dt.UTC).date(), start), base_url=job.base_url,
-        date_field="changed", window="month", concurrency=job.concurrency,
-        soap_version=job.soap_version, max_requests_per_hour=job.max_requests_per_hour,
-        retry=job.retry, timeouts=job.timeouts, insecure=job.insecure, output=output,
-        until_now=True, sync=True,
+        date_to=max(now().date(), start), service=job.service, date_field="changed",
+        window="month", output=output, until_now=True, sync=True,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import csv
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -26,18 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extractor import redact, schema, soap
-from extractor.config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUTS,
-    Credentials,
-    RetryPolicy,
-    Timeouts,
-)
-from extractor.errors import OutputError, TransientError, UsageError
-from extractor.jobs.batching import first_error
+from extractor.config import Credentials, RetryPolicy, ServiceConfig
+from extractor.errors import OutputError, UsageError
+from extractor.jobs.workers import Run, work_through
 from extractor.parser import RecordStream, StructReader
-from extractor.service.retry import Sleep, persistently
+from extractor.runs.progress import RunStats
+from extractor.service.health import Health
+from extractor.service.retry import Sleep
 from extractor.service.session import Session
 from extractor.service.transport import Transport
 
@@ -45,6 +40,9 @@ UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 COLUMNS: Final = ("OrderId", *UPDATABLE)
 NAMESPACE: Final = schema.service("invoiceService").namespace
 _INT32: Final = (-(2**31), 2**31 - 1)
+
+#: Updates are small requests that the service applies one order at a time: fewer at once.
+DEFAULT_UPDATE_SERVICE: Final = ServiceConfig(concurrency=4)
 
 Update = dict[str, Any]  # OrderId, and the properties to set
 
@@ -57,13 +55,7 @@ class UpdateJob:
     report: Path | None = None
     dry_run: bool = False
     batch_size: int = 100
-    concurrency: int = 4
-    base_url: str = DEFAULT_BASE_URL
-    soap_version: str = "1.1"
-    max_requests_per_hour: int = 7200
-    retry: RetryPolicy = DEFAULT_RETRY
-    timeouts: Timeouts = DEFAULT_TIMEOUTS
-    insecure: bool = False
+    service: ServiceConfig = DEFAULT_UPDATE_SERVICE
 
     @property
     def report_path(self) -> Path:
@@ -204,57 +196,69 @@ async def apply_updates(
 ) -> list[dict[str, Any]]:
     """Send every update; each order's outcome (``updated``, ``refused``, ``failed``), also
     appended to ``log`` batch by batch as they arrive."""
-    transport = Transport.for_run(
-        job.base_url, job.soap_version, concurrency=job.concurrency, timeouts=job.timeouts,
-        max_requests_per_hour=job.max_requests_per_hour, insecure=job.insecure,
-    )  # fmt: skip
-    outcomes: list[dict[str, Any]] = []
+    transport = Transport.for_run(job.service)
+    sender = _Sender(log)
     try:
         session = Session(transport, credentials, sleep)
         await session.login()
-        batches = iter(
-            [updates[at : at + job.batch_size] for at in range(0, len(updates), job.batch_size)]
+        health = Health.for_workers(job.service.concurrency)
+        run = Run(job.service, session, RunStats("updates"), sleep, health)
+        batches = (
+            UpdateBatch(f"{at:08d}", updates[at : at + job.batch_size])
+            for at in range(0, len(updates), job.batch_size)
         )
-
-        async def worker() -> None:
-            for batch in batches:
-                answered = await _send(job, session, batch, sleep)
-                if log is not None:
-                    log.append(answered)
-                outcomes.extend(answered)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(job.concurrency):
-                    group.create_task(worker())
-        except BaseExceptionGroup as errors:
-            raise first_error(errors) from None
+        await work_through(run, sender, batches)
     finally:
         await transport.close()
     order = {update["OrderId"]: at for at, update in enumerate(updates)}
-    return sorted(outcomes, key=lambda outcome: order[outcome["OrderId"]])
+    return sorted(sender.outcomes, key=lambda outcome: order[outcome["OrderId"]])
 
 
-async def _send(
-    job: UpdateJob, session: Session, batch: Sequence[Update], sleep: Sleep
-) -> list[dict[str, Any]]:
-    params = {"invoices": list(batch)}
+@dataclass(frozen=True)
+class UpdateBatch:
+    """InvoiceOrders sent in one UpdateInvoices; never halved (an update is sent once, or
+    reported as failed)."""
 
-    async def attempt() -> AnswerStream:
-        return await session.call(soap.UPDATE_INVOICES, params, AnswerStream)
+    key: str
+    updates: Sequence[Update]
 
-    try:
-        answers = (await persistently(attempt, job.retry, sleep)).outcomes()
-    except TransientError as exc:  # after its retries: every order of the batch is unknown
-        return [_outcome(update, "failed", f"{type(exc).__name__}: {exc}") for update in batch]
-    return [
-        _outcome(update, "not returned", "the service did not answer for this order")
-        if update["OrderId"] not in answers
-        else _outcome(update, "refused", answers[update["OrderId"]])
-        if answers[update["OrderId"]] is not None
-        else _outcome(update, "updated", None)
-        for update in batch
-    ]
+    @property
+    def size(self) -> int:
+        return len(self.updates)
+
+    def halves(self) -> None:
+        return None
+
+
+@dataclass
+class _Sender:
+    log: OutcomeLog | None
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    what: str = "the updates"
+
+    async def fetch(self, run: Run, unit: UpdateBatch, policy: RetryPolicy, root: str) -> None:
+        params = {"invoices": list(unit.updates)}
+        answers = (await run.call(soap.UPDATE_INVOICES, params, AnswerStream, policy)).outcomes()
+        self._add([_answered(update, answers) for update in unit.updates])
+
+    def failed(self, run: Run, unit: UpdateBatch, error: BaseException) -> None:
+        """After its retries: every order of the batch is unknown."""
+        message = f"{type(error).__name__}: {error}"
+        self._add([_outcome(update, "failed", message) for update in unit.updates])
+
+    def _add(self, answered: list[dict[str, Any]]) -> None:
+        if self.log is not None:
+            self.log.append(answered)
+        self.outcomes.extend(answered)
+
+
+def _answered(update: Update, answers: Mapping[int, str | None]) -> dict[str, Any]:
+    order_id = update["OrderId"]
+    if order_id not in answers:
+        return _outcome(update, "not returned", "the service did not answer for this order")
+    if answers[order_id] is not None:
+        return _outcome(update, "refused", answers[order_id])
+    return _outcome(update, "updated", None)
 
 
 def _outcome(update: Update, status: str, error: str | None) -> dict[str, Any]:

@@ -130,3 +130,14 @@ class Target:
 def _reason(exc: OSError) -> str:
     """The first line of a storage error (AWS SDK messages run to several)."""
     return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output path that cannot hold the dataset, before any request is sent."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory (it is created if missing)")
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"--out {out}: {parent} is not writable")
+            break

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
-from extractor.config import DEFAULT_TIMEOUTS, Timeouts
+from extractor.config import DEFAULT_TIMEOUTS, ServiceConfig, Timeouts
 from extractor.errors import (
     MalformedResponse,
     Quarantined,
@@ -84,31 +84,22 @@ class Transport:
         )
 
     @classmethod
-    def for_run(
-        cls,
-        base_url: str,
-        soap_version: str,
-        *,
-        concurrency: int,
-        timeouts: Timeouts,
-        max_requests_per_hour: int,
-        insecure: bool,
-    ) -> Transport:
+    def for_run(cls, service: ServiceConfig) -> Transport:
         """A run's transport, with its rate limiter (pausing when fewer requests remain than
         can be in flight) and TLS verified unless ``insecure``. The limiter keeps real time
         even when tests inject a retry ``sleep``: a budget is a matter of the wall clock."""
         limits = Limits(
-            per_hour=max_requests_per_hour,
-            reserve=max(8, concurrency),
-            max_pause=timeouts.max_pause,
+            per_hour=service.max_requests_per_hour,
+            reserve=max(8, service.concurrency),
+            max_pause=service.timeouts.max_pause,
         )
         return cls(
-            base_url,
-            SOAP_VERSIONS[soap_version],
-            concurrency=concurrency,
-            timeouts=timeouts,
+            service.base_url,
+            SOAP_VERSIONS[service.soap_version],
+            concurrency=service.concurrency,
+            timeouts=service.timeouts,
             limiter=RateLimiter(limits),
-            verify_tls=not insecure,
+            verify_tls=not service.insecure,
         )
 
     async def close(self) -> None:

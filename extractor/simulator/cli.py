@@ -10,9 +10,10 @@ from typing import Final
 
 import click
 
-from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, InvoiceJob
+from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
 from extractor.errors import UsageError
-from extractor.jobs.invoices import run_invoices
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.runner import run
 from extractor.output.lock import LOCK_FILE
 from extractor.runs.progress import render_summary
 from extractor.simulator.faults import NO_FAULTS, FaultConfig
@@ -113,13 +114,10 @@ async def run_demo(out: Path, orders: int) -> None:
         click.echo(
             f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/"
         )
-        job = InvoiceJob(
-            out=out,
-            base_url=simulator.url,
-            parse_workers=DEFAULT_PARSE_WORKERS,
-            max_requests_per_hour=0,  # a local simulator has no budget to protect
-        )
-        summary = await run_invoices(job, creds)
+        # a local simulator has no budget to protect
+        service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
+        job = InvoiceJob(out=out, service=service, parse_workers=DEFAULT_PARSE_WORKERS)
+        summary = await run(job, creds)
     click.echo(render_summary(summary))
     click.echo(
         "\nRead it with pyarrow:\n"

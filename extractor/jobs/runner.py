@@ -1,0 +1,258 @@
+"""One runner for every job that writes a dataset: ``run(job)``.
+
+It owns what the jobs share: the finished-job check, the output's lock, the journal (a run
+that stops for any reason, SIGKILL included, continues from it when the same command runs
+again), the transport, session and live progress, the workers and their bisection
+(:mod:`extractor.jobs.workers`), the check that every journaled unit is on disk before
+anything is published, publishing, and the summary. A job says only what is its own: how it
+plans its units, which are still to do after a resume, how it fetches one, what it
+publishes (:class:`Job` and :class:`Work`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO, Any, Final, Protocol, TypeVar
+
+from extractor.clock import new_run_id
+from extractor.config import Credentials, ServiceConfig
+from extractor.errors import OutputError
+from extractor.jobs.workers import Fetcher, Run, Unit, work_through
+from extractor.output.lock import OutputLock
+from extractor.output.staging import TableWriter
+from extractor.runs.journal import (
+    Carried,
+    Journal,
+    RunState,
+    carried_over,
+    finished_job,
+    forget_lost,
+    latest_run,
+    unfinished,
+)
+from extractor.runs.progress import Progress, RunStats, write_summary
+from extractor.service.health import Health
+from extractor.service.retry import Sleep
+from extractor.service.session import Session
+from extractor.service.transport import Transport
+
+U = TypeVar("U", bound=Unit)
+#: Rounds of fetching again units whose staged files vanished, before the run gives up.
+MAX_REFETCH_ROUNDS: Final = 3
+
+
+class Work(Fetcher[U], Protocol):
+    """One run of a job: its staged tables and where its responses are parsed."""
+
+    @property
+    def writers(self) -> Sequence[TableWriter]: ...
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
+        """The plan event: what the run will fetch (the listing, the windows)."""
+        ...
+
+    def remaining(self, state: RunState, prefix: str) -> list[U]:
+        """The planned units not yet staged nor failed; new keys start with ``prefix``."""
+        ...
+
+    def planned(self, state: RunState, remaining: Sequence[U]) -> str:
+        """One line saying what the run will fetch."""
+        ...
+
+    async def settled(self) -> None:
+        """Every fetched unit is staged and journaled."""
+        ...
+
+    async def publish(self, run: Run, state: RunState) -> dict[str, int]: ...
+
+    def tidy(self) -> None:
+        """Remove the run's staging, once published."""
+        ...
+
+    def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]: ...
+
+
+class Job(Protocol[U]):
+    """What a command asked for, as the runner needs it."""
+
+    @property
+    def command(self) -> str: ...
+
+    @property
+    def out(self) -> Path:
+        """Where the journal, summaries and (for local Parquet) the dataset live."""
+        ...
+
+    @property
+    def service(self) -> ServiceConfig: ...
+
+    @property
+    def sync(self) -> bool:
+        """Part of a sync, which holds the lock and runs again whatever ran before."""
+        ...
+
+    def check(self) -> None:
+        """Refuse what cannot be done as asked, before any request."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides which records a run fetches: the same fingerprint, the same run."""
+        ...
+
+    def datasets(self) -> Sequence[str]:
+        """The tables in ``out`` that another job's data must not be mixed into."""
+        ...
+
+    def retrying(self, carried: Carried) -> str:
+        """The line that says what a finished partial run left, fetched again now."""
+        ...
+
+    def start(self, journal: Journal, stats: RunStats) -> Work[U]:
+        """The run's work, with its journal."""
+        ...
+
+
+async def run(
+    job: Job[U],
+    credentials: Credentials,
+    *,
+    stream: IO[str] = sys.stderr,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Any]:
+    """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``."""
+    job.check()
+    # a sync holds its target's lock for all its parts
+    with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
+        return await _locked(job, credentials, stream, sleep)
+
+
+async def _locked(
+    job: Job[U], credentials: Credentials, stream: IO[str], sleep: Sleep
+) -> dict[str, Any]:
+    fingerprint = job.fingerprint()
+    # a sync lists what changed and adds what its last run could not fetch; a backfill that
+    # finished partial fetches again exactly what it could not fetch
+    done = latest_run(job.out) if job.sync else finished_job(job.out, fingerprint, job.datasets())
+    carried = carried_over(job.out, done) if unfinished(job.out) is None else None
+    if done is not None and carried is None and not job.sync:
+        stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
+        stream.write("nothing to do\n")
+        return done
+    if carried is not None:
+        stream.write(job.retrying(carried) + "\n")
+    _make(job.out)
+    journal = Journal.open(job.out, new_run_id(), fingerprint)
+    try:
+        summary = await _journaled(job, credentials, journal, stream, sleep, carried)
+    finally:
+        journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
+    journal.finish()
+    return summary
+
+
+async def _journaled(
+    job: Job[U],
+    credentials: Credentials,
+    journal: Journal,
+    stream: IO[str],
+    sleep: Sleep,
+    carried: Carried | None,
+) -> dict[str, Any]:
+    state = journal.state
+    stats = RunStats(state.run_id)
+    work = job.start(journal, stats)
+    transport = Transport.for_run(job.service)
+    progress = Progress(stats, stream, limiter=transport.limiter)
+    try:
+        if state.starts > 1:
+            removed = sum(writer.prune(set(state.staged)) for writer in work.writers)
+            progress.say(
+                f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
+                f"{removed} unfinished files removed"
+            )
+        session = Session(transport, credentials, sleep)
+        await session.login()
+        health = Health.for_workers(job.service.concurrency)
+        connected = Run(job.service, session, stats, sleep, health)
+        if not state.published:
+            await _fetch_and_publish(work, connected, journal, progress, carried)
+        stats.requests, stats.relogins = session.requests, session.logins - 1
+        stats.quarantines = transport.limiter.quarantines
+    finally:
+        await progress.stop()
+        await transport.close()
+    work.tidy()
+    summary = work.summary(journal.state, stats)
+    write_summary(summary, job.out)
+    return summary
+
+
+async def _fetch_and_publish(
+    work: Work[U], run: Run, journal: Journal, progress: Progress, carried: Carried | None
+) -> None:
+    state, stats = journal.state, run.stats
+    prefix = f"{state.starts:02d}"
+
+    async def fetch(units: list[U]) -> None:
+        await work_through(run, work, units)
+        await work.settled()
+
+    async def refetch(round_: int) -> None:
+        await fetch(work.remaining(state, f"{prefix}r{round_}"))
+
+    async with work:
+        if state.plan is None and state.windows is None:
+            journal.append(await work.plan(run, carried))
+        remaining = work.remaining(state, prefix)
+        progress.say(work.planned(state, remaining))
+        progress.start()
+        started = time.monotonic()
+        await fetch(remaining)
+        await until_all_staged(journal, work.writers, refetch, progress.say)
+        stats.fetch_seconds = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    stats.written = await work.publish(run, state)
+    stats.files = stats.written.get("files", 0)
+    journal.append({"event": "published", "written": stats.written})
+    stats.publish_seconds = round(time.monotonic() - started, 3)
+
+
+async def until_all_staged(
+    journal: Journal,
+    writers: Sequence[TableWriter],
+    refetch: Callable[[int], Awaitable[None]],
+    say: Callable[[str], None],
+) -> None:
+    """Before anything is published: every unit the journal lists must be on disk with the
+    records it journaled; a missing or short one is fetched again (``refetch(round)``), never
+    published short. Then only the journal's units are published."""
+    for round_ in range(1, MAX_REFETCH_ROUNDS + 2):
+        lost = forget_lost(journal, writers)
+        if not lost:
+            break
+        if round_ > MAX_REFETCH_ROUNDS:
+            raise OutputError(
+                f"{len(lost)} staged batches vanished from {writers[0].staging.parent} again "
+                f"after {MAX_REFETCH_ROUNDS} rounds of fetching them; is something else "
+                "deleting files there? Run the same command again to resume"
+            )
+        say(f"{len(lost)} staged batches were missing or short on disk; fetching them again")
+        await refetch(round_)
+    for writer in writers:
+        writer.keep = set(journal.state.batches)
+
+
+def _make(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --out {out}: {exc.strerror or exc}") from None

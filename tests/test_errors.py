@@ -1,0 +1,37 @@
+"""The error tree as types: what splits a batch, and errors that cross process boundaries."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+
+import pytest
+
+from extractor import errors
+from extractor.errors import ExtractorError, Quarantined, ServerError, SplitsBatch
+
+EVERY_ERROR = [
+    cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, ExtractorError)
+]
+
+
+@pytest.mark.parametrize("cls", [c for c in EVERY_ERROR if c not in (ServerError, Quarantined)])
+def test_every_error_crosses_to_a_parser_process_and_back_as_itself(cls: type) -> None:
+    back = pickle.loads(pickle.dumps(cls("what went wrong")))
+    assert type(back) is cls and str(back) == "what went wrong"
+
+
+def test_errors_with_fields_keep_them_across_processes() -> None:
+    server = pickle.loads(pickle.dumps(ServerError(503, "Service Unavailable")))
+    assert (type(server), server.status, str(server)) == (
+        ServerError, 503, "HTTP 503: Service Unavailable"
+    )  # fmt: skip
+    quarantined = pickle.loads(pickle.dumps(Quarantined("Limit exceeded", 1_800_000_000.5)))
+    assert (str(quarantined), quarantined.until) == ("Limit exceeded", 1_800_000_000.5)
+
+
+def test_what_splits_a_batch_is_a_type() -> None:
+    splits = {cls.__name__ for cls in EVERY_ERROR if issubclass(cls, SplitsBatch)}
+    assert {"DataError", "ResponseTooLarge", "TransientError", "RequestTimeout"} <= splits
+    for fatal in ("HostileXml", "OutputError", "ServiceFailing", "UsageError", "Redirected"):
+        assert fatal not in splits
