@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import io
 import os
-import random
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 
 from extractor.config import Timeouts
@@ -23,8 +19,9 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import TableWriter
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.faults import FaultConfig
-from extractor.simulator.server import DEMO_PASSWORD, Simulator
+from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.helpers import credentials_env, killed_at
 from tests.test_e2e import assert_matches_truth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,40 +144,26 @@ async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
     no_leftovers(tmp_path)
 
 
-async def run_cli(simulator: Simulator, out: Path, kill_after: float | None) -> int | None:
-    """The real CLI in a subprocess; SIGKILLed after ``kill_after`` seconds when given."""
-    env = os.environ | {
-        "TFSO_APPLICATION_ID": simulator.config.application_id,
-        "TFSO_USERNAME": simulator.config.username,
-        "TFSO_PASSWORD": DEMO_PASSWORD,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "extractor", "invoices", "--out", str(out),
-        "--base-url", simulator.url, "--batch-size", "50", "--concurrency", "4",
-        "--max-requests-per-hour", "0", "--parse-workers", "2",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=ROOT,
-    )  # fmt: skip
-    children = []
-    if kill_after is not None:
-        await asyncio.sleep(kill_after)
-        if process.returncode is None:
-            children = psutil.Process(process.pid).children(recursive=True)
-            process.send_signal(signal.SIGKILL)
-    code = await process.wait()
-    for child in children:  # parser processes notice and stop on their own
-        await asyncio.to_thread(child.wait, 10)
-    return code
+def cli_args(simulator: Simulator, out: Path) -> list[str]:
+    return [
+        "invoices", "--out", str(out), "--base-url", simulator.url, "--batch-size", "50",
+        "--concurrency", "4", "--max-requests-per-hour", "0", "--parse-workers", "2",
+    ]  # fmt: skip
+
+
+#: Where the runs are killed, in turn: as the plan is journaled, after the 5th and the 20th
+#: staged batch of a run, and between writing the partitions and revealing them.
+KILLS = ("journal:plan", "journal:staged@5", "journal:staged@20", "publish:written")
 
 
 async def test_kill_and_resume_gives_the_truth_exactly(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=3000, latency=0.05)
-    moments = random.Random(5).sample([x / 10 for x in range(12, 40)], 4)
-    codes = [await run_cli(simulator, tmp_path, kill_after) for kill_after in sorted(moments)]
-    assert -signal.SIGKILL in codes, "at least one run was killed mid-way"
-    final = await run_cli(simulator, tmp_path, kill_after=None)
-    assert final == 0
+    simulator = await start_simulator(orders=3000)
+    args = cli_args(simulator, tmp_path)
+    env = credentials_env(simulator.config.password)
+    codes = [await killed_at(point, *args, env=env) for point in (*KILLS, None)]
+    assert codes == [-signal.SIGKILL] * len(KILLS) + [0]
     assert_matches_truth(simulator, tmp_path)
     no_leftovers(tmp_path)
     summaries = list((tmp_path / "_runs").glob("*.json"))

@@ -17,11 +17,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
+from extractor.checkpoints import KILL_AT
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
-from extractor.output.delta import KILL_AT, DeltaOutput, Lake
+from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn

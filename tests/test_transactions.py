@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.helpers import credentials_env, killed_at
 
 
 async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
@@ -155,31 +157,14 @@ async def test_a_stopped_run_resumes_to_the_exact_ledger(
 async def test_sigkilled_cli_resumes_to_the_exact_ledger(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    import asyncio
-    import os
-    import signal
-    import sys
-
-    simulator = await start_simulator(orders=300, latency=0.02)
-    env = os.environ | {
-        "TFSO_APPLICATION_ID": simulator.config.application_id,
-        "TFSO_USERNAME": simulator.config.username,
-        "TFSO_PASSWORD": simulator.config.password,
-    }
-    command = [
-        sys.executable, "-m", "extractor", "transactions", "--out", str(tmp_path),
-        "--base-url", simulator.url, "--from", "2015-01-01", "--to", "2026-12-31",
-        "--window", "week", "--concurrency", "4", "--max-requests-per-hour", "0",
+    simulator = await start_simulator(orders=300)
+    args = [
+        "transactions", "--out", str(tmp_path), "--base-url", simulator.url,
+        "--from", "2015-01-01", "--to", "2026-12-31", "--window", "week",
+        "--concurrency", "4", "--max-requests-per-hour", "0",
     ]  # fmt: skip
-    codes = []
-    for kill_after in (1.6, 2.4, None):
-        process = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
-        )
-        if kill_after is not None:
-            await asyncio.sleep(kill_after)
-            if process.returncode is None:
-                process.send_signal(signal.SIGKILL)
-        codes.append(await process.wait())
-    assert -signal.SIGKILL in codes[:2] and codes[-1] == 0
+    env = credentials_env(simulator.config.password)
+    kills = ("journal:staged@40", "journal:staged@200", "publish:written")
+    codes = [await killed_at(point, *args, env=env) for point in (*kills, None)]
+    assert codes == [-signal.SIGKILL] * len(kills) + [0]
     assert_ledger_equals(simulator, tmp_path, {})

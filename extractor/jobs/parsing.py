@@ -189,7 +189,7 @@ class ParsePool:
         self._processes = [
             context.Process(
                 target=_serve,
-                args=(inbox, self._results, selection, out, run_id, number),
+                args=(inbox, self._results, selection, out, run_id, number, os.getpid()),
                 name=f"extractor-parser-{number}",
                 daemon=True,
             )
@@ -340,14 +340,16 @@ def _serve(
     out: Path,
     run_id: str,
     number: int,
+    parent: int,
 ) -> None:
     """A parser process: keeps one OrderSink per response in flight. Each chunk is
     acknowledged once parsed ("ate"); a body that fails is answered at once, so that its
-    download stops."""
+    download stops. ``parent`` is the run's pid, given rather than read here: a run killed
+    while this process was still starting is already gone, and ``getppid`` says 1."""
     tables = InvoiceTables(out, selection, run_id)
     sinks: dict[int, tuple[OrderSink, str]] = {}
     failed: set[int] = set()  # answered already: their later chunks and end are ignored
-    watchdog = threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True)
+    watchdog = threading.Thread(target=_end_with_parent, args=(parent,), daemon=True)
     watchdog.start()
     while (message := inbox.get())[0] != "stop":
         kind, key = message[0], message[1]

@@ -22,8 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-import os
-import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +31,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError
 from extractor.output.staging import RunInfo, TableWriter
 from extractor.output.staging import latest as _latest
@@ -41,9 +40,6 @@ from extractor.output.targets import Target
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
-#: For the crash tests only: SIGKILL the process at this point of publishing invoices
-#: (``before-commits`` or ``between-commits``, after the rows and before the invoices).
-KILL_AT: Final = "EXTRACTOR_KILL_AT"
 #: Look this far back in a table's history for the last commit of a run, then everywhere.
 RECENT_COMMITS: Final = 100
 
@@ -120,7 +116,7 @@ class Lake:
     ) -> dict[str, int]:
         """Upsert the orders and replace the rows of each changed one (rows first); the
         records written per table."""
-        _checkpoint("before-commits")
+        checkpoint("before-commits")
         table = self.table("invoices")
         if table is None:  # the first publish: streamed, nothing to merge
             written = {"invoice_rows": 0}
@@ -146,7 +142,7 @@ class Lake:
             if new_rows is not None:
                 new_rows = new_rows.filter(pc.is_in(new_rows.column("OrderId"), changed))
             written["invoice_rows"] = self._replace_rows(new_rows, changed, run)
-        _checkpoint("between-commits")
+        checkpoint("between-commits")
         self._upsert(table, "invoices", stamp(source, run, deletable=True), "OrderId", run)
         return written
 
@@ -338,11 +334,6 @@ def _last_run_commit(table: DeltaTable) -> dict[str, Any] | None:
             if WATERMARK in commit and RUN_ID in commit:
                 return commit
     return None
-
-
-def _checkpoint(name: str) -> None:
-    if os.environ.get(KILL_AT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError
 from extractor.output.targets import Target
 
@@ -212,6 +213,7 @@ def publish(writers: Sequence[TableWriter]) -> int:
     """
     written = [path for writer in writers for path in writer.write_partitions()]
     os.sync()  # one flush for every file, instead of an fsync each
+    checkpoint("publish:written")
     for writer in writers:
         writer.reveal()
     os.sync()

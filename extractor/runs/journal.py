@@ -30,6 +30,7 @@ from typing import IO, Any, Final
 import orjson
 
 from extractor import redact
+from extractor.checkpoints import checkpoint
 from extractor.errors import CorruptJournal, OutputError, UsageError
 from extractor.ids import Ids, ids_of, without
 from extractor.output.staging import RunInfo, TableWriter
@@ -173,6 +174,7 @@ class Journal:
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
         self.state.apply(event)
+        checkpoint(f"journal:{event['event']}")
 
     def finish(self) -> Path:
         """Close the journal and move it beside the run's summary."""
