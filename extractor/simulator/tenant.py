@@ -7,6 +7,7 @@ Nothing is stored per order but its id and two dates: an order's fields are rege
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,9 +75,7 @@ class Tenant:
             next_id += rng.randint(1, 3)
         self._order = schema.invoice_order()
         self._row = schema.invoice_row()
-        pool_rng = random.Random(seed + 1)
-        self.row_pool: list[Wire] = [self._pool_row(pool_rng, number) for number in range(ROW_POOL)]
-        self.order_pool: list[Wire] = [self._template(pool_rng) for _ in range(ORDER_POOL)]
+        self.row_pool, self.order_pool = pools(seed)
         self.edits: dict[int, Wire] = {}  # what UpdateInvoices changed, by order
 
     def update(self, order_id: int, values: Wire, when: dt.datetime) -> str | None:
@@ -159,63 +158,6 @@ class Tenant:
         own.update(self.edits.get(order_id, ()))
         return template, own
 
-    def _template(self, rng: random.Random) -> Wire:
-        anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
-        sparse = rng.random() < 0.08
-        order: Wire = {}
-        for field in self._order.fields:
-            if sparse and field.name not in SPARSE_FIELDS:
-                continue
-            value = self._order_field(rng, field, anchor)
-            if value is not None:
-                order[field.name] = value
-        return order
-
-    def _order_field(self, rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
-        name = field.name
-        if name in ("OrderId", "DateChanged"):
-            return None  # the order's own
-        if name == "InvoiceRows":
-            return []  # a marker: orders of this template have rows of their own
-        if name == "APIException" and rng.random() > 0.01:
-            return None
-        if name != "DateOrdered" and rng.random() < 0.12:
-            return values.blank(rng, field)
-        if name == "DateOrdered" and rng.random() < 0.06:
-            return values.blank(rng, field)
-        return self._value(rng, field, anchor)
-
-    def _value(self, rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
-        ftype = field.type
-        if isinstance(ftype, schema.Struct):
-            return self._struct(rng, ftype, anchor)
-        if isinstance(ftype, schema.ListOf):
-            item = schema.Field(ftype.item_tag, ftype.item, nillable=True)
-            count = rng.choice((0, 1, 1, 2, 3))
-            return [
-                NIL if rng.random() < 0.05 else self._value(rng, item, anchor) for _ in range(count)
-            ]
-        if ftype.xsd == "enum":
-            return values.enum(rng, ftype)
-        return values.scalar(rng, ftype, field.name, anchor)
-
-    def _struct(self, rng: random.Random, struct: schema.Struct, anchor: dt.datetime) -> Wire:
-        out: Wire = {}
-        for field in struct.fields:
-            value = (
-                values.blank(rng, field) if rng.random() < 0.15 else self._value(rng, field, anchor)
-            )
-            if value is not None:
-                out[field.name] = value
-        return out
-
-    def _pool_row(self, rng: random.Random, number: int) -> Wire:
-        anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
-        row = self._struct(rng, self._row, anchor)
-        row["RowId"] = 5_000_000 + number
-        row["SequenceNumber"] = rng.randint(1, 40)
-        return row
-
     def _rows(self, rng: random.Random) -> list[int] | None:
         """Indexes into ``row_pool`` (None: the InvoiceRows element is absent)."""
         roll = rng.random()
@@ -265,3 +207,71 @@ def restrict(wire: Wire, names: Sequence[str]) -> Wire:
     if not names:
         return wire
     return {name: wire[name] for name in names if name in wire}
+
+
+@functools.lru_cache(maxsize=4)
+def pools(seed: int) -> tuple[tuple[Wire, ...], tuple[Wire, ...]]:
+    """The rows and order templates every order of a ``seed``'s tenants is built from; made
+    once per seed (they cost most of a tenant's making) and never changed: an order's own
+    fields and edits live in its tenant."""
+    rng = random.Random(seed + 1)
+    rows = tuple(_pool_row(rng, number) for number in range(ROW_POOL))
+    return rows, tuple(_template(rng) for _ in range(ORDER_POOL))
+
+
+def _template(rng: random.Random) -> Wire:
+    anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
+    sparse = rng.random() < 0.08
+    order: Wire = {}
+    for field in schema.invoice_order().fields:
+        if sparse and field.name not in SPARSE_FIELDS:
+            continue
+        value = _order_field(rng, field, anchor)
+        if value is not None:
+            order[field.name] = value
+    return order
+
+def _order_field(rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
+    name = field.name
+    if name in ("OrderId", "DateChanged"):
+        return None  # the order's own
+    if name == "InvoiceRows":
+        return []  # a marker: orders of this template have rows of their own
+    if name == "APIException" and rng.random() > 0.01:
+        return None
+    if name != "DateOrdered" and rng.random() < 0.12:
+        return values.blank(rng, field)
+    if name == "DateOrdered" and rng.random() < 0.06:
+        return values.blank(rng, field)
+    return _value(rng, field, anchor)
+
+def _value(rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
+    ftype = field.type
+    if isinstance(ftype, schema.Struct):
+        return _struct(rng, ftype, anchor)
+    if isinstance(ftype, schema.ListOf):
+        item = schema.Field(ftype.item_tag, ftype.item, nillable=True)
+        count = rng.choice((0, 1, 1, 2, 3))
+        return [
+            NIL if rng.random() < 0.05 else _value(rng, item, anchor) for _ in range(count)
+        ]
+    if ftype.xsd == "enum":
+        return values.enum(rng, ftype)
+    return values.scalar(rng, ftype, field.name, anchor)
+
+def _struct(rng: random.Random, struct: schema.Struct, anchor: dt.datetime) -> Wire:
+    out: Wire = {}
+    for field in struct.fields:
+        value = (
+            values.blank(rng, field) if rng.random() < 0.15 else _value(rng, field, anchor)
+        )
+        if value is not None:
+            out[field.name] = value
+    return out
+
+def _pool_row(rng: random.Random, number: int) -> Wire:
+    anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))
+    row = _struct(rng, schema.invoice_row(), anchor)
+    row["RowId"] = 5_000_000 + number
+    row["SequenceNumber"] = rng.randint(1, 40)
+    return row
