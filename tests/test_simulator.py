@@ -11,7 +11,8 @@ from extractor import soap
 from extractor.errors import InvalidRequest, SessionExpired
 from extractor.parser import RecordStream
 from extractor.records.orders import OrderSink, Selection
-from extractor.runs.progress import RunStats, render_summary
+from extractor.runs.stats import RunStats
+from extractor.runs.summary import render_summary
 from extractor.service.session import Session
 from extractor.service.transport import Transport
 from extractor.simulator.server import Simulator
@@ -74,7 +75,7 @@ async def test_a_wrong_soap_action_is_refused(simulator: Simulator) -> None:
 
 
 def test_progress_line_and_summary() -> None:
-    stats = RunStats("run-1", ids_total=10_000, ids_done=2_500, invoices=2_400, retries=3)
+    stats = RunStats("run-1", total=10_000, done=2_500, fetched=2_400, retries=3)
     stats.started -= 2.0  # two seconds in
     line = stats.line()
     assert line.startswith("2,500/10,000 ids  1,2") and "retries 3" in line and "ETA 6s" in line

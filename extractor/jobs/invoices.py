@@ -28,7 +28,8 @@ from extractor.output.targets import check_output_dir
 from extractor.records import orders
 from extractor.records.orders import Selection
 from extractor.runs.journal import Carried, Journal, RunState, unfinished
-from extractor.runs.progress import RunStats
+from extractor.runs.stats import RunStats
+from extractor.runs.summary import brief_failures
 
 TABLES: Final = ("invoices", "invoice_rows")
 
@@ -84,7 +85,7 @@ class InvoiceJob:
         return f"run {carried.run_id} could not fetch {len(carried.ids):,} ids; fetching them again"
 
     def start(self, journal: Journal, stats: RunStats) -> InvoiceWork:
-        stats.restore(journal.state)
+        restore(stats, journal.state)
         selection = Selection.checked(self.invoice_properties, self.row_properties)
         return InvoiceWork(self, journal, stats, selection)
 
@@ -167,10 +168,9 @@ class InvoiceWork:
 
     def planned(self, state: RunState, remaining: Sequence[IdBatch]) -> str:
         stats = self.stats
-        stats.ids_total = len(state.plan or ())
-        stats.ids_done = stats.ids_total - sum(batch.size for batch in remaining)
-        left = stats.ids_total - stats.ids_done
-        return f"{stats.ids_total:,} orders planned, {left:,} to fetch"
+        stats.total = len(state.plan or ())
+        stats.done = stats.total - sum(batch.size for batch in remaining)
+        return f"{stats.total:,} orders planned, {stats.total - stats.done:,} to fetch"
 
     async def fetch(self, run: Run, unit: IdBatch, policy: RetryPolicy, root: str) -> None:
         """``unit`` in one request; journaled once its staged files are on disk."""
@@ -178,11 +178,11 @@ class InvoiceWork:
         opener = functools.partial(self.sinks.open, unit.ids, unit.key)
         params = self.selection.params(unit.ids)
         sink: CountedSink = await run.call(soap.GET_INVOICES, params, opener, policy, root)
-        counts, stats = sink.counts, self.stats
-        stats.invoices += counts.invoices
-        stats.rows += counts.rows
-        stats.api_exceptions += counts.api_exceptions
-        stats.missing_ids += len(counts.missing)
+        counts, tally = sink.counts, self.stats.counts
+        self.stats.fetched += counts.invoices
+        tally["rows"] += counts.rows
+        tally["api_exceptions"] += counts.api_exceptions
+        tally["missing_ids"] += len(counts.missing)
         self.journaling.append(asyncio.create_task(self._journal_when_staged(sink, unit)))
 
     async def _journal_when_staged(self, sink: CountedSink, unit: IdBatch) -> None:
@@ -195,7 +195,7 @@ class InvoiceWork:
     def failed(self, run: Run, unit: IdBatch, error: BaseException) -> None:
         message = redact.mask(f"{type(error).__name__}: {error}")
         self.journal.append({"event": "failed", "ids": list(unit.ids), "error": message})
-        self.stats.failed_ids += unit.size
+        self.stats.counts["failed_ids"] += unit.size
 
     async def settled(self) -> None:
         assert self.sinks is not None
@@ -217,11 +217,11 @@ class InvoiceWork:
         self.tables.tidy()
 
     def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
-        stats.restore(state)  # the journal's counts: every batch of the run, resumed or not
+        restore(stats, state)  # the journal's counts: every batch of the run, resumed or not
         publisher = self.job.publisher
         if publisher.format == "parquet" and "invoices" in stats.written:
-            stats.invoices = stats.written["invoices"]  # what was written, not what was meant
-            stats.rows = stats.written.get("invoice_rows", 0)
+            stats.fetched = stats.written["invoices"]  # what was written, not what was meant
+            stats.counts["rows"] = stats.written.get("invoice_rows", 0)
         status = "partial" if state.failures or state.missing else "complete"
         summary = stats.summary(status, self.job.out)
         summary["output"], summary["format"] = publisher.target.uri, publisher.format
@@ -229,6 +229,18 @@ class InvoiceWork:
         summary["retry_of"] = state.retry_of
         summary["failures_report"] = write_failures(self.job.out, state)
         return summary
+
+
+def restore(stats: RunStats, state: RunState) -> None:
+    """The counts of every batch the run's journal holds (resumed runs included)."""
+    stats.fetched = state.counts.get("invoices", 0)
+    stats.counts = {
+        "rows": state.counts.get("rows", 0),
+        "api_exceptions": state.counts.get("api_exceptions", 0),
+        "missing_ids": len(state.missing),
+        "failed_ids": len(state.failed_ids),
+    }
+    stats.failures = brief_failures(state)
 
 
 def _counted(counts: BatchCounts) -> dict[str, Any]:

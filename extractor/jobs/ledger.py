@@ -26,7 +26,7 @@ from extractor.output.staging import Output, ParquetOutput, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
 from extractor.runs.journal import Carried, Journal, RunState, unfinished
-from extractor.runs.progress import RunStats
+from extractor.runs.stats import RunStats
 
 TABLE: Final = "transactions"
 WINDOW_SIZES: Final = ("month", "week", "day")
@@ -140,7 +140,7 @@ class TransactionJob:
         return f"run {carried.run_id} could not fetch {days:,} days; fetching them again"
 
     def start(self, journal: Journal, stats: RunStats) -> LedgerWork:
-        stats.units, stats.records = "days", "transactions"
+        stats.units, stats.records = "days", TABLE
         return LedgerWork(self, journal, stats)
 
     def plan(self) -> list[Window]:
@@ -232,7 +232,7 @@ class LedgerWork:
 
     def planned(self, state: RunState, remaining: Sequence[Window]) -> str:
         days = sum(window.length for window in remaining)
-        self.stats.ids_total, self.stats.ids_done = days, 0
+        self.stats.total, self.stats.done = days, 0
         return f"{len(remaining):,} windows ({days:,} days) to fetch"
 
     async def fetch(self, run: Run, unit: Window, policy: RetryPolicy, root: str) -> None:
@@ -253,12 +253,11 @@ class LedgerWork:
                 "missing": [],
             }
         )
-        self.stats.invoices += table.num_rows
+        self.stats.fetched += table.num_rows
 
     def failed(self, run: Run, unit: Window, error: BaseException) -> None:
         message = redact.mask(f"{type(error).__name__}: {error}")
         self.journal.append({"event": "failed", "window": unit.as_json(), "error": message})
-        self.stats.failed_ids += 1
 
     async def settled(self) -> None:
         pass  # each window is staged and journaled before its fetch returns
@@ -272,21 +271,16 @@ class LedgerWork:
 
     def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
         failed = [f for f in state.failures if "window" in f]
-        summary = stats.summary("partial" if failed else "complete", self.job.out)
         publisher = self.job.publisher
-        summary["output"], summary["format"] = publisher.target.uri, publisher.format
-        for invoice_only in ("invoices", "rows", "api_exceptions", "missing_ids", "failed_ids"):
-            summary.pop(invoice_only)
-        journaled = state.counts.get("transactions", 0)
+        stats.fetched = state.counts.get(TABLE, 0)
+        if publisher.format == "parquet":
+            stats.fetched = stats.written.get(TABLE, stats.fetched)  # what was written
+        summary = stats.summary("partial" if failed else "complete", self.job.out)
         summary.update(
+            output=publisher.target.uri,
+            format=publisher.format,
             job=state.fingerprint,
             retry_of=state.retry_of,
-            transactions=stats.written.get(TABLE, journaled)
-            if publisher.format == "parquet"
-            else journaled,
-            transactions_per_second=summary.pop("invoices_per_second"),
-            days_total=summary.pop("ids_total"),
-            days_done=summary.pop("ids_done"),
             failed_days=sum(Window.from_json(f["window"]).length for f in failed),
             failures=failed,
         )

@@ -35,7 +35,9 @@ from extractor.runs.journal import (
     latest_run,
     unfinished,
 )
-from extractor.runs.progress import Progress, RunStats, write_summary
+from extractor.runs.progress import Progress
+from extractor.runs.stats import RunStats
+from extractor.runs.summary import write_summary
 from extractor.service.health import Health
 from extractor.service.retry import Sleep
 from extractor.service.session import Session

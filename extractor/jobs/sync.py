@@ -34,6 +34,7 @@ from extractor.output.lock import target_lock
 from extractor.output.staging import Output
 from extractor.output.targets import Target
 from extractor.runs.journal import replay, unfinished
+from extractor.runs.summary import counted
 from extractor.service.retry import Sleep
 
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
@@ -151,7 +152,8 @@ def render_sync_summary(summary: dict[str, Any]) -> str:
         if part is None:
             continue
         merged = ", ".join(f"{table} {count:,}" for table, count in part["written"].items())
-        listed = part.get("ids_total", part.get("days_total", 0))
+        units = counted(part)[1]
+        listed = part[f"{units}_total"]
         unit = "orders listed" if name == "invoices" else "days of changes"
         lines.append(
             f"  {name:<13} {listed:,} {unit}; written: {merged or 'nothing'} "

@@ -30,7 +30,7 @@ from extractor.config import Credentials, RetryPolicy, ServiceConfig
 from extractor.errors import OutputError, UsageError
 from extractor.jobs.workers import Run, work_through
 from extractor.parser import RecordStream, StructReader
-from extractor.runs.progress import RunStats
+from extractor.runs.stats import RunStats
 from extractor.service.health import Health
 from extractor.service.retry import Sleep
 from extractor.service.session import Session

@@ -18,7 +18,7 @@ from typing import Any, Protocol, Self, TypeVar
 from extractor import soap
 from extractor.config import RetryPolicy, ServiceConfig
 from extractor.errors import ExtractorError, Quarantined, SplitsBatch
-from extractor.runs.progress import RunStats
+from extractor.runs.stats import RunStats
 from extractor.service.health import Health, same_failure
 from extractor.service.retry import Sleep, persistently
 from extractor.service.session import Session
@@ -120,7 +120,7 @@ async def _tried(
     except SplitsBatch as exc:
         run.stats.give_ups += 1
         return exc
-    run.stats.ids_done += unit.size
+    run.stats.done += unit.size
     return None
 
 
@@ -179,7 +179,7 @@ def _policy(run: Run, unit: Unit) -> RetryPolicy:
 
 def _failed(run: Run, fetcher: Fetcher[U], unit: U, error: BaseException) -> None:
     fetcher.failed(run, unit, error)
-    run.stats.ids_done += unit.size
+    run.stats.done += unit.size
 
 
 async def observed(health: Health | None, batch: str, call: Awaitable[T]) -> T:

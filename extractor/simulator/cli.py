@@ -15,7 +15,7 @@ from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.runner import run
 from extractor.output.lock import LOCK_FILE
-from extractor.runs.progress import render_summary
+from extractor.runs.summary import render_summary
 from extractor.simulator.faults import NO_FAULTS, FaultConfig
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,

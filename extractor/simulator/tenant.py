@@ -231,6 +231,7 @@ def _template(rng: random.Random) -> Wire:
             order[field.name] = value
     return order
 
+
 def _order_field(rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
     name = field.name
     if name in ("OrderId", "DateChanged"):
@@ -245,6 +246,7 @@ def _order_field(rng: random.Random, field: schema.Field, anchor: dt.datetime) -
         return values.blank(rng, field)
     return _value(rng, field, anchor)
 
+
 def _value(rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
     ftype = field.type
     if isinstance(ftype, schema.Struct):
@@ -252,22 +254,20 @@ def _value(rng: random.Random, field: schema.Field, anchor: dt.datetime) -> Any:
     if isinstance(ftype, schema.ListOf):
         item = schema.Field(ftype.item_tag, ftype.item, nillable=True)
         count = rng.choice((0, 1, 1, 2, 3))
-        return [
-            NIL if rng.random() < 0.05 else _value(rng, item, anchor) for _ in range(count)
-        ]
+        return [NIL if rng.random() < 0.05 else _value(rng, item, anchor) for _ in range(count)]
     if ftype.xsd == "enum":
         return values.enum(rng, ftype)
     return values.scalar(rng, ftype, field.name, anchor)
 
+
 def _struct(rng: random.Random, struct: schema.Struct, anchor: dt.datetime) -> Wire:
     out: Wire = {}
     for field in struct.fields:
-        value = (
-            values.blank(rng, field) if rng.random() < 0.15 else _value(rng, field, anchor)
-        )
+        value = values.blank(rng, field) if rng.random() < 0.15 else _value(rng, field, anchor)
         if value is not None:
             out[field.name] = value
     return out
+
 
 def _pool_row(rng: random.Random, number: int) -> Wire:
     anchor = FIRST_DAY + dt.timedelta(days=rng.randint(0, 3800))

@@ -1,0 +1,149 @@
+"""What the commands share: options (one ``service_options`` yielding a ServiceConfig), exit
+statuses, and the lock a Delta or object-store target takes."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+
+import click
+
+from extractor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_PAUSE,
+    DEFAULT_MAX_REQUESTS_PER_HOUR,
+    DEFAULT_SOAP_VERSION,
+    DEFAULT_TIMEOUTS,
+    ServiceConfig,
+    Timeouts,
+)
+from extractor.output.lock import target_lock
+from extractor.output.staging import Output
+
+EXIT_FATAL: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_PARTIAL: Final = 3
+
+
+def names(text: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stack(*options: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def service_options(concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[F], F]:
+    """The options of every command that calls the service, handed to it as one
+    ``service: ServiceConfig``; ``concurrency`` is the command's default."""
+    options = stack(
+        click.option(
+            "--base-url", default=DEFAULT_BASE_URL, show_default=True,
+            help="Root of the service paths.",
+        ),
+        click.option(
+            "--concurrency", default=concurrency, show_default=True, type=click.IntRange(1, 64),
+            help="Requests in flight at once.",
+        ),
+        click.option(
+            "--soap-version", type=click.Choice(["1.1", "1.2"]), default=DEFAULT_SOAP_VERSION,
+            show_default=True,
+        ),
+        click.option(
+            "--max-requests-per-hour", default=DEFAULT_MAX_REQUESTS_PER_HOUR, show_default=True,
+            type=click.IntRange(0),
+            help="Client-side rate limit shared by all workers (0: off, for simulators).",
+        ),
+        click.option(
+            "--timeout", default=DEFAULT_TIMEOUTS.attempt, show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Seconds one attempt may take, response body included.",
+        ),
+        click.option(
+            "--max-pause", default=DEFAULT_MAX_PAUSE, show_default=True,
+            type=click.FloatRange(min=0),
+            help="Seconds of pause the service may ask for (Retry-After, budget reset, "
+            "quarantine) that are waited out; a longer one stops the run, resumable.",
+        ),
+        click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+    )  # fmt: skip
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def with_service(
+            *args: Any, base_url: str, concurrency: int, soap_version: str,
+            max_requests_per_hour: int, timeout: float, max_pause: float, insecure: bool,
+            **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            timeouts = Timeouts(
+                connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout,
+                max_pause=max_pause,
+            )  # fmt: skip
+            service = ServiceConfig(
+                base_url=base_url, concurrency=concurrency, soap_version=soap_version,
+                max_requests_per_hour=max_requests_per_hour, timeouts=timeouts,
+                insecure=insecure,
+            )  # fmt: skip
+            return command(*args, service=service, **kwargs)
+
+        return options(cast(F, with_service))
+
+    return decorate
+
+
+#: Every command that may write to an object store.
+storage_options = (
+    click.option(
+        "--work-dir",
+        type=click.Path(path_type=Path),
+        help="Local folder for the journal and staging of an s3:// or Delta --out "
+        "(default: under ~/.cache/extractor).",
+    ),
+    click.option(
+        "--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)."
+    ),
+)
+#: Every command that writes a resumable dataset.
+dataset_options = stack(
+    click.option("--out", "out", required=True, help="Dataset directory, or s3://bucket/prefix."),
+    click.option("--resume", is_flag=True, help="Insist on continuing the unfinished run in OUT."),
+    click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["parquet", "delta"]),
+        default="parquet",
+        show_default=True,
+        help="Hive-partitioned Parquet, or Delta tables (merged; what sync continues).",
+    ),
+    *storage_options,
+)
+
+
+def lock_target(
+    out: str, output: Output | None, work_dir: Path | None, command: str
+) -> contextlib.AbstractContextManager[object]:
+    """A Delta or object-store target is one output whatever the command (sync included):
+    lock its work root too. A local Parquet ``--out`` is locked by the run itself."""
+    if output is None:
+        return contextlib.nullcontext()
+    return target_lock(output.target, work_dir, command)
+
+
+def exit_if_partial(summary: dict[str, Any], work: Path) -> None:
+    if summary["status"] != "complete":
+        report = work / "_runs" / f"{summary['run_id']}.json"
+        click.echo(f"run was partial: see {report}", err=True)
+        sys.exit(EXIT_PARTIAL)

@@ -1,0 +1,217 @@
+"""``extractor invoices``, ``transactions`` and ``sync``: the extracting commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+
+from extractor.cli.common import (
+    EXIT_PARTIAL,
+    dataset_options,
+    exit_if_partial,
+    lock_target,
+    names,
+    service_options,
+    stack,
+    storage_options,
+)
+from extractor.cli.signals import run_command
+from extractor.config import (
+    DEFAULT_PARSE_WORKERS,
+    Credentials,
+    ServiceConfig,
+    parse_when,
+)
+from extractor.errors import UsageError
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.runner import run
+from extractor.jobs.sync import DEFAULT_SINCE
+from extractor.output.destination import destination
+from extractor.output.targets import Target
+from extractor.runs.summary import render_summary
+
+
+@click.command()
+@dataset_options
+@service_options()
+@click.option("--changed-after", help="Only orders changed after this UTC time.")
+@click.option("--registered-after", help="Only orders registered after this UTC time.")
+@click.option(
+    "--batch-size", default=1000, show_default=True, type=int, help="Ids per GetInvoices (1..1000)."
+)
+@click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
+@click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
+@click.option(
+    "--parse-workers",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_PARSE_WORKERS,
+    show_default=True,
+    help="Parser processes (0: parse on the event loop).",
+)
+def invoices(
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    service: ServiceConfig,
+    changed_after: str | None,
+    registered_after: str | None,
+    batch_size: int,
+    invoice_properties: str | None,
+    row_properties: str | None,
+    parse_workers: int,
+    resume: bool,
+) -> None:
+    """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows.
+
+    Resumable: after a crash, run the same command again; it continues where it stopped.
+    """
+    if changed_after and registered_after:
+        raise UsageError("give --changed-after or --registered-after, not both")
+    if output_format == "delta" and (invoice_properties or row_properties):
+        raise UsageError(
+            "--format delta keeps whole records (what sync merges into); "
+            "drop --invoice-properties and --row-properties"
+        )
+    work, output = destination(out, output_format, work_dir, endpoint_url, "invoices")
+    job = InvoiceJob(
+        out=work,
+        output=output,
+        service=service,
+        changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
+        registered_after=parse_when(registered_after, "--registered-after")
+        if registered_after
+        else None,
+        batch_size=batch_size,
+        invoice_properties=names(invoice_properties),
+        row_properties=names(row_properties),
+        parse_workers=parse_workers,
+        resume=resume,
+    )
+    credentials = Credentials.from_env()
+    with lock_target(out, output, work_dir, "invoices"):
+        summary = run_command(run(job, credentials))
+    click.echo(render_summary(summary))
+    exit_if_partial(summary, work)
+
+
+@click.command()
+@dataset_options
+@service_options()
+@click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
+@click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
+@click.option(
+    "--date-field",
+    type=click.Choice(["entry", "changed"]),
+    default="entry",
+    show_default=True,
+    help="Cut windows by entry date or by DateChangedUTC.",
+)
+@click.option(
+    "--window", type=click.Choice(["month", "week", "day"]), default="month", show_default=True
+)
+@click.option("--account-from", type=int, help="Lowest account number.")
+@click.option("--account-to", type=int, help="Highest account number.")
+@click.option(
+    "--system-type", "system_types", multiple=True, help="Only this SystemType (repeatable)."
+)
+def transactions(
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    date_from: str,
+    date_to: str,
+    service: ServiceConfig,
+    date_field: str,
+    window: str,
+    account_from: int | None,
+    account_to: int | None,
+    system_types: tuple[str, ...],
+    resume: bool,
+) -> None:
+    """Extract the general ledger into OUT/transactions, a date window per request.
+
+    Resumable: after a crash, run the same command again; it continues where it stopped.
+    """
+    from extractor.jobs.ledger import TransactionJob
+
+    work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
+    job = TransactionJob(
+        out=work,
+        output=output,
+        date_from=parse_when(date_from, "--from").date(),
+        date_to=parse_when(date_to, "--to").date(),
+        service=service,
+        date_field=date_field,
+        window=window,
+        account_from=account_from,
+        account_to=account_to,
+        system_types=system_types,
+        resume=resume,
+    )
+    with lock_target(out, output, work_dir, "transactions"):
+        summary = run_command(run(job, Credentials.from_env()))
+    click.echo(render_summary(summary))
+    exit_if_partial(summary, work)
+
+
+@click.command()
+@click.option(
+    "--out", required=True, help="Root of the Delta tables: a directory or s3://bucket/prefix."
+)
+@click.option(
+    "--overlap",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Minutes before the watermark to list changes from (clock skew).",
+)
+@click.option(
+    "--since",
+    default=DEFAULT_SINCE.isoformat(),
+    show_default=True,
+    help="First sync only: ledger lines changed since this day.",
+)
+@click.option("--reconcile", is_flag=True, help="Also mark orders the service no longer has.")
+@click.option("--no-ledger", is_flag=True, help="Invoices only; leave the transactions table.")
+@click.option(
+    "--parse-workers",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_PARSE_WORKERS,
+    show_default=True,
+    help="Parser processes (0: parse on the event loop).",
+)
+@stack(*storage_options)
+@service_options()
+def sync(
+    out: str,
+    overlap: float,
+    since: str,
+    reconcile: bool,
+    no_ledger: bool,
+    parse_workers: int,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    service: ServiceConfig,
+) -> None:
+    """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
+
+    The first sync backfills; later ones merge what changed since the watermark committed
+    with the data. After a crash, run it again: it resumes, and never skips a change.
+    """
+    from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
+
+    job = SyncJob(
+        target=Target.parse(out, endpoint_url), work_dir=work_dir, service=service,
+        overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
+        reconcile=reconcile, ledger=not no_ledger, parse_workers=parse_workers,
+    )  # fmt: skip
+    summary = run_command(run_sync(job, Credentials.from_env()))
+    click.echo(render_sync_summary(summary))
+    if summary["status"] != "complete":
+        click.echo(f"sync was partial: see {job.work}/sync-*/_runs/", err=True)
+        sys.exit(EXIT_PARTIAL)

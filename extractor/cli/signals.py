@@ -1,0 +1,48 @@
+"""Running a command's coroutine so that SIGINT and SIGTERM stop it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; SIGINT or SIGTERM cancels it, so that it stops cleanly
+    (journal closed, parser processes stopped), then :class:`Interrupted`."""
+    return asyncio.run(_until_signalled(coroutine))
+
+
+async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # a second signal while stopping changes nothing
+            main_task.cancel()
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await coroutine
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal, cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -1,0 +1,123 @@
+"""``extractor simulate`` and ``extractor demo``: the built-in simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from extractor.cli.common import names
+from extractor.cli.signals import Interrupted, run_command
+from extractor.errors import UsageError
+from extractor.simulator.faults import KINDS, FaultConfig
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--orders", default=50_000, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds per request.",
+)
+@click.option(
+    "--latency-per-1000",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds per 1000 invoices.",
+)
+@click.option(
+    "--session-ttl-calls",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Expire sessions after N calls (0: never).",
+)
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of data requests that fail.",
+)
+@click.option(
+    "--fault-kinds",
+    default=",".join(KINDS),
+    show_default=True,
+    help="Comma-separated kinds the failures are spread over.",
+)
+@click.option(
+    "--slow-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Stall of a 'slow' fault.",
+)
+@click.option("--poison-ids", help="Comma-separated OrderIds that make any GetInvoices fail.")
+@click.option("--hostile", is_flag=True, help="Answer data requests with a DOCTYPE of entities.")
+@click.option(
+    "--rate-budget",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Requests per window before a quarantine (0: no limit, no headers).",
+)
+@click.option("--rate-window", default=3600.0, show_default=True, type=click.FloatRange(1))
+@click.option("--quarantine-seconds", default=60.0, show_default=True, type=click.FloatRange(0))
+def simulate(
+    host: str,
+    port: int,
+    orders: int,
+    seed: int,
+    latency: float,
+    latency_per_1000: float,
+    session_ttl_calls: int,
+    fault_rate: float,
+    fault_kinds: str,
+    slow_seconds: float,
+    poison_ids: str | None,
+    hostile: bool,
+    rate_budget: int,
+    rate_window: float,
+    quarantine_seconds: float,
+) -> None:
+    """Serve the built-in 24SevenOffice simulator until interrupted."""
+    from extractor.simulator.cli import serve
+
+    try:
+        poison = frozenset(int(i) for i in names(poison_ids))
+        faults = FaultConfig(
+            rate=fault_rate,
+            kinds=names(fault_kinds),
+            seed=seed,
+            slow_seconds=slow_seconds,
+            poison_ids=poison,
+            hostile=hostile,
+            budget=rate_budget,
+            window=rate_window,
+            quarantine=quarantine_seconds,
+        )
+    except ValueError as exc:
+        raise UsageError(f"simulate: {exc}") from None
+    try:
+        run_command(
+            serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls, faults)
+        )
+    except Interrupted:
+        click.echo("simulator stopped")  # how a simulator is meant to end
+
+
+@click.command()
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(path_type=Path))
+@click.option("--orders", default=50_000, show_default=True, type=click.IntRange(1, 10_000_000))
+def demo(out: Path, orders: int) -> None:
+    """Backfill the built-in simulator's orders into ./demo-output and show the result."""
+    from extractor.simulator.cli import prepare_demo_dir, run_demo
+
+    prepare_demo_dir(out)
+    run_command(run_demo(out, orders))

@@ -1,0 +1,76 @@
+"""``extractor update-invoices``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from extractor.cli.common import EXIT_PARTIAL, service_options
+from extractor.cli.signals import run_command
+from extractor.config import (
+    Credentials,
+    ServiceConfig,
+)
+from extractor.errors import ExtractorError
+from extractor.jobs.updates import DEFAULT_UPDATE_SERVICE
+
+
+@click.command("update-invoices")
+@service_options(concurrency=DEFAULT_UPDATE_SERVICE.concurrency)
+@click.option(
+    "--input", "input_path", required=True, type=click.Path(path_type=Path),
+    help="CSV, JSON Lines or Parquet with OrderId and InvoiceTitle and/or ReferenceNumber.",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Check the input and show what would be sent.")
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Outcome per order (.parquet or .csv)."
+)
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 1000))
+def update_invoices(
+    input_path: Path,
+    dry_run: bool,
+    report: Path | None,
+    batch_size: int,
+    service: ServiceConfig,
+) -> None:
+    """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
+    from extractor.jobs.updates import (
+        OutcomeLog,
+        UpdateJob,
+        apply_updates,
+        check_report,
+        describe,
+        read_updates,
+        summarize,
+        write_report,
+    )
+
+    job = UpdateJob(
+        input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,
+        service=service,
+    )  # fmt: skip
+    updates = read_updates(input_path)
+    check_report(job.report_path)
+    batches = -(-len(updates) // batch_size)
+    if dry_run:
+        click.echo(
+            f"dry run: {len(updates):,} orders in {batches:,} UpdateInvoices requests; nothing sent"
+        )
+        for line in describe(updates):
+            click.echo(line)
+        return
+    credentials = Credentials.from_env()
+    log = OutcomeLog(job.report_path)
+    try:
+        outcomes = run_command(apply_updates(job, updates, credentials, log=log))
+        write_report(job.report_path, outcomes)
+    except ExtractorError as exc:
+        log.close(done=False)
+        exc.args = (f"{exc}; the outcomes so far are in {log.path}",)
+        raise
+    log.close(done=True)
+    if not summarize(outcomes, job.report_path):
+        click.echo(f"some updates were not applied: see {job.report_path}", err=True)
+        sys.exit(EXIT_PARTIAL)

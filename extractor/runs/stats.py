@@ -1,0 +1,84 @@
+"""What a run counts while it runs: every worker adds to one :class:`RunStats`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extractor.service.limiter import format_when
+
+
+@dataclass
+class RunStats:
+    """Counters every worker updates; read by the display and the summary."""
+
+    run_id: str
+    units: str = "ids"  # what the job counts its work in: ``ids``, ``days``
+    records: str = "invoices"  # what it fetches: ``invoices``, ``transactions``
+    total: int = 0  # units planned
+    done: int = 0  # units fetched or given up
+    fetched: int = 0  # records
+    bytes_received: int = 0
+    requests: int = 0
+    retries: int = 0
+    relogins: int = 0
+    give_ups: int = 0  # requests that still failed after their retries
+    splits: int = 0  # batches fetched again in halves after failing their retries
+    quarantines: int = 0  # requests that met the service's quarantine and waited it out
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # the job's own (rows, failed ids)
+    files: int = 0
+    written: dict[str, int] = field(default_factory=dict)  # what the output wrote
+    fetch_seconds: float = 0.0
+    publish_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def rates(self) -> tuple[float, float]:
+        """Records per second and MB per second so far."""
+        elapsed = max(self.seconds, 1e-9)
+        return self.fetched / elapsed, self.bytes_received / elapsed / 1e6
+
+    def line(self, paused_until: float | None = None) -> str:
+        per_second, mb_per_second = self.rates()
+        left = self.total - self.done
+        done_per_second = self.done / max(self.seconds, 1e-9)
+        eta = f"{left / done_per_second:.0f}s" if done_per_second > 0 and left else "-"
+        if paused_until is not None:  # no rate says when a pause the service asked for ends
+            eta = f"- (paused until {format_when(paused_until)})"
+        return (
+            f"{self.done:,}/{self.total:,} {self.units}  "
+            f"{per_second:,.0f} {self.records}/s  "
+            f"{mb_per_second:.1f} MB/s  retries {self.retries}  ETA {eta}"
+        )
+
+    def summary(self, status: str, out: Path) -> dict[str, Any]:
+        """The run's summary as JSON values: counts named after what the job counts
+        (``invoices``, ``ids_total``, ``invoices_per_second``; ``transactions``,
+        ``days_total``, ...)."""
+        per_second, mb_per_second = self.rates()
+        data = asdict(self)
+        for internal in ("started", "total", "done", "fetched", "counts"):
+            data.pop(internal)
+        data.update(self.counts)
+        data.update(
+            {
+                self.records: self.fetched,
+                f"{self.units}_total": self.total,
+                f"{self.units}_done": self.done,
+                f"{self.records}_per_second": round(per_second, 1),
+            },
+            status=status,
+            output=str(out),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(),
+            seconds=round(self.seconds, 3),
+            mb_per_second=round(mb_per_second, 2),
+        )
+        return data

@@ -1,0 +1,95 @@
+"""A run's summary: its failures in brief, its file (``OUT/_runs/<run_id>.json``), and how
+it reads for people (one renderer for every job: the counts are named after what it counts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from extractor import redact
+from extractor.runs.journal import RunState
+
+#: Ids of each error named in a summary; every one is in the failures report.
+SUMMARY_SAMPLE: Final = 20
+
+
+def brief_failures(state: RunState) -> list[dict[str, Any]]:
+    """A run's failures for its summary: a ledger's windows, and each error of ids with how
+    many ids it stopped and the first few (the failures report holds them all)."""
+    windows = [failure for failure in state.failures if "window" in failure]
+    by_error: dict[str, list[int]] = {}
+    for failure in state.failures:
+        by_error.setdefault(failure["error"], []).extend(failure.get("ids", ()))
+    missing = state.missing
+    groups = [(error, ids) for error, ids in by_error.items() if ids]
+    if missing:
+        groups.append(("not returned by GetInvoices", list(missing[:SUMMARY_SAMPLE])))
+    counts = {error: len(ids) for error, ids in by_error.items()}
+    counts["not returned by GetInvoices"] = len(missing)
+    return windows + [
+        {"error": error, "count": counts[error], "ids": ids[:SUMMARY_SAMPLE]}
+        for error, ids in groups
+    ]
+
+
+def counted(summary: dict[str, Any]) -> tuple[str, str]:
+    """What a summary's run fetched and counted its work in: ``(invoices, ids)`` or
+    ``(transactions, days)`` (summaries written before it said so: by their keys)."""
+    if "records" in summary and "units" in summary:
+        return summary["records"], summary["units"]
+    return ("transactions", "days") if "days_total" in summary else ("invoices", "ids")
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """What a run did, for people; the lines a job's counts do not apply to are left out."""
+    records, units = counted(summary)
+    retry = summary.get("retry_of")
+    lines = [
+        f"run {summary['run_id']}: {summary['status']}"
+        + (f" (fetched again what run {retry} could not)" if retry else ""),
+        f"  {records:<13} {summary[records]:,} (of {summary[f'{units}_total']:,} {units} "
+        + ("listed)" if units == "ids" else "planned)"),
+    ]
+    if "rows" in summary:
+        lines.append(f"  invoice rows  {summary['rows']:,}")
+    lines += [
+        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
+        f"in {summary['requests']:,} requests",
+        f"  time          {summary['seconds']:,.1f} s  "
+        f"({summary[f'{records}_per_second']:,.0f} {records}/s, "
+        f"{summary['mb_per_second']:.1f} MB/s)",
+        f"  retries       {summary['retries']}   gave up {summary['give_ups']}   "
+        f"split {'batches' if units == 'ids' else 'windows'} {summary['splits']}   "
+        f"re-logins {summary['relogins']}   quarantines {summary['quarantines']}",
+    ]
+    if "failed_ids" in summary:
+        lines.append(
+            f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}"
+            f"   failed ids {summary['failed_ids']}"
+        )
+    if "failed_days" in summary:
+        lines.append(f"  failed days   {summary['failed_days']}")
+    lines.append(f"  written       {_written(summary)} under {summary['output']}")
+    if summary.get("failures_report"):
+        lines.append(f"  failures      {summary['failures_report']}")
+    return "\n".join(lines)
+
+
+def _written(summary: dict[str, Any]) -> str:
+    """``12 files``, or records per Delta table (``invoices 40, invoice_rows 155``)."""
+    written = summary.get("written") or {"files": summary.get("files", 0)}
+    if summary.get("format") == "delta":
+        return "Delta: " + ", ".join(f"{name} {count:,}" for name, count in written.items())
+    return f"{written.get('files', 0)} files"
+
+
+def write_summary(summary: dict[str, Any], out: Path) -> Path:
+    folder = out / "_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{summary['run_id']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_bytes(redact.mask_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2)))
+    temporary.rename(path)
+    return path
