@@ -33,6 +33,15 @@ from extractor.output.destination import destination
 from extractor.output.targets import Target
 from extractor.runs.summary import render_summary
 
+#: The commands that fetch invoices: where their responses are parsed.
+parse_workers_option = click.option(
+    "--parse-workers",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_PARSE_WORKERS,
+    show_default=True,
+    help="Parser processes (0: parse on the event loop).",
+)
+
 
 @click.command()
 @dataset_options
@@ -44,13 +53,7 @@ from extractor.runs.summary import render_summary
 )
 @click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
 @click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
-@click.option(
-    "--parse-workers",
-    type=click.IntRange(0, 64),
-    default=DEFAULT_PARSE_WORKERS,
-    show_default=True,
-    help="Parser processes (0: parse on the event loop).",
-)
+@parse_workers_option
 def invoices(
     out: str,
     output_format: str,
@@ -178,13 +181,7 @@ def transactions(
 )
 @click.option("--reconcile", is_flag=True, help="Also mark orders the service no longer has.")
 @click.option("--no-ledger", is_flag=True, help="Invoices only; leave the transactions table.")
-@click.option(
-    "--parse-workers",
-    type=click.IntRange(0, 64),
-    default=DEFAULT_PARSE_WORKERS,
-    show_default=True,
-    help="Parser processes (0: parse on the event loop).",
-)
+@parse_workers_option
 @stack(*storage_options)
 @service_options()
 def sync(
