@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from collections.abc import Mapping
@@ -10,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from extractor import redact
-from extractor.errors import CredentialsMissing, UsageError
+from extractor.errors import CredentialsMissing, InvalidOption, UsageError
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
@@ -112,22 +111,9 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
-            raise UsageError(f"--concurrency {self.concurrency} must be at least 1")
+            raise InvalidOption(f"{{concurrency}} {self.concurrency} must be at least 1")
         if self.max_requests_per_hour < 0:
-            raise UsageError("--max-requests-per-hour must be 0 (no limit) or more")
+            raise InvalidOption("{max_requests_per_hour} must be 0 (no limit) or more")
 
 
 DEFAULT_SERVICE: Final = ServiceConfig()
-
-
-def parse_when(text: str, flag: str) -> dt.datetime:
-    """``YYYY-MM-DD`` or an ISO date-time; naive values are UTC. Returns naive UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{flag}: {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC)"
-        ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value

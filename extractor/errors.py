@@ -5,6 +5,7 @@
     ExtractorError
     ├── SplitsBatch                a batch still failing with it is fetched again in halves
     ├── UsageError                 bad input from the user (flags, env, paths); exit 2
+    │   ├── InvalidOption          a setting of a job, named by its field (the CLI: its flag)
     │   ├── CredentialsMissing
     │   ├── OutputLocked           another run holds the output's lock
     │   └── CorruptJournal         a journal damaged other than by a torn last line
@@ -42,9 +43,27 @@ its fields, so parser processes send them back as they are.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+#: A setting named in a message: ``{batch_size}``.
+_SETTING = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
 
 class ExtractorError(Exception):
-    """Root of every error raised by the extractor."""
+    """Root of every error raised by the extractor.
+
+    A message names the settings it is about by their field, in braces: ``"{batch_size} 0 is
+    outside 1..1000"``. ``str()`` says the field (``batch_size 0 is ...``); the CLI says the flag
+    the user typed (``--batch-size 0 is ...``), so that the library never speaks in flags.
+    """
+
+    def __str__(self) -> str:
+        return self.naming(lambda field: field)
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The message with every setting it names called ``name(field)``."""
+        return _SETTING.sub(lambda match: name(match[1]), super().__str__())
 
 
 class SplitsBatch(ExtractorError):
@@ -54,6 +73,10 @@ class SplitsBatch(ExtractorError):
 
 class UsageError(ExtractorError):
     """The user asked for something that cannot be done as asked."""
+
+
+class InvalidOption(UsageError):
+    """A setting given to a job or to the service cannot be used as given."""
 
 
 class CredentialsMissing(UsageError):
@@ -159,7 +182,7 @@ class Quarantined(TransientError):
         self.until = until  # wall-clock seconds
 
     def __reduce__(self) -> tuple[type[Quarantined], tuple[str, float]]:
-        return type(self), (str(self), self.until)
+        return type(self), (self.args[0], self.until)
 
 
 class MalformedResponse(TransientError):

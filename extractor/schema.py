@@ -15,7 +15,7 @@ from importlib import resources
 import pyarrow as pa
 from lxml import etree
 
-from extractor.errors import UsageError
+from extractor.errors import InvalidOption
 
 XS = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
@@ -205,12 +205,12 @@ def select(struct: Struct, names: Sequence[str]) -> tuple[Field, ...]:
     return tuple(f for f in struct.fields if not names or f.name in wanted)
 
 
-def check_properties(struct: Struct, names: tuple[str, ...], flag: str) -> None:
-    """Raise UsageError naming the first property the WSDL does not know."""
+def check_properties(struct: Struct, names: tuple[str, ...], setting: str) -> None:
+    """Raise InvalidOption naming the first property the WSDL does not know."""
     known = set(struct.names)
     for name in names:
         if name not in known:
-            raise UsageError(
-                f"{flag}: unknown {struct.name} property {name!r}; "
+            raise InvalidOption(
+                f"{{{setting}}}: unknown {struct.name} property {name!r}; "
                 f"valid names are listed in the WSDL, e.g. {', '.join(struct.names[:4])}, ..."
             )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,30 @@ def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
     ``concurrency``, ``max_requests_per_hour``, ...) given as its ``service``."""
     service = {name: options.pop(name) for name in list(options) if name in _SERVICE_FIELDS}
     return cls(*args, service=ServiceConfig(**service), **options)
+
+
+CliResult = tuple[int, str, str]  # exit status, stdout, stderr
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
+    """The CLI in this process, as ``extractor ARGS`` with exactly the TFSO_* variables of
+    ``env``: for what a subprocess is not the point of (bad input, help, refusals)."""
+    from extractor.cli.main import entry
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        for name in [name for name in os.environ if name.startswith("TFSO_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()  # what came before is not this command's
+        code = entry(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_USERNAME, Simulator
-from tests.conftest import read_table
+from tests.conftest import CliResult, read_table
+from tests.helpers import extractor
 
 SECRET = f"pw-{uuid.uuid4().hex}"
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "extractor", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": os.environ.get("PATH", ""), **(env or {})},
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def env_for(password: str = SECRET) -> dict[str, str]:
@@ -57,8 +45,10 @@ def assert_one_clear_line(code: int, out: str, err: str, expected: str, status: 
         (["--concurrency", "zero"], "Invalid value for '--concurrency'"),
     ],
 )
-async def test_bad_flags(tmp_path: Path, args: list[str], expected: str) -> None:
-    result = await cli(
+def test_bad_flags(
+    cli: Callable[..., CliResult], tmp_path: Path, args: list[str], expected: str
+) -> None:
+    result = cli(
         "invoices",
         "--out",
         str(tmp_path / "o"),
@@ -71,26 +61,26 @@ async def test_bad_flags(tmp_path: Path, args: list[str], expected: str) -> None
     assert not (tmp_path / "o").exists()
 
 
-async def test_missing_credentials(tmp_path: Path) -> None:
-    result = await cli("invoices", "--out", str(tmp_path), env={"TFSO_USERNAME": "x"})
+def test_missing_credentials(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    result = cli("invoices", "--out", str(tmp_path), env={"TFSO_USERNAME": "x"})
     assert_one_clear_line(*result, "set TFSO_APPLICATION_ID, TFSO_PASSWORD in the environment")
 
 
-async def test_malformed_application_id(tmp_path: Path) -> None:
+def test_malformed_application_id(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     env = {**env_for(), "TFSO_APPLICATION_ID": "not-a-guid"}
-    result = await cli("invoices", "--out", str(tmp_path), env=env)
+    result = cli("invoices", "--out", str(tmp_path), env=env)
     assert_one_clear_line(*result, "TFSO_APPLICATION_ID is not a guid")
 
 
-async def test_output_path_is_a_file(tmp_path: Path) -> None:
+def test_output_path_is_a_file(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
-    result = await cli("invoices", "--out", str(target), env=env_for())
+    result = cli("invoices", "--out", str(target), env=env_for())
     assert_one_clear_line(*result, "is a file")
 
 
-async def test_unreachable_base_url(tmp_path: Path) -> None:
-    result = await cli(
+def test_unreachable_base_url(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    result = cli(
         "invoices", "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for()
     )
     assert_one_clear_line(*result, "cannot reach http://127.0.0.1:1", status=1)  # an outage
@@ -98,7 +88,7 @@ async def test_unreachable_base_url(tmp_path: Path) -> None:
 
 
 async def test_wrong_credentials(simulator: Simulator, tmp_path: Path) -> None:
-    result = await cli(
+    result = await extractor(
         "invoices", "--out", str(tmp_path / "o"), "--base-url", simulator.url, env=env_for(SECRET)
     )
     assert_one_clear_line(*result, "login refused", status=1)
@@ -113,7 +103,7 @@ async def test_real_run_prints_no_secret_and_writes_summary(
     simulator = Simulator(SimulatorConfig(orders=300, password=SECRET))
     await simulator.start()
     try:
-        code, out, err = await cli(
+        code, out, err = await extractor(
             "invoices",
             "--out",
             str(tmp_path),
@@ -148,28 +138,30 @@ async def test_a_finished_run_is_not_redone_and_another_job_is_refused(
     from extractor.simulator.server import DEMO_PASSWORD
 
     env = env_for(DEMO_PASSWORD)
-    first = await cli("invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env)
+    first = await extractor(
+        "invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env
+    )
     assert first[0] == 0, first[2]
     served = simulator.stats["requests"]
-    code, _, err = await cli(
+    code, _, err = await extractor(
         "invoices", "--out", str(tmp_path), "--base-url", simulator.url, env=env
     )
     assert code == 0 and "already finished this job (complete); nothing to do" in err
     assert simulator.stats["requests"] == served  # not even a Login
-    code, _, err = await cli(
+    code, _, err = await extractor(
         "invoices", "--out", str(tmp_path), "--base-url", simulator.url,
         "--changed-after", "2024-01-01", env=env,
     )  # fmt: skip
     assert code == 2 and "already holds a dataset of another job" in err
     assert len(err.strip().splitlines()) == 1
-    code, _, err = await cli(
+    code, _, err = await extractor(
         "invoices", "--out", str(tmp_path), "--base-url", simulator.url, "--resume", env=env
     )
     assert code == 2 and "holds no unfinished run" in err
 
 
-async def test_help_lists_every_subcommand() -> None:
-    code, out, _ = await cli("--help")
+def test_help_lists_every_subcommand(cli: Callable[..., CliResult]) -> None:
+    code, out, _ = cli("--help")
     assert code == 0
     for command in ("invoices", "simulate", "demo"):
         assert command in out
@@ -185,7 +177,7 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
     simulator = Simulator(SimulatorConfig(orders=400, password=SECRET, faults=faults))
     await simulator.start()
     try:
-        code, out, err = await cli(
+        code, out, err = await extractor(
             "invoices", "--out", str(tmp_path), "--base-url", simulator.url,
             "--batch-size", "50", "--max-requests-per-hour", "0", env=env_for(),
         )  # fmt: skip
@@ -218,14 +210,35 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
         ),
         (["invoices", "--out", "{o}", "--work-dir", "{o}"], "--work-dir is for s3://"),
         (
+            ["transactions", "--out", "{o}", "--from", "2024-02-01", "--to", "2024-01-01"],
+            "--to 2024-01-01 is before --from 2024-02-01",
+        ),
+        (
+            [
+                "transactions",
+                "--out",
+                "{o}",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-31",
+                "--system-type",
+                "Pay-me",
+            ],
+            "--system-type 'Pay-me' is not a SystemType name",
+        ),
+        (["invoices", "--out", "{o}", "--resume"], "--resume: --out {o} holds no unfinished run"),
+        (
             ["transactions", "--out", "{o}", "--from", "2024-01-01", "--format", "csv"],
             "Invalid value for '--format'",
         ),
     ],
 )
-async def test_bad_lake_flags(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_bad_lake_flags(
+    cli: Callable[..., CliResult], tmp_path: Path, args: list[str], expected: str
+) -> None:
     out = str(tmp_path / "o")
     command = [arg.replace("{o}", out) for arg in args]
-    result = await cli(*command, "--base-url", "http://127.0.0.1:1", env=env_for())
-    assert_one_clear_line(*result, expected)
+    result = cli(*command, "--base-url", "http://127.0.0.1:1", env=env_for())
+    assert_one_clear_line(*result, expected.replace("{o}", out))
     assert not (tmp_path / "o").exists()

@@ -35,3 +35,16 @@ def test_what_splits_a_batch_is_a_type() -> None:
     assert {"DataError", "ResponseTooLarge", "TransientError", "RequestTimeout"} <= splits
     for fatal in ("HostileXml", "OutputError", "ServiceFailing", "UsageError", "Redirected"):
         assert fatal not in splits
+
+
+def test_a_message_names_settings_by_field_and_the_cli_by_flag() -> None:
+    from extractor.cli.main import flag
+    from extractor.errors import InvalidOption
+
+    error = InvalidOption("{date_to} 2024-01-01 is before {date_from} 2024-02-01")
+    assert str(error) == "date_to 2024-01-01 is before date_from 2024-02-01"
+    assert error.naming(flag) == "--to 2024-01-01 is before --from 2024-02-01"
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is InvalidOption and again.naming(flag) == error.naming(flag)
+    assert flag("max_requests_per_hour") == "--max-requests-per-hour"
+    assert flag("input") == "--input"  # update-invoices' --input, a click name of its own

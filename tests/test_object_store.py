@@ -125,7 +125,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         ("ftp://host/x", None, "use a local path or s3://bucket/prefix"),
         ("s3://", None, "expected s3://bucket/prefix"),
         ("s3://bucket/x", "localhost:9000", "expected http(s)://host[:port]"),
-        ("local/dir", "http://127.0.0.1:9000", "--endpoint-url is for s3:// targets"),
+        ("local/dir", "http://127.0.0.1:9000", "endpoint_url is for s3:// targets"),
     ],
 )
 def test_bad_targets_are_refused(out: str, endpoint: str | None, message: str) -> None:

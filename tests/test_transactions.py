@@ -111,7 +111,7 @@ async def test_failing_windows_are_split_down_to_a_day(
 async def test_bad_input_is_refused_before_any_request(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    with pytest.raises(UsageError, match="before --from"):
+    with pytest.raises(UsageError, match="date_to 2024-01-01 is before date_from 2024-02-01"):
         await extract(
             simulator, tmp_path, date_from=dt.date(2024, 2, 1), date_to=dt.date(2024, 1, 1)
         )

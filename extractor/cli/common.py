@@ -4,6 +4,7 @@ statuses, and the lock a Delta or object-store target takes."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from extractor.config import (
     ServiceConfig,
     Timeouts,
 )
+from extractor.errors import UsageError
 from extractor.output.lock import target_lock
 from extractor.output.staging import Output
 
@@ -147,3 +149,16 @@ def exit_if_partial(summary: dict[str, Any], work: Path) -> None:
         report = work / "_runs" / f"{summary['run_id']}.json"
         click.echo(f"run was partial: see {report}", err=True)
         sys.exit(EXIT_PARTIAL)
+
+
+def parse_when(text: str, flag: str) -> dt.datetime:
+    """``YYYY-MM-DD`` or an ISO date-time; naive values are UTC. Returns naive UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag}: {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC)"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value

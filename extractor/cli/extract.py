@@ -14,17 +14,13 @@ from extractor.cli.common import (
     exit_if_partial,
     lock_target,
     names,
+    parse_when,
     service_options,
     stack,
     storage_options,
 )
 from extractor.cli.signals import run_command
-from extractor.config import (
-    DEFAULT_PARSE_WORKERS,
-    Credentials,
-    ServiceConfig,
-    parse_when,
-)
+from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
 from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.runner import run

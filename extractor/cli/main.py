@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -31,6 +31,24 @@ for command in (invoices, transactions, sync, update_invoices, simulate, demo):
     main.add_command(command)
 
 
+def _flags() -> dict[str, str]:
+    """Each setting's flag, by the field the library names it by (``date_from``: ``--from``)."""
+    flags: dict[str, str] = {}
+    for command in main.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name:
+                flags.setdefault(param.name, param.opts[0])
+    return flags
+
+
+FLAGS: Final = _flags()
+
+
+def flag(field: str) -> str:
+    """The flag of a setting the library names (a field of a job or of ServiceConfig)."""
+    return FLAGS.get(field) or "--" + field.replace("_", "-")
+
+
 def _say(message: object) -> None:
     """One line on stderr, with the password blanked should any code path ever carry it."""
     redact.register(os.environ.get("TFSO_PASSWORD"))  # also before Credentials were read
@@ -51,12 +69,9 @@ def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main)
     except (click.Abort, KeyboardInterrupt):
         _say("extractor: interrupted; run the same command to resume")
         return 130
-    except UsageError as exc:
-        _say(f"extractor: error: {exc}")
-        return EXIT_USAGE
     except ExtractorError as exc:
-        _say(f"extractor: error: {exc}")
-        return EXIT_FATAL
+        _say(f"extractor: error: {exc.naming(flag)}")
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FATAL
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FATAL
     return 0

@@ -68,7 +68,8 @@ def update_invoices(
         write_report(job.report_path, outcomes)
     except ExtractorError as exc:
         log.close(done=False)
-        exc.args = (f"{exc}; the outcomes so far are in {log.path}",)
+        message = exc.args[0] if exc.args else type(exc).__name__  # its settings still in braces
+        exc.args = (f"{message}; the outcomes so far are in {log.path}",)
         raise
     log.close(done=True)
     if not summarize(outcomes, job.report_path):

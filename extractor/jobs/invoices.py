@@ -18,7 +18,7 @@ from typing import Any, Final
 from extractor import redact, soap
 from extractor.clock import now
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
-from extractor.errors import UsageError
+from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import write_failures
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks, ParsePool
@@ -61,9 +61,9 @@ class InvoiceJob:
         Selection.checked(self.invoice_properties, self.row_properties)
         check_output_dir(self.out)
         if not 1 <= self.batch_size <= MAX_BATCH:
-            raise UsageError(f"--batch-size {self.batch_size} is outside 1..{MAX_BATCH}")
+            raise InvalidOption(f"{{batch_size}} {self.batch_size} is outside 1..{MAX_BATCH}")
         if self.resume and unfinished(self.out) is None:
-            raise UsageError(f"--resume: --out {self.out} holds no unfinished run")
+            raise InvalidOption(f"{{resume}}: {{out}} {self.out} holds no unfinished run")
 
     def fingerprint(self) -> dict[str, Any]:
         def iso(value: dt.datetime | None) -> str | None:

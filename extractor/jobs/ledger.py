@@ -20,7 +20,7 @@ from typing import Any, Final
 from extractor import arrow, redact, soap
 from extractor.clock import now
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
-from extractor.errors import UsageError
+from extractor.errors import InvalidOption
 from extractor.jobs.workers import Run
 from extractor.output.staging import Output, ParquetOutput, TableWriter
 from extractor.output.targets import check_output_dir
@@ -169,21 +169,23 @@ def check(job: TransactionJob) -> None:
     """Refuse what cannot be done as asked, before any request."""
     check_output_dir(job.out)
     if job.date_to < job.date_from:
-        raise UsageError(f"--to {job.date_to} is before --from {job.date_from}")
+        raise InvalidOption(f"{{date_to}} {job.date_to} is before {{date_from}} {job.date_from}")
     if job.window not in WINDOW_SIZES:
-        raise UsageError(f"--window {job.window!r}: use one of {', '.join(WINDOW_SIZES)}")
+        raise InvalidOption(f"{{window}} {job.window!r}: use one of {', '.join(WINDOW_SIZES)}")
     if job.date_field not in DATE_FIELDS:
-        raise UsageError(f"--date-field {job.date_field!r}: use entry or changed")
-    for name, value in (("--account-from", job.account_from), ("--account-to", job.account_to)):
+        raise InvalidOption(f"{{date_field}} {job.date_field!r}: use entry or changed")
+    for name, value in (("account_from", job.account_from), ("account_to", job.account_to)):
         if value is not None and not -32768 < value <= 32767:
-            raise UsageError(f"{name} {value} is not an account number (a short)")
+            raise InvalidOption(f"{{{name}}} {value} is not an account number (a short)")
     if None not in (job.account_from, job.account_to) and job.account_to < job.account_from:  # type: ignore[operator]
-        raise UsageError("--account-to is below --account-from")
+        raise InvalidOption("{account_to} is below {account_from}")
     for kind in job.system_types:  # values newer than the WSDL (InvoiceLoss) are allowed
         if not kind.isascii() or not kind.isalpha():
-            raise UsageError(f"--system-type {kind!r} is not a SystemType name (e.g. Payment)")
+            raise InvalidOption(
+                f"{{system_types}} {kind!r} is not a SystemType name (e.g. Payment)"
+            )
     if job.resume and unfinished(job.out) is None:
-        raise UsageError(f"--resume: --out {job.out} holds no unfinished run")
+        raise InvalidOption(f"{{resume}}: {{out}} {job.out} holds no unfinished run")
 
 
 @dataclass

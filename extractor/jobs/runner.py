@@ -127,14 +127,14 @@ async def run(
     job: Job[U],
     credentials: Credentials,
     *,
-    stream: IO[str] = sys.stderr,
+    stream: IO[str] | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> dict[str, Any]:
     """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``."""
     job.check()
     # a sync holds its target's lock for all its parts
     with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
-        return await _locked(job, credentials, stream, sleep)
+        return await _locked(job, credentials, stream or sys.stderr, sleep)
 
 
 async def _locked(
@@ -257,4 +257,4 @@ def _make(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot create {{out}} {out}: {exc.strerror or exc}") from None

@@ -25,7 +25,7 @@ from typing import IO, Any, Final
 
 from extractor.clock import now
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
-from extractor.errors import UsageError
+from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import run
@@ -66,14 +66,14 @@ async def run_sync(
     job: SyncJob,
     credentials: Credentials,
     *,
-    stream: IO[str] = sys.stderr,
+    stream: IO[str] | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> dict[str, Any]:
     """One sync; its summary (each part's also under the work directory's ``_runs/``)."""
     if job.overlap < dt.timedelta(0):
-        raise UsageError("--overlap must not be negative")
+        raise InvalidOption("{overlap} must not be negative")
     with target_lock(job.target, job.work_dir, "sync"):
-        return await _sync_locked(job, credentials, stream, sleep)
+        return await _sync_locked(job, credentials, stream or sys.stderr, sleep)
 
 
 async def _sync_locked(

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from extractor import redact, schema, soap
 from extractor.config import Credentials, RetryPolicy, ServiceConfig
-from extractor.errors import OutputError, UsageError
+from extractor.errors import InvalidOption, OutputError
 from extractor.jobs.workers import Run, work_through
 from extractor.parser import RecordStream, StructReader
 from extractor.runs.stats import RunStats
@@ -63,9 +63,9 @@ class UpdateJob:
 
 
 def read_updates(path: Path) -> list[Update]:
-    """The updates in ``path``, checked; UsageError naming the first problem and its row."""
+    """The updates in ``path``, checked; InvalidOption naming the first problem and its row."""
     if not path.is_file():
-        raise UsageError(f"--input {path}: no such file")
+        raise InvalidOption(f"{{input}} {path}: no such file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -76,9 +76,9 @@ def read_updates(path: Path) -> list[Update]:
             table = pq.read_table(path)
             rows, columns = table.to_pylist(), table.column_names
         else:
-            raise UsageError(f"--input {path}: use a .csv, .jsonl or .parquet file")
+            raise InvalidOption(f"{{input}} {path}: use a .csv, .jsonl or .parquet file")
     except (OSError, UnicodeDecodeError, pa.ArrowException, orjson.JSONDecodeError) as exc:
-        raise UsageError(f"--input {path}: cannot read it ({exc})") from None
+        raise InvalidOption(f"{{input}} {path}: cannot read it ({exc})") from None
     return _checked(path, rows, columns)
 
 
@@ -96,7 +96,7 @@ def _json_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         row = orjson.loads(line)
         if not isinstance(row, dict):
-            raise UsageError(f"--input {path}: line {number} is not a JSON object")
+            raise InvalidOption(f"{{input}} {path}: line {number} is not a JSON object")
         rows.append(row)
         columns.update(dict.fromkeys(row))
     return rows, list(columns)
@@ -105,34 +105,36 @@ def _json_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 def _checked(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> list[Update]:
     unknown = [name for name in columns if name not in COLUMNS]
     if unknown:
-        raise UsageError(
-            f"--input {path}: column {unknown[0]!r} cannot be updated; "
+        raise InvalidOption(
+            f"{{input}} {path}: column {unknown[0]!r} cannot be updated; "
             f"only OrderId, InvoiceTitle and ReferenceNumber"
         )
     if "OrderId" not in columns or not set(UPDATABLE) & set(columns):
-        raise UsageError(f"--input {path}: needs OrderId and InvoiceTitle and/or ReferenceNumber")
+        raise InvalidOption(
+            f"{{input}} {path}: needs OrderId and InvoiceTitle and/or ReferenceNumber"
+        )
     if not rows:
-        raise UsageError(f"--input {path}: no updates in it")
+        raise InvalidOption(f"{{input}} {path}: no updates in it")
     updates, seen = [], set()
     for number, row in enumerate(rows, start=1):
         order_id = _order_id(row.get("OrderId"))
         if order_id is None:
-            raise UsageError(
-                f"--input {path}: row {number}: OrderId {row.get('OrderId')!r} is not an integer"
+            raise InvalidOption(
+                f"{{input}} {path}: row {number}: OrderId {row.get('OrderId')!r} is not an integer"
             )
         if order_id in seen:
-            raise UsageError(f"--input {path}: row {number}: OrderId {order_id} appears twice")
+            raise InvalidOption(f"{{input}} {path}: row {number}: OrderId {order_id} appears twice")
         seen.add(order_id)
         update: Update = {"OrderId": order_id}
         for name in UPDATABLE:
             value = row.get(name)
             if value is not None:
                 if not isinstance(value, str):
-                    raise UsageError(f"--input {path}: row {number}: {name} must be text")
+                    raise InvalidOption(f"{{input}} {path}: row {number}: {name} must be text")
                 update[name] = value
         if len(update) == 1:
-            raise UsageError(
-                f"--input {path}: row {number}: nothing to update for OrderId {order_id}"
+            raise InvalidOption(
+                f"{{input}} {path}: row {number}: nothing to update for OrderId {order_id}"
             )
         updates.append(update)
     return updates
@@ -277,13 +279,13 @@ REPORT_FORMATS: Final = (".csv", ".parquet")
 def check_report(path: Path) -> None:
     """Refuse a report that could not be written, before any request (in a dry run too)."""
     if path.is_dir():
-        raise UsageError(f"--report {path} is a directory; give a file name")
+        raise InvalidOption(f"{{report}} {path} is a directory; give a file name")
     if path.suffix.lower() not in REPORT_FORMATS:
-        raise UsageError(f"--report {path}: use a .csv or .parquet file")
+        raise InvalidOption(f"{{report}} {path}: use a .csv or .parquet file")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-                raise UsageError(f"--report {path}: {parent} is not a writable directory")
+                raise InvalidOption(f"{{report}} {path}: {parent} is not a writable directory")
             return
 
 
@@ -337,13 +339,13 @@ def write_report(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
 
 
 def summarize(
-    outcomes: Sequence[Mapping[str, Any]], report: Path, stream: IO[str] = sys.stdout
+    outcomes: Sequence[Mapping[str, Any]], report: Path, stream: IO[str] | None = None
 ) -> bool:
     """Print the counts; whether every update was applied."""
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
-    stream.write(
+    (stream or sys.stdout).write(
         f"updates: {counts.get('updated', 0):,} applied, {counts.get('refused', 0):,} refused "
         f"by the service, {counts.get('failed', 0) + counts.get('not returned', 0):,} failed; "
         f"report {report}\n"

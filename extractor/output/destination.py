@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from extractor.errors import UsageError
+from extractor.errors import InvalidOption
 from extractor.output.delta import DeltaOutput
 from extractor.output.staging import Output, ParquetOutput
 from extractor.output.targets import Target
@@ -18,12 +18,12 @@ def destination(
 ) -> tuple[Path, Output | None]:
     """Where a backfill command keeps its journal, and its output (None: Parquet in there)."""
     if output_format not in FORMATS:
-        raise UsageError(f"--format {output_format!r}: use parquet or delta")
+        raise InvalidOption(f"{{output_format}} {output_format!r}: use parquet or delta")
     target = Target.parse(out, endpoint_url)
     if output_format == "parquet" and target.local is not None:
         if work_dir is not None:
-            raise UsageError(
-                "--work-dir is for s3:// or --format delta; a local --out holds its run"
+            raise InvalidOption(
+                "{work_dir} is for s3:// or {output_format} delta; a local {out} holds its run"
             )
         return target.local, None
     work = target.work_dir(work_dir) / "_work" / group

@@ -54,7 +54,7 @@ class OutputLock:
             os.close(descriptor)
             raise OutputLocked(
                 f"{folder} is in use by {describe(holder)}; one run writes an output at a "
-                "time: wait for it to end, or choose another --out"
+                "time: wait for it to end, or choose another {out}"
             ) from None
         os.ftruncate(descriptor, 0)
         os.write(descriptor, orjson.dumps(holder_of_this_process(command)))

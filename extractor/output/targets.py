@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 import pyarrow.fs as pafs
 
-from extractor.errors import OutputError, UsageError
+from extractor.errors import InvalidOption, OutputError
 
 SCHEMES: Final = ("s3",)
 DEFAULT_REGION: Final = "us-east-1"
@@ -42,21 +42,21 @@ class Target:
 
     @classmethod
     def parse(cls, text: str, endpoint_url: str | None = None) -> Target:
-        """``--out``: a path, or ``s3://bucket[/prefix]``; a clear UsageError otherwise."""
+        """``out``: a path, or ``s3://bucket[/prefix]``; a clear InvalidOption otherwise."""
         text = text.strip()
         scheme, sep, _ = text.partition("://")
         if not sep:
             if endpoint_url:
-                raise UsageError("--endpoint-url is for s3:// targets; --out is a local path")
+                raise InvalidOption("{endpoint_url} is for s3:// targets; {out} is a local path")
             return cls(text, local=Path(text))
         if scheme.lower() not in SCHEMES:
-            raise UsageError(f"--out {text}: use a local path or s3://bucket/prefix")
+            raise InvalidOption(f"{{out}} {text}: use a local path or s3://bucket/prefix")
         parts = urllib.parse.urlsplit(text)
         if not parts.netloc or parts.query or parts.fragment:
-            raise UsageError(f"--out {text}: expected s3://bucket/prefix")
+            raise InvalidOption(f"{{out}} {text}: expected s3://bucket/prefix")
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         if endpoint and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
-            raise UsageError(f"--endpoint-url {endpoint}: expected http(s)://host[:port]")
+            raise InvalidOption(f"{{endpoint_url}} {endpoint}: expected http(s)://host[:port]")
         prefix = parts.path.strip("/")
         uri = f"s3://{parts.netloc}/{prefix}".rstrip("/")
         return cls(uri, bucket=parts.netloc, prefix=prefix, endpoint_url=endpoint)
@@ -135,9 +135,9 @@ def _reason(exc: OSError) -> str:
 def check_output_dir(out: Path) -> None:
     """Refuse an output path that cannot hold the dataset, before any request is sent."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory (it is created if missing)")
+        raise InvalidOption(f"{{out}} {out} is a file; give a directory (it is created if missing)")
     for parent in (out, *out.parents):
         if parent.exists():
             if not os.access(parent, os.W_OK):
-                raise UsageError(f"--out {out}: {parent} is not writable")
+                raise InvalidOption(f"{{out}} {out}: {parent} is not writable")
             break

@@ -67,8 +67,8 @@ class Selection:
     @classmethod
     def checked(cls, invoice: Sequence[str], rows: Sequence[str]) -> Selection:
         """Validate names against the WSDL before any request; add the required fields."""
-        schema.check_properties(schema.invoice_order(), tuple(invoice), "--invoice-properties")
-        schema.check_properties(schema.invoice_row(), tuple(rows), "--row-properties")
+        schema.check_properties(schema.invoice_order(), tuple(invoice), "invoice_properties")
+        schema.check_properties(schema.invoice_row(), tuple(rows), "row_properties")
         if invoice:
             invoice = [*REQUIRED, *(name for name in invoice if name not in REQUIRED)]
         return cls(tuple(invoice), tuple(rows))

@@ -152,7 +152,7 @@ class Journal:
             state = replay(found)
             if state.fingerprint != fingerprint:
                 raise UsageError(
-                    f"--out {out} holds the unfinished run {state.run_id} of a different job "
+                    f"{{out}} {out} holds the unfinished run {state.run_id} of a different job "
                     f"({describe(state.fingerprint)}); run that command again to finish it, "
                     "or choose another directory"
                 )
@@ -263,7 +263,7 @@ def finished_job(
     for table in tables:
         if any((out / table).rglob("*.parquet")):
             raise UsageError(
-                f"--out {out} already holds a dataset of another job ({table}/); "
+                f"{{out}} {out} already holds a dataset of another job ({table}/); "
                 "choose a new directory"
             )
     return None

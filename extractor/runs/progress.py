@@ -16,12 +16,12 @@ class Progress:
     def __init__(
         self,
         stats: RunStats,
-        stream: IO[str] = sys.stderr,
+        stream: IO[str] | None = None,
         interval: float | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.stats = stats
-        self.stream = stream
+        self.stream = stream = stream or sys.stderr  # at run time: a test may capture it
         self._limiter = limiter
         if limiter is not None:
             limiter.on_pause = self._paused

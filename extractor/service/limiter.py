@@ -73,7 +73,7 @@ class RateLimiter:
         if until - self._clock() > self.limits.max_pause:
             raise PauseTooLong(
                 f"the service asked to pause until {format_when(until)} ({reason}), longer "
-                f"than --max-pause {self.limits.max_pause:g} s; stopped: run the same command "
+                f"than {{max_pause}} {self.limits.max_pause:g} s; stopped: run the same command "
                 "after that time to resume"
             )
         until += MARGIN

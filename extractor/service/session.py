@@ -54,13 +54,13 @@ class Session:
             raise ServiceUnreachable(f"cannot reach {url}: {exc}") from None
         except MalformedResponse as exc:
             raise NotAService(
-                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check --base-url"
+                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check {{base_url}}"
             ) from None
         except ServerError as exc:
             if exc.status not in _NOT_A_SERVICE:
                 raise ServiceUnreachable(f"{url} is not answering Login: {exc}") from None
             raise NotAService(
-                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check --base-url"
+                f"{url} is not a 24SevenOffice SOAP endpoint (Login: {exc}); check {{base_url}}"
             ) from None
         self.logins += 1
 

@@ -16,6 +16,7 @@ import aiohttp
 
 from extractor.config import DEFAULT_TIMEOUTS, ServiceConfig, Timeouts
 from extractor.errors import (
+    InvalidOption,
     MalformedResponse,
     Quarantined,
     Redirected,
@@ -23,7 +24,6 @@ from extractor.errors import (
     ResponseTooLarge,
     TransientError,
     TransportError,
-    UsageError,
 )
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
@@ -68,7 +68,7 @@ class Transport:
         verify_tls: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--base-url {base_url!r} must start with http:// or https://")
+            raise InvalidOption(f"{{base_url}} {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.limiter = limiter or RateLimiter(Limits(per_hour=0))
@@ -138,7 +138,7 @@ class Transport:
         except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
             raise RequestTimeout(f"{name}: no complete response in time") from None
         except aiohttp.InvalidURL:
-            raise UsageError(f"--base-url {self.base_url!r} is not a valid URL") from None
+            raise InvalidOption(f"{{base_url}} {self.base_url!r} is not a valid URL") from None
         except aiohttp.ClientPayloadError as exc:
             raise MalformedResponse(f"{name}: response body cut off ({exc})") from None
         except aiohttp.ClientError as exc:
@@ -190,8 +190,8 @@ def _redirected(response: aiohttp.ClientResponse, name: str) -> Redirected:
     host = urllib.parse.urlsplit(location).netloc or response.url.host or "the same host"
     return Redirected(
         f"{name}: the service answered HTTP {response.status}, redirecting to {host}; "
-        "requests never follow redirects (credentials go to --base-url only): "
-        "point --base-url at the service itself"
+        "requests never follow redirects (credentials go to {base_url} only): "
+        "point {base_url} at the service itself"
     )
 
 
