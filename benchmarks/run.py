@@ -38,8 +38,8 @@ from extractor.simulator.server import (
     DEMO_USERNAME,
     Simulator,
     SimulatorConfig,
-    _wrapper,
 )
+from extractor.simulator.service import envelope_parts
 
 ENV = {
     **os.environ,
@@ -61,7 +61,7 @@ def best_of(runs: int, action: Callable[[], object]) -> float:
 def canned_response(orders: int = 1000) -> tuple[bytes, list[int]]:
     """A GetInvoices response of ``orders`` orders, as the simulator sends it, and its ids."""
     simulator = Simulator(SimulatorConfig(orders=orders))
-    head, tail = _wrapper(soap.SOAP11, "GetInvoices")
+    head, tail = envelope_parts(soap.SOAP11, "GetInvoices")
     body = "".join(simulator.render_order(order_id) for order_id in simulator.tenant.ids)
     data = head + b"<GetInvoicesResult>" + body.encode() + b"</GetInvoicesResult>" + tail
     return data, simulator.tenant.ids
@@ -238,11 +238,7 @@ async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[
         **{k: options.pop(k) for k in ("concurrency", "timeouts", "retry") if k in options},  # type: ignore[arg-type]
     )
     job = InvoiceJob(out=out, service=service, **options)  # type: ignore[arg-type]
-    return await run(job, creds, stream=io.StringIO(), sleep=_no_sleep)
-
-
-async def _no_sleep(_: float) -> None:
-    return None
+    return await run(job, creds, stream=io.StringIO())  # the system clock: real back-off
 
 
 async def _reliability(work: Path) -> dict[str, object]:

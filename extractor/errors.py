@@ -177,11 +177,11 @@ class RequestFault(TransientError):
 class Quarantined(TransientError):
     """The rate limit was exceeded; the service refuses everything until ``until``."""
 
-    def __init__(self, message: str, until: float) -> None:
+    def __init__(self, message: str, until: float | None) -> None:
         super().__init__(message)
-        self.until = until  # wall-clock seconds
+        self.until = until  # wall-clock seconds; None when the fault names no end
 
-    def __reduce__(self) -> tuple[type[Quarantined], tuple[str, float]]:
+    def __reduce__(self) -> tuple[type[Quarantined], tuple[str, float | None]]:
         return type(self), (self.args[0], self.until)
 
 

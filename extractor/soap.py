@@ -10,7 +10,6 @@ import base64
 import contextlib
 import datetime as dt
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -234,15 +233,15 @@ def classify_fault(message: str) -> ExtractorError:
     return RequestFault(message)
 
 
-def _quarantine_end(message: str) -> float:
-    """The end the fault names (UTC when no offset is given); a minute from now if unreadable."""
+def _quarantine_end(message: str) -> float | None:
+    """The end the fault names (UTC when no offset is given); None if it names none."""
     match = _QUARANTINE.search(message)
     if match is not None:
         text = match.group(1).rstrip(".").replace("Z", "+00:00")
         with contextlib.suppress(ValueError, OverflowError):
             when = dt.datetime.fromisoformat(text)
             return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
-    return time.time() + 60
+    return None
 
 
 def fault_error(body: bytes, status: int) -> ExtractorError:

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow.dataset as ds
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.config import Credentials, ServiceConfig
+from extractor.jobs import runner
+from extractor.simulator.memory import MemoryWire
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -17,6 +22,7 @@ from extractor.simulator.server import (
     Simulator,
     SimulatorConfig,
 )
+from extractor.simulator.service import SimulatedService
 
 CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
 J = TypeVar("J")
@@ -54,6 +60,39 @@ def cli(
     return run
 
 
+MEMORY_URL = "http://simulator.in-memory"
+
+
+@dataclass
+class InMemory:
+    """The simulated service without a socket, on a manual clock it shares with the runs it
+    serves: quarantines, budgets and back-off pass in milliseconds."""
+
+    service: SimulatedService
+    clock: ManualClock
+    stream: io.StringIO = field(default_factory=io.StringIO)
+
+    @property
+    def wire(self) -> MemoryWire:
+        return MemoryWire(self.service)
+
+    async def run(self, job: Any) -> dict[str, Any]:
+        return await runner.run(job, CREDS, stream=self.stream, clock=self.clock, wire=self.wire)
+
+
+@pytest.fixture
+def in_memory() -> Callable[..., InMemory]:
+    """``in_memory(**SimulatorConfig fields)``: a service answering jobs whose base URL is
+    :data:`MEMORY_URL`."""
+
+    def make(**options: Any) -> InMemory:
+        clock = ManualClock()
+        config = SimulatorConfig(**{"orders": 1500, **options})
+        return InMemory(SimulatedService(config, clock=clock), clock)
+
+    return make
+
+
 @pytest.fixture
 def creds() -> Credentials:
     return CREDS
@@ -80,10 +119,6 @@ async def simulator(start_simulator: Callable[..., Any]) -> AsyncIterator[Simula
     sim = await start_simulator()
     yield sim
     await sim.stop()
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 def read_table(out: Path, name: str) -> list[dict[str, Any]]:

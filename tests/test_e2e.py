@@ -9,18 +9,19 @@ from typing import Any
 
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NULL_PARTITION
 from extractor.simulator.server import Simulator, SimulatorConfig
-from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.conftest import CREDS, job_of, read_table
 
 
 async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
     job = job_of(
         InvoiceJob, out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options}
     )
-    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 def assert_matches_truth(

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from extractor import soap
+from extractor.clock import ManualClock
 from extractor.config import RetryPolicy
 from extractor.errors import (
     MalformedResponse,
@@ -30,20 +31,7 @@ from extractor.service.session import Session
 from extractor.service.transport import Transport
 from extractor.simulator.faults import KINDS, FaultConfig
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, no_sleep
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.conftest import CREDS
 
 
 async def get_invoices(simulator: Simulator, ids: list[int]) -> tuple[int, dict[str, str], bytes]:
@@ -164,31 +152,34 @@ def test_fault_config_refuses_unknown_kinds_and_rates() -> None:
 
 
 async def test_limiter_spaces_requests_after_the_burst() -> None:
-    time = FakeTime()
-    limiter = RateLimiter(Limits(per_hour=3600, burst=2), clock=time.clock, sleep=time.sleep)
+    clock = ManualClock(1_000_000.0)
+    limiter = RateLimiter(Limits(per_hour=3600, burst=2), clock)
     for _ in range(5):
         await limiter.acquire()
-    assert time.now - 1_000_000.0 == pytest.approx(3.0)  # 2 at once, then 1 a second
+    assert clock.time() - 1_000_000.0 == pytest.approx(3.0)  # 2 at once, then 1 a second
 
 
 async def test_limiter_pauses_everyone_for_the_service() -> None:
-    time = FakeTime()
-    limiter = RateLimiter(Limits(per_hour=0, reserve=4), clock=time.clock, sleep=time.sleep)
-    reset = dt.datetime.fromtimestamp(time.now + 30, dt.UTC)
+    clock = ManualClock(1_000_000.0)
+    limiter = RateLimiter(Limits(per_hour=0, reserve=4), clock)
+    reset = dt.datetime.fromtimestamp(clock.time() + 30, dt.UTC)
     limiter.observe(5, reset)
     await limiter.acquire()
-    assert time.slept == []  # 5 left is more than the reserve
+    assert clock.slept == 0  # 5 left is more than the reserve
     limiter.observe(4, reset)
-    assert limiter.paused_until == pytest.approx(time.now + 31)  # the reset, plus a margin
+    assert limiter.paused_until == pytest.approx(clock.time() + 31)  # the reset, plus a margin
     await asyncio.gather(limiter.acquire(), limiter.acquire())
-    assert time.now >= reset.timestamp() + 1 and "4 requests left" in limiter.pause_reason
+    # both waited for the same reset, together: 31 s passed, not 62
+    assert clock.slept == pytest.approx(31) and "4 requests left" in limiter.pause_reason
 
 
 async def test_a_request_fault_is_retried_once_a_transient_one_fully() -> None:
     calls: list[type[Exception]] = []
 
     async def attempt(error: type[Exception]) -> None:
-        async for round_ in retrying(RetryPolicy(attempts=5, fault_attempts=2), no_sleep):
+        async for round_ in retrying(
+            RetryPolicy(attempts=5, fault_attempts=2), ManualClock().sleep
+        ):
             with round_:
                 calls.append(error)
                 raise error("boom")

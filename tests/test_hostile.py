@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from extractor import soap
+from extractor.clock import ManualClock
 from extractor.config import Credentials, Timeouts
 from extractor.errors import PauseTooLong, Redirected, ServiceFailing
 from extractor.jobs import runner
@@ -30,7 +31,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, job_of, no_sleep
+from tests.conftest import CREDS, job_of
 from tests.hostile import (
     SOAP_OPEN,
     HostileServer,
@@ -58,7 +59,7 @@ async def backfill(url: str, out: Path, **options: Any) -> dict[str, Any]:
         base_url=url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
-    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", rule)
         job = job_of(InvoiceJob, out=tmp_path, base_url=server.url, parse_workers=2, batch_size=100)
-        run = asyncio.create_task(runner.run(job, creds, stream=io.StringIO(), sleep=no_sleep))
+        run = asyncio.create_task(runner.run(job, creds, stream=io.StringIO(), clock=ManualClock()))
         try:
             await asyncio.wait_for(arrived.wait(), 60)
             # two parser processes, and multiprocessing's resource tracker
@@ -264,7 +265,7 @@ async def test_a_dead_ledger_costs_at_most_three_requests_per_window(
             job, service=dataclasses.replace(job.service, base_url=server.url)
         )
         with pytest.raises(ServiceFailing):
-            await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+            await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
     assert server.seen["GetTransactions"] <= 3 * 24
 
 

@@ -16,13 +16,14 @@ import pyarrow.dataset as ds
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from extractor.clock import ManualClock
 from extractor.errors import UsageError
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.destination import destination
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, job_of, no_sleep
+from tests.conftest import CREDS, job_of
 from tests.test_sync import assert_lake_equals_truth, sync
 
 BUCKET = "lake-test"
@@ -99,7 +100,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         max_requests_per_hour=0,
         batch_size=150,
     )
-    summary = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    summary = await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
     assert summary["status"] == "complete" and summary["output"] == out
     stored = [key for key in keys(s3, "plain/") if not key.endswith("/")]  # folder markers
     assert stored and all(key.endswith(".parquet") for key in stored), "no temporary key left"

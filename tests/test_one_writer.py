@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.errors import OutputLocked
 from extractor.jobs import runner
 from extractor.jobs.ledger import TransactionJob
@@ -19,7 +20,7 @@ from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.lock import LOCK_FILE, OutputLock
 from extractor.output.targets import Target
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
-from tests.conftest import CREDS, job_of, no_sleep
+from tests.conftest import CREDS, job_of
 from tests.hostile import HostileServer, held
 from tests.test_e2e import assert_matches_truth
 from tests.test_hostile import backfill
@@ -40,10 +41,10 @@ async def test_a_held_output_is_refused_before_any_request(
             TransactionJob, tmp_path, date_from=SINCE, date_to=SINCE, base_url=simulator.url
         )
         with pytest.raises(OutputLocked):
-            await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+            await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
         sync = job_of(SyncJob, Target.parse(str(tmp_path)), base_url=simulator.url)
         with pytest.raises(OutputLocked):
-            await run_sync(sync, CREDS, stream=io.StringIO(), sleep=no_sleep)
+            await run_sync(sync, CREDS, stream=io.StringIO(), clock=ManualClock())
     assert simulator.stats["requests"] == 0
     summary = await backfill(simulator.url, tmp_path)  # released: the run goes ahead
     assert summary["status"] == "complete"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import sysconfig
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,23 +42,30 @@ def raw(chunks: list[bytes], collector: str = "python") -> list[Any]:
     return raw_array(chunks, collector).to_pylist()
 
 
+def _compiler() -> str | None:
+    command = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(command) or shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.mark.skipif(_compiler() is None, reason="no C compiler: the pure-Python collector runs")
 def test_the_compiled_builders_are_built_and_in_use() -> None:
-    # make install builds them; should a machine lack a compiler, the pure-Python collector
-    # (tested below either way) takes over and this test says so
+    # make install builds them where a compiler exists; without one the pure-Python
+    # collector (tested below either way) takes over, as the Makefile allows
     assert parser.SPEEDUPS is not None, "extractor._speedups did not build: see .venv/speedups.log"
     columns = parser.struct_columns(schema.invoice_order(), orders.NAMESPACE)
     assert isinstance(columns, parser.SPEEDUPS.StructColumn)
     assert parser.SPEEDUPS.FREES_SUBTREES  # each record's nodes are freed as soon as read
 
 
-@pytest.mark.parametrize("collector", sorted(COLLECTORS))
-def test_both_collectors_read_the_same_values(collector: str) -> None:
+@pytest.mark.skipif(parser.SPEEDUPS is None, reason="the compiled collector is not built")
+def test_the_compiled_collector_reads_what_the_python_one_reads() -> None:
+    # the Python collector itself is held to the simulator's ground truth by the e2e tests
     from benchmarks.run import canned_response
 
     body, _ = canned_response(300)
-    assert raw([body], collector) == raw([body], "python")
-    assert raw([FIXTURE], collector) == raw([FIXTURE], "python")
-    assert raw_array([body], collector).type == arrow.raw_type(schema.invoice_order())
+    assert raw([body], "compiled") == raw([body], "python")
+    assert raw([FIXTURE], "compiled") == raw([FIXTURE], "python")
+    assert raw_array([body], "compiled").type == arrow.raw_type(schema.invoice_order())
 
 
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))
@@ -172,6 +181,16 @@ def test_hostile_doctypes_are_refused(prolog: bytes) -> None:
 def test_truncated_body_is_malformed_not_partial(cut: float) -> None:
     stream = orders.OrderSink(Selection(), [3, 7])
     stream.feed(FIXTURE[: int(len(FIXTURE) * cut)])
+    with pytest.raises(MalformedResponse):
+        stream.close()
+
+
+@pytest.mark.parametrize("cut", [b"&", b"&am", b"&amp", b"&#3"])
+def test_a_body_cut_inside_an_entity_reference_is_malformed_not_hostile(cut: bytes) -> None:
+    # a dropped connection can end a body anywhere, "&amp;" included; that is retried
+    at = FIXTURE.index(b"<w:CustomerName>") + len(b"<w:CustomerName>")
+    stream = orders.OrderSink(Selection(), [3, 7])
+    stream.feed(FIXTURE[:at] + cut)
     with pytest.raises(MalformedResponse):
         stream.close()
 

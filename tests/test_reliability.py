@@ -6,12 +6,14 @@ import errno
 import io
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.config import Timeouts
 from extractor.errors import HostileXml, OutputError
 from extractor.jobs import runner
@@ -20,7 +22,7 @@ from extractor.output.staging import TableWriter
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table
 from tests.helpers import credentials_env, killed_at
 from tests.test_e2e import assert_matches_truth
 
@@ -34,7 +36,7 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
         base_url=simulator.url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, **options},
     )
-    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 def no_leftovers(out: Path) -> None:
@@ -44,10 +46,13 @@ def no_leftovers(out: Path) -> None:
 
 
 async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_path: Path) -> None:
-    faults = FaultConfig(rate=0.1, seed=11, slow_seconds=3.0)
+    # a slow answer outlasts the attempt's timeout; an ordinary one, even on a loaded machine,
+    # does not (a request timed out by the client *and* faulted by the server would be one
+    # retry for two faults)
+    faults = FaultConfig(rate=0.1, seed=11, slow_seconds=8.0)
     simulator = await start_simulator(orders=5000, faults=faults, session_ttl_calls=7)
     summary = await backfill(
-        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=1.0)
+        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=5.0)
     )
     injected = sum(simulator.stats[f"fault:{kind}"] for kind in faults.kinds)
     assert injected >= 5 and simulator.stats["expired"] >= 5  # it was chaos
@@ -60,14 +65,16 @@ async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_p
 
 
 async def test_poison_ids_are_isolated_cheaply_and_reported(
-    start_simulator: Any, tmp_path: Path
+    in_memory: Callable[..., InMemory], tmp_path: Path
 ) -> None:
-    clean = await start_simulator(orders=5000)
-    await backfill(clean, tmp_path / "clean", concurrency=4)
-    poison = {clean.tenant.ids[1234], clean.tenant.ids[4321]}
-    simulator = await start_simulator(orders=5000, faults=FaultConfig(poison_ids=frozenset(poison)))
-    summary = await backfill(simulator, tmp_path / "run", concurrency=4)
-    extra = simulator.stats["GetInvoices"] - clean.stats["GetInvoices"]
+    options = {"base_url": MEMORY_URL, "concurrency": 4, "parse_workers": 0}
+    clean = in_memory(orders=5000)
+    await clean.run(job_of(InvoiceJob, out=tmp_path / "clean", **options))
+    poison = {clean.service.tenant.ids[1234], clean.service.tenant.ids[4321]}
+    memory = in_memory(orders=5000, faults=FaultConfig(poison_ids=frozenset(poison)))
+    summary = await memory.run(job_of(InvoiceJob, out=tmp_path / "run", **options))
+    simulator = memory.service
+    extra = simulator.stats["GetInvoices"] - clean.service.stats["GetInvoices"]
     assert extra <= 40, f"{extra} GetInvoices beyond the clean run"
     assert summary["status"] == "partial" and summary["failed_ids"] == 2
     assert summary["give_ups"] >= 4 and summary["splits"] >= 18  # two ids, ten levels each
@@ -80,36 +87,38 @@ async def test_poison_ids_are_isolated_cheaply_and_reported(
 
 
 async def test_quarantine_pauses_every_worker_until_it_ends(
-    start_simulator: Any, tmp_path: Path
+    in_memory: Callable[..., InMemory], tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=1500, faults=FaultConfig(budget=10_000))
-    simulator.budget.start_quarantine(2.0)  # another client of the account overdid it
-    stream = io.StringIO()
+    service = in_memory(orders=300, faults=FaultConfig(budget=10_000))
+    service.service.budget.start_quarantine(120.0)  # another client of the account overdid it
     job = job_of(
-        InvoiceJob,
-        out=tmp_path,
-        base_url=simulator.url,
-        batch_size=100,
-        concurrency=8,
+        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=20, concurrency=8,
         parse_workers=0,
-    )
-    summary = await runner.run(job, CREDS, stream=stream, sleep=no_sleep)
-    assert simulator.stats["during_quarantine"] <= 3
+    )  # fmt: skip
+    summary = await service.run(job)
+    assert service.service.stats["during_quarantine"] <= 3
     assert summary["status"] == "complete" and summary["quarantines"] >= 1
-    assert "paused until" in stream.getvalue() and "quarantined by the service" in stream.getvalue()
-    assert_matches_truth(simulator, tmp_path)
+    shown = service.stream.getvalue()
+    assert "paused until" in shown and "quarantined by the service" in shown
+    assert 120 <= service.clock.slept < 130  # sat out once, together: not once per worker
+    assert_matches_truth(service.service, tmp_path)
 
 
 async def test_service_budget_headers_keep_the_client_out_of_quarantine(
-    start_simulator: Any, tmp_path: Path
+    in_memory: Callable[..., InMemory], tmp_path: Path
 ) -> None:
-    # 25 requests per 2 s window: the run needs 32, so it must wait for a reset
-    faults = FaultConfig(budget=25, window=2.0, quarantine=30.0)
-    simulator = await start_simulator(orders=3000, faults=faults)
-    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8)
-    assert simulator.stats["faults"] == 0 and simulator.stats["during_quarantine"] == 0
-    assert summary["status"] == "complete"
-    assert_matches_truth(simulator, tmp_path)
+    # 25 requests per 10-minute window: the run needs 32, so it must wait for a reset
+    service = in_memory(orders=300, faults=FaultConfig(budget=25, window=600.0, quarantine=900))
+    job = job_of(
+        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=10, concurrency=8,
+        parse_workers=0, max_requests_per_hour=0,
+    )  # fmt: skip
+    summary = await service.run(job)
+    stats = service.service.stats
+    assert stats["faults"] == 0 and stats["during_quarantine"] == 0
+    assert summary["status"] == "complete" and stats["requests"] > 25
+    assert 600 <= service.clock.slept < 700  # one wait for the window's reset
+    assert_matches_truth(service.service, tmp_path)
 
 
 async def test_hostile_xml_stops_the_run_unexpanded(start_simulator: Any, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from extractor.checkpoints import KILL_AT
+from extractor.clock import ManualClock
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
@@ -26,7 +27,7 @@ from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, job_of, no_sleep
+from tests.conftest import CREDS, job_of
 
 SINCE = dt.date(2015, 1, 1)
 RUN_COLUMNS = ("_run_id", "_extracted_at", "_deleted_at")
@@ -36,7 +37,7 @@ async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str
     job = job_of(
         SyncJob, target, base_url=simulator.url, since=SINCE, max_requests_per_hour=0, **options
     )
-    return await run_sync(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await run_sync(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 def read_delta(target: Target, name: str) -> list[dict[str, Any]]:
@@ -111,12 +112,12 @@ async def test_backfill_churn_sync_churn_sync_equals_truth(
         out=tmp_path / "work-invoices", base_url=simulator.url, output=output,
         max_requests_per_hour=0,
     )  # fmt: skip
-    await runner.run(invoices, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    await runner.run(invoices, CREDS, stream=io.StringIO(), clock=ManualClock())
     ledger = job_of(TransactionJob, 
         out=tmp_path / "work-ledger", date_from=SINCE, date_to=dt.date.today(),
         date_field="changed", base_url=simulator.url, output=output, max_requests_per_hour=0,
     )  # fmt: skip
-    await runner.run(ledger, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    await runner.run(ledger, CREDS, stream=io.StringIO(), clock=ManualClock())
     assert_lake_equals_truth(simulator, target, marked=set())
 
     first = simulator.churn(Churn(changed=40, deleted=6, added=15), seed=1)

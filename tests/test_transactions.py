@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.config import RetryPolicy
 from extractor.errors import UsageError
 from extractor.jobs import runner
@@ -19,7 +20,7 @@ from extractor.jobs.ledger import TransactionJob, Window, cut
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.conftest import CREDS, job_of, read_table
 from tests.helpers import credentials_env, killed_at
 
 
@@ -29,7 +30,7 @@ async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, 
         **{"date_from": dt.date(2015, 1, 1), "date_to": dt.date(2026, 12, 31),
            "max_requests_per_hour": 0, **options},
     )  # fmt: skip
-    return await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 def assert_ledger_equals(simulator: Simulator, out: Path, params: dict[str, str]) -> None:

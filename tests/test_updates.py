@@ -13,12 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from extractor.clock import ManualClock
 from extractor.errors import UsageError
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.updates import UpdateJob, apply_updates, read_updates
 from extractor.simulator.server import Simulator
-from tests.conftest import CREDS, job_of, no_sleep, read_table
+from tests.conftest import CREDS, job_of, read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +104,7 @@ async def test_round_trip_update_then_extract(start_simulator: Any, tmp_path: Pa
         batch_size=7,
         max_requests_per_hour=0,
     )
-    outcomes = await apply_updates(job, updates, CREDS, sleep=no_sleep)
+    outcomes = await apply_updates(job, updates, CREDS, clock=ManualClock())
     assert [o["OrderId"] for o in outcomes] == [u["OrderId"] for u in updates]
     status = {o["OrderId"]: o["status"] for o in outcomes}
     assert all(status[i] == "updated" for i in good)
@@ -119,7 +120,7 @@ async def test_round_trip_update_then_extract(start_simulator: Any, tmp_path: Pa
         InvoiceJob, out=tmp_path / "out", base_url=simulator.url, changed_after=changed_after,
         invoice_properties=("InvoiceTitle",), max_requests_per_hour=0,
     )  # fmt: skip
-    summary = await runner.run(job, CREDS, stream=io.StringIO(), sleep=no_sleep)
+    summary = await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
     titles = {
         row["OrderId"]: row["InvoiceTitle"] for row in read_table(tmp_path / "out", "invoices")
     }

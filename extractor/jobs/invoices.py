@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from extractor import redact, soap
-from extractor.clock import now
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
@@ -153,10 +152,10 @@ class InvoiceWork:
         """The listed ids (a sync's, or a first backfill's), plus the ids the last run could
         not fetch; a retry of a backfill fetches only those, and keeps that run's as-of time."""
         if carried is not None and not self.job.sync:
-            as_of = carried.as_of or now().isoformat()
+            as_of = carried.as_of or run.clock.now().isoformat()
             ids = ids_of(carried.ids)
             return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
-        as_of = now().isoformat()
+        as_of = run.clock.now().isoformat()
         ids = await list_ids(run, self.job.changed_after, self.job.registered_after)
         if carried is None:
             return {"event": "plan", "ids": ids, "as_of": as_of}

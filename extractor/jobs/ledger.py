@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from extractor import arrow, redact, soap
-from extractor.clock import now
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.workers import Run
@@ -218,13 +217,13 @@ class LedgerWork:
         """The job's windows, plus the days the last run could not fetch; a retry of a
         backfill fetches those days only, and keeps that run's as-of time."""
         if carried is not None and not self.job.sync:
-            as_of = carried.as_of or now().isoformat()
+            as_of = carried.as_of or run.clock.now().isoformat()
             return {
                 "event": "plan", "windows": carried.windows, "as_of": as_of,
                 "retry_of": carried.run_id,
             }  # fmt: skip
         windows = [w.as_json() for w in self.job.plan()]
-        event = {"event": "plan", "windows": windows, "as_of": now().isoformat()}
+        event = {"event": "plan", "windows": windows, "as_of": run.clock.now().isoformat()}
         if carried is not None:
             event |= {"windows": windows + carried.windows, "retry_of": carried.run_id}
         return event

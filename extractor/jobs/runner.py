@@ -11,15 +11,14 @@ publishes (:class:`Job` and :class:`Work`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeVar
 
-from extractor.clock import new_run_id
+from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import OutputError
 from extractor.jobs.workers import Fetcher, Run, Unit, work_through
@@ -39,9 +38,8 @@ from extractor.runs.progress import Progress
 from extractor.runs.stats import RunStats
 from extractor.runs.summary import write_summary
 from extractor.service.health import Health
-from extractor.service.retry import Sleep
 from extractor.service.session import Session
-from extractor.service.transport import Transport
+from extractor.service.transport import Transport, Wire
 
 U = TypeVar("U", bound=Unit)
 #: Rounds of fetching again units whose staged files vanished, before the run gives up.
@@ -128,18 +126,27 @@ async def run(
     credentials: Credentials,
     *,
     stream: IO[str] | None = None,
-    sleep: Sleep = asyncio.sleep,
+    clock: Clock = SYSTEM,
+    wire: Wire | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``."""
+    """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``.
+    It reports on ``stream`` (stderr), tells time and waits by ``clock``, and reaches the
+    service over ``wire`` (HTTP to the job's base URL)."""
     job.check()
     # a sync holds its target's lock for all its parts
     with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
-        return await _locked(job, credentials, stream or sys.stderr, sleep)
+        return await _locked(job, credentials, _Surroundings(stream or sys.stderr, clock, wire))
 
 
-async def _locked(
-    job: Job[U], credentials: Credentials, stream: IO[str], sleep: Sleep
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Surroundings:
+    stream: IO[str]
+    clock: Clock
+    wire: Wire | None
+
+
+async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
+    stream = given.stream
     fingerprint = job.fingerprint()
     # a sync lists what changed and adds what its last run could not fetch; a backfill that
     # finished partial fetches again exactly what it could not fetch
@@ -152,9 +159,9 @@ async def _locked(
     if carried is not None:
         stream.write(job.retrying(carried) + "\n")
     _make(job.out)
-    journal = Journal.open(job.out, new_run_id(), fingerprint)
+    journal = Journal.open(job.out, new_run_id(given.clock), fingerprint)
     try:
-        summary = await _journaled(job, credentials, journal, stream, sleep, carried)
+        summary = await _journaled(job, credentials, journal, given, carried)
     finally:
         journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
@@ -165,15 +172,14 @@ async def _journaled(
     job: Job[U],
     credentials: Credentials,
     journal: Journal,
-    stream: IO[str],
-    sleep: Sleep,
+    given: _Surroundings,
     carried: Carried | None,
 ) -> dict[str, Any]:
     state = journal.state
-    stats = RunStats(state.run_id)
+    stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
-    transport = Transport.for_run(job.service)
-    progress = Progress(stats, stream, limiter=transport.limiter)
+    transport = Transport.for_run(job.service, given.clock, given.wire)
+    progress = Progress(stats, given.stream, limiter=transport.limiter)
     try:
         if state.starts > 1:
             removed = sum(writer.prune(set(state.staged)) for writer in work.writers)
@@ -181,10 +187,10 @@ async def _journaled(
                 f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
                 f"{removed} unfinished files removed"
             )
-        session = Session(transport, credentials, sleep)
+        session = Session(transport, credentials)
         await session.login()
         health = Health.for_workers(job.service.concurrency)
-        connected = Run(job.service, session, stats, sleep, health)
+        connected = Run(job.service, session, stats, given.clock, health)
         if not state.published:
             await _fetch_and_publish(work, connected, journal, progress, carried)
         stats.requests, stats.relogins = session.requests, session.logins - 1
@@ -217,15 +223,15 @@ async def _fetch_and_publish(
         remaining = work.remaining(state, prefix)
         progress.say(work.planned(state, remaining))
         progress.start()
-        started = time.monotonic()
+        started = run.clock.monotonic()
         await fetch(remaining)
         await until_all_staged(journal, work.writers, refetch, progress.say)
-        stats.fetch_seconds = round(time.monotonic() - started, 3)
-    started = time.monotonic()
+        stats.fetch_seconds = round(run.clock.monotonic() - started, 3)
+    started = run.clock.monotonic()
     stats.written = await work.publish(run, state)
     stats.files = stats.written.get("files", 0)
     journal.append({"event": "published", "written": stats.written})
-    stats.publish_seconds = round(time.monotonic() - started, 3)
+    stats.publish_seconds = round(run.clock.monotonic() - started, 3)
 
 
 async def until_all_staged(

@@ -15,7 +15,6 @@ was committed after all, or the options changed) is discarded, which only costs 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
 import sys
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from extractor.clock import now
+from extractor.clock import SYSTEM, Clock
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
@@ -35,7 +34,7 @@ from extractor.output.staging import Output
 from extractor.output.targets import Target
 from extractor.runs.journal import replay, unfinished
 from extractor.runs.summary import counted
-from extractor.service.retry import Sleep
+from extractor.service.transport import Wire
 
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
 LEDGER_TABLES: Final = ("transactions",)
@@ -67,17 +66,19 @@ async def run_sync(
     credentials: Credentials,
     *,
     stream: IO[str] | None = None,
-    sleep: Sleep = asyncio.sleep,
+    clock: Clock = SYSTEM,
+    wire: Wire | None = None,
 ) -> dict[str, Any]:
-    """One sync; its summary (each part's also under the work directory's ``_runs/``)."""
+    """One sync; its summary (each part's also under the work directory's ``_runs/``).
+    ``stream``, ``clock`` and ``wire`` as for :func:`~extractor.jobs.runner.run`."""
     if job.overlap < dt.timedelta(0):
         raise InvalidOption("{overlap} must not be negative")
     with target_lock(job.target, job.work_dir, "sync"):
-        return await _sync_locked(job, credentials, stream or sys.stderr, sleep)
+        return await _sync_locked(job, credentials, stream or sys.stderr, clock, wire)
 
 
 async def _sync_locked(
-    job: SyncJob, credentials: Credentials, stream: IO[str], sleep: Sleep
+    job: SyncJob, credentials: Credentials, stream: IO[str], clock: Clock, wire: Wire | None
 ) -> dict[str, Any]:
     lake = Lake(job.target)
     output = DeltaOutput(job.target)
@@ -85,12 +86,14 @@ async def _sync_locked(
     invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
     _discard_stale(invoice_job.out, invoice_job.fingerprint(), stream)
     stream.write(_plan("invoices", invoice_job.changed_after))
-    summary["invoices"] = await run(invoice_job, credentials, stream=stream, sleep=sleep)
+    summary["invoices"] = await run(invoice_job, credentials, stream=stream, clock=clock, wire=wire)
     if job.ledger:
-        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES))
+        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), clock.now().date())
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), stream)
         stream.write(_plan("ledger lines", ledger_job.date_from))
-        summary["transactions"] = await run(ledger_job, credentials, stream=stream, sleep=sleep)
+        summary["transactions"] = await run(
+            ledger_job, credentials, stream=stream, clock=clock, wire=wire
+        )
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
@@ -112,11 +115,13 @@ def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) ->
     )  # fmt: skip
 
 
-def _ledger_job(job: SyncJob, output: Output, watermark: dt.datetime | None) -> TransactionJob:
+def _ledger_job(
+    job: SyncJob, output: Output, watermark: dt.datetime | None, today: dt.date
+) -> TransactionJob:
     start = job.since if watermark is None else (watermark - job.overlap).date()
     return TransactionJob(
         out=job.work / "sync-transactions", date_from=start,
-        date_to=max(now().date(), start), service=job.service, date_field="changed",
+        date_to=max(today, start), service=job.service, date_field="changed",
         window="month", output=output, until_now=True, sync=True,
     )  # fmt: skip
 

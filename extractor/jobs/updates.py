@@ -12,7 +12,6 @@ In CSV, where a cell cannot be null, an empty cell leaves the property as it is.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import sys
@@ -26,15 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extractor import redact, schema, soap
+from extractor.clock import SYSTEM, Clock
 from extractor.config import Credentials, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption, OutputError
 from extractor.jobs.workers import Run, work_through
 from extractor.parser import RecordStream, StructReader
 from extractor.runs.stats import RunStats
 from extractor.service.health import Health
-from extractor.service.retry import Sleep
 from extractor.service.session import Session
-from extractor.service.transport import Transport
+from extractor.service.transport import Transport, Wire
 
 UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 COLUMNS: Final = ("OrderId", *UPDATABLE)
@@ -193,18 +192,20 @@ async def apply_updates(
     updates: Sequence[Update],
     credentials: Credentials,
     *,
-    sleep: Sleep = asyncio.sleep,
     log: OutcomeLog | None = None,
+    clock: Clock = SYSTEM,
+    wire: Wire | None = None,
 ) -> list[dict[str, Any]]:
     """Send every update; each order's outcome (``updated``, ``refused``, ``failed``), also
-    appended to ``log`` batch by batch as they arrive."""
-    transport = Transport.for_run(job.service)
+    appended to ``log`` batch by batch as they arrive (``clock`` and ``wire`` as for
+    :func:`~extractor.jobs.runner.run`)."""
+    transport = Transport.for_run(job.service, clock, wire)
     sender = _Sender(log)
     try:
-        session = Session(transport, credentials, sleep)
+        session = Session(transport, credentials)
         await session.login()
         health = Health.for_workers(job.service.concurrency)
-        run = Run(job.service, session, RunStats("updates"), sleep, health)
+        run = Run(job.service, session, RunStats("updates", clock=clock), clock, health)
         batches = (
             UpdateBatch(f"{at:08d}", updates[at : at + job.batch_size])
             for at in range(0, len(updates), job.batch_size)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
 from extractor import soap
+from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
 from extractor.errors import ExtractorError, Quarantined, SplitsBatch
 from extractor.runs.stats import RunStats
 from extractor.service.health import Health, same_failure
-from extractor.service.retry import Sleep, persistently
+from extractor.service.retry import persistently
 from extractor.service.session import Session
 from extractor.service.transport import Sink
 
@@ -64,12 +65,12 @@ class Fetcher(Protocol[U_contra]):
 @dataclass
 class Run:
     """What every worker of one run shares: the session, its counters, its judgement of the
-    service and the injected sleep."""
+    service and the run's clock."""
 
     service: ServiceConfig
     session: Session
     stats: RunStats
-    sleep: Sleep
+    clock: Clock
     health: Health
 
     async def call(
@@ -90,7 +91,9 @@ class Run:
             call = self.session.call(operation, params, sink)
             return await (call if batch is None else observed(self.health, batch, call))
 
-        stream = await persistently(attempt, policy or self.service.retry, self.sleep, count_retry)
+        stream = await persistently(
+            attempt, policy or self.service.retry, self.clock.sleep, count_retry
+        )
         self.stats.bytes_received += stream.bytes_fed
         return stream
 

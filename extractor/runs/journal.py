@@ -242,11 +242,16 @@ def replay(path: Path) -> RunState:
 
 
 def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
-    """The summaries of the finished runs in ``out``."""
+    """The summaries of the finished runs in ``out``, in the order they finished (two runs
+    can begin in the same second, so their ids alone do not tell)."""
     folder = out / RUNS_DIR
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else ():
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
-            yield orjson.loads(path.read_bytes())
+            summary = orjson.loads(path.read_bytes())
+            found.append((str(summary.get("finished_at", "")), path.stat().st_mtime_ns, summary))
+    found.sort(key=lambda entry: entry[:2])
+    yield from (summary for *_, summary in found)
 
 
 def finished_job(

@@ -48,6 +48,7 @@ class Progress:
 
     async def _run(self) -> None:
         while True:
+            # a refresh rate on real time; what the line shows is on the run's clock
             await asyncio.sleep(self.interval)
             paused = self._limiter.paused_until if self._limiter is not None else None
             line = self.stats.line(paused)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import time
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from extractor.clock import SYSTEM, Clock
 from extractor.service.limiter import format_when
+
+#: What the summary leaves out: the clock, and what it names by the job's own words.
+_INTERNAL = frozenset({"clock", "started", "total", "done", "fetched", "counts"})
 
 
 @dataclass
@@ -34,12 +37,17 @@ class RunStats:
     written: dict[str, int] = field(default_factory=dict)  # what the output wrote
     fetch_seconds: float = 0.0
     publish_seconds: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    clock: Clock = field(default=SYSTEM, repr=False, compare=False)
+    started: float = 0.0  # on the clock's monotonic time
+    started_at: str = ""
+
+    def __post_init__(self) -> None:
+        self.started = self.clock.monotonic()
+        self.started_at = self.clock.now().isoformat()
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock.monotonic() - self.started
 
     def rates(self) -> tuple[float, float]:
         """Records per second and MB per second so far."""
@@ -64,9 +72,11 @@ class RunStats:
         (``invoices``, ``ids_total``, ``invoices_per_second``; ``transactions``,
         ``days_total``, ...)."""
         per_second, mb_per_second = self.rates()
-        data = asdict(self)
-        for internal in ("started", "total", "done", "fetched", "counts"):
-            data.pop(internal)
+        data = {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in _INTERNAL
+        }
         data.update(self.counts)
         data.update(
             {
@@ -77,7 +87,7 @@ class RunStats:
             },
             status=status,
             output=str(out),
-            finished_at=dt.datetime.now(dt.UTC).isoformat(),
+            finished_at=self.clock.now().isoformat(),
             seconds=round(self.seconds, 3),
             mb_per_second=round(mb_per_second, 2),
         )

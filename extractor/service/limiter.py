@@ -6,21 +6,19 @@
   quarantine.
 - ``Retry-After`` and the quarantine fault pause every worker until the time they name.
 
-Clock and sleep are injected, so tests run without waiting.
+The clock is injected (:mod:`extractor.clock`), so tests run without waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from extractor.clock import SYSTEM, Clock
 from extractor.errors import PauseTooLong
 
-Sleep = Callable[[float], Awaitable[None]]
 #: Seconds added to a reset or quarantine end: the service's clock is not ours.
 MARGIN: Final = 1.0
 
@@ -42,14 +40,12 @@ class RateLimiter:
     def __init__(
         self,
         limits: Limits = DEFAULT_LIMITS,
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Sleep = asyncio.sleep,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.limits = limits
-        self._clock, self._sleep = clock, sleep
+        self.clock = clock
         self._tokens = float(limits.burst)
-        self._filled_at = clock()
+        self._filled_at = clock.time()
         self._paused_until = 0.0
         self.pause_reason = ""
         self.quarantines = 0  # quarantine faults met
@@ -59,18 +55,18 @@ class RateLimiter:
     @property
     def paused_until(self) -> float | None:
         """When the current pause ends (wall-clock seconds), or None when not paused."""
-        return self._paused_until if self._paused_until > self._clock() else None
+        return self._paused_until if self._paused_until > self.clock.time() else None
 
     async def acquire(self) -> None:
         while (wait := self._wait()) > 0:
-            await self._sleep(wait)
+            await self.clock.sleep(wait)
         if self.limits.per_hour:
             self._tokens -= 1
 
     def pause_until(self, until: float, reason: str) -> None:
         """Hold every request until ``until`` (wall-clock seconds) plus a margin; PauseTooLong
         when that is further away than ``max_pause``."""
-        if until - self._clock() > self.limits.max_pause:
+        if until - self.clock.time() > self.limits.max_pause:
             raise PauseTooLong(
                 f"the service asked to pause until {format_when(until)} ({reason}), longer "
                 f"than {{max_pause}} {self.limits.max_pause:g} s; stopped: run the same command "
@@ -78,7 +74,7 @@ class RateLimiter:
             )
         until += MARGIN
         if until > self._paused_until:
-            starts = self._paused_until <= self._clock()
+            starts = self._paused_until <= self.clock.time()
             self._paused_until, self.pause_reason = until, reason
             if starts:
                 self.on_pause(until, reason)
@@ -89,7 +85,7 @@ class RateLimiter:
             self.pause_until(reset.timestamp(), f"service budget: {remaining} requests left")
 
     def _wait(self) -> float:
-        now = self._clock()
+        now = self.clock.time()
         wait = self._paused_until - now
         per_hour = self.limits.per_hour
         if per_hour:

@@ -18,7 +18,7 @@ from extractor.errors import (
     TransportError,
 )
 from extractor.parser import RecordStream
-from extractor.service.retry import Sleep, persistently
+from extractor.service.retry import persistently
 from extractor.service.transport import Sink, Transport
 
 S = TypeVar("S", bound=Sink)
@@ -34,11 +34,10 @@ class Session:
         self,
         transport: Transport,
         credentials: Credentials,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._transport = transport
         self._credentials = credentials
-        self._sleep = sleep
+        self._sleep = transport.clock.sleep
         self._session_id: str | None = None
         self._lock = asyncio.Lock()
         self.logins = 0

@@ -1,39 +1,72 @@
-"""The only module that talks to aiohttp: POST an envelope, stream the body into a parser.
+"""POST an envelope, stream the body into a parser: the extractor's one way to the service.
 
-aiohttp's exceptions are translated here into the :mod:`extractor.errors` tree.
+:class:`Transport` builds the request, waits for the rate limiter, reads the service's budget
+headers and pauses, refuses redirects and oversized bodies, and feeds the body to a
+:class:`Sink` as it arrives. What carries the bytes is a :class:`Wire`, a one-method seam:
+:class:`~extractor.service.http.HttpWire` over the network, or the simulator itself in memory
+(:mod:`extractor.simulator.memory`), so that retry, quarantine, budget and split tests run
+without a socket.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Protocol
 
-import aiohttp
-
-from extractor.config import DEFAULT_TIMEOUTS, ServiceConfig, Timeouts
+from extractor.clock import SYSTEM, Clock
+from extractor.config import ServiceConfig
 from extractor.errors import (
     InvalidOption,
-    MalformedResponse,
     Quarantined,
     Redirected,
-    RequestTimeout,
     ResponseTooLarge,
     TransientError,
-    TransportError,
 )
+from extractor.service.http import HttpWire
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
 MAX_FAULT_BODY: Final = 1024 * 1024
-#: Decoded bytes of one body (aiohttp hands the sink decompressed chunks). A 1000-order
+#: Decoded bytes of one body (the wire hands the sink decompressed chunks). A 1000-order
 #: GetInvoices with every property is ~7 MB; 35 times that is not an answer (an endless
 #: body, a gzip bomb): aborted, and the batch split.
 MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
+#: How long a quarantine lasts when the fault does not say when it ends.
+UNNAMED_QUARANTINE: Final = 60.0
+
+
+class Reply(Protocol):
+    """One answer: its status, its headers (looked up by name in any case), its body."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The body, decoded, as it arrives."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """At most ``limit`` bytes of the body."""
+        ...
+
+
+class Wire(Protocol):
+    """What carries a request to the service and its reply back."""
+
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], name: str
+    ) -> AbstractAsyncContextManager[Reply]:
+        """POST ``body``; the reply, open while the context lasts. Failures to reach the
+        service are raised as :class:`~extractor.errors.TransportError` (``name``: the
+        operation, for messages)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Sink(Protocol):
@@ -54,40 +87,32 @@ class Sink(Protocol):
 
 
 class Transport:
-    """One shared aiohttp session for every request of a run."""
+    """Every request of a run goes through one transport, its limiter and its wire."""
 
     def __init__(
         self,
         base_url: str,
         version: SoapVersion,
         *,
-        concurrency: int = 8,
-        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        wire: Wire | None = None,
         limiter: RateLimiter | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        verify_tls: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidOption(f"{{base_url}} {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.limiter = limiter or RateLimiter(Limits(per_hour=0))
+        self.wire: Wire = wire or HttpWire()
         self._max_bytes = max_response_bytes
-        self._timeout = aiohttp.ClientTimeout(total=timeouts.attempt, connect=timeouts.connect)
-        # ssl=True verifies certificates against the system store; False only on --insecure
-        self._connector = aiohttp.TCPConnector(limit=concurrency + 2, ssl=verify_tls)
-        self._http = aiohttp.ClientSession(
-            connector=self._connector,
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),  # the session cookie is sent explicitly
-            auto_decompress=True,
-        )
 
     @classmethod
-    def for_run(cls, service: ServiceConfig) -> Transport:
+    def for_run(
+        cls, service: ServiceConfig, clock: Clock = SYSTEM, wire: Wire | None = None
+    ) -> Transport:
         """A run's transport, with its rate limiter (pausing when fewer requests remain than
-        can be in flight) and TLS verified unless ``insecure``. The limiter keeps real time
-        even when tests inject a retry ``sleep``: a budget is a matter of the wall clock."""
+        can be in flight) on ``clock``, over ``wire`` or else HTTP with TLS verified unless
+        ``insecure``."""
         limits = Limits(
             per_hour=service.max_requests_per_hour,
             reserve=max(8, service.concurrency),
@@ -96,14 +121,22 @@ class Transport:
         return cls(
             service.base_url,
             SOAP_VERSIONS[service.soap_version],
-            concurrency=service.concurrency,
-            timeouts=service.timeouts,
-            limiter=RateLimiter(limits),
-            verify_tls=not service.insecure,
+            wire=wire
+            or HttpWire(
+                concurrency=service.concurrency,
+                timeouts=service.timeouts,
+                verify_tls=not service.insecure,
+            ),
+            limiter=RateLimiter(limits, clock),
         )
 
+    @property
+    def clock(self) -> Clock:
+        """The run's clock, which its limiter keeps."""
+        return self.limiter.clock
+
     async def close(self) -> None:
-        await self._http.close()
+        await self.wire.close()
 
     async def call(
         self,
@@ -120,38 +153,21 @@ class Transport:
         url = self.base_url + operation.path
         await self.limiter.acquire()
         try:
-            await self._post(url, body, headers, sink, operation.name)
+            async with self.wire.post(url, body, headers, operation.name) as reply:
+                self._observe(reply)
+                await self._receive(reply, sink, operation.name)
         except BaseException:
             sink.abort()  # whatever went wrong, this attempt's data is void
             raise
 
-    async def _post(
-        self, url: str, body: bytes, headers: dict[str, str], sink: Sink, name: str
-    ) -> None:
-        try:
-            # never follow a redirect: it would carry the Login envelope (the password) elsewhere
-            async with self._http.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                self._observe(response)
-                await self._receive(response, sink, name)
-        except TimeoutError:  # asyncio.TimeoutError is TimeoutError since 3.11
-            raise RequestTimeout(f"{name}: no complete response in time") from None
-        except aiohttp.InvalidURL:
-            raise InvalidOption(f"{{base_url}} {self.base_url!r} is not a valid URL") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise MalformedResponse(f"{name}: response body cut off ({exc})") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{name}: {_describe(exc)}") from None
-
-    async def _receive(self, response: aiohttp.ClientResponse, sink: Sink, name: str) -> None:
-        if 300 <= response.status < 400:
-            raise _redirected(response, name)
-        if response.status != 200:
-            body = await response.content.read(MAX_FAULT_BODY)
-            raise self._pausing(fault_error(body, response.status), response)
+    async def _receive(self, reply: Reply, sink: Sink, name: str) -> None:
+        if 300 <= reply.status < 400:
+            raise _redirected(reply, name, self.base_url)
+        if reply.status != 200:
+            body = await reply.read(MAX_FAULT_BODY)
+            raise self._pausing(fault_error(body, reply.status), reply)
         received = 0
-        async for chunk in response.content.iter_chunked(READ_CHUNK):
+        async for chunk in reply.chunks(READ_CHUNK):
             received += len(chunk)
             if received > self._max_bytes:
                 raise ResponseTooLarge(
@@ -161,35 +177,38 @@ class Transport:
             await sink.room()
         await sink.finish()
 
-    def _observe(self, response: aiohttp.ClientResponse) -> None:
+    def _observe(self, reply: Reply) -> None:
         """Pace every worker by the service's own rate-limit headers."""
-        remaining = response.headers.get("APILimitRemaining", "")
-        reset = _when(response.headers.get("APILimitReset", ""))
+        remaining = reply.headers.get("APILimitRemaining", "")
+        reset = _when(reply.headers.get("APILimitReset", ""))
         if remaining.strip().isdigit():
             self.limiter.observe(int(remaining), reset)
 
-    def _pausing(self, error: BaseException, response: aiohttp.ClientResponse) -> BaseException:
+    def _pausing(self, error: BaseException, reply: Reply) -> BaseException:
         """Make every worker wait when the service says so (quarantine, Retry-After)."""
+        now = self.limiter.clock.time()
         if isinstance(error, Quarantined):
             self.limiter.quarantines += 1
-            self.limiter.pause_until(error.until, "quarantined by the service")
+            until = error.until if error.until is not None else now + UNNAMED_QUARANTINE
+            self.limiter.pause_until(until, "quarantined by the service")
         elif isinstance(error, TransientError):
-            delay = _retry_after(response.headers.get("Retry-After", ""))
+            delay = _retry_after(reply.headers.get("Retry-After", ""), now)
             if delay is not None:
                 self.limiter.pause_until(
-                    time.time() + delay,
-                    f"HTTP {response.status} with Retry-After {delay:,.0f} s"
+                    now + delay,
+                    f"HTTP {reply.status} with Retry-After {delay:,.0f} s"
                     if delay >= 10
-                    else f"HTTP {response.status} with Retry-After {delay:g} s",
+                    else f"HTTP {reply.status} with Retry-After {delay:g} s",
                 )
         return error
 
 
-def _redirected(response: aiohttp.ClientResponse, name: str) -> Redirected:
-    location = response.headers.get("Location", "")
-    host = urllib.parse.urlsplit(location).netloc or response.url.host or "the same host"
+def _redirected(reply: Reply, name: str, base_url: str) -> Redirected:
+    location = reply.headers.get("Location", "")
+    host = urllib.parse.urlsplit(location).netloc or urllib.parse.urlsplit(base_url).hostname
+    host = host or "the same host"
     return Redirected(
-        f"{name}: the service answered HTTP {response.status}, redirecting to {host}; "
+        f"{name}: the service answered HTTP {reply.status}, redirecting to {host}; "
         "requests never follow redirects (credentials go to {base_url} only): "
         "point {base_url} at the service itself"
     )
@@ -204,20 +223,14 @@ def _when(text: str) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _retry_after(text: str) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date."""
+def _retry_after(text: str, now: float) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date (``now``: wall-clock)."""
     text = text.strip()
     if not text:
         return None
     if text.replace(".", "", 1).isdigit():
         return float(text)
     try:
-        return max(email.utils.parsedate_to_datetime(text).timestamp() - time.time(), 0.0)
+        return max(email.utils.parsedate_to_datetime(text).timestamp() - now, 0.0)
     except (TypeError, ValueError):
         return None
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
-    return str(exc) or type(exc).__name__

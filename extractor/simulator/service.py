@@ -1,0 +1,426 @@
+"""The simulated 24SevenOffice service: requests in, answers out, with no network.
+
+:class:`SimulatedService` answers a :class:`Request` (a path, headers, a body, cookies) with a
+:class:`Reply` (a status, headers, the body in parts, and how to break it) as the live service
+would, faults and limits included. ``server.py`` puts it behind a real aiohttp server;
+``memory.py`` hands it to the extractor's transport without a socket. Its clock is injected
+(:mod:`extractor.clock`): a manual clock shared with the client makes quarantines and budget
+windows pass in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from lxml import etree
+
+from extractor import schema, soap
+from extractor.clock import SYSTEM, Clock
+from extractor.simulator import ledger
+from extractor.simulator.faults import (
+    HOSTILE_BODY,
+    NO_FAULTS,
+    POISON_FAULT,
+    TIMEOUT_FAULT,
+    Budget,
+    FaultConfig,
+    FaultPlan,
+)
+from extractor.simulator.ledger import Ledger
+from extractor.simulator.render import Renderer
+from extractor.simulator.tenant import Churn, ChurnReport, Tenant
+
+DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
+DEMO_USERNAME: Final = "demo@example.no"
+DEMO_PASSWORD: Final = "simulator-demo"
+SESSION_COOKIE: Final = "ASP.NET_SessionId"
+NOT_AUTHENTICATED: Final = "Session is not authenticated"
+#: What UpdateInvoices may change, as the live service says.
+UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
+#: The operations faults are injected into (never Login).
+DATA_OPERATIONS: Final = frozenset(
+    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
+)
+SERVICES: Final = {
+    soap.AUTH_PATH: "authService",
+    soap.INVOICE_PATH: "invoiceService",
+    soap.TRANSACTION_PATH: "transactionService",
+}
+
+_PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the simulated service holds and how it behaves."""
+
+    orders: int = 50_000
+    seed: int = 7
+    application_id: str = DEMO_APPLICATION_ID
+    username: str = DEMO_USERNAME
+    password: str = field(default=DEMO_PASSWORD, repr=False)
+    latency: float = 0.0
+    latency_per_1000: float = 0.0
+    session_ttl_calls: int = 0
+    max_ids: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 0
+    faults: FaultConfig = NO_FAULTS
+
+
+DEFAULT_SIMULATOR: Final = SimulatorConfig()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One POST as the service sees it; ``headers`` keyed in lower case."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    cookies: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: str, headers: Mapping[str, str], body: bytes) -> Request:
+        """From the headers a client sends (its ``Cookie`` header read into ``cookies``)."""
+        lower = {name.lower(): value for name, value in headers.items()}
+        cookies = dict(
+            part.strip().split("=", 1) for part in lower.get("cookie", "").split(";") if "=" in part
+        )
+        return cls(path, lower, body, cookies)
+
+
+@dataclass
+class Reply:
+    """The answer: ``parts`` of the body; ``cut`` breaks it halfway ("reset": the connection
+    drops; "truncate": the message ends early)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    parts: Iterable[bytes] = ()
+    cut: str | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+
+
+class Fault(Exception):
+    """Answer the request with a SOAP fault (HTTP 500)."""
+
+
+@dataclass
+class _Call:
+    version: soap.SoapVersion
+    operation: str
+    params: etree._Element
+    request: Request
+    headers: dict[str, str] = field(default_factory=dict)  # on every response
+    cut: str | None = None
+
+
+Handler = Callable[[_Call], Awaitable[Reply]]
+
+
+class SimulatedService:
+    """The tenant's orders and ledger behind the live service's operations."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig = DEFAULT_SIMULATOR,
+        tenant: Tenant | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.tenant = tenant or Tenant(config.orders, config.seed)
+        self.stats: Counter[str] = Counter()
+        self.budget = Budget(config.faults, clock.time)
+        self._plan = FaultPlan(config.faults)
+        self._sessions: dict[str, int] = {}
+        self._logins = 0
+        self._renderer = Renderer(self.tenant)
+        self._ledger: Ledger | None = None
+        self._handlers: dict[str, dict[str, Handler]] = {
+            soap.AUTH_PATH: {"Login": self._login, "HasSession": self._has_session},
+            soap.INVOICE_PATH: {
+                "GetOrderSyncList": self._authenticated(self._sync_list),
+                "GetInvoices": self._authenticated(self._get_invoices),
+                "UpdateInvoices": self._authenticated(self._update_invoices),
+            },
+            soap.TRANSACTION_PATH: {
+                "GetTransactions": self._authenticated(self._get_transactions),
+            },
+        }
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
+
+    def render_order(
+        self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
+    ) -> str:
+        """One ``InvoiceOrder`` element exactly as GetInvoices sends it."""
+        return self._renderer.order(order_id, props, row_props)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The tenant's general ledger, built on first use."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.tenant, self.config.seed)
+        return self._ledger
+
+    def churn(self, changes: Churn, seed: int = 0) -> ChurnReport:
+        """Change, delete and add orders now (:meth:`Tenant.churn`), and settle the open
+        invoices of the changed orders in the ledger; what changed, also in ``stats``."""
+        ledger_ = self.ledger  # built from the tenant as it was, before it changes
+        when = self._now().replace(microsecond=0)
+        report = self.tenant.churn(random.Random(f"churn:{self.config.seed}:{seed}"), changes, when)
+        self.stats["ledger_lines_posted"] += ledger_.settle(report.changed, when)
+        for name in ("changed", "deleted", "added"):
+            self.stats[f"orders_{name}"] += len(getattr(report, name))
+        return report
+
+    def churn_json(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}``."""
+        try:
+            changes = Churn(*(int(body.get(name, 0)) for name in ("changed", "deleted", "added")))
+            report = self.churn(changes, int(body.get("seed", 0)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return 400, {"error": f"bad churn request: {exc}"}
+        return 200, dataclasses.asdict(report)
+
+    def expire_sessions(self) -> None:
+        """Forget every session, as the live service does after a while."""
+        self._sessions.clear()
+
+    async def answer(self, request: Request) -> Reply:
+        """The reply to one request, as the live service gives it."""
+        version = (
+            soap.SOAP12 if "soap+xml" in request.headers.get("content-type", "") else soap.SOAP11
+        )
+        blocked, headers = self.budget.admit()
+        self.stats["requests"] += 1
+        try:
+            call = self._parse(request, version)
+            call.headers = headers
+            handler = self._handlers.get(request.path, {}).get(call.operation)
+            if handler is None:
+                raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
+            self.stats[call.operation] += 1
+            if blocked is not None:
+                self.stats["during_quarantine"] = self.budget.arrived_in_quarantine
+                raise Fault(blocked)
+            if self.config.latency:
+                await self.clock.sleep(self.config.latency)
+            if call.operation in DATA_OPERATIONS:
+                misbehaved = await self._misbehave(call)
+                if misbehaved is not None:
+                    return misbehaved
+            return await handler(call)
+        except Fault as fault:
+            self.stats["faults"] += 1
+            return _fault(version, str(fault), headers)
+
+    async def _misbehave(self, call: _Call) -> Reply | None:
+        """The injected fault's reply, or None to answer (``call.cut`` may break it)."""
+        if self.config.faults.hostile:
+            self.stats["fault:hostile"] += 1
+            return Reply(200, {"Content-Type": "text/xml"} | call.headers, [HOSTILE_BODY])
+        kind = self._plan.draw()
+        if kind is None:
+            return None
+        self.stats[f"fault:{kind}"] += 1
+        if kind == "http500":
+            return _text(500, "Internal Server Error", call.headers)
+        if kind == "throttle":
+            retry = {"Retry-After": str(self.config.faults.retry_after)}
+            return _text(429, "Too Many Requests", call.headers | retry)
+        if kind == "timeout-fault":
+            raise Fault(TIMEOUT_FAULT)
+        if kind == "slow":
+            await self.clock.sleep(self.config.faults.slow_seconds)
+        else:
+            call.cut = kind
+        return None
+
+    def _parse(self, request: Request, version: soap.SoapVersion) -> _Call:
+        try:
+            root = etree.fromstring(request.body, _PARSER)
+        except etree.XMLSyntaxError as exc:
+            raise Fault(f"Server was unable to read request. ---> {exc}") from None
+        body = root.find(f"{{{version.namespace}}}Body")
+        if body is None or len(body) == 0:
+            raise Fault("Server was unable to read request. ---> no SOAP Body")
+        element = body[0]
+        operation = etree.QName(element).localname
+        service = schema.service(SERVICES.get(request.path, "invoiceService"))
+        action = service.actions.get(operation, "")
+        sent = _sent_action(request, version)
+        if sent is not None and sent != action:
+            raise Fault(f"Server did not recognize the value of HTTP Header SOAPAction: {sent}.")
+        return _Call(version, operation, element, request)
+
+    def _authenticated(self, handler: Handler) -> Handler:
+        async def checked(call: _Call) -> Reply:
+            token = call.request.cookies.get(SESSION_COOKIE, "")
+            if token not in self._sessions:
+                self.stats["unauthenticated"] += 1
+                raise Fault(NOT_AUTHENTICATED)
+            self._sessions[token] += 1
+            ttl = self.config.session_ttl_calls
+            if ttl and self._sessions[token] > ttl:
+                del self._sessions[token]
+                self.stats["expired"] += 1
+                raise Fault(NOT_AUTHENTICATED)
+            return await handler(call)
+
+        return checked
+
+    async def _login(self, call: _Call) -> Reply:
+        given = {etree.QName(e).localname: (e.text or "") for e in call.params.iter()}
+        expected = (self.config.application_id, self.config.username, self.config.password)
+        token = ""
+        if (given.get("ApplicationId"), given.get("Username"), given.get("Password")) == expected:
+            self._logins += 1
+            token = hashlib.sha1(f"{self.config.seed}:{self._logins}".encode()).hexdigest()[:24]
+            self._sessions[token] = 0
+        reply = _reply(call, "Login", [f"<LoginResult>{token}</LoginResult>".encode()])
+        if token:
+            reply.cookies[SESSION_COOKIE] = token
+        return reply
+
+    async def _has_session(self, call: _Call) -> Reply:
+        valid = call.request.cookies.get(SESSION_COOKIE, "") in self._sessions
+        inner = f"<HasSessionResult>{str(valid).lower()}</HasSessionResult>"
+        return _reply(call, "HasSession", [inner.encode()])
+
+    async def _sync_list(self, call: _Call) -> Reply:
+        changed = _when(call.params, "ChangedAfter")
+        registered = _when(call.params, "RegisteredAfter")
+        ids = self.tenant.sync_list(changed, registered)
+        items = "".join(f"<int>{order_id}</int>" for order_id in ids)
+        inner = f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>"
+        return _reply(call, "GetOrderSyncList", [inner.encode()])
+
+    async def _get_invoices(self, call: _Call) -> Reply:
+        ids = [
+            int(e.text or "") for e in call.params.iterfind("{*}searchParams/{*}OrderIds/{*}int")
+        ]
+        if len(ids) > self.config.max_ids:
+            raise Fault(
+                "Server was unable to process request. ---> "
+                f"Maximum {self.config.max_ids} OrderIds per request, got {len(ids)}."
+            )
+        props = _strings(call.params, "invoiceReturnProperties")
+        row_props = _strings(call.params, "rowReturnProperties")
+        self._renderer.check(props, row_props, Fault)
+        if self._plan.poisoned(ids):
+            self.stats["poisoned"] += 1
+            raise Fault(POISON_FAULT)
+        known = [order_id for order_id in ids if order_id in self.tenant.registered]
+        known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
+        if self.config.latency_per_1000:
+            await self.clock.sleep(self.config.latency_per_1000 * len(known) / 1000)
+        parts = (self.render_order(order_id, props, row_props).encode() for order_id in known)
+        self.stats["invoices_served"] += len(known)
+        return _reply(call, "GetInvoices", _wrapped("GetInvoicesResult", parts))
+
+    async def _update_invoices(self, call: _Call) -> Reply:
+        """Set InvoiceTitle / ReferenceNumber of invoiced orders; an APIException for others."""
+        now = self._now()
+        answers = []
+        for order in call.params.iterfind("{*}invoices/{*}InvoiceOrder"):
+            fields = {etree.QName(e).localname: e for e in order}
+            id_text = fields["OrderId"].text if "OrderId" in fields else None
+            order_id = int(id_text) if id_text and id_text.strip().lstrip("-").isdigit() else 0
+            values: dict[str, Any] = {
+                name: fields[name].text or "" for name in UPDATABLE if name in fields
+            }
+            refused = self.tenant.update(order_id, values, now)
+            answer: dict[str, object] = {"OrderId": order_id}
+            if refused is not None:
+                answer["APIException"] = {"Type": "ValidationException", "Message": refused}
+            else:
+                self.stats["invoices_updated"] += 1
+            answers.append(self._renderer.value("InvoiceOrder", answer).encode())
+        return _reply(call, "UpdateInvoices", _wrapped("UpdateInvoicesResult", answers))
+
+    async def _get_transactions(self, call: _Call) -> Reply:
+        search = call.params.find("{*}searchParams")
+        params = {
+            etree.QName(e).localname: e.text or "" for e in (search if search is not None else ())
+        }
+        lines = ledger.search(self.ledger, params)
+        kind = ledger.transaction_type()
+        parts = (soap.encode_value("Transaction", kind, line.wire).encode() for line in lines)
+        self.stats["transactions_served"] += len(lines)
+        return _reply(call, "GetTransactions", _wrapped("GetTransactionsResult", parts))
+
+    def _now(self) -> dt.datetime:
+        return self.clock.now().replace(tzinfo=None)
+
+
+def _sent_action(request: Request, version: soap.SoapVersion) -> str | None:
+    if version is soap.SOAP11:
+        return request.headers.get("soapaction", "").strip('"')
+    for part in request.headers.get("content-type", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "action":
+            return value.strip('"')
+    return None
+
+
+def envelope_parts(
+    version: soap.SoapVersion, operation: str, wsdl: str = "invoiceService"
+) -> tuple[bytes, bytes]:
+    """The bytes before and after an operation's result, as the service wraps it."""
+    ns = schema.service(wsdl).namespace
+    marker = b"\x00"
+    body = (
+        f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
+    )
+    head, tail = version.envelope(body).split(marker)
+    return head, tail
+
+
+def _wrapped(element: str, parts: Iterable[bytes]) -> Iterable[bytes]:
+    return itertools.chain([f"<{element}>".encode()], parts, [f"</{element}>".encode()])
+
+
+def _reply(call: _Call, operation: str, parts: Iterable[bytes]) -> Reply:
+    head, tail = envelope_parts(call.version, operation, SERVICES[call.request.path])
+    headers = {"Content-Type": call.version.content_type, **call.headers}
+    return Reply(200, headers, itertools.chain([head], parts, [tail]), call.cut)
+
+
+def _fault(version: soap.SoapVersion, message: str, headers: dict[str, str]) -> Reply:
+    content_type = version.content_type.split(";")[0] + "; charset=utf-8"
+    return Reply(
+        500, {"Content-Type": content_type, **headers}, [soap.fault_body(version, message)]
+    )
+
+
+def _text(status: int, text: str, headers: dict[str, str]) -> Reply:
+    return Reply(status, {"Content-Type": "text/plain; charset=utf-8", **headers}, [text.encode()])
+
+
+def _strings(params: etree._Element, name: str) -> tuple[str, ...]:
+    return tuple(e.text or "" for e in params.iterfind(f"{{*}}{name}/{{*}}string"))
+
+
+def _when(params: etree._Element, name: str) -> dt.datetime | None:
+    found = params.find(f"{{*}}syncParams/{{*}}{name}")
+    if found is None or not found.text or found.text.startswith("0001-01-01"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(found.text.strip().removesuffix("Z"))
+    except ValueError:
+        raise Fault(
+            f"Server was unable to read request. ---> invalid dateTime {found.text!r}"
+        ) from None
