@@ -32,6 +32,7 @@ from extractor import soap
 from extractor.records import orders
 from extractor.records.orders import Selection
 from extractor.service.transport import READ_CHUNK
+from extractor.simulator.messages import envelope_parts
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -39,7 +40,6 @@ from extractor.simulator.server import (
     Simulator,
     SimulatorConfig,
 )
-from extractor.simulator.service import envelope_parts
 
 ENV = {
     **os.environ,

@@ -243,7 +243,12 @@ def _is_envelope(root: etree._Element) -> bool:
 
 def syntax_error(exc: etree.XMLSyntaxError, when: str) -> HostileXml | MalformedResponse:
     """A libxml2 error as what it means: entity and DTD trouble (amplification included) is
-    hostile XML, anything else a broken (retryable) body."""
+    hostile XML, anything else a broken (retryable) body.
+
+    The error's log is the thread's, which keeps the errors of every earlier document parsed
+    on it (a refused DOCTYPE, an undeclared entity): :class:`RecordStream` clears it when a
+    document begins, or a body cut off after any of those would be called hostile and stop
+    the run. (Documents parsed interleaved on one thread still share it.)"""
     error: Any = exc  # lxml-stubs lack code and the log's iteration
     codes = [error.code, *(entry.type for entry in error.error_log)]
     names = [_ERROR_NAMES.get(code, "") for code in codes]
@@ -266,6 +271,8 @@ class RecordStream:
         self.bytes_fed = 0
 
     def feed(self, chunk: bytes) -> None:
+        if not self.bytes_fed:
+            etree.clear_error_log()  # a new document: see syntax_error
         self.bytes_fed += len(chunk)
         try:
             self._parser.feed(chunk)

@@ -24,7 +24,7 @@ from extractor.errors import (
     TransportError,
 )
 from extractor.records.orders import OrderSink, Selection
-from extractor.runs.journal import replay
+from extractor.runs.state import replay
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.service.retry import patiently, retrying
 from extractor.service.session import Session

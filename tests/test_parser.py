@@ -195,6 +195,19 @@ def test_a_body_cut_inside_an_entity_reference_is_malformed_not_hostile(cut: byt
         stream.close()
 
 
+def test_a_broken_body_after_a_hostile_one_is_still_only_broken() -> None:
+    # libxml2 keeps a thread's errors across documents: an earlier undeclared entity must not
+    # make a later truncated body look hostile (it is retried, not the end of the run)
+    stream = orders.OrderSink(Selection(), [3, 7])
+    with pytest.raises(HostileXml):
+        stream.feed(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;&zz;</x>')
+        stream.close()
+    stream = orders.OrderSink(Selection(), [3, 7])
+    stream.feed(FIXTURE[: len(FIXTURE) // 2])
+    with pytest.raises(MalformedResponse):
+        stream.close()
+
+
 def test_garbage_is_malformed() -> None:
     stream = orders.OrderSink(Selection(), [3, 7])
     with pytest.raises(MalformedResponse):

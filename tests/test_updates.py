@@ -17,7 +17,8 @@ from extractor.clock import ManualClock
 from extractor.errors import UsageError
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
-from extractor.jobs.updates import UpdateJob, apply_updates, read_updates
+from extractor.jobs.update_files import read_updates
+from extractor.jobs.updates import UpdateJob, apply_updates
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, read_table
 

@@ -36,16 +36,15 @@ def update_invoices(
     service: ServiceConfig,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
-    from extractor.jobs.updates import (
+    from extractor.jobs.update_files import (
         OutcomeLog,
-        UpdateJob,
-        apply_updates,
         check_report,
         describe,
         read_updates,
         summarize,
         write_report,
     )
+    from extractor.jobs.updates import UpdateJob, apply_updates
 
     job = UpdateJob(
         input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,

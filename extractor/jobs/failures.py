@@ -10,7 +10,7 @@ import orjson
 
 from extractor import redact
 from extractor.errors import OutputError
-from extractor.runs.journal import RunState
+from extractor.runs.state import RunState
 
 FAILURES_DIR: Final = "_failures"
 #: Lines written at once: a run may leave millions of ids.

@@ -20,13 +20,16 @@ from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceCon
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import write_failures
-from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks, ParsePool
+from extractor.jobs.parse_pool import ParsePool
+from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 from extractor.jobs.workers import Run
 from extractor.output.staging import Output, ParquetOutput, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records import orders
 from extractor.records.orders import Selection
-from extractor.runs.journal import Carried, Journal, RunState, unfinished
+from extractor.runs.history import Carried
+from extractor.runs.journal import Journal, unfinished
+from extractor.runs.state import RunState
 from extractor.runs.stats import RunStats
 from extractor.runs.summary import brief_failures
 

@@ -24,7 +24,9 @@ from extractor.jobs.workers import Run
 from extractor.output.staging import Output, ParquetOutput, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
-from extractor.runs.journal import Carried, Journal, RunState, unfinished
+from extractor.runs.history import Carried
+from extractor.runs.journal import Journal, unfinished
+from extractor.runs.state import RunState
 from extractor.runs.stats import RunStats
 
 TABLE: Final = "transactions"

@@ -24,17 +24,10 @@ from extractor.errors import OutputError
 from extractor.jobs.workers import Fetcher, Run, Unit, work_through
 from extractor.output.lock import OutputLock
 from extractor.output.staging import TableWriter
-from extractor.runs.journal import (
-    Carried,
-    Journal,
-    RunState,
-    carried_over,
-    finished_job,
-    forget_lost,
-    latest_run,
-    unfinished,
-)
+from extractor.runs.history import Carried, carried_over, finished_job, latest_run
+from extractor.runs.journal import Journal, unfinished
 from extractor.runs.progress import Progress
+from extractor.runs.state import RunState
 from extractor.runs.stats import RunStats
 from extractor.runs.summary import write_summary
 from extractor.service.health import Health
@@ -264,3 +257,25 @@ def _make(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {{out}} {out}: {exc.strerror or exc}") from None
+
+
+def lost_batches(state: RunState, writers: Sequence[TableWriter]) -> list[str]:
+    """The journal's staged batches whose files are missing or short on disk."""
+    lost: set[str] = set()
+    for writer in writers:
+        on_disk = writer.staged_rows()
+        for key, batch in state.batches.items():
+            if on_disk.get(key, 0) != batch["counts"].get(writer.counted_as, 0):
+                lost.add(key)
+    return sorted(lost)
+
+
+def forget_lost(journal: Journal, writers: Sequence[TableWriter]) -> list[str]:
+    """Journal the staged batches found missing or short, so they are fetched again, and
+    remove what is left of their files; their keys."""
+    lost = lost_batches(journal.state, writers)
+    if lost:
+        journal.append({"event": "lost", "keys": lost})
+        for writer in writers:
+            writer.discard(set(lost))
+    return lost

@@ -32,7 +32,8 @@ from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.lock import target_lock
 from extractor.output.staging import Output
 from extractor.output.targets import Target
-from extractor.runs.journal import replay, unfinished
+from extractor.runs.journal import unfinished
+from extractor.runs.state import replay
 from extractor.runs.summary import counted
 from extractor.service.transport import Wire
 

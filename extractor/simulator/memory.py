@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager
 from multidict import CIMultiDict
 
 from extractor.errors import TransportError
-from extractor.simulator.service import Reply, Request, SimulatedService
+from extractor.simulator.messages import Reply, Request
+from extractor.simulator.service import SimulatedService
 
 #: The bytes a reply is handed over in, as a socket would deliver them.
 CHUNK = 64 * 1024

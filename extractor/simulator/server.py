@@ -13,16 +13,15 @@ from typing import Final
 from aiohttp import web
 
 from extractor.clock import SYSTEM, Clock
-from extractor.simulator.service import (
+from extractor.simulator.config import (
     DEFAULT_SIMULATOR,
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
     DEMO_USERNAME,
-    Reply,
-    Request,
-    SimulatedService,
     SimulatorConfig,
 )
+from extractor.simulator.messages import Reply, Request
+from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Tenant
 
 __all__ = [

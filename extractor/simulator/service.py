@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -25,22 +25,28 @@ from lxml import etree
 from extractor import schema, soap
 from extractor.clock import SYSTEM, Clock
 from extractor.simulator import ledger
+from extractor.simulator.config import DEFAULT_SIMULATOR, SimulatorConfig
 from extractor.simulator.faults import (
     HOSTILE_BODY,
-    NO_FAULTS,
     POISON_FAULT,
     TIMEOUT_FAULT,
     Budget,
-    FaultConfig,
     FaultPlan,
 )
 from extractor.simulator.ledger import Ledger
+from extractor.simulator.messages import (
+    SERVICES,
+    Reply,
+    Request,
+    envelope_parts,
+    fault_reply,
+    sent_action,
+    text_reply,
+    wrapped,
+)
 from extractor.simulator.render import Renderer
 from extractor.simulator.tenant import Churn, ChurnReport, Tenant
 
-DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
-DEMO_USERNAME: Final = "demo@example.no"
-DEMO_PASSWORD: Final = "simulator-demo"
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
 #: What UpdateInvoices may change, as the live service says.
@@ -49,65 +55,7 @@ UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 DATA_OPERATIONS: Final = frozenset(
     {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
 )
-SERVICES: Final = {
-    soap.AUTH_PATH: "authService",
-    soap.INVOICE_PATH: "invoiceService",
-    soap.TRANSACTION_PATH: "transactionService",
-}
-
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    """What the simulated service holds and how it behaves."""
-
-    orders: int = 50_000
-    seed: int = 7
-    application_id: str = DEMO_APPLICATION_ID
-    username: str = DEMO_USERNAME
-    password: str = field(default=DEMO_PASSWORD, repr=False)
-    latency: float = 0.0
-    latency_per_1000: float = 0.0
-    session_ttl_calls: int = 0
-    max_ids: int = 1000
-    host: str = "127.0.0.1"
-    port: int = 0
-    faults: FaultConfig = NO_FAULTS
-
-
-DEFAULT_SIMULATOR: Final = SimulatorConfig()
-
-
-@dataclass(frozen=True)
-class Request:
-    """One POST as the service sees it; ``headers`` keyed in lower case."""
-
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-    cookies: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, path: str, headers: Mapping[str, str], body: bytes) -> Request:
-        """From the headers a client sends (its ``Cookie`` header read into ``cookies``)."""
-        lower = {name.lower(): value for name, value in headers.items()}
-        cookies = dict(
-            part.strip().split("=", 1) for part in lower.get("cookie", "").split(";") if "=" in part
-        )
-        return cls(path, lower, body, cookies)
-
-
-@dataclass
-class Reply:
-    """The answer: ``parts`` of the body; ``cut`` breaks it halfway ("reset": the connection
-    drops; "truncate": the message ends early)."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    parts: Iterable[bytes] = ()
-    cut: str | None = None
-    cookies: dict[str, str] = field(default_factory=dict)
 
 
 class Fault(Exception):
@@ -225,7 +173,7 @@ class SimulatedService:
             return await handler(call)
         except Fault as fault:
             self.stats["faults"] += 1
-            return _fault(version, str(fault), headers)
+            return fault_reply(version, str(fault), headers)
 
     async def _misbehave(self, call: _Call) -> Reply | None:
         """The injected fault's reply, or None to answer (``call.cut`` may break it)."""
@@ -237,10 +185,10 @@ class SimulatedService:
             return None
         self.stats[f"fault:{kind}"] += 1
         if kind == "http500":
-            return _text(500, "Internal Server Error", call.headers)
+            return text_reply(500, "Internal Server Error", call.headers)
         if kind == "throttle":
             retry = {"Retry-After": str(self.config.faults.retry_after)}
-            return _text(429, "Too Many Requests", call.headers | retry)
+            return text_reply(429, "Too Many Requests", call.headers | retry)
         if kind == "timeout-fault":
             raise Fault(TIMEOUT_FAULT)
         if kind == "slow":
@@ -261,7 +209,7 @@ class SimulatedService:
         operation = etree.QName(element).localname
         service = schema.service(SERVICES.get(request.path, "invoiceService"))
         action = service.actions.get(operation, "")
-        sent = _sent_action(request, version)
+        sent = sent_action(request, version)
         if sent is not None and sent != action:
             raise Fault(f"Server did not recognize the value of HTTP Header SOAPAction: {sent}.")
         return _Call(version, operation, element, request)
@@ -329,7 +277,7 @@ class SimulatedService:
             await self.clock.sleep(self.config.latency_per_1000 * len(known) / 1000)
         parts = (self.render_order(order_id, props, row_props).encode() for order_id in known)
         self.stats["invoices_served"] += len(known)
-        return _reply(call, "GetInvoices", _wrapped("GetInvoicesResult", parts))
+        return _reply(call, "GetInvoices", wrapped("GetInvoicesResult", parts))
 
     async def _update_invoices(self, call: _Call) -> Reply:
         """Set InvoiceTitle / ReferenceNumber of invoiced orders; an APIException for others."""
@@ -349,7 +297,7 @@ class SimulatedService:
             else:
                 self.stats["invoices_updated"] += 1
             answers.append(self._renderer.value("InvoiceOrder", answer).encode())
-        return _reply(call, "UpdateInvoices", _wrapped("UpdateInvoicesResult", answers))
+        return _reply(call, "UpdateInvoices", wrapped("UpdateInvoicesResult", answers))
 
     async def _get_transactions(self, call: _Call) -> Reply:
         search = call.params.find("{*}searchParams")
@@ -360,54 +308,10 @@ class SimulatedService:
         kind = ledger.transaction_type()
         parts = (soap.encode_value("Transaction", kind, line.wire).encode() for line in lines)
         self.stats["transactions_served"] += len(lines)
-        return _reply(call, "GetTransactions", _wrapped("GetTransactionsResult", parts))
+        return _reply(call, "GetTransactions", wrapped("GetTransactionsResult", parts))
 
     def _now(self) -> dt.datetime:
         return self.clock.now().replace(tzinfo=None)
-
-
-def _sent_action(request: Request, version: soap.SoapVersion) -> str | None:
-    if version is soap.SOAP11:
-        return request.headers.get("soapaction", "").strip('"')
-    for part in request.headers.get("content-type", "").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "action":
-            return value.strip('"')
-    return None
-
-
-def envelope_parts(
-    version: soap.SoapVersion, operation: str, wsdl: str = "invoiceService"
-) -> tuple[bytes, bytes]:
-    """The bytes before and after an operation's result, as the service wraps it."""
-    ns = schema.service(wsdl).namespace
-    marker = b"\x00"
-    body = (
-        f'<{operation}Response xmlns="{ns}">'.encode() + marker + f"</{operation}Response>".encode()
-    )
-    head, tail = version.envelope(body).split(marker)
-    return head, tail
-
-
-def _wrapped(element: str, parts: Iterable[bytes]) -> Iterable[bytes]:
-    return itertools.chain([f"<{element}>".encode()], parts, [f"</{element}>".encode()])
-
-
-def _reply(call: _Call, operation: str, parts: Iterable[bytes]) -> Reply:
-    head, tail = envelope_parts(call.version, operation, SERVICES[call.request.path])
-    headers = {"Content-Type": call.version.content_type, **call.headers}
-    return Reply(200, headers, itertools.chain([head], parts, [tail]), call.cut)
-
-
-def _fault(version: soap.SoapVersion, message: str, headers: dict[str, str]) -> Reply:
-    content_type = version.content_type.split(";")[0] + "; charset=utf-8"
-    return Reply(
-        500, {"Content-Type": content_type, **headers}, [soap.fault_body(version, message)]
-    )
-
-
-def _text(status: int, text: str, headers: dict[str, str]) -> Reply:
-    return Reply(status, {"Content-Type": "text/plain; charset=utf-8", **headers}, [text.encode()])
 
 
 def _strings(params: etree._Element, name: str) -> tuple[str, ...]:
@@ -424,3 +328,9 @@ def _when(params: etree._Element, name: str) -> dt.datetime | None:
         raise Fault(
             f"Server was unable to read request. ---> invalid dateTime {found.text!r}"
         ) from None
+
+
+def _reply(call: _Call, operation: str, parts: Iterable[bytes]) -> Reply:
+    head, tail = envelope_parts(call.version, operation, SERVICES[call.request.path])
+    headers = {"Content-Type": call.version.content_type, **call.headers}
+    return Reply(200, headers, itertools.chain([head], parts, [tail]), call.cut)

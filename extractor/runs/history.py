@@ -1,0 +1,82 @@
+"""The runs that finished in an output: their summaries in ``OUT/_runs/``, in the order they
+finished; whether this very job already ran; what a partial run left for the next to fetch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from extractor.errors import UsageError
+from extractor.runs.journal import RUNS_DIR, unfinished
+from extractor.runs.state import replay
+
+
+def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
+    """The summaries of the finished runs in ``out``, in the order they finished (two runs
+    can begin in the same second, so their ids alone do not tell)."""
+    folder = out / RUNS_DIR
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            summary = orjson.loads(path.read_bytes())
+            found.append((str(summary.get("finished_at", "")), path.stat().st_mtime_ns, summary))
+    found.sort(key=lambda entry: entry[:2])
+    yield from (summary for *_, summary in found)
+
+
+def finished_job(
+    out: Path, fingerprint: Mapping[str, Any], tables: Sequence[str]
+) -> dict[str, Any] | None:
+    """The summary of a finished run of this very job in ``out``; UsageError when ``out``
+    holds data of another job in one of ``tables`` (and no unfinished run to resume)."""
+    if unfinished(out) is not None:
+        return None
+    summaries: list[dict[str, Any]] = list(finished_runs(out))
+    matching = [summary for summary in summaries if summary.get("job") == fingerprint]
+    if matching:
+        return matching[-1]  # the latest
+    for table in tables:
+        if any((out / table).rglob("*.parquet")):
+            raise UsageError(
+                f"{{out}} {out} already holds a dataset of another job ({table}/); "
+                "choose a new directory"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a finished partial run could not fetch, for the next run to fetch again."""
+
+    run_id: str
+    ids: list[int]  # failed alone, or not returned by the service
+    windows: list[list[Any]]  # a ledger run's failed days
+    as_of: str | None  # when that run began listing (a retry covers no later changes)
+
+
+def carried_over(out: Path, summary: Mapping[str, Any] | None) -> Carried | None:
+    """The ids and windows the finished run of ``summary`` left unfetched (its journal,
+    kept beside the summary, says which); None when it left nothing."""
+    if summary is None or summary.get("status") == "complete":
+        return None
+    path = out / RUNS_DIR / f"{summary['run_id']}.journal.jsonl"
+    if not path.is_file():
+        return None
+    state = replay(path)
+    ids = sorted(state.failed_ids | set(state.missing))
+    windows = [failure["window"] for failure in state.failures if "window" in failure]
+    if not ids and not windows:
+        return None
+    return Carried(state.run_id, ids, windows, state.as_of)
+
+
+def latest_run(out: Path) -> dict[str, Any] | None:
+    """The summary of the last run that finished in ``out``, whatever its job."""
+    runs = list(finished_runs(out))
+    latest: dict[str, Any] | None = runs[-1] if runs else None
+    return latest

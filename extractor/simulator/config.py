@@ -1,0 +1,33 @@
+"""What the simulated service holds and how it behaves, and the demo's credentials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from extractor.simulator.faults import NO_FAULTS, FaultConfig
+
+DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
+DEMO_USERNAME: Final = "demo@example.no"
+DEMO_PASSWORD: Final = "simulator-demo"
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the simulated service holds and how it behaves."""
+
+    orders: int = 50_000
+    seed: int = 7
+    application_id: str = DEMO_APPLICATION_ID
+    username: str = DEMO_USERNAME
+    password: str = field(default=DEMO_PASSWORD, repr=False)
+    latency: float = 0.0
+    latency_per_1000: float = 0.0
+    session_ttl_calls: int = 0
+    max_ids: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 0
+    faults: FaultConfig = NO_FAULTS
+
+
+DEFAULT_SIMULATOR: Final = SimulatorConfig()
