@@ -1,19 +1,31 @@
-"""What several test modules need: the real CLI in a subprocess, with credentials."""
+"""What several test modules need: the real CLI in a subprocess, with credentials; a
+backfill and a sync through the library."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import io
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from extractor.checkpoints import KILL_AT
-from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME
+from extractor.clock import ManualClock
+from extractor.jobs import runner
+from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.targets import Target
+from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
+from tests.conftest import CREDS, job_of
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where a first sync's ledger begins in the tests.
+SYNC_SINCE = dt.date(2015, 1, 1)
 
 
 def credentials_env(password: str = DEMO_PASSWORD) -> dict[str, str]:
@@ -77,3 +89,25 @@ def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert "Traceback" not in err and len(lines) == 1, err
     return lines[0]
+
+
+async def backfill_at(url: str, out: Path, **options: Any) -> dict[str, Any]:
+    job = job_of(
+        InvoiceJob,
+        out=out,
+        base_url=url,
+        **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
+    )
+    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+
+
+async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
+    job = job_of(
+        SyncJob,
+        target,
+        base_url=simulator.url,
+        since=SYNC_SINCE,
+        max_requests_per_hour=0,
+        **options,
+    )
+    return await run_sync(job, CREDS, stream=io.StringIO(), clock=ManualClock())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NULL_PARTITION
 from extractor.simulator.server import Simulator, SimulatorConfig
 from tests.conftest import CREDS, job_of, read_table
+from tests.truth import assert_matches_truth
 
 
 async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
@@ -22,29 +22,6 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
         InvoiceJob, out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options}
     )
     return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
-
-
-def assert_matches_truth(
-    simulator: Simulator, out: Path, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
-) -> None:
-    truth = simulator.tenant.ground_truth(invoice_properties=props, row_properties=row_props)
-    orders = read_table(out, "invoices")
-    counts = Counter(order["OrderId"] for order in orders)
-    assert counts == Counter(list(truth)), "every OrderId exactly once"
-    for order in orders:
-        expected = truth[order["OrderId"]].order
-        month = order.pop("order_month")
-        stamp = expected.get("DateOrdered")
-        assert month == (stamp.strftime("%Y-%m") if stamp else None)
-        assert order == expected, f"order {order['OrderId']}"
-    expected_rows = [row for t in truth.values() for row in t.rows]
-    if not expected_rows and not (out / "invoice_rows").exists():
-        return
-    rows = read_table(out, "invoice_rows")
-    for row in rows:
-        row.pop("order_month")
-    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
-    assert sorted(rows, key=key) == sorted(expected_rows, key=key)
 
 
 async def test_backfill_equals_ground_truth(simulator: Simulator, tmp_path: Path) -> None:

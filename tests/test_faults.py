@@ -30,7 +30,7 @@ from extractor.service.retry import patiently, retrying
 from extractor.service.session import Session
 from extractor.service.transport import Transport
 from extractor.simulator.faults import KINDS, FaultConfig
-from extractor.simulator.server import Simulator
+from extractor.simulator.server import Simulator, SimulatorConfig
 from tests.conftest import CREDS
 
 
@@ -234,3 +234,35 @@ async def test_a_response_above_the_size_limit_is_aborted(simulator: Simulator) 
             await session.call(soap.GET_INVOICES, Selection().params(ids), opener)
     finally:
         await transport.close()
+
+
+async def test_a_cut_counts_only_when_an_answer_is_broken() -> None:
+    # a cut drawn for a request the service refuses anyway (an expired session) breaks
+    # nothing: counting it would claim a fault the client never saw
+    from extractor.simulator.messages import Request
+    from extractor.simulator.service import SimulatedService
+
+    service = SimulatedService(
+        SimulatorConfig(orders=20, faults=FaultConfig(rate=1.0, kinds=("truncate",)))
+    )
+    version = soap.SOAP11
+    ids = service.tenant.ids[:5]
+    body = version.envelope(soap.GET_INVOICES.body(Selection().params(ids)))
+    path, action = soap.INVOICE_PATH, soap.GET_INVOICES.action
+    refused = await service.answer(Request.of(path, version.headers(action), body))
+    assert refused.status == 500 and refused.cut is None
+    assert service.stats["fault:truncate"] == 0
+    credential = {
+        "ApplicationId": service.config.application_id,
+        "Username": service.config.username,
+        "Password": service.config.password,
+    }
+    login = version.envelope(soap.LOGIN.body({"credential": credential}))
+    logged_in = await service.answer(
+        Request.of(soap.AUTH_PATH, version.headers(soap.LOGIN.action), login)
+    )
+    cookie = f"ASP.NET_SessionId={logged_in.cookies['ASP.NET_SessionId']}"
+    headers = version.headers(action) | {"Cookie": cookie}
+    broken = await service.answer(Request.of(path, headers, body))
+    assert broken.status == 200 and broken.cut == "truncate"
+    assert service.stats["fault:truncate"] == 1

@@ -32,6 +32,7 @@ from extractor.jobs.ledger import TransactionJob
 from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of
+from tests.helpers import backfill_at as backfill
 from tests.hostile import (
     SOAP_OPEN,
     HostileServer,
@@ -42,7 +43,7 @@ from tests.hostile import (
     streamed,
     with_headers,
 )
-from tests.test_e2e import assert_matches_truth
+from tests.truth import assert_matches_truth
 
 
 @pytest.fixture
@@ -50,16 +51,6 @@ async def simulator(start_simulator: Any) -> Simulator:
     """A small tenant: these tests are about what the server does, not about volume."""
     sim: Simulator = await start_simulator(orders=300)
     return sim
-
-
-async def backfill(url: str, out: Path, **options: Any) -> dict[str, Any]:
-    job = job_of(
-        InvoiceJob,
-        out=out,
-        base_url=url,
-        **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
-    )
-    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
 
 
 @pytest.mark.parametrize(

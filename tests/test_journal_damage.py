@@ -13,7 +13,7 @@ from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
 from tests.helpers import extractor, one_line
 from tests.hostile import HostileServer, Request, answer
-from tests.test_e2e import assert_matches_truth
+from tests.truth import assert_matches_truth
 
 
 @pytest.fixture

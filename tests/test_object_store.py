@@ -24,7 +24,8 @@ from extractor.output.destination import destination
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of
-from tests.test_sync import assert_lake_equals_truth, sync
+from tests.helpers import sync
+from tests.truth import assert_lake_equals_truth
 
 BUCKET = "lake-test"
 

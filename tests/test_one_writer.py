@@ -21,9 +21,9 @@ from extractor.output.lock import LOCK_FILE, OutputLock
 from extractor.output.targets import Target
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME, Simulator
 from tests.conftest import CREDS, job_of
+from tests.helpers import backfill_at as backfill
 from tests.hostile import HostileServer, held
-from tests.test_e2e import assert_matches_truth
-from tests.test_hostile import backfill
+from tests.truth import assert_matches_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 SINCE = dt.date(2020, 1, 1)

@@ -23,9 +23,9 @@ from extractor.output.targets import Target
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, read_table
+from tests.helpers import backfill_at as backfill
 from tests.hostile import PLAIN_XHTML, HostileServer, Request, answer, once, transformed
-from tests.test_e2e import assert_matches_truth
-from tests.test_hostile import backfill
+from tests.truth import assert_matches_truth
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ async def test_failed_days_of_the_ledger_are_fetched_again(
 async def test_a_partial_sync_fetches_its_failed_ids_in_the_next_sync(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    from tests.test_sync import assert_lake_equals_truth
+    from tests.truth import assert_lake_equals_truth
 
     target = Target.parse(str(tmp_path))
     failing = simulator.tenant.ids[42]

@@ -15,7 +15,7 @@ import pytest
 from extractor.simulator.server import Simulator
 from tests.helpers import extractor, start_extractor
 from tests.hostile import HostileServer, held
-from tests.test_e2e import assert_matches_truth
+from tests.truth import assert_matches_truth
 
 
 @pytest.fixture

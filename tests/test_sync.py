@@ -8,89 +8,24 @@ import io
 import os
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, QueryBuilder
 
 from extractor.checkpoints import KILL_AT
 from extractor.clock import ManualClock
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of
-
-SINCE = dt.date(2015, 1, 1)
-RUN_COLUMNS = ("_run_id", "_extracted_at", "_deleted_at")
-
-
-async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
-    job = job_of(
-        SyncJob, target, base_url=simulator.url, since=SINCE, max_requests_per_hour=0, **options
-    )
-    return await run_sync(job, CREDS, stream=io.StringIO(), clock=ManualClock())
-
-
-def read_delta(target: Target, name: str) -> list[dict[str, Any]]:
-    """The table's current state, read with deltalake (DataFusion inside delta-rs)."""
-    table = DeltaTable(target.table_uri(name), storage_options=target.storage_options())
-    result = QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all()
-    return pa.table(result).to_pylist()
-
-
-def assert_lake_equals_truth(
-    simulator: Simulator,
-    target: Target,
-    marked: set[int],
-    stale: set[int] = frozenset(),
-    ledger: bool = True,
-) -> None:
-    """Live orders, their rows and the ledger equal the truth field by field, one row per key;
-    the orders in ``marked`` carry ``_deleted_at``; those in ``stale`` (deleted, not yet
-    reconciled) are still there unmarked."""
-    truth = simulator.tenant.ground_truth()
-    tables = {name: read_delta(target, name) for name in ("invoices", "invoice_rows")}
-    orders = tables["invoices"]
-    assert set(Counter(o["OrderId"] for o in orders).values()) == {1}, "one row per OrderId"
-    live, deleted = {}, set()
-    for order in orders:
-        run_id, extracted, deleted_at = (order.pop(name) for name in RUN_COLUMNS)
-        assert run_id and extracted is not None
-        if deleted_at is not None:
-            deleted.add(order["OrderId"])
-        else:
-            live[order["OrderId"]] = order
-    assert deleted == marked, "exactly the deleted orders are marked"
-    assert set(live) == set(truth) | stale
-    for order_id, expected in truth.items():
-        assert live[order_id] == expected.order, f"order {order_id}"
-    rows = [row for row in tables["invoice_rows"] if row["OrderId"] in truth]
-    for row in rows:
-        for name in RUN_COLUMNS:
-            row.pop(name)
-    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
-    assert sorted(rows, key=key) == sorted((r for t in truth.values() for r in t.rows), key=key)
-    if not ledger:
-        return
-    lines = read_delta(target, "transactions")
-    assert len(lines) == len({line["Id"] for line in lines}), "one row per Id"
-    ledger = simulator.ledger.ground_truth()
-    assert {line.pop("Id"): _without_run(line) for line in lines} == {
-        line_id: {k: v for k, v in line.items() if k != "Id"} for line_id, line in ledger.items()
-    }
-
-
-def _without_run(record: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in record.items() if name not in RUN_COLUMNS}
+from tests.helpers import SYNC_SINCE, sync
+from tests.truth import assert_lake_equals_truth, read_delta, without_run
 
 
 def assert_polars_reads_the_same(target: Target, deltalake_read: list[dict[str, Any]]) -> None:
@@ -114,7 +49,7 @@ async def test_backfill_churn_sync_churn_sync_equals_truth(
     )  # fmt: skip
     await runner.run(invoices, CREDS, stream=io.StringIO(), clock=ManualClock())
     ledger = job_of(TransactionJob, 
-        out=tmp_path / "work-ledger", date_from=SINCE, date_to=dt.date.today(),
+        out=tmp_path / "work-ledger", date_from=SYNC_SINCE, date_to=dt.date.today(),
         date_field="changed", base_url=simulator.url, output=output, max_requests_per_hour=0,
     )  # fmt: skip
     await runner.run(ledger, CREDS, stream=io.StringIO(), clock=ManualClock())
@@ -153,7 +88,7 @@ async def test_rows_removed_from_an_order_disappear(start_simulator: Any, tmp_pa
     simulator.tenant.changed[order_id] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     await sync(simulator, target, ledger=False)
     rows = [r for r in read_delta(target, "invoice_rows") if r["OrderId"] == order_id]
-    assert [_without_run(r) for r in rows] == simulator.tenant.truth(order_id).rows
+    assert [without_run(r) for r in rows] == simulator.tenant.truth(order_id).rows
 
 
 async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "") -> int:
@@ -165,7 +100,7 @@ async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "
     }
     command = [
         sys.executable, "-m", "extractor", "sync", "--out", out, "--base-url", simulator.url,
-        "--since", SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "1",
+        "--since", SYNC_SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "1",
         *extra,
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(

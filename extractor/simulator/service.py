@@ -52,6 +52,8 @@ NOT_AUTHENTICATED: Final = "Session is not authenticated"
 #: What UpdateInvoices may change, as the live service says.
 UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 #: The operations faults are injected into (never Login).
+#: Faults that break an answer halfway: only an answer the operation gives can be broken.
+CUTS: Final = frozenset({"reset", "truncate"})
 DATA_OPERATIONS: Final = frozenset(
     {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
 )
@@ -170,7 +172,10 @@ class SimulatedService:
                 misbehaved = await self._misbehave(call)
                 if misbehaved is not None:
                     return misbehaved
-            return await handler(call)
+            reply = await handler(call)
+            if reply.cut is not None:
+                self.stats[f"fault:{reply.cut}"] += 1
+            return reply
         except Fault as fault:
             self.stats["faults"] += 1
             return fault_reply(version, str(fault), headers)
@@ -183,6 +188,9 @@ class SimulatedService:
         kind = self._plan.draw()
         if kind is None:
             return None
+        if kind in CUTS:  # counted once the answer is broken (a fault answer is not)
+            call.cut = kind
+            return None
         self.stats[f"fault:{kind}"] += 1
         if kind == "http500":
             return text_reply(500, "Internal Server Error", call.headers)
@@ -193,8 +201,6 @@ class SimulatedService:
             raise Fault(TIMEOUT_FAULT)
         if kind == "slow":
             await self.clock.sleep(self.config.faults.slow_seconds)
-        else:
-            call.cut = kind
         return None
 
     def _parse(self, request: Request, version: soap.SoapVersion) -> _Call:

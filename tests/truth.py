@@ -1,0 +1,95 @@
+"""What the tests compare an output with: the simulator's ground truth, field by field."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
+
+from extractor.output.targets import Target
+from extractor.simulator.service import SimulatedService
+from tests.conftest import read_table
+
+RUN_COLUMNS = ("_run_id", "_extracted_at", "_deleted_at")
+
+
+def assert_matches_truth(
+    simulator: SimulatedService,
+    out: Path,
+    props: tuple[str, ...] = (),
+    row_props: tuple[str, ...] = (),
+) -> None:
+    truth = simulator.tenant.ground_truth(invoice_properties=props, row_properties=row_props)
+    orders = read_table(out, "invoices")
+    counts = Counter(order["OrderId"] for order in orders)
+    assert counts == Counter(list(truth)), "every OrderId exactly once"
+    for order in orders:
+        expected = truth[order["OrderId"]].order
+        month = order.pop("order_month")
+        stamp = expected.get("DateOrdered")
+        assert month == (stamp.strftime("%Y-%m") if stamp else None)
+        assert order == expected, f"order {order['OrderId']}"
+    expected_rows = [row for t in truth.values() for row in t.rows]
+    if not expected_rows and not (out / "invoice_rows").exists():
+        return
+    rows = read_table(out, "invoice_rows")
+    for row in rows:
+        row.pop("order_month")
+    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(expected_rows, key=key)
+
+
+def read_delta(target: Target, name: str) -> list[dict[str, Any]]:
+    """The table's current state, read with deltalake (DataFusion inside delta-rs)."""
+    table = DeltaTable(target.table_uri(name), storage_options=target.storage_options())
+    result = QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all()
+    return pa.table(result).to_pylist()
+
+
+def assert_lake_equals_truth(
+    simulator: SimulatedService,
+    target: Target,
+    marked: set[int],
+    stale: set[int] = frozenset(),
+    ledger: bool = True,
+) -> None:
+    """Live orders, their rows and the ledger equal the truth field by field, one row per key;
+    the orders in ``marked`` carry ``_deleted_at``; those in ``stale`` (deleted, not yet
+    reconciled) are still there unmarked."""
+    truth = simulator.tenant.ground_truth()
+    tables = {name: read_delta(target, name) for name in ("invoices", "invoice_rows")}
+    orders = tables["invoices"]
+    assert set(Counter(o["OrderId"] for o in orders).values()) == {1}, "one row per OrderId"
+    live, deleted = {}, set()
+    for order in orders:
+        run_id, extracted, deleted_at = (order.pop(name) for name in RUN_COLUMNS)
+        assert run_id and extracted is not None
+        if deleted_at is not None:
+            deleted.add(order["OrderId"])
+        else:
+            live[order["OrderId"]] = order
+    assert deleted == marked, "exactly the deleted orders are marked"
+    assert set(live) == set(truth) | stale
+    for order_id, expected in truth.items():
+        assert live[order_id] == expected.order, f"order {order_id}"
+    rows = [row for row in tables["invoice_rows"] if row["OrderId"] in truth]
+    for row in rows:
+        for name in RUN_COLUMNS:
+            row.pop(name)
+    key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted((r for t in truth.values() for r in t.rows), key=key)
+    if not ledger:
+        return
+    lines = read_delta(target, "transactions")
+    assert len(lines) == len({line["Id"] for line in lines}), "one row per Id"
+    ledger = simulator.ledger.ground_truth()
+    assert {line.pop("Id"): without_run(line) for line in lines} == {
+        line_id: {k: v for k, v in line.items() if k != "Id"} for line_id, line in ledger.items()
+    }
+
+
+def without_run(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in record.items() if name not in RUN_COLUMNS}
