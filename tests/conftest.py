@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +57,17 @@ def cli(
         code = entry(list(args))
         out, err = capsys.readouterr()
         return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def cli_beside(cli: Callable[..., CliResult]) -> Callable[..., Awaitable[CliResult]]:
+    """:func:`cli` for an async test: the command runs in a thread, so that a simulator on
+    the test's event loop answers it."""
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        return await asyncio.to_thread(cli, *args, env=env)
 
     return run
 

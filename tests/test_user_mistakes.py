@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from extractor.simulator.server import Simulator
-from tests.helpers import extractor, one_line
+from tests.conftest import CliResult
+from tests.helpers import credentials_env, extractor, one_line
 from tests.hostile import HostileServer, Request, answer
 
 
@@ -20,12 +22,14 @@ async def simulator(start_simulator: Any) -> Simulator:
     return sim
 
 
-async def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
+def test_demo_refuses_a_directory_it_did_not_make(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
     dataset = tmp_path / "invoices" / "order_month=2024-01" / "part-x.parquet"
     dataset.parent.mkdir(parents=True)
     dataset.write_bytes(b"data")
     (tmp_path / "notes.txt").write_text("ten years of notes")
-    code, _, err = await extractor("demo", "--out", str(tmp_path), "--orders", "50")
+    code, _, err = cli("demo", "--out", str(tmp_path), "--orders", "50")
     assert code == 2
     assert "is not empty and is not a demo's output" in one_line(err)
     assert (tmp_path / "notes.txt").read_text() == "ten years of notes"
@@ -68,13 +72,19 @@ def updates_file(simulator: Simulator, folder: Path, count: int) -> Path:
     ],
 )
 async def test_update_report_is_checked_before_any_request(
-    simulator: Simulator, tmp_path: Path, dry_run: bool, report: str, expected: str
+    cli_beside: Callable[..., Awaitable[CliResult]],
+    simulator: Simulator,
+    tmp_path: Path,
+    dry_run: bool,
+    report: str,
+    expected: str,
 ) -> None:
     (tmp_path / "a-file.txt").write_text("x")
     source = updates_file(simulator, tmp_path, 3)
-    code, _, err = await extractor(
+    code, _, err = await cli_beside(
         "update-invoices", "--input", str(source), "--base-url", simulator.url,
         "--report", str(tmp_path / report), *(["--dry-run"] if dry_run else []),
+        env=credentials_env(),
     )  # fmt: skip
     assert code == 2
     assert expected in one_line(err)

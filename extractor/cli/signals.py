@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -27,7 +28,10 @@ async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
             main_task.cancel()
         received.append(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # only the main thread receives signals (a command run from a thread, as the in-process
+    # CLI tests do, is stopped by its caller instead)
+    signals = (signal.SIGINT, signal.SIGTERM) if _in_main_thread() else ()
+    for signum in signals:
         loop.add_signal_handler(signum, stop, signum)
     try:
         return await coroutine
@@ -36,8 +40,12 @@ async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
             raise Interrupted(received[0]) from None
         raise
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class Interrupted(Exception):
