@@ -48,9 +48,8 @@ _REAL_PAUSE: Final = 0.001
 class ManualClock(Clock):
     """Time that passes only when everyone waits for it.
 
-    A sleeper is woken in order of its wake-up time, once the event loop has had a few turns
-    (and threads a millisecond) to do what is not waiting for time; time then jumps to that
-    wake-up. A test's 2-second quarantine is
+    A sleeper is woken in order of its wake-up time once no task is ready to run (and threads
+    have had a millisecond); time then jumps to that wake-up. A test's 2-second quarantine is
     over in a few loop turns, and two workers that sleep 1 s each at once wake together at +1 s,
     as they would on the wall clock. Share one with the simulator to keep both in step.
     """
@@ -85,9 +84,7 @@ class ManualClock(Clock):
 
     async def _advance(self) -> None:
         while self._sleepers:
-            for _ in range(_IDLE_TURNS):
-                await asyncio.sleep(0)
-            await asyncio.sleep(_REAL_PAUSE)
+            await _idle()
             when, _, woken = heapq.heappop(self._sleepers)
             if woken.done():  # its sleeper was cancelled
                 continue
@@ -96,9 +93,16 @@ class ManualClock(Clock):
             woken.set_result(None)
 
 
-def now() -> dt.datetime:
-    """The current time on the system clock, in UTC."""
-    return SYSTEM.now()
+async def _idle() -> None:
+    """Return once no task is ready to run: a few turns of the loop, then a real pause for
+    threads and sockets, again while other tasks are ready (asyncio's ready queue is looked at
+    where the loop has one, else the turns and the pause are all there is)."""
+    for _ in range(_IDLE_TURNS):
+        await asyncio.sleep(0)
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    await asyncio.sleep(_REAL_PAUSE)
+    while ready:  # noqa: ASYNC110 (polling the loop itself: nothing could set an event)
+        await asyncio.sleep(_REAL_PAUSE)
 
 
 def new_run_id(clock: Clock = SYSTEM) -> str:

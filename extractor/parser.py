@@ -14,7 +14,7 @@ libxml2 nodes when they are built, else by :class:`StructReader` and Arrow's con
 A field that appears twice in one record is a DataError rather than a silent choice.
 
 Typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`.
-A DOCTYPE is refused as soon as libxml2 reports it (:func:`refuse_doctype`), never expanded.
+A DOCTYPE is refused as soon as libxml2 reports it, never expanded (:mod:`extractor.untrusted`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from lxml import etree
 from extractor import arrow, schema
 from extractor.errors import DataError, ExtractorError, HostileXml, MalformedResponse
 from extractor.soap import fault_error
+from extractor.untrusted import is_envelope, not_soap, refuse_doctype, safe_parser, syntax_error
 
 NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
@@ -188,78 +189,6 @@ def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
     return None
 
 
-SOAP_NAMESPACES: Final = frozenset(
-    {"http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope"}
-)
-_HOSTILE_ERRORS: Final = ("ENTITY", "DTD", "DOCTYPE", "ERR_RESOURCE_LIMIT")
-_ERROR_NAMES: Final = {
-    value: name for name, value in vars(etree.ErrorTypes).items() if isinstance(value, int)
-}
-
-
-def safe_parser(**options: Any) -> etree.XMLPullParser:
-    """A pull parser that can neither load nor resolve anything: no DTD, no entity
-    substitution, no network, libxml2's own size limits kept. Comments and processing
-    instructions are dropped, so the text around them joins (one rule for both readers)."""
-    return etree.XMLPullParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-        **options,
-    )
-
-
-def refuse_doctype(root: etree._Element) -> None:
-    """Judged by the parser, whatever the encoding or what precedes it: a DOCTYPE on a SOAP
-    envelope, or any DTD that declares something, is hostile; a plain DOCTYPE on a page
-    that is not SOAP (a proxy's XHTML) is only the wrong answer."""
-    info: Any = root.getroottree().docinfo  # lxml-stubs lack doctype and DTD.iterentities
-    if not info.doctype and info.internalDTD is None:
-        return
-    dtd: Any = info.internalDTD
-    declares = dtd is not None and (list(dtd.iterentities()) or list(dtd.iterelements()))
-    if declares or _is_envelope(root):
-        raise HostileXml(
-            f"response declares a DTD ({info.doctype[:80]}); refused without expanding it"
-        )
-    raise not_soap(root)
-
-
-def not_soap(root: etree._Element) -> MalformedResponse:
-    name = etree.QName(root).localname
-    return MalformedResponse(
-        f"HTTP 200 but not a SOAP response (a document whose root is '{name}')"
-    )
-
-
-def _is_envelope(root: etree._Element) -> bool:
-    name = etree.QName(root)
-    return name.localname == "Envelope" and name.namespace in SOAP_NAMESPACES
-
-
-def syntax_error(exc: etree.XMLSyntaxError, when: str) -> HostileXml | MalformedResponse:
-    """A libxml2 error as what it means: entity and DTD trouble (amplification included) is
-    hostile XML, anything else a broken (retryable) body.
-
-    The error's log is the thread's, which keeps the errors of every earlier document parsed
-    on it (a refused DOCTYPE, an undeclared entity): :class:`RecordStream` clears it when a
-    document begins, or a body cut off after any of those would be called hostile and stop
-    the run. (Documents parsed interleaved on one thread still share it.)"""
-    error: Any = exc  # lxml-stubs lack code and the log's iteration
-    codes = [error.code, *(entry.type for entry in error.error_log)]
-    names = [_ERROR_NAMES.get(code, "") for code in codes]
-    # a body cut off inside "&amp;" is broken, not hostile: entity *references* gone wrong
-    # are syntax (ERR_ENTITYREF_AT_EOF, _SEMICOL_MISSING, ...); declarations are not
-    names = [name for name in names if not name.startswith("ERR_ENTITYREF_")]
-    if any(marker in name for name in names for marker in _HOSTILE_ERRORS):
-        return HostileXml(f"response refused without expanding it: {exc}")
-    return MalformedResponse(f"{when}: {exc}")
-
-
 class RecordStream:
     """Feed a SOAP response in chunks; finished ``record_tag`` elements land in ``records``."""
 
@@ -292,7 +221,7 @@ class RecordStream:
             raise syntax_error(exc, "response ended before the XML document was complete") from None
         self._drain()
         refuse_doctype(root)
-        if not _is_envelope(root):
+        if not is_envelope(root):
             raise not_soap(root)
         return root
 

@@ -15,6 +15,9 @@ crash between the two repeats the work and never skips a change.
 Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
 plain strings; everything else keeps the types of the Parquet output. Tables are not
 partitioned (Delta's advice below a terabyte); the hive partition columns are not stored.
+
+Over 300 lines as one concept, the Delta tables and every write into them: the merge path is
+issue 12's to rework (bounded slices, partition pruning), which is where it will split.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ would, faults and limits included. ``server.py`` puts it behind a real aiohttp s
 ``memory.py`` hands it to the extractor's transport without a socket. Its clock is injected
 (:mod:`extractor.clock`): a manual clock shared with the client makes quarantines and budget
 windows pass in milliseconds.
+
+Over 300 lines as one class on purpose: every operation shares its sessions, counters, fault
+plan and budget; the wire formats live in ``messages.py``, rendering in ``render.py``.
 """
 
 from __future__ import annotations
