@@ -1,0 +1,67 @@
+"""Staging whose cost is per batch: one file per batch and table, partitions cut at publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from extractor.output.staging import NULL_PARTITION, TableWriter, WriterLimits, publish
+
+SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
+
+
+def batch(ids: range, months: list[str | None]) -> tuple[pa.Table, pa.Array]:  # type: ignore[type-arg]
+    table = pa.table(
+        {"OrderId": pa.array(list(ids), pa.int32()), "Title": [f"t{i}" for i in ids]}, SCHEMA
+    )
+    keys = pa.array([months[i % len(months)] for i in range(len(ids))], pa.string())
+    return table, keys
+
+
+def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None:
+    writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
+    months = [f"20{year:02d}-{month:02d}" for year in range(14, 24) for month in (1, 6)] + [None]
+    writer.stage("00000000", *batch(range(0, 1000), months))
+    writer.stage("00001000", *batch(range(1000, 1500), months[:3]))
+    assert sorted(path.name for path in writer.staging.iterdir()) == [
+        "00000000.arrow",
+        "00001000.arrow",
+    ]
+    assert writer.staged_rows() == {"00000000": 1000, "00001000": 500}
+    writer.keep = {"00000000", "00001000"}
+    assert publish([writer]) == len(months)  # one Parquet file per partition
+    dataset = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive")
+    rows = dataset.to_table().to_pylist()
+    assert sorted(row["OrderId"] for row in rows) == list(range(1500))
+    for row in rows:
+        order_id = row["OrderId"]
+        staged_with = months if order_id < 1000 else months[:3]
+        assert row["order_month"] == staged_with[(order_id % 1000) % len(staged_with)], row
+        assert row["Title"] == f"t{order_id}"
+    assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
+
+
+def test_a_partition_larger_than_a_row_group_is_written_in_several(tmp_path: Path) -> None:
+    limits = WriterLimits(row_group_bytes=4096)
+    writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1", limits)
+    for start in range(0, 3000, 500):
+        writer.stage(f"{start:08d}", *batch(range(start, start + 500), ["2024-01", "2024-02"]))
+    assert publish([writer]) == 2
+    for path in (tmp_path / "invoices").rglob("*.parquet"):
+        assert pq.ParquetFile(path).num_row_groups > 1
+        assert pq.read_table(path).num_rows == 1500
+
+
+def test_only_the_journaled_batches_are_published(tmp_path: Path) -> None:
+    writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
+    writer.stage("a", *batch(range(0, 10), ["2024-01"]))
+    writer.stage("b", *batch(range(10, 20), ["2024-01", "2024-02"]))
+    writer.keep = {"a"}
+    publish([writer])
+    rows = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive").to_table()
+    assert sorted(rows.column("OrderId").to_pylist()) == list(range(10))
+    writer.discard({"b"})
+    assert writer.staged_rows() == {"a": 10}
