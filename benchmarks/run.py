@@ -121,11 +121,12 @@ def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], f
 
 
 def run_cli(*args: str, allowed: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Run ``extractor ARGS`` (no rate limit); its wall time and its tree's peak RSS (MB);
-    RuntimeError when it exits other than ``allowed``."""
+    """Run ``extractor ARGS`` (no rate limit unless ARGS set one); its wall time and its
+    tree's peak RSS (MB); RuntimeError when it exits other than ``allowed``."""
     started = time.monotonic()
+    command, *rest = args
     process = subprocess.Popen(
-        [sys.executable, "-m", "extractor", *args, "--max-requests-per-hour", "0"],
+        [sys.executable, "-m", "extractor", command, "--max-requests-per-hour", "0", *rest],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
     )  # fmt: skip
     peak = 0
@@ -138,6 +139,35 @@ def run_cli(*args: str, allowed: tuple[int, ...] = (0,)) -> tuple[float, float]:
     if process.returncode not in allowed:
         raise RuntimeError(f"extractor {args[0]} exited with {process.returncode}")
     return time.monotonic() - started, peak / 1e6
+
+
+def bench_budget(work: Path, orders: int = 16_000) -> dict[str, object]:
+    """A service granting 30 requests per 10 s window (budget headers on every answer, a
+    quarantine past it), the client at the same 10,800 an hour, concurrency 8, batches of
+    200: the rate GetInvoices arrive at, against the 3/s allowed."""
+    allowed = 30 / 10
+    budget = ("--rate-budget", "30", "--rate-window", "10", "--quarantine-seconds", "60")
+    with simulator_process("--orders", str(orders), *budget) as url:
+        summary, _ = run_extractor(
+            url, work / "budget", "--max-requests-per-hour", "10800", "--concurrency", "8",
+            "--batch-size", "200",
+        )  # fmt: skip
+        with urllib.request.urlopen(f"{url}/_stats") as answer:
+            stats = orjson.loads(answer.read())
+    # the windows that ended while the run went on (the last one, partly used, is still open)
+    windows = stats["budget_windows"]
+    use = sum(windows) / (30 * len(windows)) if windows else 0.0
+    return {
+        "get_invoices": stats["GetInvoices"],
+        "requests": stats["requests"],
+        "fetch_s": summary["fetch_seconds"],
+        "publish_s": summary["publish_seconds"],
+        "requests_per_ended_window": windows,
+        "allowed_per_s": allowed,
+        "use": round(use, 3),
+        "quarantined": stats.get("during_quarantine", 0),
+        "faults": stats.get("faults", 0),
+    }
 
 
 def bench_sync(orders: int, work: Path, churn: float = 0.01) -> dict[str, object]:
@@ -330,6 +360,8 @@ def main() -> None:
         print(f"latency: {latency}")
         for name, flags in (("narrow-parser-processes", narrow), ("all-properties", ())):
             print(f"latency: {bench_latency(Path(folder), name, *flags)}")
+        budget = bench_budget(Path(folder))
+        print(f"budget:  {budget}")
         reliability = bench_reliability(Path(folder))
         print(f"reliability: {reliability}")
         hostile = bench_hostile(Path(folder))
@@ -346,6 +378,9 @@ def main() -> None:
         "poison ids <= 40 extra calls": max(reliability["poison_extra_get_invoices"]) <= 40,  # type: ignore[call-overload]
         "<= 3 requests in a quarantine": reliability["requests_during_quarantine"] <= 3,  # type: ignore[operator]
         "1% sync <= 0.3 of the backfill": float(sync["ratio"]) <= 0.3,  # type: ignore[arg-type]
+        "budget use >= 98%, 0 quarantined": (
+            float(budget["use"]) >= 0.98 and budget["quarantined"] == 0  # type: ignore[arg-type]
+        ),
         "dead service <= 3 requests per batch": (
             float(hostile["dead_service_requests_per_batch"]) <= 3  # type: ignore[arg-type]
         ),

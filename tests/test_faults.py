@@ -159,18 +159,33 @@ async def test_limiter_spaces_requests_after_the_burst() -> None:
     assert clock.time() - 1_000_000.0 == pytest.approx(3.0)  # 2 at once, then 1 a second
 
 
-async def test_limiter_pauses_everyone_for_the_service() -> None:
+async def test_limiter_spends_the_service_budget_to_the_last_request() -> None:
     clock = ManualClock(1_000_000.0)
-    limiter = RateLimiter(Limits(per_hour=0, reserve=4), clock)
+    limiter = RateLimiter(Limits(per_hour=0), clock)
     reset = dt.datetime.fromtimestamp(clock.time() + 30, dt.UTC)
-    limiter.observe(5, reset)
-    await limiter.acquire()
-    assert clock.slept == 0  # 5 left is more than the reserve
-    limiter.observe(4, reset)
-    assert limiter.paused_until == pytest.approx(clock.time() + 31)  # the reset, plus a margin
-    await asyncio.gather(limiter.acquire(), limiter.acquire())
-    # both waited for the same reset, together: 31 s passed, not 62
-    assert clock.slept == pytest.approx(31) and "4 requests left" in limiter.pause_reason
+    first = await limiter.acquire()
+    await limiter.acquire()  # two in flight
+    limiter.observe(4, reset, first)  # 4 left, of which the second one will take one
+    limiter.release(first)
+    for _ in range(3):
+        await limiter.acquire()  # the other three: no pause
+    assert clock.slept == 0
+    await asyncio.gather(limiter.acquire(), limiter.acquire())  # none left: both wait
+    # the reset, plus a margin of 1 % of the window (at least the 30 s seen of it)
+    assert clock.slept == pytest.approx(30.3)
+    assert "0 requests left" in limiter.pause_reason
+
+
+async def test_a_service_clock_behind_ours_holds_its_count_past_our_reset() -> None:
+    clock = ManualClock(1_000_000.0)
+    limiter = RateLimiter(Limits(per_hour=0), clock)
+    ticket = await limiter.acquire()
+    stale = dt.datetime.fromtimestamp(clock.time() - 0.2, dt.UTC)  # "resets" 0.2 s ago
+    limiter.observe(1, stale, ticket)
+    limiter.release(ticket)
+    await limiter.acquire()  # the one left
+    await limiter.acquire()  # none: wait, rather than trust our clock that it has reset
+    assert clock.slept >= 1.0
 
 
 async def test_a_request_fault_is_retried_once_a_transient_one_fully() -> None:

@@ -118,6 +118,24 @@ async def test_service_budget_headers_keep_the_client_out_of_quarantine(
     assert_matches_truth(service.service, tmp_path)
 
 
+async def test_the_whole_budget_is_spent_and_no_more(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    # 30 requests per 10 s window; the run needs 82 (Login, the listing, 80 batches): two
+    # resets are the fewest it can wait for, and it must not run into the quarantine
+    service = in_memory(orders=1600, faults=FaultConfig(budget=30, window=10.0, quarantine=60))
+    job = job_of(
+        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=20, concurrency=8,
+        parse_workers=0, max_requests_per_hour=0,
+    )  # fmt: skip
+    summary = await service.run(job)
+    stats = service.service.stats
+    assert stats["faults"] == 0 and stats["during_quarantine"] == 0
+    assert summary["status"] == "complete" and stats["requests"] == 82
+    assert 20 <= service.clock.slept <= 20.5  # each window used to its last request
+    assert_matches_truth(service.service, tmp_path)
+
+
 async def test_hostile_xml_stops_the_run_unexpanded(start_simulator: Any, tmp_path: Path) -> None:
     simulator = await start_simulator(orders=100, faults=FaultConfig(hostile=True))
     with pytest.raises(HostileXml, match="refused without expanding it"):

@@ -115,7 +115,6 @@ class Transport:
         ``insecure``."""
         limits = Limits(
             per_hour=service.max_requests_per_hour,
-            reserve=max(8, service.concurrency),
             max_pause=service.timeouts.max_pause,
         )
         return cls(
@@ -151,14 +150,16 @@ class Transport:
         if session_id:
             headers["Cookie"] = f"ASP.NET_SessionId={session_id}"
         url = self.base_url + operation.path
-        await self.limiter.acquire()
+        ticket = await self.limiter.acquire()
         try:
             async with self.wire.post(url, body, headers, operation.name) as reply:
-                self._observe(reply)
+                self._observe(reply, ticket)
                 await self._receive(reply, sink, operation.name)
         except BaseException:
             sink.abort()  # whatever went wrong, this attempt's data is void
             raise
+        finally:
+            self.limiter.release(ticket)
 
     async def _receive(self, reply: Reply, sink: Sink, name: str) -> None:
         if 300 <= reply.status < 400:
@@ -177,12 +178,12 @@ class Transport:
             await sink.room()
         await sink.finish()
 
-    def _observe(self, reply: Reply) -> None:
+    def _observe(self, reply: Reply, ticket: int) -> None:
         """Pace every worker by the service's own rate-limit headers."""
         remaining = reply.headers.get("APILimitRemaining", "")
         reset = _when(reply.headers.get("APILimitReset", ""))
         if remaining.strip().isdigit():
-            self.limiter.observe(int(remaining), reset)
+            self.limiter.observe(int(remaining), reset, ticket)
 
     def _pausing(self, error: BaseException, reply: Reply) -> BaseException:
         """Make every worker wait when the service says so (quarantine, Retry-After)."""

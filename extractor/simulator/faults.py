@@ -97,6 +97,7 @@ class Budget:
         self._clock = clock
         self._window_start = clock()
         self._used = 0
+        self.windows: list[int] = []  # requests admitted in each budget window that ended
         self.quarantined_until = 0.0
         self.arrived_in_quarantine = 0  # requests that came while a quarantine was on
 
@@ -108,6 +109,8 @@ class Budget:
         """Count one request: the quarantine fault text (None when admitted), and the headers."""
         now = self._clock()
         if now >= self._window_start + self.window:
+            if self._used:
+                self.windows.append(min(self._used, self.limit) if self.limit else self._used)
             self._window_start, self._used = now, 0
         self._used += 1
         if now < self.quarantined_until:

@@ -82,7 +82,7 @@ class Simulator(SimulatedService):
         return await _send(request, await self.answer(asked))
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats))
+        return web.json_response(dict(self.stats) | {"budget_windows": self.budget.windows})
 
     async def _churn(self, request: web.Request) -> web.Response:
         try:
