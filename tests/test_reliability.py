@@ -101,38 +101,37 @@ async def test_quarantine_pauses_every_worker_until_it_ends(
     assert_matches_truth(service.service, tmp_path)
 
 
-async def test_service_budget_headers_keep_the_client_out_of_quarantine(
-    in_memory: Callable[..., InMemory], tmp_path: Path
+@pytest.mark.parametrize(
+    ("orders", "batch", "budget", "window", "requests", "waited"),
+    [
+        # 25 requests per 10-minute window, 32 needed: one wait for the reset
+        (300, 10, 25, 600.0, 32, (600, 610)),
+        # 30 per 10 s, 82 needed (Login, the listing, 80 batches): two resets are the fewest
+        # it can wait for, each window used to its last request
+        (1600, 20, 30, 10.0, 82, (20, 20.5)),
+    ],
+)
+async def test_the_service_budget_is_spent_to_the_last_request_and_no_further(
+    in_memory: Callable[..., InMemory],
+    tmp_path: Path,
+    orders: int,
+    batch: int,
+    budget: int,
+    window: float,
+    requests: int,
+    waited: tuple[float, float],
 ) -> None:
-    # 25 requests per 10-minute window: the run needs 32, so it must wait for a reset
-    service = in_memory(orders=300, faults=FaultConfig(budget=25, window=600.0, quarantine=900))
+    faults = FaultConfig(budget=budget, window=window, quarantine=window * 6)
+    service = in_memory(orders=orders, faults=faults)
     job = job_of(
-        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=10, concurrency=8,
+        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=batch, concurrency=8,
         parse_workers=0, max_requests_per_hour=0,
     )  # fmt: skip
     summary = await service.run(job)
     stats = service.service.stats
     assert stats["faults"] == 0 and stats["during_quarantine"] == 0
-    assert summary["status"] == "complete" and stats["requests"] > 25
-    assert 600 <= service.clock.slept < 700  # one wait for the window's reset
-    assert_matches_truth(service.service, tmp_path)
-
-
-async def test_the_whole_budget_is_spent_and_no_more(
-    in_memory: Callable[..., InMemory], tmp_path: Path
-) -> None:
-    # 30 requests per 10 s window; the run needs 82 (Login, the listing, 80 batches): two
-    # resets are the fewest it can wait for, and it must not run into the quarantine
-    service = in_memory(orders=1600, faults=FaultConfig(budget=30, window=10.0, quarantine=60))
-    job = job_of(
-        InvoiceJob, out=tmp_path, base_url=MEMORY_URL, batch_size=20, concurrency=8,
-        parse_workers=0, max_requests_per_hour=0,
-    )  # fmt: skip
-    summary = await service.run(job)
-    stats = service.service.stats
-    assert stats["faults"] == 0 and stats["during_quarantine"] == 0
-    assert summary["status"] == "complete" and stats["requests"] == 82
-    assert 20 <= service.clock.slept <= 20.5  # each window used to its last request
+    assert summary["status"] == "complete" and stats["requests"] == requests
+    assert waited[0] <= service.clock.slept <= waited[1]
     assert_matches_truth(service.service, tmp_path)
 
 
