@@ -32,7 +32,7 @@ from extractor import soap
 from extractor.records import orders
 from extractor.records.orders import Selection
 from extractor.service.transport import READ_CHUNK
-from extractor.simulator.messages import envelope_parts
+from extractor.simulator.render import Renderer
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -58,13 +58,14 @@ def best_of(runs: int, action: Callable[[], object]) -> float:
     return min(times)
 
 
-def canned_response(orders: int = 1000) -> tuple[bytes, list[int]]:
-    """A GetInvoices response of ``orders`` orders, as the simulator sends it, and its ids."""
-    simulator = Simulator(SimulatorConfig(orders=orders))
-    head, tail = envelope_parts(soap.SOAP11, "GetInvoices")
-    body = "".join(simulator.render_order(order_id) for order_id in simulator.tenant.ids)
-    data = head + b"<GetInvoicesResult>" + body.encode() + b"</GetInvoicesResult>" + tail
-    return data, simulator.tenant.ids
+def canned_response(orders: int = 1000, **shape: str) -> tuple[bytes, list[int]]:
+    """A GetInvoices response of ``orders`` orders, as the simulator sends it, and its ids;
+    ``shape`` as :class:`SimulatorConfig` takes it (``xml="compact"``, ...)."""
+    simulator = Simulator(SimulatorConfig(orders=orders, **shape))  # type: ignore[arg-type]
+    renderer = Renderer(simulator.tenant, simulator.config.xml)
+    ids = simulator.tenant.ids
+    parts = (renderer.order(order_id).encode() for order_id in ids)
+    return b"".join(renderer.reply(soap.SOAP11, "GetInvoices", "invoiceService", parts)), ids
 
 
 def parse_to_arrow(body: bytes, ids: list[int], chunk: int = READ_CHUNK) -> None:

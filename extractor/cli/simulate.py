@@ -9,7 +9,10 @@ import click
 from extractor.cli.common import names
 from extractor.cli.signals import Interrupted, run_command
 from extractor.errors import UsageError
+from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.faults import KINDS, FaultConfig
+from extractor.simulator.render import XML_DIALECTS, XmlDialect
+from extractor.simulator.tenant import CHURN_SHAPES, ID_SHAPES, ChurnShape, IdShape
 
 
 @click.command()
@@ -69,6 +72,27 @@ from extractor.simulator.faults import KINDS, FaultConfig
 )
 @click.option("--rate-window", default=3600.0, show_default=True, type=click.FloatRange(1))
 @click.option("--quarantine-seconds", default=60.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--ids",
+    type=click.Choice(ID_SHAPES),
+    default="scattered",
+    show_default=True,
+    help="OrderIds: imported history and two live series, or one series in date order.",
+)
+@click.option(
+    "--xml",
+    type=click.Choice(XML_DIALECTS),
+    default="wcf",
+    show_default=True,
+    help="As a proxy sends it (BOM, CRLF, indented, a: prefixes), or compact ASMX.",
+)
+@click.option(
+    "--churn",
+    type=click.Choice(CHURN_SHAPES),
+    default="accounting",
+    show_default=True,
+    help="What POST /_churn changes: mostly recent orders, or any order alike.",
+)
 def simulate(
     host: str,
     port: int,
@@ -85,6 +109,9 @@ def simulate(
     rate_budget: int,
     rate_window: float,
     quarantine_seconds: float,
+    ids: IdShape,
+    xml: XmlDialect,
+    churn: ChurnShape,
 ) -> None:
     """Serve the built-in 24SevenOffice simulator until interrupted."""
     from extractor.simulator.cli import serve
@@ -104,10 +131,13 @@ def simulate(
         )
     except ValueError as exc:
         raise UsageError(f"simulate: {exc}") from None
+    config = SimulatorConfig(
+        orders=orders, seed=seed, host=host, port=port, latency=latency,
+        latency_per_1000=latency_per_1000, session_ttl_calls=session_ttl_calls, faults=faults,
+        ids=ids, xml=xml, churn=churn,
+    )  # fmt: skip
     try:
-        run_command(
-            serve(host, port, orders, seed, latency, latency_per_1000, session_ttl_calls, faults)
-        )
+        run_command(serve(config))
     except Interrupted:
         click.echo("simulator stopped")  # how a simulator is meant to end
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +17,6 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.runner import run
 from extractor.output.lock import LOCK_FILE
 from extractor.runs.summary import render_summary
-from extractor.simulator.faults import NO_FAULTS, FaultConfig
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,
@@ -35,22 +35,16 @@ def _accepted_credentials() -> Credentials:
     return Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
 
 
-async def serve(
-    host: str,
-    port: int,
-    orders: int,
-    seed: int,
-    latency: float,
-    latency_per_1000: float,
-    ttl: int,
-    faults: FaultConfig = NO_FAULTS,
-) -> None:
+async def serve(config: SimulatorConfig) -> None:
+    """Serve ``config`` (with the credentials it accepts, :func:`_accepted_credentials`)."""
     creds = _accepted_credentials()
-    config = SimulatorConfig(
-        orders=orders, seed=seed, host=host, port=port, latency=latency,
-        latency_per_1000=latency_per_1000, session_ttl_calls=ttl, faults=faults,
-        application_id=creds.application_id, username=creds.username, password=creds.password,
-    )  # fmt: skip
+    config = dataclasses.replace(
+        config,
+        application_id=creds.application_id,
+        username=creds.username,
+        password=creds.password,
+    )
+    host, port, orders, seed = config.host, config.port, config.orders, config.seed
     simulator = Simulator(config)
     try:
         await simulator.start()
@@ -61,7 +55,10 @@ async def serve(
             "choose another --port (0 picks a free one)"
         ) from None
     try:
-        click.echo(f"simulator: {orders:,} orders (seed {seed}) at {simulator.url}")
+        click.echo(
+            f"simulator: {orders:,} orders (seed {seed}; ids {config.ids}, xml {config.xml}, "
+            f"churn {config.churn}) at {simulator.url}"
+        )
         if creds.password == DEMO_PASSWORD:
             click.echo(
                 f"  export TFSO_APPLICATION_ID={DEMO_APPLICATION_ID} TFSO_USERNAME={DEMO_USERNAME} "

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from extractor.simulator.faults import NO_FAULTS, FaultConfig
+from extractor.simulator.render import XmlDialect
+from extractor.simulator.tenant import ChurnShape, IdShape
 
 DEMO_APPLICATION_ID: Final = "6f1d7a3e-0c55-4d5b-9a54-7f0e2b1c9d01"
 DEMO_USERNAME: Final = "demo@example.no"
@@ -14,7 +16,13 @@ DEMO_PASSWORD: Final = "simulator-demo"
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """What the simulated service holds and how it behaves."""
+    """What the simulated service holds and how it behaves.
+
+    The default looks like a real tenant behind a proxy: scattered ids (imported history and
+    two live series, :class:`~extractor.simulator.tenant.Tenant`), the ``"wcf"`` XML dialect
+    (:mod:`~extractor.simulator.render`) and accounting-shaped churn. :data:`CLUSTERED` is the
+    tidy tenant every earlier figure was measured on.
+    """
 
     orders: int = 50_000
     seed: int = 7
@@ -28,6 +36,11 @@ class SimulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0
     faults: FaultConfig = NO_FAULTS
+    ids: IdShape = "scattered"
+    xml: XmlDialect = "wcf"
+    churn: ChurnShape = "accounting"
 
 
 DEFAULT_SIMULATOR: Final = SimulatorConfig()
+#: Ids in date order, compact XML, churn at random over the history.
+CLUSTERED: Final = {"ids": "clustered", "xml": "compact", "churn": "uniform"}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import itertools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,14 +40,12 @@ from extractor.simulator.messages import (
     SERVICES,
     Reply,
     Request,
-    envelope_parts,
     fault_reply,
     sent_action,
     text_reply,
-    wrapped,
 )
 from extractor.simulator.render import Renderer
-from extractor.simulator.tenant import Churn, ChurnReport, Tenant
+from extractor.simulator.tenant import Churn, ChurnReport, ChurnShape, Tenant
 
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
 NOT_AUTHENTICATED: Final = "Session is not authenticated"
@@ -91,13 +88,13 @@ class SimulatedService:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.tenant = tenant or Tenant(config.orders, config.seed)
+        self.tenant = tenant or Tenant(config.orders, config.seed, config.ids)
         self.stats: Counter[str] = Counter()
         self.budget = Budget(config.faults, clock.time)
         self._plan = FaultPlan(config.faults)
         self._sessions: dict[str, int] = {}
         self._logins = 0
-        self._renderer = Renderer(self.tenant)
+        self._renderer = Renderer(self.tenant, config.xml)
         self._ledger: Ledger | None = None
         self._handlers: dict[str, dict[str, Handler]] = {
             soap.AUTH_PATH: {"Login": self._login, "HasSession": self._has_session},
@@ -128,22 +125,25 @@ class SimulatedService:
             self._ledger = Ledger(self.tenant, self.config.seed)
         return self._ledger
 
-    def churn(self, changes: Churn, seed: int = 0) -> ChurnReport:
+    def churn(self, changes: Churn, seed: int = 0, shape: ChurnShape | None = None) -> ChurnReport:
         """Change, delete and add orders now (:meth:`Tenant.churn`), and settle the open
-        invoices of the changed orders in the ledger; what changed, also in ``stats``."""
+        invoices of the changed orders in the ledger; what changed, also in ``stats``.
+        ``shape`` is the configured churn's unless given."""
         ledger_ = self.ledger  # built from the tenant as it was, before it changes
         when = self._now().replace(microsecond=0)
-        report = self.tenant.churn(random.Random(f"churn:{self.config.seed}:{seed}"), changes, when)
+        rng = random.Random(f"churn:{self.config.seed}:{seed}")
+        report = self.tenant.churn(rng, changes, when, shape or self.config.churn)
         self.stats["ledger_lines_posted"] += ledger_.settle(report.changed, when)
         for name in ("changed", "deleted", "added"):
             self.stats[f"orders_{name}"] += len(getattr(report, name))
         return report
 
     def churn_json(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}``."""
+        """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}`` and
+        optionally ``"shape": "uniform"`` or ``"accounting"``."""
         try:
             changes = Churn(*(int(body.get(name, 0)) for name in ("changed", "deleted", "added")))
-            report = self.churn(changes, int(body.get("seed", 0)))
+            report = self.churn(changes, int(body.get("seed", 0)), body.get("shape"))
         except (ValueError, TypeError, AttributeError) as exc:
             return 400, {"error": f"bad churn request: {exc}"}
         return 200, dataclasses.asdict(report)
@@ -247,23 +247,22 @@ class SimulatedService:
             self._logins += 1
             token = hashlib.sha1(f"{self.config.seed}:{self._logins}".encode()).hexdigest()[:24]
             self._sessions[token] = 0
-        reply = _reply(call, "Login", [f"<LoginResult>{token}</LoginResult>".encode()])
+        reply = self._reply(call, "Login", [token.encode()], leaf=True)
         if token:
             reply.cookies[SESSION_COOKIE] = token
         return reply
 
     async def _has_session(self, call: _Call) -> Reply:
         valid = call.request.cookies.get(SESSION_COOKIE, "") in self._sessions
-        inner = f"<HasSessionResult>{str(valid).lower()}</HasSessionResult>"
-        return _reply(call, "HasSession", [inner.encode()])
+        return self._reply(call, "HasSession", [str(valid).lower().encode()], leaf=True)
 
     async def _sync_list(self, call: _Call) -> Reply:
         changed = _when(call.params, "ChangedAfter")
         registered = _when(call.params, "RegisteredAfter")
         ids = self.tenant.sync_list(changed, registered)
-        items = "".join(f"<int>{order_id}</int>" for order_id in ids)
-        inner = f"<GetOrderSyncListResult>{items}</GetOrderSyncListResult>"
-        return _reply(call, "GetOrderSyncList", [inner.encode()])
+        int_type = schema.Scalar("int")
+        items = (self._renderer.item("int", int_type, order_id) for order_id in ids)
+        return self._reply(call, "GetOrderSyncList", items)
 
     async def _get_invoices(self, call: _Call) -> Reply:
         ids = [
@@ -286,7 +285,7 @@ class SimulatedService:
             await self.clock.sleep(self.config.latency_per_1000 * len(known) / 1000)
         parts = (self.render_order(order_id, props, row_props).encode() for order_id in known)
         self.stats["invoices_served"] += len(known)
-        return _reply(call, "GetInvoices", wrapped("GetInvoicesResult", parts))
+        return self._reply(call, "GetInvoices", parts)
 
     async def _update_invoices(self, call: _Call) -> Reply:
         """Set InvoiceTitle / ReferenceNumber of invoiced orders; an APIException for others."""
@@ -305,8 +304,8 @@ class SimulatedService:
                 answer["APIException"] = {"Type": "ValidationException", "Message": refused}
             else:
                 self.stats["invoices_updated"] += 1
-            answers.append(self._renderer.value("InvoiceOrder", answer).encode())
-        return _reply(call, "UpdateInvoices", wrapped("UpdateInvoicesResult", answers))
+            answers.append(self._renderer.item("InvoiceOrder", schema.invoice_order(), answer))
+        return self._reply(call, "UpdateInvoices", answers)
 
     async def _get_transactions(self, call: _Call) -> Reply:
         search = call.params.find("{*}searchParams")
@@ -315,9 +314,17 @@ class SimulatedService:
         }
         lines = ledger.search(self.ledger, params)
         kind = ledger.transaction_type()
-        parts = (soap.encode_value("Transaction", kind, line.wire).encode() for line in lines)
+        parts = (self._renderer.item("Transaction", kind, line.wire) for line in lines)
         self.stats["transactions_served"] += len(lines)
-        return _reply(call, "GetTransactions", wrapped("GetTransactionsResult", parts))
+        return self._reply(call, "GetTransactions", parts)
+
+    def _reply(
+        self, call: _Call, operation: str, parts: Iterable[bytes], *, leaf: bool = False
+    ) -> Reply:
+        wsdl = SERVICES[call.request.path]
+        body = self._renderer.reply(call.version, operation, wsdl, parts, leaf=leaf)
+        headers = {"Content-Type": call.version.content_type, **call.headers}
+        return Reply(200, headers, body, call.cut)
 
     def _now(self) -> dt.datetime:
         return self.clock.now().replace(tzinfo=None)
@@ -337,9 +344,3 @@ def _when(params: etree._Element, name: str) -> dt.datetime | None:
         raise Fault(
             f"Server was unable to read request. ---> invalid dateTime {found.text!r}"
         ) from None
-
-
-def _reply(call: _Call, operation: str, parts: Iterable[bytes]) -> Reply:
-    head, tail = envelope_parts(call.version, operation, SERVICES[call.request.path])
-    headers = {"Content-Type": call.version.content_type, **call.headers}
-    return Reply(200, headers, itertools.chain([head], parts, [tail]), call.cut)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from extractor import schema
 from extractor.simulator import values
@@ -27,6 +28,20 @@ ROW_POOL: Final = 4096
 ORDER_POOL: Final = 2048
 
 Wire = dict[str, Any]
+IdShape = Literal["clustered", "scattered"]
+ID_SHAPES: Final = ("clustered", "scattered")
+ChurnShape = Literal["accounting", "uniform"]
+CHURN_SHAPES: Final = ("accounting", "uniform")
+#: When a scattered tenant moved in and imported its history.
+MOVED_IN: Final = dt.datetime(2024, 1, 8)
+#: Where the imported series and the two live series of a scattered tenant start.
+IMPORTED_FROM: Final = 100_001
+LIVE_SERIES: Final = (20_000_001, 40_000_001)
+#: In accounting-shaped churn, the share of changes and deletions on recent orders.
+RECENT_SHARE: Final = 0.85
+#: Recent orders: the newest this share of the tenant (or as many as the churn needs).
+RECENT_POOL: Final = 0.03
+Numbered = list[tuple[int, dt.datetime, dt.datetime]]
 
 
 @dataclass(frozen=True)
@@ -56,9 +71,18 @@ class ChurnReport:
 
 
 class Tenant:
-    """``orders`` orders with ids, registration and change times spread over ten years."""
+    """``orders`` orders with ids, registration and change times spread over ten years.
 
-    def __init__(self, orders: int = 50_000, seed: int = 7) -> None:
+    ``ids`` says how OrderIds relate to dates: ``"clustered"``, one series that follows
+    DateOrdered (a batch of consecutive ids falls into a month or two); ``"scattered"``, as
+    a company that moved in on :data:`MOVED_IN` has it: its history imported in an order
+    unrelated to dates (every batch of it spans years, and it was all changed at the import),
+    then two live series (say, two departments) numbering their own orders.
+    """
+
+    def __init__(self, orders: int = 50_000, seed: int = 7, ids: IdShape = "scattered") -> None:
+        if ids not in ID_SHAPES:
+            raise ValueError(f"ids {ids!r} is not one of {', '.join(ID_SHAPES)}")
         self.seed = seed
         rng = random.Random(seed)
         span = (LAST_DAY - FIRST_DAY).total_seconds()
@@ -66,13 +90,11 @@ class Tenant:
         self.ids: list[int] = []
         self.registered: dict[int, dt.datetime] = {}
         self.changed: dict[int, dt.datetime] = {}
-        next_id = 100_001
-        for offset in offsets:
-            registered = FIRST_DAY + dt.timedelta(seconds=int(offset))
-            changed = min(registered + dt.timedelta(seconds=rng.randint(0, 400 * 86400)), LAST_DAY)
-            self.ids.append(next_id)
-            self.registered[next_id], self.changed[next_id] = registered, changed
-            next_id += rng.randint(1, 3)
+        dates = [FIRST_DAY + dt.timedelta(seconds=int(offset)) for offset in offsets]
+        numbered = _clustered(rng, dates) if ids == "clustered" else _scattered(rng, dates)
+        for order_id, registered, changed in sorted(numbered):
+            self.ids.append(order_id)
+            self.registered[order_id], self.changed[order_id] = registered, changed
         self._order = schema.invoice_order()
         self._row = schema.invoice_row()
         self.row_pool, self.order_pool = pools(seed)
@@ -88,30 +110,34 @@ class Tenant:
         self.changed[order_id] = when  # a later incremental run sees the change
         return None
 
-    def churn(self, rng: random.Random, changes: Churn, when: dt.datetime) -> ChurnReport:
+    def churn(
+        self,
+        rng: random.Random,
+        changes: Churn,
+        when: dt.datetime,
+        shape: ChurnShape = "accounting",
+    ) -> ChurnReport:
         """Change, delete and add orders as a busy company does between two syncs.
 
-        A changed order gets a new status, totals and title, and rows removed and added; every
-        change and new order has ``DateChanged`` ``when``. Deleted orders vanish from
-        GetOrderSyncList and GetInvoices.
+        ``"uniform"`` picks the orders at random over the whole history (the worst case for a
+        sync). ``"accounting"`` is what bookkeeping does: :data:`RECENT_SHARE` of the changes
+        and deletions fall on recent orders (not yet invoiced, being paid, drafts thrown
+        away), the rest is a thin tail over old invoices. A recent change gets a new status,
+        totals and title, and rows removed and added; an old invoice only a new title or
+        reference. Every change and new order has ``DateChanged`` ``when``; deleted orders
+        vanish from GetOrderSyncList and GetInvoices.
         """
-        picked = rng.sample(self.ids, min(changes.changed + changes.deleted, len(self.ids)))
-        changed, deleted = sorted(picked[: changes.changed]), sorted(picked[changes.changed :])
-        status = next(f for f in self._order.fields if f.name == "OrderStatus").type
-        assert isinstance(status, schema.Scalar)
-        for order_id in changed:
-            rows = list(self.wire(order_id).get("InvoiceRows") or ())
-            for _ in range(min(len(rows), rng.randint(0, 2))):
-                rows.pop(rng.randrange(len(rows)))
-            rows += [rng.randrange(ROW_POOL) for _ in range(rng.randint(0, 3))]
-            total = values.decimal(rng, "OrderTotalIncVat")
+        if shape not in CHURN_SHAPES:
+            raise ValueError(f"churn {shape!r} is not one of {', '.join(CHURN_SHAPES)}")
+        reworked, retitled, deleted = self._pick(rng, changes, shape)
+        for order_id in reworked:
+            self._rework(rng, order_id)
+        for order_id in retitled:
             self.edits.setdefault(order_id, {}).update(
-                OrderStatus=values.enum(rng, status),
-                InvoiceTitle=values.text(rng, "InvoiceTitle"),
-                OrderTotalIncVat=total,
-                OrderTotalVat=(total / 5).quantize(total),
-                InvoiceRows=rows,
+                {rng.choice(("InvoiceTitle", "ReferenceNumber")): values.text(rng, "InvoiceTitle")}
             )
+        changed = sorted(reworked + retitled)
+        for order_id in changed:
             self.changed[order_id] = when
         for order_id in deleted:
             del self.registered[order_id], self.changed[order_id]
@@ -122,7 +148,43 @@ class Tenant:
         for order_id in added:
             self.ids.append(order_id)
             self.registered[order_id] = self.changed[order_id] = when
-        return ChurnReport(changed, deleted, added)
+        return ChurnReport(changed, sorted(deleted), added)
+
+    def _pick(
+        self, rng: random.Random, changes: Churn, shape: ChurnShape
+    ) -> tuple[list[int], list[int], list[int]]:
+        """The orders to rework, to retitle and to delete, none of them twice."""
+        wanted = min(changes.changed + changes.deleted, len(self.ids))
+        if shape == "uniform":
+            picked = rng.sample(self.ids, wanted)
+            return picked[: changes.changed], [], picked[changes.changed :]
+        fresh_changed = round(changes.changed * RECENT_SHARE)
+        fresh_count = min(wanted, fresh_changed + round(changes.deleted * RECENT_SHARE))
+        pool = max(int(len(self.ids) * RECENT_POOL), fresh_count)
+        recent = heapq.nlargest(pool, self.ids, key=self.registered.__getitem__)
+        fresh = rng.sample(recent, fresh_count)
+        taken = set(fresh)
+        rest = [order_id for order_id in self.ids if order_id not in taken]
+        old = rng.sample(rest, min(len(rest), wanted - fresh_count))
+        old_changed = changes.changed - fresh_changed
+        return fresh[:fresh_changed], old[:old_changed], fresh[fresh_changed:] + old[old_changed:]
+
+    def _rework(self, rng: random.Random, order_id: int) -> None:
+        """A new status, totals and title, and rows removed and added."""
+        status = next(f for f in self._order.fields if f.name == "OrderStatus").type
+        assert isinstance(status, schema.Scalar)
+        rows = list(self.wire(order_id).get("InvoiceRows") or ())
+        for _ in range(min(len(rows), rng.randint(0, 2))):
+            rows.pop(rng.randrange(len(rows)))
+        rows += [rng.randrange(ROW_POOL) for _ in range(rng.randint(0, 3))]
+        total = values.decimal(rng, "OrderTotalIncVat")
+        self.edits.setdefault(order_id, {}).update(
+            OrderStatus=values.enum(rng, status),
+            InvoiceTitle=values.text(rng, "InvoiceTitle"),
+            OrderTotalIncVat=total,
+            OrderTotalVat=(total / 5).quantize(total),
+            InvoiceRows=rows,
+        )
 
     def sync_list(
         self, changed_after: dt.datetime | None, registered_after: dt.datetime | None
@@ -275,3 +337,35 @@ def _pool_row(rng: random.Random, number: int) -> Wire:
     row["RowId"] = 5_000_000 + number
     row["SequenceNumber"] = rng.randint(1, 40)
     return row
+
+
+def _later(rng: random.Random, registered: dt.datetime) -> dt.datetime:
+    """When an order registered then last changed: within about a year, before the end."""
+    return min(registered + dt.timedelta(seconds=rng.randint(0, 400 * 86400)), LAST_DAY)
+
+
+def _clustered(rng: random.Random, dates: list[dt.datetime]) -> Numbered:
+    """One series in date order, with the gaps deleted drafts leave."""
+    numbered, next_id = [], 100_001
+    for registered in dates:
+        numbered.append((next_id, registered, _later(rng, registered)))
+        next_id += rng.randint(1, 3)
+    return numbered
+
+
+def _scattered(rng: random.Random, dates: list[dt.datetime]) -> Numbered:
+    """History before :data:`MOVED_IN` numbered in shuffled order and changed at the import;
+    later orders numbered by one of two live series each."""
+    history = [registered for registered in dates if registered < MOVED_IN]
+    rng.shuffle(history)
+    numbered, next_id = [], IMPORTED_FROM
+    for registered in history:
+        imported = MOVED_IN + dt.timedelta(seconds=rng.randint(0, 4 * 86400))
+        numbered.append((next_id, registered, imported))
+        next_id += 1
+    series = list(LIVE_SERIES)
+    for registered in dates[len(history) :]:
+        which = 0 if rng.random() < 0.7 else 1
+        numbered.append((series[which], registered, _later(rng, registered)))
+        series[which] += rng.randint(1, 3)
+    return numbered
