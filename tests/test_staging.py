@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from extractor.output.staging import NULL_PARTITION, TableWriter, WriterLimits, publish
+from extractor.output.parquet import publish
+from extractor.output.staging import NULL_PARTITION, TableWriter, WriterLimits
 
 SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
 
@@ -44,15 +45,17 @@ def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None
     assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
 
 
-def test_a_partition_larger_than_a_row_group_is_written_in_several(tmp_path: Path) -> None:
-    limits = WriterLimits(row_group_bytes=4096)
+def test_publishing_reads_the_staging_in_rounds_a_row_group_each(tmp_path: Path) -> None:
+    limits = WriterLimits(round_bytes=4096)  # less than a staged batch: a round per batch
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1", limits)
     for start in range(0, 3000, 500):
         writer.stage(f"{start:08d}", *batch(range(start, start + 500), ["2024-01", "2024-02"]))
     assert publish([writer]) == 2
     for path in (tmp_path / "invoices").rglob("*.parquet"):
-        assert pq.ParquetFile(path).num_row_groups > 1
-        assert pq.read_table(path).num_rows == 1500
+        assert pq.ParquetFile(path).num_row_groups == 6
+        assert pq.read_table(path).column("OrderId").to_pylist() == [
+            order_id for order_id in range(3000) if order_id % 2 == int(path.parent.name[-1]) - 1
+        ]
 
 
 def test_only_the_journaled_batches_are_published(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from extractor.config import (
 )
 from extractor.errors import UsageError
 from extractor.output.lock import target_lock
-from extractor.output.staging import Output
+from extractor.output.parquet import Output
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2

@@ -23,7 +23,8 @@ from extractor.jobs.failures import write_failures
 from extractor.jobs.parse_pool import ParsePool
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 from extractor.jobs.workers import Run
-from extractor.output.staging import Output, ParquetOutput, TableWriter
+from extractor.output.parquet import Output, ParquetOutput
+from extractor.output.staging import TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records import orders
 from extractor.records.orders import Selection

@@ -21,7 +21,8 @@ from extractor import arrow, redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.workers import Run
-from extractor.output.staging import Output, ParquetOutput, TableWriter
+from extractor.output.parquet import Output, ParquetOutput
+from extractor.output.staging import TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
 from extractor.runs.history import Carried

@@ -30,7 +30,7 @@ from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import run
 from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.lock import target_lock
-from extractor.output.staging import Output
+from extractor.output.parquet import Output
 from extractor.output.targets import Target
 from extractor.runs.journal import unfinished
 from extractor.runs.state import replay

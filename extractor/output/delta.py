@@ -36,7 +36,8 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError
-from extractor.output.staging import RunInfo, TableWriter
+from extractor.output.parquet import RunInfo
+from extractor.output.staging import TableWriter
 from extractor.output.staging import latest as _latest
 from extractor.output.targets import Target
 

@@ -7,7 +7,7 @@ from typing import Final
 
 from extractor.errors import InvalidOption
 from extractor.output.delta import DeltaOutput
-from extractor.output.staging import Output, ParquetOutput
+from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.targets import Target
 
 FORMATS: Final = ("parquet", "delta")

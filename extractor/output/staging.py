@@ -4,38 +4,42 @@ While the run fetches, each batch of each table is staged as one Arrow IPC file,
 ``OUT/_staging/<run_id>/<table>/<batch>.arrow``, written once and fsynced once, whatever the
 number of partitions its records fall into (a batch of orders scattered over ten years holds
 a hundred months): its records sorted by partition in one record batch, each partition's
-first row and length in the file's schema metadata. The files are not compressed, so that
-publishing can memory-map them and cut the partitions without reading the rest: each
-partition's Parquet file is written from zero-copy slices of the staged batches that hold
-it (a few MB of staging per 1000 orders, removed once published), under a dot-prefixed
-temporary name (invisible to dataset readers), on a small thread pool, one row group (64 MB)
-at a time, so memory depends on that budget, not on the backfill; the caller syncs and then
-renames them into place (:meth:`TableWriter.reveal`). A staged file must not be shortened
-while it is published: a memory-mapped read past a file's new end is a SIGBUS.
+first row and length in the file's schema metadata.
 
-Slightly over 300 lines: staging and publishing are one format.
+Publishing reads the staged files in rounds (:meth:`TableWriter._rounds`): each file once,
+its partitions kept as zero-copy slices until the round's budget is read, then every
+partition held goes out as one row group of its Parquet file, written on a small thread
+pool from one contiguous copy of its slices. Cutting partition by partition instead costs
+a file open per (file, partition): for batches scattered over a hundred months, that was
+three quarters of a 100,000-order backfill. Memory is the round's budget, not the backfill;
+each partition's file (one per partition per run) stays open under a dot-prefixed temporary
+name (invisible to dataset readers) until every round is written; the caller syncs and
+then renames them into place (:meth:`TableWriter.reveal`). Records kept unique per
+partition (the ledger's) are published a partition at a time, from memory-mapped slices: a
+staged file must not be shortened while it is published, a mapped read past a file's new
+end is a SIGBUS.
+
+``parquet.py`` publishes the rounds as hive Parquet, ``delta.py`` into Delta tables. Over 300
+lines: the staged format and the rounds that read it back are one format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError
-from extractor.output.targets import Target
 
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 #: The schema metadata of a staged batch that names its record batches' partitions, in order.
@@ -46,6 +50,9 @@ _PARTITIONS: Final = b"extractor.partitions"
 class WriterLimits:
     row_group_bytes: int = 64 * 1024 * 1024
     publish_threads: int = 2
+    #: Staged batches read per publishing round (memory grows about 4x this, the allocator's
+    #: and the Parquet writers' own included); each round adds a row group per partition.
+    round_bytes: int = 32 * 1024 * 1024
 
 
 DEFAULT_WRITER_LIMITS: Final = WriterLimits()
@@ -107,10 +114,24 @@ class TableWriter:
 
         Nothing is visible to readers until :meth:`reveal` renames the files.
         """
-        with ThreadPoolExecutor(self.limits.publish_threads, thread_name_prefix="publish") as pool:
-            written = list(pool.map(self._write_partition, self._keys()))
-        self._written = [path for path, _ in written]
-        self.rows_written = sum(rows for _, rows in written)
+        files: dict[str, _PartitionFile] = {}
+        try:
+            threads = self.limits.publish_threads
+            with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
+                for held in self._rounds():
+                    for key in held:
+                        if key not in files:
+                            files[key] = _PartitionFile(self._folder(key), self.run_id, self.schema)
+                    items = list(held.items())
+                    held.clear()  # the round's batches go as soon as their pieces are written
+                    list(pool.map(lambda item: files[item[0]].append(item[1]), items))
+                    del items
+                    pa.default_memory_pool().release_unused()  # else the allocator keeps it
+        finally:
+            for file in files.values():
+                file.close()
+        self._written = [files[key].temporary for key in sorted(files)]
+        self.rows_written = sum(file.rows for file in files.values())
         return self._written
 
     def staged_rows(self) -> dict[str, int]:
@@ -164,29 +185,45 @@ class TableWriter:
             path.unlink(missing_ok=True)
         return len(leftovers)
 
-    def _write_partition(self, key: str) -> tuple[Path, int]:
-        folder = self.directory / f"{self.partition}={key}"
-        temporary = folder / f".part-{self.run_id}.parquet.tmp"
-        rows = 0
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            groups = self._partition(key)
-            with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
-                for group in groups:
-                    writer.write_table(group, row_group_size=group.num_rows)
-                    rows += group.num_rows
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
-        return temporary, rows
+    def _folder(self, key: str) -> Path:
+        return self.directory / f"{self.partition}={key}"
 
     def tables(self) -> Iterator[pa.Table]:
-        """Every staged record, a partition's row group at a time (for the Delta tables),
-        copied out of the staged files: delta-rs's arrow-rs panics on some sliced arrays
+        """Every staged record, a partition's part of a round at a time (for the Delta
+        tables), in fresh arrays: delta-rs's arrow-rs panics on some sliced arrays
         ("end <= self.len()") handed over the C data interface."""
-        for key in self._keys():
-            for group in self._partition(key):
-                yield group.take(pa.array(range(group.num_rows), pa.int64()))
+        for held in self._rounds():
+            for pieces in held.values():
+                yield pa.Table.from_batches([_joined(pieces)], self.schema)
+
+    def _rounds(self) -> Iterator[dict[str, list[pa.RecordBatch]]]:
+        """Every staged record as rounds of pieces by partition.
+
+        Each staged file is read whole, once (not mapped: its pieces outlive the file), and
+        its partitions kept as zero-copy slices until the files read reach the round's
+        budget (:attr:`WriterLimits.round_bytes`); that round goes out (a row group per
+        partition held) and the files are released. So publishing costs a read per file and
+        a slice per partition in it, and memory the budget, whatever the number of files or
+        partitions. A table whose records
+        are kept unique per partition is published a partition at a time instead (all of
+        a partition is needed to choose), from memory-mapped slices."""
+        if self.unique is not None:
+            for key in self._keys():
+                for group in self._partition(key):
+                    yield {key: group.to_batches()}
+            return
+        held: dict[str, list[pa.RecordBatch]] = {}
+        size = 0
+        for staged in self._published_files():
+            batch, partitions = _read_staged(staged)
+            for key, start, length in partitions:
+                held.setdefault(key, []).append(batch.slice(start, length))
+            size += batch.nbytes
+            if size >= self.limits.round_bytes:
+                yield held
+                held, size = {}, 0
+        if held:
+            yield held
 
     def _keys(self) -> list[str]:
         """The partitions that hold a batch to publish (read from each file's footer once)."""
@@ -231,80 +268,52 @@ class TableWriter:
                 yield pa.Table.from_batches(pending, self.schema)
 
 
-def publish(writers: Sequence[TableWriter]) -> int:
-    """Write every partition of ``writers``, make it durable, then rename it into place; the
-    number of files.
+class _PartitionFile:
+    """One partition's Parquet file of a run, under its temporary name, a row group per
+    round; a partition is appended to by one thread at a time."""
 
-    Idempotent: file names depend on the run and partition only, so publishing the same
-    staging again (after a crash) replaces the same files. The staging stays until each
-    writer's :meth:`~TableWriter.tidy`, once the journal says the run is published.
-    """
-    written = [path for writer in writers for path in writer.write_partitions()]
-    os.sync()  # one flush for every file, instead of an fsync each
-    checkpoint("publish:written")
-    for writer in writers:
-        writer.reveal()
-    os.sync()
-    return len(written)
+    def __init__(self, folder: Path, run_id: str, schema: pa.Schema) -> None:
+        self.folder = folder
+        self.temporary = folder / f".part-{run_id}.parquet.tmp"
+        self.rows = 0
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.temporary, schema, compression="zstd")
+        except OSError as exc:
+            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
 
+    def append(self, pieces: list[pa.RecordBatch]) -> None:
+        group = _joined(pieces)
+        try:
+            self._writer.write_batch(group, row_group_size=max(group.num_rows, 1))
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.folder}: {exc.strerror or exc}") from None
+        self.rows += group.num_rows
 
-def written_by(writers: Sequence[TableWriter], files: int) -> dict[str, int]:
-    """What a Parquet publish wrote: its files, and the records of each table."""
-    return {"files": files} | {writer.directory.name: writer.rows_written for writer in writers}
-
-
-class Output(Protocol):
-    """Where a run's staged tables go once fetched: hive Parquet, or Delta tables."""
-
-    @property
-    def format(self) -> str: ...
-
-    @property
-    def target(self) -> Target: ...
-
-    def publish(
-        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
-    ) -> dict[str, int]:
-        """Publish every staged record of ``writers``; what was written (``files``, or
-        records per table). ``present``: every OrderId the service lists (reconcile)."""
-        ...
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        except OSError as exc:
+            self.temporary.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {self.folder}: {exc.strerror or exc}") from None
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run's published records and commits carry."""
+def _joined(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """The pieces as one batch of fresh, contiguous arrays (Parquet encodes a chunk at a
+    time, so one chunk is several times faster to write than a hundred small ones)."""
+    joined: pa.RecordBatch = pa.concat_batches(pieces)  # type: ignore[attr-defined]
+    return joined
 
-    run_id: str
-    as_of: dt.datetime  # UTC, when the run began listing what to fetch
 
-
-@dataclass(frozen=True)
-class ParquetOutput:
-    """Hive-partitioned Parquet under ``target``; the writers stage under a local directory,
-    which is also where the files are written when the target is that directory."""
-
-    target: Target
-    format: str = "parquet"
-
-    @classmethod
-    def at(cls, out: Path) -> ParquetOutput:
-        """Parquet in the local directory ``out`` (the backfill commands' default)."""
-        return cls(Target(str(out), local=out))
-
-    def publish(
-        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
-    ) -> dict[str, int]:
-        if self.target.local is not None:
-            return written_by(writers, publish(writers))
-        count = 0
-        for writer in writers:
-            for written in writer.write_partitions():
-                relative = written.relative_to(writer.directory.parent)
-                name = relative.name.removeprefix(".").removesuffix(".tmp")
-                self.target.upload(written, str(relative.with_name(name)))
-                written.unlink()
-                count += 1
-        return written_by(writers, count)
+def _read_staged(staged: Path) -> tuple[pa.RecordBatch, list[tuple[str, int, int]]]:
+    """A staged batch read into memory, and its partitions (key, first row, length)."""
+    try:
+        with pa.OSFile(str(staged), "rb") as source:
+            reader = pa.ipc.open_file(source)
+            metadata = reader.schema.metadata or {}
+            return reader.get_batch(0), orjson.loads(metadata.get(_PARTITIONS, b"[]"))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise OutputError(f"cannot read the staged batch {staged}: {exc}") from None
 
 
 def latest(table: pa.Table, key: str, version: str) -> pa.Table:

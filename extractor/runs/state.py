@@ -17,7 +17,7 @@ import orjson
 
 from extractor.errors import CorruptJournal, OutputError, UsageError
 from extractor.ids import Ids, ids_of, without
-from extractor.output.staging import RunInfo
+from extractor.output.parquet import RunInfo
 
 
 @dataclass
