@@ -45,14 +45,16 @@ def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None
     assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
 
 
-def test_publishing_reads_the_staging_in_rounds_a_row_group_each(tmp_path: Path) -> None:
-    limits = WriterLimits(round_bytes=4096)  # less than a staged batch: a round per batch
+def test_publishing_reads_the_staging_in_rounds_then_writes_row_groups(tmp_path: Path) -> None:
+    # a round per staged batch, and row groups smaller than a partition
+    limits = WriterLimits(round_bytes=4096, row_group_bytes=8192)
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1", limits)
     for start in range(0, 3000, 500):
         writer.stage(f"{start:08d}", *batch(range(start, start + 500), ["2024-01", "2024-02"]))
     assert publish([writer]) == 2
+    assert not list(writer.staging.rglob("*.tmp")), "the spill files are gone"
     for path in (tmp_path / "invoices").rglob("*.parquet"):
-        assert pq.ParquetFile(path).num_row_groups == 6
+        assert 1 < pq.ParquetFile(path).num_row_groups < 6
         assert pq.read_table(path).column("OrderId").to_pylist() == [
             order_id for order_id in range(3000) if order_id % 2 == int(path.parent.name[-1]) - 1
         ]

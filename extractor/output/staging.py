@@ -48,7 +48,7 @@ _PARTITIONS: Final = b"extractor.partitions"
 
 @dataclass(frozen=True)
 class WriterLimits:
-    row_group_bytes: int = 64 * 1024 * 1024
+    row_group_bytes: int = 32 * 1024 * 1024
     publish_threads: int = 2
     #: Staged batches read per publishing round (memory grows about 4x this, the allocator's
     #: and the Parquet writers' own included); each round adds a row group per partition.
@@ -112,27 +112,44 @@ class TableWriter:
     def write_partitions(self) -> list[Path]:
         """Write each staged partition to its temporary file; the temporary paths.
 
-        Nothing is visible to readers until :meth:`reveal` renames the files.
+        Two passes: the rounds (:meth:`_rounds`) append each partition's pieces to its own
+        spill file (an Arrow stream, next to the staging); then each partition's Parquet
+        file is written from its spill, a row group (:attr:`WriterLimits.row_group_bytes`)
+        at a time. Writing the rounds straight into Parquet gave a row group per partition
+        per round, whose metadata every open writer keeps until it closes: at 1,000,000
+        orders, hundreds of MB. Nothing is visible to readers until :meth:`reveal` renames
+        the files.
         """
-        files: dict[str, _PartitionFile] = {}
+        spills = self._spill()
+        threads = self.limits.publish_threads
+        with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
+            written = list(pool.map(self._write_partition, spills.items()))
+        self._written = [path for path, _ in written]
+        self.rows_written = sum(rows for _, rows in written)
+        return self._written
+
+    def _spill(self) -> dict[str, Path]:
+        """Pass one: every partition's records into its spill file; the files by partition."""
+        spills: dict[str, _Spill] = {}
+        folder = self.staging / "spill"
         try:
-            threads = self.limits.publish_threads
-            with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
+            folder.mkdir(parents=True, exist_ok=True)
+            with ThreadPoolExecutor(self.limits.publish_threads) as pool:
                 for held in self._rounds():
                     for key in held:
-                        if key not in files:
-                            files[key] = _PartitionFile(self._folder(key), self.run_id, self.schema)
+                        if key not in spills:
+                            spills[key] = _Spill(folder / f"{len(spills)}.tmp", self.schema)
                     items = list(held.items())
                     held.clear()  # the round's batches go as soon as their pieces are written
-                    list(pool.map(lambda item: files[item[0]].append(item[1]), items))
+                    list(pool.map(lambda item: spills[item[0]].append(item[1]), items))
                     del items
                     pa.default_memory_pool().release_unused()  # else the allocator keeps it
+        except OSError as exc:
+            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
         finally:
-            for file in files.values():
-                file.close()
-        self._written = [files[key].temporary for key in sorted(files)]
-        self.rows_written = sum(file.rows for file in files.values())
-        return self._written
+            for spill in spills.values():
+                spill.close()
+        return {key: spill.path for key, spill in spills.items()}
 
     def staged_rows(self) -> dict[str, int]:
         """Records on disk per staged batch (read from each file's footer, not its data)."""
@@ -185,8 +202,23 @@ class TableWriter:
             path.unlink(missing_ok=True)
         return len(leftovers)
 
-    def _folder(self, key: str) -> Path:
-        return self.directory / f"{self.partition}={key}"
+    def _write_partition(self, item: tuple[str, Path]) -> tuple[Path, int]:
+        """Pass two: one partition's spill as its Parquet file, in row groups."""
+        key, spill = item
+        folder = self.directory / f"{self.partition}={key}"
+        temporary = folder / f".part-{self.run_id}.parquet.tmp"
+        rows = 0
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
+                for group in _spilled_groups(spill, self.limits.row_group_bytes):
+                    writer.write_batch(group, row_group_size=max(group.num_rows, 1))
+                    rows += group.num_rows
+            spill.unlink()
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
+        return temporary, rows
 
     def tables(self) -> Iterator[pa.Table]:
         """Every staged record, a partition's part of a round at a time (for the Delta
@@ -268,34 +300,36 @@ class TableWriter:
                 yield pa.Table.from_batches(pending, self.schema)
 
 
-class _PartitionFile:
-    """One partition's Parquet file of a run, under its temporary name, a row group per
-    round; a partition is appended to by one thread at a time."""
+class _Spill:
+    """One partition's records of a run, as an Arrow stream of a batch per round; appended
+    to by one thread at a time."""
 
-    def __init__(self, folder: Path, run_id: str, schema: pa.Schema) -> None:
-        self.folder = folder
-        self.temporary = folder / f".part-{run_id}.parquet.tmp"
-        self.rows = 0
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.temporary, schema, compression="zstd")
-        except OSError as exc:
-            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def append(self, pieces: list[pa.RecordBatch]) -> None:
-        group = _joined(pieces)
-        try:
-            self._writer.write_batch(group, row_group_size=max(group.num_rows, 1))
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.folder}: {exc.strerror or exc}") from None
-        self.rows += group.num_rows
+        self._writer.write_batch(_joined(pieces))
 
     def close(self) -> None:
-        try:
-            self._writer.close()
-        except OSError as exc:
-            self.temporary.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {self.folder}: {exc.strerror or exc}") from None
+        self._writer.close()
+        self._sink.close()
+
+
+def _spilled_groups(spill: Path, budget: int) -> Iterator[pa.RecordBatch]:
+    """A spill file's batches joined into row groups of about ``budget`` bytes."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    with pa.OSFile(str(spill), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            pending.append(batch)
+            size += batch.nbytes
+            if size >= budget:
+                yield _joined(pending)
+                pending, size = [], 0
+    if pending:
+        yield _joined(pending)
 
 
 def _joined(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
