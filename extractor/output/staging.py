@@ -51,7 +51,7 @@ class WriterLimits:
     row_group_bytes: int = 32 * 1024 * 1024
     publish_threads: int = 2
     #: Staged batches read per publishing round (memory grows about 4x this, the allocator's
-    #: and the Parquet writers' own included); each round adds a row group per partition.
+    #: own included); each round adds a batch to the spill of every partition it holds.
     round_bytes: int = 32 * 1024 * 1024
 
 
@@ -233,12 +233,12 @@ class TableWriter:
 
         Each staged file is read whole, once (not mapped: its pieces outlive the file), and
         its partitions kept as zero-copy slices until the files read reach the round's
-        budget (:attr:`WriterLimits.round_bytes`); that round goes out (a row group per
-        partition held) and the files are released. So publishing costs a read per file and
+        budget (:attr:`WriterLimits.round_bytes`); then the round goes out (to the spill
+        files, or to Delta) and the files are released. So reading costs a read per file and
         a slice per partition in it, and memory the budget, whatever the number of files or
-        partitions. A table whose records
-        are kept unique per partition is published a partition at a time instead (all of
-        a partition is needed to choose), from memory-mapped slices."""
+        partitions. A table whose records are kept unique per partition is read a partition
+        at a time instead (all of a partition is needed to choose), from memory-mapped
+        slices."""
         if self.unique is not None:
             for key in self._keys():
                 for group in self._partition(key):
