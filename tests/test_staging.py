@@ -77,7 +77,7 @@ def test_a_publish_cut_off_in_its_second_pass_leaves_nothing_a_resume_keeps(
 ) -> None:
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
     writer.stage("a", *batch(range(0, 10), ["2024-01", "2024-02"]))
-    spills = writer._spill()  # pass one done, pass two never ran: the spills are left
+    spills = writer.spill()  # pass one done, pass two never ran: the spills are left
     assert len(spills) == 2 and all(path.is_file() for path in spills.values())
     assert writer.prune({"a"}) == 2, "a resume removes the spills, keeps the staged batch"
     assert writer.staged_rows() == {"a": 10}

@@ -88,6 +88,8 @@ async def test_rows_removed_from_an_order_disappear(start_simulator: Any, tmp_pa
     simulator.tenant.changed[order_id] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     await sync(simulator, target, ledger=False)
     rows = [r for r in read_delta(target, "invoice_rows") if r["OrderId"] == order_id]
+    month = simulator.tenant.truth(order_id).order["DateOrdered"].strftime("%Y-%m")
+    assert {r.pop("order_month") for r in rows} == {month}
     assert [without_run(r) for r in rows] == simulator.tenant.truth(order_id).rows
 
 

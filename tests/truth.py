@@ -64,9 +64,12 @@ def assert_lake_equals_truth(
     orders = tables["invoices"]
     assert set(Counter(o["OrderId"] for o in orders).values()) == {1}, "one row per OrderId"
     live, deleted = {}, set()
+    months = {}
     for order in orders:
         run_id, extracted, deleted_at = (order.pop(name) for name in RUN_COLUMNS)
         assert run_id and extracted is not None
+        months[order["OrderId"]] = order.pop("order_month")
+        assert months[order["OrderId"]] == _month(order["DateOrdered"]), "partitioned by month"
         if deleted_at is not None:
             deleted.add(order["OrderId"])
         else:
@@ -79,12 +82,15 @@ def assert_lake_equals_truth(
     for row in rows:
         for name in RUN_COLUMNS:
             row.pop(name)
+        assert row.pop("order_month") == months[row["OrderId"]], "in its order's partition"
     key = lambda row: (row["OrderId"], row["_row_index"])  # noqa: E731
     assert sorted(rows, key=key) == sorted((r for t in truth.values() for r in t.rows), key=key)
     if not ledger:
         return
     lines = read_delta(target, "transactions")
     assert len(lines) == len({line["Id"] for line in lines}), "one row per Id"
+    for line in lines:
+        assert line.pop("date_month") == _month(line["Date"]), "partitioned by month"
     ledger = simulator.ledger.ground_truth()
     assert {line.pop("Id"): without_run(line) for line in lines} == {
         line_id: {k: v for k, v in line.items() if k != "Id"} for line_id, line in ledger.items()
@@ -93,3 +99,7 @@ def assert_lake_equals_truth(
 
 def without_run(record: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in record.items() if name not in RUN_COLUMNS}
+
+
+def _month(moment: Any) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m")

@@ -12,33 +12,49 @@ The watermark is committed with the data: each commit's metadata holds
 before the invoices commit, and a table group's watermark is the oldest of its tables', so a
 crash between the two repeats the work and never skips a change.
 
-Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
-plain strings; everything else keeps the types of the Parquet output. Tables are not
-partitioned (Delta's advice below a terabyte); the hive partition columns are not stored.
+Layout and merges (:mod:`.lakefiles`, :mod:`.lakechanges`): invoices and rows are
+partitioned by ``order_month`` (the order's DateOrdered; a row sits with its order),
+transactions by ``date_month``, each partition in files sorted by key of at most a thousand
+orders (five thousand rows or lines). A publish finds where its keys are stored with one
+narrow scan (key, partition, DateChanged) filtered a batch at a time, then rewrites only the
+files holding a changed key, a partition's changes at a time from the staging's spill files,
+and commits all of a table's removes and adds at once. So a sync costs its changes (plus
+that scan), and memory is one partition's changes, not the table. An order whose month
+changed leaves its old partition in the same commit. The extractor writes the files itself,
+with their statistics, and commits them through delta-rs. Delta's own merge was not used:
+it coalesces what it rewrites into one file a partition, and finds the files to read from
+the source's overall key range, which for scattered ids is the whole table.
 
-Over 300 lines as one concept, the Delta tables and every write into them: the merge path is
-issue 12's to rework (bounded slices, partition pruning), which is where it will split.
+Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
+plain strings; everything else keeps the types of the Parquet output. A table of the older,
+unpartitioned layout is rewritten once (:mod:`.lakemigrate`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, Literal, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import create_table_with_add_actions
 
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError
+from extractor.output.lakechanges import Change, Plan, apply, keyed
+from extractor.output.lakefiles import LAYOUTS, DataFile, Layout, TableFiles, current_files
+from extractor.output.lakemigrate import migrate
 from extractor.output.parquet import RunInfo
-from extractor.output.staging import TableWriter
-from extractor.output.staging import latest as _latest
+from extractor.output.staging import NULL_PARTITION, TableWriter, latest, read_spill
 from extractor.output.targets import Target
 
 WATERMARK: Final = "extractor.watermark"
@@ -85,15 +101,13 @@ def _lake_type(arrow_type: pa.DataType) -> pa.DataType:
     return arrow_type
 
 
-TableSource = Callable[[], Iterator[pa.Table]]
-"""A table's staged records, read afresh on each call (:meth:`TableWriter.tables`)."""
-
-
 class Lake:
     """The Delta tables under one target."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, scratch: Path | None = None) -> None:
+        """``scratch``: a local folder to rewrite an older table in (else it is refused)."""
         self.target = target
+        self.scratch = scratch
 
     def table(self, name: str) -> DeltaTable | None:
         """The table ``name``, or None before its first commit."""
@@ -121,146 +135,171 @@ class Lake:
         """Upsert the orders and replace the rows of each changed one (rows first); the
         records written per table."""
         checkpoint("before-commits")
-        table = self.table("invoices")
-        if table is None:  # the first publish: streamed, nothing to merge
-            written = {"invoice_rows": 0}
-            if rows is not None:  # overwrite: a first publish cut short may have left rows
-                written["invoice_rows"] = self._stream(
-                    "invoice_rows", rows.tables, rows.schema, run, "overwrite"
-                )
-            written["invoices"] = self._stream(
-                "invoices", orders.tables, orders.schema, run, "append"
-            )
-            return written
+        table = self._laid_out("invoices")
+        self._laid_out("invoice_rows")
+        if table is None:  # the first publish: everything, and rows a cut-short one left go
+            plan = Plan.everything(orders.columns(["OrderId"]), "OrderId")
+        else:
+            plan = _plan(table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"]))
         written = {"invoices": 0, "invoice_rows": 0}
-        source = _concat(orders.tables())
-        if source is None:
+        if not plan.changed:
             return written
-        source = _unchanged_removed(table, source, "OrderId")
-        written["invoices"] = source.num_rows
-        if not source.num_rows:
-            return written
-        changed = source.column("OrderId").combine_chunks()
         if rows is not None:
-            new_rows = _concat(rows.tables())  # None: the changed orders have no rows now
-            if new_rows is not None:
-                new_rows = new_rows.filter(pc.is_in(new_rows.column("OrderId"), changed))
-            written["invoice_rows"] = self._replace_rows(new_rows, changed, run)
+            written["invoice_rows"] = self._merge("invoice_rows", rows, plan, run, table is None)
         checkpoint("between-commits")
-        self._upsert(table, "invoices", stamp(source, run, deletable=True), "OrderId", run)
+        written["invoices"] = self._merge("invoices", orders, plan, run)
         return written
 
     def publish_transactions(self, lines: TableWriter, run: RunInfo) -> dict[str, int]:
         """Upsert ledger lines on Id, one per Id (the latest DateChanged)."""
-        table = self.table("transactions")
+        table = self._laid_out("transactions")
+        staged = lines.columns(["Id", "DateChanged"])
         if table is None:
-            unique = functools.partial(_unique, lines.tables, "Id", "DateChanged")
-            count = self._stream("transactions", unique, lines.schema, run, "append")
-            return {"transactions": count}
-        source = _concat(lines.tables())
-        if source is None:
+            plan = Plan.everything(staged, "Id", version="DateChanged")
+        else:
+            plan = _plan(table, LAYOUTS["transactions"], staged)
+        if not plan.changed:
             return {"transactions": 0}
-        source = _unchanged_removed(table, _latest(source, "Id", "DateChanged"), "Id")
-        if source.num_rows:
-            self._upsert(table, "transactions", stamp(source, run, deletable=False), "Id", run)
-        return {"transactions": source.num_rows}
+        return {"transactions": self._merge("transactions", lines, plan, run)}
 
     def reconcile(self, present: Iterable[int], run: RunInfo) -> int:
         """Mark the orders the service no longer lists (``present``: every id it lists) and
         their rows deleted; the number of orders marked."""
-        invoices = self.table("invoices")
+        invoices = self._laid_out("invoices")
         if invoices is None:
             return 0
-        stored = _query(invoices, "SELECT OrderId FROM t WHERE _deleted_at IS NULL")
-        listed = set(present)
-        ids: list[int] = stored.column("OrderId").to_pylist()  # type: ignore[assignment]
-        vanished = sorted(i for i in ids if i not in listed)
-        if not vanished:
+        listed = pa.array(sorted(set(present)), pa.int64())
+        vanished = _stored(
+            invoices, LAYOUTS["invoices"], lambda keys: pc.invert(pc.is_in(keys, listed))
+        )
+        vanished = vanished.filter(vanished.column("live"))
+        if not vanished.num_rows:
             return 0
-        predicate = f"OrderId IN ({', '.join(map(str, vanished))})"
-        values: dict[str, Any] = {"_deleted_at": run.as_of, "_run_id": run.run_id}
+        edit = functools.partial(_marked_deleted, run=run)
         for name in ("invoice_rows", "invoices"):  # invoices last, as in every publish
-            table = self.table(name)
-            if table is not None:
-                self._commit(
-                    name,
-                    functools.partial(
-                        table.update,
-                        new_values=values,
-                        predicate=predicate,
-                        commit_properties=commit(run),
-                    ),
-                )
-        return len(vanished)
+            table = self._laid_out(name)
+            if table is None:
+                continue
+            layout, files = LAYOUTS[name], current_files(table, LAYOUTS[name])
+            actions: list[Any] = []
+            for partition, keys in _by_partition(vanished).items():
+                change = Change(edited=keys, edit=edit)
+                removes, adds = apply(
+                    self._files(name), files.get(partition, []), partition, change,
+                    _data_schema(table, layout),
+                )  # fmt: skip
+                actions += removes + adds
+            self._transaction(name, table, actions, commit(run))
+        return vanished.num_rows
 
     @property
     def _options(self) -> dict[str, str]:
         return self.target.storage_options()
 
-    def _stream(
-        self, name: str, tables: TableSource, schema: pa.Schema, run: RunInfo, mode: str
-    ) -> int:
-        """Write every staged record of ``tables`` in one commit, a batch at a time."""
-        deletable = name != "transactions"
-        staged = tables()
-        first = next(staged, None)
-        if first is None:
-            return 0  # nothing staged: no table yet
-        count = 0
+    def _files(self, name: str) -> TableFiles:
+        return TableFiles(self.target, name, LAYOUTS[name])
 
-        def stamped() -> Iterator[pa.RecordBatch]:
-            nonlocal count
-            for table in itertools.chain([first], staged):
-                count += table.num_rows
-                yield from stamp(table, run, deletable).to_batches()
-
-        reader = pa.RecordBatchReader.from_batches(lake_schema(schema, deletable), stamped())
-        self._write(name, reader, run, mode=mode)
-        return count
-
-    def _replace_rows(self, rows: pa.Table | None, orders: pa.Array[Any], run: RunInfo) -> int:
-        """One commit: the rows of ``orders`` are exactly ``rows`` afterwards."""
-        table = self.table("invoice_rows")
-        predicate = f"OrderId IN ({', '.join(map(str, orders.to_pylist()))})"
-        if rows is None:
-            if table is not None:
-                self._commit(
-                    "invoice_rows",
-                    functools.partial(table.delete, predicate, commit_properties=commit(run)),
-                )
-            return 0
-        stamped = stamp(rows, run, deletable=True)
-        if table is None:
-            self._write("invoice_rows", stamped, run, mode="append")
-        else:
-            self._write("invoice_rows", stamped, run, mode="overwrite", predicate=predicate)
-        return rows.num_rows
-
-    def _upsert(
-        self, table: DeltaTable, name: str, source: pa.Table, key: str, run: RunInfo
-    ) -> None:
-        def merge() -> None:
-            merger = table.merge(
-                source,
-                predicate=f"t.{key} = s.{key}",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=commit(run),
+    def _laid_out(self, name: str) -> DeltaTable | None:
+        """The table ``name`` (None before its first commit), rewritten into the month layout
+        first when an older extractor wrote it (:mod:`.lakemigrate`)."""
+        table = self.table(name)
+        if table is None or table.metadata().partition_columns == [LAYOUTS[name].partition]:
+            return table
+        if self.scratch is None:
+            raise OutputError(
+                f"the Delta table {name} was written by an older extractor (not partitioned by "
+                f"{LAYOUTS[name].partition}): run `extractor sync` into it once to rewrite it"
             )
-            merger.when_matched_update_all().when_not_matched_insert_all().execute()
+        carried = _last_run_commit(table) or {}
+        sys.stderr.write(
+            f"rewriting the Delta table {name} partitioned by {LAYOUTS[name].partition}, "
+            "once: an older extractor wrote it\n"
+        )
+        watermark: dict[str, Any] = {k: carried[k] for k in (WATERMARK, RUN_ID) if k in carried}
+        migrate(self, name, self.scratch / name, watermark)
+        return self.table(name)
 
-        self._commit(name, merge)
+    def _merge(
+        self, name: str, writer: TableWriter, plan: Plan, run: RunInfo, replace: bool = False
+    ) -> int:
+        """One commit: the records of ``plan``'s changed keys in ``name`` are exactly the
+        staged ones afterwards (``replace``: every stored record goes); the records written."""
+        layout, deletable = LAYOUTS[name], name != "transactions"
+        table = self.table(name)
+        stored = current_files(table, layout) if table is not None else {}
+        actions: list[Any] = []
+        if replace:
+            actions += [file.removed(layout) for group in stored.values() for file in group]
+            stored = {}
+        schema = lake_schema(writer.schema, deletable)
+        prepare = functools.partial(stamp, run=run, deletable=deletable)
+        changed, written = self.changes(name, writer, plan, stored, schema, prepare)
+        actions += changed
+        if table is None:
+            self.create(name, schema, actions, commit(run))
+        else:
+            self._transaction(name, table, actions, commit(run))
+        return written
 
-    def _write(self, name: str, data: Any, run: RunInfo, **options: Any) -> None:
+    def changes(
+        self, name: str, writer: TableWriter, plan: Plan, stored: dict[str, list[DataFile]],
+        schema: pa.Schema, prepare: Callable[[pa.Table], pa.Table],
+    ) -> tuple[list[Any], int]:  # fmt: skip
+        """The actions that write ``plan``'s staged records (each partition's made ready by
+        ``prepare``) over the ``stored`` files; and the number of records written."""
+        files, key = self._files(name), LAYOUTS[name].key
+        spills = writer.spill()
+        actions: list[Any] = []
+        written = 0
+        for partition in sorted(set(spills) | set(plan.drops)):
+            added = None
+            if partition in spills:
+                added = prepare(plan.kept(read_spill(spills.pop(partition)), partition, key))
+                written += added.num_rows
+            change = Change(drop=plan.drops.get(partition, _NO_KEYS), add=added)
+            removes, adds = apply(files, stored.get(partition, []), partition, change, schema)
+            actions += removes + adds
+        return actions, written
+
+    def create(
+        self, name: str, schema: pa.Schema, adds: list[Any], properties: CommitProperties,
+        mode: Literal["error", "overwrite"] = "error",
+    ) -> None:  # fmt: skip
+        """Create the table ``name`` of these files (``mode="overwrite"``: in place of the
+        table there, whatever its layout), unless there are none."""
+        if not adds:
+            return  # nothing staged: no table yet
+        partition = LAYOUTS[name].partition
         self._commit(
             name,
             functools.partial(
-                write_deltalake,
+                create_table_with_add_actions,
                 self.target.table_uri(name),
-                data,
+                DeltaSchema.from_arrow(schema.append(pa.field(partition, pa.string()))),
+                adds,
+                mode=mode,
+                partition_by=[partition],
                 storage_options=self._options,
-                commit_properties=commit(run),
-                **options,
+                commit_properties=properties,
+            ),
+        )
+
+    def _transaction(
+        self, name: str, table: DeltaTable, actions: list[Any], properties: CommitProperties
+    ) -> None:
+        if not actions:
+            return
+        partition = LAYOUTS[name].partition
+        schema = _data_schema(table, LAYOUTS[name]).append(pa.field(partition, pa.string()))
+        self._commit(
+            name,
+            functools.partial(
+                table.create_write_transaction,
+                actions,
+                "append",
+                DeltaSchema.from_arrow(schema),
+                partition_by=[partition],
+                commit_properties=properties,
             ),
         )
 
@@ -274,57 +313,76 @@ class Lake:
             ) from None
 
 
-def _query(table: DeltaTable, sql: str) -> pa.Table:
-    """A DataFusion query over ``table`` (as ``t``), read whole."""
-    return pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
+_NO_KEYS: Final = pa.array([], pa.null())
 
 
-def _unchanged_removed(table: DeltaTable | None, source: pa.Table, key: str) -> pa.Table:
-    """``source`` less the records the table holds already, same key and DateChanged, live."""
-    if table is None or not source.num_rows:
-        return source
-    stored = _query(table, f"SELECT {key}, DateChanged FROM t" + _live(table))
-    if not stored.num_rows:
-        return source
-    keys = source.select([key, "DateChanged"])
-    stored = stored.rename_columns([key, "_stored"]).cast(
-        pa.schema([keys.schema.field(key), pa.field("_stored", keys.schema.field(1).type)])
-    )  # DataFusion answers in its own types (string_view)
-    pairs = keys.join(stored, key, join_type="inner")
-    same = pairs.filter(
-        pc.fill_null(pc.equal(pairs["DateChanged"], pairs["_stored"]), pa.scalar(False))
+def _plan(table: DeltaTable, layout: Layout, staged: pa.Table) -> Plan:
+    """The records of ``staged`` (key, DateChanged, _partition) that ``table`` does not hold
+    already (same key and DateChanged, live), and where their stored records are."""
+    newest = keyed(latest(staged, layout.key, "DateChanged"), layout.key)
+    keys = newest.column("_key").combine_chunks()
+    stored = _stored(table, layout, lambda column: pc.is_in(column, keys))
+    same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
+    equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
+    unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
+    newest = newest.filter(pc.invert(pc.is_in(keys, unchanged.combine_chunks())))
+    moved = stored.filter(pc.is_in(stored.column("_key"), newest.column("_key").combine_chunks()))
+    drops = pa.concat_tables(
+        [newest.select(["_key", "_partition"]), moved.select(["_key", "_partition"])]
     )
-    return source.filter(pc.invert(pc.is_in(source.column(key), same.column(key))))
+    return Plan(newest.num_rows, newest.select(["_key", "_partition"]), _by_partition(drops))
 
 
-def _live(table: DeltaTable) -> str:
-    names = {field.name for field in table.schema().fields}
-    return " WHERE _deleted_at IS NULL" if "_deleted_at" in names else ""
+def _stored(
+    table: DeltaTable, layout: Layout, wanted: Callable[[pa.Array[Any]], pa.Array[Any]]
+) -> pa.Table:
+    """The ``wanted`` stored keys (``_key``), read a batch at a time: their partition
+    (``_partition``, as staged), DateChanged (``_v``) and whether they are live."""
+    live = "_deleted_at IS NULL" if "_deleted_at" in _names(table) else "TRUE"
+    sql = (
+        f'SELECT "{layout.key}" AS _key, "{layout.partition}" AS _partition, '
+        f'"DateChanged" AS _v, {live} AS live FROM t'
+    )
+    types: dict[str, pa.DataType] = {
+        "_key": layout.key_type, "_partition": pa.string(), "_v": TIMESTAMP, "live": pa.bool_(),
+    }  # fmt: skip
+    schema = pa.schema(types)
+    parts = []
+    try:
+        for batch in QueryBuilder().register("t", table).execute(sql):
+            part = pa.record_batch(batch).cast(schema)  # from DataFusion's types (string_view)
+            parts.append(part.filter(wanted(part.column("_key"))))
+    except DeltaError as exc:
+        raise OutputError(f"cannot read the Delta table: {_first_line(exc)}") from None
+    found = pa.Table.from_batches(parts, schema)
+    partitions: Any = pc.fill_null(found.column("_partition"), pa.scalar(NULL_PARTITION))
+    return found.set_column(1, "_partition", partitions)
 
 
-def _concat(tables: Iterator[pa.Table]) -> pa.Table | None:
-    parts = list(tables)
-    return pa.concat_tables(parts) if parts else None
+def _by_partition(keyed: pa.Table) -> dict[str, pa.Array[Any]]:
+    """``_key`` by ``_partition``, each partition's unique."""
+    grouped = keyed.group_by("_partition").aggregate([("_key", "distinct")])
+    names: list[Any] = grouped.column("_partition").to_pylist()
+    lists: Any = grouped.column("_key_distinct").combine_chunks()
+    return {name: lists[index].values for index, name in enumerate(names)}
 
 
-def _unique(tables: TableSource, key: str, version: str) -> Iterator[pa.Table]:
-    """The staged records, one per ``key`` (the highest ``version``): a second read keeps
-    aside the few keys staged in more than one partition and settles them at the end."""
-    keys = [chunk for table in tables() for chunk in table.column(key).chunks]
-    if not keys:
-        return
-    counts: Any = pc.value_counts(pa.concat_arrays(keys))
-    twice = counts.filter(pc.greater(counts.field("counts"), pa.scalar(1, pa.int64())))
-    twice = twice.field("values")
-    if not len(twice):
-        yield from tables()
-        return
-    kept_aside = []
-    for table in tables():
-        mask = pc.is_in(table.column(key), twice)
-        kept_aside.append(table.filter(mask))
-        yield table.filter(pc.invert(mask))
-    yield _latest(pa.concat_tables(kept_aside), key, version)
+def _marked_deleted(records: pa.Table, run: RunInfo) -> pa.Table:
+    rows = records.num_rows
+    index = records.schema.get_field_index("_deleted_at")
+    records = records.set_column(index, "_deleted_at", pa.array([run.as_of] * rows, TIMESTAMP))
+    index = records.schema.get_field_index("_run_id")
+    return records.set_column(index, "_run_id", pa.array([run.run_id] * rows, pa.string()))
+
+
+def _data_schema(table: DeltaTable, layout: Layout) -> pa.Schema:
+    """The table's schema less its partition column: the schema of its data files."""
+    schema = pa.schema(cast(Any, table.schema().to_arrow()))
+    return schema.remove(schema.get_field_index(layout.partition))
+
+
+def _names(table: DeltaTable) -> set[str]:
+    return {field.name for field in table.schema().fields}
 
 
 def _watermark(table: DeltaTable) -> dt.datetime | None:
@@ -354,7 +412,19 @@ class DeltaOutput:
     def publish(
         self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
     ) -> dict[str, int]:
-        lake = Lake(self.target)
+        # an older table is rewritten next to the run's staging (local, removed with it)
+        scratch = writers[0].staging.parent / "_rewrite" if writers else None
+        lake = Lake(self.target, scratch)
+        try:
+            return self._publish(lake, writers, run, present)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def _publish(
+        lake: Lake, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None
+    ) -> dict[str, int]:
         by_name = {writer.directory.name: writer for writer in writers}
         written: dict[str, int] = {}
         if "invoices" in by_name:

@@ -120,7 +120,7 @@ class TableWriter:
         orders, hundreds of MB. Nothing is visible to readers until :meth:`reveal` renames
         the files.
         """
-        spills = self._spill()
+        spills = self.spill()
         threads = self.limits.publish_threads
         with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
             written = list(pool.map(self._write_partition, spills.items()))
@@ -128,8 +128,9 @@ class TableWriter:
         self.rows_written = sum(rows for _, rows in written)
         return self._written
 
-    def _spill(self) -> dict[str, Path]:
-        """Pass one: every partition's records into its spill file; the files by partition."""
+    def spill(self) -> dict[str, Path]:
+        """Pass one: every partition's records into its spill file (an Arrow stream, read
+        back by :func:`read_spill`); the files by partition."""
         spills: dict[str, _Spill] = {}
         folder = self.staging / "spill"
         try:
@@ -150,6 +151,23 @@ class TableWriter:
             for spill in spills.values():
                 spill.close()
         return {key: spill.path for key, spill in spills.items()}
+
+    def columns(self, names: list[str]) -> pa.Table:
+        """The ``names`` columns of every staged record to publish, and each record's
+        partition (``_partition``); a staged file at a time in memory."""
+        parts = []
+        for staged in self._published_files():
+            batch, partitions = _read_staged(staged)
+            keys = [name for key, _, length in partitions for name in [key] * length]
+            part = pa.Table.from_batches([batch.select(names)])
+            parts.append(part.append_column("_partition", pa.array(keys, pa.string())))
+        if not parts:
+            return (
+                pa.schema([self.schema.field(n) for n in names])
+                .empty_table()
+                .append_column("_partition", pa.array([], pa.string()))
+            )
+        return pa.concat_tables(parts).combine_chunks()
 
     def staged_rows(self) -> dict[str, int]:
         """Records on disk per staged batch (read from each file's footer, not its data)."""
@@ -315,6 +333,14 @@ class _Spill:
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
+
+
+def read_spill(spill: Path) -> pa.Table:
+    """A partition's spill file whole, then removed."""
+    with pa.OSFile(str(spill), "rb") as source:
+        table = pa.ipc.open_stream(source).read_all()
+    spill.unlink()
+    return table
 
 
 def _spilled_groups(spill: Path, budget: int) -> Iterator[pa.RecordBatch]:

@@ -1,0 +1,140 @@
+"""A change to one partition of a Delta table, as the files it rewrites (:mod:`.lakefiles`).
+
+A change names the keys whose stored records go (``drop``), the records to add, and
+optionally an edit of the records it keeps (marking them deleted). Only the files whose key
+ranges hold a dropped or edited key are read and rewritten; each added record goes into the
+file whose range is the nearest below its key (the partition's first file for keys below
+them all), so ranges stay disjoint and new records join an existing file rather than
+scattering small ones. A rewritten file that outgrows :attr:`Layout.max_records` is cut in
+two. Memory: one file and the records added to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.transaction import AddAction, RemoveAction
+
+from extractor.output.lakefiles import LAYOUTS, DataFile, TableFiles, covering
+from extractor.output.staging import latest
+
+Edit = Callable[[pa.Table], pa.Table]
+
+
+@dataclass
+class Change:
+    """What happens to one partition: ``drop`` keys go, ``add`` records come, ``edit`` is
+    applied to the stored records of the ``edited`` keys."""
+
+    drop: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
+    add: pa.Table | None = None
+    edited: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
+    edit: Edit | None = None
+
+
+def apply(
+    files: TableFiles, stored: Sequence[DataFile], partition: str, change: Change,
+    schema: pa.Schema,
+) -> tuple[list[RemoveAction], list[AddAction]]:  # fmt: skip
+    """The actions that make ``partition`` (its files ``stored``) reflect ``change``."""
+    kind = files.layout.key_type
+    touched = _holding(stored, pa.concat_arrays([change.drop.cast(kind), change.edited.cast(kind)]))
+    added = _placed(stored, files.layout.key, change.add)
+    touched |= set(added) - {-1}
+    removes: list[RemoveAction] = []
+    adds: list[AddAction] = []
+    for position in sorted(touched):
+        file = stored[position]
+        kept = _kept(files.read(file).cast(schema), files.layout.key, change)
+        extra = added.get(position)
+        records = kept if extra is None else pa.concat_tables([kept, extra])
+        removes.append(file.removed(files.layout))
+        if records.num_rows:
+            adds += files.write(partition, records)
+    if -1 in added:  # a partition without files yet
+        adds += files.write(partition, added[-1])
+    return removes, adds
+
+
+def _holding(stored: Sequence[DataFile], keys: pa.Array[Any]) -> set[int]:
+    return {position for position, held in enumerate(covering(stored, keys)) if held}
+
+
+def _placed(stored: Sequence[DataFile], key: str, add: pa.Table | None) -> dict[int, pa.Table]:
+    """The records to add, by the position of the file each goes into (-1: no file)."""
+    if add is None or not add.num_rows:
+        return {}
+    if not stored:
+        return {-1: add}
+    lows = [file.low for file in stored]
+    keys = add.column(key).to_pylist()
+    if None in lows:  # a file of unknown range is rewritten anyway: the records go there
+        positions = [lows.index(None)] * len(keys)
+    else:
+        positions = [max(bisect.bisect_right(lows, k) - 1, 0) for k in keys]
+    chosen = pa.array(positions, pa.int64())
+    return {
+        position: add.filter(pc.equal(chosen, pa.scalar(position)))
+        for position in sorted(set(positions))
+    }
+
+
+def _kept(records: pa.Table, key: str, change: Change) -> pa.Table:
+    column = records.column(key)
+    if len(change.drop):
+        records = records.filter(pc.invert(pc.is_in(column, _like(change.drop, column.type))))
+    if change.edit is not None and len(change.edited):
+        marked = pc.is_in(records.column(key), _like(change.edited, column.type))
+        records = pa.concat_tables(
+            [records.filter(pc.invert(marked)), change.edit(records.filter(marked))]
+        )
+    return records
+
+
+def _like(keys: pa.Array[Any], kind: pa.DataType) -> pa.Array[Any]:
+    return keys.cast(kind)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a publish changes in a table group: the ``changed`` keys' staged records are
+    written (those of a key staged in several partitions, only in its ``newest``), and in
+    each partition the stored records of the keys in ``drops`` go."""
+
+    changed: int
+    newest: pa.Table | None = None  # (_key, _partition); None: every staged record
+    drops: dict[str, pa.Array[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def everything(cls, staged: pa.Table, key: str, version: str | None = None) -> Plan:
+        """Every staged record into empty tables: one per key, the latest ``version``."""
+        if version is None or not _repeats(staged.column(key)):
+            return cls(staged.num_rows)
+        newest = keyed(latest(staged, key, version), key).select(["_key", "_partition"])
+        return cls(newest.num_rows, newest)
+
+    def kept(self, records: pa.Table, partition: str, key: str) -> pa.Table:
+        """The staged ``records`` of ``partition`` this plan writes."""
+        if self.newest is None:
+            return records
+        here = self.newest.filter(pc.equal(self.newest.column("_partition"), pa.scalar(partition)))
+        wanted = here.column("_key").combine_chunks().cast(records.schema.field(key).type)
+        return records.filter(pc.is_in(records.column(key), wanted))
+
+
+LAYOUTS_BY_KEY: Final = {layout.key: layout.key_type for layout in LAYOUTS.values()}
+
+
+def keyed(staged: pa.Table, key: str) -> pa.Table:
+    """``staged`` with its key as ``_key``, in the type keys are compared in."""
+    index = staged.schema.get_field_index(key)
+    return staged.set_column(index, "_key", staged.column(key).cast(LAYOUTS_BY_KEY[key]))
+
+
+def _repeats(keys: pa.ChunkedArray[Any]) -> bool:
+    return bool(len(keys)) and pc.count_distinct(keys).as_py() < len(keys)

@@ -1,0 +1,206 @@
+"""The data files of the extractor's Delta tables: per partition, sorted key ranges of
+bounded size.
+
+Within each partition (``order_month`` or ``date_month``) a table's records are kept in
+files sorted by the table's key, each holding at most :attr:`Layout.max_records` records
+(a key's records never split between two files), their key ranges disjoint. A change to a
+few keys then reads and rewrites the few files whose ranges hold them, whatever the size of
+the table or of the month: that is what makes a sync cost its changes (:mod:`.lakechanges`).
+
+The extractor writes these files itself (zstd Parquet, the partition column not stored, as
+Delta lays it out) and commits them with their statistics (record count, nulls, and the
+minimum and maximum of every integer and timestamp column), which readers use to skip files
+and the extractor to find them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.transaction import AddAction, RemoveAction
+
+from extractor.errors import OutputError
+from extractor.output.staging import NULL_PARTITION
+from extractor.output.targets import Target
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one table's files are cut: by ``partition``, sorted by ``order`` (``key`` first),
+    at most ``max_records`` records a file."""
+
+    key: str
+    partition: str
+    order: tuple[str, ...]
+    max_records: int
+    #: The key's type wherever keys are compared (an integer key of any width is int64).
+    key_type: pa.DataType
+
+
+INVOICES: Final = Layout("OrderId", "order_month", ("OrderId",), 1000, pa.int64())
+INVOICE_ROWS: Final = Layout("OrderId", "order_month", ("OrderId", "_row_index"), 5000, pa.int64())
+TRANSACTIONS: Final = Layout("Id", "date_month", ("Id",), 5000, pa.string())
+LAYOUTS: Final = {"invoices": INVOICES, "invoice_rows": INVOICE_ROWS, "transactions": TRANSACTIONS}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A committed data file: its partition (as staged: ``NULL_PARTITION`` for none), its key
+    range (None: unknown, any key) and size."""
+
+    path: str
+    partition: str
+    low: Any
+    high: Any
+    size: int
+
+    def removed(self, layout: Layout) -> RemoveAction:
+        values = {layout.partition: partition_value(self.partition)}
+        return RemoveAction(self.path, True, _now_ms(), self.size, values)
+
+
+class TableFiles:
+    """Reads and writes the data files of the table ``name`` under ``target``."""
+
+    def __init__(self, target: Target, name: str, layout: Layout) -> None:
+        self.layout = layout
+        self.name = name
+        self._filesystem = target.filesystem()
+        self._root = str(target.local / name) if target.local is not None else target.key(name)
+
+    def write(self, partition: str, records: pa.Table) -> list[AddAction]:
+        """``records`` (the partition column not among them) as new files of ``partition``,
+        sorted and cut at :attr:`Layout.max_records`; the files' add actions."""
+        records = records.sort_by([(column, "ascending") for column in self.layout.order])
+        return [self._write_file(partition, part) for part in self.cut(records)]
+
+    def read(self, file: DataFile) -> pa.Table:
+        try:
+            return pq.read_table(f"{self._root}/{file.path}", filesystem=self._filesystem)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise OutputError(f"cannot read {self.name}/{file.path}: {exc}") from None
+
+    def cut(self, records: pa.Table) -> Iterator[pa.Table]:
+        """Sorted ``records`` in pieces of at most ``max_records``, cut between keys (a key
+        holding more records than that is one piece)."""
+        keys: list[Any] = records.column(self.layout.key).to_pylist()
+        start, total = 0, len(keys)
+        while start < total:
+            end = min(start + self.layout.max_records, total)
+            if end < total and keys[end] == keys[end - 1]:  # cut before the straddling key
+                first = bisect.bisect_left(keys, keys[end], start, end)
+                end = first if first > start else bisect.bisect_right(keys, keys[end], start)
+            yield records.slice(start, end - start)
+            start = end
+
+    def _write_file(self, partition: str, records: pa.Table) -> AddAction:
+        folder = f"{self.layout.partition}={partition}"
+        relative = f"{folder}/part-{uuid.uuid4().hex}.zstd.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(records, sink, compression="zstd")
+        body = sink.getvalue()
+        try:
+            self._filesystem.create_dir(f"{self._root}/{folder}", recursive=True)
+            with self._filesystem.open_output_stream(f"{self._root}/{relative}") as out:
+                out.write(body)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.name}/{relative}: {exc}") from None
+        stats = orjson.dumps(statistics(records, self.layout.key)).decode()
+        values = {self.layout.partition: partition_value(partition)}
+        return AddAction(relative, body.size, values, _now_ms(), True, stats)
+
+
+def current_files(table: DeltaTable, layout: Layout) -> dict[str, list[DataFile]]:
+    """The table's files by partition (as staged), each partition's sorted by the low end of
+    its range."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    names = set(actions.column_names)
+
+    def column(name: str) -> list[Any]:
+        return actions.column(name).to_pylist() if name in names else [None] * actions.num_rows
+
+    files: dict[str, list[DataFile]] = {}
+    for path, size, value, low, high in zip(
+        column("path"),
+        column("size_bytes"),
+        column(f"partition.{layout.partition}"),
+        column(f"min.{layout.key}"),
+        column(f"max.{layout.key}"),
+        strict=True,
+    ):
+        partition = NULL_PARTITION if value is None else value
+        files.setdefault(partition, []).append(DataFile(path, partition, low, high, size))
+    for group in files.values():
+        group.sort(key=lambda file: (file.low is not None, file.low))
+    return files
+
+
+def statistics(records: pa.Table, key: str) -> dict[str, Any]:
+    """Delta's per-file statistics of ``records``: count, nulls, and the range of ``key`` and
+    of every integer and timestamp column (timestamps to the millisecond, widened to hold
+    the range)."""
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for field, column in zip(records.schema, records.columns, strict=True):
+        if pa.types.is_nested(field.type):
+            continue
+        nulls[field.name] = column.null_count
+        ranged = pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
+        if not (ranged or field.name == key):
+            continue
+        if column.null_count == len(column):
+            continue
+        extremes: Any = pc.min_max(column)
+        smallest, largest = extremes["min"].as_py(), extremes["max"].as_py()
+        if isinstance(smallest, dt.datetime):
+            smallest, largest = _millisecond(smallest, up=False), _millisecond(largest, up=True)
+        low[field.name], high[field.name] = smallest, largest
+    return {"numRecords": records.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls}
+
+
+def _millisecond(moment: dt.datetime, up: bool) -> str:
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    if up and floor != moment:
+        floor += dt.timedelta(milliseconds=1)
+    return floor.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def partition_value(key: str) -> str | None:
+    """A staged partition key as Delta's partition value (None for the null partition)."""
+    return None if key == NULL_PARTITION else key
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def covering(files: Sequence[DataFile], keys: pa.Array[Any]) -> list[bool]:
+    """For each file, whether its range holds one of ``keys`` (a file of unknown range
+    holds every key)."""
+    if not len(keys):
+        return [False] * len(files)
+    extremes: Any = pc.min_max(keys)
+    smallest, largest = extremes["min"].as_py(), extremes["max"].as_py()
+    held = []
+    for file in files:
+        if file.low is None or file.high is None:
+            held.append(True)
+        elif file.high < smallest or file.low > largest:
+            held.append(False)
+        else:
+            above, below = pa.scalar(file.low, keys.type), pa.scalar(file.high, keys.type)
+            inside = pc.and_(pc.greater_equal(keys, above), pc.less_equal(keys, below))
+            held.append(bool(pc.any(inside).as_py()))
+    return held

@@ -1,0 +1,173 @@
+"""The Delta tables' layout: month partitions, sorted key ranges of bounded files, and merges
+that rewrite only the files holding a changed key."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import CommitProperties, write_deltalake
+
+from extractor.output.delta import RUN_ID, WATERMARK, Lake
+from extractor.output.lakefiles import LAYOUTS, TableFiles, current_files, statistics
+from extractor.output.staging import NULL_PARTITION
+from extractor.output.targets import Target
+from extractor.simulator.tenant import Churn
+from tests.helpers import sync
+from tests.truth import assert_lake_equals_truth
+
+MONTHS = {"invoices": "DateOrdered", "transactions": "Date"}
+
+
+@pytest.fixture
+def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of a few records, so that a small tenant spreads over many files a month."""
+    for name, size in (("invoices", 4), ("invoice_rows", 12), ("transactions", 8)):
+        monkeypatch.setitem(LAYOUTS, name, dataclasses.replace(LAYOUTS[name], max_records=size))
+
+
+def paths(target: Target, name: str) -> set[str]:
+    table = Lake(target).table(name)
+    assert table is not None
+    return {file.path for group in current_files(table, LAYOUTS[name]).values() for file in group}
+
+
+def assert_laid_out(target: Target, name: str) -> None:
+    """Every file: in its partition's folder, sorted, within its stated key range, at most
+    ``max_records`` unless one key holds more; ranges in a partition disjoint."""
+    layout = LAYOUTS[name]
+    table = Lake(target).table(name)
+    assert table is not None and table.metadata().partition_columns == [layout.partition]
+    assert target.local is not None
+    for partition, group in current_files(table, layout).items():
+        for before, after in itertools.pairwise(group):
+            assert before.high < after.low, f"{name} {partition}: ranges overlap"
+        for file in group:
+            assert file.path.startswith(f"{layout.partition}={partition}/")
+            records = pq.read_table(target.local / name / file.path)
+            keys = records.column(layout.key).to_pylist()
+            assert keys == sorted(keys) and (file.low, file.high) == (keys[0], keys[-1])
+            assert len(keys) <= layout.max_records or len(set(keys)) == 1
+            if name in MONTHS:
+                stamps = records.column(MONTHS[name]).to_pylist()
+                months = {NULL_PARTITION if m is None else m.strftime("%Y-%m") for m in stamps}
+                assert months == {partition}
+
+
+async def test_a_sync_rewrites_only_the_files_holding_a_change(
+    start_simulator: Any, tmp_path: Path, small_files: None
+) -> None:
+    simulator = await start_simulator(orders=600)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target)
+    for name in ("invoices", "invoice_rows", "transactions"):
+        assert_laid_out(target, name)
+    before = {name: paths(target, name) for name in ("invoices", "invoice_rows")}
+    assert len(before["invoices"]) >= 150, "600 orders in files of at most 4"
+
+    churn = simulator.churn(Churn(changed=6, deleted=0, added=3), seed=5)
+    summary = await sync(simulator, target)
+    assert summary["invoices"]["written"]["invoices"] == 6 + 3
+    assert_lake_equals_truth(simulator, target, marked=set())
+    for name in ("invoices", "invoice_rows", "transactions"):
+        assert_laid_out(target, name)
+    for name in ("invoices", "invoice_rows"):
+        removed = before[name] - paths(target, name)
+        # a changed order's file, or the file a new order joins: never more than one each
+        assert 0 < len(removed) <= len(churn.changed) + len(churn.added), name
+
+
+async def test_an_order_moved_to_another_month_leaves_its_old_partition(
+    start_simulator: Any, tmp_path: Path, small_files: None
+) -> None:
+    simulator = await start_simulator(orders=200)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target, ledger=False)
+    order_id = next(i for i in simulator.tenant.ids if len(simulator.tenant.truth(i).rows) > 1)
+    old = simulator.tenant.truth(order_id).order["DateOrdered"]
+    moved = dt.datetime(2011, 2, 3, 4, 5, 6) if old.year != 2011 else dt.datetime(2019, 7, 1)
+    simulator.tenant.edits[order_id] = {"DateOrdered": moved}
+    simulator.tenant.changed[order_id] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    await sync(simulator, target, ledger=False)
+    # one row per OrderId, every order and row in the partition of its DateOrdered
+    assert_lake_equals_truth(simulator, target, marked=set(), ledger=False)
+    assert_laid_out(target, "invoices")
+    assert_laid_out(target, "invoice_rows")
+
+
+async def test_reconcile_marks_in_place_and_keeps_the_layout(
+    start_simulator: Any, tmp_path: Path, small_files: None
+) -> None:
+    simulator = await start_simulator(orders=300)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target, ledger=False)
+    churn = simulator.churn(Churn(changed=0, deleted=5, added=0), seed=3)
+    before = paths(target, "invoices")
+    summary = await sync(simulator, target, ledger=False, reconcile=True)
+    assert summary["invoices"]["written"]["deleted"] == 5
+    assert_lake_equals_truth(simulator, target, marked=set(churn.deleted), ledger=False)
+    assert_laid_out(target, "invoices")
+    assert len(before - paths(target, "invoices")) <= 5
+
+
+def test_files_are_cut_between_keys_never_through_one() -> None:
+    layout = dataclasses.replace(LAYOUTS["invoice_rows"], max_records=3)
+    files = TableFiles(Target.parse("/nonexistent"), "invoice_rows", layout)
+    keys = [1, 1, 2, 2, 2, 2, 2, 3, 4, 4, 5]
+    records = pa.table({"OrderId": keys, "_row_index": list(range(len(keys)))})
+    pieces = [piece.column("OrderId").to_pylist() for piece in files.cut(records)]
+    assert pieces == [[1, 1], [2, 2, 2, 2, 2], [3, 4, 4], [5]]
+
+
+def test_statistics_hold_the_range_of_keys_and_widen_timestamps() -> None:
+    moments = [dt.datetime(2024, 1, 1, 0, 0, 0, 1500, tzinfo=dt.UTC), None]
+    records = pa.table({
+        "Id": ["b", "a"], "Amount": [3, 7],
+        "DateChanged": pa.array(moments, pa.timestamp("us", tz="UTC")), "Text": ["x", None],
+    })  # fmt: skip
+    stats = statistics(records, "Id")
+    assert stats["numRecords"] == 2
+    assert stats["minValues"] == {"Id": "a", "Amount": 3, "DateChanged": "2024-01-01T00:00:00.001Z"}
+    assert stats["maxValues"] == {"Id": "b", "Amount": 7, "DateChanged": "2024-01-01T00:00:00.002Z"}
+    assert stats["nullCount"] == {"Id": 0, "Amount": 0, "DateChanged": 1, "Text": 1}
+
+
+def rewrite_as_before_issue_12(target: Target, name: str) -> None:
+    """The table as the extractor wrote it before the month layout: not partitioned, the
+    partition column not stored, the last run's watermark in the commit."""
+    table = Lake(target).table(name)
+    assert table is not None
+    layout = LAYOUTS[name]
+    last = next(c for c in table.history() if WATERMARK in c)
+    records = pa.table(table.to_pyarrow_table()).drop_columns([layout.partition])
+    properties = CommitProperties(custom_metadata={k: last[k] for k in (WATERMARK, RUN_ID)})
+    shutil.rmtree(target.table_uri(name))
+    write_deltalake(target.table_uri(name), records, commit_properties=properties)
+    assert Lake(target).table(name).metadata().partition_columns == []  # type: ignore[union-attr]
+
+
+async def test_a_table_of_the_older_layout_is_rewritten_once_and_synced_on(
+    start_simulator: Any, tmp_path: Path, small_files: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    simulator = await start_simulator(orders=300)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target)
+    for name in ("invoices", "invoice_rows", "transactions"):
+        rewrite_as_before_issue_12(target, name)
+    simulator.churn(Churn(changed=4, deleted=0, added=2), seed=8)
+    summary = await sync(simulator, target)
+    assert summary["invoices"]["written"]["invoices"] == 4 + 2, "went on from the watermark"
+    assert_lake_equals_truth(simulator, target, marked=set())
+    for name in ("invoices", "invoice_rows", "transactions"):
+        assert_laid_out(target, name)
+    said = capfd.readouterr().err
+    assert said.count("rewriting the Delta table") == 3, said
+    assert "rewriting the Delta table invoices partitioned by order_month" in said
+    assert not list((tmp_path / "lake").rglob("_rewrite")), "the rewrite's staging is gone"
