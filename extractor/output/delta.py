@@ -37,6 +37,7 @@ import functools
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -249,17 +250,20 @@ class Lake:
         ``prepare``) over the ``stored`` files; and the number of records written."""
         files, key = self._files(name), LAYOUTS[name].key
         spills = writer.spill()
-        actions: list[Any] = []
-        written = 0
-        for partition in sorted(set(spills) | set(plan.drops)):
+
+        def one(partition: str) -> tuple[list[Any], int]:
             added = None
             if partition in spills:
-                added = prepare(plan.kept(read_spill(spills.pop(partition)), partition, key))
-                written += added.num_rows
+                added = prepare(plan.kept(read_spill(spills[partition]), partition, key))
             change = Change(drop=plan.drops.get(partition, _NO_KEYS), add=added)
             removes, adds = apply(files, stored.get(partition, []), partition, change, schema)
-            actions += removes + adds
-        return actions, written
+            return [*removes, *adds], 0 if added is None else added.num_rows
+
+        # a partition at a time on each thread: reading and writing Parquet release the GIL
+        threads = writer.limits.publish_threads
+        with ThreadPoolExecutor(threads, thread_name_prefix="merge") as pool:
+            done = list(pool.map(one, sorted(set(spills) | set(plan.drops))))
+        return [action for actions, _ in done for action in actions], sum(n for _, n in done)
 
     def create(
         self, name: str, schema: pa.Schema, adds: list[Any], properties: CommitProperties,
