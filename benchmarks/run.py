@@ -180,15 +180,16 @@ def bench_budget(work: Path, orders: int = 24_000) -> dict[str, object]:
 
 
 def bench_sync(
-    orders: int, work: Path, churn: float = 0.01, shape: str = "accounting"
+    orders: int, work: Path, changed: int | None = None, shape: str = "accounting"
 ) -> dict[str, object]:
     """The full backfill of the Delta invoice tables by a first sync, then a sync after
-    ``churn`` of the orders changed (``shape`` of churn): both wall times, and their ratio."""
-    lake = work / f"lake-{shape}"
+    ``changed`` orders changed (default 1%; ``shape`` of churn): both wall times, their
+    ratio, and each one's peak RSS."""
+    lake = work / f"lake-{shape}-{orders}"
     with simulator_process("--orders", str(orders)) as url:
         command = ("sync", "--out", str(lake), "--base-url", url, "--no-ledger")
         backfill, backfill_rss = run_cli(*command)
-        changed = int(orders * churn)
+        changed = orders // 100 if changed is None else changed
         request = urllib.request.Request(
             f"{url}/_churn", data=orjson.dumps({"changed": changed, "shape": shape}), method="POST"
         )
@@ -407,6 +408,13 @@ def main() -> None:
         sync = bench_sync(sync_orders, Path(folder))
         print(f"sync:    {sync}")
         print(f"sync:    {bench_sync(sync_orders, Path(folder), shape='uniform')}")
+        # the same 1,000 changes into a table four times the size
+        small = bench_sync(sync_orders // 2, Path(folder), changed=1000)
+        print(f"sync:    {small}")
+        large_sync = bench_sync(sync_orders * 2, Path(folder), changed=1000)
+        print(f"sync:    {large_sync}")
+    sync_growth = round(float(large_sync["sync_s"]) / float(small["sync_s"]), 2)  # type: ignore[arg-type]
+    sync_rss = max(float(large_sync["backfill_rss_mb"]), float(large_sync["sync_rss_mb"]))  # type: ignore[arg-type]
     rss = hostile["peak_rss_mb_20000_orders"]
     assert isinstance(rss, dict)
     large_rss, rss_100k = float(e2e_large["peak_rss_mb"]), float(e2e["peak_rss_mb"])  # type: ignore[arg-type]
@@ -419,6 +427,12 @@ def main() -> None:
         "poison ids <= 40 extra calls": (max(reliability["poison_extra_get_invoices"]), 40, "max"),  # type: ignore[call-overload]
         "<= 3 requests in a quarantine": (reliability["requests_during_quarantine"], 3, "max"),
         "1% realistic sync <= 5% of the first sync": (sync["ratio"], 0.05, "max"),
+        f"1,000 changes into {sync_orders * 2:,} <= 1.5x into {sync_orders // 2:,}": (
+            sync_growth,
+            1.5,
+            "max",
+        ),
+        f"peak RSS of first sync and sync at {sync_orders * 2:,} <= 300 MB": (sync_rss, 300, "max"),
         "budget use >= 98%": (budget["use"], 0.98, "min"),
         "0 requests quarantined by the budget": (budget["quarantined"], 0, "max"),
         "dead service <= 3 requests per batch": (

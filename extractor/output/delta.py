@@ -257,7 +257,10 @@ class Lake:
                 added = prepare(plan.kept(read_spill(spills[partition]), partition, key))
             change = Change(drop=plan.drops.get(partition, _NO_KEYS), add=added)
             removes, adds = apply(files, stored.get(partition, []), partition, change, schema)
-            return [*removes, *adds], 0 if added is None else added.num_rows
+            written = 0 if added is None else added.num_rows
+            del change, added
+            pa.default_memory_pool().release_unused()  # else mimalloc keeps what it freed
+            return [*removes, *adds], written
 
         # a partition at a time on each thread: reading and writing Parquet release the GIL
         threads = writer.limits.publish_threads

@@ -154,20 +154,24 @@ class TableWriter:
 
     def columns(self, names: list[str]) -> pa.Table:
         """The ``names`` columns of every staged record to publish, and each record's
-        partition (``_partition``); a staged file at a time in memory."""
+        partition (``_partition``). Read from memory-mapped files, so only those columns'
+        pages are read, then copied out whole (a slice of a file read into memory would
+        keep all of the file)."""
         parts = []
         for staged in self._published_files():
-            batch, partitions = _read_staged(staged)
+            try:
+                with pa.memory_map(str(staged)) as source:
+                    reader = pa.ipc.open_file(source)
+                    metadata = reader.schema.metadata or {}
+                    partitions = orjson.loads(metadata.get(_PARTITIONS, b"[]"))
+                    part = pa.Table.from_batches([reader.get_batch(0).select(names)])
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise OutputError(f"cannot read the staged batch {staged}: {exc}") from None
             keys = [name for key, _, length in partitions for name in [key] * length]
-            part = pa.Table.from_batches([batch.select(names)])
             parts.append(part.append_column("_partition", pa.array(keys, pa.string())))
-        if not parts:
-            return (
-                pa.schema([self.schema.field(n) for n in names])
-                .empty_table()
-                .append_column("_partition", pa.array([], pa.string()))
-            )
-        return pa.concat_tables(parts).combine_chunks()
+        fields = [*(self.schema.field(n) for n in names), pa.field("_partition", pa.string())]
+        schema = pa.schema(fields)
+        return _copied(pa.concat_tables(parts) if parts else schema.empty_table())
 
     def staged_rows(self) -> dict[str, int]:
         """Records on disk per staged batch (read from each file's footer, not its data)."""
@@ -356,6 +360,12 @@ def _spilled_groups(spill: Path, budget: int) -> Iterator[pa.RecordBatch]:
                 pending, size = [], 0
     if pending:
         yield _joined(pending)
+
+
+def _copied(table: pa.Table) -> pa.Table:
+    """``table`` in fresh buffers of its own (none left pointing into a mapped file)."""
+    empty = table.schema.empty_table()
+    return pa.concat_tables([table, empty]).combine_chunks() if table.num_rows else empty
 
 
 def _joined(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
