@@ -191,3 +191,9 @@ class MalformedResponse(TransientError):
 
 class SessionExpired(TransientError):
     """The session cookie is no longer valid; log in again and retry."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's may run to pages), at most 300
+    characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -27,7 +27,8 @@ the source's overall key range, which for scattered ids is the whole table.
 
 Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
 plain strings; everything else keeps the types of the Parquet output. A table of the older,
-unpartitioned layout is rewritten once (:mod:`.lakemigrate`).
+unpartitioned layout is rewritten once (:mod:`.lakemigrate`). Over 300 lines: :class:`Lake` is
+one concept, every publish's plan and commits, and its parts are already their own modules.
 """
 
 from __future__ import annotations
@@ -44,23 +45,31 @@ from typing import Any, Final, Literal, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, QueryBuilder
+from deltalake import CommitProperties, DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import create_table_with_add_actions
 
 from extractor.checkpoints import checkpoint
-from extractor.errors import OutputError
-from extractor.output.lakechanges import Change, Plan, apply, keyed
-from extractor.output.lakefiles import LAYOUTS, DataFile, Layout, TableFiles, current_files
+from extractor.errors import OutputError, first_line
+from extractor.output.lakechanges import Change, Plan, apply, by_partition, stored_keys, stored_plan
+from extractor.output.lakefiles import (
+    LAYOUTS,
+    TIMESTAMP,
+    DataFile,
+    Layout,
+    TableFiles,
+    current_files,
+    lake_schema,
+    stamp,
+)
 from extractor.output.lakemigrate import migrate
 from extractor.output.parquet import RunInfo
-from extractor.output.staging import NULL_PARTITION, TableWriter, latest, read_spill
+from extractor.output.staging import TableWriter, read_spill
 from extractor.output.targets import Target
 
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"
-TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 #: Look this far back in a table's history for the last commit of a run, then everywhere.
 RECENT_COMMITS: Final = 100
 
@@ -68,38 +77,6 @@ RECENT_COMMITS: Final = 100
 def commit(run: RunInfo) -> CommitProperties:
     """The commit's metadata: the run, and the watermark it advances to."""
     return CommitProperties(custom_metadata={WATERMARK: run.as_of.isoformat(), RUN_ID: run.run_id})
-
-
-def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
-    """``table`` in the lake's types, with the run's columns (and ``_deleted_at``)."""
-    table = table.cast(pa.schema([pa.field(f.name, _lake_type(f.type)) for f in table.schema]))
-    rows = table.num_rows
-    table = table.append_column("_run_id", pa.array([run.run_id] * rows, pa.string()))
-    table = table.append_column("_extracted_at", pa.array([run.as_of] * rows, TIMESTAMP))
-    if deletable:
-        table = table.append_column("_deleted_at", pa.nulls(rows, TIMESTAMP))
-    return table
-
-
-def lake_schema(schema: pa.Schema, deletable: bool) -> pa.Schema:
-    """``schema`` in types Delta has, with the run's columns (and ``_deleted_at``)."""
-    fields = [pa.field(f.name, _lake_type(f.type)) for f in schema]
-    fields += [pa.field("_run_id", pa.string()), pa.field("_extracted_at", TIMESTAMP)]
-    if deletable:
-        fields.append(pa.field("_deleted_at", TIMESTAMP))
-    return pa.schema(fields)
-
-
-def _lake_type(arrow_type: pa.DataType) -> pa.DataType:
-    if pa.types.is_dictionary(arrow_type):
-        return _lake_type(arrow_type.value_type)
-    if pa.types.is_uint8(arrow_type):
-        return pa.int16()
-    if pa.types.is_struct(arrow_type):
-        return pa.struct([pa.field(f.name, _lake_type(f.type)) for f in arrow_type])
-    if pa.types.is_list(arrow_type):
-        return pa.list_(_lake_type(arrow_type.value_type))
-    return arrow_type
 
 
 class Lake:
@@ -117,7 +94,7 @@ class Lake:
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
-            raise OutputError(f"cannot read the Delta table {name}: {_first_line(exc)}") from None
+            raise OutputError(f"cannot read the Delta table {name}: {first_line(exc)}") from None
 
     def watermark(self, names: Sequence[str]) -> dt.datetime | None:
         """The oldest of the tables' watermarks; None when one has none (never synced)."""
@@ -141,7 +118,9 @@ class Lake:
         if table is None:  # the first publish: everything, and rows a cut-short one left go
             plan = Plan.everything(orders.columns(["OrderId"]), "OrderId")
         else:
-            plan = _plan(table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"]))
+            plan = stored_plan(
+                table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"])
+            )
         written = {"invoices": 0, "invoice_rows": 0}
         if not plan.changed:
             return written
@@ -158,7 +137,7 @@ class Lake:
         if table is None:
             plan = Plan.everything(staged, "Id", version="DateChanged")
         else:
-            plan = _plan(table, LAYOUTS["transactions"], staged)
+            plan = stored_plan(table, LAYOUTS["transactions"], staged)
         if not plan.changed:
             return {"transactions": 0}
         return {"transactions": self._merge("transactions", lines, plan, run)}
@@ -170,7 +149,7 @@ class Lake:
         if invoices is None:
             return 0
         listed = pa.array(sorted(set(present)), pa.int64())
-        vanished = _stored(
+        vanished = stored_keys(
             invoices, LAYOUTS["invoices"], lambda keys: pc.invert(pc.is_in(keys, listed))
         )
         vanished = vanished.filter(vanished.column("live"))
@@ -183,7 +162,7 @@ class Lake:
                 continue
             layout, files = LAYOUTS[name], current_files(table, LAYOUTS[name])
             actions: list[Any] = []
-            for partition, keys in _by_partition(vanished).items():
+            for partition, keys in by_partition(vanished).items():
                 change = Change(edited=keys, edit=edit)
                 removes, adds = apply(
                     self._files(name), files.get(partition, []), partition, change,
@@ -316,62 +295,11 @@ class Lake:
             action()
         except (DeltaError, OSError) as exc:
             raise OutputError(
-                f"cannot commit to the Delta table {name}: {_first_line(exc)}"
+                f"cannot commit to the Delta table {name}: {first_line(exc)}"
             ) from None
 
 
 _NO_KEYS: Final = pa.array([], pa.null())
-
-
-def _plan(table: DeltaTable, layout: Layout, staged: pa.Table) -> Plan:
-    """The records of ``staged`` (key, DateChanged, _partition) that ``table`` does not hold
-    already (same key and DateChanged, live), and where their stored records are."""
-    newest = keyed(latest(staged, layout.key, "DateChanged"), layout.key)
-    keys = newest.column("_key").combine_chunks()
-    stored = _stored(table, layout, lambda column: pc.is_in(column, keys))
-    same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
-    equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
-    unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
-    newest = newest.filter(pc.invert(pc.is_in(keys, unchanged.combine_chunks())))
-    moved = stored.filter(pc.is_in(stored.column("_key"), newest.column("_key").combine_chunks()))
-    drops = pa.concat_tables(
-        [newest.select(["_key", "_partition"]), moved.select(["_key", "_partition"])]
-    )
-    return Plan(newest.num_rows, newest.select(["_key", "_partition"]), _by_partition(drops))
-
-
-def _stored(
-    table: DeltaTable, layout: Layout, wanted: Callable[[pa.Array[Any]], pa.Array[Any]]
-) -> pa.Table:
-    """The ``wanted`` stored keys (``_key``), read a batch at a time: their partition
-    (``_partition``, as staged), DateChanged (``_v``) and whether they are live."""
-    live = "_deleted_at IS NULL" if "_deleted_at" in _names(table) else "TRUE"
-    sql = (
-        f'SELECT "{layout.key}" AS _key, "{layout.partition}" AS _partition, '
-        f'"DateChanged" AS _v, {live} AS live FROM t'
-    )
-    types: dict[str, pa.DataType] = {
-        "_key": layout.key_type, "_partition": pa.string(), "_v": TIMESTAMP, "live": pa.bool_(),
-    }  # fmt: skip
-    schema = pa.schema(types)
-    parts = []
-    try:
-        for batch in QueryBuilder().register("t", table).execute(sql):
-            part = pa.record_batch(batch).cast(schema)  # from DataFusion's types (string_view)
-            parts.append(part.filter(wanted(part.column("_key"))))
-    except DeltaError as exc:
-        raise OutputError(f"cannot read the Delta table: {_first_line(exc)}") from None
-    found = pa.Table.from_batches(parts, schema)
-    partitions: Any = pc.fill_null(found.column("_partition"), pa.scalar(NULL_PARTITION))
-    return found.set_column(1, "_partition", partitions)
-
-
-def _by_partition(keyed: pa.Table) -> dict[str, pa.Array[Any]]:
-    """``_key`` by ``_partition``, each partition's unique."""
-    grouped = keyed.group_by("_partition").aggregate([("_key", "distinct")])
-    names: list[Any] = grouped.column("_partition").to_pylist()
-    lists: Any = grouped.column("_key_distinct").combine_chunks()
-    return {name: lists[index].values for index, name in enumerate(names)}
 
 
 def _marked_deleted(records: pa.Table, run: RunInfo) -> pa.Table:
@@ -388,10 +316,6 @@ def _data_schema(table: DeltaTable, layout: Layout) -> pa.Schema:
     return schema.remove(schema.get_field_index(layout.partition))
 
 
-def _names(table: DeltaTable) -> set[str]:
-    return {field.name for field in table.schema().fields}
-
-
 def _watermark(table: DeltaTable) -> dt.datetime | None:
     commit = _last_run_commit(table)
     return None if commit is None else dt.datetime.fromisoformat(str(commit[WATERMARK]))
@@ -403,10 +327,6 @@ def _last_run_commit(table: DeltaTable) -> dict[str, Any] | None:
             if WATERMARK in commit and RUN_ID in commit:
                 return commit
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,17 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable, QueryBuilder
+from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
-from extractor.output.lakefiles import LAYOUTS, DataFile, TableFiles, covering
-from extractor.output.staging import latest
+from extractor.errors import OutputError, first_line
+from extractor.output.lakefiles import LAYOUTS, DataFile, Layout, TableFiles, covering
+from extractor.output.staging import NULL_PARTITION, latest
 
 Edit = Callable[[pa.Table], pa.Table]
 
@@ -138,3 +141,61 @@ def keyed(staged: pa.Table, key: str) -> pa.Table:
 
 def _repeats(keys: pa.ChunkedArray[Any]) -> bool:
     return bool(len(keys)) and pc.count_distinct(keys).as_py() < len(keys)
+
+
+def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table) -> Plan:
+    """The records of ``staged`` (key, DateChanged, _partition) that ``table`` does not hold
+    already (same key and DateChanged, live), and where their stored records are."""
+    newest = keyed(latest(staged, layout.key, "DateChanged"), layout.key)
+    keys = newest.column("_key").combine_chunks()
+    stored = stored_keys(table, layout, lambda column: pc.is_in(column, keys))
+    same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
+    equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
+    unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
+    newest = newest.filter(pc.invert(pc.is_in(keys, unchanged.combine_chunks())))
+    moved = stored.filter(pc.is_in(stored.column("_key"), newest.column("_key").combine_chunks()))
+    drops = pa.concat_tables(
+        [newest.select(["_key", "_partition"]), moved.select(["_key", "_partition"])]
+    )
+    return Plan(newest.num_rows, newest.select(["_key", "_partition"]), by_partition(drops))
+
+
+def stored_keys(
+    table: DeltaTable, layout: Layout, wanted: Callable[[pa.Array[Any]], pa.Array[Any]]
+) -> pa.Table:
+    """The ``wanted`` stored keys (``_key``), read a batch at a time: their partition
+    (``_partition``, as staged), DateChanged (``_v``) and whether they are live."""
+    live = "_deleted_at IS NULL" if "_deleted_at" in _names(table) else "TRUE"
+    sql = (
+        f'SELECT "{layout.key}" AS _key, "{layout.partition}" AS _partition, '
+        f'"DateChanged" AS _v, {live} AS live FROM t'
+    )
+    types: dict[str, pa.DataType] = {
+        "_key": layout.key_type,
+        "_partition": pa.string(),
+        "_v": pa.timestamp("us", tz="UTC"),
+        "live": pa.bool_(),
+    }
+    schema = pa.schema(types)
+    parts = []
+    try:
+        for batch in QueryBuilder().register("t", table).execute(sql):
+            part = pa.record_batch(batch).cast(schema)  # from DataFusion's types (string_view)
+            parts.append(part.filter(wanted(part.column("_key"))))
+    except DeltaError as exc:
+        raise OutputError(f"cannot read the Delta table: {first_line(exc)}") from None
+    found = pa.Table.from_batches(parts, schema)
+    partitions: Any = pc.fill_null(found.column("_partition"), pa.scalar(NULL_PARTITION))
+    return found.set_column(1, "_partition", partitions)
+
+
+def by_partition(keyed: pa.Table) -> dict[str, pa.Array[Any]]:
+    """``_key`` by ``_partition``, each partition's unique."""
+    grouped = keyed.group_by("_partition").aggregate([("_key", "distinct")])
+    names: list[Any] = grouped.column("_partition").to_pylist()
+    lists: Any = grouped.column("_key_distinct").combine_chunks()
+    return {name: lists[index].values for index, name in enumerate(names)}
+
+
+def _names(table: DeltaTable) -> set[str]:
+    return {field.name for field in table.schema().fields}

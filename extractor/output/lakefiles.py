@@ -31,6 +31,7 @@ from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from extractor.errors import OutputError
+from extractor.output.parquet import RunInfo
 from extractor.output.staging import NULL_PARTITION
 from extractor.output.targets import Target
 
@@ -52,6 +53,39 @@ INVOICES: Final = Layout("OrderId", "order_month", ("OrderId",), 1000, pa.int64(
 INVOICE_ROWS: Final = Layout("OrderId", "order_month", ("OrderId", "_row_index"), 5000, pa.int64())
 TRANSACTIONS: Final = Layout("Id", "date_month", ("Id",), 5000, pa.string())
 LAYOUTS: Final = {"invoices": INVOICES, "invoice_rows": INVOICE_ROWS, "transactions": TRANSACTIONS}
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+
+
+def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
+    """``table`` in the lake's types, with the run's columns (and ``_deleted_at``)."""
+    table = table.cast(pa.schema([pa.field(f.name, _lake_type(f.type)) for f in table.schema]))
+    rows = table.num_rows
+    table = table.append_column("_run_id", pa.array([run.run_id] * rows, pa.string()))
+    table = table.append_column("_extracted_at", pa.array([run.as_of] * rows, TIMESTAMP))
+    if deletable:
+        table = table.append_column("_deleted_at", pa.nulls(rows, TIMESTAMP))
+    return table
+
+
+def lake_schema(schema: pa.Schema, deletable: bool) -> pa.Schema:
+    """``schema`` in types Delta has, with the run's columns (and ``_deleted_at``)."""
+    fields = [pa.field(f.name, _lake_type(f.type)) for f in schema]
+    fields += [pa.field("_run_id", pa.string()), pa.field("_extracted_at", TIMESTAMP)]
+    if deletable:
+        fields.append(pa.field("_deleted_at", TIMESTAMP))
+    return pa.schema(fields)
+
+
+def _lake_type(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(arrow_type):
+        return _lake_type(arrow_type.value_type)
+    if pa.types.is_uint8(arrow_type):
+        return pa.int16()
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([pa.field(f.name, _lake_type(f.type)) for f in arrow_type])
+    if pa.types.is_list(arrow_type):
+        return pa.list_(_lake_type(arrow_type.value_type))
+    return arrow_type
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,20 @@ a hundred months): its records sorted by partition in one record batch, each par
 first row and length in the file's schema metadata.
 
 Publishing reads the staged files in rounds (:meth:`TableWriter._rounds`): each file once,
-its partitions kept as zero-copy slices until the round's budget is read, then every
-partition held goes out as one row group of its Parquet file, written on a small thread
-pool from one contiguous copy of its slices. Cutting partition by partition instead costs
-a file open per (file, partition): for batches scattered over a hundred months, that was
-three quarters of a 100,000-order backfill. Memory is the round's budget, not the backfill;
-each partition's file (one per partition per run) stays open under a dot-prefixed temporary
-name (invisible to dataset readers) until every round is written; the caller syncs and
-then renames them into place (:meth:`TableWriter.reveal`). Records kept unique per
-partition (the ledger's) are published a partition at a time, from memory-mapped slices: a
-staged file must not be shortened while it is published, a mapped read past a file's new
-end is a SIGBUS.
+its partitions kept as zero-copy slices until the round's budget is read; then each
+partition's pieces are appended to that partition's spill file (an Arrow stream next to the
+staging). Cutting partition by partition instead costs a file open per (file, partition):
+for batches scattered over a hundred months, that was three quarters of a 100,000-order
+backfill. Pass two writes each partition's Parquet file from its spill in row groups, under
+a dot-prefixed temporary name (invisible to dataset readers); the caller syncs and then
+renames them into place (:meth:`TableWriter.reveal`). The Delta tables read the spills a
+partition at a time instead (:mod:`.delta`). Memory is the round's budget and a row group,
+not the backfill. Records kept unique per partition (the ledger's) are read a partition at
+a time, from memory-mapped slices: a staged file must not be shortened while it is
+published, a mapped read past a file's new end is a SIGBUS.
 
-``parquet.py`` publishes the rounds as hive Parquet, ``delta.py`` into Delta tables. Over 300
-lines: the staged format and the rounds that read it back are one format.
+``parquet.py`` publishes the spills as hive Parquet, ``delta.py`` into Delta tables. Over 300
+lines: the staged format and the rounds and spills that read it back are one format.
 """
 
 from __future__ import annotations
