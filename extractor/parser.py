@@ -56,6 +56,24 @@ def _holds_element(value: etree._Element) -> ExtractorError:
     return DataError(f"{field} holds an element (<{name}>) where a value belongs")
 
 
+class Sink(Protocol):
+    """Where a response body goes while it arrives (a :class:`RecordStream`); defined here, not
+    with the transport, so that parser processes need not import aiohttp."""
+
+    bytes_fed: int
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    async def room(self) -> None:
+        """Wait until the sink can take more (backpressure); raise if it already failed."""
+
+    async def finish(self) -> None:
+        """The body is complete: raise if it was not a whole document, or was a fault."""
+
+    def abort(self) -> None:
+        """The attempt failed; forget what was fed."""
+
+
 class StructReader:
     """Reads one complex-type element into a tuple of raw values in WSDL order."""
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import pyarrow as pa
+
 from extractor.errors import ExtractorError, FatalError
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, count
 from extractor.records.orders import OrderSink, Selection
@@ -285,6 +287,9 @@ def _end(
         results.put(("staged", key, None, None))
     except Exception as exc:
         results.put(("staged", key, _describe(exc), None))
+    finally:
+        del batch, sink
+        pa.default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise
 
 
 def _describe(exc: Exception) -> ExtractorError:

@@ -1,7 +1,7 @@
 """Where a GetInvoices body goes: parsed while it arrives, staged, counted.
 
 Two places with one interface (``open(ids, name)`` returns a
-:class:`~extractor.service.transport.Sink` whose ``counts`` are set once ``finish`` returns):
+:class:`~extractor.parser.Sink` whose ``counts`` are set once ``finish`` returns):
 
 - :class:`LocalSinks` parses on the event loop and stages on a writer thread;
 - :class:`~extractor.jobs.parse_pool.ParsePool` forwards each chunk, as it arrives, to one of
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Protocol
 
 from extractor.output.staging import TableWriter
+from extractor.parser import Sink
 from extractor.records import orders
 from extractor.records.orders import Batch, OrderSink, Selection
-from extractor.service.transport import Sink
 
 
 @dataclass

@@ -28,7 +28,6 @@ from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import run
-from extractor.output.delta import DeltaOutput, Lake
 from extractor.output.lock import target_lock
 from extractor.output.parquet import Output
 from extractor.output.targets import Target
@@ -81,6 +80,8 @@ async def run_sync(
 async def _sync_locked(
     job: SyncJob, credentials: Credentials, stream: IO[str], clock: Clock, wire: Wire | None
 ) -> dict[str, Any]:
+    from extractor.output.delta import DeltaOutput, Lake  # delta-rs only where it is used
+
     lake = Lake(job.target)
     output = DeltaOutput(job.target)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}

@@ -19,11 +19,11 @@ from extractor import soap
 from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
 from extractor.errors import ExtractorError, Quarantined, SplitsBatch
+from extractor.parser import Sink
 from extractor.runs.stats import RunStats
 from extractor.service.health import Health, same_failure
 from extractor.service.retry import persistently
 from extractor.service.session import Session
-from extractor.service.transport import Sink
 
 S = TypeVar("S", bound=Sink)
 T = TypeVar("T")

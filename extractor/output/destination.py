@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Final
 
 from extractor.errors import InvalidOption
-from extractor.output.delta import DeltaOutput
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.targets import Target
 
@@ -27,5 +26,9 @@ def destination(
             )
         return target.local, None
     work = target.work_dir(work_dir) / "_work" / group
-    output = DeltaOutput(target) if output_format == "delta" else ParquetOutput(target)
-    return work, output
+    if output_format == "parquet":
+        return work, ParquetOutput(target)
+    # imported here: delta-rs adds 17 MB to every process that loads it
+    from extractor.output.delta import DeltaOutput
+
+    return work, DeltaOutput(target)

@@ -37,7 +37,6 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from extractor.errors import OutputError
 
@@ -232,6 +231,8 @@ class TableWriter:
         rows = 0
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet as pq  # here: parser processes stage but never publish
+
             with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
                 for group in _spilled_groups(spill, self.limits.row_group_bytes):
                     writer.write_batch(group, row_group_size=max(group.num_rows, 1))

@@ -17,9 +17,9 @@ from extractor.errors import (
     SessionExpired,
     TransportError,
 )
-from extractor.parser import RecordStream
+from extractor.parser import RecordStream, Sink
 from extractor.service.retry import persistently
-from extractor.service.transport import Sink, Transport
+from extractor.service.transport import Transport
 
 S = TypeVar("S", bound=Sink)
 _LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"

@@ -26,6 +26,7 @@ from extractor.errors import (
     ResponseTooLarge,
     TransientError,
 )
+from extractor.parser import Sink
 from extractor.service.http import HttpWire
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
@@ -67,23 +68,6 @@ class Wire(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    """Where a response body goes while it arrives (a :class:`~extractor.parser.RecordStream`)."""
-
-    bytes_fed: int
-
-    def feed(self, chunk: bytes) -> None: ...
-
-    async def room(self) -> None:
-        """Wait until the sink can take more (backpressure); raise if it already failed."""
-
-    async def finish(self) -> None:
-        """The body is complete: raise if it was not a whole document, or was a fault."""
-
-    def abort(self) -> None:
-        """The attempt failed; forget what was fed."""
 
 
 class Transport:
