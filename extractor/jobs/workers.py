@@ -99,16 +99,20 @@ class Run:
 
 
 async def work_through(run: Run, fetcher: Fetcher[U], units: Iterable[U]) -> None:
-    """Every unit, by ``concurrency`` workers; the first error that stops one stops all."""
+    """Every unit, by ``concurrency`` requests in flight and half as many more workers; the
+    first error that stops one stops all."""
     queue: Iterator[U] = iter(units)
 
     async def worker() -> None:
         for unit in queue:
             await _fetch_or_split(run, fetcher, unit, run.service.retry, unit.key)
 
+    # more workers than requests in flight (the transport holds those to the concurrency):
+    # a worker whose body is in finishes its parse while another's request goes out
+    workers = run.service.concurrency + max(1, run.service.concurrency // 2)
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(run.service.concurrency):
+            for _ in range(workers):
                 group.create_task(worker())
     except BaseExceptionGroup as errors:
         raise first_error(errors) from None

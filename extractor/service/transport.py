@@ -10,6 +10,8 @@ without a socket.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import urllib.parse
@@ -81,7 +83,9 @@ class Transport:
         wire: Wire | None = None,
         limiter: RateLimiter | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        requests: int | None = None,
     ) -> None:
+        """``requests``: at most this many in flight (None: as many as are called)."""
         if not base_url.startswith(("http://", "https://")):
             raise InvalidOption(f"{{base_url}} {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
@@ -89,6 +93,7 @@ class Transport:
         self.limiter = limiter or RateLimiter(Limits(per_hour=0))
         self.wire: Wire = wire or HttpWire()
         self._max_bytes = max_response_bytes
+        self._in_flight = asyncio.Semaphore(requests) if requests else None
 
     @classmethod
     def for_run(
@@ -111,6 +116,7 @@ class Transport:
                 verify_tls=not service.insecure,
             ),
             limiter=RateLimiter(limits, clock),
+            requests=service.concurrency,
         )
 
     @property
@@ -134,16 +140,23 @@ class Transport:
         if session_id:
             headers["Cookie"] = f"ASP.NET_SessionId={session_id}"
         url = self.base_url + operation.path
-        ticket = await self.limiter.acquire()
         try:
-            async with self.wire.post(url, body, headers, operation.name) as reply:
-                self._observe(reply, ticket)
-                await self._receive(reply, sink, operation.name)
+            async with self._request_slot():
+                ticket = await self.limiter.acquire()
+                try:
+                    async with self.wire.post(url, body, headers, operation.name) as reply:
+                        self._observe(reply, ticket)
+                        await self._receive(reply, sink, operation.name)
+                finally:
+                    self.limiter.release(ticket)
+            # the body is in: the slot serves the next request while this one's parse ends
+            await sink.finish()
         except BaseException:
             sink.abort()  # whatever went wrong, this attempt's data is void
             raise
-        finally:
-            self.limiter.release(ticket)
+
+    def _request_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._in_flight if self._in_flight is not None else contextlib.nullcontext()
 
     async def _receive(self, reply: Reply, sink: Sink, name: str) -> None:
         if 300 <= reply.status < 400:
@@ -160,7 +173,6 @@ class Transport:
                 )
             sink.feed(chunk)
             await sink.room()
-        await sink.finish()
 
     def _observe(self, reply: Reply, ticket: int) -> None:
         """Pace every worker by the service's own rate-limit headers."""
