@@ -10,13 +10,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import CommitProperties, write_deltalake
 
 from extractor.output.delta import RUN_ID, WATERMARK, Lake
-from extractor.output.lakefiles import LAYOUTS, TableFiles, current_files, statistics
+from extractor.output.lakechanges import Change, apply
+from extractor.output.lakefiles import (
+    LAYOUTS,
+    DataFile,
+    TableFiles,
+    current_files,
+    statistics,
+)
 from extractor.output.staging import NULL_PARTITION
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
@@ -171,3 +179,42 @@ async def test_a_table_of_the_older_layout_is_rewritten_once_and_synced_on(
     assert said.count("rewriting the Delta table") == 3, said
     assert "rewriting the Delta table invoices partitioned by order_month" in said
     assert not list((tmp_path / "lake").rglob("_rewrite")), "the rewrite's staging is gone"
+
+
+def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(
+    tmp_path: Path,
+) -> None:
+    layout = dataclasses.replace(LAYOUTS["invoices"], max_records=3)
+    files = TableFiles(Target.parse(str(tmp_path)), "invoices", layout)
+    schema = pa.schema([pa.field("OrderId", pa.int32()), pa.field("Title", pa.string())])
+
+    def records(*keys: int, title: str = "old") -> pa.Table:
+        return pa.table({"OrderId": list(keys), "Title": [title] * len(keys)}, schema)
+
+    def stored(adds: list[Any]) -> list[DataFile]:
+        made = []
+        for add in adds:
+            stats = orjson.loads(add.stats)
+            low, high = stats["minValues"]["OrderId"], stats["maxValues"]["OrderId"]
+            made.append(DataFile(add.path, "2024-01", low, high, add.size))
+        return sorted(made, key=lambda file: file.low)
+
+    first = stored(files.write("2024-01", records(10, 20, 30, 40, 50, 60, 70)))
+    assert [(f.low, f.high) for f in first] == [(10, 30), (40, 60), (70, 70)]
+    # 20 changes, 5 (below every file) and 45 (between 40 and 60) are new, 70 goes
+    change = Change(drop=pa.array([20, 70, 5, 45]), add=records(20, 5, 45, title="new"))
+    removes, adds = apply(files, first, "2024-01", change, schema)
+    assert sorted(r.path for r in removes) == sorted(f.path for f in first)
+    after = stored(adds)
+    for before, later in itertools.pairwise(after):
+        assert before.high < later.low
+    read = pa.concat_tables([files.read(f) for f in after]).sort_by("OrderId")
+    assert read.to_pylist() == [
+        {"OrderId": 5, "Title": "new"}, {"OrderId": 10, "Title": "old"},
+        {"OrderId": 20, "Title": "new"}, {"OrderId": 30, "Title": "old"},
+        {"OrderId": 40, "Title": "old"}, {"OrderId": 45, "Title": "new"},
+        {"OrderId": 50, "Title": "old"}, {"OrderId": 60, "Title": "old"},
+    ]  # fmt: skip
+    untouched = Change(drop=pa.array([50]), add=records(50, title="again"))
+    removes, _ = apply(files, after, "2024-01", untouched, schema)
+    assert [r.path for r in removes] == [f.path for f in after if f.low <= 50 <= f.high]
