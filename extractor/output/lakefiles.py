@@ -111,6 +111,7 @@ class TableFiles:
         self.layout = layout
         self.name = name
         self._filesystem = target.filesystem()
+        self._local = target.local is not None
         self._root = str(target.local / name) if target.local is not None else target.key(name)
 
     def write(self, partition: str, records: pa.Table) -> list[AddAction]:
@@ -148,7 +149,8 @@ class TableFiles:
         pq.write_table(records, sink, compression="zstd", use_dictionary=False)
         body = sink.getvalue()
         try:
-            self._filesystem.create_dir(f"{self._root}/{folder}", recursive=True)
+            if self._local:  # an object store has no folders (a marker would cost a request)
+                self._filesystem.create_dir(f"{self._root}/{folder}", recursive=True)
             with self._filesystem.open_output_stream(f"{self._root}/{relative}") as out:
                 out.write(body)
         except OSError as exc:
