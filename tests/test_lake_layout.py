@@ -218,3 +218,19 @@ def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(
     untouched = Change(drop=pa.array([50]), add=records(50, title="again"))
     removes, _ = apply(files, after, "2024-01", untouched, schema)
     assert [r.path for r in removes] == [f.path for f in after if f.low <= 50 <= f.high]
+
+
+async def test_rows_an_older_first_sync_left_without_invoices_are_replaced(
+    start_simulator: Any, tmp_path: Path, small_files: None
+) -> None:
+    """An older extractor's first sync cut short between its two commits: its rows table,
+    in the older layout, and no invoices table. The next sync is a first one again."""
+    simulator = await start_simulator(orders=150)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target, ledger=False)
+    rewrite_as_before_issue_12(target, "invoice_rows")
+    shutil.rmtree(target.table_uri("invoices"))
+    shutil.rmtree(tmp_path / "lake" / "_work")
+    await sync(simulator, target, ledger=False)
+    assert_lake_equals_truth(simulator, target, marked=set(), ledger=False)
+    assert_laid_out(target, "invoice_rows")
