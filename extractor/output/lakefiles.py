@@ -144,9 +144,12 @@ class TableFiles:
         folder = f"{self.layout.partition}={partition}"
         relative = f"{folder}/part-{uuid.uuid4().hex}.zstd.parquet"
         sink = pa.BufferOutputStream()
-        # no dictionaries: a file holds too few records for them to pay, and they cost a third
-        # of the time of writing one
-        pq.write_table(records, sink, compression="zstd", use_dictionary=False)
+        # no dictionaries and no Parquet statistics: a file holds too few records for either
+        # to pay (one row group, whose range the Delta statistics below already give), and
+        # they cost a third of the time of writing one
+        pq.write_table(
+            records, sink, compression="zstd", use_dictionary=False, write_statistics=False
+        )
         body = sink.getvalue()
         try:
             if self._local:  # an object store has no folders (a marker would cost a request)
