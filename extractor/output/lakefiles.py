@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -152,10 +154,17 @@ class TableFiles:
         )
         body = sink.getvalue()
         try:
-            if self._local:  # an object store has no folders (a marker would cost a request)
-                self._filesystem.create_dir(f"{self._root}/{folder}", recursive=True)
-            with self._filesystem.open_output_stream(f"{self._root}/{relative}") as out:
-                out.write(body)
+            if self._local:  # on disk before the commit names it (a power cut after a
+                # commit must not leave it a file the log holds and the disk lost)
+                path = Path(self._root) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as out:
+                    out.write(memoryview(body))
+                    out.flush()
+                    os.fsync(out.fileno())
+            else:  # an object store: whole once the upload returns; no folders to make
+                with self._filesystem.open_output_stream(f"{self._root}/{relative}") as out:
+                    out.write(body)
         except OSError as exc:
             raise OutputError(f"cannot write {self.name}/{relative}: {exc}") from None
         stats = orjson.dumps(statistics(records, self.layout.key)).decode()
