@@ -198,6 +198,9 @@ def bench_sync(
         merge, merge_rss = run_cli(*command)
     runs = sorted((lake / "_work" / "sync-invoices" / "_runs").glob("*.json"))
     merged = orjson.loads(runs[-1].read_bytes())
+    rewritten = {
+        name: _files_removed_by_last_commit(lake / name) for name in ("invoices", "invoice_rows")
+    }
     return {
         "churn": shape,
         "orders": orders,
@@ -207,9 +210,16 @@ def bench_sync(
         "ratio": round(merge / backfill, 3),
         "sync_fetch_s": merged["fetch_seconds"],
         "sync_merge_s": merged["publish_seconds"],
+        "sync_files_rewritten": rewritten,
         "backfill_rss_mb": round(backfill_rss, 1),
         "sync_rss_mb": round(merge_rss, 1),
     }
+
+
+def _files_removed_by_last_commit(table: Path) -> int:
+    """The data files the table's last commit replaced (its remove actions)."""
+    last = sorted((table / "_delta_log").glob("*.json"))[-1]
+    return sum(1 for line in last.read_bytes().splitlines() if b'"remove"' in line)
 
 
 def zeep_reference(url: str, orders: int) -> dict[str, float]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,85 @@ async def test_a_cut_counts_only_when_an_answer_is_broken() -> None:
     broken = await service.answer(Request.of(path, headers, body))
     assert broken.status == 200 and broken.cut == "truncate"
     assert service.stats["fault:truncate"] == 1
+
+
+class GatedWire:
+    """A wire that holds every request until ``gate`` opens, counting how many it holds."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered = self.in_flight = self.most = 0
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], name: str
+    ) -> AsyncIterator[Any]:
+        self.entered += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.gate.wait()
+            yield _Answer()
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        pass
+
+
+class _Answer:
+    status = 200
+    headers: Mapping[str, str] = {}
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        yield b"<body/>"
+
+    async def read(self, limit: int) -> bytes:
+        return b"<body/>"
+
+
+class SlowSink:
+    """A body whose parse ends only when ``parsed`` is set."""
+
+    def __init__(self, parsed: asyncio.Event) -> None:
+        self.parsed, self.bytes_fed = parsed, 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.bytes_fed += len(chunk)
+
+    async def room(self) -> None:
+        pass
+
+    async def finish(self) -> None:
+        await self.parsed.wait()
+
+    def abort(self) -> None:
+        pass
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (no clock: a bounded number of turns)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def test_requests_in_flight_never_pass_the_concurrency_while_parses_finish() -> None:
+    wire, parsed = GatedWire(), asyncio.Event()
+    transport = Transport("http://127.0.0.1:9", soap.SOAP11, wire=wire, requests=3)
+    calls = [
+        asyncio.create_task(transport.call(soap.GET_INVOICES, {"ids": []}, SlowSink(parsed)))
+        for _ in range(8)
+    ]
+    await until(lambda: wire.in_flight == 3)
+    for _ in range(100):  # the other five wait for a slot, however long the loop runs
+        await asyncio.sleep(0)
+    assert (wire.entered, wire.most) == (3, 3)
+    wire.gate.set()
+    # bodies in, parses not ended: their slots already serve the next requests
+    await until(lambda: wire.entered == 8 and wire.in_flight == 0)
+    assert wire.most == 3 and not any(call.done() for call in calls)
+    parsed.set()
+    await asyncio.gather(*calls)

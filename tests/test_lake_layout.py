@@ -32,6 +32,7 @@ from tests.helpers import sync
 from tests.truth import assert_lake_equals_truth
 
 MONTHS = {"invoices": "DateOrdered", "transactions": "Date"}
+TABLES = ("invoices", "invoice_rows", "transactions")
 
 
 @pytest.fixture
@@ -45,6 +46,14 @@ def paths(target: Target, name: str) -> set[str]:
     table = Lake(target).table(name)
     assert table is not None
     return {file.path for group in current_files(table, LAYOUTS[name]).values() for file in group}
+
+
+async def synced(start: Any, tmp_path: Path, orders: int, **options: Any) -> tuple[Any, Target]:
+    """A simulator of ``orders`` orders and a first sync of it into ``tmp_path/lake``."""
+    simulator = await start(orders=orders)
+    target = Target.parse(str(tmp_path / "lake"))
+    await sync(simulator, target, **options)
+    return simulator, target
 
 
 def assert_laid_out(target: Target, name: str) -> None:
@@ -72,10 +81,8 @@ def assert_laid_out(target: Target, name: str) -> None:
 async def test_a_sync_rewrites_only_the_files_holding_a_change(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator = await start_simulator(orders=600)
-    target = Target.parse(str(tmp_path / "lake"))
-    await sync(simulator, target)
-    for name in ("invoices", "invoice_rows", "transactions"):
+    simulator, target = await synced(start_simulator, tmp_path, 600)
+    for name in TABLES:
         assert_laid_out(target, name)
     before = {name: paths(target, name) for name in ("invoices", "invoice_rows")}
     assert len(before["invoices"]) >= 150, "600 orders in files of at most 4"
@@ -84,7 +91,7 @@ async def test_a_sync_rewrites_only_the_files_holding_a_change(
     summary = await sync(simulator, target)
     assert summary["invoices"]["written"]["invoices"] == 6 + 3
     assert_lake_equals_truth(simulator, target, marked=set())
-    for name in ("invoices", "invoice_rows", "transactions"):
+    for name in TABLES:
         assert_laid_out(target, name)
     for name in ("invoices", "invoice_rows"):
         removed = before[name] - paths(target, name)
@@ -95,9 +102,7 @@ async def test_a_sync_rewrites_only_the_files_holding_a_change(
 async def test_an_order_moved_to_another_month_leaves_its_old_partition(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator = await start_simulator(orders=200)
-    target = Target.parse(str(tmp_path / "lake"))
-    await sync(simulator, target, ledger=False)
+    simulator, target = await synced(start_simulator, tmp_path, 200, ledger=False)
     order_id = next(i for i in simulator.tenant.ids if len(simulator.tenant.truth(i).rows) > 1)
     old = simulator.tenant.truth(order_id).order["DateOrdered"]
     moved = dt.datetime(2011, 2, 3, 4, 5, 6) if old.year != 2011 else dt.datetime(2019, 7, 1)
@@ -113,9 +118,7 @@ async def test_an_order_moved_to_another_month_leaves_its_old_partition(
 async def test_reconcile_marks_in_place_and_keeps_the_layout(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator = await start_simulator(orders=300)
-    target = Target.parse(str(tmp_path / "lake"))
-    await sync(simulator, target, ledger=False)
+    simulator, target = await synced(start_simulator, tmp_path, 300, ledger=False)
     churn = simulator.churn(Churn(changed=0, deleted=5, added=0), seed=3)
     before = paths(target, "invoices")
     summary = await sync(simulator, target, ledger=False, reconcile=True)
@@ -164,16 +167,14 @@ def rewrite_as_before_issue_12(target: Target, name: str) -> None:
 async def test_a_table_of_the_older_layout_is_rewritten_once_and_synced_on(
     start_simulator: Any, tmp_path: Path, small_files: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    simulator = await start_simulator(orders=300)
-    target = Target.parse(str(tmp_path / "lake"))
-    await sync(simulator, target)
-    for name in ("invoices", "invoice_rows", "transactions"):
+    simulator, target = await synced(start_simulator, tmp_path, 300)
+    for name in TABLES:
         rewrite_as_before_issue_12(target, name)
     simulator.churn(Churn(changed=4, deleted=0, added=2), seed=8)
     summary = await sync(simulator, target)
     assert summary["invoices"]["written"]["invoices"] == 4 + 2, "went on from the watermark"
     assert_lake_equals_truth(simulator, target, marked=set())
-    for name in ("invoices", "invoice_rows", "transactions"):
+    for name in TABLES:
         assert_laid_out(target, name)
     said = capfd.readouterr().err
     assert said.count("rewriting the Delta table") == 3, said
@@ -225,9 +226,7 @@ async def test_rows_an_older_first_sync_left_without_invoices_are_replaced(
 ) -> None:
     """An older extractor's first sync cut short between its two commits: its rows table,
     in the older layout, and no invoices table. The next sync is a first one again."""
-    simulator = await start_simulator(orders=150)
-    target = Target.parse(str(tmp_path / "lake"))
-    await sync(simulator, target, ledger=False)
+    simulator, target = await synced(start_simulator, tmp_path, 150, ledger=False)
     rewrite_as_before_issue_12(target, "invoice_rows")
     shutil.rmtree(target.table_uri("invoices"))
     shutil.rmtree(tmp_path / "lake" / "_work")

@@ -7,6 +7,10 @@ file whose range is the nearest below its key (the partition's first file for ke
 them all), so ranges stay disjoint and new records join an existing file rather than
 scattering small ones. A rewritten file that outgrows :attr:`Layout.max_records` is cut in
 two. Memory: one file and the records added to it.
+
+A :class:`Plan` is what a publish changes in a table group: which staged keys are new or
+changed (:func:`stored_plan` finds, with one narrow scan of the table, where each is stored
+and whether the table already holds it), and in which partitions their stored records go.
 """
 
 from __future__ import annotations
@@ -90,17 +94,13 @@ def _placed(stored: Sequence[DataFile], key: str, add: pa.Table | None) -> dict[
 def _kept(records: pa.Table, key: str, change: Change) -> pa.Table:
     column = records.column(key)
     if len(change.drop):
-        records = records.filter(pc.invert(pc.is_in(column, _like(change.drop, column.type))))
+        records = records.filter(pc.invert(pc.is_in(column, change.drop.cast(column.type))))
     if change.edit is not None and len(change.edited):
-        marked = pc.is_in(records.column(key), _like(change.edited, column.type))
+        marked = pc.is_in(records.column(key), change.edited.cast(column.type))
         records = pa.concat_tables(
             [records.filter(pc.invert(marked)), change.edit(records.filter(marked))]
         )
     return records
-
-
-def _like(keys: pa.Array[Any], kind: pa.DataType) -> pa.Array[Any]:
-    return keys.cast(kind)
 
 
 @dataclass(frozen=True)
