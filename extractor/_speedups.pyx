@@ -2,9 +2,12 @@
 """Column builders over libxml2 nodes: the raw columns of :mod:`extractor.parser` without a
 Python object per value.
 
-Each finished record element is appended field by field to Arrow buffers (UTF-8 bytes,
-int32 offsets, validity bits) grown in C; ``finish`` hands them to Arrow as one raw
-StructArray whose leaves are strings, the same array the pure-Python collector builds.
+Each finished record element is appended field by field to Arrow-layout buffers (UTF-8
+bytes, int32 offsets, validity bits) grown in C; ``finish`` hands them out as a *raw part*
+(:data:`extractor.parser.RawPart`: nested tuples of bytes), which
+:func:`extractor.arrow.raw_array` turns into the raw StructArray whose leaves are strings,
+the same array the pure-Python collector's records give. No pyarrow here: parser processes
+never import it (a third of their memory), and a part pickles to the run's process as is.
 
 Optional: built by ``make install`` when a C compiler and Cython are at hand; the parser
 falls back to the pure-Python collector otherwise, and the tests hold both to the same
@@ -20,9 +23,8 @@ from lxml.includes.etreepublic cimport _Element, import_lxml__etree
 from posix.dlfcn cimport RTLD_NOW, dlopen, dlsym
 
 import lxml.etree
-import pyarrow as pa
 
-from extractor import arrow, schema
+from extractor import schema
 from extractor.errors import DataError, HostileXml
 
 import_lxml__etree()
@@ -89,9 +91,9 @@ cdef inline int _append_offset(Buffer* buf, Py_ssize_t offset) except -1:
     return _append(buf, <const char*>&value, sizeof(int32_t))
 
 
-cdef object _take(Buffer* buf):
-    """The buffer's bytes as an Arrow buffer; the builder starts over."""
-    out = pa.py_buffer(buf.data[: buf.size] if buf.size else b"")
+cdef bytes _take(Buffer* buf):
+    """The buffer's bytes; the builder starts over."""
+    out = buf.data[: buf.size] if buf.size else b""
     buf.size = 0
     return out
 
@@ -127,7 +129,6 @@ cdef class Column:
     cdef Buffer validity
     cdef Py_ssize_t length
     cdef Py_ssize_t null_count
-    cdef object raw_type
 
     def __dealloc__(self):
         free(self.validity.data)
@@ -169,7 +170,7 @@ cdef class Column:
         return self.length
 
     def finish(self):
-        """Everything added so far as one raw Arrow array; the builder starts over."""
+        """Everything added so far as one raw part; the builder starts over."""
         return self._finish()
 
 
@@ -187,7 +188,6 @@ cdef class TextColumn(Column):
     cdef Buffer data
 
     def __cinit__(self):
-        self.raw_type = pa.string()
         _append_offset(&self.offsets, 0)
 
     def __dealloc__(self):
@@ -221,7 +221,7 @@ cdef class TextColumn(Column):
         bitmap, length, nulls = self._start_over()
         offsets, data = _take(&self.offsets), _take(&self.data)
         _append_offset(&self.offsets, 0)
-        return pa.Array.from_buffers(self.raw_type, length, [bitmap, offsets, data], nulls)
+        return ("s", length, nulls, bitmap, offsets, data)
 
 
 cdef class StructColumn(Column):
@@ -235,15 +235,11 @@ cdef class StructColumn(Column):
     cdef bytes namespace
     cdef str type_name
 
-    def __init__(self, struct, str namespace, raw_type=None):
-        self.raw_type = arrow.raw_type(struct) if raw_type is None else raw_type
+    def __init__(self, struct, str namespace):
         self.namespace = namespace.encode()
         self.type_name = struct.name
         self.width = len(struct.fields)
-        self.children = [
-            column_for(f.type, namespace, self.raw_type.field(pos).type)
-            for pos, f in enumerate(struct.fields)
-        ]
+        self.children = [column_for(f.type, namespace) for f in struct.fields]
         self.names = [f.name.encode() for f in struct.fields]
         self.tags = <const char**>realloc(NULL, self.width * sizeof(char*))
         self.seen = <char*>realloc(NULL, self.width)
@@ -316,7 +312,7 @@ cdef class StructColumn(Column):
     cdef object _finish(self):
         bitmap, length, nulls = self._start_over()
         children = [(<Column>child)._finish() for child in self.children]
-        return pa.Array.from_buffers(self.raw_type, length, [bitmap], nulls, children=children)
+        return ("t", length, nulls, bitmap, children)
 
 
 cdef class ListColumn(Column):
@@ -328,11 +324,10 @@ cdef class ListColumn(Column):
     cdef bytes namespace
     cdef Py_ssize_t items
 
-    def __init__(self, ftype, str namespace, raw_type):
-        self.raw_type = raw_type
+    def __init__(self, ftype, str namespace):
         self.namespace = namespace.encode()
         self.item_tag = ftype.item_tag.encode()
-        self.item = column_for(ftype.item, namespace, raw_type.value_type)
+        self.item = column_for(ftype.item, namespace)
         _append_offset(&self.offsets, 0)
 
     def __dealloc__(self):
@@ -362,14 +357,12 @@ cdef class ListColumn(Column):
         self.items = 0
         _append_offset(&self.offsets, 0)
         values = self.item._finish()
-        return pa.Array.from_buffers(
-            self.raw_type, length, [bitmap, offsets], nulls, children=[values]
-        )
+        return ("l", length, nulls, bitmap, offsets, values)
 
 
-cdef Column column_for(ftype, str namespace, raw_type):
+cdef Column column_for(ftype, str namespace):
     if isinstance(ftype, schema.Struct):
-        return StructColumn(ftype, namespace, raw_type)
+        return StructColumn(ftype, namespace)
     if isinstance(ftype, schema.ListOf):
-        return ListColumn(ftype, namespace, raw_type)
+        return ListColumn(ftype, namespace)
     return TextColumn()

@@ -49,6 +49,30 @@ def raw_type(ftype: schema.FieldType) -> pa.DataType:
     return pa.list_(raw_type(ftype.item))
 
 
+def raw_array(part: tuple[Any, ...], raw_type: pa.DataType) -> pa.StructArray:
+    """The raw StructArray of a collector's part (:data:`extractor.parser.RawPart`) of
+    ``raw_type``; the compiled builders' buffers are taken as they are, without a copy."""
+    if part[0] == "r":
+        return cast(pa.StructArray, pa.array(part[1], raw_type))
+    return cast(pa.StructArray, _from_buffers(part, raw_type))
+
+
+def _from_buffers(part: tuple[Any, ...], raw_type: pa.DataType) -> pa.Array[Any]:
+    kind, length, nulls, validity = part[:4]
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    if kind == "s":
+        buffers = [bitmap, pa.py_buffer(part[4]), pa.py_buffer(part[5])]
+        return pa.Array.from_buffers(raw_type, length, buffers, nulls)
+    if kind == "t":
+        children = [
+            _from_buffers(child, raw_type.field(pos).type) for pos, child in enumerate(part[4])
+        ]
+        return pa.Array.from_buffers(raw_type, length, [bitmap], nulls, children=children)
+    values = _from_buffers(part[5], cast("pa.ListType[Any]", raw_type).value_type)
+    buffers = [bitmap, pa.py_buffer(part[4])]
+    return pa.Array.from_buffers(raw_type, length, buffers, nulls, children=[values])
+
+
 def column(ftype: schema.FieldType, raw: pa.Array[Any], name: str) -> pa.Array[Any]:
     """The typed Arrow array for the raw (text) array of one field."""
     if isinstance(ftype, schema.Scalar):
@@ -103,7 +127,7 @@ def _scalar_text(text: str) -> pa.Scalar[Any]:
 
 def _cast(text: pa.Array[Any], xsd: str) -> pa.Array[Any]:
     if xsd == "dateTime":
-        return text.cast(pa.timestamp("us")).cast(schema.TIMESTAMP_TYPE)
+        return text.cast(pa.timestamp("us")).cast(schema.Scalar("dateTime").arrow)
     if xsd == "base64Binary":
         raise pa.ArrowNotImplementedError("base64 goes through the fallback")
     return text.cast(schema.Scalar(xsd).arrow)

@@ -8,12 +8,15 @@ into *raw values*, all text:
 - a struct is a tuple of raw values in WSDL field order, or ``None``;
 - a repeated type is a list of item raw values, or ``None``.
 
-Records of a complex type are collected as the columns of one raw Arrow StructArray
+Records of a complex type are collected as the columns of one raw StructArray
 (:class:`Columns`): by the compiled builders of ``extractor._speedups`` straight from the
-libxml2 nodes when they are built, else by :class:`StructReader` and Arrow's converter.
-A field that appears twice in one record is a DataError rather than a silent choice.
+libxml2 nodes when they are built, else by :class:`StructReader`. Either hands out a
+:data:`RawPart` that :func:`extractor.arrow.raw_array` makes the array of. A field that
+appears twice in one record is a DataError rather than a silent choice.
 
-Typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`.
+No pyarrow here, so that parser processes need not import it (a third of their memory):
+typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`, in
+the process that stages.
 A DOCTYPE is refused as soon as libxml2 reports it, never expanded (:mod:`extractor.untrusted`).
 """
 
@@ -23,10 +26,9 @@ import os
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
-import pyarrow as pa
 from lxml import etree
 
-from extractor import arrow, schema
+from extractor import schema
 from extractor.errors import DataError, ExtractorError, HostileXml, MalformedResponse
 from extractor.soap import fault_error
 from extractor.untrusted import is_envelope, not_soap, refuse_doctype, safe_parser, syntax_error
@@ -35,6 +37,12 @@ NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
 Raw = Any
 Reader = Callable[[etree._Element], Raw]
+#: What a collector hands out: the compiled builders' buffers, nested
+#: (``("s", length, nulls, validity, offsets, data)`` for text, ``("t", length, nulls,
+#: validity, [fields])`` for a struct, ``("l", length, nulls, validity, offsets, items)`` for
+#: a list; validity None when nothing is null), or ``("r", [record, ...])`` from the
+#: pure-Python readers. Plain tuples of bytes: a part pickles between processes as is.
+RawPart = tuple[Any, ...]
 
 
 def _scalar(child: etree._Element) -> str | None:
@@ -158,20 +166,17 @@ class Columns(Protocol):
 
     def __len__(self) -> int: ...
 
-    def finish(self) -> pa.StructArray:
-        """Everything added so far (text leaves, :func:`extractor.arrow.raw_type`); starts over."""
+    def finish(self) -> RawPart:
+        """Everything added so far (for :func:`extractor.arrow.raw_array`); starts over."""
         ...
 
 
 class RecordColumns:
-    """The pure-Python :class:`Columns`: records read by :class:`StructReader`, then Arrow's
+    """The pure-Python :class:`Columns`: records read by :class:`StructReader`, for Arrow's
     converter. The compiled ``StructColumn`` builds the same array without the records."""
 
-    def __init__(
-        self, struct: schema.Struct, namespace: str, raw_type: pa.DataType | None = None
-    ) -> None:
+    def __init__(self, struct: schema.Struct, namespace: str) -> None:
         self._read = StructReader(struct, namespace)
-        self._type = raw_type or arrow.raw_type(struct)
         self._records: list[tuple[Raw, ...] | None] = []
 
     def add(self, elem: etree._Element) -> None:
@@ -180,22 +185,16 @@ class RecordColumns:
     def __len__(self) -> int:
         return len(self._records)
 
-    def finish(self) -> pa.StructArray:
+    def finish(self) -> RawPart:
         records, self._records = self._records, []
-        return cast(pa.StructArray, pa.array(records, self._type))
+        return ("r", records)
 
 
-def struct_columns(
-    struct: schema.Struct, namespace: str, raw_type: pa.DataType | None = None
-) -> Columns:
-    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`.
-
-    ``raw_type`` (``arrow.raw_type(struct)``, computed when not given) is worth caching by
-    callers that open a collector per response.
-    """
+def struct_columns(struct: schema.Struct, namespace: str) -> Columns:
+    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`."""
     if SPEEDUPS is not None:
-        return SPEEDUPS.StructColumn(struct, namespace, raw_type)  # type: ignore[no-any-return]
-    return RecordColumns(struct, namespace, raw_type)
+        return SPEEDUPS.StructColumn(struct, namespace)  # type: ignore[no-any-return]
+    return RecordColumns(struct, namespace)
 
 
 def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
@@ -268,6 +267,40 @@ class RecordStream:
             if parent is not None:
                 while elem.getprevious() is not None:
                     del parent[0]
+
+
+class PartStream(RecordStream):
+    """Feed a response; its ``record_tag`` elements (of ``struct``) are collected as raw
+    parts of ``every`` records, each handed to :meth:`collected` (kept in ``parts`` unless
+    a subclass takes them). A parser process sends the parts on; typing is the stager's."""
+
+    def __init__(
+        self, record_tag: str, struct: schema.Struct, namespace: str, every: int = COLLECT_EVERY
+    ) -> None:
+        self._columns = struct_columns(struct, namespace)
+        # the columns collect each record (``add`` returns None, so ``records`` stays empty)
+        super().__init__(record_tag, self._columns.add)
+        self._every = every
+        self.parts: list[RawPart] = []
+
+    def feed(self, chunk: bytes) -> None:
+        super().feed(chunk)
+        if len(self._columns) >= self._every:
+            self.collected(self._columns.finish())
+
+    def close(self) -> etree._Element:
+        root = super().close()
+        if len(self._columns):
+            self.collected(self._columns.finish())
+        return root
+
+    def abort(self) -> None:
+        super().abort()
+        self._columns.finish()
+        self.parts = []
+
+    def collected(self, part: RawPart) -> None:
+        self.parts.append(part)
 
 
 def raise_for_fault(root: etree._Element) -> None:

@@ -11,36 +11,45 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING, Final
 
-import pyarrow as pa
 from lxml import etree
 
 from extractor.errors import InvalidOption
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 XS = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
 
 #: Exact decimals: 28 digits before the point, 10 after. A value that needs more is
-#: refused with a DataError rather than rounded.
-DECIMAL_TYPE = pa.decimal128(38, 10)
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-ENUM_TYPE = pa.dictionary(pa.int32(), pa.string())
+#: refused with a DataError rather than rounded. (The Arrow types are made on first use:
+#: parser processes read this module and never import pyarrow.)
+DECIMAL_DIGITS: Final = (38, 10)
 
-_ARROW_SCALARS: dict[str, pa.DataType] = {
-    "int": pa.int32(),
-    "short": pa.int16(),
-    "long": pa.int64(),
-    "unsignedByte": pa.uint8(),
-    "decimal": DECIMAL_TYPE,
-    "dateTime": TIMESTAMP_TYPE,
-    "date": pa.date32(),
-    "boolean": pa.bool_(),
-    "guid": pa.string(),
-    "string": pa.string(),
-    "base64Binary": pa.binary(),
-    "enum": ENUM_TYPE,
-}
+
+@functools.cache
+def arrow_scalars() -> dict[str, pa.DataType]:
+    """The Arrow type of each XSD scalar type."""
+    import pyarrow as pa
+
+    return {
+        "int": pa.int32(),
+        "short": pa.int16(),
+        "long": pa.int64(),
+        "unsignedByte": pa.uint8(),
+        "decimal": pa.decimal128(*DECIMAL_DIGITS),
+        "dateTime": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+        "boolean": pa.bool_(),
+        "guid": pa.string(),
+        "string": pa.string(),
+        "base64Binary": pa.binary(),
+        "enum": pa.dictionary(pa.int32(), pa.string()),
+    }
+
 
 #: How the service says "not set" for each XSD type (see shared/api/README.md).
 SENTINELS: dict[str, str] = {
@@ -63,7 +72,7 @@ class Scalar:
 
     @property
     def arrow(self) -> pa.DataType:
-        return _ARROW_SCALARS[self.xsd]
+        return arrow_scalars()[self.xsd]
 
     @property
     def sentinel(self) -> str | None:
@@ -79,6 +88,8 @@ class Struct:
 
     @property
     def arrow(self) -> pa.DataType:
+        import pyarrow as pa
+
         return pa.struct([pa.field(f.name, f.type.arrow) for f in self.fields])
 
     @property
@@ -96,6 +107,8 @@ class ListOf:
 
     @property
     def arrow(self) -> pa.DataType:
+        import pyarrow as pa
+
         return pa.list_(pa.field("item", self.item.arrow))
 
 

@@ -21,6 +21,7 @@ FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_byt
 UTC = dt.UTC
 
 
+RAW_TYPE = arrow.raw_type(schema.invoice_order())
 COLLECTORS: dict[str, Any] = {"python": parser.RecordColumns}
 if parser.SPEEDUPS is not None:
     COLLECTORS["compiled"] = parser.SPEEDUPS.StructColumn
@@ -33,7 +34,7 @@ def raw_array(chunks: list[bytes], collector: str = "python") -> pa.StructArray:
     for chunk in chunks:
         stream.feed(chunk)
     stream.close()
-    array: pa.StructArray = columns.finish()
+    array = arrow.raw_array(columns.finish(), RAW_TYPE)
     array.validate(full=True)
     return array
 
@@ -74,12 +75,13 @@ def test_collectors_start_over_after_finish(collector: str) -> None:
     stream = parser.RecordStream(orders.ORDER_TAG, columns.add)
     half = FIXTURE.index(b"</w:InvoiceOrder>") + len(b"</w:InvoiceOrder>")
     stream.feed(FIXTURE[:half])
-    first = columns.finish()
+    first = arrow.raw_array(columns.finish(), RAW_TYPE)
     stream.feed(FIXTURE[half:])
     stream.close()
-    second = columns.finish()
+    second = arrow.raw_array(columns.finish(), RAW_TYPE)
     assert first.to_pylist() + second.to_pylist() == raw([FIXTURE])
-    assert len(first) == 1 and len(columns) == 0 and len(columns.finish()) == 0
+    assert len(first) == 1 and len(columns) == 0
+    assert len(arrow.raw_array(columns.finish(), RAW_TYPE)) == 0
 
 
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))

@@ -141,7 +141,7 @@ class InvoiceWork:
     async def __aenter__(self) -> InvoiceWork:
         job = self.job
         self.sinks = (
-            ParsePool(job.parse_workers, self.selection, job.out, self.journal.state.run_id)
+            ParsePool(job.parse_workers, self.selection, self.tables)
             if job.parse_workers
             else LocalSinks(self.selection, self.tables, backlog=job.service.concurrency)
         )

@@ -5,9 +5,11 @@ Two places with one interface (``open(ids, name)`` returns a
 
 - :class:`LocalSinks` parses on the event loop and stages on a writer thread;
 - :class:`~extractor.jobs.parse_pool.ParsePool` forwards each chunk, as it arrives, to one of
-  N parser processes that run the same :class:`~extractor.records.orders.OrderSink` and stage
-  the result themselves, so parsing uses every core while the event loop keeps all HTTP
-  (session, retries) in one place.
+  N parser processes that run the same :class:`~extractor.parser.PartStream` and send back
+  its raw parts, so parsing uses every core while the event loop keeps all HTTP (session,
+  retries) in one place; the parts are typed on a thread here and staged.
+
+Both stage through one :class:`Stager`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import pyarrow as pa
 
 from extractor.output.staging import TableWriter
 from extractor.parser import Sink
@@ -92,6 +96,39 @@ def count(batch: Batch | None, missing: list[int]) -> BatchCounts:
     return BatchCounts(table.num_rows, batch.rows.num_rows, int(exceptions), missing)
 
 
+class Stager:
+    """Stages fetched batches on one writer thread, behind the fetching; at most ``backlog``
+    batches wait in memory for it."""
+
+    def __init__(self, tables: InvoiceTables, backlog: int) -> None:
+        self.tables = tables
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        self._room = asyncio.Semaphore(backlog)
+        self._staging: set[asyncio.Future[None]] = set()
+
+    async def stage_later(self, batch: Batch | None, name: str) -> asyncio.Future[None]:
+        """Queue ``batch`` for staging (waiting while the backlog is full); done once on disk."""
+        await self._room.acquire()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, self._stage, batch, name)
+        self._staging.add(future)
+        future.add_done_callback(lambda _: self._room.release())
+        return future
+
+    async def drain(self) -> None:
+        """Wait until every fetched batch is staged; raise the first staging error."""
+        await asyncio.gather(*self._staging)
+        self._staging.clear()
+
+    def _stage(self, batch: Batch | None, name: str) -> None:
+        self.tables.stage(batch, name)
+        del batch
+        pa.default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
 class LocalSink(OrderSink):
     """Parses on the event loop; stages on the writer thread when the body is complete."""
 
@@ -104,36 +141,24 @@ class LocalSink(OrderSink):
         await super().finish()
         batch = self.combined()
         self.counts = count(batch, self.missing)
-        self.staged = await self._owner.stage_later(batch, self._name)
+        self.staged = await self._owner.stager.stage_later(batch, self._name)
 
 
 class LocalSinks:
-    """Everything in this process: staging runs on one writer thread, behind the fetching."""
+    """Everything in this process: parsing on the event loop, staging by a :class:`Stager`."""
 
     def __init__(self, selection: Selection, tables: InvoiceTables, backlog: int) -> None:
-        self.selection, self.tables = selection, tables
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
-        self._room = asyncio.Semaphore(backlog)  # bounds the batches held for staging
-        self._staging: set[asyncio.Future[None]] = set()
+        self.selection = selection
+        self.stager = Stager(tables, backlog)
 
     def open(self, ids: Sequence[int], name: str) -> CountedSink:
         return LocalSink(self, ids, name)
 
-    async def stage_later(self, batch: Batch | None, name: str) -> asyncio.Future[None]:
-        await self._room.acquire()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self.tables.stage, batch, name)
-        self._staging.add(future)
-        future.add_done_callback(lambda _: self._room.release())
-        return future
-
     async def drain(self) -> None:
-        """Wait until every fetched batch is staged; raise the first staging error."""
-        await asyncio.gather(*self._staging)
-        self._staging.clear()
+        await self.stager.drain()
 
     async def __aenter__(self) -> LocalSinks:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True)
+        self.stager.close()

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extractor import arrow, schema
-from extractor.parser import RecordStream, struct_columns
+from extractor.parser import PartStream
 
 NAMESPACE: Final = schema.service("transactionService").namespace
 TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"
@@ -23,22 +23,18 @@ def transaction_type() -> schema.Struct:
 _RAW_TYPE: Final = arrow.raw_type(transaction_type())
 
 
-class LedgerSink(RecordStream):
-    """A GetTransactions body to one typed table while it arrives."""
+class LedgerSink(PartStream):
+    """A GetTransactions body to one typed table once it is complete."""
 
     def __init__(self) -> None:
-        self._columns = struct_columns(transaction_type(), NAMESPACE, _RAW_TYPE)
-        super().__init__(TRANSACTION_TAG, self._columns.add)
+        super().__init__(TRANSACTION_TAG, transaction_type(), NAMESPACE, every=2**62)
         self.table: pa.Table | None = None
 
     def complete(self) -> None:
         super().complete()
-        raw = self._columns.finish()
+        (part,) = self.parts or [("r", [])]  # one part: ``every`` is never reached
+        raw = arrow.raw_array(part, _RAW_TYPE)
         self.table = arrow.table(transaction_type().fields, raw)
-
-    def abort(self) -> None:
-        super().abort()
-        self._columns.finish()
 
 
 def month_of(table: pa.Table) -> pa.Array[Any]:

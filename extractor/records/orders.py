@@ -15,7 +15,7 @@ from lxml import etree
 from extractor import arrow, schema, soap
 from extractor.errors import DataError
 from extractor.ids import ids_of
-from extractor.parser import COLLECT_EVERY, RecordStream, int_reader, struct_columns
+from extractor.parser import COLLECT_EVERY, PartStream, RawPart, RecordStream, int_reader
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 ORDER_TAG: Final = f"{{{NAMESPACE}}}InvoiceOrder"
@@ -131,38 +131,30 @@ _ORDER: Final = schema.invoice_order()
 _ROW: Final = schema.invoice_row()
 
 
-class OrderSink(RecordStream):
-    """A GetInvoices body to typed Arrow while it arrives, ``every`` orders at a time.
+class Orders:
+    """Raw parts of one GetInvoices response to typed batches, a part at a time.
 
     Only the requested ids are kept, each once; ``missing`` lists the requested ids the
-    response did not hold. Raw columns never hold more than ``every`` orders.
+    response did not hold.
     """
 
-    def __init__(
-        self, selection: Selection, order_ids: Sequence[int], every: int = COLLECT_EVERY
-    ) -> None:
-        self._columns = struct_columns(selection.response_struct, NAMESPACE, selection.raw_type)
-        # the columns collect each order (``add`` returns None, so ``records`` stays empty)
-        super().__init__(ORDER_TAG, self._columns.add)
+    def __init__(self, selection: Selection, order_ids: Sequence[int]) -> None:
         self._selection = selection
         self._wanted = set(order_ids)
-        self._every = every
         self.batches: list[Batch] = []
 
-    def feed(self, chunk: bytes) -> None:
-        super().feed(chunk)
-        if len(self._columns) >= self._every:
-            self._convert()
-
-    def close(self) -> etree._Element:
-        root = super().close()
-        self._convert()
-        return root
-
-    def abort(self) -> None:
-        super().abort()
-        self._columns.finish()
-        self.batches = []
+    def add(self, part: RawPart) -> None:
+        raw = arrow.raw_array(part, self._selection.raw_type)
+        kept, wanted = [], self._wanted
+        for at, text in enumerate(raw.field("OrderId").to_pylist()):
+            order_id = _order_id(text)
+            if order_id in wanted:
+                wanted.discard(order_id)
+                kept.append(at)
+        if len(kept) < len(raw):
+            raw = raw.take(pa.array(kept, pa.int32()))
+        if kept:
+            self.batches.append(to_batch(raw, self._selection))
 
     def combined(self) -> Batch | None:
         """Every part converted so far as one batch (None when no order came back)."""
@@ -180,18 +172,40 @@ class OrderSink(RecordStream):
     def missing(self) -> list[int]:
         return sorted(self._wanted)
 
-    def _convert(self) -> None:
-        raw = self._columns.finish()
-        kept, wanted = [], self._wanted
-        for at, text in enumerate(raw.field("OrderId").to_pylist()):
-            order_id = _order_id(text)
-            if order_id in wanted:
-                wanted.discard(order_id)
-                kept.append(at)
-        if len(kept) < len(raw):
-            raw = raw.take(pa.array(kept, pa.int32()))
-        if kept:
-            self.batches.append(to_batch(raw, self._selection))
+
+def order_stream(selection: Selection) -> PartStream:
+    """A GetInvoices body's orders as raw parts (what a parser process runs)."""
+    return PartStream(ORDER_TAG, selection.response_struct, NAMESPACE)
+
+
+class OrderSink(PartStream):
+    """A GetInvoices body to typed Arrow while it arrives, ``every`` orders at a time
+    (:class:`Orders`): raw columns never hold more than ``every`` orders."""
+
+    def __init__(
+        self, selection: Selection, order_ids: Sequence[int], every: int = COLLECT_EVERY
+    ) -> None:
+        super().__init__(ORDER_TAG, selection.response_struct, NAMESPACE, every)
+        self._selection, self._ids = selection, order_ids
+        self.orders = Orders(selection, order_ids)
+
+    def collected(self, part: RawPart) -> None:
+        self.orders.add(part)
+
+    def abort(self) -> None:
+        super().abort()
+        self.orders = Orders(self._selection, self._ids)
+
+    @property
+    def batches(self) -> list[Batch]:
+        return self.orders.batches
+
+    def combined(self) -> Batch | None:
+        return self.orders.combined()
+
+    @property
+    def missing(self) -> list[int]:
+        return self.orders.missing
 
 
 def _order_id(text: str | None) -> int | None:
