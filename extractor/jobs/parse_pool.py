@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+import pyarrow as pa
+
 from extractor.errors import ExtractorError, FatalError
 from extractor.jobs import parse_worker
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, Stager, count
@@ -236,4 +238,6 @@ def _typed(orders: Orders, parts: list[RawPart]) -> Any:
     """The parts as one typed batch (None when no order came back)."""
     for part in parts:
         orders.add(part)
-    return orders.combined()
+    batch = orders.combined()
+    pa.default_memory_pool().release_unused()  # mimalloc frees a thread's pages on its own
+    return batch

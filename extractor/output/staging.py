@@ -240,6 +240,7 @@ class TableWriter:
                     writer.write_batch(group, row_group_size=max(group.num_rows, 1))
                     rows += group.num_rows
             spill.unlink()
+            pa.default_memory_pool().release_unused()  # else the allocator keeps it
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
