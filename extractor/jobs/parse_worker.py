@@ -9,15 +9,13 @@ bytes) go back to the run's process, which types them and stages them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import threading
 import time
 from typing import Any, Final
 
-from extractor import schema
+from extractor import memory, schema
 from extractor.errors import ExtractorError, FatalError
 from extractor.parser import PartStream
 
@@ -58,7 +56,7 @@ def serve(
                 stream.complete()
                 results.put(("parsed", key, None, stream.parts))
                 del stream
-                _release_unused()
+                memory.trim()  # else the heap keeps the largest response's high-water mark
             elif kind == "end":
                 failed.discard(key)
         except Exception as exc:  # an ExtractorError, or a bug: report it rather than hang
@@ -74,24 +72,6 @@ def _end_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(POLL)
     os._exit(0)
-
-
-def _trimmer() -> Any:
-    """glibc's ``malloc_trim``, or None (another libc)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM: Final = _trimmer()
-
-
-def _release_unused() -> None:
-    """Hand the freed tree and buffers of a response back to the system: else the heap
-    keeps the high-water mark of the largest response for the rest of the run."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def describe(exc: Exception) -> ExtractorError:

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from extractor import memory
 from extractor.output.staging import TableWriter
 from extractor.parser import Sink
 from extractor.records import orders
@@ -124,6 +125,7 @@ class Stager:
         self.tables.stage(batch, name)
         del batch
         pa.default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise
+        memory.trim()  # and glibc what the body's bytes and parts took
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

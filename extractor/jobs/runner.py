@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeVar
 
+from extractor import memory
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import OutputError
@@ -220,6 +221,7 @@ async def _fetch_and_publish(
         await fetch(remaining)
         await until_all_staged(journal, work.writers, refetch, progress.say)
         stats.fetch_seconds = round(run.clock.monotonic() - started, 3)
+    memory.trim()  # what the fetch freed, before publishing needs memory of its own
     started = run.clock.monotonic()
     stats.written = await work.publish(run, state)
     stats.files = stats.written.get("files", 0)

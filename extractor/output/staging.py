@@ -38,6 +38,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from extractor import memory
 from extractor.errors import OutputError
 
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
@@ -122,6 +123,7 @@ class TableWriter:
         the files.
         """
         spills = self.spill()
+        memory.trim()  # the rounds' buffers, before the row groups need theirs
         threads = self.limits.publish_threads
         with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
             written = list(pool.map(self._write_partition, spills.items()))
