@@ -84,3 +84,32 @@ def test_a_publish_cut_off_in_its_second_pass_leaves_nothing_a_resume_keeps(
     assert publish([writer]) == 2
     rows = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive").to_table()
     assert sorted(rows.column("OrderId").to_pylist()) == list(range(10))
+
+
+async def test_the_stager_queues_a_wave_of_batches_and_holds_back_past_its_backlog() -> None:
+    import asyncio
+    import threading
+
+    from extractor.jobs.parsing import Stager
+
+    release, staged = threading.Event(), []
+
+    class SlowTables:
+        def stage(self, batch: object, name: str) -> None:
+            release.wait(timeout=30)
+            staged.append(name)
+
+    stager = Stager(SlowTables(), backlog=3)  # type: ignore[arg-type]
+    try:
+        for name in ("a", "b", "c"):  # a wave: queued at once, the fetches go on
+            await asyncio.wait_for(stager.stage_later(None, name), timeout=5)
+        fourth = asyncio.ensure_future(stager.stage_later(None, "d"))
+        await asyncio.sleep(0)
+        assert not fourth.done()  # past the backlog: held until one is on disk
+        release.set()
+        await asyncio.wait_for(fourth, timeout=30)
+        await stager.drain()
+        assert staged == ["a", "b", "c", "d"]
+    finally:
+        release.set()
+        stager.close()

@@ -143,7 +143,7 @@ class InvoiceWork:
     async def __aenter__(self) -> InvoiceWork:
         job = self.job
         self.sinks = (
-            ParsePool(job.parse_workers, self.selection, self.tables)
+            ParsePool(job.parse_workers, self.selection, self.tables, job.service.concurrency)
             if job.parse_workers
             else LocalSinks(self.selection, self.tables, backlog=job.service.concurrency)
         )

@@ -75,9 +75,11 @@ MAX_IN_FLIGHT: Final = 4 * 1024 * 1024
 class ParsePool:
     """N parser processes, each taking whole responses, chunk by chunk, as they arrive."""
 
-    def __init__(self, workers: int, selection: Selection, tables: InvoiceTables) -> None:
+    def __init__(
+        self, workers: int, selection: Selection, tables: InvoiceTables, backlog: int
+    ) -> None:
         self._selection = selection
-        self._stager = Stager(tables, backlog=workers)
+        self._stager = Stager(tables, backlog)
         self._typing = ThreadPoolExecutor(workers, thread_name_prefix="typing")
         shape = (ORDER_TAG, selection.response_struct, NAMESPACE)
         context = multiprocessing.get_context("spawn")

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import pyarrow as pa
 
-from extractor import memory
 from extractor.output.staging import TableWriter
 from extractor.parser import Sink
 from extractor.records import orders
@@ -97,24 +96,42 @@ def count(batch: Batch | None, missing: list[int]) -> BatchCounts:
     return BatchCounts(table.num_rows, batch.rows.num_rows, int(exceptions), missing)
 
 
+#: Typed batches waiting to be staged, at most (a 1000-order batch of every field: ~2.5 MB).
+BACKLOG_BYTES: Final = 16 * 1024 * 1024
+
+
 class Stager:
-    """Stages fetched batches on one writer thread, behind the fetching; at most ``backlog``
-    batches wait in memory for it."""
+    """Stages fetched batches on one writer thread, behind the fetching. At most ``backlog``
+    batches, and :data:`BACKLOG_BYTES` of them, wait in memory for it: a wave of small
+    batches is queued at once (their fetches go on), a few large ones hold the next back."""
 
     def __init__(self, tables: InvoiceTables, backlog: int) -> None:
         self.tables = tables
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
-        self._room = asyncio.Semaphore(backlog)
-        self._staging: set[asyncio.Future[None]] = set()
+        self._backlog = backlog
+        self._queued = 0  # batches queued, not yet on disk
+        self._held = 0  # and their bytes
+        self._room = asyncio.Event()
+        self._staging: set[asyncio.Future[None]] = set()  # since the last drain
 
     async def stage_later(self, batch: Batch | None, name: str) -> asyncio.Future[None]:
         """Queue ``batch`` for staging (waiting while the backlog is full); done once on disk."""
-        await self._room.acquire()
+        size = 0 if batch is None else batch.orders.nbytes + batch.rows.nbytes
+        while self._queued and (self._queued >= self._backlog or self._held + size > BACKLOG_BYTES):
+            self._room.clear()
+            await self._room.wait()
+        self._queued += 1
+        self._held += size
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.pool, self._stage, batch, name)
         self._staging.add(future)
-        future.add_done_callback(lambda _: self._room.release())
+        future.add_done_callback(lambda _: self._staged(size))
         return future
+
+    def _staged(self, size: int) -> None:
+        self._queued -= 1
+        self._held -= size
+        self._room.set()
 
     async def drain(self) -> None:
         """Wait until every fetched batch is staged; raise the first staging error."""
@@ -125,7 +142,6 @@ class Stager:
         self.tables.stage(batch, name)
         del batch
         pa.default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise
-        memory.trim()  # and glibc what the body's bytes and parts took
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
