@@ -138,7 +138,7 @@ class ParsePool:
         assert self._loop is not None
         answer = self._loop.create_future()
         self._pending[key] = (worker, answer)
-        self.send(worker, ("begin", key))
+        self.send(worker, ("begin", key, len(ids)))
         return PooledSink(self, worker, key, answer, (ids, name))
 
     def send(self, worker: int, message: tuple[Any, ...]) -> None:

@@ -16,7 +16,7 @@ import time
 from typing import Any, Final
 
 from extractor import memory, schema
-from extractor.errors import ExtractorError, FatalError
+from extractor.errors import ExtractorError, FatalError, ResponseTooLarge
 from extractor.parser import PartStream
 
 POLL: Final = 0.5
@@ -36,16 +36,19 @@ def serve(
     starting is already gone, and ``getppid`` says 1."""
     streams: dict[int, PartStream] = {}
     failed: set[int] = set()  # answered already: their later chunks and end are ignored
+    asked: dict[int, int] = {}  # ids each response was asked for
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     while (message := inbox.get())[0] != "stop":
         kind, key = message[0], message[1]
         try:
             if kind == "begin":
                 streams[key] = PartStream(*shape)
+                asked[key] = message[2]
             elif kind == "chunk":
                 try:
                     if key in streams:
                         streams[key].feed(message[2])
+                        _check_count(streams[key], asked[key])
                 finally:
                     results.put(("ate", key, None, (number, len(message[2]))))
             elif kind == "abort":
@@ -63,6 +66,16 @@ def serve(
             streams.pop(key, None)
             failed.add(key)
             results.put(("parsed", key, describe(exc), None))
+
+
+def _check_count(stream: PartStream, asked: int) -> None:
+    """A body holding far more orders than were asked for (an endless one, repeating) is
+    refused while it arrives: its parts are held until it ends, so they must stay bounded."""
+    held = sum(len(part[1]) if part[0] == "r" else part[1] for part in stream.parts)
+    if held > 2 * asked + 1000:
+        raise ResponseTooLarge(
+            f"the response holds over {held:,} orders for {asked:,} ids asked for; aborted"
+        )
 
 
 def _end_with_parent(parent: int) -> None:
