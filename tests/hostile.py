@@ -211,13 +211,16 @@ def gzip_bomb(decoded_bytes: int) -> Rule:
     return streamed(chunks, {"Content-Encoding": "gzip"})
 
 
-def endless() -> Rule:
-    """An HTTP 200 that never ends: the same order, over and over."""
+def endless(sent: list[int] | None = None) -> Rule:
+    """An HTTP 200 that never ends: the same order, over and over (``sent[0]`` counts the
+    bytes written, if given)."""
 
     async def chunks() -> AsyncIterator[bytes]:
         yield SOAP_OPEN
         order = b"<InvoiceOrder><OrderId>1</OrderId></InvoiceOrder>" * 2000
         while True:
+            if sent is not None:
+                sent[0] += len(order)
             yield order
 
     return streamed(chunks, {})
