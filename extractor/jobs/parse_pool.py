@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-import pyarrow as pa
-
 from extractor.errors import ExtractorError, FatalError
 from extractor.jobs import parse_worker
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, Stager, count
@@ -170,7 +168,7 @@ class ParsePool:
         them for staging: the counts, and the future done once they are on disk."""
         orders = Orders(self._selection, ids)
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._typing, _typed, orders, parts)
+        batch = await loop.run_in_executor(self._typing, orders.typed, parts)
         return count(batch, orders.missing), await self._stager.stage_later(batch, name)
 
     def forget(self, worker: int, key: int) -> None:
@@ -234,12 +232,3 @@ def _as_helpers() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, interrupt)
         os.environ.update(saved)
-
-
-def _typed(orders: Orders, parts: list[RawPart]) -> Any:
-    """The parts as one typed batch (None when no order came back)."""
-    for part in parts:
-        orders.add(part)
-    batch = orders.combined()
-    pa.default_memory_pool().release_unused()  # mimalloc frees a thread's pages on its own
-    return batch

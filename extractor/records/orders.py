@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final, cast
@@ -167,6 +167,16 @@ class Orders:
             pa.concat_arrays([p.order_partitions for p in parts]),
             pa.concat_arrays([p.row_partitions for p in parts]),
         )
+
+    def typed(self, parts: Iterable[RawPart]) -> Batch | None:
+        """``parts`` (a parser process's, of one response) as one typed batch, on the thread
+        that calls it; that thread's freed Arrow pages are handed back (mimalloc keeps them
+        per thread otherwise)."""
+        for part in parts:
+            self.add(part)
+        batch = self.combined()
+        pa.default_memory_pool().release_unused()
+        return batch
 
     @property
     def missing(self) -> list[int]:
