@@ -11,6 +11,7 @@
     │   └── CorruptJournal         a journal damaged other than by a torn last line
     ├── FatalError                 stops the run; never retried
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
+    │   ├── IdentityRefused        the identity asked for is blocked or not the user's
     │   ├── ServiceUnreachable     Login found no service answering (an outage); exit 1
     │   ├── NotAService            --base-url answers, but not as a 24SevenOffice SOAP service
     │   ├── InvalidRequest         a SOAP fault that says the request itself is wrong
@@ -97,6 +98,10 @@ class FatalError(ExtractorError):
 
 class AuthenticationFailed(FatalError):
     """The service refused the credentials."""
+
+
+class IdentityRefused(FatalError):
+    """The service refused to work on the identity asked for (blocked, or unknown)."""
 
 
 class ServiceUnreachable(FatalError):

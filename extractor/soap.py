@@ -20,6 +20,7 @@ from lxml import etree
 from extractor import schema
 from extractor.errors import (
     ExtractorError,
+    IdentityRefused,
     InvalidRequest,
     MalformedResponse,
     Quarantined,
@@ -97,6 +98,7 @@ class Operation:
 
 LOGIN: Final = Operation("authService", AUTH_PATH, "Login")
 HAS_SESSION: Final = Operation("authService", AUTH_PATH, "HasSession")
+GET_IDENTITIES: Final = Operation("authService", AUTH_PATH, "GetIdentities")
 GET_ORDER_SYNC_LIST: Final = Operation("invoiceService", INVOICE_PATH, "GetOrderSyncList")
 GET_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "GetInvoices")
 UPDATE_INVOICES: Final = Operation("invoiceService", INVOICE_PATH, "UpdateInvoices")
@@ -224,6 +226,8 @@ def classify_fault(message: str) -> ExtractorError:
     lowered = message.lower()
     if "not authenticated" in lowered:
         return SessionExpired(message)
+    if "identityid is blocked" in lowered or ("identity" in lowered and "not found" in lowered):
+        return IdentityRefused(message)
     if "limit exceeded" in lowered or "quarantine" in lowered:
         return Quarantined(message, _quarantine_end(message))
     if any(hint in lowered for hint in _TRANSIENT_HINTS):

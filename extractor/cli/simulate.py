@@ -93,6 +93,27 @@ from extractor.simulator.tenant import CHURN_SHAPES, ID_SHAPES, ChurnShape, IdSh
     show_default=True,
     help="What POST /_churn changes: mostly recent orders, or any order alike.",
 )
+@click.option(
+    "--identities",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Client companies the demo user reaches (GetIdentities), each its own tenant.",
+)
+@click.option(
+    "--blocked-identity",
+    "blocked_identities",
+    multiple=True,
+    type=click.IntRange(1),
+    help="Number (1-based) of an identity whose login is refused as blocked (repeatable).",
+)
+@click.option(
+    "--disabled-identity",
+    "disabled_identities",
+    multiple=True,
+    type=click.IntRange(1),
+    help="Number of an identity GetIdentities marks IsDisabled (repeatable).",
+)
 def simulate(
     host: str,
     port: int,
@@ -112,6 +133,9 @@ def simulate(
     ids: IdShape,
     xml: XmlDialect,
     churn: ChurnShape,
+    identities: int,
+    blocked_identities: tuple[int, ...],
+    disabled_identities: tuple[int, ...],
 ) -> None:
     """Serve the built-in 24SevenOffice simulator until interrupted."""
     from extractor.simulator.cli import serve
@@ -131,10 +155,17 @@ def simulate(
         )
     except ValueError as exc:
         raise UsageError(f"simulate: {exc}") from None
+    beyond = [n for n in (*blocked_identities, *disabled_identities) if n > identities]
+    if beyond:
+        raise UsageError(
+            f"simulate: identity {beyond[0]} is beyond --identities {identities}; "
+            f"number them 1..{identities}"
+        )
     config = SimulatorConfig(
         orders=orders, seed=seed, host=host, port=port, latency=latency,
         latency_per_1000=latency_per_1000, session_ttl_calls=session_ttl_calls, faults=faults,
-        ids=ids, xml=xml, churn=churn,
+        ids=ids, xml=xml, churn=churn, identities=identities,
+        blocked_identities=blocked_identities, disabled_identities=disabled_identities,
     )  # fmt: skip
     try:
         run_command(serve(config))

@@ -59,6 +59,12 @@ async def serve(config: SimulatorConfig) -> None:
             f"simulator: {orders:,} orders (seed {seed}; ids {config.ids}, xml {config.xml}, "
             f"churn {config.churn}) at {simulator.url}"
         )
+        if config.identities > 1:
+            click.echo(f"  {config.identities} identities (client companies):")
+            for company in simulator.companies:
+                marks = ["blocked"] * company.blocked + ["disabled"] * company.disabled
+                note = f" ({', '.join(marks)})" if marks else ""
+                click.echo(f"    {company.number}: {company.identity_id} {company.name}{note}")
         if creds.password == DEMO_PASSWORD:
             click.echo(
                 f"  export TFSO_APPLICATION_ID={DEMO_APPLICATION_ID} TFSO_USERNAME={DEMO_USERNAME} "

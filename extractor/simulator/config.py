@@ -39,6 +39,11 @@ class SimulatorConfig:
     ids: IdShape = "scattered"
     xml: XmlDialect = "wcf"
     churn: ChurnShape = "accounting"
+    #: Client companies the user reaches (:mod:`~extractor.simulator.identities`); the
+    #: numbers (1-based) of those that are blocked, and of those GetIdentities calls disabled.
+    identities: int = 1
+    blocked_identities: tuple[int, ...] = ()
+    disabled_identities: tuple[int, ...] = ()
 
 
 DEFAULT_SIMULATOR: Final = SimulatorConfig()

@@ -82,7 +82,10 @@ class Simulator(SimulatedService):
         return await _send(request, await self.answer(asked))
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats) | {"budget_windows": self.budget.windows})
+        identities = {c.identity_id: dict(c.stats) for c in self.companies}
+        return web.json_response(
+            dict(self.stats) | {"budget_windows": self.budget.windows, "identities": identities}
+        )
 
     async def _churn(self, request: web.Request) -> web.Response:
         try:

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import random
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,9 +33,9 @@ from extractor.simulator.faults import (
     HOSTILE_BODY,
     POISON_FAULT,
     TIMEOUT_FAULT,
-    Budget,
     FaultPlan,
 )
+from extractor.simulator.identities import BLOCKED, Books, Company, companies, identity_type
 from extractor.simulator.ledger import Ledger
 from extractor.simulator.messages import (
     SERVICES,
@@ -44,7 +45,6 @@ from extractor.simulator.messages import (
     sent_action,
     text_reply,
 )
-from extractor.simulator.render import Renderer
 from extractor.simulator.tenant import Churn, ChurnReport, ChurnShape, Tenant
 
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
@@ -57,6 +57,8 @@ CUTS: Final = frozenset({"reset", "truncate"})
 DATA_OPERATIONS: Final = frozenset(
     {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
 )
+NO_IDENTITY: Final = "00000000-0000-0000-0000-000000000000"
+_IDENTITY_ID: Final = re.compile(rb"IdentityId>\s*([0-9a-fA-F-]{36})\s*<")
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
@@ -70,6 +72,7 @@ class _Call:
     operation: str
     params: etree._Element
     request: Request
+    company: Company  # the identity the session works on (identity 1 before a login)
     headers: dict[str, str] = field(default_factory=dict)  # on every response
     cut: str | None = None
 
@@ -78,7 +81,9 @@ Handler = Callable[[_Call], Awaitable[Reply]]
 
 
 class SimulatedService:
-    """The tenant's orders and ledger behind the live service's operations."""
+    """The tenants' orders and ledgers behind the live service's operations: one tenant per
+    identity the user reaches (:mod:`~extractor.simulator.identities`), identity 1 the
+    default; ``tenant``, ``budget`` and ``ledger`` are identity 1's."""
 
     def __init__(
         self,
@@ -88,16 +93,25 @@ class SimulatedService:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.tenant = tenant or Tenant(config.orders, config.seed, config.ids)
+        books = Books(
+            config.orders, config.seed, config.ids, config.xml, config.faults,
+            config.identities, config.blocked_identities, config.disabled_identities,
+        )  # fmt: skip
+        self.companies = companies(books, clock.time, tenant)
+        self.tenant = self.companies[0].tenant
+        self.budget = self.companies[0].budget
         self.stats: Counter[str] = Counter()
-        self.budget = Budget(config.faults, clock.time)
         self._plan = FaultPlan(config.faults)
-        self._sessions: dict[str, int] = {}
+        self._sessions: dict[str, int] = {}  # calls made in each session
+        self._working_on: dict[str, Company] = {}  # each session's identity
         self._logins = 0
-        self._renderer = Renderer(self.tenant, config.xml)
-        self._ledger: Ledger | None = None
         self._handlers: dict[str, dict[str, Handler]] = {
-            soap.AUTH_PATH: {"Login": self._login, "HasSession": self._has_session},
+            soap.AUTH_PATH: {
+                "Login": self._login,
+                "HasSession": self._has_session,
+                "GetIdentities": self._authenticated(self._get_identities),
+                "SetIdentityById": self._authenticated(self._set_identity),
+            },
             soap.INVOICE_PATH: {
                 "GetOrderSyncList": self._authenticated(self._sync_list),
                 "GetInvoices": self._authenticated(self._get_invoices),
@@ -113,26 +127,43 @@ class SimulatedService:
         return tuple(self._handlers)
 
     def render_order(
-        self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
+        self,
+        order_id: int,
+        props: tuple[str, ...] = (),
+        row_props: tuple[str, ...] = (),
+        identity: int = 1,
     ) -> str:
-        """One ``InvoiceOrder`` element exactly as GetInvoices sends it."""
-        return self._renderer.order(order_id, props, row_props)
+        """One ``InvoiceOrder`` element exactly as GetInvoices sends it (for ``identity``)."""
+        return self.company(identity).renderer.order(order_id, props, row_props)
+
+    def company(self, identity: int | str) -> Company:
+        """An identity's company, by number (1-based) or by Id."""
+        for company in self.companies:
+            if identity in (company.number, company.identity_id):
+                return company
+        raise KeyError(f"no identity {identity!r}")
 
     @property
     def ledger(self) -> Ledger:
-        """The tenant's general ledger, built on first use."""
-        if self._ledger is None:
-            self._ledger = Ledger(self.tenant, self.config.seed)
-        return self._ledger
+        """Identity 1's general ledger, built on first use."""
+        return self.companies[0].ledger
 
-    def churn(self, changes: Churn, seed: int = 0, shape: ChurnShape | None = None) -> ChurnReport:
-        """Change, delete and add orders now (:meth:`Tenant.churn`), and settle the open
-        invoices of the changed orders in the ledger; what changed, also in ``stats``.
-        ``shape`` is the configured churn's unless given."""
-        ledger_ = self.ledger  # built from the tenant as it was, before it changes
+    def churn(
+        self,
+        changes: Churn,
+        seed: int = 0,
+        shape: ChurnShape | None = None,
+        identity: int | str = 1,
+    ) -> ChurnReport:
+        """Change, delete and add orders of ``identity`` now (:meth:`Tenant.churn`), and
+        settle the open invoices of the changed orders in its ledger; what changed, also in
+        ``stats``. ``shape`` is the configured churn's unless given."""
+        company = self.company(identity)
+        ledger_ = company.ledger  # built from the tenant as it was, before it changes
         when = self._now().replace(microsecond=0)
-        rng = random.Random(f"churn:{self.config.seed}:{seed}")
-        report = self.tenant.churn(rng, changes, when, shape or self.config.churn)
+        salt = "" if company.number == 1 else f":{company.number}"
+        rng = random.Random(f"churn:{self.config.seed}:{seed}{salt}")
+        report = company.tenant.churn(rng, changes, when, shape or self.config.churn)
         self.stats["ledger_lines_posted"] += ledger_.settle(report.changed, when)
         for name in ("changed", "deleted", "added"):
             self.stats[f"orders_{name}"] += len(getattr(report, name))
@@ -140,32 +171,41 @@ class SimulatedService:
 
     def churn_json(self, body: Any) -> tuple[int, dict[str, Any]]:
         """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}`` and
-        optionally ``"shape": "uniform"`` or ``"accounting"``."""
+        optionally ``"shape": "uniform"`` or ``"accounting"`` and ``"identity": N``."""
         try:
             changes = Churn(*(int(body.get(name, 0)) for name in ("changed", "deleted", "added")))
-            report = self.churn(changes, int(body.get("seed", 0)), body.get("shape"))
-        except (ValueError, TypeError, AttributeError) as exc:
+            identity = int(body.get("identity", 1))
+            report = self.churn(changes, int(body.get("seed", 0)), body.get("shape"), identity)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return 400, {"error": f"bad churn request: {exc}"}
         return 200, dataclasses.asdict(report)
 
     def expire_sessions(self) -> None:
         """Forget every session, as the live service does after a while."""
         self._sessions.clear()
+        self._working_on.clear()
 
     async def answer(self, request: Request) -> Reply:
         """The reply to one request, as the live service gives it."""
         version = (
             soap.SOAP12 if "soap+xml" in request.headers.get("content-type", "") else soap.SOAP11
         )
-        blocked, headers = self.budget.admit()
+        # each identity has its budget: a request counts on its session's, a login on the
+        # identity it asks for
+        company = self._working_on.get(request.cookies.get(SESSION_COOKIE, "")) or self._asked(
+            request
+        )
+        blocked, headers = company.budget.admit()
         self.stats["requests"] += 1
+        company.stats["requests"] += 1
         try:
-            call = self._parse(request, version)
+            call = self._parse(request, version, company)
             call.headers = headers
             handler = self._handlers.get(request.path, {}).get(call.operation)
             if handler is None:
                 raise Fault(f"Unable to handle request. Unknown operation {call.operation!r}.")
             self.stats[call.operation] += 1
+            company.stats[call.operation] += 1
             if blocked is not None:
                 self.stats["during_quarantine"] = self.budget.arrived_in_quarantine
                 raise Fault(blocked)
@@ -206,7 +246,7 @@ class SimulatedService:
             await self.clock.sleep(self.config.faults.slow_seconds)
         return None
 
-    def _parse(self, request: Request, version: soap.SoapVersion) -> _Call:
+    def _parse(self, request: Request, version: soap.SoapVersion, company: Company) -> _Call:
         try:
             root = etree.fromstring(request.body, _PARSER)
         except etree.XMLSyntaxError as exc:
@@ -221,7 +261,7 @@ class SimulatedService:
         sent = sent_action(request, version)
         if sent is not None and sent != action:
             raise Fault(f"Server did not recognize the value of HTTP Header SOAPAction: {sent}.")
-        return _Call(version, operation, element, request)
+        return _Call(version, operation, element, request, company)
 
     def _authenticated(self, handler: Handler) -> Handler:
         async def checked(call: _Call) -> Reply:
@@ -244,13 +284,49 @@ class SimulatedService:
         expected = (self.config.application_id, self.config.username, self.config.password)
         token = ""
         if (given.get("ApplicationId"), given.get("Username"), given.get("Password")) == expected:
+            company = self._identity(given.get("IdentityId", "").strip() or NO_IDENTITY)
             self._logins += 1
             token = hashlib.sha1(f"{self.config.seed}:{self._logins}".encode()).hexdigest()[:24]
             self._sessions[token] = 0
+            self._working_on[token] = company
         reply = self._reply(call, "Login", [token.encode()], leaf=True)
         if token:
             reply.cookies[SESSION_COOKIE] = token
         return reply
+
+    def _asked(self, request: Request) -> Company:
+        """The company a request without a session names (a Login's IdentityId), else 1."""
+        found = _IDENTITY_ID.search(request.body) if request.path == soap.AUTH_PATH else None
+        wanted = found.group(1).decode().lower() if found else ""
+        return next((c for c in self.companies if c.identity_id == wanted), self.companies[0])
+
+    def _identity(self, identity_id: str) -> Company:
+        """The company a login or a switch asks for (the all-zero guid: the default)."""
+        if identity_id == NO_IDENTITY:
+            return self.companies[0]
+        for company in self.companies:
+            if company.identity_id == identity_id.lower():
+                if company.blocked:
+                    raise Fault(f"Server was unable to process request. ---> {BLOCKED}")
+                return company
+        raise Fault(f"Server was unable to process request. ---> Identity {identity_id} not found")
+
+    async def _get_identities(self, call: _Call) -> Reply:
+        kind = identity_type()
+        items = (
+            call.company.renderer.item(
+                "Identity", kind, company.as_identity(company is call.company)
+            )
+            for company in self.companies
+        )
+        return self._reply(call, "GetIdentities", items)
+
+    async def _set_identity(self, call: _Call) -> Reply:
+        """Switch the session (everyone using it) to another identity."""
+        found = call.params.find("{*}identityId")
+        company = self._identity((found.text or "").strip() if found is not None else "")
+        self._working_on[call.request.cookies[SESSION_COOKIE]] = company
+        return self._reply(call, "SetIdentityById", [b"true"], leaf=True)
 
     async def _has_session(self, call: _Call) -> Reply:
         valid = call.request.cookies.get(SESSION_COOKIE, "") in self._sessions
@@ -259,9 +335,9 @@ class SimulatedService:
     async def _sync_list(self, call: _Call) -> Reply:
         changed = _when(call.params, "ChangedAfter")
         registered = _when(call.params, "RegisteredAfter")
-        ids = self.tenant.sync_list(changed, registered)
+        ids = call.company.tenant.sync_list(changed, registered)
         int_type = schema.Scalar("int")
-        items = (self._renderer.item("int", int_type, order_id) for order_id in ids)
+        items = (call.company.renderer.item("int", int_type, order_id) for order_id in ids)
         return self._reply(call, "GetOrderSyncList", items)
 
     async def _get_invoices(self, call: _Call) -> Reply:
@@ -275,15 +351,16 @@ class SimulatedService:
             )
         props = _strings(call.params, "invoiceReturnProperties")
         row_props = _strings(call.params, "rowReturnProperties")
-        self._renderer.check(props, row_props, Fault)
+        company = call.company
+        company.renderer.check(props, row_props, Fault)
         if self._plan.poisoned(ids):
             self.stats["poisoned"] += 1
             raise Fault(POISON_FAULT)
-        known = [order_id for order_id in ids if order_id in self.tenant.registered]
+        known = [order_id for order_id in ids if order_id in company.tenant.registered]
         known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
         if self.config.latency_per_1000:
             await self.clock.sleep(self.config.latency_per_1000 * len(known) / 1000)
-        parts = (self.render_order(order_id, props, row_props).encode() for order_id in known)
+        parts = (company.renderer.order(order_id, props, row_props).encode() for order_id in known)
         self.stats["invoices_served"] += len(known)
         return self._reply(call, "GetInvoices", parts)
 
@@ -298,13 +375,14 @@ class SimulatedService:
             values: dict[str, Any] = {
                 name: fields[name].text or "" for name in UPDATABLE if name in fields
             }
-            refused = self.tenant.update(order_id, values, now)
+            refused = call.company.tenant.update(order_id, values, now)
             answer: dict[str, object] = {"OrderId": order_id}
             if refused is not None:
                 answer["APIException"] = {"Type": "ValidationException", "Message": refused}
             else:
                 self.stats["invoices_updated"] += 1
-            answers.append(self._renderer.item("InvoiceOrder", schema.invoice_order(), answer))
+            item = call.company.renderer.item("InvoiceOrder", schema.invoice_order(), answer)
+            answers.append(item)
         return self._reply(call, "UpdateInvoices", answers)
 
     async def _get_transactions(self, call: _Call) -> Reply:
@@ -312,9 +390,9 @@ class SimulatedService:
         params = {
             etree.QName(e).localname: e.text or "" for e in (search if search is not None else ())
         }
-        lines = ledger.search(self.ledger, params)
+        lines = ledger.search(call.company.ledger, params)
         kind = ledger.transaction_type()
-        parts = (self._renderer.item("Transaction", kind, line.wire) for line in lines)
+        parts = (call.company.renderer.item("Transaction", kind, line.wire) for line in lines)
         self.stats["transactions_served"] += len(lines)
         return self._reply(call, "GetTransactions", parts)
 
@@ -322,7 +400,7 @@ class SimulatedService:
         self, call: _Call, operation: str, parts: Iterable[bytes], *, leaf: bool = False
     ) -> Reply:
         wsdl = SERVICES[call.request.path]
-        body = self._renderer.reply(call.version, operation, wsdl, parts, leaf=leaf)
+        body = call.company.renderer.reply(call.version, operation, wsdl, parts, leaf=leaf)
         headers = {"Content-Type": call.version.content_type, **call.headers}
         return Reply(200, headers, body, call.cut)
 
