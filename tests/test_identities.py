@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 import pytest
 
 from extractor import soap
@@ -144,3 +145,40 @@ def test_identities_that_cannot_be_chosen_are_refused_in_one_line(
     listed = [_identity(1), _identity(2, disabled=True), _identity(3), _identity(4)]
     with pytest.raises(UsageError, match=message):
         chosen(listed, asked, excluded)
+
+
+DEMO_ENV = {
+    "TFSO_APPLICATION_ID": CREDS.application_id,
+    "TFSO_USERNAME": CREDS.username,
+    "TFSO_PASSWORD": CREDS.password,
+}
+
+
+async def test_the_identities_command_lists_them(fleet: Simulator, cli_beside: Any) -> None:
+    code, out, err = await cli_beside(
+        "identities", "--base-url", fleet.url, "--max-requests-per-hour", "0", env=DEMO_ENV
+    )
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[-1] == "3 identities, 1 disabled"
+    first, second, third = fleet.companies
+    assert lines[0] == f"{first.identity_id}  {first.client_id}  {first.name}  (current, default)"
+    assert lines[1] == f"{second.identity_id}  {second.client_id}  {second.name}  (disabled)"
+    code, out, _ = await cli_beside(
+        "identities", "--json", "--base-url", fleet.url, "--max-requests-per-hour", "0",
+        env=DEMO_ENV,
+    )  # fmt: skip
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert [(r["identity_id"], r["client_name"], r["disabled"]) for r in rows] == [
+        (c.identity_id, c.name, c.disabled) for c in fleet.companies
+    ]
+    assert third.identity_id in out and CREDS.password not in out
+
+
+async def test_the_identities_command_with_a_wrong_password_is_one_line(
+    fleet: Simulator, cli_beside: Any
+) -> None:
+    env = DEMO_ENV | {"TFSO_PASSWORD": "wrong-password"}
+    code, out, err = await cli_beside("identities", "--base-url", fleet.url, env=env)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "login refused" in err and "wrong-password" not in err

@@ -15,6 +15,7 @@ import click
 from extractor import redact
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, transactions
+from extractor.cli.identities import list_identities
 from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.update import update_invoices
@@ -27,7 +28,7 @@ def main() -> None:
     """Bulk extractor for the 24SevenOffice SOAP API into typed, partitioned Parquet."""
 
 
-for command in (invoices, transactions, sync, update_invoices, simulate, demo):
+for command in (invoices, transactions, sync, update_invoices, list_identities, simulate, demo):
     main.add_command(command)
 
 
