@@ -113,3 +113,31 @@ async def test_the_stager_queues_a_wave_of_batches_and_holds_back_past_its_backl
     finally:
         release.set()
         stager.close()
+
+
+def test_a_leading_partition_puts_one_identity_under_the_fleet_table(tmp_path: Path) -> None:
+    """A fleet's identity stages under its own folder and publishes under
+    ``OUT/invoices/identity_id=<guid>/``: readers see the identity as a column."""
+    guid = "236cc028-573c-4a27-9db0-8278a08d73b0"
+    own = tmp_path / "_identities" / guid
+    writer = TableWriter(
+        own,
+        "invoices",
+        SCHEMA,
+        "order_month",
+        "run-1",
+        dataset=tmp_path,
+        leading=f"identity_id={guid}",
+    )
+    writer.stage("00000000", *batch(range(0, 10), ["2024-01", "2024-02"]))
+    assert writer.staging.is_relative_to(own)
+    assert publish([writer]) == 2
+    assert sorted(p.parent.name for p in (tmp_path / "invoices").rglob("*.parquet")) == [
+        "order_month=2024-01",
+        "order_month=2024-02",
+    ]
+    dataset = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive")
+    rows = dataset.to_table().to_pylist()
+    assert sorted(row["OrderId"] for row in rows) == list(range(10))
+    assert {row["identity_id"] for row in rows} == {guid}
+    assert {row["order_month"] for row in rows} == {"2024-01", "2024-02"}

@@ -352,7 +352,7 @@ class DeltaOutput:
     def _publish(
         lake: Lake, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None
     ) -> dict[str, int]:
-        by_name = {writer.directory.name: writer for writer in writers}
+        by_name = {writer.name: writer for writer in writers}
         written: dict[str, int] = {}
         if "invoices" in by_name:
             written |= lake.publish_invoices(by_name["invoices"], by_name.get("invoice_rows"), run)

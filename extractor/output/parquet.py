@@ -34,7 +34,7 @@ def publish(writers: Sequence[TableWriter]) -> int:
 
 def written_by(writers: Sequence[TableWriter], files: int) -> dict[str, int]:
     """What a Parquet publish wrote: its files, and the records of each table."""
-    return {"files": files} | {writer.directory.name: writer.rows_written for writer in writers}
+    return {"files": files} | {writer.name: writer.rows_written for writer in writers}
 
 
 class Output(Protocol):
@@ -83,7 +83,7 @@ class ParquetOutput:
         count = 0
         for writer in writers:
             for written in writer.write_partitions():
-                relative = written.relative_to(writer.directory.parent)
+                relative = written.relative_to(writer.dataset)
                 name = relative.name.removeprefix(".").removesuffix(".tmp")
                 self.target.upload(written, str(relative.with_name(name)))
                 written.unlink()

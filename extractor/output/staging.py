@@ -73,16 +73,23 @@ class TableWriter:
         limits: WriterLimits = DEFAULT_WRITER_LIMITS,
         unique: tuple[str, str] | None = None,
         counted_as: str | None = None,
+        dataset: Path | None = None,
+        leading: str = "",
     ) -> None:
         """``unique`` (key, version): keep one record per key in each partition, the one with
         the highest version, for services that may return a record in two requests.
-        ``counted_as``: the name of this table's records in a journaled batch's counts."""
+        ``counted_as``: the name of this table's records in a journaled batch's counts.
+        ``dataset``: the root the table is published under, when not ``out`` (which holds the
+        staging); ``leading``: a hive directory every partition goes under
+        (``identity_id=<guid>``: one identity's part of a fleet's table)."""
         self.unique = unique
+        self.name = name
         self.counted_as = counted_as or name
         #: Only these staged batches are published (the journal's); None: every one on disk.
         self.keep: set[str] | None = None
         self.rows_written = 0
-        self.directory = out / name
+        self.dataset = dataset or out
+        self.directory = self.dataset / name / leading if leading else self.dataset / name
         self.staging = out / "_staging" / run_id / name
         self.schema = schema
         self.partition = partition
