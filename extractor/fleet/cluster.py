@@ -1,0 +1,66 @@
+"""Where a fleet's jobs run: an embedded Dask ``LocalCluster`` on 127.0.0.1 by default, or an
+existing cluster by its scheduler's address (``--scheduler``, ``DASK_SCHEDULER_ADDRESS``).
+
+Each worker is a process with one thread: a task runs one identity's asyncio job, and its
+parsing, in the worker's own process, so parsing spreads over the cluster's cores. Dask is
+imported here only: a run of one identity never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
+
+from extractor.errors import FatalError, InvalidOption
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+SCHEDULER_VARIABLE: Final = "DASK_SCHEDULER_ADDRESS"
+#: How long to wait for an existing scheduler to answer.
+CONNECT_TIMEOUT: Final = "10s"
+
+
+def scheduler_address(given: str | None) -> str | None:
+    """The scheduler to use: ``--scheduler``, else the environment's, else None (embedded)."""
+    address = (given or os.environ.get(SCHEDULER_VARIABLE) or "").strip()
+    if address and "://" not in address:
+        raise InvalidOption(f"{{scheduler}} {address!r}: expected tcp://host:port")
+    return address or None
+
+
+@contextlib.contextmanager
+def cluster(
+    scheduler: str | None, workers: int, connect_timeout: str = CONNECT_TIMEOUT
+) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler``, or of an embedded ``LocalCluster`` of
+    ``workers`` single-threaded processes on 127.0.0.1, stopped on leaving."""
+    from distributed import Client, LocalCluster
+
+    if workers < 1:
+        raise InvalidOption(f"{{workers}} {workers} must be at least 1")
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=connect_timeout)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
+            raise FatalError(
+                f"cannot reach the Dask scheduler at {scheduler}: {exc}; check {{scheduler}}"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as local,
+        Client(local) as client,  # type: ignore[no-untyped-call]
+    ):
+        yield client
