@@ -88,6 +88,31 @@ async def test_a_login_on_an_identity_works_on_that_company_only(fleet: Simulato
     assert fleet.company(2).stats["GetInvoices"] == 1 and fleet.company(1).stats["GetInvoices"] == 0
 
 
+async def test_set_identity_by_id_switches_the_session_for_everyone_using_it(
+    fleet: Simulator,
+) -> None:
+    """Why a fleet never switches a shared session: the switch moves every later call."""
+    switch = soap.Operation("authService", soap.AUTH_PATH, "SetIdentityById")
+    transport, session = await _session(fleet, 1)
+    try:
+        assert await _listed(session) == fleet.company(1).tenant.sync_list(None, None)
+        await session.call(
+            switch,
+            {"identityId": fleet.company(2).identity_id},
+            lambda: RecordStream(SYNC_ID, lambda elem: elem.text),
+        )
+        assert await _listed(session) == fleet.company(2).tenant.sync_list(None, None)
+        assert [i.current for i in await identities(session)] == [False, True, False]
+        with pytest.raises(IdentityRefused, match="blocked"):
+            await session.call(
+                switch,
+                {"identityId": fleet.company(3).identity_id},
+                lambda: RecordStream(SYNC_ID, lambda elem: elem.text),
+            )
+    finally:
+        await transport.close()
+
+
 async def test_a_login_without_identity_is_on_the_default_one(fleet: Simulator) -> None:
     transport, session = await _session(fleet, None)
     try:
