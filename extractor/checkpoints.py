@@ -6,6 +6,8 @@ durably in the journal (``journal:plan``, ``journal:staged``, ``journal:publishe
 ``publish:written`` once the partitions are written but not yet revealed, and the Delta
 commits' ``before-commits`` and ``between-commits``. A test thus crashes a run at an exact
 point, however fast or loaded the machine, instead of after a guessed number of seconds.
+With ``EXTRACTOR_KILL_ONCE=PATH`` too, only the first process to create the file ``PATH``
+dies: one worker of a fleet, whose others (and its replacement) go on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 from typing import Final
 
 KILL_AT: Final = "EXTRACTOR_KILL_AT"
+KILL_ONCE: Final = "EXTRACTOR_KILL_ONCE"
 _reached: collections.Counter[str] = collections.Counter()
 
 
@@ -28,5 +31,16 @@ def checkpoint(name: str) -> None:
     if point != name:
         return
     _reached[name] += 1
-    if _reached[name] >= int(nth or 1):
+    if _reached[name] >= int(nth or 1) and _first(os.environ.get(KILL_ONCE)):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first(marker: str | None) -> bool:
+    """Whether this process is the one to die: always, or the first to create ``marker``."""
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from extractor.output.parquet import publish
-from extractor.output.staging import NULL_PARTITION, TableWriter, WriterLimits
+from extractor.output.staging import NULL_PARTITION, Placement, TableWriter, WriterLimits
 
 SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
 
@@ -126,8 +126,7 @@ def test_a_leading_partition_puts_one_identity_under_the_fleet_table(tmp_path: P
         SCHEMA,
         "order_month",
         "run-1",
-        dataset=tmp_path,
-        leading=f"identity_id={guid}",
+        placement=Placement(tmp_path, guid),
     )
     writer.stage("00000000", *batch(range(0, 10), ["2024-01", "2024-02"]))
     assert writer.staging.is_relative_to(own)

@@ -19,13 +19,17 @@ from extractor.cli.common import (
     stack,
     storage_options,
 )
+from extractor.cli.fleet import FleetOptions, JobFor, fleet_options, run_as_fleet
 from extractor.cli.signals import run_command
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
 from extractor.errors import UsageError
+from extractor.fleet.layout import check_alone_into
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.runner import run
 from extractor.jobs.sync import DEFAULT_SINCE
 from extractor.output.destination import destination
+from extractor.output.parquet import Output
+from extractor.output.staging import ALONE, Placement
 from extractor.output.targets import Target
 from extractor.runs.summary import render_summary
 
@@ -50,6 +54,7 @@ parse_workers_option = click.option(
 @click.option("--invoice-properties", help="Comma-separated InvoiceOrder properties (default all).")
 @click.option("--row-properties", help="Comma-separated InvoiceRow properties (default all).")
 @parse_workers_option
+@fleet_options
 def invoices(
     out: str,
     output_format: str,
@@ -63,10 +68,13 @@ def invoices(
     row_properties: str | None,
     parse_workers: int,
     resume: bool,
+    fleet: FleetOptions,
 ) -> None:
     """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows.
 
     Resumable: after a crash, run the same command again; it continues where it stopped.
+    With several --identity (or all), each identity is one run on a Dask cluster, its
+    partitions under identity_id=<guid>.
     """
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
@@ -75,22 +83,31 @@ def invoices(
             "--format delta keeps whole records (what sync merges into); "
             "drop --invoice-properties and --row-properties"
         )
-    work, output = destination(out, output_format, work_dir, endpoint_url, "invoices")
-    job = InvoiceJob(
-        out=work,
-        output=output,
-        service=service,
-        changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
-        registered_after=parse_when(registered_after, "--registered-after")
-        if registered_after
-        else None,
-        batch_size=batch_size,
-        invoice_properties=names(invoice_properties),
-        row_properties=names(row_properties),
-        parse_workers=parse_workers,
-        resume=resume,
+
+    def job_for(
+        own: Path, output: Output | None, placement: Placement = ALONE, parsers: int = 0
+    ) -> InvoiceJob:
+        return InvoiceJob(
+            out=own,
+            output=output,
+            service=service,
+            changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
+            registered_after=parse_when(registered_after, "--registered-after")
+            if registered_after
+            else None,
+            batch_size=batch_size,
+            invoice_properties=names(invoice_properties),
+            row_properties=names(row_properties),
+            parse_workers=parsers,
+            resume=resume,
+            placement=placement,
+        )
+
+    credentials = _credentials(
+        "invoices", out, output_format, work_dir, endpoint_url, service, fleet, job_for
     )
-    credentials = Credentials.from_env()
+    work, output = destination(out, output_format, work_dir, endpoint_url, "invoices")
+    job = job_for(work, output, parsers=parse_workers)
     with lock_target(out, output, work_dir, "invoices"):
         summary = run_command(run(job, credentials))
     click.echo(render_summary(summary))
@@ -100,6 +117,7 @@ def invoices(
 @click.command()
 @dataset_options
 @service_options()
+@fleet_options
 @click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
 @click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
 @click.option(
@@ -131,31 +149,63 @@ def transactions(
     account_to: int | None,
     system_types: tuple[str, ...],
     resume: bool,
+    fleet: FleetOptions,
 ) -> None:
     """Extract the general ledger into OUT/transactions, a date window per request.
 
     Resumable: after a crash, run the same command again; it continues where it stopped.
+    With several --identity (or all), each identity is one run on a Dask cluster.
     """
     from extractor.jobs.ledger import TransactionJob
 
-    work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
-    job = TransactionJob(
-        out=work,
-        output=output,
-        date_from=parse_when(date_from, "--from").date(),
-        date_to=parse_when(date_to, "--to").date(),
-        service=service,
-        date_field=date_field,
-        window=window,
-        account_from=account_from,
-        account_to=account_to,
-        system_types=system_types,
-        resume=resume,
+    def job_for(own: Path, output: Output | None, placement: Placement = ALONE) -> TransactionJob:
+        return TransactionJob(
+            out=own,
+            output=output,
+            date_from=parse_when(date_from, "--from").date(),
+            date_to=parse_when(date_to, "--to").date(),
+            service=service,
+            date_field=date_field,
+            window=window,
+            account_from=account_from,
+            account_to=account_to,
+            system_types=system_types,
+            resume=resume,
+            placement=placement,
+        )
+
+    credentials = _credentials(
+        "transactions", out, output_format, work_dir, endpoint_url, service, fleet, job_for
     )
+    work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
+    job = job_for(work, output)
     with lock_target(out, output, work_dir, "transactions"):
-        summary = run_command(run(job, Credentials.from_env()))
+        summary = run_command(run(job, credentials))
     click.echo(render_summary(summary))
     exit_if_partial(summary, work)
+
+
+def _credentials(
+    command: str,
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    service: ServiceConfig,
+    fleet: FleetOptions,
+    job_for: JobFor,
+) -> Credentials:
+    """The credentials of a run of one identity; a fleet, when asked for, runs (and exits)
+    here. An output that holds a fleet is refused without --identity."""
+    if fleet.asked:
+        alone = run_as_fleet(
+            command, out, output_format, work_dir, endpoint_url, service, fleet, job_for
+        )
+        assert alone is not None  # a fleet exits with its status
+        return alone
+    work, _ = destination(out, output_format, work_dir, endpoint_url, command)
+    check_alone_into(work, out)
+    return Credentials.from_env()
 
 
 @click.command()

@@ -8,9 +8,7 @@ import orjson
 from extractor.cli.common import service_options
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
-from extractor.service.identities import Identity, identities
-from extractor.service.session import Session
-from extractor.service.transport import Transport
+from extractor.service.identities import Identity, listed_identities
 
 
 @click.command("identities")
@@ -18,22 +16,12 @@ from extractor.service.transport import Transport
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per identity.")
 def list_identities(service: ServiceConfig, as_json: bool) -> None:
     """List the identities (client companies) the TFSO_* credentials reach (GetIdentities)."""
-    listed = run_command(_listed(service, Credentials.from_env()))
+    listed = run_command(listed_identities(service, Credentials.from_env()))
     for identity in listed:
         click.echo(orjson.dumps(_fields(identity)).decode() if as_json else _line(identity))
     if not as_json:
         disabled = sum(identity.disabled for identity in listed)
         click.echo(f"{len(listed)} identities, {disabled} disabled")
-
-
-async def _listed(service: ServiceConfig, credentials: Credentials) -> list[Identity]:
-    transport = Transport.for_run(service)
-    try:
-        session = Session(transport, credentials)
-        await session.login()
-        return await identities(session)
-    finally:
-        await transport.close()
 
 
 def _fields(identity: Identity) -> dict[str, object]:

@@ -24,7 +24,7 @@ from extractor.jobs.parse_pool import ParsePool
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 from extractor.jobs.workers import Run
 from extractor.output.parquet import Output, ParquetOutput
-from extractor.output.staging import TableWriter
+from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records import orders
 from extractor.records.orders import Selection
@@ -54,6 +54,7 @@ class InvoiceJob:
     reconcile: bool = False  # list every OrderId after fetching; the output marks the vanished
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "invoices"
+    placement: Placement = ALONE  # a fleet member's: its identity's part of the tables
 
     @property
     def publisher(self) -> Output:
@@ -81,8 +82,10 @@ class InvoiceJob:
             "row_properties": list(self.row_properties),
         } | ({"output": output.target.uri, "format": output.format} if output else {})
 
-    def datasets(self) -> Sequence[str]:
-        return TABLES if self.publisher.format == "parquet" else ()
+    def datasets(self) -> Sequence[Path]:
+        if self.publisher.format != "parquet":
+            return ()
+        return [self.placement.directory(self.out, table) for table in TABLES]
 
     def retrying(self, carried: Carried) -> str:
         return f"run {carried.run_id} could not fetch {len(carried.ids):,} ids; fetching them again"
@@ -134,7 +137,9 @@ class InvoiceWork:
     journaling: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.tables = InvoiceTables(self.job.out, self.selection, self.journal.state.run_id)
+        job = self.job
+        run_id = self.journal.state.run_id
+        self.tables = InvoiceTables(job.out, self.selection, run_id, job.placement)
 
     @property
     def writers(self) -> Sequence[TableWriter]:

@@ -22,7 +22,7 @@ from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.workers import Run
 from extractor.output.parquet import Output, ParquetOutput
-from extractor.output.staging import TableWriter
+from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
 from extractor.runs.history import Carried
@@ -113,6 +113,7 @@ class TransactionJob:
     until_now: bool = False  # a sync's: ``date_to`` is today, and a resume keeps its plan
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "transactions"
+    placement: Placement = ALONE  # a fleet member's: its identity's part of the table
 
     def fingerprint(self) -> dict[str, Any]:
         print_ = {
@@ -131,8 +132,10 @@ class TransactionJob:
     def publisher(self) -> Output:
         return self.output or ParquetOutput.at(self.out)
 
-    def datasets(self) -> Sequence[str]:
-        return () if self.output else (TABLE,)
+    def datasets(self) -> Sequence[Path]:
+        if self.publisher.format != "parquet":
+            return ()
+        return [self.placement.directory(self.out, TABLE)]
 
     def check(self) -> None:
         check(self)
@@ -203,8 +206,9 @@ class LedgerWork:
         schema_ = arrow.schema_for(transaction_type().fields)
         run_id = self.journal.state.run_id
         self.writer = TableWriter(
-            self.job.out, TABLE, schema_, PARTITION, run_id, unique=("Id", "DateChanged")
-        )
+            self.job.out, TABLE, schema_, PARTITION, run_id, unique=("Id", "DateChanged"),
+            placement=self.job.placement,
+        )  # fmt: skip
 
     @property
     def writers(self) -> Sequence[TableWriter]:

@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 import pyarrow as pa
 
-from extractor.output.staging import TableWriter
+from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.parser import Sink
 from extractor.records import orders
 from extractor.records.orders import Batch, OrderSink, Selection
@@ -51,12 +51,22 @@ class CountedSink(Sink, Protocol):
 class InvoiceTables:
     """A run's ``invoices`` and ``invoice_rows`` tables: staged per batch, published at the end."""
 
-    def __init__(self, out: Path, selection: Selection, run_id: str) -> None:
+    def __init__(
+        self, out: Path, selection: Selection, run_id: str, placement: Placement = ALONE
+    ) -> None:
         partition = orders.PARTITION
-        self.orders = TableWriter(out, "invoices", selection.order_schema, partition, run_id)
+        self.orders = TableWriter(
+            out, "invoices", selection.order_schema, partition, run_id, placement=placement
+        )
         self.rows = (
             TableWriter(
-                out, "invoice_rows", selection.row_schema, partition, run_id, counted_as="rows"
+                out,
+                "invoice_rows",
+                selection.row_schema,
+                partition,
+                run_id,
+                counted_as="rows",
+                placement=placement,
             )
             if selection.wants_rows
             else None

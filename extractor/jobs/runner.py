@@ -32,6 +32,7 @@ from extractor.runs.state import RunState
 from extractor.runs.stats import RunStats
 from extractor.runs.summary import write_summary
 from extractor.service.health import Health
+from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.session import Session
 from extractor.service.transport import Transport, Wire
 
@@ -102,8 +103,8 @@ class Job(Protocol[U]):
         """What decides which records a run fetches: the same fingerprint, the same run."""
         ...
 
-    def datasets(self) -> Sequence[str]:
-        """The tables in ``out`` that another job's data must not be mixed into."""
+    def datasets(self) -> Sequence[Path]:
+        """The table directories that another job's data must not be mixed into."""
         ...
 
     def retrying(self, carried: Carried) -> str:
@@ -122,14 +123,19 @@ async def run(
     stream: IO[str] | None = None,
     clock: Clock = SYSTEM,
     wire: Wire | None = None,
+    gate: Gate | None = None,
+    watch: Callable[[RunStats, RateLimiter], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``.
     It reports on ``stream`` (stderr), tells time and waits by ``clock``, and reaches the
-    service over ``wire`` (HTTP to the job's base URL)."""
+    service over ``wire`` (HTTP to the job's base URL). In a fleet, its requests also draw
+    on the fleet's budget (``gate``), and ``watch`` is handed the run's counters and rate
+    limiter as the run starts, to report them."""
     job.check()
+    given = _Surroundings(stream or sys.stderr, clock, wire, gate, watch)
     # a sync holds its target's lock for all its parts
     with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
-        return await _locked(job, credentials, _Surroundings(stream or sys.stderr, clock, wire))
+        return await _locked(job, credentials, given)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,8 @@ class _Surroundings:
     stream: IO[str]
     clock: Clock
     wire: Wire | None
+    gate: Gate | None = None
+    watch: Callable[[RunStats, RateLimiter], None] | None = None
 
 
 async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
@@ -172,8 +180,10 @@ async def _journaled(
     state = journal.state
     stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
-    transport = Transport.for_run(job.service, given.clock, given.wire)
+    transport = Transport.for_run(job.service, given.clock, given.wire, given.gate)
     progress = Progress(stats, given.stream, limiter=transport.limiter)
+    if given.watch is not None:
+        given.watch(stats, transport.limiter)
     try:
         if state.starts > 1:
             removed = sum(writer.prune(set(state.staged)) for writer in work.writers)

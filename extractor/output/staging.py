@@ -60,6 +60,33 @@ class WriterLimits:
 DEFAULT_WRITER_LIMITS: Final = WriterLimits()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's tables are published, when it is one identity of a fleet: under
+    ``dataset`` (None: the run's own ``out``, which holds its staging), each table's
+    partitions under ``identity_id=<identity>``."""
+
+    dataset: Path | None = None
+    identity: str | None = None
+
+    @property
+    def leading(self) -> str:
+        """The hive directory every partition of the identity's tables goes under."""
+        return f"identity_id={self.identity}" if self.identity else ""
+
+    def root(self, out: Path) -> Path:
+        return self.dataset or out
+
+    def directory(self, out: Path, table: str) -> Path:
+        """Where the run's part of ``table`` is published."""
+        top = self.root(out) / table
+        return top / self.leading if self.identity else top
+
+
+#: A run of one identity: its tables in its own ``out``.
+ALONE: Final = Placement()
+
+
 class TableWriter:
     """Stages and publishes one table (``invoices``, ``invoice_rows``) of one run."""
 
@@ -73,23 +100,22 @@ class TableWriter:
         limits: WriterLimits = DEFAULT_WRITER_LIMITS,
         unique: tuple[str, str] | None = None,
         counted_as: str | None = None,
-        dataset: Path | None = None,
-        leading: str = "",
+        placement: Placement = ALONE,
     ) -> None:
         """``unique`` (key, version): keep one record per key in each partition, the one with
         the highest version, for services that may return a record in two requests.
         ``counted_as``: the name of this table's records in a journaled batch's counts.
-        ``dataset``: the root the table is published under, when not ``out`` (which holds the
-        staging); ``leading``: a hive directory every partition goes under
-        (``identity_id=<guid>``: one identity's part of a fleet's table)."""
+        ``placement``: a fleet member's part of the table (else ``out/<name>``, next to the
+        staging)."""
         self.unique = unique
         self.name = name
         self.counted_as = counted_as or name
         #: Only these staged batches are published (the journal's); None: every one on disk.
         self.keep: set[str] | None = None
         self.rows_written = 0
-        self.dataset = dataset or out
-        self.directory = self.dataset / name / leading if leading else self.dataset / name
+        self.placement = placement
+        self.dataset = placement.root(out)
+        self.directory = placement.directory(out, name)
         self.staging = out / "_staging" / run_id / name
         self.schema = schema
         self.partition = partition

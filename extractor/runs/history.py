@@ -30,10 +30,10 @@ def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
 
 
 def finished_job(
-    out: Path, fingerprint: Mapping[str, Any], tables: Sequence[str]
+    out: Path, fingerprint: Mapping[str, Any], tables: Sequence[Path]
 ) -> dict[str, Any] | None:
-    """The summary of a finished run of this very job in ``out``; UsageError when ``out``
-    holds data of another job in one of ``tables`` (and no unfinished run to resume)."""
+    """The summary of a finished run of this very job in ``out``; UsageError when one of
+    the directories ``tables`` holds data of another job (and no unfinished run to resume)."""
     if unfinished(out) is not None:
         return None
     summaries: list[dict[str, Any]] = list(finished_runs(out))
@@ -41,10 +41,10 @@ def finished_job(
     if matching:
         return matching[-1]  # the latest
     for table in tables:
-        if any((out / table).rglob("*.parquet")):
+        if any(table.rglob("*.parquet")):
             raise UsageError(
-                f"{{out}} {out} already holds a dataset of another job ({table}/); "
-                "choose a new directory"
+                f"{{out}} {table.parent} already holds a dataset of another job "
+                f"({table.name}/); choose a new directory"
             )
     return None
 

@@ -15,9 +15,11 @@ from typing import Final
 from lxml import etree
 
 from extractor import soap
+from extractor.config import Credentials, ServiceConfig
 from extractor.errors import MalformedResponse, UsageError
 from extractor.parser import RecordStream
 from extractor.service.session import Session
+from extractor.service.transport import Transport
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 IDENTITY_TAG: Final = f"{{{NAMESPACE}}}Identity"
@@ -70,6 +72,17 @@ async def identities(session: Session) -> list[Identity]:
         soap.GET_IDENTITIES, {}, lambda: RecordStream(IDENTITY_TAG, read_identity)
     )
     return list(stream.records)
+
+
+async def listed_identities(service: ServiceConfig, credentials: Credentials) -> list[Identity]:
+    """Log in once and list the user's identities."""
+    transport = Transport.for_run(service)
+    try:
+        session = Session(transport, credentials)
+        await session.login()
+        return await identities(session)
+    finally:
+        await transport.close()
 
 
 def normalized(value: str, flag: str) -> str:

@@ -8,6 +8,8 @@
   may have overtaken them); each new request takes one more, and at none left everyone
   waits for the reset instead of running into the quarantine.
 - ``Retry-After`` and the quarantine fault pause every worker until the time they name.
+- In a fleet with a shared budget, a :class:`Gate` to it after all of these; a pause the
+  service asks of this run pauses the fleet too (:mod:`extractor.fleet.budget`).
 
 The clock is injected (:mod:`extractor.clock`), so tests run without waiting.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from extractor.clock import SYSTEM, Clock
 from extractor.errors import PauseTooLong
@@ -39,6 +41,21 @@ class Limits:
 DEFAULT_LIMITS: Final = Limits()
 
 
+class Gate(Protocol):
+    """A budget shared with other runs (a fleet's)."""
+
+    @property
+    def paused_until(self) -> float: ...
+
+    async def take(self) -> None:
+        """Wait until the shared budget lets one request go."""
+        ...
+
+    def pause(self, until: float, reason: str) -> None:
+        """Hold every run sharing the budget until ``until``."""
+        ...
+
+
 class RateLimiter:
     """Shared by all workers; :meth:`acquire` before every request."""
 
@@ -46,9 +63,11 @@ class RateLimiter:
         self,
         limits: Limits = DEFAULT_LIMITS,
         clock: Clock = SYSTEM,
+        gate: Gate | None = None,
     ) -> None:
         self.limits = limits
         self.clock = clock
+        self.gate = gate
         self._tokens = float(limits.burst)
         self._filled_at = clock.time()
         self._paused_until = 0.0
@@ -66,7 +85,13 @@ class RateLimiter:
     @property
     def paused_until(self) -> float | None:
         """When the current pause ends (wall-clock seconds), or None when not paused."""
-        return self._paused_until if self._paused_until > self.clock.time() else None
+        until = max(self._paused_until, self.gate.paused_until if self.gate else 0.0)
+        return until if until > self.clock.time() else None
+
+    @property
+    def sent(self) -> int:
+        """Requests let through so far."""
+        return self._sent
 
     async def acquire(self) -> int:
         """Wait until a request may be sent; its ticket, in flight until :meth:`release`."""
@@ -75,6 +100,8 @@ class RateLimiter:
                 await self.clock.sleep(wait)
             if self._budget_allows():
                 break
+        if self.gate is not None:
+            await self.gate.take()
         if self.limits.per_hour:
             self._tokens -= 1
         self._sent += 1
@@ -114,6 +141,8 @@ class RateLimiter:
             )
         until += margin
         if until > self._paused_until:
+            if self.gate is not None:
+                self.gate.pause(until, reason)
             starts = self._paused_until <= self.clock.time()
             self._paused_until, self.pause_reason = until, reason
             if starts:

@@ -30,7 +30,7 @@ from extractor.errors import (
 )
 from extractor.parser import Sink
 from extractor.service.http import HttpWire
-from extractor.service.limiter import Limits, RateLimiter
+from extractor.service.limiter import Gate, Limits, RateLimiter
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
@@ -97,11 +97,15 @@ class Transport:
 
     @classmethod
     def for_run(
-        cls, service: ServiceConfig, clock: Clock = SYSTEM, wire: Wire | None = None
+        cls,
+        service: ServiceConfig,
+        clock: Clock = SYSTEM,
+        wire: Wire | None = None,
+        gate: Gate | None = None,
     ) -> Transport:
         """A run's transport, with its rate limiter (pausing when fewer requests remain than
-        can be in flight) on ``clock``, over ``wire`` or else HTTP with TLS verified unless
-        ``insecure``."""
+        can be in flight, and drawing on a fleet's ``gate``) on ``clock``, over ``wire`` or
+        else HTTP with TLS verified unless ``insecure``."""
         limits = Limits(
             per_hour=service.max_requests_per_hour,
             max_pause=service.timeouts.max_pause,
@@ -115,7 +119,7 @@ class Transport:
                 timeouts=service.timeouts,
                 verify_tls=not service.insecure,
             ),
-            limiter=RateLimiter(limits, clock),
+            limiter=RateLimiter(limits, clock, gate),
             requests=service.concurrency,
         )
 

@@ -1,0 +1,203 @@
+"""Running a fleet: one Dask task per identity, one progress line, one summary.
+
+:func:`run_fleet` sets up what the runs share on the scheduler (:mod:`.coordinator`: the
+budget and the board), submits each identity's run (:func:`~.members.run_member`), and while
+they run shows one line for
+the fleet: identities done, running and failed, records a second, requests an hour. When
+all have ended it writes the fleet's summary, ``_runs/fleet-<run_id>.json`` with each
+identity's outcome and run summary, and the ``identities`` table (:mod:`.roster`). One
+identity failing is its own outcome; the fleet's status is ``partial`` then, and a rerun
+does what is unfinished: each identity's run resumes, or finds its job done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+from extractor import redact
+from extractor.clock import SYSTEM, Clock, new_run_id
+from extractor.fleet import roster
+from extractor.fleet.coordinator import Board, FleetLink
+from extractor.fleet.layout import FLEET_PREFIX
+from extractor.fleet.members import Member, outcome, run_member
+from extractor.output.targets import Target
+
+#: Seconds between progress lines when not on a terminal (on one: redrawn twice a second).
+LOG_EVERY: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The identities' runs of one command, and where the fleet keeps its records."""
+
+    command: str
+    members: Sequence[Member]
+    work: Path  # the fleet's work root: its summaries, and each identity's run
+    target: Target  # the output: its ``identities`` table
+    fleet_requests_per_hour: int = 0  # 0: no shared budget
+
+
+def run_fleet(
+    fleet: Fleet,
+    client: Any,
+    *,
+    stream: IO[str] | None = None,
+    clock: Clock = SYSTEM,
+    interval: float | None = None,
+) -> dict[str, Any]:
+    """Run every member on the cluster of ``client``; the fleet's summary."""
+    stream = stream or sys.stderr
+    every = interval if interval is not None else (0.5 if stream.isatty() else LOG_EVERY)
+    run_id = FLEET_PREFIX + new_run_id(clock)
+    link = FleetLink(run_id, fleet.fleet_requests_per_hour)
+    board = Board(link, client)
+    try:
+        return _run(fleet, client, link, board, stream, every, clock)
+    finally:
+        board.close()
+
+
+def _run(
+    fleet: Fleet,
+    client: Any,
+    link: FleetLink,
+    board: Board,
+    stream: IO[str],
+    every: float,
+    clock: Clock,
+) -> dict[str, Any]:
+    from distributed import wait
+
+    live = stream.isatty()
+    started, started_at = clock.monotonic(), clock.now()
+    futures = [
+        client.submit(
+            run_member,
+            member,
+            link,
+            key=f"{fleet.command}-{member.identity.id}",
+            pure=False,
+        )
+        for member in fleet.members
+    ]
+    stream.write(f"fleet {link.run_id}: {fleet.command} of {len(futures)} identities\n")
+    ended: dict[int, dict[str, Any]] = {}
+    while True:
+        try:
+            wait(futures, timeout=every)  # type: ignore[no-untyped-call]
+            break
+        except TimeoutError:
+            for index, future in enumerate(futures):
+                if index not in ended and future.done():
+                    ended[index] = _outcome(future, fleet.members[index])
+            runs = _read(board)
+            line = fleet_line(len(futures), ended.values(), runs, clock.monotonic() - started)
+            stream.write(f"\r\033[K{line}" if live else f"progress: {line}\n")
+            stream.flush()
+    if live:
+        stream.write("\r\033[K")
+    outcomes = [
+        _outcome(future, member) for future, member in zip(futures, fleet.members, strict=True)
+    ]
+    summary: dict[str, Any] = {
+        "run_id": link.run_id,
+        "command": fleet.command,
+        "status": "complete" if all(o["status"] == "complete" for o in outcomes) else "partial",
+        "started_at": started_at.isoformat(),
+        "finished_at": clock.now().isoformat(),
+        "seconds": round(clock.monotonic() - started, 3),
+        "identities": outcomes,
+    }
+    if fleet.fleet_requests_per_hour:
+        summary["fleet_budget"] = {
+            "requests_per_hour": fleet.fleet_requests_per_hour,
+            "granted": board.granted(),
+        }
+    roster.record(fleet.target, fleet.work, roster.rows_of(outcomes, fleet.command, clock.now()))
+    summary["summary_file"] = str(_write(summary, fleet.work))
+    return summary
+
+
+def _read(board: Board) -> dict[str, dict[str, Any]]:
+    """The board's latest counters; what it had when the scheduler does not answer."""
+    with contextlib.suppress(OSError, TimeoutError):
+        return board.read()
+    return board.latest
+
+
+def _outcome(future: Any, member: Member) -> dict[str, Any]:
+    """A finished task's outcome; a task that raised (a defect, or its workers kept dying)
+    is that identity's failure, not the fleet's."""
+    from distributed import KilledWorker
+
+    try:
+        result: dict[str, Any] = future.result()
+    except KilledWorker:
+        return outcome(
+            member, "failed",
+            error="the workers running it died, again and again; run the same command to resume",
+        )  # fmt: skip
+    except Exception as exc:  # one identity's defect must not lose the others'
+        return outcome(member, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    return result
+
+
+def fleet_line(
+    members: int,
+    ended: Iterable[dict[str, Any]],
+    board: dict[str, dict[str, Any]],
+    seconds: float,
+) -> str:
+    """The fleet's progress: identities by state, records a second, requests an hour."""
+    statuses = [entry["status"] for entry in ended]
+    failed = statuses.count("failed")
+    done = len(statuses) - failed
+    runs = board.values()
+    records = sum(run["records"] for run in runs)
+    requests = sum(run["requests"] for run in runs)
+    what = next((run["what"] for run in runs), "records")
+    elapsed = max(seconds, 1e-9)
+    paused = sum(1 for run in runs if run.get("paused_until"))
+    return (
+        f"identities {done}/{members} done, {members - done - failed} running, "
+        f"{failed} failed  {records:,} {what} ({records / elapsed:,.0f}/s)  "
+        f"{requests * 3600 / elapsed:,.0f} requests/h" + (f"  {paused} paused" if paused else "")
+    )
+
+
+def _write(summary: dict[str, Any], work: Path) -> Path:
+    folder = work / "_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{summary['run_id']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_bytes(redact.mask_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2)))
+    temporary.rename(path)
+    return path
+
+
+def render_fleet(summary: dict[str, Any]) -> str:
+    """What the fleet did, for people: a line an identity, then the totals."""
+    lines = [f"fleet {summary['run_id']}: {summary['status']}"]
+    totals = {"complete": 0, "partial": 0, "failed": 0}
+    for entry in summary["identities"]:
+        status = entry["status"]
+        totals[status] = totals.get(status, 0) + 1
+        run = entry["summary"] or {}
+        what = run.get("records", "records")
+        counted = f"{run.get(what, 0):,} {what}" if run else ""
+        detail = entry["error"] or f"run {run.get('run_id')}  {counted}"
+        lines.append(f"  {entry['identity_id']}  {entry['client_name'] or '-'}: {status}  {detail}")
+    lines.append(
+        f"  identities    {len(summary['identities'])}: "
+        + ", ".join(f"{count} {status}" for status, count in totals.items() if count)
+    )
+    lines.append(f"  time          {summary['seconds']:,.1f} s")
+    lines.append(f"  summary       {summary['summary_file']}")
+    return "\n".join(lines)

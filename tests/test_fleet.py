@@ -1,0 +1,194 @@
+"""A fleet of identities (issue 13): each identity one run, as a task on an embedded Dask
+cluster on 127.0.0.1, its partitions under ``identity_id=<guid>``; compared with each
+identity's own ground truth field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.dataset as ds
+
+from extractor.fleet import roster
+from extractor.fleet.budget import LEASE
+from extractor.output.targets import Target
+from extractor.simulator.identities import Company
+from extractor.simulator.server import Simulator
+from tests.test_identities import DEMO_ENV
+from tests.test_transactions import search
+from tests.truth import assert_records_match
+
+NO_LIMIT = ("--max-requests-per-hour", "0")
+
+
+def by_identity(out: Path, table: str) -> dict[str, list[dict[str, Any]]]:
+    """The table's records, by the identity_id partition they were read from."""
+    dataset = ds.dataset(out / table, format="parquet", partitioning="hive")
+    found: dict[str, list[dict[str, Any]]] = {}
+    for record in dataset.to_table().to_pylist():
+        found.setdefault(record.pop("identity_id"), []).append(record)
+    return found
+
+
+def assert_each_equals_its_truth(companies: list[Company], out: Path) -> None:
+    """Each identity's partition holds exactly its own truth, and no other identity has one."""
+    orders, rows = by_identity(out, "invoices"), by_identity(out, "invoice_rows")
+    assert set(orders) == {company.identity_id for company in companies}
+    for company in companies:
+        assert_records_match(company.tenant, orders[company.identity_id], rows[company.identity_id])
+
+
+def fleet_summary(err: str, out: Path) -> dict[str, Any]:
+    run_id = next(
+        line.split()[1].rstrip(":") for line in err.splitlines() if line.startswith("fleet ")
+    )
+    summary: dict[str, Any] = orjson.loads((out / "_runs" / f"{run_id}.json").read_bytes())
+    return summary
+
+
+async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_reported(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator: Simulator = await start_simulator(orders=150, identities=5, blocked_identities=(4,))
+    out = tmp_path / "fleet"
+    code, stdout, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
+        "--workers", "2", *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 3, err
+    blocked = simulator.company(4)
+    done = [company for company in simulator.companies if company is not blocked]
+    assert_each_equals_its_truth(done, out)
+    assert f"{blocked.identity_id}  {blocked.name}: failed" in stdout
+    assert "IdentityId is blocked" in stdout
+    assert "fleet was partial" in err
+    summary = fleet_summary(err, out)
+    statuses = {entry["identity_id"]: entry["status"] for entry in summary["identities"]}
+    assert statuses == {
+        c.identity_id: "failed" if c is blocked else "complete" for c in simulator.companies
+    }
+    table = {row["identity_id"]: row for row in roster.read(Target.parse(str(out)))}
+    assert table[blocked.identity_id]["status"] == "failed"
+    assert "blocked" in table[blocked.identity_id]["error"]
+    for company in done:
+        row = table[company.identity_id]
+        assert (row["client_id"], row["client_name"], row["command"]) == (
+            company.client_id, company.name, "invoices",
+        )  # fmt: skip
+        assert row["records"] == len(company.tenant.ids)
+        assert row["last_run_id"] == next(
+            entry["summary"]["run_id"] for entry in summary["identities"]
+            if entry["identity_id"] == company.identity_id
+        )  # fmt: skip
+    fetched = simulator.stats["GetInvoices"]
+
+    # a rerun does only what is unfinished: the done identities have nothing to do
+    code, _, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
+        "--workers", "2", *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 3
+    assert simulator.stats["GetInvoices"] == fetched
+    for company in done:
+        log = (out / "_identities" / company.identity_id / "run.log").read_text()
+        assert "already finished this job (complete); nothing to do" in log
+    assert_each_equals_its_truth(done, out)
+    assert DEMO_ENV["TFSO_PASSWORD"] not in err + stdout
+
+
+async def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    simulator: Simulator = await start_simulator(orders=1200, identities=2)
+    out = tmp_path / "fleet"
+    # the first worker process to stage its third batch dies there, SIGKILL, once
+    monkeypatch.setenv("EXTRACTOR_KILL_AT", "journal:staged@3")
+    monkeypatch.setenv("EXTRACTOR_KILL_ONCE", str(tmp_path / "killed"))
+    code, stdout, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
+        "--workers", "2", "--batch-size", "200", *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert (tmp_path / "killed").exists(), "a worker was killed"
+    assert code == 0, stdout + err
+    assert_each_equals_its_truth(simulator.companies, out)
+    logs = [
+        (out / "_identities" / c.identity_id / "run.log").read_text() for c in simulator.companies
+    ]
+    assert sum("resuming run" in log for log in logs) == 1, logs
+
+
+async def test_the_ledger_of_a_fleet_under_a_shared_budget(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator: Simulator = await start_simulator(orders=150, identities=2)
+    out = tmp_path / "ledger"
+    code, _, err = await cli_beside(
+        "transactions", "--base-url", simulator.url, "--out", str(out),
+        "--identity", simulator.company(1).identity_id, "--identity",
+        simulator.company(2).identity_id, "--from", "2015-01-01", "--to", "2026-12-31",
+        "--workers", "2", "--fleet-requests-per-hour", "360000", *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 0, err
+    found = by_identity(out, "transactions")
+    for company in simulator.companies:
+        truth = company.ledger.ground_truth(iter(search(company.ledger, {})))
+        lines = found[company.identity_id]
+        assert len(lines) == len(truth)
+        for line in lines:
+            assert line.pop("date_month") == line["Date"].strftime("%Y-%m")
+            assert line == truth[line["Id"]], line["Id"]
+    summary = fleet_summary(err, out)
+    runs = [entry["summary"] for entry in summary["identities"]]
+    sent = sum(run["requests"] + run["relogins"] + 1 for run in runs)  # calls and logins
+    granted = summary["fleet_budget"]["granted"]
+    # every request took one of the budget's; a run may end with some of its lease unspent
+    assert sent <= granted <= sent + len(runs) * (LEASE - 1)
+
+
+async def test_one_identity_keeps_the_layout_of_one(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator: Simulator = await start_simulator(orders=200, identities=3)
+    second = simulator.company(2)
+    code, _, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(tmp_path), "--identity",
+        second.identity_id.upper(), "--parse-workers", "0", *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 0, err
+    assert not (tmp_path / "_identities").exists()
+    dataset = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive")
+    assert "identity_id" not in dataset.schema.names
+    rows = ds.dataset(tmp_path / "invoice_rows", format="parquet", partitioning="hive")
+    assert_records_match(second.tenant, dataset.to_table().to_pylist(), rows.to_table().to_pylist())
+    assert second.stats["GetInvoices"] > 0 and simulator.company(1).stats["GetInvoices"] == 0
+
+    # a fleet does not go into a dataset of one identity
+    code, _, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(tmp_path), "--identity", "all",
+        *NO_LIMIT, env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 2 and "holds the dataset of one identity" in err and err.count("\n") == 1
+
+
+async def test_an_output_holding_a_fleet_needs_the_identities(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "_identities" / "236cc028-573c-4a27-9db0-8278a08d73b0").mkdir(parents=True)
+    code, _, err = cli("invoices", "--out", str(tmp_path), env=DEMO_ENV)
+    assert code == 2 and "holds a fleet's dataset" in err and "--identity all" in err
+
+
+def test_a_local_path_with_a_remote_scheduler_is_refused(cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli(
+        "invoices", "--out", str(tmp_path), "--identity", "all",
+        "--scheduler", "tcp://127.0.0.1:8786", env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "cannot all reach the local path" in err and "s3://" in err
+
+
+def test_exclude_without_all_is_refused(cli: Any, tmp_path: Path) -> None:
+    code, _, err = cli(
+        "invoices", "--out", str(tmp_path), "--exclude-identity",
+        "236cc028-573c-4a27-9db0-8278a08d73b0", env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 2 and "--identity all" in err
