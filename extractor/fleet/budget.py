@@ -113,6 +113,7 @@ class FleetGate:
         self._lease, self._pause, self.clock, self.want = lease, pause, clock, want
         self._tokens = 0
         self._lock = asyncio.Lock()
+        self._pausing: set[asyncio.Future[None]] = set()
         self.paused_until = 0.0  # the fleet's pause, as the last lease said
         self.reason = ""
 
@@ -132,4 +133,10 @@ class FleetGate:
         """The service asked this run to pause: the fleet pauses too (the leased requests
         left are given up: they would run into it)."""
         self._tokens = 0
-        asyncio.get_running_loop().run_in_executor(None, self._pause, until, reason)
+        sent = asyncio.get_running_loop().run_in_executor(None, self._pause, until, reason)
+        self._pausing.add(sent)
+        sent.add_done_callback(self._pausing.discard)
+
+    async def settled(self) -> None:
+        """Every pause this run asked for has reached the budget."""
+        await asyncio.gather(*self._pausing, return_exceptions=True)
