@@ -9,15 +9,17 @@ from typing import Any
 
 import orjson
 import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
 from extractor.fleet import roster
 from extractor.fleet.budget import LEASE
 from extractor.output.targets import Target
 from extractor.simulator.identities import Company
 from extractor.simulator.server import Simulator
+from extractor.simulator.tenant import Churn
 from tests.test_identities import DEMO_ENV
 from tests.test_transactions import search
-from tests.truth import assert_records_match
+from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
 
 NO_LIMIT = ("--max-requests-per-hour", "0")
 
@@ -50,7 +52,7 @@ def fleet_summary(err: str, out: Path) -> dict[str, Any]:
 async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_reported(
     start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
-    simulator: Simulator = await start_simulator(orders=150, identities=5, blocked_identities=(4,))
+    simulator: Simulator = await start_simulator(orders=100, identities=5, blocked_identities=(4,))
     out = tmp_path / "fleet"
     code, stdout, err = await cli_beside(
         "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
@@ -100,14 +102,14 @@ async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_r
 async def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes(
     start_simulator: Any, cli_beside: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    simulator: Simulator = await start_simulator(orders=1200, identities=2)
+    simulator: Simulator = await start_simulator(orders=800, identities=2)
     out = tmp_path / "fleet"
     # the first worker process to stage its third batch dies there, SIGKILL, once
     monkeypatch.setenv("EXTRACTOR_KILL_AT", "journal:staged@3")
     monkeypatch.setenv("EXTRACTOR_KILL_ONCE", str(tmp_path / "killed"))
     code, stdout, err = await cli_beside(
         "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
-        "--workers", "2", "--batch-size", "200", *NO_LIMIT, env=DEMO_ENV,
+        "--workers", "2", "--batch-size", "100", *NO_LIMIT, env=DEMO_ENV,
     )  # fmt: skip
     assert (tmp_path / "killed").exists(), "a worker was killed"
     assert code == 0, stdout + err
@@ -127,7 +129,7 @@ async def test_the_ledger_of_a_fleet_under_a_shared_budget(
         "transactions", "--base-url", simulator.url, "--out", str(out),
         "--identity", simulator.company(1).identity_id, "--identity",
         simulator.company(2).identity_id, "--from", "2015-01-01", "--to", "2026-12-31",
-        "--workers", "2", "--fleet-requests-per-hour", "360000", *NO_LIMIT, env=DEMO_ENV,
+        "--workers", "1", "--fleet-requests-per-hour", "360000", *NO_LIMIT, env=DEMO_ENV,
     )  # fmt: skip
     assert code == 0, err
     found = by_identity(out, "transactions")
@@ -192,3 +194,53 @@ def test_exclude_without_all_is_refused(cli: Any, tmp_path: Path) -> None:
         "236cc028-573c-4a27-9db0-8278a08d73b0", env=DEMO_ENV,
     )  # fmt: skip
     assert code == 2 and "--identity all" in err
+
+
+def lake_by_identity(target: Target) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Each identity's records of the fleet's Delta tables, its identity_id taken off."""
+    parts: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name in ("invoices", "invoice_rows", "transactions"):
+        for record in read_delta(target, name):
+            parts.setdefault(record.pop("identity_id"), {}).setdefault(name, []).append(record)
+    return parts
+
+
+async def test_a_sync_of_four_identities_after_churn_on_each_equals_their_truth(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator: Simulator = await start_simulator(orders=120, identities=4)
+    lake = tmp_path / "lake"
+    target = Target.parse(str(lake))
+    args = (
+        "sync", "--out", str(lake), "--base-url", simulator.url, "--since", "2015-01-01",
+        "--identity", "all", "--workers", "2", "--reconcile", *NO_LIMIT,
+    )  # fmt: skip
+    code, _, err = await cli_beside(*args, env=DEMO_ENV)  # the first sync backfills
+    assert code == 0, err
+    parts = lake_by_identity(target)
+    for company in simulator.companies:
+        assert_lake_part_equals(company.tenant, company.ledger, parts[company.identity_id], set())
+    deleted: dict[str, set[int]] = {}
+    for number, company in enumerate(simulator.companies, start=1):
+        report = simulator.churn(
+            Churn(changed=8 + number, deleted=2, added=3), seed=number, identity=number
+        )
+        deleted[company.identity_id] = set(report.deleted)
+    code, _, err = await cli_beside(*args, env=DEMO_ENV)  # four runs commit at once
+    assert code == 0, err
+    parts = lake_by_identity(target)
+    assert set(parts) == {company.identity_id for company in simulator.companies}
+    for company in simulator.companies:
+        assert_lake_part_equals(
+            company.tenant, company.ledger, parts[company.identity_id],
+            marked=deleted[company.identity_id],
+        )  # fmt: skip
+    invoices = DeltaTable(target.table_uri("invoices"))
+    assert invoices.metadata().partition_columns == ["identity_id", "order_month"]
+    assert {row["command"] for row in roster.read(target, delta=True)} == {"sync"}
+
+    # a sync of one identity without --identity is refused: the tables are a fleet's
+    code, _, err = await cli_beside(
+        "sync", "--out", str(lake), "--base-url", simulator.url, *NO_LIMIT, env=DEMO_ENV
+    )
+    assert code == 2 and "holds a fleet's dataset" in err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import random
 
 import aiohttp
 import pytest
@@ -16,6 +18,7 @@ from extractor.runs.summary import render_summary
 from extractor.service.session import Session
 from extractor.service.transport import Transport
 from extractor.simulator.server import Simulator
+from extractor.simulator.tenant import Churn, Tenant
 from tests.conftest import CREDS
 
 HAS_SESSION_RESULT = "{http://24sevenOffice.com/webservices}HasSessionResult"
@@ -85,3 +88,16 @@ def test_progress_line_and_summary() -> None:
     text = render_summary(summary)
     assert "run run-1: complete" in text and "invoices      2,400 (of 10,000 ids listed)" in text
     assert io.StringIO(text).read().count("\n") < 20  # one screen
+
+
+def test_a_deleted_order_id_is_never_given_again() -> None:
+    """Found by a fleet's test: deleting the newest order and then adding one gave the new
+    order the deleted one's id; real services never reuse an OrderId."""
+    tenant = Tenant(orders=120, seed=7)
+    newest = tenant.ids[-1]
+    when = dt.datetime(2026, 1, 1)
+    report = tenant.churn(random.Random(4), Churn(changed=0, deleted=120, added=3), when)
+    assert newest in report.deleted
+    assert report.added == [newest + 1, newest + 2, newest + 3]
+    again = tenant.churn(random.Random(5), Churn(changed=0, deleted=3, added=1), when)
+    assert again.added == [newest + 4]

@@ -19,7 +19,7 @@ from extractor.cli.common import (
     stack,
     storage_options,
 )
-from extractor.cli.fleet import FleetOptions, JobFor, fleet_options, run_as_fleet
+from extractor.cli.fleet import FleetOptions, JobFor, Where, fleet_options, run_as_fleet
 from extractor.cli.signals import run_command
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
 from extractor.errors import UsageError
@@ -195,16 +195,22 @@ def _credentials(
     fleet: FleetOptions,
     job_for: JobFor,
 ) -> Credentials:
-    """The credentials of a run of one identity; a fleet, when asked for, runs (and exits)
-    here. An output that holds a fleet is refused without --identity."""
+    """:func:`credentials_for` a backfill command's output."""
+    work, output = destination(out, output_format, work_dir, endpoint_url, command)
+    where = Where(Target.parse(out, endpoint_url), work, output, work_dir)
+    return credentials_for(command, where, service, fleet, job_for)
+
+
+def credentials_for(
+    command: str, where: Where, service: ServiceConfig, fleet: FleetOptions, job_for: JobFor
+) -> Credentials:
+    """The credentials of a run of one identity into ``where``; a fleet, when asked for,
+    runs (and exits) here. An output that holds a fleet is refused without --identity."""
     if fleet.asked:
-        alone = run_as_fleet(
-            command, out, output_format, work_dir, endpoint_url, service, fleet, job_for
-        )
+        alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status
         return alone
-    work, _ = destination(out, output_format, work_dir, endpoint_url, command)
-    check_alone_into(work, out)
+    check_alone_into(where.work, where.target.uri)
     return Credentials.from_env()
 
 
@@ -230,6 +236,7 @@ def _credentials(
 @parse_workers_option
 @stack(*storage_options)
 @service_options()
+@fleet_options
 def sync(
     out: str,
     overlap: float,
@@ -240,6 +247,7 @@ def sync(
     work_dir: Path | None,
     endpoint_url: str | None,
     service: ServiceConfig,
+    fleet: FleetOptions,
 ) -> None:
     """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
 
@@ -248,12 +256,25 @@ def sync(
     """
     from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
 
-    job = SyncJob(
-        target=Target.parse(out, endpoint_url), work_dir=work_dir, service=service,
-        overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
-        reconcile=reconcile, ledger=not no_ledger, parse_workers=parse_workers,
-    )  # fmt: skip
-    summary = run_command(run_sync(job, Credentials.from_env()))
+    target = Target.parse(out, endpoint_url)
+
+    def job_for(
+        own: Path | None, output: Output | None = None, placement: Placement = ALONE
+    ) -> SyncJob:
+        return SyncJob(
+            target=target, work_dir=work_dir, service=service,
+            overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
+            reconcile=reconcile, ledger=not no_ledger,
+            parse_workers=parse_workers if placement.identity is None else 0,
+            identity=placement.identity, member_work=own,
+        )  # fmt: skip
+
+    from extractor.output.delta import DeltaOutput
+
+    job = job_for(None)
+    where = Where(target, job.work, DeltaOutput(target), work_dir)
+    credentials = credentials_for("sync", where, service, fleet, job_for)
+    summary = run_command(run_sync(job, credentials))
     click.echo(render_sync_summary(summary))
     if summary["status"] != "complete":
         click.echo(f"sync was partial: see {job.work}/sync-*/_runs/", err=True)

@@ -30,7 +30,7 @@ from extractor.fleet.members import Member
 from extractor.fleet.run import Fleet, render_fleet, run_fleet
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.output.destination import destination
+from extractor.jobs.sync import SyncJob
 from extractor.output.lock import OutputLock, target_lock
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.staging import Placement
@@ -39,7 +39,7 @@ from extractor.service.identities import ALL, chosen, listed_identities
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: A command's job for one identity: (its out, its output, where its tables go).
-JobFor = Callable[[Path, Output | None, Placement], InvoiceJob | TransactionJob]
+JobFor = Callable[[Path, Output | None, Placement], "InvoiceJob | TransactionJob | SyncJob"]
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,20 @@ def fleet_options(command: F) -> F:
     return options(cast(F, with_fleet))
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a command writes: its target, its work root, its output (None: local Parquet
+    in the target's directory, which is also the work root)."""
+
+    target: Target
+    work: Path
+    output: Output | None
+    work_dir: Path | None  # as given (--work-dir)
+
+
 def run_as_fleet(
     command: str,
-    out: str,
-    output_format: str,
-    work_dir: Path | None,
-    endpoint_url: str | None,
+    where: Where,
     service: ServiceConfig,
     options: FleetOptions,
     job_for: JobFor,
@@ -108,18 +116,13 @@ def run_as_fleet(
     else the credentials of the one identity asked for, to run as today."""
     if options.excluded and list(options.identities) != [ALL]:
         raise UsageError("--exclude-identity leaves identities out of --identity all; give it")
-    if output_format == "delta":
-        raise UsageError(
-            "--format delta with --identity is not built yet; use --format parquet for a fleet"
-        )
-    target = Target.parse(out, endpoint_url)
+    target, work, output, out = where.target, where.work, where.output, where.target.uri
     scheduler = scheduler_address(options.scheduler)
     if scheduler is not None and target.local is not None:
         raise UsageError(
             f"--scheduler: the workers of {scheduler} cannot all reach the local path {out}; "
             "give an --out they all reach (s3://bucket/prefix), or drop --scheduler"
         )
-    work, output = destination(out, output_format, work_dir, endpoint_url, command)
     credentials = Credentials.from_env()
     listed = run_command(listed_identities(service, credentials))
     members = chosen(listed, options.identities, options.excluded)
@@ -142,11 +145,12 @@ def run_as_fleet(
         work=work,
         target=target,
         fleet_requests_per_hour=options.fleet_requests_per_hour,
+        delta=output is not None and output.format == "delta",
     )
     workers = min(options.workers, len(members))
     with (
         OutputLock.take(work, f"{command} (fleet)"),
-        target_lock(output.target, work_dir, command) if output else contextlib.nullcontext(),
+        target_lock(target, where.work_dir, command) if output else contextlib.nullcontext(),
         cluster(scheduler, workers) as client,
     ):
         summary = run_fleet(fleet, client)
@@ -159,10 +163,15 @@ def run_as_fleet(
 
 def _member_job(
     job_for: JobFor, work: Path, output: Output | None, identity: str
-) -> InvoiceJob | TransactionJob:
+) -> InvoiceJob | TransactionJob | SyncJob:
     """The command's job for one identity: its run under ``_identities/<guid>/``, its tables
     under ``identity_id=<guid>`` of the fleet's (for local Parquet, in ``work`` itself)."""
     own = member_dir(work, identity)
     if output is None:  # local Parquet: the tables are in the fleet's root
         return job_for(own, ParquetOutput.at(work), Placement(work, identity))
+    if output.format == "delta":  # its part of the fleet's tables
+        from extractor.output.delta import DeltaOutput
+
+        assert isinstance(output, DeltaOutput)
+        return job_for(own, replace(output, identity=identity), Placement(None, identity))
     return job_for(own, output, Placement(None, identity))

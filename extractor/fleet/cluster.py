@@ -58,7 +58,9 @@ def cluster(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # the scheduler serves HTTP (metrics) whatever this says; None binds it to port
+            # 8787 on every interface, refused when another cluster holds it
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         ) as local,
         Client(local) as client,  # type: ignore[no-untyped-call]

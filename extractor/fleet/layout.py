@@ -32,11 +32,18 @@ def holds_fleet(work: Path) -> bool:
     return (work / IDENTITIES_DIR).is_dir()
 
 
+#: Where a sync of one identity keeps its runs, under the work root.
+SYNC_PARTS: Final = ("sync-invoices", "sync-transactions")
+
+
 def check_fleet_into(work: Path, out: str) -> None:
-    """Refuse a fleet into an output that holds one identity's dataset."""
-    if unfinished(work) is not None or any(
+    """Refuse a fleet into an output that holds one identity's dataset (a sync's Delta
+    tables are also checked as they are opened)."""
+    alone = [work, *(work / part for part in SYNC_PARTS)]
+    if any(unfinished(folder) is not None for folder in alone) or any(
         not str(summary.get("run_id", "")).startswith(FLEET_PREFIX)
-        for summary in finished_runs(work)
+        for folder in alone
+        for summary in finished_runs(folder)
     ):
         raise UsageError(
             f"{{out}} {out} holds the dataset of one identity (no identity_id= partitions); "

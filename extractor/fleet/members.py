@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from extractor import redact
 from extractor.clock import SYSTEM
@@ -29,6 +29,7 @@ from extractor.fleet.coordinator import Channel, FleetLink
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import Job, run
+from extractor.jobs.sync import SyncJob, run_sync
 from extractor.runs.stats import RunStats
 from extractor.service.identities import Identity
 from extractor.service.limiter import RateLimiter
@@ -44,7 +45,7 @@ class Member:
     its credentials (with its IdentityId)."""
 
     identity: Identity
-    job: InvoiceJob | TransactionJob
+    job: InvoiceJob | TransactionJob | SyncJob
     credentials: Credentials
 
 
@@ -68,14 +69,7 @@ async def _run(member: Member, channel: Channel | None) -> dict[str, Any]:
     try:
         member.job.out.mkdir(parents=True, exist_ok=True)
         with (member.job.out / LOG_FILE).open("a", encoding="utf-8") as log:
-            job: Job[Any] = member.job
-            summary = await run(
-                job,
-                member.credentials,
-                stream=log,
-                gate=gate,
-                watch=lambda stats, limiter: watched.append((stats, limiter)),
-            )
+            summary = await _run_job(member, log, gate, watched)
     except ExtractorError as exc:
         return outcome(member, "failed", error=exc.naming(_flag))
     except OSError as exc:
@@ -85,6 +79,21 @@ async def _run(member: Member, channel: Channel | None) -> dict[str, Any]:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
     return outcome(member, str(summary["status"]), summary=summary)
+
+
+async def _run_job(
+    member: Member,
+    log: IO[str],
+    gate: FleetGate | None,
+    watched: list[tuple[RunStats, RateLimiter]],
+) -> dict[str, Any]:
+    def watch(stats: RunStats, limiter: RateLimiter) -> None:
+        watched.append((stats, limiter))
+
+    if isinstance(member.job, SyncJob):
+        return await run_sync(member.job, member.credentials, stream=log, gate=gate, watch=watch)
+    job: Job[Any] = member.job
+    return await run(job, member.credentials, stream=log, gate=gate, watch=watch)
 
 
 def outcome(

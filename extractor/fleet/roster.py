@@ -3,10 +3,11 @@
 One row per identity and command (``invoices``, ``transactions``): ``identity_id``,
 ``client_id``, ``client_name``, ``command``, ``status`` (``complete``, ``partial``,
 ``failed``), ``last_run_id`` (the identity's run, under ``_identities/<guid>/_runs/``),
-``last_run_at`` (UTC), ``records`` and ``error``. Each fleet run rewrites the file
-``identities/identities.parquet`` whole (a few rows an identity), keeping the rows of
-identities it did not run; it is replaced in one rename (local) or one copy (S3), never seen
-half-written.
+``last_run_at`` (UTC), ``records`` and ``error``. Each fleet run rewrites it whole (a few
+rows an identity), keeping the rows of identities and commands it did not run. Beside
+Parquet tables it is the file ``identities/identities.parquet``, replaced in one rename
+(local) or one copy (S3), never seen half-written; beside Delta tables, the Delta table
+``identities``, overwritten in one commit.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ def rows_of(
     rows = []
     for outcome in outcomes:
         summary = outcome.get("summary") or {}
-        what = summary.get("records") or ("invoices" if command == "invoices" else "transactions")
         rows.append(
             {
                 "identity_id": outcome["identity_id"],
@@ -54,29 +54,55 @@ def rows_of(
                 "client_name": outcome["client_name"],
                 "command": command,
                 "status": outcome["status"],
-                "last_run_id": summary.get("run_id"),
+                "last_run_id": run_id(summary),
                 "last_run_at": dt.datetime.fromisoformat(summary["finished_at"])
                 if summary.get("finished_at")
                 else at,
-                "records": summary.get(what),
+                "records": records(summary, command),
                 "error": outcome["error"] or None,
             }
         )
     return rows
 
 
-def record(target: Target, scratch: Path, rows: Sequence[dict[str, Any]]) -> None:
+def run_id(summary: dict[str, Any]) -> str | None:
+    """The run's id; a sync's, its invoices run's."""
+    if "run_id" in summary:
+        return str(summary["run_id"])
+    part = summary.get("invoices")
+    return str(part["run_id"]) if isinstance(part, dict) else None
+
+
+def records(summary: dict[str, Any], command: str) -> int | None:
+    """What the run fetched: its invoices or ledger lines; a sync's, its invoices and lines."""
+    if command == "sync":
+        parts = [summary.get(name) for name in ("invoices", "transactions")]
+        counts = [
+            part.get(name, 0)
+            for part, name in zip(parts, ("invoices", "transactions"), strict=True)
+            if isinstance(part, dict)
+        ]
+        return sum(counts) if counts else None
+    what = summary.get("records") or ("invoices" if command == "invoices" else "transactions")
+    value = summary.get(what)
+    return value if isinstance(value, int) else None
+
+
+def record(
+    target: Target, scratch: Path, rows: Sequence[dict[str, Any]], delta: bool = False
+) -> None:
     """Merge ``rows`` into the target's ``identities`` table (``scratch``: a local folder
-    for the new file of an object-store target)."""
-    filesystem, path = target.filesystem(), _path(target)
+    for the new file of an object-store target; ``delta``: the table is a Delta table)."""
+    new = {(row["identity_id"], row["command"]) for row in rows}
+    kept = [row for row in read(target, delta) if (row["identity_id"], row["command"]) not in new]
+    table = pa.Table.from_pylist(
+        sorted([*kept, *rows], key=lambda row: (row["identity_id"], row["command"])),
+        schema=SCHEMA,
+    )
+    if delta:
+        _write_delta(target, table)
+        return
     try:
-        kept = _read(filesystem, path)
-        new = {(row["identity_id"], row["command"]) for row in rows}
-        merged = [row for row in kept if (row["identity_id"], row["command"]) not in new]
-        table = pa.Table.from_pylist(
-            sorted([*merged, *rows], key=lambda row: (row["identity_id"], row["command"])),
-            schema=SCHEMA,
-        )
         local = target.local / FILE if target.local is not None else scratch / FILE
         local.parent.mkdir(parents=True, exist_ok=True)
         temporary = local.with_name(f".{local.name}.tmp")
@@ -92,9 +118,35 @@ def record(target: Target, scratch: Path, rows: Sequence[dict[str, Any]]) -> Non
         raise OutputError(f"cannot write the identities table of {target.uri}: {exc}") from None
 
 
-def read(target: Target) -> list[dict[str, Any]]:
+def read(target: Target, delta: bool = False) -> list[dict[str, Any]]:
     """The table's rows (none before a fleet's first run)."""
-    return _read(target.filesystem(), _path(target))
+    if delta:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            found = DeltaTable(target.table_uri(TABLE), storage_options=target.storage_options())
+        except TableNotFoundError:
+            return []
+        rows: list[dict[str, Any]] = pa.table(found.to_pyarrow_table()).to_pylist()
+        return rows
+    try:
+        return _read(target.filesystem(), _path(target))
+    except OSError as exc:
+        raise OutputError(f"cannot read the identities table of {target.uri}: {exc}") from None
+
+
+def _write_delta(target: Target, table: pa.Table) -> None:
+    from deltalake import write_deltalake
+    from deltalake.exceptions import DeltaError
+
+    try:
+        write_deltalake(
+            target.table_uri(TABLE), table, mode="overwrite",
+            storage_options=target.storage_options(),
+        )  # fmt: skip
+    except (DeltaError, OSError) as exc:
+        raise OutputError(f"cannot write the Delta table {TABLE}: {exc}") from None
 
 
 def _path(target: Target) -> str:

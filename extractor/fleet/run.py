@@ -42,6 +42,7 @@ class Fleet:
     work: Path  # the fleet's work root: its summaries, and each identity's run
     target: Target  # the output: its ``identities`` table
     fleet_requests_per_hour: int = 0  # 0: no shared budget
+    delta: bool = False  # the output is Delta tables (and so is its identities table)
 
 
 def run_fleet(
@@ -120,7 +121,8 @@ def _run(
             "requests_per_hour": fleet.fleet_requests_per_hour,
             "granted": board.granted(),
         }
-    roster.record(fleet.target, fleet.work, roster.rows_of(outcomes, fleet.command, clock.now()))
+    rows = roster.rows_of(outcomes, fleet.command, clock.now())
+    roster.record(fleet.target, fleet.work, rows, delta=fleet.delta)
     summary["summary_file"] = str(_write(summary, fleet.work))
     return summary
 
@@ -190,9 +192,9 @@ def render_fleet(summary: dict[str, Any]) -> str:
         status = entry["status"]
         totals[status] = totals.get(status, 0) + 1
         run = entry["summary"] or {}
-        what = run.get("records", "records")
-        counted = f"{run.get(what, 0):,} {what}" if run else ""
-        detail = entry["error"] or f"run {run.get('run_id')}  {counted}"
+        count = roster.records(run, summary["command"])
+        counted = "" if count is None else f"  {count:,} records"
+        detail = entry["error"] or f"run {roster.run_id(run)}{counted}"
         lines.append(f"  {entry['identity_id']}  {entry['client_name'] or '-'}: {status}  {detail}")
     lines.append(
         f"  identities    {len(summary['identities'])}: "

@@ -15,9 +15,12 @@ was committed after all, or the options changed) is discarded, which only costs 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -30,10 +33,13 @@ from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import run
 from extractor.output.lock import target_lock
 from extractor.output.parquet import Output
+from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.runs.journal import unfinished
 from extractor.runs.state import replay
+from extractor.runs.stats import RunStats
 from extractor.runs.summary import counted
+from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
 
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
@@ -55,10 +61,20 @@ class SyncJob:
     ledger: bool = True
     batch_size: int = MAX_BATCH
     parse_workers: int = 0
+    #: A fleet member's: its identity (its part of the tables), and where its runs live (the
+    #: fleet holds the target's lock for it).
+    identity: str | None = None
+    member_work: Path | None = None
+    command: str = "sync"
 
     @property
     def work(self) -> Path:
-        return self.target.work_dir(self.work_dir) / "_work"
+        return self.member_work or self.target.work_dir(self.work_dir) / "_work"
+
+    @property
+    def out(self) -> Path:
+        """Where the sync's runs live (a fleet's member keeps its log there)."""
+        return self.work
 
 
 async def run_sync(
@@ -68,34 +84,47 @@ async def run_sync(
     stream: IO[str] | None = None,
     clock: Clock = SYSTEM,
     wire: Wire | None = None,
+    gate: Gate | None = None,
+    watch: Callable[[RunStats, RateLimiter], None] | None = None,
 ) -> dict[str, Any]:
     """One sync; its summary (each part's also under the work directory's ``_runs/``).
-    ``stream``, ``clock`` and ``wire`` as for :func:`~extractor.jobs.runner.run`."""
+    ``stream``, ``clock``, ``wire``, ``gate`` and ``watch`` as for
+    :func:`~extractor.jobs.runner.run`."""
     if job.overlap < dt.timedelta(0):
         raise InvalidOption("{overlap} must not be negative")
-    with target_lock(job.target, job.work_dir, "sync"):
-        return await _sync_locked(job, credentials, stream or sys.stderr, clock, wire)
+    out = stream or sys.stderr
+    given = functools.partial(run, stream=out, clock=clock, wire=wire, gate=gate, watch=watch)
+    # a fleet's member: the fleet holds the target's lock for all of them
+    with (
+        target_lock(job.target, job.work_dir, "sync")
+        if job.identity is None
+        else contextlib.nullcontext()
+    ):
+        return await _sync_locked(job, credentials, out, clock, given)
 
 
 async def _sync_locked(
-    job: SyncJob, credentials: Credentials, stream: IO[str], clock: Clock, wire: Wire | None
+    job: SyncJob,
+    credentials: Credentials,
+    stream: IO[str],
+    clock: Clock,
+    running: Callable[..., Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     from extractor.output.delta import DeltaOutput, Lake  # delta-rs only where it is used
+    from extractor.output.lakefiles import Scope
 
-    lake = Lake(job.target)
-    output = DeltaOutput(job.target)
+    lake = Lake(job.target, scope=Scope(job.identity))
+    output = DeltaOutput(job.target, identity=job.identity)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
     invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
     _discard_stale(invoice_job.out, invoice_job.fingerprint(), stream)
     stream.write(_plan("invoices", invoice_job.changed_after))
-    summary["invoices"] = await run(invoice_job, credentials, stream=stream, clock=clock, wire=wire)
+    summary["invoices"] = await running(invoice_job, credentials)
     if job.ledger:
         ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), clock.now().date())
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), stream)
         stream.write(_plan("ledger lines", ledger_job.date_from))
-        summary["transactions"] = await run(
-            ledger_job, credentials, stream=stream, clock=clock, wire=wire
-        )
+        summary["transactions"] = await running(ledger_job, credentials)
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
@@ -114,6 +143,7 @@ def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) ->
         out=job.work / "sync-invoices", service=job.service, changed_after=changed_after,
         batch_size=job.batch_size, parse_workers=job.parse_workers, output=output,
         reconcile=job.reconcile and watermark is not None, sync=True,
+        placement=Placement(None, job.identity),
     )  # fmt: skip
 
 
@@ -125,6 +155,7 @@ def _ledger_job(
         out=job.work / "sync-transactions", date_from=start,
         date_to=max(today, start), service=job.service, date_field="changed",
         window="month", output=output, until_now=True, sync=True,
+        placement=Placement(None, job.identity),
     )  # fmt: skip
 
 

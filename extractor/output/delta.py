@@ -25,6 +25,14 @@ with their statistics, and commits them through delta-rs. Delta's own merge was 
 it coalesces what it rewrites into one file a partition, and finds the files to read from
 the source's overall key range, which for scattered ids is the whole table.
 
+A fleet's tables (:class:`~.lakefiles.Scope`): partitioned by ``identity_id``, then by month;
+each identity's run plans, merges, reconciles and keeps its watermark (its commits carry
+``extractor.identity``) in its own partitions only. Many runs commit to one table at once;
+delta-rs refuses a commit whose table moved on since it was read ("a concurrent
+transaction deleted data this operation read": it cannot know the commit read only its own
+partitions), so the commit is made again on the table as it now is, with the same actions:
+no other run touches those partitions, so they are still right.
+
 Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
 plain strings; everything else keeps the types of the Parquet output. A table of the older,
 unpartitioned layout is rewritten once (:mod:`.lakemigrate`). Over 300 lines: :class:`Lake` is
@@ -35,8 +43,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import random
 import shutil
 import sys
+import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import create_table_with_add_actions
 
 from extractor.checkpoints import checkpoint
@@ -56,10 +66,13 @@ from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
 from extractor.output.lakechanges import Change, Plan, apply, by_partition, stored_keys, stored_plan
 from extractor.output.lakefiles import (
+    IDENTITY,
     LAYOUTS,
     TIMESTAMP,
+    WHOLE,
     DataFile,
     Layout,
+    Scope,
     TableFiles,
     current_files,
     lake_schema,
@@ -72,22 +85,29 @@ from extractor.output.targets import Target
 
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"
+IDENTITY_KEY: Final = "extractor.identity"
+#: Commits tried again on a table other runs of a fleet committed to in the meantime.
+COMMIT_ATTEMPTS: Final = 30
 #: Look this far back in a table's history for the last commit of a run, then everywhere.
 RECENT_COMMITS: Final = 100
 
 
-def commit(run: RunInfo) -> CommitProperties:
-    """The commit's metadata: the run, and the watermark it advances to."""
-    return CommitProperties(custom_metadata={WATERMARK: run.as_of.isoformat(), RUN_ID: run.run_id})
+def commit(run: RunInfo, scope: Scope = WHOLE) -> CommitProperties:
+    """The commit's metadata: the run, the watermark it advances to, and whose it is."""
+    metadata = {WATERMARK: run.as_of.isoformat(), RUN_ID: run.run_id}
+    if scope.identity:
+        metadata[IDENTITY_KEY] = scope.identity
+    return CommitProperties(custom_metadata=metadata)
 
 
 class Lake:
-    """The Delta tables under one target."""
+    """The Delta tables under one target (one identity's part of them: ``scope``)."""
 
-    def __init__(self, target: Target, scratch: Path | None = None) -> None:
+    def __init__(self, target: Target, scratch: Path | None = None, scope: Scope = WHOLE) -> None:
         """``scratch``: a local folder to rewrite an older table in (else it is refused)."""
         self.target = target
         self.scratch = scratch
+        self.scope = scope
 
     def table(self, name: str) -> DeltaTable | None:
         """The table ``name``, or None before its first commit."""
@@ -103,7 +123,7 @@ class Lake:
         marks = []
         for name in names:
             table = self.table(name)
-            mark = _watermark(table) if table is not None else None
+            mark = _watermark(table, self.scope) if table is not None else None
             if mark is None:
                 return None
             marks.append(mark)
@@ -122,8 +142,9 @@ class Lake:
             plan = Plan.everything(orders.columns(["OrderId"]), "OrderId")
         else:
             plan = stored_plan(
-                table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"])
-            )
+                table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"]),
+                self.scope,
+            )  # fmt: skip
         written = {"invoices": 0, "invoice_rows": 0}
         if not plan.changed:
             return written
@@ -140,7 +161,7 @@ class Lake:
         if table is None:
             plan = Plan.everything(staged, "Id", version="DateChanged")
         else:
-            plan = stored_plan(table, LAYOUTS["transactions"], staged)
+            plan = stored_plan(table, LAYOUTS["transactions"], staged, self.scope)
         if not plan.changed:
             return {"transactions": 0}
         return {"transactions": self._merge("transactions", lines, plan, run)}
@@ -154,8 +175,9 @@ class Lake:
         # Arrow's own hash set (a Python set of a million ids would be ~60 MB)
         listed = as_arrow(present) if isinstance(present, array) else pa.array(present, pa.int64())
         vanished = stored_keys(
-            invoices, LAYOUTS["invoices"], lambda keys: pc.invert(pc.is_in(keys, listed))
-        )
+            invoices, LAYOUTS["invoices"], lambda keys: pc.invert(pc.is_in(keys, listed)),
+            self.scope,
+        )  # fmt: skip
         vanished = vanished.filter(vanished.column("live"))
         if not vanished.num_rows:
             return 0
@@ -164,16 +186,16 @@ class Lake:
             table = self._laid_out(name)
             if table is None:
                 continue
-            layout, files = LAYOUTS[name], current_files(table, LAYOUTS[name])
+            layout, files = LAYOUTS[name], current_files(table, LAYOUTS[name], self.scope)
             actions: list[Any] = []
             for partition, keys in by_partition(vanished).items():
                 change = Change(edited=keys, edit=edit)
                 removes, adds = apply(
                     self._files(name), files.get(partition, []), partition, change,
-                    _data_schema(table, layout),
+                    _data_schema(table, layout, self.scope),
                 )  # fmt: skip
                 actions += removes + adds
-            self._transaction(name, table, actions, commit(run))
+            self._transaction(name, actions, commit(run, self.scope), table)
         return vanished.num_rows
 
     @property
@@ -181,14 +203,24 @@ class Lake:
         return self.target.storage_options()
 
     def _files(self, name: str) -> TableFiles:
-        return TableFiles(self.target, name, LAYOUTS[name])
+        return TableFiles(self.target, name, LAYOUTS[name], self.scope)
 
     def _laid_out(self, name: str) -> DeltaTable | None:
         """The table ``name`` (None before its first commit), rewritten into the month layout
-        first when an older extractor wrote it (:mod:`.lakemigrate`)."""
+        first when an older extractor wrote it (:mod:`.lakemigrate`); a fleet's table and a
+        table of one identity are not mixed."""
         table = self.table(name)
-        if table is None or table.metadata().partition_columns == [LAYOUTS[name].partition]:
+        layout = LAYOUTS[name]
+        if table is None or table.metadata().partition_columns == self.scope.columns(layout):
             return table
+        if self.scope.identity or IDENTITY in table.metadata().partition_columns:
+            held = "a fleet's" if self.scope.identity is None else "one identity's"
+            raise OutputError(
+                f"the Delta table {name} holds {held} data (partitioned by "
+                f"{', '.join(table.metadata().partition_columns)}): a fleet and one identity "
+                "do not share tables; choose another {out}"
+                + (", or give --identity all" if self.scope.identity is None else "")
+            )
         if self.scratch is None:
             raise OutputError(
                 f"the Delta table {name} was written by an older extractor (not partitioned by "
@@ -210,15 +242,23 @@ class Lake:
         staged ones afterwards (``replace``: the staged records replace the table, whatever
         its layout); the records written."""
         layout, deletable = LAYOUTS[name], name != "transactions"
-        table = None if replace else self.table(name)
-        stored = current_files(table, layout) if table is not None else {}
+        scoped = self.scope.identity is not None
+        table = None if replace and not scoped else self.table(name)
+        stored = current_files(table, layout, self.scope) if table is not None else {}
+        gone: list[Any] = []
+        if replace and scoped:  # this identity's files go, whatever they hold; others' stay
+            files = self._files(name)
+            gone = [files.removed(file) for group in stored.values() for file in group]
+            stored = {}
         schema = lake_schema(writer.schema, deletable)
         prepare = functools.partial(stamp, run=run, deletable=deletable)
         actions, written = self.changes(name, writer, plan, stored, schema, prepare)
+        properties = commit(run, self.scope)
         if table is None:
-            self.create(name, schema, actions, commit(run), "overwrite" if replace else "error")
+            mode: Literal["error", "overwrite"] = "overwrite" if replace and not scoped else "error"
+            self.create(name, schema, actions, properties, mode)
         else:
-            self._transaction(name, table, actions, commit(run))
+            self._transaction(name, gone + actions, properties, table)
         return written
 
     def changes(
@@ -255,39 +295,63 @@ class Lake:
         table there, whatever its layout), unless there are none."""
         if not adds:
             return  # nothing staged: no table yet
-        partition = LAYOUTS[name].partition
-        self._commit(
-            name,
-            functools.partial(
-                create_table_with_add_actions,
-                self.target.table_uri(name),
-                DeltaSchema.from_arrow(schema.append(pa.field(partition, pa.string()))),
-                adds,
-                mode=mode,
-                partition_by=[partition],
-                storage_options=self._options,
-                commit_properties=properties,
-            ),
+        columns = self.scope.columns(LAYOUTS[name])
+        for column in columns:
+            schema = schema.append(pa.field(column, pa.string()))
+        create = functools.partial(
+            create_table_with_add_actions,
+            self.target.table_uri(name),
+            DeltaSchema.from_arrow(schema),
+            adds,
+            mode=mode,
+            partition_by=columns,
+            storage_options=self._options,
+            commit_properties=properties,
         )
+        if self.scope.identity is None:
+            self._commit(name, create)
+            return
+        try:  # a fleet: another identity's run may create the table first
+            create()
+        except (DeltaError, OSError) as exc:
+            if self.table(name) is None:
+                raise OutputError(
+                    f"cannot create the Delta table {name}: {first_line(exc)}"
+                ) from None
+            self._transaction(name, adds, properties)
 
     def _transaction(
-        self, name: str, table: DeltaTable, actions: list[Any], properties: CommitProperties
-    ) -> None:
+        self, name: str, actions: list[Any], properties: CommitProperties,
+        read: DeltaTable | None = None,
+    ) -> None:  # fmt: skip
+        """Commit ``actions`` to the table ``name`` (as ``read``, else as it is now); in a
+        fleet, again on the table as it is now while other identities' commits came in
+        between (module docstring)."""
         if not actions:
             return
-        partition = LAYOUTS[name].partition
-        schema = _data_schema(table, LAYOUTS[name]).append(pa.field(partition, pa.string()))
-        self._commit(
-            name,
-            functools.partial(
-                table.create_write_transaction,
-                actions,
-                "append",
-                DeltaSchema.from_arrow(schema),
-                partition_by=[partition],
-                commit_properties=properties,
-            ),
-        )
+        layout, columns = LAYOUTS[name], self.scope.columns(LAYOUTS[name])
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = read if read is not None and attempt == 1 else self.table(name)
+            assert table is not None
+            schema = _data_schema(table, layout, self.scope)
+            for column in columns:
+                schema = schema.append(pa.field(column, pa.string()))
+            try:
+                table.create_write_transaction(
+                    actions, "append", DeltaSchema.from_arrow(schema), partition_by=columns,
+                    commit_properties=properties,
+                )  # fmt: skip
+                return
+            except CommitFailedError as exc:
+                if self.scope.identity is None or attempt == COMMIT_ATTEMPTS:
+                    raise OutputError(
+                        f"cannot commit to the Delta table {name}: {first_line(exc)}"
+                    ) from None
+                time.sleep(random.uniform(0.0, 0.05 * attempt))  # others are committing
+            except (DeltaError, OSError) as exc:
+                raise OutputError(
+                    f"cannot commit to the Delta table {name}: {first_line(exc)}"
+                ) from None
 
     @staticmethod
     def _commit(name: str, action: Callable[[], Any]) -> None:
@@ -310,38 +374,47 @@ def _marked_deleted(records: pa.Table, run: RunInfo) -> pa.Table:
     return records.set_column(index, "_run_id", pa.array([run.run_id] * rows, pa.string()))
 
 
-def _data_schema(table: DeltaTable, layout: Layout) -> pa.Schema:
-    """The table's schema less its partition column: the schema of its data files."""
+def _data_schema(table: DeltaTable, layout: Layout, scope: Scope = WHOLE) -> pa.Schema:
+    """The table's schema less its partition columns: the schema of its data files."""
     schema = pa.schema(cast(Any, table.schema().to_arrow()))
-    return schema.remove(schema.get_field_index(layout.partition))
+    for column in scope.columns(layout):
+        schema = schema.remove(schema.get_field_index(column))
+    return schema
 
 
-def _watermark(table: DeltaTable) -> dt.datetime | None:
-    commit = _last_run_commit(table)
+def _watermark(table: DeltaTable, scope: Scope = WHOLE) -> dt.datetime | None:
+    commit = _last_run_commit(table, scope)
     return None if commit is None else dt.datetime.fromisoformat(str(commit[WATERMARK]))
 
 
-def _last_run_commit(table: DeltaTable) -> dict[str, Any] | None:
+def _last_run_commit(table: DeltaTable, scope: Scope = WHOLE) -> dict[str, Any] | None:
+    """The latest commit of a run (of ``scope``'s identity, in a fleet's table)."""
     for limit in (RECENT_COMMITS, None):
         for commit in table.history(limit):
-            if WATERMARK in commit and RUN_ID in commit:
+            if (
+                WATERMARK in commit
+                and RUN_ID in commit
+                and commit.get(IDENTITY_KEY) == scope.identity
+            ):
                 return commit
     return None
 
 
 @dataclass(frozen=True)
 class DeltaOutput:
-    """The tables as Delta tables under ``target``, merged (:class:`Lake`)."""
+    """The tables as Delta tables under ``target``, merged (:class:`Lake`); in a fleet, one
+    identity's part of them (``identity``)."""
 
     target: Target
     format: str = "delta"
+    identity: str | None = None
 
     def publish(
         self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
     ) -> dict[str, int]:
         # an older table is rewritten next to the run's staging (local, removed with it)
         scratch = writers[0].staging.parent / "_rewrite" if writers else None
-        lake = Lake(self.target, scratch)
+        lake = Lake(self.target, scratch, Scope(self.identity))
         try:
             return self._publish(lake, writers, run, present)
         finally:

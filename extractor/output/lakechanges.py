@@ -27,7 +27,15 @@ from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
 from extractor.errors import OutputError, first_line
-from extractor.output.lakefiles import LAYOUTS, DataFile, Layout, TableFiles, covering
+from extractor.output.lakefiles import (
+    LAYOUTS,
+    WHOLE,
+    DataFile,
+    Layout,
+    Scope,
+    TableFiles,
+    covering,
+)
 from extractor.output.staging import NULL_PARTITION, latest
 
 Edit = Callable[[pa.Table], pa.Table]
@@ -60,7 +68,7 @@ def apply(
         kept = _kept(files.read(file).cast(schema), files.layout.key, change)
         extra = added.get(position)
         records = kept if extra is None else pa.concat_tables([kept, extra])
-        removes.append(file.removed(files.layout))
+        removes.append(files.removed(file))
         if records.num_rows:
             adds += files.write(partition, records)
     if -1 in added:  # a partition without files yet
@@ -143,12 +151,13 @@ def _repeats(keys: pa.ChunkedArray[Any]) -> bool:
     return bool(len(keys)) and pc.count_distinct(keys).as_py() < len(keys)
 
 
-def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table) -> Plan:
-    """The records of ``staged`` (key, DateChanged, _partition) that ``table`` does not hold
-    already (same key and DateChanged, live), and where their stored records are."""
+def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table, scope: Scope = WHOLE) -> Plan:
+    """The records of ``staged`` (key, DateChanged, _partition) that ``table`` (its part
+    ``scope``) does not hold already (same key and DateChanged, live), and where their
+    stored records are."""
     newest = keyed(latest(staged, layout.key, "DateChanged"), layout.key)
     keys = newest.column("_key").combine_chunks()
-    stored = stored_keys(table, layout, lambda column: pc.is_in(column, keys))
+    stored = stored_keys(table, layout, lambda column: pc.is_in(column, keys), scope)
     same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
     equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
     unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
@@ -161,14 +170,17 @@ def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table) -> Plan:
 
 
 def stored_keys(
-    table: DeltaTable, layout: Layout, wanted: Callable[[pa.Array[Any]], pa.Array[Any]]
+    table: DeltaTable,
+    layout: Layout,
+    wanted: Callable[[pa.Array[Any]], pa.Array[Any]],
+    scope: Scope = WHOLE,
 ) -> pa.Table:
-    """The ``wanted`` stored keys (``_key``), read a batch at a time: their partition
-    (``_partition``, as staged), DateChanged (``_v``) and whether they are live."""
+    """The ``wanted`` stored keys (``_key``) of ``scope``, read a batch at a time: their
+    partition (``_partition``, as staged), DateChanged (``_v``) and whether they are live."""
     live = "_deleted_at IS NULL" if "_deleted_at" in _names(table) else "TRUE"
     sql = (
         f'SELECT "{layout.key}" AS _key, "{layout.partition}" AS _partition, '
-        f'"DateChanged" AS _v, {live} AS live FROM t'
+        f'"DateChanged" AS _v, {live} AS live FROM t WHERE {scope.where()}'
     )
     types: dict[str, pa.DataType] = {
         "_key": layout.key_type,

@@ -11,6 +11,10 @@ The extractor writes these files itself (zstd Parquet, the partition column not 
 Delta lays it out) and commits them with their statistics (record count, nulls, and the
 minimum and maximum of every integer and timestamp column), which readers use to skip files
 and the extractor to find them.
+
+A fleet's tables are partitioned by ``identity_id`` first, then by month; each identity's run
+reads and writes only its own partitions (its :class:`Scope`), so the runs of different
+identities never touch the same files.
 """
 
 from __future__ import annotations
@@ -56,6 +60,39 @@ INVOICE_ROWS: Final = Layout("OrderId", "order_month", ("OrderId", "_row_index")
 TRANSACTIONS: Final = Layout("Id", "date_month", ("Id",), 5000, pa.string())
 LAYOUTS: Final = {"invoices": INVOICES, "invoice_rows": INVOICE_ROWS, "transactions": TRANSACTIONS}
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+IDENTITY: Final = "identity_id"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of a table a run owns: all of it, or one identity's partitions of a fleet's
+    table (``identity``, a guid: safe in a path and in SQL)."""
+
+    identity: str | None = None
+
+    def columns(self, layout: Layout) -> list[str]:
+        """The table's partition columns."""
+        return [IDENTITY, layout.partition] if self.identity else [layout.partition]
+
+    def values(self, layout: Layout, partition: str) -> dict[str, str | None]:
+        """The partition values of a file of (staged) ``partition``."""
+        values: dict[str, str | None] = {}
+        if self.identity:
+            values[IDENTITY] = self.identity
+        values[layout.partition] = partition_value(partition)
+        return values
+
+    def folder(self, layout: Layout, partition: str) -> str:
+        folder = f"{layout.partition}={partition}"
+        return f"{IDENTITY}={self.identity}/{folder}" if self.identity else folder
+
+    def where(self) -> str:
+        """The SQL condition that keeps the scope's records (the whole table: none)."""
+        return f"\"{IDENTITY}\" = '{self.identity}'" if self.identity else "TRUE"
+
+
+#: The whole table: a run of one identity, in the layout of one.
+WHOLE: Final = Scope()
 
 
 def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
@@ -101,16 +138,18 @@ class DataFile:
     high: Any
     size: int
 
-    def removed(self, layout: Layout) -> RemoveAction:
-        values = {layout.partition: partition_value(self.partition)}
+    def removed(self, layout: Layout, scope: Scope = WHOLE) -> RemoveAction:
+        values = scope.values(layout, self.partition)
         return RemoveAction(self.path, True, _now_ms(), self.size, values)
 
 
 class TableFiles:
-    """Reads and writes the data files of the table ``name`` under ``target``."""
+    """Reads and writes the data files of the table ``name`` under ``target`` (of its part
+    ``scope``)."""
 
-    def __init__(self, target: Target, name: str, layout: Layout) -> None:
+    def __init__(self, target: Target, name: str, layout: Layout, scope: Scope = WHOLE) -> None:
         self.layout = layout
+        self.scope = scope
         self.name = name
         self._filesystem = target.filesystem()
         self._local = target.local is not None
@@ -142,8 +181,11 @@ class TableFiles:
             yield records.slice(start, end - start)
             start = end
 
+    def removed(self, file: DataFile) -> RemoveAction:
+        return file.removed(self.layout, self.scope)
+
     def _write_file(self, partition: str, records: pa.Table) -> AddAction:
-        folder = f"{self.layout.partition}={partition}"
+        folder = self.scope.folder(self.layout, partition)
         relative = f"{folder}/part-{uuid.uuid4().hex}.zstd.parquet"
         sink = pa.BufferOutputStream()
         # no dictionaries and no Parquet statistics: a file holds too few records for either
@@ -168,13 +210,15 @@ class TableFiles:
         except OSError as exc:
             raise OutputError(f"cannot write {self.name}/{relative}: {exc}") from None
         stats = orjson.dumps(statistics(records, self.layout.key)).decode()
-        values = {self.layout.partition: partition_value(partition)}
+        values = self.scope.values(self.layout, partition)
         return AddAction(relative, body.size, values, _now_ms(), True, stats)
 
 
-def current_files(table: DeltaTable, layout: Layout) -> dict[str, list[DataFile]]:
-    """The table's files by partition (as staged), each partition's sorted by the low end of
-    its range."""
+def current_files(
+    table: DeltaTable, layout: Layout, scope: Scope = WHOLE
+) -> dict[str, list[DataFile]]:
+    """The table's files (of ``scope``) by partition (as staged), each partition's sorted by
+    the low end of its range."""
     actions = pa.table(table.get_add_actions(flatten=True))
     names = set(actions.column_names)
 
@@ -182,14 +226,18 @@ def current_files(table: DeltaTable, layout: Layout) -> dict[str, list[DataFile]
         return actions.column(name).to_pylist() if name in names else [None] * actions.num_rows
 
     files: dict[str, list[DataFile]] = {}
-    for path, size, value, low, high in zip(
+    owners = column(f"partition.{IDENTITY}") if scope.identity else [None] * actions.num_rows
+    for path, size, value, low, high, owner in zip(
         column("path"),
         column("size_bytes"),
         column(f"partition.{layout.partition}"),
         column(f"min.{layout.key}"),
         column(f"max.{layout.key}"),
+        owners,
         strict=True,
     ):
+        if owner != scope.identity:
+            continue  # another identity's
         partition = NULL_PARTITION if value is None else value
         files.setdefault(partition, []).append(DataFile(path, partition, low, high, size))
     for group in files.values():

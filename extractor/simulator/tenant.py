@@ -95,6 +95,8 @@ class Tenant:
         for order_id, registered, changed in sorted(numbered):
             self.ids.append(order_id)
             self.registered[order_id], self.changed[order_id] = registered, changed
+        #: The highest OrderId ever given: a deleted order's id is never given again.
+        self.issued = max(self.ids, default=0)
         self._order = schema.invoice_order()
         self._row = schema.invoice_row()
         self.row_pool, self.order_pool = pools(seed)
@@ -144,7 +146,8 @@ class Tenant:
             self.edits.pop(order_id, None)
         gone = set(deleted)
         self.ids = [order_id for order_id in self.ids if order_id not in gone]
-        added = list(range(self.ids[-1] + 1, self.ids[-1] + 1 + changes.added))
+        added = list(range(self.issued + 1, self.issued + 1 + changes.added))
+        self.issued += changes.added
         for order_id in added:
             self.ids.append(order_id)
             self.registered[order_id] = self.changed[order_id] = when
