@@ -17,6 +17,7 @@ from extractor.output.targets import Target
 from extractor.simulator.identities import Company
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
+from tests.helpers import extractor
 from tests.test_identities import DEMO_ENV
 from tests.test_transactions import search
 from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
@@ -88,7 +89,7 @@ async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_r
     # a rerun does only what is unfinished: the done identities have nothing to do
     code, _, err = await cli_beside(
         "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
-        "--workers", "2", *NO_LIMIT, env=DEMO_ENV,
+        "--workers", "1", *NO_LIMIT, env=DEMO_ENV,
     )  # fmt: skip
     assert code == 3
     assert simulator.stats["GetInvoices"] == fetched
@@ -244,3 +245,18 @@ async def test_a_sync_of_four_identities_after_churn_on_each_equals_their_truth(
         "sync", "--out", str(lake), "--base-url", simulator.url, *NO_LIMIT, env=DEMO_ENV
     )
     assert code == 2 and "holds a fleet's dataset" in err
+
+
+async def test_the_demo_shows_a_fleet_and_a_later_demo_clears_it(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    code, shown, err = await extractor(
+        "demo", "--out", str(out), "--orders", "40", "--identities", "2", "--workers", "1"
+    )
+    assert code == 0, err
+    assert "fleet fleet-" in shown and "identities    2: 2 complete" in shown
+    counts = {guid: len(orders) for guid, orders in by_identity(out, "invoices").items()}
+    assert sorted(counts.values()) == [40, 40]
+    code, _, err = await extractor("demo", "--out", str(out), "--orders", "30")
+    assert code == 0, err
+    assert not (out / "_identities").exists() and not (out / "identities").exists()
+    assert ds.dataset(out / "invoices", partitioning="hive").count_rows() == 30

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -175,10 +176,25 @@ def simulate(
 
 @click.command()
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(path_type=Path))
-@click.option("--orders", default=50_000, show_default=True, type=click.IntRange(1, 10_000_000))
-def demo(out: Path, orders: int) -> None:
-    """Backfill the built-in simulator's orders into ./demo-output and show the result."""
-    from extractor.simulator.cli import prepare_demo_dir, run_demo
+@click.option(
+    "--orders", default=50_000, show_default=True, type=click.IntRange(1, 10_000_000),
+    help="Orders of the simulated company (of each, with --identities).",
+)  # fmt: skip
+@click.option(
+    "--identities", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="Client companies; more than one are backfilled at once as a fleet on Dask.",
+)  # fmt: skip
+@click.option(
+    "--workers", default=os.cpu_count() or 1, show_default="the cores",
+    type=click.IntRange(1, 64), help="Dask workers of a fleet's demo.",
+)  # fmt: skip
+def demo(out: Path, orders: int, identities: int, workers: int) -> None:
+    """Backfill the built-in simulator's orders into ./demo-output and show the result
+    (with --identities N: N client companies at once, as a fleet)."""
+    from extractor.simulator.cli import prepare_demo_dir, run_demo, run_fleet_demo
 
     prepare_demo_dir(out)
-    run_command(run_demo(out, orders))
+    if identities == 1:
+        run_command(run_demo(out, orders))
+    else:
+        run_command(run_fleet_demo(out, orders, identities, min(workers, identities)))

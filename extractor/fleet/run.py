@@ -193,7 +193,10 @@ def render_fleet(summary: dict[str, Any]) -> str:
         totals[status] = totals.get(status, 0) + 1
         run = entry["summary"] or {}
         count = roster.records(run, summary["command"])
-        counted = "" if count is None else f"  {count:,} records"
+        what = {"invoices": "invoices", "transactions": "ledger lines"}.get(
+            summary["command"], "records"
+        )
+        counted = "" if count is None else f"  {count:,} {what}"
         detail = entry["error"] or f"run {roster.run_id(run)}{counted}"
         lines.append(f"  {entry['identity_id']}  {entry['client_name'] or '-'}: {status}  {detail}")
     lines.append(

@@ -84,6 +84,7 @@ DEMO_MARKER: Final = "_extractor_demo"
 #: What a demo writes: the only entries a later demo removes.
 DEMO_ENTRIES: Final = (
     "invoices", "invoice_rows", "_runs", "_failures", "_journal", "_staging", LOCK_FILE,
+    "_identities", "identities",
 )  # fmt: skip
 
 
@@ -122,6 +123,56 @@ async def run_demo(out: Path, orders: int) -> None:
         job = InvoiceJob(out=out, service=service, parse_workers=DEFAULT_PARSE_WORKERS)
         summary = await run(job, creds)
     click.echo(render_summary(summary))
+    _how_to_read(out)
+
+
+async def run_fleet_demo(out: Path, orders: int, identities: int, workers: int) -> None:
+    """The demo of a fleet: ``identities`` client companies of ``orders`` orders each,
+    backfilled at once on an embedded Dask cluster, under ``identity_id=`` partitions."""
+    from extractor.fleet.cluster import cluster
+    from extractor.fleet.layout import member_dir
+    from extractor.fleet.members import Member
+    from extractor.fleet.run import Fleet, render_fleet, run_fleet
+    from extractor.output.parquet import ParquetOutput
+    from extractor.output.staging import Placement
+    from extractor.output.targets import Target
+    from extractor.service.identities import listed_identities
+
+    creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
+    config = SimulatorConfig(orders=orders, identities=identities)
+    async with Simulator(config) as simulator:
+        click.echo(
+            f"demo: simulator with {identities} client companies of {orders:,} orders each at "
+            f"{simulator.url}; backfilling them at once on {workers} Dask workers into {out}/"
+        )
+        service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
+        listed = await listed_identities(service, creds)
+        members = [
+            Member(
+                identity,
+                InvoiceJob(
+                    out=member_dir(out, identity.id),
+                    service=service,
+                    output=ParquetOutput.at(out),
+                    placement=Placement(out, identity.id),
+                ),
+                dataclasses.replace(creds, identity_id=identity.id),
+            )
+            for identity in listed
+        ]
+        fleet = Fleet("invoices", members, out, Target(str(out), local=out))
+
+        def on_the_cluster() -> dict[str, object]:
+            with cluster(None, workers) as client:
+                return run_fleet(fleet, client)
+
+        # the fleet waits on a thread: the simulator answers on this event loop meanwhile
+        summary = await asyncio.to_thread(on_the_cluster)
+    click.echo(render_fleet(summary))
+    _how_to_read(out)
+
+
+def _how_to_read(out: Path) -> None:
     click.echo(
         "\nRead it with pyarrow:\n"
         "  import pyarrow.dataset as ds\n"
