@@ -423,6 +423,11 @@ def main() -> None:
         print(f"sync:    {small}")
         large_sync = bench_sync(sync_orders * 2, Path(folder), changed=1000)
         print(f"sync:    {large_sync}")
+        from benchmarks.fleet import bench_fleet  # imports this module: here, not at the top
+
+        fleet = bench_fleet(Path(folder))
+        for run in fleet.pop("runs"):  # type: ignore[attr-defined]
+            print(f"fleet:   {fleet | run}")
     sync_growth = round(float(large_sync["sync_s"]) / float(small["sync_s"]), 2)  # type: ignore[arg-type]
     sync_rss = max(float(large_sync["backfill_rss_mb"]), float(large_sync["sync_rss_mb"]))  # type: ignore[arg-type]
     rss = hostile["peak_rss_mb_20000_orders"]

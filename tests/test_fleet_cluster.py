@@ -15,11 +15,11 @@ def _where(_: int) -> tuple[int, str]:
 
 
 def test_the_embedded_cluster_runs_tasks_in_worker_processes_on_loopback() -> None:
-    with cluster(None, workers=2) as client:
+    with cluster(None, workers=2, per_worker=3) as client:
         info = client.scheduler_info()
         assert len(info["workers"]) == 2
         assert all(address.startswith("tcp://127.0.0.1:") for address in info["workers"])
-        assert all(worker["nthreads"] == 1 for worker in info["workers"].values())
+        assert all(worker["nthreads"] == 3 for worker in info["workers"].values())
         # the scheduler's HTTP server too: on loopback, on a free port (never 0.0.0.0:8787)
         assert client.dashboard_link.startswith("http://127.0.0.1:")
         pids = {pid for pid, _ in client.gather(client.map(_where, range(4), pure=False))}

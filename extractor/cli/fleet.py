@@ -24,7 +24,7 @@ from extractor.cli.common import EXIT_PARTIAL, stack
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import UsageError
-from extractor.fleet.cluster import cluster, scheduler_address
+from extractor.fleet.cluster import PER_WORKER, cluster, scheduler_address
 from extractor.fleet.layout import check_fleet_into, holds_fleet, member_dir
 from extractor.fleet.members import Member
 from extractor.fleet.run import Fleet, render_fleet, run_fleet
@@ -49,6 +49,7 @@ class FleetOptions:
     workers: int = 1
     scheduler: str | None = None
     fleet_requests_per_hour: int = 0
+    per_worker: int = PER_WORKER
 
     @property
     def asked(self) -> bool:
@@ -73,6 +74,11 @@ def fleet_options(command: F) -> F:
             help="Worker processes of the embedded Dask cluster (a fleet's).",
         ),
         click.option(
+            "--identities-per-worker", "per_worker", type=click.IntRange(1, 64),
+            default=PER_WORKER, show_default=True,
+            help="Identities each worker runs at once (they mostly wait for the service).",
+        ),
+        click.option(
             "--scheduler",
             help="An existing Dask cluster's scheduler, tcp://host:8786 "
             "(default: DASK_SCHEDULER_ADDRESS, else an embedded cluster).",
@@ -86,9 +92,11 @@ def fleet_options(command: F) -> F:
     @functools.wraps(command)
     def with_fleet(
         *args: Any, identities: tuple[str, ...], excluded: tuple[str, ...], workers: int,
-        scheduler: str | None, fleet_requests_per_hour: int, **kwargs: Any,
+        per_worker: int, scheduler: str | None, fleet_requests_per_hour: int, **kwargs: Any,
     ) -> Any:  # fmt: skip
-        fleet = FleetOptions(identities, excluded, workers, scheduler, fleet_requests_per_hour)
+        fleet = FleetOptions(
+            identities, excluded, workers, scheduler, fleet_requests_per_hour, per_worker
+        )
         return command(*args, fleet=fleet, **kwargs)
 
     return options(cast(F, with_fleet))
@@ -151,7 +159,7 @@ def run_as_fleet(
     with (
         OutputLock.take(work, f"{command} (fleet)"),
         target_lock(target, where.work_dir, command) if output else contextlib.nullcontext(),
-        cluster(scheduler, workers) as client,
+        cluster(scheduler, workers, per_worker=options.per_worker) as client,
     ):
         summary = run_fleet(fleet, client)
     click.echo(render_fleet(summary))

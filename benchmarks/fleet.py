@@ -1,0 +1,89 @@
+"""The fleet's scaling (issue 13): 1, 2, 4 and 8 identities backfilled at once on the embedded
+Dask cluster, each at the live service's pace (7,200 requests an hour, 2 a second, and 250 ms
+of latency a request), against one identity alone, on the same simulator process.
+
+One identity alone is what the service's rate limit allows: at 2 requests a second of 1,000
+orders it cannot go faster than 2,000 invoices/s whatever the machine. A fleet multiplies
+that by its identities until the cores are busy parsing; ``python -m benchmarks.fleet``
+runs just this.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from benchmarks.run import run_cli, simulator_process
+from extractor.simulator.identities import identity_guid
+
+SEED = 7  # the simulator's default, which its identities' guids come from
+PACE = ("--max-requests-per-hour", "7200")
+
+
+def bench_fleet(
+    work: Path, orders: int = 6000, latency: float = 0.25, counts: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict[str, object]:
+    """Each count's wall time (cluster start included), invoices/s and peak RSS of the whole
+    process tree; one identity runs alone (no Dask), the others as a fleet."""
+    workers = os.cpu_count() or 1
+    rows = []
+    flags = ("--orders", str(orders), "--latency", str(latency), "--identities", str(max(counts)))
+    with simulator_process(*flags) as url:
+        for count in counts:
+            out = work / f"fleet-{count}"
+            chosen = [
+                arg for n in range(1, count + 1) for arg in ("--identity", identity_guid(SEED, n))
+            ]
+            wall, peak = run_cli(
+                "invoices", "--base-url", url, "--out", str(out), *chosen,
+                "--workers", str(workers), *PACE,
+            )  # fmt: skip
+            rows.append(
+                {
+                    "identities": count,
+                    "invoices": count * orders,
+                    "wall_s": round(wall, 2),
+                    "fleet_s": _fleet_seconds(out),
+                    "invoices_per_s": round(count * orders / wall),
+                    "peak_rss_mb": round(peak, 1),
+                }
+            )
+    alone = float(rows[0]["invoices_per_s"])  # type: ignore[arg-type]
+    for row in rows:
+        row["times_alone"] = round(float(row["invoices_per_s"]) / alone, 2)  # type: ignore[arg-type]
+    return {
+        "orders_per_identity": orders,
+        "latency_s": latency,
+        "workers": workers,
+        "runs": rows,
+    }
+
+
+def _fleet_seconds(out: Path) -> float | None:
+    """The fleet's own time (from its first task to its last), without the cluster's start."""
+    summaries = sorted((out / "_runs").glob("fleet-*.json"))
+    if not summaries:
+        return None
+    return float(orjson.loads(summaries[-1].read_bytes())["seconds"])
+
+
+def main() -> None:
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        figures = bench_fleet(Path(folder))
+    print(
+        f"fleet:   {figures['orders_per_identity']:,} orders an identity, "
+        f"{figures['latency_s']} s latency, 7,200 requests/h each, {figures['workers']} workers"
+    )
+    for row in figures["runs"]:  # type: ignore[attr-defined]
+        print(f"fleet:   {row}")
+
+
+if __name__ == "__main__":
+    main()
