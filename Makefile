@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/extractor demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

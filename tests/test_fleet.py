@@ -103,7 +103,7 @@ async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_r
 async def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes(
     start_simulator: Any, cli_beside: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    simulator: Simulator = await start_simulator(orders=800, identities=2)
+    simulator: Simulator = await start_simulator(orders=500, identities=2)
     out = tmp_path / "fleet"
     # the first worker process to stage its third batch dies there, SIGKILL, once
     monkeypatch.setenv("EXTRACTOR_KILL_AT", "journal:staged@3")
@@ -209,7 +209,7 @@ def lake_by_identity(target: Target) -> dict[str, dict[str, list[dict[str, Any]]
 async def test_a_sync_of_four_identities_after_churn_on_each_equals_their_truth(
     start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
-    simulator: Simulator = await start_simulator(orders=120, identities=4)
+    simulator: Simulator = await start_simulator(orders=80, identities=4)
     lake = tmp_path / "lake"
     target = Target.parse(str(lake))
     args = (
