@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import tempfile
 from pathlib import Path
 
@@ -38,10 +39,12 @@ def bench_fleet(
             chosen = [
                 arg for n in range(1, count + 1) for arg in ("--identity", identity_guid(SEED, n))
             ]
+            before = _children_cpu()
             wall, peak = run_cli(
                 "invoices", "--base-url", url, "--out", str(out), *chosen,
                 "--workers", str(workers), *PACE,
             )  # fmt: skip
+            cpu = _children_cpu() - before
             rows.append(
                 {
                     "identities": count,
@@ -50,6 +53,8 @@ def bench_fleet(
                     "fleet_s": _fleet_seconds(out),
                     "invoices_per_s": round(count * orders / wall),
                     "peak_rss_mb": round(peak, 1),
+                    "client_cpu_s": round(cpu, 2),
+                    "invoices_per_client_cpu_s": round(count * orders / cpu),
                 }
             )
     alone = float(rows[0]["invoices_per_s"])  # type: ignore[arg-type]
@@ -61,6 +66,13 @@ def bench_fleet(
         "workers": workers,
         "runs": rows,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every ended process this one waited for, and theirs (the CLI's whole
+    tree: its Dask workers and nannies, its parser processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _fleet_seconds(out: Path) -> float | None:
