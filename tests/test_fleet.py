@@ -110,7 +110,8 @@ async def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes(
     monkeypatch.setenv("EXTRACTOR_KILL_ONCE", str(tmp_path / "killed"))
     code, stdout, err = await cli_beside(
         "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
-        "--workers", "2", "--identities-per-worker", "1", "--batch-size", "100", *NO_LIMIT, env=DEMO_ENV,
+        "--workers", "2", "--identities-per-worker", "1", "--batch-size", "100", *NO_LIMIT,
+        env=DEMO_ENV,
     )  # fmt: skip
     assert (tmp_path / "killed").exists(), "a worker was killed"
     assert code == 0, stdout + err

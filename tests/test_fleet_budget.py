@@ -74,3 +74,18 @@ async def test_a_pause_one_run_meets_holds_the_others() -> None:
     second.release(await second.acquire())
     assert clock.time() >= paused_at + 30 + MARGIN
     assert budget.pauses == 1
+
+
+def test_the_fleet_line_counts_identities_records_and_requests() -> None:
+    from extractor.fleet.run import fleet_line
+
+    ended = [{"status": "complete"}, {"status": "failed"}, {"status": "partial"}]
+    board = {
+        "a": {"records": 3000, "requests": 5, "what": "invoices", "paused_until": None},
+        "b": {"records": 1000, "requests": 5, "what": "invoices", "paused_until": 1e12},
+    }
+    line = fleet_line(5, ended, board, seconds=10.0)
+    assert line == (
+        "identities 2/5 done, 2 running, 1 failed  4,000 invoices (400/s)  "
+        "3,600 requests/h  1 paused"
+    )
