@@ -196,6 +196,15 @@ def keep_one_record(path: Path) -> None:
         writer.write_table(table.slice(0, 1))
 
 
+async def _staged_files(out: Path) -> list[Path]:
+    """The staged batches on disk, once there is one (found flaky in CI: looked at once, right
+    after the third request arrived, none was there yet on a loaded machine). Polled: the
+    file system has no event to wait on."""
+    while not (staged := sorted((out / "_staging").rglob("*.arrow"))):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return staged
+
+
 @pytest.mark.parametrize("damage", ["deleted", "short"])
 async def test_staged_files_lost_mid_run_are_fetched_again_never_published_short(
     simulator: Simulator, tmp_path: Path, damage: str
@@ -206,9 +215,10 @@ async def test_staged_files_lost_mid_run_are_fetched_again_never_published_short
         run = asyncio.create_task(backfill(server.url, tmp_path, concurrency=1))
         try:
             await asyncio.wait_for(arrived.wait(), 60)
-            staged = sorted((tmp_path / "_staging").rglob("*.arrow"))
+            # the third request is held; the first batches may still be on their way to disk
+            # (the stager is a thread): wait for one to be there, however loaded the machine
+            staged = await asyncio.wait_for(_staged_files(tmp_path), 60)
             damaged = {path.stem for path in staged}
-            assert damaged  # a batch or two is on disk
             for path in staged:
                 if damage == "deleted":
                     path.unlink()
