@@ -242,3 +242,13 @@ def test_bad_lake_flags(
     result = cli(*command, "--base-url", "http://127.0.0.1:1", env=env_for())
     assert_one_clear_line(*result, expected.replace("{o}", out))
     assert not (tmp_path / "o").exists()
+
+
+def test_bare_extractor_prints_its_help_with_the_variables_and_exit_statuses(
+    cli: Callable[..., CliResult],
+) -> None:
+    code, out, err = cli()
+    assert (code, err) == (0, "")
+    assert out.startswith("Usage: extractor")
+    for named in ("TFSO_APPLICATION_ID", "TFSO_PASSWORD", "3 partial", "130 Ctrl-C", "143"):
+        assert named in out

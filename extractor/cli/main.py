@@ -21,8 +21,16 @@ from extractor.cli.simulate import demo, simulate
 from extractor.cli.update import update_invoices
 from extractor.errors import ExtractorError, UsageError
 
+EPILOG: Final = (
+    "Credentials come from the environment only: TFSO_APPLICATION_ID, TFSO_USERNAME, "
+    "TFSO_PASSWORD (and TFSO_IDENTITY_ID for one identity). Exit statuses: 0 done; 1 failed "
+    "(the service, the network or the output); 2 bad input or a refusal, before any request; "
+    "3 partial (see OUT/_runs/ and OUT/_failures/; run the same command again); 130 Ctrl-C, "
+    "143 SIGTERM (resumable)."
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="extractor")
 def main() -> None:
     """Bulk extractor for the 24SevenOffice SOAP API into typed, partitioned Parquet."""
@@ -57,7 +65,12 @@ def _say(message: object) -> None:
 
 
 def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main) -> int:
-    """Run the CLI; user errors become one line and a non-zero status, never a traceback."""
+    """Run the CLI; user errors become one line and a non-zero status, never a traceback.
+    Bare ``extractor`` prints its help."""
+    if not (sys.argv[1:] if argv is None else argv) and run == main.main:
+        with click.Context(main, info_name="extractor") as context:
+            click.echo(main.get_help(context))
+        return 0
     try:
         run(args=argv, prog_name="extractor", standalone_mode=False)
     except click.UsageError as exc:
