@@ -252,3 +252,27 @@ def test_bare_extractor_prints_its_help_with_the_variables_and_exit_statuses(
     assert out.startswith("Usage: extractor")
     for named in ("TFSO_APPLICATION_ID", "TFSO_PASSWORD", "3 partial", "130 Ctrl-C", "143"):
         assert named in out
+
+
+def test_properties_lists_every_wsdl_property_and_each_is_accepted(
+    cli: Callable[..., CliResult],
+) -> None:
+    import orjson
+
+    from extractor import schema
+    from extractor.records.orders import Selection
+
+    code, out, err = cli("properties", "--json")
+    assert (code, err) == (0, "")
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    invoice = [r["name"] for r in rows if r["flag"] == "--invoice-properties"]
+    row = [r["name"] for r in rows if r["flag"] == "--row-properties"]
+    assert invoice == list(schema.invoice_order().names)
+    assert row == list(schema.invoice_row().names)
+    Selection.checked(invoice, row)  # every name listed is one the commands take
+    typed = {r["name"]: r["parquet_type"] for r in rows if r["flag"] == "--invoice-properties"}
+    assert typed["DateOrdered"] == "timestamp[us, tz=UTC]" and typed["OrderId"] == "int32"
+    assert {r["name"] for r in rows if r["always_fetched"]} == {"OrderId", "DateOrdered"}
+    code, text, _ = cli("properties")
+    assert code == 0 and "InvoiceRow (--row-properties):" in text
+    assert len(text.splitlines()) == len(rows) + 2

@@ -16,6 +16,7 @@ from extractor import redact
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, transactions
 from extractor.cli.identities import list_identities
+from extractor.cli.properties import list_properties
 from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.update import update_invoices
@@ -36,7 +37,10 @@ def main() -> None:
     """Bulk extractor for the 24SevenOffice SOAP API into typed, partitioned Parquet."""
 
 
-for command in (invoices, transactions, sync, update_invoices, list_identities, simulate, demo):
+for command in (
+    invoices, transactions, sync, update_invoices, list_identities, list_properties,
+    simulate, demo,
+):  # fmt: skip
     main.add_command(command)
 
 
