@@ -13,6 +13,7 @@ from typing import Any, Final
 import click
 
 from extractor import redact
+from extractor.cli.check import check
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, transactions
 from extractor.cli.identities import list_identities
@@ -38,7 +39,7 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, sync, update_invoices, list_identities, list_properties,
+    invoices, transactions, sync, update_invoices, check, list_identities, list_properties,
     simulate, demo,
 ):  # fmt: skip
     main.add_command(command)

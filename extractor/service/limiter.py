@@ -89,6 +89,12 @@ class RateLimiter:
         return until if until > self.clock.time() else None
 
     @property
+    def service_budget(self) -> tuple[int, float] | None:
+        """What the service's budget headers last said: requests left, and when its window
+        resets (wall-clock seconds); None when no answer carried them."""
+        return None if self._left is None else (self._left, self._reset)
+
+    @property
     def sent(self) -> int:
         """Requests let through so far."""
         return self._sent
