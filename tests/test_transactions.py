@@ -169,3 +169,31 @@ async def test_sigkilled_cli_resumes_to_the_exact_ledger(
     codes = [await killed_at(point, *args, env=env) for point in (*kills, None)]
     assert codes == [-signal.SIGKILL] * len(kills) + [0]
     assert_ledger_equals(simulator, tmp_path, {})
+
+
+async def test_a_backfill_from_2000_finds_where_the_ledger_starts(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    """Issue 14: a first sync asks from 2000; walking every empty month to where the ledger
+    starts cost it 154 of 160 seconds. Now a probe of two years at a time finds it, and
+    only the months from its first one are asked."""
+    simulator = await start_simulator(orders=300)
+    summary = await extract(simulator, tmp_path / "all", date_from=dt.date(2000, 1, 1))
+    assert summary["status"] == "complete"
+    assert_ledger_equals(simulator, tmp_path / "all", {})
+    asked, empty = simulator.stats["GetTransactions"], simulator.stats["GetTransactions_empty"]
+    dates = [line.wire["Date"] for line in simulator.ledger.lines]
+    first = min(dates).date().replace(day=1)
+    windows = cut(first, dt.date(2026, 12, 31), "month")
+    with_lines = len({d.strftime("%Y-%m") for d in dates})
+    probes = (first.year - 2000) // 2 + 1  # two years at a time, the last one finding lines
+    assert summary["days_total"] == (dt.date(2026, 12, 31) - first).days + 1
+    assert asked == probes + len(windows)
+    assert empty == probes - 1 + len(windows) - with_lines  # no month before the ledger
+    # a range the ledger does not reach: its probes, and no window at all
+    before = dict(simulator.stats)
+    nothing = await extract(
+        simulator, tmp_path / "none", date_from=dt.date(2000, 1, 1), date_to=dt.date(2005, 12, 31)
+    )
+    assert (nothing["status"], nothing["transactions"], nothing["days_total"]) == ("complete", 0, 0)
+    assert simulator.stats["GetTransactions"] - before["GetTransactions"] == 3  # 2000-05 by 2 years

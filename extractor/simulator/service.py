@@ -394,6 +394,8 @@ class SimulatedService:
         kind = ledger.transaction_type()
         parts = (call.company.renderer.item("Transaction", kind, line.wire) for line in lines)
         self.stats["transactions_served"] += len(lines)
+        if not lines:
+            self.stats["GetTransactions_empty"] += 1
         return self._reply(call, "GetTransactions", parts)
 
     def _reply(
