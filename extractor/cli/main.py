@@ -20,6 +20,7 @@ from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
 from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
+from extractor.cli.status import status
 from extractor.cli.update import update_invoices
 from extractor.errors import ExtractorError, UsageError
 
@@ -39,8 +40,8 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, sync, update_invoices, check, list_identities, list_properties,
-    simulate, demo,
+    invoices, transactions, sync, update_invoices, status, check, list_identities,
+    list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)
 

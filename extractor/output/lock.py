@@ -80,6 +80,23 @@ class OutputLock:
         self.release()
 
 
+def current_holder(folder: Path) -> dict[str, Any] | None:
+    """Who holds the lock of ``folder`` now (None: nobody; ``{}``: a holder that did not say
+    who it is), found by trying the lock without taking it for long."""
+    path = folder / LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(descriptor) or {}
+    finally:
+        os.close(descriptor)  # closing also frees the shared lock if it was taken
+    return None
+
+
 def holder_of_this_process(command: str) -> dict[str, Any]:
     return {
         "host": socket.gethostname(),

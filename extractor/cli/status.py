@@ -1,0 +1,182 @@
+"""``extractor status OUT``: what an output holds, without reading its files by hand.
+
+Its finished runs (the latest of each job), an unfinished run and how far it got, who holds
+its lock, the Delta tables' watermarks, the ids the latest runs could not fetch, and a
+fleet's identities. Every folder a command keeps runs in is looked at: ``OUT`` itself (local
+Parquet), the work directory's ``_work/<command>`` folders (Delta, ``s3://``, ``sync``), and
+each identity's ``_identities/<guid>`` under any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from extractor.cli.common import stack, storage_options
+from extractor.errors import UsageError
+from extractor.fleet.layout import IDENTITIES_DIR
+from extractor.output.lock import LOCK_FILE, current_holder, describe
+from extractor.output.targets import Target
+from extractor.runs.history import finished_runs
+from extractor.runs.journal import unfinished
+from extractor.runs.state import replay
+from extractor.runs.summary import counted
+
+
+@click.command("status")
+@click.argument("out")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
+@stack(*storage_options)
+def status(out: str, as_json: bool, work_dir: Path | None, endpoint_url: str | None) -> None:
+    """What OUT holds: its runs, an unfinished one, the lock's holder, Delta watermarks,
+    failed ids and a fleet's identities."""
+    target = Target.parse(out, endpoint_url)
+    if target.local is not None and not target.local.is_dir():
+        raise UsageError(f"OUT {out} is not a directory; give the --out a command wrote")
+    report = describe_output(target, work_dir)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render(report))
+
+
+def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
+    """The output's state as JSON values (what ``status --json`` prints)."""
+    root = target.work_dir(work_dir)
+    places = []
+    for folder in _run_folders(root):
+        place = _place(folder, root)
+        if IDENTITIES_DIR in folder.relative_to(root).parts:
+            place["identity_id"] = folder.relative_to(root).parts[
+                -1 if folder.parent.name == IDENTITIES_DIR else -2
+            ]
+        if place["runs"] or place["unfinished"] or place["lock"] or "identity_id" in place:
+            places.append(place)
+    identities = sorted({place["identity_id"] for place in places if "identity_id" in place})
+    return {"output": target.uri, "work": str(root), "places": places,
+            "watermarks": _watermarks(target, identities)}  # fmt: skip
+
+
+#: Folders at an output's root that hold data, not runs.
+_TABLES = frozenset({"invoices", "invoice_rows", "transactions", "identities"})
+#: Folders inside a run's folder that are its own, not another run's.
+_OWN = frozenset({"_runs", "_journal", "_staging", "_failures", "_delta_log"})
+
+
+def _run_folders(root: Path) -> list[Path]:
+    """Every folder under ``root`` a run keeps its journal or summaries in."""
+    found = []
+    for folder, names, _ in os.walk(root):
+        here = Path(folder)
+        names[:] = sorted(
+            name for name in names
+            if name not in _OWN and not (here == root and name in _TABLES)
+            and not name.startswith(".")
+        )  # fmt: skip
+        if (here / "_runs").is_dir() or (here / "_journal").is_dir() or (here / LOCK_FILE).exists():
+            found.append(here)
+    return found
+
+
+def _place(folder: Path, root: Path) -> dict[str, Any]:
+    runs = list(finished_runs(folder))
+    latest: dict[str, dict[str, Any]] = {}
+    for summary in runs:  # the latest of each job (fingerprint)
+        latest[orjson.dumps(summary.get("job"), option=orjson.OPT_SORT_KEYS).decode()] = summary
+    holder = current_holder(folder)
+    return {
+        "folder": str(folder.relative_to(root)) if folder != root else ".",
+        "runs": [_brief(summary) for summary in latest.values()],
+        "finished_runs": len(runs),
+        "unfinished": _unfinished(folder),
+        "lock": None if holder is None else describe(holder),
+    }
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    if "identities" in summary:  # a fleet's
+        statuses = [entry["status"] for entry in summary["identities"]]
+        return {"run_id": summary["run_id"], "status": summary["status"],
+                "finished_at": summary.get("finished_at"), "identities": len(statuses),
+                "failed": statuses.count("failed")}  # fmt: skip
+    records, _ = counted(summary)
+    return {
+        "run_id": summary["run_id"],
+        "command": (summary.get("job") or {}).get("command"),
+        "status": summary["status"],
+        "finished_at": summary.get("finished_at"),
+        records: summary.get(records),
+        "failed_ids": summary.get("failed_ids", 0) + summary.get("missing_ids", 0),
+        "failures_report": summary.get("failures_report"),
+    }
+
+
+def _unfinished(folder: Path) -> dict[str, Any] | None:
+    journal = unfinished(folder)
+    if journal is None:
+        return None
+    state = replay(journal)
+    planned = len(state.plan) if state.plan is not None else len(state.windows or ())
+    return {
+        "run_id": state.run_id,
+        "command": state.fingerprint.get("command"),
+        "starts": state.starts,
+        "planned": planned,
+        "staged_batches": len(state.staged),
+        "published": state.published,
+        "journal": str(journal),
+    }
+
+
+def _watermarks(target: Target, identities: list[str]) -> dict[str, str | None]:
+    """Each Delta table's watermark (a fleet's: each identity's, as ``table identity``)."""
+    local = target.local
+    tables = ("invoices", "transactions")
+    if local is not None and not any((local / t / "_delta_log").is_dir() for t in tables):
+        return {}
+    from extractor.output.delta import Lake  # delta-rs only where there are Delta tables
+    from extractor.output.lakefiles import IDENTITY, Scope
+
+    marks = {}
+    for name in ("invoices", "invoice_rows", "transactions"):
+        table = Lake(target).table(name)
+        if table is None:
+            continue
+        fleet = IDENTITY in table.metadata().partition_columns
+        for identity in identities if fleet else [None]:
+            mark = Lake(target, scope=Scope(identity)).watermark([name])
+            key = f"{name} {identity}" if identity else name
+            marks[key] = mark.isoformat() if mark else None
+    return marks
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"{report['output']} (work: {report['work']})"]
+    if not report["places"]:
+        lines.append("  no runs here")
+    for place in report["places"]:
+        lines.append(f"  {place['folder']}: {place['finished_runs']} finished runs")
+        for run in place["runs"]:
+            counts = ", ".join(
+                f"{key} {value:,}" for key, value in run.items()
+                if isinstance(value, int)
+            )  # fmt: skip
+            lines.append(f"    {run['run_id']}  {run['status']}  {counts}".rstrip())
+            if run.get("failures_report"):
+                lines.append(f"      failures: {run['failures_report']}")
+        if place["unfinished"]:
+            u = place["unfinished"]
+            lines.append(
+                f"    unfinished: {u['run_id']} ({u['command']}): {u['staged_batches']:,} "
+                f"batches staged of {u['planned']:,} planned, started {u['starts']} times; "
+                "the same command resumes it"
+            )
+        if place["lock"]:
+            lines.append(f"    locked by {place['lock']}")
+    for name, mark in report["watermarks"].items():
+        lines.append(f"  watermark {name}: {mark or 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""``extractor status OUT`` (issue 14): a finished, a partial, an unfinished and a locked
+output, as ``--json`` and as lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from extractor.jobs.invoices import InvoiceJob
+from extractor.output.lock import OutputLock
+from extractor.simulator.faults import FaultConfig
+from tests.conftest import MEMORY_URL, job_of
+from tests.helpers import killed_at
+
+
+def _status(cli: Any, out: Path) -> dict[str, Any]:
+    code, text, err = cli("status", str(out), "--json")
+    assert (code, err) == (0, "")
+    report: dict[str, Any] = orjson.loads(text)
+    return report
+
+
+def _job(out: Path) -> InvoiceJob:
+    return job_of(InvoiceJob, out=out, base_url=MEMORY_URL, max_requests_per_hour=0)
+
+
+async def test_a_finished_and_a_partial_output(in_memory: Any, cli: Any, tmp_path: Path) -> None:
+    clean = in_memory(orders=300)
+    done = await clean.run(_job(tmp_path / "done"))
+    poison = clean.service.tenant.ids[7]  # the same tenant: the same seed and size
+    partial_service = in_memory(orders=300, faults=FaultConfig(poison_ids=frozenset({poison})))
+    partial = await partial_service.run(_job(tmp_path / "partial"))
+    assert (done["status"], partial["status"]) == ("complete", "partial")
+
+    (place,) = _status(cli, tmp_path / "done")["places"]
+    (run,) = place["runs"]
+    assert (run["run_id"], run["status"], run["invoices"], run["failed_ids"]) == (
+        done["run_id"], "complete", 300, 0,
+    )  # fmt: skip
+    assert place["unfinished"] is None and place["lock"] is None
+    (place,) = _status(cli, tmp_path / "partial")["places"]
+    (run,) = place["runs"]
+    assert (run["status"], run["invoices"], run["failed_ids"]) == ("partial", 299, 1)
+    assert run["failures_report"] == partial["failures_report"]
+    code, text, _ = cli("status", str(tmp_path / "partial"))
+    assert code == 0 and f"{partial['run_id']}  partial  invoices 299, failed_ids 1" in text
+
+
+async def test_an_unfinished_and_a_locked_output(
+    start_simulator: Any, cli: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=3000)
+    out = tmp_path / "out"
+    args = ("invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500")
+    assert await killed_at("journal:staged@2", *args, "--max-requests-per-hour", "0") == -9
+    (place,) = _status(cli, out)["places"]
+    unfinished = place["unfinished"]
+    assert unfinished["command"] == "invoices" and unfinished["planned"] == 3000
+    assert unfinished["staged_batches"] == 2 and unfinished["starts"] == 1
+    assert place["runs"] == [] and place["lock"] is None
+    with OutputLock.take(out, "invoices"):
+        (place,) = _status(cli, out)["places"]
+        assert place["lock"].startswith("'extractor invoices' (pid ")
+        code, text, _ = cli("status", str(out))
+        assert "locked by 'extractor invoices'" in text and "the same command resumes it" in text
+    code, _, err = cli("status", str(tmp_path / "missing"))
+    assert code == 2 and "is not a directory" in err
