@@ -13,6 +13,7 @@ from extractor.output.lock import OutputLock
 from extractor.simulator.faults import FaultConfig
 from tests.conftest import MEMORY_URL, job_of
 from tests.helpers import killed_at
+from tests.truth import assert_matches_truth
 
 
 def _status(cli: Any, out: Path) -> dict[str, Any]:
@@ -67,3 +68,26 @@ async def test_an_unfinished_and_a_locked_output(
         assert "locked by 'extractor invoices'" in text and "the same command resumes it" in text
     code, _, err = cli("status", str(tmp_path / "missing"))
     assert code == 2 and "is not a directory" in err
+
+
+async def test_reset_discards_an_unfinished_run_and_the_next_starts_afresh(
+    start_simulator: Any, cli: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=2000)
+    out = tmp_path / "out"
+    args = ("invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500")
+    # killed with the partitions written under temporary names, not yet renamed
+    assert await killed_at("publish:written", *args, "--max-requests-per-hour", "0") == -9
+    leftovers = sorted(out.rglob(".part-*.parquet.tmp"))
+    assert leftovers
+    code, _, err = cli("reset", str(out), "--unfinished")  # not a terminal: it must be told
+    assert code == 2 and "--yes" in err and all(path.exists() for path in leftovers)
+    code, text, err = cli("reset", str(out), "--unfinished", "--yes")
+    assert (code, err) == (0, ""), text
+    assert str(leftovers[0]) in text and "the next run starts afresh" in text
+    assert not any(out.rglob(".part-*")) and not any((out / "_staging").rglob("*.arrow"))
+    assert _status(cli, out)["places"] == []  # no run left to show
+    assert await killed_at(None, *args, "--max-requests-per-hour", "0") == 0
+    assert_matches_truth(simulator, out)  # every order once: nothing of the discarded run
+    code, text, _ = cli("reset", str(out), "--unfinished", "--yes")
+    assert code == 0 and "nothing to reset" in text

@@ -18,6 +18,7 @@ from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, transactions
 from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
+from extractor.cli.reset import reset
 from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.status import status
@@ -40,7 +41,7 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, sync, update_invoices, status, check, list_identities,
+    invoices, transactions, sync, update_invoices, status, reset, check, list_identities,
     list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)

@@ -48,7 +48,7 @@ def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
     """The output's state as JSON values (what ``status --json`` prints)."""
     root = target.work_dir(work_dir)
     places = []
-    for folder in _run_folders(root):
+    for folder in run_folders(root):
         place = _place(folder, root)
         if IDENTITIES_DIR in folder.relative_to(root).parts:
             place["identity_id"] = folder.relative_to(root).parts[
@@ -67,7 +67,7 @@ _TABLES = frozenset({"invoices", "invoice_rows", "transactions", "identities"})
 _OWN = frozenset({"_runs", "_journal", "_staging", "_failures", "_delta_log"})
 
 
-def _run_folders(root: Path) -> list[Path]:
+def run_folders(root: Path) -> list[Path]:
     """Every folder under ``root`` a run keeps its journal or summaries in."""
     found = []
     for folder, names, _ in os.walk(root):
