@@ -49,7 +49,9 @@ def reset(
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError("reset removes files: give --yes to do it without asking")
-        click.confirm("remove them?", abort=True)
+        if not click.confirm("remove them?"):
+            click.echo("nothing removed")
+            return
     for folder, _, paths in plans:
         with OutputLock.take(folder, "reset"):  # refused while the run is still going
             for path in paths:
