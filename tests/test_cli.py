@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -276,3 +277,22 @@ def test_properties_lists_every_wsdl_property_and_each_is_accepted(
     code, text, _ = cli("properties")
     assert code == 0 and "InvoiceRow (--row-properties):" in text
     assert len(text.splitlines()) == len(rows) + 2
+
+
+async def test_json_puts_the_summary_on_stdout_for_schedulers(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    import orjson
+
+    from tests.test_identities import DEMO_ENV
+
+    simulator = await start_simulator(orders=60)
+    code, out, err = await cli_beside(
+        "invoices", "--base-url", simulator.url, "--out", str(tmp_path), "--json",
+        "--max-requests-per-hour", "0", "--parse-workers", "0", env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 0, err
+    summary = orjson.loads(out)  # the whole of stdout is one JSON document
+    assert (summary["status"], summary["invoices"]) == ("complete", 60)
+    saved = orjson.loads((tmp_path / "_runs" / f"{summary['run_id']}.json").read_bytes())
+    assert summary == saved

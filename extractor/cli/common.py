@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 import click
+import orjson
 
 from extractor.config import (
     DEFAULT_BASE_URL,
@@ -132,6 +133,26 @@ dataset_options = stack(
     ),
     *storage_options,
 )
+
+
+def _remember_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    ctx.meta["summary_json"] = value
+
+
+#: ``--json``: the run's summary as one JSON document on stdout, for schedulers.
+json_option = click.option(
+    "--json", is_flag=True, expose_value=False, callback=_remember_json,
+    help="Print the run's summary as one JSON document on stdout instead of text.",
+)  # fmt: skip
+
+
+def show_summary(summary: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """The summary on stdout: as text, or as JSON when ``--json`` was given."""
+    context = click.get_current_context(silent=True)
+    if context is not None and context.meta.get("summary_json"):
+        click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render(summary))
 
 
 def lock_target(

@@ -12,10 +12,12 @@ from extractor.cli.common import (
     EXIT_PARTIAL,
     dataset_options,
     exit_if_partial,
+    json_option,
     lock_target,
     names,
     parse_when,
     service_options,
+    show_summary,
     stack,
     storage_options,
 )
@@ -46,6 +48,7 @@ parse_workers_option = click.option(
 @click.command()
 @dataset_options
 @service_options()
+@json_option
 @click.option("--changed-after", help="Only orders changed after this UTC time.")
 @click.option("--registered-after", help="Only orders registered after this UTC time.")
 @click.option(
@@ -110,7 +113,7 @@ def invoices(
     job = job_for(work, output, parsers=parse_workers)
     with lock_target(out, output, work_dir, "invoices"):
         summary = run_command(run(job, credentials))
-    click.echo(render_summary(summary))
+    show_summary(summary, render_summary)
     exit_if_partial(summary, work)
 
 
@@ -118,6 +121,7 @@ def invoices(
 @dataset_options
 @service_options()
 @fleet_options
+@json_option
 @click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD.")
 @click.option("--to", "date_to", required=True, help="Last day (included), YYYY-MM-DD.")
 @click.option(
@@ -181,7 +185,7 @@ def transactions(
     job = job_for(work, output)
     with lock_target(out, output, work_dir, "transactions"):
         summary = run_command(run(job, credentials))
-    click.echo(render_summary(summary))
+    show_summary(summary, render_summary)
     exit_if_partial(summary, work)
 
 
@@ -237,6 +241,7 @@ def credentials_for(
 @stack(*storage_options)
 @service_options()
 @fleet_options
+@json_option
 def sync(
     out: str,
     overlap: float,
@@ -275,7 +280,7 @@ def sync(
     where = Where(target, job.work, DeltaOutput(target), work_dir)
     credentials = credentials_for("sync", where, service, fleet, job_for)
     summary = run_command(run_sync(job, credentials))
-    click.echo(render_sync_summary(summary))
+    show_summary(summary, render_sync_summary)
     if summary["status"] != "complete":
         click.echo(f"sync was partial: see {job.work}/sync-*/_runs/", err=True)
         sys.exit(EXIT_PARTIAL)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from extractor.cli.common import EXIT_PARTIAL, stack
+from extractor.cli.common import EXIT_PARTIAL, show_summary, stack
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import UsageError
@@ -162,7 +162,7 @@ def run_as_fleet(
         cluster(scheduler, workers, per_worker=options.per_worker) as client,
     ):
         summary = run_fleet(fleet, client)
-    click.echo(render_fleet(summary))
+    show_summary(summary, render_fleet)
     if summary["status"] != "complete":
         click.echo(f"fleet was partial: see {summary['summary_file']}", err=True)
         sys.exit(EXIT_PARTIAL)
