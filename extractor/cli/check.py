@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -20,6 +21,7 @@ from extractor.cli.common import EXIT_FATAL, service_options
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import ExtractorError, MalformedResponse
+from extractor.jobs.ledger import TransactionJob, Window
 from extractor.parser import RecordStream
 from extractor.records import orders
 from extractor.records.ledger import LedgerSink
@@ -133,16 +135,8 @@ async def _invoice(session: Session, found: dict[str, Any]) -> str:
 
 async def _ledger_day(session: Session) -> str:
     day = dt.date.today() - dt.timedelta(days=1)
-    params = {
-        "searchParams": {
-            "DateSearchParameters": "DateChangedUTC",
-            "DateStart": dt.datetime.combine(day, dt.time()),
-            "DateEnd": dt.datetime.combine(day, dt.time(23, 59, 59)),
-            "SystemType": soap.NIL,
-            "HasInvoiceId": soap.NIL,
-        }
-    }
-    sink = await session.call(soap.GET_TRANSACTIONS, params, LedgerSink)
+    job = TransactionJob(out=Path(), date_from=day, date_to=day, date_field="changed")
+    sink = await session.call(soap.GET_TRANSACTIONS, job.params(Window(day, day)), LedgerSink)
     lines = 0 if sink.table is None else sink.table.num_rows
     return f"{lines:,} ledger lines changed on {day.isoformat()}"
 

@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-import orjson
-
-from extractor import redact
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.fleet import roster
 from extractor.fleet.coordinator import Board, FleetLink
 from extractor.fleet.layout import FLEET_PREFIX
 from extractor.fleet.members import Member, outcome, run_member
 from extractor.output.targets import Target
+from extractor.runs.summary import write_summary
 
 #: Seconds between progress lines when not on a terminal (on one: redrawn twice a second).
 LOG_EVERY: Final = 10.0
@@ -123,7 +121,7 @@ def _run(
         }
     rows = roster.rows_of(outcomes, fleet.command, clock.now())
     roster.record(fleet.target, fleet.work, rows, delta=fleet.delta)
-    summary["summary_file"] = str(_write(summary, fleet.work))
+    summary["summary_file"] = str(write_summary(summary, fleet.work))
     return summary
 
 
@@ -172,16 +170,6 @@ def fleet_line(
         f"{failed} failed  {records:,} {what} ({records / elapsed:,.0f}/s)  "
         f"{requests * 3600 / elapsed:,.0f} requests/h" + (f"  {paused} paused" if paused else "")
     )
-
-
-def _write(summary: dict[str, Any], work: Path) -> Path:
-    folder = work / "_runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{summary['run_id']}.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_bytes(redact.mask_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2)))
-    temporary.rename(path)
-    return path
 
 
 def render_fleet(summary: dict[str, Any]) -> str:
