@@ -26,7 +26,11 @@ PACE = ("--max-requests-per-hour", "7200")
 
 
 def bench_fleet(
-    work: Path, orders: int = 6000, latency: float = 0.25, counts: tuple[int, ...] = (1, 2, 4, 8)
+    work: Path,
+    orders: int = 6000,
+    latency: float = 0.25,
+    counts: tuple[int, ...] = (1, 2, 4, 8),
+    large: int = 100_000,
 ) -> dict[str, object]:
     """Each count's wall time (cluster start included), invoices/s and peak RSS of the whole
     process tree; one identity runs alone (no Dask), the others as a fleet."""
@@ -57,6 +61,13 @@ def bench_fleet(
                     "invoices_per_client_cpu_s": round(count * orders / cpu),
                 }
             )
+    # the reference the per-identity cost is set against: one large tenant's backfill
+    with simulator_process("--orders", str(large)) as url:
+        before = _children_cpu()
+        wall, _ = run_cli("invoices", "--base-url", url, "--out", str(work / "large"))
+        cpu = _children_cpu() - before
+    reference = {"orders": large, "wall_s": round(wall, 2), "client_cpu_s": round(cpu, 2),
+                 "invoices_per_client_cpu_s": round(large / cpu)}  # fmt: skip
     alone = float(rows[0]["invoices_per_s"])  # type: ignore[arg-type]
     for row in rows:
         row["times_alone"] = round(float(row["invoices_per_s"]) / alone, 2)  # type: ignore[arg-type]
@@ -65,6 +76,7 @@ def bench_fleet(
         "latency_s": latency,
         "workers": workers,
         "runs": rows,
+        "one_large_tenant_unpaced": reference,
     }
 
 
@@ -95,6 +107,7 @@ def main() -> None:
     )
     for row in figures["runs"]:  # type: ignore[attr-defined]
         print(f"fleet:   {row}")
+    print(f"fleet:   one large tenant, unpaced: {figures['one_large_tenant_unpaced']}")
 
 
 if __name__ == "__main__":

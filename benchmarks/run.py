@@ -445,8 +445,10 @@ def main() -> None:
         from benchmarks.fleet import bench_fleet  # imports this module: here, not at the top
 
         fleet = bench_fleet(Path(folder))
+        reference = fleet.pop("one_large_tenant_unpaced")
         for run in fleet.pop("runs"):  # type: ignore[attr-defined]
             print(f"fleet:   {fleet | run}")
+        print(f"fleet:   one large tenant, unpaced: {reference}")
     sync_growth = round(float(large_sync["sync_s"]) / float(small["sync_s"]), 2)  # type: ignore[arg-type]
     sync_rss = max(float(large_sync["backfill_rss_mb"]), float(large_sync["sync_rss_mb"]))  # type: ignore[arg-type]
     rss = hostile["peak_rss_mb_20000_orders"]
