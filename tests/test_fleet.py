@@ -9,14 +9,21 @@ from typing import Any
 
 import orjson
 import pyarrow.dataset as ds
+import pytest
 from deltalake import DeltaTable
 
+from extractor.errors import OutputError
 from extractor.fleet import roster
 from extractor.fleet.budget import LEASE
+from extractor.jobs.invoices import InvoiceJob
+from extractor.output.delta import DeltaOutput
+from extractor.output.lock import OutputLock
+from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.simulator.identities import Company
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
+from tests.conftest import MEMORY_URL, job_of
 from tests.helpers import extractor
 from tests.test_identities import DEMO_ENV
 from tests.test_transactions import search
@@ -261,3 +268,39 @@ async def test_the_demo_shows_a_fleet_and_a_later_demo_clears_it(tmp_path: Path)
     assert code == 0, err
     assert not (out / "_identities").exists() and not (out / "identities").exists()
     assert ds.dataset(out / "invoices", partitioning="hive").count_rows() == 30
+
+
+async def test_a_second_fleet_into_the_same_output_at_once_is_refused(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator: Simulator = await start_simulator(orders=50, identities=2)
+    out = tmp_path / "fleet"
+    with OutputLock.take(out, "invoices (fleet)"):  # the first fleet, still running
+        code, _, err = await cli_beside(
+            "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
+            *NO_LIMIT, env=DEMO_ENV,
+        )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "is in use by 'extractor invoices (fleet)'" in err
+    assert simulator.stats["GetInvoices"] == 0 and not (out / "invoices").exists()
+
+
+async def test_a_fleets_delta_tables_and_one_identitys_are_never_mixed(
+    in_memory: Any, tmp_path: Path
+) -> None:
+    served = in_memory(orders=40, identities=2)
+    guid = served.service.company(2).identity_id
+
+    def job(out: Path, target: Target, identity: str | None) -> InvoiceJob:
+        return job_of(
+            InvoiceJob, out=out, base_url=MEMORY_URL, max_requests_per_hour=0,
+            output=DeltaOutput(target, identity=identity), placement=Placement(None, identity),
+        )  # fmt: skip
+
+    alone, fleet = Target.parse(str(tmp_path / "alone")), Target.parse(str(tmp_path / "fleet"))
+    await served.run(job(tmp_path / "w1", alone, None))
+    await served.run(job(tmp_path / "w2", fleet, guid))
+    with pytest.raises(OutputError, match="holds one identity's data"):
+        await served.run(job(tmp_path / "w3", alone, guid))
+    with pytest.raises(OutputError, match="holds a fleet's data"):
+        await served.run(job(tmp_path / "w4", fleet, None))
+    assert len(read_delta(alone, "invoices")) == len(read_delta(fleet, "invoices")) == 40
