@@ -326,7 +326,7 @@ async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[
         **{k: options.pop(k) for k in ("concurrency", "timeouts", "retry") if k in options},  # type: ignore[arg-type]
     )
     job = InvoiceJob(out=out, service=service, **options)  # type: ignore[arg-type]
-    return await run(job, creds, stream=io.StringIO())  # the system clock: real back-off
+    return await run(job, creds, log=io.StringIO())  # the system clock: real back-off
 
 
 async def _reliability(work: Path) -> dict[str, object]:

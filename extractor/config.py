@@ -34,28 +34,54 @@ class Credentials:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        """From ``TFSO_APPLICATION_ID``, ``TFSO_USERNAME``, ``TFSO_PASSWORD`` and
+        ``TFSO_IDENTITY_ID``, or the variables a ``--config`` file named instead
+        (:func:`read_credentials_from`)."""
         env = os.environ if env is None else env
-        names = ("TFSO_APPLICATION_ID", "TFSO_USERNAME", "TFSO_PASSWORD")
-        missing = [name for name in names if not env.get(name)]
+        names = {field: _VARIABLES.get(field, default) for field, default in CREDENTIAL_VARIABLES}
+        needed = [names[field] for field in ("application_id", "username", "password")]
+        missing = [name for name in needed if not env.get(name)]
         if missing:
             raise CredentialsMissing(
                 f"missing credentials: set {', '.join(missing)} in the environment"
             )
         creds = cls(
-            env["TFSO_APPLICATION_ID"].strip(),
-            env["TFSO_USERNAME"].strip(),
-            env["TFSO_PASSWORD"],
-            env.get("TFSO_IDENTITY_ID", "").strip() or None,
+            env[names["application_id"]].strip(),
+            env[names["username"]].strip(),
+            env[names["password"]],
+            env.get(names["identity_id"], "").strip() or None,
         )
         for name, value in (
-            ("TFSO_APPLICATION_ID", creds.application_id),
-            ("TFSO_IDENTITY_ID", creds.identity_id),
+            (names["application_id"], creds.application_id),
+            (names["identity_id"], creds.identity_id),
         ):
             if value is not None and not _GUID.fullmatch(value):
                 raise UsageError(
                     f"{name} is not a guid (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
                 )
         return creds
+
+
+#: Each credential's field and the variable it is read from unless a config file names another.
+CREDENTIAL_VARIABLES: Final = (
+    ("application_id", "TFSO_APPLICATION_ID"),
+    ("username", "TFSO_USERNAME"),
+    ("password", "TFSO_PASSWORD"),
+    ("identity_id", "TFSO_IDENTITY_ID"),
+)
+_VARIABLES: dict[str, str] = {}
+
+
+def read_credentials_from(variables: Mapping[str, str]) -> None:
+    """Read each credential field of ``variables`` from the variable it names (a config
+    file's ``[credentials]``); the others from their ``TFSO_*`` variable."""
+    _VARIABLES.clear()
+    _VARIABLES.update(variables)
+
+
+def password_variable() -> str:
+    """The variable the password is read from."""
+    return _VARIABLES.get("password", "TFSO_PASSWORD")
 
 
 @dataclass(frozen=True)

@@ -142,18 +142,46 @@ class ListReader:
         return [item(child) for child in elem if child.tag == tag]
 
 
-def _load_speedups() -> Any:
-    """The compiled readers, when built for the lxml installed now and not switched off."""
-    if os.environ.get("EXTRACTOR_PURE_PYTHON"):
-        return None
+def _load_speedups() -> tuple[Any, str]:
+    """The compiled readers, when built for the lxml installed now and not switched off; else
+    None and why not."""
+    if os.environ.get(PURE_PYTHON):
+        return None, f"switched off by {PURE_PYTHON}"
     try:
         from extractor import _speedups  # type: ignore[attr-defined]
     except ImportError:
+        return None, "not built when extractor was installed: no C compiler then?"
+    if etree.__version__ != _speedups.BUILT_WITH_LXML:
+        return None, (
+            f"built for lxml {_speedups.BUILT_WITH_LXML}, but lxml {etree.__version__} is "
+            "installed: reinstall extractor"
+        )
+    return _speedups, ""
+
+
+#: Set, the pure-Python parser is used even where the compiled readers are built.
+PURE_PYTHON: Final = "EXTRACTOR_PURE_PYTHON"
+SPEEDUPS, _WHY_NOT = _load_speedups()
+
+
+def parser_in_use() -> str:
+    """Which parser this process uses, and why the compiled readers are not it when not."""
+    if SPEEDUPS is not None:
+        return f"compiled readers (Cython, lxml {etree.__version__})"
+    return f"pure Python (the compiled readers are {_WHY_NOT})"
+
+
+def slow_parser_note() -> str | None:
+    """What a run says when it parses with the pure-Python parser though nobody asked for
+    it (:data:`PURE_PYTHON`); None otherwise."""
+    if SPEEDUPS is not None or os.environ.get(PURE_PYTHON):
         return None
-    return _speedups if etree.__version__ == _speedups.BUILT_WITH_LXML else None
+    return (
+        f"parsing with the pure-Python parser, 2-3x slower: the compiled readers are {_WHY_NOT} "
+        "(see README, Install)"
+    )
 
 
-SPEEDUPS: Final = _load_speedups()
 #: Records a collector holds before they are typed: the compiled builders hold their text's
 #: bytes, Python records about ten times as much.
 COLLECT_EVERY: Final = 1000 if SPEEDUPS is not None else 250

@@ -40,17 +40,23 @@ def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
 CliResult = tuple[int, str, str]  # exit status, stdout, stderr
 
 
+#: The variables a command reads, cleared before each :func:`cli` call but those it is given.
+CLEARED = ("TFSO_", "EXTRACTOR_", "ACME_")
+KEPT = frozenset({"EXTRACTOR_PURE_PYTHON"})  # which parser the whole suite runs
+
+
 @pytest.fixture
 def cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., CliResult]:
-    """The CLI in this process, as ``extractor ARGS`` with exactly the TFSO_* variables of
-    ``env``: for what a subprocess is not the point of (bad input, help, refusals)."""
+    """The CLI in this process, as ``extractor ARGS`` with exactly the TFSO_* and EXTRACTOR_*
+    variables of ``env``: for what a subprocess is not the point of (bad input, help, refusals)."""
     from extractor.cli.main import entry
 
     def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
-        for name in [name for name in os.environ if name.startswith("TFSO_")]:
-            monkeypatch.delenv(name)
+        for name in [name for name in os.environ if name.startswith(CLEARED)]:
+            if name not in KEPT:
+                monkeypatch.delenv(name)
         for name, value in (env or {}).items():
             monkeypatch.setenv(name, value)
         capsys.readouterr()  # what came before is not this command's
@@ -89,7 +95,7 @@ class InMemory:
         return MemoryWire(self.service)
 
     async def run(self, job: Any) -> dict[str, Any]:
-        return await runner.run(job, CREDS, stream=self.stream, clock=self.clock, wire=self.wire)
+        return await runner.run(job, CREDS, log=self.stream, clock=self.clock, wire=self.wire)
 
 
 @pytest.fixture

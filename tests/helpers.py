@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ async def extractor(*args: str, env: dict[str, str] | None = None) -> tuple[int,
     return process.returncode, out.decode(), err.decode()
 
 
+#: The UTC timestamp that starts a log line off a terminal (:mod:`extractor.log`).
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+def unstamped(err: str) -> list[str]:
+    """stderr's lines without their timestamps."""
+    return [STAMP.sub("", line) for line in err.strip().splitlines()]
+
+
 def one_line(err: str) -> str:
     """The single line a user error prints: no traceback, nothing else."""
     lines = err.strip().splitlines()
@@ -98,7 +108,7 @@ async def backfill_at(url: str, out: Path, **options: Any) -> dict[str, Any]:
         base_url=url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
-    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
 
 
 async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
@@ -110,4 +120,4 @@ async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str
         max_requests_per_hour=0,
         **options,
     )
-    return await run_sync(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+    return await run_sync(job, CREDS, log=io.StringIO(), clock=ManualClock())

@@ -21,7 +21,7 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
     job = job_of(
         InvoiceJob, out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options}
     )
-    return await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
 
 
 async def test_backfill_equals_ground_truth(simulator: Simulator, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from extractor.simulator.identities import Company
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
 from tests.conftest import MEMORY_URL, job_of
-from tests.helpers import extractor
+from tests.helpers import extractor, unstamped
 from tests.test_identities import DEMO_ENV
 from tests.test_transactions import search
 from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
@@ -51,7 +51,7 @@ def assert_each_equals_its_truth(companies: list[Company], out: Path) -> None:
 
 def fleet_summary(err: str, out: Path) -> dict[str, Any]:
     run_id = next(
-        line.split()[1].rstrip(":") for line in err.splitlines() if line.startswith("fleet ")
+        line.split()[1].rstrip(":") for line in unstamped(err) if line.startswith("fleet ")
     )
     summary: dict[str, Any] = orjson.loads((out / "_runs" / f"{run_id}.json").read_bytes())
     return summary

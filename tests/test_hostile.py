@@ -150,7 +150,7 @@ async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", rule)
         job = job_of(InvoiceJob, out=tmp_path, base_url=server.url, parse_workers=2, batch_size=100)
-        run = asyncio.create_task(runner.run(job, creds, stream=io.StringIO(), clock=ManualClock()))
+        run = asyncio.create_task(runner.run(job, creds, log=io.StringIO(), clock=ManualClock()))
         try:
             await asyncio.wait_for(arrived.wait(), 60)
             # two parser processes, and multiprocessing's resource tracker
@@ -270,7 +270,7 @@ async def test_a_dead_ledger_costs_at_most_three_requests_per_window(
             job, service=dataclasses.replace(job.service, base_url=server.url)
         )
         with pytest.raises(ServiceFailing):
-            await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+            await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
     assert server.seen["GetTransactions"] <= 3 * 24
 
 

@@ -41,10 +41,10 @@ async def test_a_held_output_is_refused_before_any_request(
             TransactionJob, tmp_path, date_from=SINCE, date_to=SINCE, base_url=simulator.url
         )
         with pytest.raises(OutputLocked):
-            await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+            await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
         sync = job_of(SyncJob, Target.parse(str(tmp_path)), base_url=simulator.url)
         with pytest.raises(OutputLocked):
-            await run_sync(sync, CREDS, stream=io.StringIO(), clock=ManualClock())
+            await run_sync(sync, CREDS, log=io.StringIO(), clock=ManualClock())
     assert simulator.stats["requests"] == 0
     summary = await backfill(simulator.url, tmp_path)  # released: the run goes ahead
     assert summary["status"] == "complete"

@@ -106,7 +106,7 @@ async def test_a_clustered_compact_tenant_is_extracted_exactly(
 ) -> None:
     simulator = await start_simulator(**CLUSTERED)
     job = job_of(InvoiceJob, out=tmp_path, base_url=simulator.url, max_requests_per_hour=0)
-    summary = await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
     assert summary["invoices"] == 1500
     assert_matches_truth(simulator, tmp_path)
 
@@ -118,7 +118,7 @@ async def test_a_sync_after_uniform_churn_equals_the_truth(
     target = Target.parse(str(tmp_path / "lake"))
     job = job_of(InvoiceJob, out=tmp_path / "work", base_url=simulator.url,
                  output=DeltaOutput(target), max_requests_per_hour=0)  # fmt: skip
-    await runner.run(job, CREDS, stream=io.StringIO(), clock=ManualClock())
+    await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
     churned = simulator.churn(Churn(changed=30, deleted=5, added=4))
     summary = await sync(simulator, target, reconcile=True)
     assert summary["invoices"]["written"]["invoices"] == 30 + 4

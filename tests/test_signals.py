@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from extractor.simulator.server import Simulator
-from tests.helpers import extractor, start_extractor
+from tests.helpers import extractor, start_extractor, unstamped
 from tests.hostile import HostileServer, held
 from tests.truth import assert_matches_truth
 
@@ -55,7 +55,7 @@ async def test_a_signal_stops_the_run_cleanly_and_it_resumes(
     assert process.returncode == status
     name = signal.Signals(signum).name
     said = err.decode()
-    assert said.strip().splitlines()[-1] == (
+    assert unstamped(said)[-1] == (
         f"extractor: interrupted ({name}); run the same command to resume"
     )
     assert "Traceback" not in said and "leaked" not in said and "Fatal" not in said

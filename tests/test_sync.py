@@ -47,12 +47,12 @@ async def test_backfill_churn_sync_churn_sync_equals_truth(
         out=tmp_path / "work-invoices", base_url=simulator.url, output=output,
         max_requests_per_hour=0,
     )  # fmt: skip
-    await runner.run(invoices, CREDS, stream=io.StringIO(), clock=ManualClock())
+    await runner.run(invoices, CREDS, log=io.StringIO(), clock=ManualClock())
     ledger = job_of(TransactionJob, 
         out=tmp_path / "work-ledger", date_from=SYNC_SINCE, date_to=dt.date.today(),
         date_field="changed", base_url=simulator.url, output=output, max_requests_per_hour=0,
     )  # fmt: skip
-    await runner.run(ledger, CREDS, stream=io.StringIO(), clock=ManualClock())
+    await runner.run(ledger, CREDS, log=io.StringIO(), clock=ManualClock())
     assert_lake_equals_truth(simulator, target, marked=set())
 
     first = simulator.churn(Churn(changed=40, deleted=6, added=15), seed=1)

@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar, cast
 import click
 import orjson
 
+from extractor import log
 from extractor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -168,7 +169,7 @@ def lock_target(
 def exit_if_partial(summary: dict[str, Any], work: Path) -> None:
     if summary["status"] != "complete":
         report = work / "_runs" / f"{summary['run_id']}.json"
-        click.echo(f"run was partial: see {report}", err=True)
+        log.current().warning("partial", f"run was partial: see {report}")
         sys.exit(EXIT_PARTIAL)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from extractor import log
 from extractor.cli.common import (
     EXIT_PARTIAL,
     dataset_options,
@@ -282,5 +283,5 @@ def sync(
     summary = run_command(run_sync(job, credentials))
     show_summary(summary, render_sync_summary)
     if summary["status"] != "complete":
-        click.echo(f"sync was partial: see {job.work}/sync-*/_runs/", err=True)
+        log.current().warning("partial", f"sync was partial: see {job.work}/sync-*/_runs/")
         sys.exit(EXIT_PARTIAL)

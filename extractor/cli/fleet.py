@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from extractor import log
 from extractor.cli.common import EXIT_PARTIAL, show_summary, stack
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
@@ -147,6 +148,7 @@ def run_as_fleet(
                 identity,
                 _member_job(job_for, work, output, identity.id),
                 replace(credentials, identity_id=identity.id),
+                log.current().format,
             )
             for identity in members
         ],
@@ -164,7 +166,7 @@ def run_as_fleet(
         summary = run_fleet(fleet, client)
     show_summary(summary, render_fleet)
     if summary["status"] != "complete":
-        click.echo(f"fleet was partial: see {summary['summary_file']}", err=True)
+        log.current().warning("partial", f"fleet was partial: see {summary['summary_file']}")
         sys.exit(EXIT_PARTIAL)
     sys.exit(0)
 

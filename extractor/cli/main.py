@@ -12,7 +12,8 @@ from typing import Any, Final
 
 import click
 
-from extractor import redact
+from extractor import log, redact
+from extractor.cli import settings
 from extractor.cli.check import check
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, transactions
@@ -23,19 +24,25 @@ from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.status import status
 from extractor.cli.update import update_invoices
+from extractor.config import password_variable
 from extractor.errors import ExtractorError, UsageError
+from extractor.parser import parser_in_use
 
 EPILOG: Final = (
     "Credentials come from the environment only: TFSO_APPLICATION_ID, TFSO_USERNAME, "
     "TFSO_PASSWORD (and TFSO_IDENTITY_ID for one identity). Exit statuses: 0 done; 1 failed "
     "(the service, the network or the output); 2 bad input or a refusal, before any request; "
     "3 partial (see OUT/_runs/ and OUT/_failures/; run the same command again); 130 Ctrl-C, "
-    "143 SIGTERM (resumable)."
+    "143 SIGTERM (resumable). Every option can also be set as EXTRACTOR_<OPTION> (e.g. "
+    "EXTRACTOR_MAX_REQUESTS_PER_HOUR) or in a --config TOML file; a flag beats a variable "
+    "beats the file."
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.version_option(package_name="extractor")
+@click.version_option(
+    package_name="extractor", message=f"%(prog)s %(version)s; parser: {parser_in_use()}"
+)
 def main() -> None:
     """Bulk extractor for the 24SevenOffice SOAP API into typed, partitioned Parquet."""
 
@@ -45,6 +52,7 @@ for command in (
     list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)
+settings.equip(main.commands.values())
 
 
 def _flags() -> dict[str, str]:
@@ -65,33 +73,38 @@ def flag(field: str) -> str:
     return FLAGS.get(field) or "--" + field.replace("_", "-")
 
 
-def _say(message: object) -> None:
-    """One line on stderr, with the password blanked should any code path ever carry it."""
-    redact.register(os.environ.get("TFSO_PASSWORD"))  # also before Credentials were read
-    click.echo(redact.mask(str(message).replace("\n", " ")), err=True)
+def _say(event: str, message: object) -> None:
+    """One line on stderr (an ``error`` event of the log), with the password blanked should
+    any code path ever carry it."""
+    for name in {"TFSO_PASSWORD", password_variable()}:
+        redact.register(os.environ.get(name))  # also before Credentials were read
+    log.current().error(event, str(message))
 
 
 def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main) -> int:
     """Run the CLI; user errors become one line and a non-zero status, never a traceback.
     Bare ``extractor`` prints its help."""
-    if not (sys.argv[1:] if argv is None else argv) and run == main.main:
+    args = sys.argv[1:] if argv is None else argv
+    if not args and run == main.main:
         with click.Context(main, info_name="extractor") as context:
             click.echo(main.get_help(context))
         return 0
+    settings.start(args)
     try:
-        run(args=argv, prog_name="extractor", standalone_mode=False)
+        defaults = settings.defaults(main, args)
+        run(args=argv, prog_name="extractor", standalone_mode=False, default_map=defaults)
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "extractor"
-        _say(f"{command}: error: {exc.format_message()} (see '{command} --help')")
+        _say("usage_error", f"{command}: error: {exc.format_message()} (see '{command} --help')")
         return EXIT_USAGE
     except Interrupted as stopped:
-        _say(f"extractor: interrupted ({stopped}); run the same command to resume")
+        _say("interrupted", f"extractor: interrupted ({stopped}); run the same command to resume")
         return 128 + stopped.signum
     except (click.Abort, KeyboardInterrupt):
-        _say("extractor: interrupted; run the same command to resume")
+        _say("interrupted", "extractor: interrupted; run the same command to resume")
         return 130
     except ExtractorError as exc:
-        _say(f"extractor: error: {exc.naming(flag)}")
+        _say("error", f"extractor: error: {exc.naming(flag)}")
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FATAL
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FATAL

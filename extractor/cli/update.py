@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from extractor import log
 from extractor.cli.common import EXIT_PARTIAL, service_options
 from extractor.cli.signals import run_command
 from extractor.config import (
@@ -61,16 +62,16 @@ def update_invoices(
             click.echo(line)
         return
     credentials = Credentials.from_env()
-    log = OutcomeLog(job.report_path)
+    kept = OutcomeLog(job.report_path)
     try:
-        outcomes = run_command(apply_updates(job, updates, credentials, log=log))
+        outcomes = run_command(apply_updates(job, updates, credentials, log=kept))
         write_report(job.report_path, outcomes)
     except ExtractorError as exc:
-        log.close(done=False)
+        kept.close(done=False)
         message = exc.args[0] if exc.args else type(exc).__name__  # its settings still in braces
-        exc.args = (f"{message}; the outcomes so far are in {log.path}",)
+        exc.args = (f"{message}; the outcomes so far are in {kept.path}",)
         raise
-    log.close(done=True)
+    kept.close(done=True)
     if not summarize(outcomes, job.report_path):
-        click.echo(f"some updates were not applied: see {job.report_path}", err=True)
+        log.current().warning("partial", f"some updates were not applied: see {job.report_path}")
         sys.exit(EXIT_PARTIAL)

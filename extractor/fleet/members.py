@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from extractor import redact
 from extractor.clock import SYSTEM
@@ -30,6 +30,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import Job, run
 from extractor.jobs.sync import SyncJob, run_sync
+from extractor.log import Format, Log
 from extractor.runs.stats import RunStats
 from extractor.service.identities import Identity
 from extractor.service.limiter import RateLimiter
@@ -47,6 +48,7 @@ class Member:
     identity: Identity
     job: InvoiceJob | TransactionJob | SyncJob
     credentials: Credentials
+    log_format: Format = "text"  # of its log file, ``LOG_FILE`` under its folder
 
 
 def run_member(member: Member, link: FleetLink | None) -> dict[str, Any]:
@@ -68,7 +70,8 @@ async def _run(member: Member, channel: Channel | None) -> dict[str, Any]:
     )
     try:
         member.job.out.mkdir(parents=True, exist_ok=True)
-        with (member.job.out / LOG_FILE).open("a", encoding="utf-8") as log:
+        with (member.job.out / LOG_FILE).open("a", encoding="utf-8") as file:
+            log = Log(file, member.log_format, context={"identity_id": identity})
             summary = await _run_job(member, log, gate, watched)
     except ExtractorError as exc:
         return outcome(member, "failed", error=exc.naming(_flag))
@@ -83,7 +86,7 @@ async def _run(member: Member, channel: Channel | None) -> dict[str, Any]:
 
 async def _run_job(
     member: Member,
-    log: IO[str],
+    log: Log,
     gate: FleetGate | None,
     watched: list[tuple[RunStats, RateLimiter]],
 ) -> dict[str, Any]:
@@ -91,9 +94,9 @@ async def _run_job(
         watched.append((stats, limiter))
 
     if isinstance(member.job, SyncJob):
-        return await run_sync(member.job, member.credentials, stream=log, gate=gate, watch=watch)
+        return await run_sync(member.job, member.credentials, log=log, gate=gate, watch=watch)
     job: Job[Any] = member.job
-    return await run(job, member.credentials, stream=log, gate=gate, watch=watch)
+    return await run(job, member.credentials, log=log, gate=gate, watch=watch)
 
 
 def outcome(

@@ -66,11 +66,11 @@ def rows_of(
 
 
 def run_id(summary: dict[str, Any]) -> str | None:
-    """The run's id; a sync's, its invoices run's."""
-    if "run_id" in summary:
-        return str(summary["run_id"])
+    """The run's id; a sync's, its invoices run's (whose summary is on disk)."""
     part = summary.get("invoices")
-    return str(part["run_id"]) if isinstance(part, dict) else None
+    if isinstance(part, dict):
+        return str(part["run_id"])
+    return str(summary["run_id"]) if "run_id" in summary else None
 
 
 def records(summary: dict[str, Any], command: str) -> int | None:

@@ -13,7 +13,6 @@ does what is unfinished: each identity's run resumes, or finds its job done.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from extractor.fleet import roster
 from extractor.fleet.coordinator import Board, FleetLink
 from extractor.fleet.layout import FLEET_PREFIX
 from extractor.fleet.members import Member, outcome, run_member
+from extractor.log import Log
 from extractor.output.targets import Target
 from extractor.runs.summary import write_summary
 
-#: Seconds between progress lines when not on a terminal (on one: redrawn twice a second).
+#: Seconds between progress events when not on a terminal (on one: redrawn twice a second).
 LOG_EVERY: Final = 10.0
 
 
@@ -47,18 +47,18 @@ def run_fleet(
     fleet: Fleet,
     client: Any,
     *,
-    stream: IO[str] | None = None,
+    log: Log | IO[str] | None = None,
     clock: Clock = SYSTEM,
     interval: float | None = None,
 ) -> dict[str, Any]:
     """Run every member on the cluster of ``client``; the fleet's summary."""
-    stream = stream or sys.stderr
-    every = interval if interval is not None else (0.5 if stream.isatty() else LOG_EVERY)
     run_id = FLEET_PREFIX + new_run_id(clock)
+    said = Log.to(log).bind(run_id=run_id, command=fleet.command)
+    every = interval if interval is not None else (0.5 if said.live else LOG_EVERY)
     link = FleetLink(run_id, fleet.fleet_requests_per_hour)
     board = Board(link, client)
     try:
-        return _run(fleet, client, link, board, stream, every, clock)
+        return _run(fleet, client, link, board, said, every, clock)
     finally:
         board.close()
 
@@ -68,13 +68,12 @@ def _run(
     client: Any,
     link: FleetLink,
     board: Board,
-    stream: IO[str],
+    log: Log,
     every: float,
     clock: Clock,
 ) -> dict[str, Any]:
     from distributed import wait
 
-    live = stream.isatty()
     started, started_at = clock.monotonic(), clock.now()
     futures = [
         client.submit(
@@ -86,25 +85,30 @@ def _run(
         )
         for member in fleet.members
     ]
-    stream.write(f"fleet {link.run_id}: {fleet.command} of {len(futures)} identities\n")
+    log.info(
+        "fleet_plan", f"fleet {link.run_id}: {fleet.command} of {len(futures)} identities",
+        identities=len(futures),
+    )  # fmt: skip
     ended: dict[int, dict[str, Any]] = {}
+
+    def look() -> None:
+        for index, future in enumerate(futures):
+            if index not in ended and future.done():
+                ended[index] = _outcome(future, fleet.members[index])
+                _said_ended(log, ended[index])
+
     while True:
         try:
             wait(futures, timeout=every)  # type: ignore[no-untyped-call]
             break
         except TimeoutError:
-            for index, future in enumerate(futures):
-                if index not in ended and future.done():
-                    ended[index] = _outcome(future, fleet.members[index])
+            look()
             runs = _read(board)
             line = fleet_line(len(futures), ended.values(), runs, clock.monotonic() - started)
-            stream.write(f"\r\033[K{line}" if live else f"progress: {line}\n")
-            stream.flush()
-    if live:
-        stream.write("\r\033[K")
-    outcomes = [
-        _outcome(future, member) for future, member in zip(futures, fleet.members, strict=True)
-    ]
+            log.status(line, identities=len(futures), ended=len(ended))
+    look()
+    log.clear()
+    outcomes = [ended[index] for index in range(len(futures))]
     summary: dict[str, Any] = {
         "run_id": link.run_id,
         "command": fleet.command,
@@ -122,7 +126,31 @@ def _run(
     rows = roster.rows_of(outcomes, fleet.command, clock.now())
     roster.record(fleet.target, fleet.work, rows, delta=fleet.delta)
     summary["summary_file"] = str(write_summary(summary, fleet.work))
+    statuses = [entry["status"] for entry in outcomes]
+    log.info(
+        "finished",
+        f"fleet {link.run_id} {summary['status']}: {statuses.count('complete')} complete, "
+        f"{statuses.count('partial')} partial, {statuses.count('failed')} failed "
+        f"in {summary['seconds']:,.1f} s",
+        status=summary["status"], identities=len(outcomes),
+        complete=statuses.count("complete"), partial=statuses.count("partial"),
+        failed=statuses.count("failed"), seconds=summary["seconds"],
+    )  # fmt: skip
     return summary
+
+
+def _said_ended(log: Log, entry: dict[str, Any]) -> None:
+    """One identity's run has ended: say how."""
+    said = log.bind(identity_id=entry["identity_id"])
+    run = entry["summary"] or {}
+    name = entry["client_name"] or entry["identity_id"]
+    if entry["status"] == "failed":
+        said.warning("identity_failed", f"identity {name}: failed: {entry['error']}")
+        return
+    said.info(
+        "identity_finished", f"identity {name}: {entry['status']} (run {roster.run_id(run)})",
+        status=entry["status"], identity_run_id=roster.run_id(run),
+    )  # fmt: skip
 
 
 def _read(board: Board) -> dict[str, dict[str, Any]]:

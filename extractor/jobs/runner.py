@@ -12,9 +12,8 @@ publishes (:class:`Job` and :class:`Work`).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeVar
 
@@ -23,14 +22,16 @@ from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import OutputError
 from extractor.jobs.workers import Fetcher, Run, Unit, work_through
+from extractor.log import Log
 from extractor.output.lock import OutputLock
 from extractor.output.staging import TableWriter
+from extractor.parser import slow_parser_note
 from extractor.runs.history import Carried, carried_over, finished_job, latest_run
 from extractor.runs.journal import Journal, unfinished
 from extractor.runs.progress import Progress
 from extractor.runs.state import RunState
 from extractor.runs.stats import RunStats
-from extractor.runs.summary import write_summary
+from extractor.runs.summary import finished, write_summary
 from extractor.service.health import Health
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.session import Session
@@ -120,19 +121,19 @@ async def run(
     job: Job[U],
     credentials: Credentials,
     *,
-    stream: IO[str] | None = None,
+    log: Log | IO[str] | None = None,
     clock: Clock = SYSTEM,
     wire: Wire | None = None,
     gate: Gate | None = None,
     watch: Callable[[RunStats, RateLimiter], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``.
-    It reports on ``stream`` (stderr), tells time and waits by ``clock``, and reaches the
-    service over ``wire`` (HTTP to the job's base URL). In a fleet, its requests also draw
-    on the fleet's budget (``gate``), and ``watch`` is handed the run's counters and rate
-    limiter as the run starts, to report them."""
+    It reports to ``log`` (the process's log; a stream: text on it), tells time and waits
+    by ``clock``, and reaches the service over ``wire`` (HTTP to the job's base URL). In a
+    fleet, its requests also draw on the fleet's budget (``gate``), and ``watch`` is handed
+    the run's counters and rate limiter as the run starts, to report them."""
     job.check()
-    given = _Surroundings(stream or sys.stderr, clock, wire, gate, watch)
+    given = _Surroundings(Log.to(log).bind(command=job.command), clock, wire, gate, watch)
     # a sync holds its target's lock for all its parts
     with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
         return await _locked(job, credentials, given)
@@ -140,7 +141,7 @@ async def run(
 
 @dataclass(frozen=True)
 class _Surroundings:
-    stream: IO[str]
+    log: Log
     clock: Clock
     wire: Wire | None
     gate: Gate | None = None
@@ -148,20 +149,27 @@ class _Surroundings:
 
 
 async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
-    stream = given.stream
+    log = given.log
     fingerprint = job.fingerprint()
     # a sync lists what changed and adds what its last run could not fetch; a backfill that
     # finished partial fetches again exactly what it could not fetch
     done = latest_run(job.out) if job.sync else finished_job(job.out, fingerprint, job.datasets())
     carried = carried_over(job.out, done) if unfinished(job.out) is None else None
     if done is not None and carried is None and not job.sync:
-        stream.write(f"run {done['run_id']} already finished this job ({done['status']}); ")
-        stream.write("nothing to do\n")
+        log.bind(run_id=done["run_id"]).info(
+            "already_finished",
+            f"run {done['run_id']} already finished this job ({done['status']}); nothing to do",
+            status=done["status"],
+        )
         return done
-    if carried is not None:
-        stream.write(job.retrying(carried) + "\n")
     _make(job.out)
     journal = Journal.open(job.out, new_run_id(given.clock), fingerprint)
+    given = replace(given, log=log.bind(run_id=journal.state.run_id))
+    note = slow_parser_note()
+    if note is not None:
+        given.log.warning("slow_parser", note)
+    if carried is not None:
+        given.log.info("retrying", job.retrying(carried), retried_from=carried.run_id)
     try:
         summary = await _journaled(job, credentials, journal, given, carried)
     finally:
@@ -181,20 +189,23 @@ async def _journaled(
     stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
     transport = Transport.for_run(job.service, given.clock, given.wire, given.gate)
-    progress = Progress(stats, given.stream, limiter=transport.limiter)
+    progress = Progress(stats, given.log, limiter=transport.limiter)
     if given.watch is not None:
         given.watch(stats, transport.limiter)
     try:
         if state.starts > 1:
             removed = sum(writer.prune(set(state.staged)) for writer in work.writers)
             progress.say(
+                "resuming",
                 f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
-                f"{removed} unfinished files removed"
+                f"{removed} unfinished files removed",
+                batches_on_disk=len(state.staged),
+                files_removed=removed,
             )
         session = Session(transport, credentials)
         await session.login()
         health = Health.for_workers(job.service.concurrency)
-        connected = Run(job.service, session, stats, given.clock, health)
+        connected = Run(job.service, session, stats, given.clock, health, given.log)
         if not state.published:
             await _fetch_and_publish(work, connected, journal, progress, carried)
         stats.requests, stats.relogins = session.requests, session.logins - 1
@@ -205,6 +216,8 @@ async def _journaled(
     work.tidy()
     summary = work.summary(journal.state, stats)
     write_summary(summary, job.out)
+    line, counts = finished(summary)
+    given.log.info("finished", line, **counts)
     return summary
 
 
@@ -225,14 +238,18 @@ async def _fetch_and_publish(
         if state.plan is None and state.windows is None:
             journal.append(await work.plan(run, carried))
         remaining = work.remaining(state, prefix)
-        progress.say(work.planned(state, remaining))
+        progress.say(
+            "plan", work.planned(state, remaining), units=stats.units, total=stats.total,
+            to_fetch=sum(unit.size for unit in remaining),
+        )  # fmt: skip
         progress.start()
         started = run.clock.monotonic()
         await fetch(remaining)
-        await until_all_staged(journal, work.writers, refetch, progress.say)
+        await until_all_staged(journal, work.writers, refetch, progress.lost)
         stats.fetch_seconds = round(run.clock.monotonic() - started, 3)
     memory.trim()  # what the fetch freed, before publishing needs memory of its own
     started = run.clock.monotonic()
+    progress.publishing(len(state.staged))
     stats.written = await work.publish(run, state)
     stats.files = stats.written.get("files", 0)
     journal.append({"event": "published", "written": stats.written})
@@ -243,7 +260,7 @@ async def until_all_staged(
     journal: Journal,
     writers: Sequence[TableWriter],
     refetch: Callable[[int], Awaitable[None]],
-    say: Callable[[str], None],
+    say: Callable[[int], None],
 ) -> None:
     """Before anything is published: every unit the journal lists must be on disk with the
     records it journaled; a missing or short one is fetched again (``refetch(round)``), never
@@ -258,7 +275,7 @@ async def until_all_staged(
                 f"after {MAX_REFETCH_ROUNDS} rounds of fetching them; is something else "
                 "deleting files there? Run the same command again to resume"
             )
-        say(f"{len(lost)} staged batches were missing or short on disk; fetching them again")
+        say(len(lost))
         await refetch(round_)
     for writer in writers:
         writer.keep = set(journal.state.batches)

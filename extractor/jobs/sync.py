@@ -19,18 +19,18 @@ import contextlib
 import datetime as dt
 import functools
 import shutil
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from extractor.clock import SYSTEM, Clock
+from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.runner import run
+from extractor.log import Log
 from extractor.output.lock import target_lock
 from extractor.output.parquet import Output
 from extractor.output.staging import Placement
@@ -41,6 +41,9 @@ from extractor.runs.stats import RunStats
 from extractor.runs.summary import counted
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
+
+#: A sync's own run id: ``sync-`` and a run id (each part's run has its own).
+SYNC_PREFIX: Final = "sync-"
 
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
 LEDGER_TABLES: Final = ("transactions",)
@@ -81,32 +84,38 @@ async def run_sync(
     job: SyncJob,
     credentials: Credentials,
     *,
-    stream: IO[str] | None = None,
+    log: Log | IO[str] | None = None,
     clock: Clock = SYSTEM,
     wire: Wire | None = None,
     gate: Gate | None = None,
     watch: Callable[[RunStats, RateLimiter], None] | None = None,
 ) -> dict[str, Any]:
-    """One sync; its summary (each part's also under the work directory's ``_runs/``).
-    ``stream``, ``clock``, ``wire``, ``gate`` and ``watch`` as for
-    :func:`~extractor.jobs.runner.run`."""
+    """One sync; its summary (each part's also under the work directory's ``_runs/``), with
+    the sync's own ``run_id`` (``sync-...``; each part has its run's). ``log``, ``clock``,
+    ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.jobs.runner.run`."""
     if job.overlap < dt.timedelta(0):
         raise InvalidOption("{overlap} must not be negative")
-    out = stream or sys.stderr
-    given = functools.partial(run, stream=out, clock=clock, wire=wire, gate=gate, watch=watch)
+    run_id = SYNC_PREFIX + new_run_id(clock)
+    out = Log.to(log).bind(run_id=run_id, command="sync")
+    given = functools.partial(run, log=out, clock=clock, wire=wire, gate=gate, watch=watch)
     # a fleet's member: the fleet holds the target's lock for all of them
     with (
         target_lock(job.target, job.work_dir, "sync")
         if job.identity is None
         else contextlib.nullcontext()
     ):
-        return await _sync_locked(job, credentials, out, clock, given)
+        summary = {"run_id": run_id, **await _sync_locked(job, credentials, out, clock, given)}
+    out.info(
+        "finished", f"sync {run_id} {summary['status']}", status=summary["status"],
+        watermarks=summary["watermarks"],
+    )  # fmt: skip
+    return summary
 
 
 async def _sync_locked(
     job: SyncJob,
     credentials: Credentials,
-    stream: IO[str],
+    log: Log,
     clock: Clock,
     running: Callable[..., Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
@@ -117,13 +126,13 @@ async def _sync_locked(
     output = DeltaOutput(job.target, identity=job.identity)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
     invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
-    _discard_stale(invoice_job.out, invoice_job.fingerprint(), stream)
-    stream.write(_plan("invoices", invoice_job.changed_after))
+    _discard_stale(invoice_job.out, invoice_job.fingerprint(), log)
+    log.info("sync_plan", _plan("invoices", invoice_job.changed_after), part="invoices")
     summary["invoices"] = await running(invoice_job, credentials)
     if job.ledger:
         ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), clock.now().date())
-        _discard_stale(ledger_job.out, ledger_job.fingerprint(), stream)
-        stream.write(_plan("ledger lines", ledger_job.date_from))
+        _discard_stale(ledger_job.out, ledger_job.fingerprint(), log)
+        log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         summary["transactions"] = await running(ledger_job, credentials)
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
@@ -159,7 +168,7 @@ def _ledger_job(
     )  # fmt: skip
 
 
-def _discard_stale(work: Path, expected: dict[str, Any], stream: IO[str]) -> None:
+def _discard_stale(work: Path, expected: dict[str, Any], log: Log) -> None:
     """Remove an unfinished sync run of another plan; its work is simply done again."""
     found = unfinished(work)
     if found is None:
@@ -167,15 +176,19 @@ def _discard_stale(work: Path, expected: dict[str, Any], stream: IO[str]) -> Non
     state = replay(found)
     if state.fingerprint == expected:
         return
-    stream.write(f"discarding the unfinished sync {state.run_id}: the tables moved on since\n")
+    log.warning(
+        "discarding",
+        f"discarding the unfinished sync {state.run_id}: the tables moved on since",
+        discarded=state.run_id,
+    )
     shutil.rmtree(work / "_staging" / state.run_id, ignore_errors=True)
     found.unlink()
 
 
 def _plan(what: str, since: dt.datetime | dt.date | None) -> str:
     if since is None:
-        return f"sync: no watermark for {what}; backfilling them all\n"
-    return f"sync: {what} changed since {since.isoformat()}\n"
+        return f"sync: no watermark for {what}; backfilling them all"
+    return f"sync: {what} changed since {since.isoformat()}"
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -18,7 +18,8 @@ from typing import Any, Protocol, Self, TypeVar
 from extractor import soap
 from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
-from extractor.errors import ExtractorError, Quarantined, SplitsBatch
+from extractor.errors import ExtractorError, Quarantined, SplitsBatch, first_line
+from extractor.log import Log
 from extractor.parser import Sink
 from extractor.runs.stats import RunStats
 from extractor.service.health import Health, same_failure
@@ -72,6 +73,7 @@ class Run:
     stats: RunStats
     clock: Clock
     health: Health
+    log: Log | None = None  # debug events: each retry, each batch given up
 
     async def call(
         self,
@@ -84,8 +86,13 @@ class Run:
         """One operation with retries on transient errors, sitting out quarantines; each
         attempt of a ``batch`` tells the run's :class:`Health`."""
 
-        def count_retry(_: BaseException) -> None:
+        def count_retry(error: BaseException) -> None:
             self.stats.retries += 1
+            if self.log is not None:
+                self.log.debug(
+                    "retry", f"{operation.name}{f' {batch}' if batch else ''}: retrying after "
+                    f"{first_line(error)}", operation=operation.name, batch=batch,
+                )  # fmt: skip
 
         async def attempt() -> S:
             call = self.session.call(operation, params, sink)
@@ -185,6 +192,11 @@ def _policy(run: Run, unit: Unit) -> RetryPolicy:
 
 
 def _failed(run: Run, fetcher: Fetcher[U], unit: U, error: BaseException) -> None:
+    if run.log is not None:
+        run.log.debug(
+            "gave_up", f"{fetcher.what} {unit.key}: gave up: {first_line(error)}",
+            unit=unit.key, size=unit.size,
+        )  # fmt: skip
     fetcher.failed(run, unit, error)
     run.stats.done += unit.size
 

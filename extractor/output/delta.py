@@ -45,7 +45,6 @@ import datetime as dt
 import functools
 import random
 import shutil
-import sys
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +60,7 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import create_table_with_add_actions
 
+from extractor import log
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
@@ -227,9 +227,11 @@ class Lake:
                 f"{LAYOUTS[name].partition}): run `extractor sync` into it once to rewrite it"
             )
         carried = _last_run_commit(table) or {}
-        sys.stderr.write(
+        log.current().warning(
+            "migrating",
             f"rewriting the Delta table {name} partitioned by {LAYOUTS[name].partition}, "
-            "once: an older extractor wrote it\n"
+            "once: an older extractor wrote it",
+            table=name,
         )
         watermark: dict[str, Any] = {k: carried[k] for k in (WATERMARK, RUN_ID) if k in carried}
         migrate(self, name, self.scratch / name, watermark)

@@ -54,17 +54,29 @@ class RunStats:
         elapsed = max(self.seconds, 1e-9)
         return self.fetched / elapsed, self.bytes_received / elapsed / 1e6
 
-    def line(self, paused_until: float | None = None) -> str:
+    def line(
+        self, paused_until: float | None = None, pacing: tuple[float, int] | None = None
+    ) -> str:
+        """The live line. ``pacing``: the requests a second our hourly limit allows while it
+        holds requests back, and the requests sent so far; the ETA then follows that limit."""
         per_second, mb_per_second = self.rates()
         left = self.total - self.done
         done_per_second = self.done / max(self.seconds, 1e-9)
-        eta = f"{left / done_per_second:.0f}s" if done_per_second > 0 and left else "-"
+        seconds_left = left / done_per_second if done_per_second > 0 and left else None
+        paced = ""
+        if pacing is not None and left:
+            allowed, sent = pacing
+            per_request = self.done / sent if sent and self.done else 1.0
+            at_limit = left / max(per_request, 1e-9) / allowed  # the requests still to send
+            seconds_left = max(seconds_left or 0.0, at_limit)
+            paced = f"  paced to {allowed * 3600:,.0f} req/h"
+        eta = f"{seconds_left:.0f}s" if seconds_left is not None else "-"
         if paused_until is not None:  # no rate says when a pause the service asked for ends
             eta = f"- (paused until {format_when(paused_until)})"
         return (
             f"{self.done:,}/{self.total:,} {self.units}  "
             f"{per_second:,.0f} {self.records}/s  "
-            f"{mb_per_second:.1f} MB/s  retries {self.retries}  ETA {eta}"
+            f"{mb_per_second:.1f} MB/s  retries {self.retries}{paced}  ETA {eta}"
         )
 
     def summary(self, status: str, out: Path) -> dict[str, Any]:

@@ -77,6 +77,24 @@ def render_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def finished(summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The ``finished`` event of a run: its line, and the counts a scheduler reads."""
+    records, units = counted(summary)
+    counts = {
+        key: summary[key]
+        for key in (
+            "status", records, f"{units}_total", "rows", "requests", "retries", "give_ups",
+            "failed_ids", "missing_ids", "api_exceptions", "failed_days", "seconds",
+        )
+        if key in summary
+    }  # fmt: skip
+    line = (
+        f"run {summary['run_id']} {summary['status']}: {summary[records]:,} {records} "
+        f"in {summary['seconds']:,.1f} s ({summary['requests']:,} requests)"
+    )
+    return line, counts
+
+
 def _written(summary: dict[str, Any]) -> str:
     """``12 files``, or records per Delta table (``invoices 40, invoice_rows 155``)."""
     written = summary.get("written") or {"files": summary.get("files", 0)}

@@ -79,6 +79,7 @@ class RateLimiter:
         self._window = 0.0  # the length of the service's budget window, once seen
         self.pause_reason = ""
         self.quarantines = 0  # quarantine faults met
+        self._paced_at: float | None = None  # when a request last waited for our own budget
         #: Told when every request starts waiting: (until, reason); the progress display says so.
         self.on_pause: Callable[[float, str], None] = lambda until, reason: None
 
@@ -87,6 +88,16 @@ class RateLimiter:
         """When the current pause ends (wall-clock seconds), or None when not paused."""
         until = max(self._paused_until, self.gate.paused_until if self.gate else 0.0)
         return until if until > self.clock.time() else None
+
+    @property
+    def pacing_rate(self) -> float | None:
+        """Requests a second our own hourly limit lets through, while it holds requests back
+        (a request waited for it within the last few of its intervals); None otherwise."""
+        per_hour = self.limits.per_hour
+        if not per_hour or self._paced_at is None:
+            return None
+        rate = per_hour / 3600
+        return rate if self.clock.time() - self._paced_at < 1.0 + 3 / rate else None
 
     @property
     def service_budget(self) -> tuple[int, float] | None:
@@ -186,6 +197,7 @@ class RateLimiter:
             self._filled_at = now
             if self._tokens < 1:
                 wait = max(wait, (1 - self._tokens) / rate)
+                self._paced_at = now
         return wait
 
 

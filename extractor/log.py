@@ -1,0 +1,148 @@
+"""What the extractor tells whoever watches it: events, as text for people or JSON Lines for
+machines (``--log-format json``), on stderr.
+
+Every event has a name (``plan``, ``progress``, ``paused``, ``publishing``, ``finished``, ...),
+a level, a line of text and the counts it is about. As text, it is that line; on a stream that
+is not a terminal, after a UTC timestamp. As JSON, one object a line::
+
+    {"time": "2026-12-03T09:50:35.120Z", "level": "info", "event": "plan",
+     "run_id": "20261203T095035Z-3f2a", "message": "...", "ids": 1200}
+
+``run_id`` is on every line: the run the event is about once it has one, until then the
+invocation's own id (which a fresh run takes as its id); ``identity_id`` and ``command`` where
+they are known. ``-q`` keeps warnings and errors only, ``-v`` adds debug events (each retry).
+
+The command line configures the process's log once (:func:`configure`); library calls given
+a plain stream (a test's ``StringIO``) write text to it; every text passes
+:func:`extractor.redact.mask`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, Final, Literal
+
+import orjson
+
+from extractor import redact
+
+Format = Literal["text", "json"]
+Level = Literal["debug", "info", "warning", "error"]
+FORMATS: Final = ("text", "json")
+_RANK: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+#: The lowest level shown, by verbosity (-1: ``-q``, 0, 1: ``-v``).
+_THRESHOLD: Final = {-1: 30, 0: 20, 1: 10}
+_CLEAR: Final = "\r\033[K"
+
+
+@dataclass(frozen=True)
+class Log:
+    """Where events go, and what every one of them carries (``run_id``, ``identity_id``)."""
+
+    stream: IO[str] | None = None  # None: the process's stderr at the time of writing
+    format: Format = "text"
+    verbosity: int = 0
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def to(cls, where: IO[str] | Log | None) -> Log:
+        """``where`` as a log: a log as it is, a stream as text, None as the process's log."""
+        if isinstance(where, Log):
+            return where
+        if where is None:
+            return _configured
+        return cls(where)
+
+    @property
+    def out(self) -> IO[str]:
+        return self.stream if self.stream is not None else sys.stderr
+
+    @property
+    def live(self) -> bool:
+        """A line redrawn in place: text on a terminal, not quietened."""
+        return self.format == "text" and self.verbosity >= 0 and _isatty(self.out)
+
+    def bind(self, **context: Any) -> Log:
+        """This log, with ``context`` on every event from now on."""
+        return replace(self, context={**self.context, **context})
+
+    def shows(self, level: Level) -> bool:
+        return _RANK[level] >= _THRESHOLD[max(-1, min(1, self.verbosity))]
+
+    def debug(self, event: str, message: str, **counts: Any) -> None:
+        self.emit("debug", event, message, counts)
+
+    def info(self, event: str, message: str, **counts: Any) -> None:
+        self.emit("info", event, message, counts)
+
+    def warning(self, event: str, message: str, **counts: Any) -> None:
+        self.emit("warning", event, message, counts)
+
+    def error(self, event: str, message: str, **counts: Any) -> None:
+        self.emit("error", event, message, counts)
+
+    def emit(self, level: Level, event: str, message: str, counts: Mapping[str, Any]) -> None:
+        if not self.shows(level):
+            return
+        message = redact.mask(message.replace("\n", " "))
+        if self.format == "json":
+            self._write(self._json(level, event, message, counts) + "\n")
+        elif self.live:
+            self._write(f"{_CLEAR}{message}\n")
+        else:
+            self._write(f"{stamp()} {message}\n")
+
+    def status(self, message: str, **counts: Any) -> None:
+        """The live state of a run: redrawn in place on a terminal, else a ``progress`` event
+        (text: ``progress: ...``)."""
+        if self.live:
+            self._write(f"{_CLEAR}{redact.mask(message)}")
+        else:
+            self.info("progress", f"progress: {message}", **counts)
+
+    def clear(self) -> None:
+        """Wipe the live line (before the summary, or a line that is not the log's)."""
+        if self.live:
+            self._write(_CLEAR)
+
+    def _json(self, level: str, event: str, message: str, counts: Mapping[str, Any]) -> str:
+        record = {"time": stamp(), "level": level, "event": event, **self.context}
+        record.update(counts)
+        record["message"] = message
+        return redact.mask(orjson.dumps(record, default=str).decode())
+
+    def _write(self, text: str) -> None:
+        out = self.out
+        out.write(text)
+        out.flush()
+
+
+def stamp() -> str:
+    """Now, in UTC to the millisecond: ``2026-12-03T09:50:35.120Z``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return False
+
+
+#: The process's log: what :func:`configure` made of the command line's flags.
+_configured: Log = Log()
+
+
+def configure(format: Format = "text", verbosity: int = 0, **context: Any) -> Log:
+    """Set the process's log (the command line does, at every invocation); it."""
+    global _configured
+    _configured = Log(None, format, verbosity, context)
+    return _configured
+
+
+def current() -> Log:
+    """The process's log."""
+    return _configured
