@@ -150,7 +150,7 @@ def _load_speedups() -> tuple[Any, str]:
     try:
         from extractor import _speedups  # type: ignore[attr-defined]
     except ImportError:
-        return None, "not built when extractor was installed: no C compiler then?"
+        return None, "not installed (was extractor installed without a C compiler?)"
     if etree.__version__ != _speedups.BUILT_WITH_LXML:
         return None, (
             f"built for lxml {_speedups.BUILT_WITH_LXML}, but lxml {etree.__version__} is "

@@ -108,17 +108,19 @@ async def test_four_identities_each_equal_their_own_truth_and_a_blocked_one_is_r
 
 
 async def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes(
-    start_simulator: Any, cli_beside: Any, tmp_path: Path, monkeypatch: Any
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
     simulator: Simulator = await start_simulator(orders=500, identities=2)
     out = tmp_path / "fleet"
     # the first worker process to stage its third batch dies there, SIGKILL, once
-    monkeypatch.setenv("EXTRACTOR_KILL_AT", "journal:staged@3")
-    monkeypatch.setenv("EXTRACTOR_KILL_ONCE", str(tmp_path / "killed"))
+    kill = {
+        "EXTRACTOR_KILL_AT": "journal:staged@3",
+        "EXTRACTOR_KILL_ONCE": str(tmp_path / "killed"),
+    }
     code, stdout, err = await cli_beside(
         "invoices", "--base-url", simulator.url, "--out", str(out), "--identity", "all",
         "--workers", "2", "--identities-per-worker", "1", "--batch-size", "100", *NO_LIMIT,
-        env=DEMO_ENV,
+        env=DEMO_ENV | kill,
     )  # fmt: skip
     assert (tmp_path / "killed").exists(), "a worker was killed"
     assert code == 0, stdout + err
@@ -153,8 +155,15 @@ async def test_the_ledger_of_a_fleet_under_a_shared_budget(
     runs = [entry["summary"] for entry in summary["identities"]]
     sent = sum(run["requests"] + run["relogins"] + 1 for run in runs)  # calls and logins
     granted = summary["fleet_budget"]["granted"]
-    # every request took one of the budget's; a run may end with some of its lease unspent
-    assert sent <= granted <= sent + len(runs) * (LEASE - 1)
+    # every request took one of the budget's; a run may end with some of its lease unspent,
+    # and a run the cluster started again (a worker that missed its heartbeats on a loaded
+    # machine) also spent its first start's
+    assert sent <= granted
+    logs = [
+        (out / "_identities" / c.identity_id / "run.log").read_text() for c in simulator.companies
+    ]
+    if all(log.count("to fetch") == 1 for log in logs):  # each run started once
+        assert granted <= sent + len(runs) * (LEASE - 1)
 
 
 async def test_one_identity_keeps_the_layout_of_one(

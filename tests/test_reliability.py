@@ -46,10 +46,12 @@ def no_leftovers(out: Path) -> None:
 
 
 async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_path: Path) -> None:
-    faults = FaultConfig(rate=0.1, seed=11, slow_seconds=3.0)
+    # a slow answer outlasts the attempt's timeout; an ordinary one of 100 orders, on a loaded
+    # machine, does not (1 s did: ten timeouts in a row stopped the run as a dead service)
+    faults = FaultConfig(rate=0.1, seed=11, slow_seconds=10.0)
     simulator = await start_simulator(orders=5000, faults=faults, session_ttl_calls=7)
     summary = await backfill(
-        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=1.0)
+        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=4.0)
     )
     injected = sum(simulator.stats[f"fault:{kind}"] for kind in faults.kinds)
     assert injected >= 5 and simulator.stats["expired"] >= 5  # it was chaos
@@ -193,3 +195,8 @@ async def test_kill_and_resume_gives_the_truth_exactly(
     assert len(summaries) == 1
     summary = orjson.loads(summaries[0].read_bytes())
     assert summary["invoices"] == 3000 and summary["status"] == "complete"
+    # the last invocation only published what the one before had fetched: its counts say so,
+    # and its rate is of what it fetched itself
+    resumed = summary["resumed"]
+    assert resumed["starts"] >= 3 and resumed["invoices_this_invocation"] == 0
+    assert summary["invoices_per_second"] == 0 and "requests" in resumed["this_invocation"]

@@ -114,7 +114,8 @@ storage_options = (
         "--work-dir",
         type=click.Path(path_type=Path),
         help="Local folder for the journal and staging of an s3:// or Delta --out "
-        "(default: under ~/.cache/extractor).",
+        "(default: OUT itself when local, else $XDG_CACHE_HOME/extractor/<hash of OUT>, "
+        "~/.cache without it).",
     ),
     click.option(
         "--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)."

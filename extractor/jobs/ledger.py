@@ -150,6 +150,7 @@ class TransactionJob:
 
     def start(self, journal: Journal, stats: RunStats) -> LedgerWork:
         stats.units, stats.records = "days", TABLE
+        stats.fetched = journal.state.counts.get(TABLE, 0)  # a resumed run's lines so far
         return LedgerWork(self, journal, stats)
 
     def plan(self, start: dt.date | None = None) -> list[Window]:

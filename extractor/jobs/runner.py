@@ -188,6 +188,7 @@ async def _journaled(
     state = journal.state
     stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
+    stats.starts, stats.carried = state.starts, stats.fetched  # what earlier invocations did
     transport = Transport.for_run(job.service, given.clock, given.wire, given.gate)
     progress = Progress(stats, given.log, limiter=transport.limiter)
     if given.watch is not None:
@@ -242,6 +243,7 @@ async def _fetch_and_publish(
             "plan", work.planned(state, remaining), units=stats.units, total=stats.total,
             to_fetch=sum(unit.size for unit in remaining),
         )  # fmt: skip
+        stats.done_before = stats.done  # the ETA: this invocation's pace on what is left
         progress.start()
         started = run.clock.monotonic()
         await fetch(remaining)

@@ -5,13 +5,20 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from extractor.clock import SYSTEM, Clock
 from extractor.service.limiter import format_when
 
 #: What the summary leaves out: the clock, and what it names by the job's own words.
-_INTERNAL = frozenset({"clock", "started", "total", "done", "fetched", "counts"})
+_INTERNAL = frozenset(
+    {"clock", "started", "total", "done", "fetched", "counts", "starts", "carried", "done_before"}
+)
+#: What a resumed run's summary counts over this invocation only (the rest: the whole run).
+THIS_INVOCATION: Final = (
+    "requests", "retries", "relogins", "give_ups", "splits", "quarantines", "bytes_received",
+    "fetch_seconds", "publish_seconds",
+)  # fmt: skip
 
 
 @dataclass
@@ -40,6 +47,9 @@ class RunStats:
     clock: Clock = field(default=SYSTEM, repr=False, compare=False)
     started: float = 0.0  # on the clock's monotonic time
     started_at: str = ""
+    starts: int = 1  # this invocation's number among the run's (2 and more: resumed)
+    carried: int = 0  # of ``fetched``, the records earlier invocations of the run fetched
+    done_before: int = 0  # of ``done``, the units earlier invocations did
 
     def __post_init__(self) -> None:
         self.started = self.clock.monotonic()
@@ -50,9 +60,14 @@ class RunStats:
         return self.clock.monotonic() - self.started
 
     def rates(self) -> tuple[float, float]:
-        """Records per second and MB per second so far."""
+        """Records per second and MB per second so far, of this invocation."""
         elapsed = max(self.seconds, 1e-9)
-        return self.fetched / elapsed, self.bytes_received / elapsed / 1e6
+        return self.fetched_now / elapsed, self.bytes_received / elapsed / 1e6
+
+    @property
+    def fetched_now(self) -> int:
+        """Records this invocation fetched (``fetched`` also counts a resumed run's earlier)."""
+        return max(0, self.fetched - self.carried)
 
     def line(
         self, paused_until: float | None = None, pacing: tuple[float, int] | None = None
@@ -61,7 +76,7 @@ class RunStats:
         holds requests back, and the requests sent so far; the ETA then follows that limit."""
         per_second, mb_per_second = self.rates()
         left = self.total - self.done
-        done_per_second = self.done / max(self.seconds, 1e-9)
+        done_per_second = (self.done - self.done_before) / max(self.seconds, 1e-9)
         seconds_left = left / done_per_second if done_per_second > 0 and left else None
         paced = ""
         if pacing is not None and left:
@@ -84,6 +99,8 @@ class RunStats:
         (``invoices``, ``ids_total``, ``invoices_per_second``; ``transactions``,
         ``days_total``, ...)."""
         per_second, mb_per_second = self.rates()
+        if self.starts == 1:  # the run's records as written (a resumed one: those fetched now)
+            per_second = self.fetched / max(self.seconds, 1e-9)
         data = {
             f.name: copy.deepcopy(getattr(self, f.name))
             for f in fields(self)
@@ -103,4 +120,10 @@ class RunStats:
             seconds=round(self.seconds, 3),
             mb_per_second=round(mb_per_second, 2),
         )
+        if self.starts > 1:
+            data["resumed"] = {
+                "starts": self.starts,
+                "this_invocation": [self.records, *THIS_INVOCATION, "seconds", "rates"],
+                f"{self.records}_this_invocation": self.fetched_now,
+            }
         return data

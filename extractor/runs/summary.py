@@ -54,6 +54,13 @@ def render_summary(summary: dict[str, Any]) -> str:
     ]
     if "rows" in summary:
         lines.append(f"  invoice rows  {summary['rows']:,}")
+    resumed = summary.get("resumed")
+    if resumed:
+        lines.append(
+            f"  resumed       start {resumed['starts']} of this run: the counts above are the "
+            f"whole run's; requests, time and rates below this invocation's "
+            f"({resumed[f'{records}_this_invocation']:,} {records} fetched now)"
+        )
     lines += [
         f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
         f"in {summary['requests']:,} requests",
