@@ -26,6 +26,7 @@ from extractor.simulator.tenant import Churn
 from tests.conftest import MEMORY_URL, job_of
 from tests.helpers import extractor, unstamped
 from tests.test_identities import DEMO_ENV
+from tests.test_logs import events
 from tests.test_transactions import search
 from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
 
@@ -50,9 +51,13 @@ def assert_each_equals_its_truth(companies: list[Company], out: Path) -> None:
 
 
 def fleet_summary(err: str, out: Path) -> dict[str, Any]:
-    run_id = next(
-        line.split()[1].rstrip(":") for line in unstamped(err) if line.startswith("fleet ")
-    )
+    """The fleet's summary, found by the run id its log names (as text, or JSON Lines)."""
+    if err.startswith("{"):
+        run_id = next(e["run_id"] for e in events(err) if e["event"] == "fleet_plan")
+    else:
+        run_id = next(
+            line.split()[1].rstrip(":") for line in unstamped(err) if line.startswith("fleet ")
+        )
     summary: dict[str, Any] = orjson.loads((out / "_runs" / f"{run_id}.json").read_bytes())
     return summary
 
@@ -140,9 +145,16 @@ async def test_the_ledger_of_a_fleet_under_a_shared_budget(
         "transactions", "--base-url", simulator.url, "--out", str(out),
         "--identity", simulator.company(1).identity_id, "--identity",
         simulator.company(2).identity_id, "--from", "2015-01-01", "--to", "2026-12-31",
-        "--workers", "1", "--fleet-requests-per-hour", "360000", *NO_LIMIT, env=DEMO_ENV,
+        "--workers", "1", "--fleet-requests-per-hour", "360000", *NO_LIMIT,
+        "--log-format", "json", env=DEMO_ENV,
     )  # fmt: skip
     assert code == 0, err
+    # the fleet's log: every line JSON with the fleet's run id; one event an identity
+    said = events(err)
+    assert {e["run_id"] for e in said} == {said[0]["run_id"]}
+    assert said[0]["run_id"].startswith("fleet-") and said[-1]["event"] == "finished"
+    ended = {e["identity_id"]: e["status"] for e in said if e["event"] == "identity_finished"}
+    assert ended == {c.identity_id: "complete" for c in simulator.companies}
     found = by_identity(out, "transactions")
     for company in simulator.companies:
         truth = company.ledger.ground_truth(iter(search(company.ledger, {})))
