@@ -18,7 +18,7 @@ from extractor.errors import UsageError
 from extractor.jobs import runner
 from extractor.jobs.ledger import TransactionJob, Window, cut
 from extractor.simulator.faults import FaultConfig
-from extractor.simulator.ledger import search
+from extractor.simulator.ledger import Line, search
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, read_table
 from tests.helpers import credentials_env, killed_at
@@ -77,17 +77,29 @@ async def test_ledger_equals_ground_truth(start_simulator: Any, tmp_path: Path) 
 
 async def test_filters_and_changed_date_windows(start_simulator: Any, tmp_path: Path) -> None:
     simulator = await start_simulator(orders=400)
+    # four years of weeks, a window per system type: 418 windows
     await extract(
         simulator, tmp_path, date_field="changed", window="week",
+        date_from=dt.date(2022, 1, 1), date_to=dt.date(2025, 12, 31),
         account_from=1500, account_to=1920, system_types=("Payment", "InvoiceLoss"),
     )  # fmt: skip
     rows = read_table(tmp_path, "transactions")
     assert rows and all(1500 <= row["AccountNo"] <= 1920 for row in rows)
-    expected = {
-        line.wire["Id"]
-        for line in simulator.ledger.lines
-        if 1500 <= line.account <= 1920 and line.system_type in ("Payment", "InvoiceLoss")
-    }
+    changed = search(
+        simulator.ledger,
+        {"DateSearchParameters": "DateChangedUTC", "DateStart": "2022-01-01T00:00:00",
+         "DateEnd": "2025-12-31T23:59:59"},
+    )  # fmt: skip
+
+    def chosen(lines: list[Line]) -> set[int]:
+        return {
+            line.wire["Id"]
+            for line in lines
+            if 1500 <= line.account <= 1920 and line.system_type in ("Payment", "InvoiceLoss")
+        }
+
+    expected = chosen(changed)
+    assert expected < chosen(simulator.ledger.lines)  # the dates leave some out
     assert sorted(row["Id"] for row in rows) == sorted(expected)
 
 
