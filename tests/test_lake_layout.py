@@ -81,11 +81,11 @@ def assert_laid_out(target: Target, name: str) -> None:
 async def test_a_sync_rewrites_only_the_files_holding_a_change(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator, target = await synced(start_simulator, tmp_path, 600)
+    simulator, target = await synced(start_simulator, tmp_path, 300)
     for name in TABLES:
         assert_laid_out(target, name)
     before = {name: paths(target, name) for name in ("invoices", "invoice_rows")}
-    assert len(before["invoices"]) >= 150, "600 orders in files of at most 4"
+    assert len(before["invoices"]) >= 75, "300 orders in files of at most 4"
 
     churn = simulator.churn(Churn(changed=6, deleted=0, added=3), seed=5)
     summary = await sync(simulator, target)

@@ -104,3 +104,18 @@ def test_variables_set_every_option_and_are_checked_like_flags(cli: Any, tmp_pat
     settings = {"EXTRACTOR_OUT": str(tmp_path / "o"), "EXTRACTOR_CHANGED_AFTER": "soon"}
     code, _, err = cli("invoices", env=DEMO_ENV | settings)
     assert code == 2 and "'soon' is not a date" in one_line(err)
+
+
+def test_the_file_sets_the_log_format_even_for_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    import orjson
+
+    path = config(tmp_path, '[invoices]\nlog-format = "json"\n')
+    code, _, err = cli("invoices", "--config", str(path), "--concurrency", "0", env=DEMO_ENV)
+    said = orjson.loads(one_line(err))
+    assert code == 2 and said["event"] == "usage_error" and "--concurrency" in said["message"]
+    # a flag still beats it
+    code, _, err = cli(
+        "invoices", "--config", str(path), "--log-format", "text", "--concurrency", "0",
+        env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 2 and not one_line(err).startswith("{")

@@ -118,15 +118,33 @@ def early(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[st
                 found.setdefault(flag, argv[index + 1])
             elif arg.startswith(flag + "="):
                 found.setdefault(flag, arg.split("=", 1)[1])
-    log_format = found.get("--log-format") or env.get(variable("--log-format")) or "text"
     config = found.get("--config") or env.get(CONFIG_VARIABLE)
-    return (log_format if log_format in log.FORMATS else "text"), (
-        Path(config).expanduser() if config else None
+    path = Path(config).expanduser() if config else None
+    log_format = (
+        found.get("--log-format") or env.get(variable("--log-format")) or _filed(path, argv)
     )
+    return (log_format if log_format in log.FORMATS else "text"), path
+
+
+def _filed(path: Path | None, argv: Sequence[str]) -> str:
+    """The config file's ``log-format`` for the command of ``argv`` (its section's, else the
+    top level's); "" when it names none or cannot be read (that is said once it is read)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ""
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    for where in (data.get(command), data):
+        if isinstance(where, dict):
+            value = where.get("log-format", where.get("log_format"))
+            if isinstance(value, str):
+                return value
+    return ""
 
 
 def start(argv: Sequence[str]) -> None:
-    """Set up the invocation's log before parsing (``run_id``: the invocation's own id)."""
+    """Set up the invocation's log before parsing (``run_id``: the invocation's own id), in
+    the format the flags, the variables or the config file ask for."""
     log_format, _ = early(argv)
     log.configure(log_format, 0, run_id=new_run_id())  # type: ignore[arg-type]
     read_credentials_from({})
