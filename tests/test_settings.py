@@ -119,3 +119,35 @@ def test_the_file_sets_the_log_format_even_for_a_usage_error(cli: Any, tmp_path:
         env=DEMO_ENV,
     )  # fmt: skip
     assert code == 2 and not one_line(err).startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "json"),
+    [
+        (["--log-format", "json", "invoices"], {}, True),
+        (["--log-format", "json", "invoices", "--log-format", "text"], {}, False),
+        (["--log-format", "text", "invoices"], {"EXTRACTOR_LOG_FORMAT": "json"}, False),
+        (["invoices"], {"EXTRACTOR_LOG_FORMAT": "json"}, True),
+        (["-q", "invoices"], {}, False),
+    ],
+)
+def test_the_log_flags_may_come_before_the_command(
+    cli: Any, tmp_path: Path, args: list[str], env: dict[str, str], json: bool
+) -> None:
+    code, _, err = cli(
+        *args, "--out", str(tmp_path / "o"), "--concurrency", "0", env=DEMO_ENV | env
+    )
+    line = one_line(err)
+    assert code == 2 and line.startswith("{") == json and "--concurrency" in line
+
+
+def test_a_log_flag_before_the_command_beats_a_variable_once_the_command_runs(
+    cli: Any, tmp_path: Path
+) -> None:
+    # the error comes from the command's body, after the log was set from its flags
+    code, _, err = cli(
+        "--log-format", "json", "invoices", "--out", str(tmp_path / "o"),
+        "--changed-after", "soon", env=DEMO_ENV | {"EXTRACTOR_LOG_FORMAT": "text"},
+    )  # fmt: skip
+    line = one_line(err)
+    assert code == 2 and line.startswith("{") and "'soon' is not a date" in line

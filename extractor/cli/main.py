@@ -53,6 +53,7 @@ for command in (
 ):  # fmt: skip
     main.add_command(command)
 settings.equip(main.commands.values())
+settings.equip_group(main)
 
 
 def _flags() -> dict[str, str]:

@@ -55,9 +55,35 @@ def variable(flag: str) -> str:
 
 
 def _log_flags(log_format: str, quiet: bool, verbose: bool, **kwargs: Any) -> dict[str, Any]:
-    verbosity = -1 if quiet else (1 if verbose else 0)
-    log.configure(log_format, verbosity, **dict(log.current().context))  # type: ignore[arg-type]
+    """Configure the log from the command's flags (or, where the command was not given one,
+    those given before the command: ``extractor -q sync ...``); the command's other args."""
+    ctx = click.get_current_context()
+    given = {"log_format": log_format, "quiet": quiet, "verbose": verbose}
+    before = ctx.meta.get(_BEFORE, {})
+    for name in given:
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            given[name] = before.get(name, given[name])  # a flag beats a variable or the file
+    verbosity = -1 if given["quiet"] else (1 if given["verbose"] else 0)
+    log.configure(given["log_format"], verbosity, **dict(log.current().context))  # type: ignore[arg-type]
     return kwargs
+
+
+_BEFORE: Final = "extractor.log_flags"
+
+
+def _note_before(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A log flag given before the command, for the command to use."""
+    if param.name and ctx.get_parameter_source(param.name) != click.core.ParameterSource.DEFAULT:
+        ctx.meta.setdefault(_BEFORE, {})[param.name] = value
+
+
+def equip_group(group: click.Group) -> None:
+    """The log's flags and ``--config`` before the command too (``extractor -q sync``)."""
+    for option in _log_options():
+        option.expose_value = False
+        if option.name != "config":
+            option.callback = _note_before
+        group.params.append(option)
 
 
 def _log_options() -> list[click.Option]:
@@ -114,10 +140,10 @@ def early(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[st
     found: dict[str, str] = {}
     for index, arg in enumerate(argv):
         for flag in ("--log-format", "--config"):
-            if arg == flag and index + 1 < len(argv):
-                found.setdefault(flag, argv[index + 1])
+            if arg == flag and index + 1 < len(argv):  # the last one: the command's own
+                found[flag] = argv[index + 1]
             elif arg.startswith(flag + "="):
-                found.setdefault(flag, arg.split("=", 1)[1])
+                found[flag] = arg.split("=", 1)[1]
     config = found.get("--config") or env.get(CONFIG_VARIABLE)
     path = Path(config).expanduser() if config else None
     log_format = (
