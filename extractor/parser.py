@@ -162,6 +162,7 @@ def _load_speedups() -> tuple[Any, str]:
 #: Set, the pure-Python parser is used even where the compiled readers are built.
 PURE_PYTHON: Final = "EXTRACTOR_PURE_PYTHON"
 SPEEDUPS, _WHY_NOT = _load_speedups()
+_NOTED: list[bool] = []  # the slow parser was noted (once a process)
 
 
 def parser_in_use() -> str:
@@ -172,10 +173,11 @@ def parser_in_use() -> str:
 
 
 def slow_parser_note() -> str | None:
-    """What a run says when it parses with the pure-Python parser though nobody asked for
-    it (:data:`PURE_PYTHON`); None otherwise."""
-    if SPEEDUPS is not None or os.environ.get(PURE_PYTHON):
+    """What the first run of a process says when it parses with the pure-Python parser
+    though nobody asked for it (:data:`PURE_PYTHON`); None otherwise, and after that."""
+    if SPEEDUPS is not None or os.environ.get(PURE_PYTHON) or _NOTED:
         return None
+    _NOTED.append(True)
     return (
         f"parsing with the pure-Python parser, 2-3x slower: the compiled readers are {_WHY_NOT} "
         "(see README, Install)"
