@@ -19,8 +19,10 @@ a plain stream (a test's ``StringIO``) write text to it; every text passes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final, Literal
@@ -115,9 +117,18 @@ class Log:
         return redact.mask(orjson.dumps(record, default=str).decode())
 
     def _write(self, text: str) -> None:
+        """Write and flush; a reader that went away (``2>&1 | head``, a closed pipe, a full
+        disk under a log file) silences the log, it does not stop the run."""
         out = self.out
-        out.write(text)
-        out.flush()
+        with contextlib.suppress(TypeError):  # a stream without weak references: no note
+            if out in _GONE:
+                return
+        try:
+            out.write(text)
+            out.flush()
+        except (OSError, ValueError):  # BrokenPipeError, ENOSPC, a closed file
+            with contextlib.suppress(TypeError):
+                _GONE.add(out)
 
 
 def stamp() -> str:
@@ -132,6 +143,8 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+#: The streams that could not be written any more: not tried again.
+_GONE: weakref.WeakSet[IO[str]] = weakref.WeakSet()
 #: The process's log: what :func:`configure` made of the command line's flags.
 _configured: Log = Log()
 

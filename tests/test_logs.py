@@ -180,3 +180,18 @@ def test_secrets_never_reach_the_log() -> None:
     Log(stream, "json", context={"run_id": "r"}).error("error", "login hunter2-secret refused")
     Log(stream).warning("w", "hunter2-secret")
     assert "hunter2-secret" not in stream.getvalue() and stream.getvalue().count("***") == 2
+
+
+def test_a_reader_that_went_away_silences_the_log_not_the_run() -> None:
+    class Gone(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Gone.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    log = Log(Gone(), "json", context={"run_id": "r"})
+    log.info("plan", "one")
+    log.warning("paused", "two")  # not tried again
+    log.status("three", done=1)
+    assert Gone.writes == 1
