@@ -70,6 +70,7 @@ async def test_the_file_names_the_variables_that_hold_the_credentials(
     [
         ('password = "simulator-demo"', "credentials do not go in a config file"),
         ('[credentials]\npassword = "simulator-demo"', "only names the variables"),
+        ('[credentials]\npassword-variable = "simulator-demo"', "is not the name of an"),
         ('[check]\nTFSO_PASSWORD = "simulator-demo"', "credentials do not go in a config file"),
         ("concurency = 4", "'concurency' is no option of any command"),
         ("[invoices]\nyes = true", "'yes' is no option of invoices"),

@@ -270,9 +270,9 @@ def _credentials(path: Path, section: dict[str, Any]) -> dict[str, str]:
                 "the environment"
             )
         if not isinstance(value, str) or not value.replace("_", "").isalnum():
-            raise UsageError(
-                f"{path}: [credentials] {key} = {value!r} is not the name of an environment "
-                "variable"
+            raise UsageError(  # its value unsaid: it may be the secret itself, misplaced
+                f"{path}: [credentials] {key} is not the name of an environment variable "
+                "(letters, digits and _); the value itself stays in the environment"
             )
         named[field] = value
     return named
