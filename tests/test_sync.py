@@ -39,7 +39,7 @@ def assert_polars_reads_the_same(target: Target, deltalake_read: list[dict[str, 
 async def test_backfill_churn_sync_churn_sync_equals_truth(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=1200)
+    simulator = await start_simulator(orders=600)
     target = Target.parse(str(tmp_path / "lake"))
     output = DeltaOutput(target)
     # the backfill commands seed the tables that sync continues
