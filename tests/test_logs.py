@@ -155,6 +155,9 @@ async def test_the_live_line_says_when_the_hourly_limit_paces_the_run() -> None:
     # 970 ids left at 10 a request: 97 requests at one a second, whatever the rate so far
     assert "paced to 3,600 req/h" in text and text.endswith("ETA 97s"), text
     assert counts["paced_per_hour"] == 3600 and counts["phase"] == "fetching"
+    # resumed with 500 ids done before: the pace is this invocation's 30 ids in 3 requests
+    stats.done_before, stats.done = 500, 530
+    assert progress.line()[0].endswith("ETA 47s")
     await clock.sleep(60)  # a minute without a request waiting: no longer paced
     assert "paced" not in progress.line()[0]
 

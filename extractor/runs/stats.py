@@ -81,7 +81,8 @@ class RunStats:
         paced = ""
         if pacing is not None and left:
             allowed, sent = pacing
-            per_request = self.done / sent if sent and self.done else 1.0
+            now = self.done - self.done_before  # this invocation's, as ``sent`` is
+            per_request = now / sent if sent and now else 1.0
             at_limit = left / max(per_request, 1e-9) / allowed  # the requests still to send
             seconds_left = max(seconds_left or 0.0, at_limit)
             paced = f"  paced to {allowed * 3600:,.0f} req/h"
