@@ -114,6 +114,9 @@ def test_the_file_sets_the_log_format_even_for_a_usage_error(cli: Any, tmp_path:
     code, _, err = cli("invoices", "--config", str(path), "--concurrency", "0", env=DEMO_ENV)
     said = orjson.loads(one_line(err))
     assert code == 2 and said["event"] == "usage_error" and "--concurrency" in said["message"]
+    # also when --config comes before the command
+    code, _, err = cli("--config", str(path), "invoices", "--concurrency", "0", env=DEMO_ENV)
+    assert code == 2 and orjson.loads(one_line(err))["event"] == "usage_error"
     # a flag still beats it
     code, _, err = cli(
         "invoices", "--config", str(path), "--log-format", "text", "--concurrency", "0",

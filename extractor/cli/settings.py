@@ -159,12 +159,23 @@ def _filed(path: Path | None, argv: Sequence[str]) -> str:
         data = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return ""
-    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    command = _command(argv)
     for where in (data.get(command), data):
         if isinstance(where, dict):
             value = where.get("log-format", where.get("log_format"))
             if isinstance(value, str):
                 return value
+    return ""
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command ``argv`` names: its first word that is no flag nor a flag's value."""
+    valued = iter(argv)
+    for arg in valued:
+        if arg in ("--log-format", "--config"):
+            next(valued, None)
+        elif not arg.startswith("-"):
+            return arg
     return ""
 
 
