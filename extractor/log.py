@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import sys
+import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final, Literal
 
@@ -159,3 +161,66 @@ def configure(format: Format = "text", verbosity: int = 0, **context: Any) -> Lo
 def current() -> Log:
     """The process's log."""
     return _configured
+
+
+def capture_others() -> None:
+    """In JSON, what libraries say goes through the process's log too: Python warnings
+    (``python_warning``) and ``logging`` records (``library_log``, of WARNING and above; a
+    library's own stderr handlers, Dask's, are replaced), so that every stderr line stays one
+    JSON object. As text they are left as they are. Call it again after importing a library
+    that sets up its logging (the fleet does, once its cluster is up)."""
+    if _configured.format != "json":
+        return
+    if warnings.showwarning is not _show_warning:
+        _SHOWN.append(warnings.showwarning)
+        warnings.showwarning = _show_warning
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and logger.handlers  # distributed has its own
+    ]
+    for logger in loggers:
+        stderr = [
+            handler for handler in logger.handlers
+            if isinstance(handler, logging.StreamHandler)
+            and handler.stream in (sys.stderr, sys.__stderr__)
+        ]  # fmt: skip
+        for handler in stderr:
+            logger.removeHandler(handler)
+        ours = any(isinstance(handler, _Handler) for handler in logger.handlers)
+        if (logger is logging.root or stderr) and not ours:
+            logger.addHandler(_Handler(logging.WARNING))
+    logging.lastResort = None  # no bare text for a record nobody handles
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: IO[str] | None = None, line: str | None = None,
+) -> None:  # fmt: skip
+    if _configured.format != "json":  # the process went back to text (tests do)
+        _SHOWN[-1](message, category, filename, lineno, file, line)
+        return
+    _configured.warning(
+        "python_warning", f"{category.__name__}: {message}", category=category.__name__,
+        file=filename, line=lineno,
+    )  # fmt: skip
+
+
+#: ``warnings.showwarning`` as it was before :func:`capture_others`.
+_SHOWN: list[Callable[..., None]] = []
+
+
+class _Handler(logging.Handler):
+    """``logging`` records as events of the process's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _configured.format != "json":
+            return
+        level: Level = "error" if record.levelno >= logging.ERROR else "warning"
+        if record.levelno < logging.WARNING:
+            level = "info" if record.levelno >= logging.INFO else "debug"
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        _configured.emit(level, "library_log", message, {"logger": record.name})

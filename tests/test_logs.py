@@ -4,6 +4,7 @@ live line that says when the client paces itself and when it publishes."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,50 @@ def test_a_reader_that_went_away_silences_the_log_not_the_run() -> None:
     log.warning("paused", "two")  # not tried again
     log.status("three", done=1)
     assert Gone.writes == 1
+
+
+def test_a_defect_in_json_is_one_event_with_its_traceback(
+    cli: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from extractor.cli import status
+
+    def broken(root: Path) -> list[Path]:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(status, "run_folders", broken)
+    code, out, err = cli("status", str(tmp_path), "--log-format", "json")
+    (said,) = events(err)
+    assert code == 1 and out == ""
+    assert said["event"] == "internal_error" and "RuntimeError: a defect" in said["message"]
+    assert "in broken" in said["traceback"]
+
+
+def test_in_json_library_warnings_and_log_records_are_events_too(
+    capsys: Any, monkeypatch: Any
+) -> None:
+    import logging
+    import warnings
+
+    from extractor import log
+
+    monkeypatch.setattr(logging, "lastResort", logging.lastResort)
+    library = logging.getLogger("some.library")
+    for logger in (logging.getLogger(), library):
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    monkeypatch.setattr(library, "propagate", False)
+    library.addHandler(logging.StreamHandler(sys.stderr))  # its own, as Dask's are
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        log.configure("json", 0, run_id="r1")
+        log.capture_others()
+        logging.getLogger("some.library").warning("worker %s lost", "w1")
+        logging.getLogger("some.library").info("below the threshold")
+        warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+        log.configure()  # back to text: a later record is not this log's
+        logging.getLogger("some.library").warning("after")
+    said = events(capsys.readouterr().err)
+    assert [(e["event"], e["level"]) for e in said] == [
+        ("library_log", "warning"), ("python_warning", "warning"),
+    ]  # fmt: skip
+    assert said[0]["message"] == "worker w1 lost" and said[0]["logger"] == "some.library"
+    assert said[1]["category"] == "DeprecationWarning" and "an old API" in said[1]["message"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -109,6 +110,14 @@ def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FATAL
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FATAL
+    except Exception as exc:  # a defect: as text its traceback, as JSON one event holding it
+        if log.current().format != "json":
+            raise
+        log.current().error(
+            "internal_error", f"extractor: internal error: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )  # fmt: skip
+        return EXIT_FATAL
     return 0
 
 

@@ -65,6 +65,7 @@ def _log_flags(log_format: str, quiet: bool, verbose: bool, **kwargs: Any) -> di
             given[name] = before.get(name, given[name])  # a flag beats a variable or the file
     verbosity = -1 if given["quiet"] else (1 if given["verbose"] else 0)
     log.configure(given["log_format"], verbosity, **dict(log.current().context))  # type: ignore[arg-type]
+    log.capture_others()
     return kwargs
 
 

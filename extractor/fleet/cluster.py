@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
+from extractor import log
 from extractor.errors import FatalError, InvalidOption
 
 if TYPE_CHECKING:
@@ -74,4 +75,5 @@ def cluster(
         ) as local,
         Client(local) as client,  # type: ignore[no-untyped-call]
     ):
+        log.capture_others()  # Dask's own loggers too, in JSON
         yield client
