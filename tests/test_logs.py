@@ -45,8 +45,10 @@ async def test_json_log_lines_parse_and_carry_the_run_id(
     said = events(err)
     summary = orjson.loads((out / "_runs" / f"{said[-1]['run_id']}.json").read_bytes())
     assert {event["run_id"] for event in said} == {summary["run_id"]}
-    assert [event["event"] for event in said] == ["plan", "publishing", "finished"]
-    plan, publishing, done = said
+    # a progress event comes every 10 s of real time: on a loaded machine there may be one
+    told = [event for event in said if event["event"] != "progress"]
+    assert [event["event"] for event in told] == ["plan", "publishing", "finished"]
+    plan, publishing, done = told
     assert (plan["total"], plan["to_fetch"], plan["units"]) == (400, 400, "ids")
     assert publishing["batches"] == 4
     assert {k: done[k] for k in ("status", "invoices", "rows", "requests", "api_exceptions")} == {
@@ -104,7 +106,9 @@ async def test_text_lines_off_a_terminal_are_timestamped_and_quiet_keeps_warning
     code, _, err = await cli_beside("invoices", "--out", str(tmp_path / "a"), *args, env=DEMO_ENV)
     assert code == 0, err
     lines = err.splitlines()
-    assert len(lines) == 3 and all(STAMP.match(line) for line in lines), err
+    assert all(STAMP.match(line) for line in lines), err
+    lines = [line for line in lines if " progress: " not in line]  # one each 10 s, if slow
+    assert len(lines) == 3, err
     assert "orders planned" in lines[0] and "publishing" in lines[1] and "complete" in lines[2]
     code, stdout, err = await cli_beside(
         "invoices", "--out", str(tmp_path / "b"), *args, "-q", env=DEMO_ENV

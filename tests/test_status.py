@@ -52,10 +52,7 @@ async def test_a_finished_and_a_partial_output(in_memory: Any, cli: Any, tmp_pat
 async def test_an_unfinished_and_a_locked_output(
     start_simulator: Any, cli: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=3000)
-    out = tmp_path / "out"
-    args = ("invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500")
-    assert await killed_at("journal:staged@2", *args, "--max-requests-per-hour", "0") == -9
+    _, out, _ = await _killed(start_simulator, tmp_path, 3000, "journal:staged@2")
     (place,) = _status(cli, out)["places"]
     unfinished = place["unfinished"]
     assert unfinished["command"] == "invoices" and unfinished["planned"] == 3000
@@ -73,11 +70,8 @@ async def test_an_unfinished_and_a_locked_output(
 async def test_reset_discards_an_unfinished_run_and_the_next_starts_afresh(
     start_simulator: Any, cli: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=2000)
-    out = tmp_path / "out"
-    args = ("invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500")
     # killed with the partitions written under temporary names, not yet renamed
-    assert await killed_at("publish:written", *args, "--max-requests-per-hour", "0") == -9
+    simulator, out, args = await _killed(start_simulator, tmp_path, 2000, "publish:written")
     leftovers = sorted(out.rglob(".part-*.parquet.tmp"))
     assert leftovers
     code, _, err = cli("reset", str(out), "--unfinished")  # not a terminal: it must be told
@@ -87,7 +81,22 @@ async def test_reset_discards_an_unfinished_run_and_the_next_starts_afresh(
     assert str(leftovers[0]) in text and "the next run starts afresh" in text
     assert not any(out.rglob(".part-*")) and not any((out / "_staging").rglob("*.arrow"))
     assert _status(cli, out)["places"] == []  # no run left to show
-    assert await killed_at(None, *args, "--max-requests-per-hour", "0") == 0
+    assert await killed_at(None, *args) == 0
     assert_matches_truth(simulator, out)  # every order once: nothing of the discarded run
     code, text, _ = cli("reset", str(out), "--unfinished", "--yes")
     assert code == 0 and "nothing to reset" in text
+
+
+async def _killed(
+    start_simulator: Any, tmp_path: Path, orders: int, point: str
+) -> tuple[Any, Path, tuple[str, ...]]:
+    """An ``invoices`` run into ``tmp_path/out`` SIGKILLed at ``point``: the simulator, the
+    output and the command's arguments (to run it again)."""
+    simulator = await start_simulator(orders=orders)
+    out = tmp_path / "out"
+    args = (
+        "invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500",
+        "--max-requests-per-hour", "0",
+    )  # fmt: skip
+    assert await killed_at(point, *args) == -9
+    return simulator, out, args

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from extractor.cli.common import stack, storage_options
-from extractor.cli.status import run_folders
+from extractor.cli.status import run_folders, written_target
 from extractor.errors import UsageError
 from extractor.output.lock import OutputLock
 from extractor.output.targets import Target
@@ -33,9 +33,7 @@ def reset(
     out: str, discard: bool, yes: bool, work_dir: Path | None, endpoint_url: str | None
 ) -> None:
     """Discard OUT's unfinished runs: their journals, staging and half-published files."""
-    target = Target.parse(out, endpoint_url)
-    if target.local is not None and not target.local.is_dir():
-        raise UsageError(f"OUT {out} is not a directory; give the --out a command wrote")
+    target = written_target(out, endpoint_url)
     root = target.work_dir(work_dir)
     found = [(folder, journal) for folder in run_folders(root) if (journal := unfinished(folder))]
     if not found:

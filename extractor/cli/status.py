@@ -34,14 +34,19 @@ from extractor.runs.summary import counted
 def status(out: str, as_json: bool, work_dir: Path | None, endpoint_url: str | None) -> None:
     """What OUT holds: its runs, an unfinished one, the lock's holder, Delta watermarks,
     failed ids and a fleet's identities."""
-    target = Target.parse(out, endpoint_url)
-    if target.local is not None and not target.local.is_dir():
-        raise UsageError(f"OUT {out} is not a directory; give the --out a command wrote")
-    report = describe_output(target, work_dir)
+    report = describe_output(written_target(out, endpoint_url), work_dir)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render(report))
+
+
+def written_target(out: str, endpoint_url: str | None) -> Target:
+    """The output ``out`` names; a local one must be a directory a command wrote."""
+    target = Target.parse(out, endpoint_url)
+    if target.local is not None and not target.local.is_dir():
+        raise UsageError(f"OUT {out} is not a directory; give the --out a command wrote")
+    return target
 
 
 def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
