@@ -11,7 +11,7 @@ import pytest
 from extractor.clock import ManualClock
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
-from extractor.output.staging import NULL_PARTITION
+from extractor.output.staging import NO_PARTITION
 from extractor.simulator.server import Simulator, SimulatorConfig
 from tests.conftest import CREDS, job_of, read_table
 from tests.truth import assert_matches_truth
@@ -38,8 +38,8 @@ async def test_partitions_hold_rows_with_their_order(simulator: Simulator, tmp_p
     month_of = {o["OrderId"]: o["order_month"] for o in read_table(tmp_path, "invoices")}
     rows = read_table(tmp_path, "invoice_rows")
     assert rows and all(row["order_month"] == month_of[row["OrderId"]] for row in rows)
-    assert None in month_of.values(), "orders without DateOrdered get their own partition"
-    assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
+    assert NO_PARTITION in month_of.values(), "orders without DateOrdered get their own partition"
+    assert (tmp_path / "invoices" / f"order_month={NO_PARTITION}").is_dir()
     files = list((tmp_path / "invoices").rglob("*.parquet"))
     folders = {f.parent for f in files}
     assert len(files) == len(folders), "one file per partition per run"
@@ -171,5 +171,5 @@ async def test_duckdb_reads_the_dataset(simulator: Simulator, tmp_path: Path) ->
     for order_id, month, total in rows:
         expected = truth[order_id].order
         stamp = expected["DateOrdered"]
-        assert month == (stamp.strftime("%Y-%m") if stamp else None)
+        assert month == (stamp.strftime("%Y-%m") if stamp else NO_PARTITION)
         assert total == expected["OrderTotalIncVat"]

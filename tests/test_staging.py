@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from extractor.output.parquet import publish
-from extractor.output.staging import NULL_PARTITION, Placement, TableWriter, WriterLimits
+from extractor.output.staging import NO_PARTITION, Placement, TableWriter, WriterLimits
 
 SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
 
@@ -40,9 +41,10 @@ def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None
     for row in rows:
         order_id = row["OrderId"]
         staged_with = months if order_id < 1000 else months[:3]
-        assert row["order_month"] == staged_with[(order_id % 1000) % len(staged_with)], row
+        month = staged_with[(order_id % 1000) % len(staged_with)]
+        assert row["order_month"] == (month or NO_PARTITION), row
         assert row["Title"] == f"t{order_id}"
-    assert (tmp_path / "invoices" / f"order_month={NULL_PARTITION}").is_dir()
+    assert (tmp_path / "invoices" / f"order_month={NO_PARTITION}").is_dir()
 
 
 def test_publishing_reads_the_staging_in_rounds_then_writes_row_groups(tmp_path: Path) -> None:
@@ -70,6 +72,23 @@ def test_only_the_journaled_batches_are_published(tmp_path: Path) -> None:
     assert sorted(rows.column("OrderId").to_pylist()) == list(range(10))
     writer.discard({"b"})
     assert writer.staged_rows() == {"a": 10}
+
+
+def test_a_null_partition_of_an_earlier_release_joins_the_none_folder(tmp_path: Path) -> None:
+    # releases before 0.2 wrote hive's null folder, which pandas.read_parquet cannot read
+    legacy = tmp_path / "invoices" / "order_month=__HIVE_DEFAULT_PARTITION__"
+    legacy.mkdir(parents=True)
+    pq.write_table(batch(range(0, 5), [None])[0], legacy / "part-old.parquet")
+    writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
+    writer.stage("a", *batch(range(5, 10), [None, "2024-01"]))
+    writer.keep = {"a"}
+    publish([writer])
+    assert not legacy.exists()
+    assert sorted(p.name for p in (tmp_path / "invoices" / "order_month=none").iterdir()) == [
+        "part-old.parquet",
+        "part-run-1.parquet",
+    ]
+    assert len(pd.read_parquet(tmp_path / "invoices")) == 10
 
 
 def test_a_publish_cut_off_in_its_second_pass_leaves_nothing_a_resume_keeps(

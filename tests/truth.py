@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
+from extractor.output.staging import NO_PARTITION
 from extractor.output.targets import Target
 from extractor.simulator.ledger import Ledger
 from extractor.simulator.service import SimulatedService
@@ -44,7 +45,7 @@ def assert_records_match(
         expected = truth[order["OrderId"]].order
         month = order.pop("order_month")
         stamp = expected.get("DateOrdered")
-        assert month == (stamp.strftime("%Y-%m") if stamp else None)
+        assert month == (stamp.strftime("%Y-%m") if stamp else NO_PARTITION)
         assert order == expected, f"order {order['OrderId']}"
     expected_rows = [row for t in truth.values() for row in t.rows]
     if not expected_rows and rows is None:

@@ -42,6 +42,10 @@ from extractor import memory
 from extractor.errors import OutputError
 
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
+#: The Parquet output's folder for records without a partition value (``order_month=none``).
+#: Not hive's null folder: pyarrow reads that as a dictionary holding a null, which
+#: ``to_pandas`` (so ``pandas.read_parquet``) cannot merge with the other partitions' values.
+NO_PARTITION: Final = "none"
 #: The schema metadata of a staged batch that names its record batches' partitions, in order.
 _PARTITIONS: Final = b"extractor.partitions"
 
@@ -231,8 +235,19 @@ class TableWriter:
     def _staged_files(self) -> list[Path]:
         return sorted(self.staging.glob("*.arrow")) if self.staging.is_dir() else []
 
+    def folder(self, key: str) -> Path:
+        """The Parquet folder of the partition staged as ``key``."""
+        return self.directory / f"{self.partition}={NO_PARTITION if key == NULL_PARTITION else key}"
+
     def reveal(self) -> list[Path]:
-        """Rename the written files into place; the final paths (the staging stays)."""
+        """Rename the written files into place, and the files an earlier release put in
+        hive's null folder into :data:`NO_PARTITION`'s; the final paths (the staging stays)."""
+        legacy = self.directory / f"{self.partition}={NULL_PARTITION}"
+        for found in sorted(legacy.glob("*.parquet")):
+            self.folder(NULL_PARTITION).mkdir(exist_ok=True)
+            found.rename(self.folder(NULL_PARTITION) / found.name)
+        with contextlib.suppress(OSError):
+            legacy.rmdir()
         finals = []
         for temporary in self._written:
             final = temporary.with_name(temporary.name.removeprefix(".").removesuffix(".tmp"))
@@ -263,7 +278,7 @@ class TableWriter:
     def _write_partition(self, item: tuple[str, Path]) -> tuple[Path, int]:
         """Pass two: one partition's spill as its Parquet file, in row groups."""
         key, spill = item
-        folder = self.directory / f"{self.partition}={key}"
+        folder = self.folder(key)
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         rows = 0
         try:
