@@ -12,6 +12,7 @@ from extractor.clock import ManualClock
 from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NO_PARTITION
+from extractor.records.orders import REQUIRED
 from extractor.simulator.server import Simulator, SimulatorConfig
 from tests.conftest import CREDS, job_of, read_table
 from tests.truth import assert_matches_truth
@@ -52,16 +53,19 @@ async def test_property_selection(simulator: Simulator, tmp_path: Path) -> None:
     row_props = ("Name", "Price", "TaxSettings")
     await backfill(simulator, tmp_path, invoice_properties=props, row_properties=row_props)
     orders = read_table(tmp_path, "invoices")
-    assert set(orders[0]) == {"OrderId", "DateOrdered", *props} - {"InvoiceRows"} | {"order_month"}
-    assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", *props), row_props)
+    assert set(orders[0]) == {*REQUIRED, *props} - {"InvoiceRows"} | {"order_month"}
+    assert_matches_truth(simulator, tmp_path, (*REQUIRED, *props), row_props)
 
 
 async def test_without_invoice_rows_no_rows_are_fetched(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    await backfill(simulator, tmp_path, invoice_properties=("OrderStatus",))
+    summary = await backfill(simulator, tmp_path, invoice_properties=("OrderStatus",))
     assert not (tmp_path / "invoice_rows").exists()
-    assert_matches_truth(simulator, tmp_path, ("OrderId", "DateOrdered", "OrderStatus"))
+    assert_matches_truth(simulator, tmp_path, (*REQUIRED, "OrderStatus"))
+    truth = simulator.tenant.ground_truth()
+    errors = sum(1 for t in truth.values() if t.order.get("APIException") is not None)
+    assert errors and summary["api_exceptions"] == errors, "APIException is always fetched"
 
 
 async def test_soap_12(simulator: Simulator, tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ from extractor.parser import COLLECT_EVERY, PartStream, RawPart, RecordStream, i
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 ORDER_TAG: Final = f"{{{NAMESPACE}}}InvoiceOrder"
-#: Always fetched: the key, and the date the partitions are cut by.
-REQUIRED: Final = ("OrderId", "DateOrdered")
+#: Always fetched: the key, the date the partitions are cut by, and the error the service may
+#: return an order with (else a selection's run reads "0 api errors" where a full one has some).
+REQUIRED: Final = ("OrderId", "DateOrdered", "APIException")
 PARTITION: Final = "order_month"
 ROW_INDEX: Final = "_row_index"
 NOT_SET: Final = soap.Raw("0001-01-01T00:00:00")
