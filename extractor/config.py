@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -113,6 +115,13 @@ class Timeouts:
     attempt: float = 300.0  # a whole request, response body included
     max_pause: float = DEFAULT_MAX_PAUSE  # beyond it the run stops, resumable
 
+    def __post_init__(self) -> None:
+        for name in ("connect", "attempt", "max_pause"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                flag = "{timeout}" if name != "max_pause" else "{max_pause}"
+                raise InvalidOption(f"{flag} {value} must be a finite number of seconds, >= 0")
+
 
 DEFAULT_TIMEOUTS: Final = Timeouts()
 
@@ -121,6 +130,16 @@ DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_SOAP_VERSION: Final = "1.1"
 #: The live service's documented budget; 0 turns the client-side limit off (simulators).
 DEFAULT_MAX_REQUESTS_PER_HOUR: Final = 7200
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a base URL that is not ``http(s)://host[:port][/path]``."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidOption(
+            f"{{base_url}} {base_url!r} must be http:// or https:// and a host "
+            f"(e.g. {DEFAULT_BASE_URL})"
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,7 @@ class ServiceConfig:
     insecure: bool = False  # skip TLS certificate verification
 
     def __post_init__(self) -> None:
+        check_base_url(self.base_url)
         if self.concurrency < 1:
             raise InvalidOption(f"{{concurrency}} {self.concurrency} must be at least 1")
         if self.max_requests_per_hour < 0:

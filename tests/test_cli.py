@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_USERNAME, Simulator
@@ -199,7 +201,7 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
     ("args", "expected"),
     [
         (["sync", "--out", "ftp://host/lake"], "use a local path or s3://bucket/prefix"),
-        (["sync", "--out", "{o}", "--since", "long ago"], "--since: 'long ago' is not a date"),
+        (["sync", "--out", "{o}", "--since", "long ago"], "--since: 'long ago' is not a day"),
         (["sync", "--out", "{o}", "--overlap", "-1"], "Invalid value for '--overlap'"),
         (
             ["sync", "--out", "s3://bucket/lake", "--endpoint-url", "bucket.example"],
@@ -300,3 +302,89 @@ async def test_json_puts_the_summary_on_stdout_for_schedulers(
     assert (summary["status"], summary["invoices"]) == ("complete", 60)
     saved = orjson.loads((tmp_path / "_runs" / f"{summary['run_id']}.json").read_bytes())
     assert summary == saved
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        (["invoices", "--out", ""], [], "--out is empty"),
+        (["sync", "--out", "  "], [], "--out is empty"),
+        (["invoices", "--out", "/"], [], "--out / is the root directory"),
+        (["transactions", "--out", "/"], ["--from", "2024-01-01", "--to", "2024-01-31"], "root"),
+        (["invoices", "--out", "{tmp}/o"], ["--base-url", "127.0.0.1:9"], "must be http://"),
+        (["sync", "--out", "{tmp}/o"], ["--base-url", "http://"], "and a host"),
+        (["invoices", "--out", "{tmp}/o"], ["--timeout", "inf"], "--timeout inf must be a finite"),
+        (["invoices", "--out", "{tmp}/o"], ["--timeout", "nan"], "--timeout nan must be a finite"),
+        (["sync", "--out", "{tmp}/o"], ["--max-pause", "nan"], "--max-pause nan must be a finite"),
+        (
+            ["transactions", "--out", "{tmp}/o"],
+            ["--from", "2024-01-01T10:00", "--to", "2024-01-31"],
+            "--from: '2024-01-01T10:00' is not a day",
+        ),
+        (["sync", "--out", "{tmp}/o"], ["--since", "2024-01-01 00:00"], "--since: '2024-01-01"),
+    ],
+)
+def test_bad_targets_and_values_create_nothing(
+    cli: Callable[..., CliResult],
+    tmp_path: Path,
+    command: list[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    command = [part.replace("{tmp}", str(tmp_path)) for part in command]
+    result = cli(*command, *args, env=env_for())
+    assert_one_clear_line(*result, expected)
+    assert "Unclosed" not in result[2]
+    assert not list(tmp_path.iterdir()), "nothing is created"
+    assert not Path("/_extractor.lock").exists()
+
+
+@pytest.mark.parametrize("command", ["invoices", "sync"])
+def test_a_directory_of_other_files_is_refused(
+    cli: Callable[..., CliResult], tmp_path: Path, command: str
+) -> None:
+    for name in ("notes.txt", "thesis.tex", "photos", "zz"):
+        (tmp_path / name).touch()
+    result = cli(command, "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for())
+    assert_one_clear_line(*result, "holds other files (notes.txt, photos, thesis.tex, ...)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos", "thesis.tex", "zz"]
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory", "huge"])
+def test_a_config_that_is_no_file_is_refused_without_reading_it(
+    cli: Callable[..., CliResult], tmp_path: Path, kind: str
+) -> None:
+    path = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo", "directory": tmp_path}[
+        kind
+    ] if kind != "huge" else tmp_path / "huge.toml"  # fmt: skip
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it to read would block until a writer comes
+    if kind == "huge":
+        path.write_bytes(b"#" * (2 * 1024 * 1024))
+    result = cli("--config", str(path), "invoices", "--out", str(tmp_path / "o"), env=env_for())
+    expected = "is over 1,048,576 bytes" if kind == "huge" else "is not a regular file"
+    assert_one_clear_line(*result, f"--config: {path} {expected}")
+
+
+def test_status_says_a_damaged_summary_is_damaged(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    runs = tmp_path / "_runs"
+    runs.mkdir()
+    (runs / "20260101T000000Z-aaaaaa.json").write_bytes(b'{"run_id": "20260101T000000Z-aaaaaa"}')
+    (runs / "20260102T000000Z-bbbbbb.json").write_bytes(b'["not", "a", "summary"]')
+    (runs / "20260103T000000Z-cccccc.json").write_bytes(
+        b'{"run_id": "r3", "status": "complete", "job": {"x": 1}, "failed_ids": "many"}'
+    )
+    code, out, err = cli("status", str(tmp_path))
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    lines = [line.strip() for line in out.splitlines()]
+    assert "20260101T000000Z-aaaaaa  damaged" in lines and "r3  damaged" in lines
+    assert (
+        lines.count("its summary in _runs/ is damaged (missing 'status'); it is left as it is") == 1
+    )
+    code, out, _ = cli("status", str(tmp_path), "--json")
+    assert code == 0
+    (place,) = orjson.loads(out)["places"]
+    assert sorted(run["status"] for run in place["runs"]) == ["damaged", "damaged"]

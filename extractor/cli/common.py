@@ -185,3 +185,13 @@ def parse_when(text: str, flag: str) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+def parse_day(text: str, flag: str) -> dt.date:
+    """``YYYY-MM-DD``; a time part is refused, not silently dropped."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{flag}: {text!r} is not a day; use YYYY-MM-DD (whole days are fetched)"
+        ) from None

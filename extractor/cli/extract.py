@@ -16,6 +16,7 @@ from extractor.cli.common import (
     json_option,
     lock_target,
     names,
+    parse_day,
     parse_when,
     service_options,
     show_summary,
@@ -33,7 +34,7 @@ from extractor.jobs.sync import DEFAULT_SINCE
 from extractor.output.destination import destination
 from extractor.output.parquet import Output
 from extractor.output.staging import ALONE, Placement
-from extractor.output.targets import Target
+from extractor.output.targets import Target, check_output_dir
 from extractor.runs.summary import render_summary
 
 #: The commands that fetch invoices: where their responses are parsed.
@@ -167,8 +168,8 @@ def transactions(
         return TransactionJob(
             out=own,
             output=output,
-            date_from=parse_when(date_from, "--from").date(),
-            date_to=parse_when(date_to, "--to").date(),
+            date_from=parse_day(date_from, "--from"),
+            date_to=parse_day(date_to, "--to"),
             service=service,
             date_field=date_field,
             window=window,
@@ -211,6 +212,8 @@ def credentials_for(
 ) -> Credentials:
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
+    if where.target.local is not None:
+        check_output_dir(where.target.local)
     if fleet.asked:
         alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status
@@ -269,7 +272,7 @@ def sync(
     ) -> SyncJob:
         return SyncJob(
             target=target, work_dir=work_dir, service=service,
-            overlap=dt.timedelta(minutes=overlap), since=parse_when(since, "--since").date(),
+            overlap=dt.timedelta(minutes=overlap), since=parse_day(since, "--since"),
             reconcile=reconcile, ledger=not no_ledger,
             parse_workers=parse_workers if placement.identity is None else 0,
             identity=placement.identity, member_work=own,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from extractor.config import CREDENTIAL_VARIABLES, read_credentials_from
 from extractor.errors import UsageError
 
 ENV_PREFIX: Final = "EXTRACTOR_"
+#: A config file is a few lines; past this it is not one (and is not read whole).
+MAX_CONFIG_BYTES: Final = 1024 * 1024
 CONFIG_VARIABLE: Final = "EXTRACTOR_CONFIG"
 #: Options no variable nor file sets: each run confirms for itself.
 NOT_SETTINGS: Final = frozenset({"--yes", "--help", "--config"})
@@ -157,8 +160,8 @@ def _filed(path: Path | None, argv: Sequence[str]) -> str:
     """The config file's ``log-format`` for the command of ``argv`` (its section's, else the
     top level's); "" when it names none or cannot be read (that is said once it is read)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(read_config(path)) if path else {}
+    except (UsageError, tomllib.TOMLDecodeError):
         return ""
     command = _command(argv)
     for where in (data.get(command), data):
@@ -194,17 +197,29 @@ def defaults(group: click.Group, argv: Sequence[str]) -> dict[str, Any] | None:
     _, path = early(argv)
     if path is None:
         return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--config: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config: cannot read {path}: {exc}") from None
+    text = read_config(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config: {path} is not TOML: {exc}") from None
     return _default_map(group, path, data)
+
+
+def read_config(path: Path) -> str:
+    """The config file's text; a missing, unreadable or oversized file, or one that is no
+    regular file (``/dev/zero``, a FIFO that would block, a directory), is a UsageError."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # before opening: a FIFO's open blocks
+            raise UsageError(f"--config: {path} is not a regular file; give a TOML file")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UsageError(f"--config: {path} is over {MAX_CONFIG_BYTES:,} bytes; not a config")
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--config: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config: cannot read {path}: {exc}") from None
 
 
 def _default_map(group: click.Group, path: Path, data: dict[str, Any]) -> dict[str, Any]:

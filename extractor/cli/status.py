@@ -103,6 +103,21 @@ def _place(folder: Path, root: Path) -> dict[str, Any]:
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's line in the report; a summary edited by hand into another shape is said to be
+    damaged, not a traceback."""
+    try:
+        return _brief_of(summary)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else "a value of the wrong type"
+        run_id = summary.get("run_id")
+        return {
+            "run_id": run_id if isinstance(run_id, str) else "?",
+            "status": "damaged",
+            "error": f"its summary in _runs/ is damaged ({problem}); it is left as it is",
+        }
+
+
+def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
     if "identities" in summary:  # a fleet's
         statuses = [entry["status"] for entry in summary["identities"]]
         return {"run_id": summary["run_id"], "status": summary["status"],
@@ -115,7 +130,7 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
         "status": summary["status"],
         "finished_at": summary.get("finished_at"),
         records: summary.get(records),
-        "failed_ids": summary.get("failed_ids", 0) + summary.get("missing_ids", 0),
+        "failed_ids": int(summary.get("failed_ids", 0)) + int(summary.get("missing_ids", 0)),
         "failures_report": summary.get("failures_report"),
     }
 
@@ -171,6 +186,8 @@ def render(report: dict[str, Any]) -> str:
                 if isinstance(value, int)
             )  # fmt: skip
             lines.append(f"    {run['run_id']}  {run['status']}  {counts}".rstrip())
+            if run.get("error"):
+                lines.append(f"      {run['error']}")
             if run.get("failures_report"):
                 lines.append(f"      failures: {run['failures_report']}")
         if place["unfinished"]:

@@ -26,6 +26,13 @@ import pyarrow.fs as pafs
 from extractor.errors import InvalidOption, OutputError
 
 SCHEMES: Final = ("s3",)
+#: What the extractor writes at the top of an output: one of them marks a directory as one.
+OUTPUT_ENTRIES: Final = frozenset(
+    {
+        "invoices", "invoice_rows", "transactions", "identities", "_runs", "_journal",
+        "_failures", "_staging", "_work", "_identities", "_extractor.lock", "_extractor_demo",
+    }
+)  # fmt: skip
 DEFAULT_REGION: Final = "us-east-1"
 UPLOAD_CHUNK: Final = 8 * 1024 * 1024
 
@@ -48,7 +55,7 @@ class Target:
         if not sep:
             if endpoint_url:
                 raise InvalidOption("{endpoint_url} is for s3:// targets; {out} is a local path")
-            return cls(text, local=Path(text))
+            return cls(text, local=_local(text))
         if scheme.lower() not in SCHEMES:
             raise InvalidOption(f"{{out}} {text}: use a local path or s3://bucket/prefix")
         parts = urllib.parse.urlsplit(text)
@@ -127,6 +134,16 @@ class Target:
             raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
 
 
+def _local(text: str) -> Path:
+    """A local output's path; refused when empty (the current directory) or the root."""
+    if not text:
+        raise InvalidOption("{out} is empty; give the directory to write the dataset into")
+    path = Path(text).expanduser()
+    if path.absolute() == Path(path.absolute().anchor):
+        raise InvalidOption(f"{{out}} {text} is the root directory; give a directory of its own")
+    return path
+
+
 def _reason(exc: OSError) -> str:
     """The first line of a storage error (AWS SDK messages run to several)."""
     return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
@@ -136,8 +153,27 @@ def check_output_dir(out: Path) -> None:
     """Refuse an output path that cannot hold the dataset, before any request is sent."""
     if out.exists() and not out.is_dir():
         raise InvalidOption(f"{{out}} {out} is a file; give a directory (it is created if missing)")
+    foreign = _foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InvalidOption(
+            f"{{out}} {out} holds other files ({shown}) and no extractor output; give a new or "
+            "empty directory, or one an earlier run wrote"
+        )
     for parent in (out, *out.parents):
         if parent.exists():
             if not os.access(parent, os.W_OK):
                 raise InvalidOption(f"{{out}} {out}: {parent} is not writable")
             break
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """The names in ``out`` when it is a non-empty directory holding nothing the extractor
+    writes (hidden names aside: ``.DS_Store``, a checkout's ``.git``); else none."""
+    try:
+        names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise InvalidOption(f"{{out}} {out}: {exc.strerror or exc}") from None
+    return [] if OUTPUT_ENTRIES.intersection(names) else names

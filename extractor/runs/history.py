@@ -24,6 +24,8 @@ def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
     for path in folder.glob("*.json") if folder.is_dir() else ():
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
             summary = orjson.loads(path.read_bytes())
+            if not isinstance(summary, dict):  # edited by hand into something else
+                continue
             found.append((str(summary.get("finished_at", "")), path.stat().st_mtime_ns, summary))
     found.sort(key=lambda entry: entry[:2])
     yield from (summary for *_, summary in found)

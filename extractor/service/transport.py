@@ -20,9 +20,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Protocol
 
 from extractor.clock import SYSTEM, Clock
-from extractor.config import ServiceConfig
+from extractor.config import ServiceConfig, check_base_url
 from extractor.errors import (
-    InvalidOption,
     Quarantined,
     Redirected,
     ResponseTooLarge,
@@ -86,8 +85,7 @@ class Transport:
         requests: int | None = None,
     ) -> None:
         """``requests``: at most this many in flight (None: as many as are called)."""
-        if not base_url.startswith(("http://", "https://")):
-            raise InvalidOption(f"{{base_url}} {base_url!r} must start with http:// or https://")
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.limiter = limiter or RateLimiter(Limits(per_hour=0))
