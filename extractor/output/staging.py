@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 import pyarrow as pa
@@ -448,7 +448,7 @@ def latest(table: pa.Table, key: str, version: str) -> pa.Table:
     keys = ordered.column(key).combine_chunks()
     previous = pa.concat_arrays([pa.array([None], keys.type), keys.slice(0, len(keys) - 1)])
     first = pc.fill_null(pc.not_equal(keys, previous), pa.scalar(True))
-    return ordered.filter(first)
+    return ordered.filter(cast(Any, first))
 
 
 def _fsync(path: Path) -> None:
