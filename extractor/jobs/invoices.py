@@ -21,7 +21,7 @@ from typing import Any, Final
 from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
-from extractor.ids import Ids, ids_of, unique, without
+from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import write_failures, write_not_returned
 from extractor.jobs.listing import gone_from, list_ids, oldest, relist
 from extractor.jobs.parse_pool import ParsePool
@@ -186,10 +186,8 @@ class InvoiceWork:
             return event
         relisted = await relist(run, carried, listed, job.registered_after)
         ids = unique(listed + relisted.kept)
-        return event | _again(ids, relisted.again) | {
-            "ids": ids, "retry_of": carried.run_id, "since": oldest(since, carried.since),
-            "gone": relisted.gone,
-        }  # fmt: skip
+        since = oldest(since, carried.since)
+        return event | relisted.journaled(ids) | {"retry_of": carried.run_id, "since": since}
 
     def remaining(self, state: RunState, prefix: str) -> list[IdBatch]:
         return cut(state.remaining(), self.job.batch_size, prefix)
@@ -286,13 +284,6 @@ def _counted(counts: BatchCounts) -> dict[str, Any]:
         },
         "missing": counts.missing,
     }
-
-
-def _again(ids: Ids, again: Ids) -> dict[str, Ids]:
-    """The planned ids asked for a second time, or the others when they are fewer (a rerun
-    of a backfill asks again for nearly all it plans)."""
-    others = without(ids, again)
-    return {"again": again} if len(again) <= len(others) else {"first": others}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

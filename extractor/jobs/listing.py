@@ -45,6 +45,14 @@ class Relisted:
     again: Ids  # of ``kept``, those not returned before: asked for the second time
     gone: Ids  # no longer listed: settled
 
+    def journaled(self, ids: Ids) -> dict[str, Ids]:
+        """The plan event's ``ids`` (the run's plan, ``kept`` among them), ``gone``, and
+        ``again``, or the planned ids not asked for again when they are fewer (a rerun of
+        a backfill asks again for nearly all it plans)."""
+        others = without(ids, self.again)
+        again = {"again": self.again} if len(self.again) <= len(others) else {"first": others}
+        return {"ids": ids, "gone": self.gone} | again
+
 
 async def relist(
     run: Run, carried: Carried, listed: Ids, registered_after: dt.datetime | None

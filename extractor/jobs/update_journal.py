@@ -9,11 +9,11 @@ update again:
 
 An order whose last event is an ``updated`` or ``refused`` outcome with the values asked for
 is settled: never sent again. One sent and not answered (the run died in between), or whose
-batch failed or went unanswered, may have been applied: :func:`~extractor.jobs.updates
-.apply_updates` first reads its current values back (GetInvoices) and sends it again only
-when they differ. The journal stays after the job (the record of what was changed): the
-same command again sends only what is not settled. Lines of the ``<report>.partial.jsonl``
-of earlier versions (each an outcome) are read as answers.
+batch failed or went unanswered, may have been applied: ``apply_updates`` first reads its
+current values back (GetInvoices) and sends it again only when they differ. The journal
+stays after the job (the record of what was changed): the same command again sends only
+what is not settled. Lines of the ``<report>.partial.jsonl`` of earlier versions (each an
+outcome) are read as answers.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import orjson
 from extractor import redact
 from extractor.checkpoints import checkpoint
 from extractor.errors import CorruptJournal, OutputError
+from extractor.jobs.update_files import Update
 
-Update = dict[str, Any]  # OrderId, and the properties to set
 Outcome = dict[str, Any]  # an update with its status and error
 #: Outcomes that end an order's part of the job: the service applied it, or refused it.
 SETTLED: Final = frozenset({"updated", "refused"})

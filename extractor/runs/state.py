@@ -83,7 +83,8 @@ class RunState:
     @property
     def still_failed(self) -> set[int]:
         """Ids that failed alone and that the service still lists, as far as the run knows."""
-        return self.failed_ids - set(self.gone)
+        failed = self.failed_ids
+        return set(without(ids_of(failed), self.gone)) if failed and self.gone else failed
 
     @property
     def done_windows(self) -> list[list[Any]]:
