@@ -60,3 +60,11 @@ def without(ids: Ids, done: Ids) -> Ids:
         return ids  # nothing to take away: the same ids (neither is changed in place)
     keep = pc.invert(pc.is_in(as_arrow(ids), value_set=as_arrow(done)))
     return from_arrow(pc.filter(as_arrow(ids), keep))
+
+
+def among(ids: Ids, kept: Ids) -> Ids:
+    """``ids`` that are also in ``kept``, in their order."""
+    if not ids or not kept:
+        return ids_of(())
+    keep = pc.is_in(as_arrow(ids), value_set=as_arrow(kept))
+    return from_arrow(pc.filter(as_arrow(ids), keep))

@@ -113,9 +113,10 @@ async def test_update_outcomes_survive_a_run_that_stops_half_way(
             "--max-requests-per-hour", "0",
         )  # fmt: skip
     assert code == 1
-    partial = report.with_name("report.csv.partial.jsonl")
-    assert f"the outcomes so far are in {partial}" in one_line(err)
-    outcomes = [orjson.loads(line) for line in partial.read_bytes().splitlines()]
+    journal = report.with_name("report.csv.journal.jsonl")
+    assert f"the outcomes so far are in {journal}" in one_line(err)
+    events = [orjson.loads(line) for line in journal.read_bytes().splitlines()]
+    outcomes = [o for event in events if event["event"] == "answered" for o in event["outcomes"]]
     applied = invoiced(simulator, 4)  # two batches of two, before the third stopped it
     assert [(o["OrderId"], o["status"]) for o in outcomes] == [(i, "updated") for i in applied]
     assert all(simulator.tenant.wire(i)["ReferenceNumber"] == f"R{i}" for i in applied)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +18,10 @@ from extractor.config import (
 )
 from extractor.errors import ExtractorError
 from extractor.jobs.updates import DEFAULT_UPDATE_SERVICE
+
+if TYPE_CHECKING:
+    from extractor.jobs.update_files import Update
+    from extractor.jobs.update_journal import UpdateJournal
 
 
 @click.command("update-invoices")
@@ -38,13 +44,13 @@ def update_invoices(
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
     from extractor.jobs.update_files import (
-        OutcomeLog,
         check_report,
         describe,
         read_updates,
         summarize,
         write_report,
     )
+    from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.updates import UpdateJob, apply_updates
 
     job = UpdateJob(
@@ -62,16 +68,30 @@ def update_invoices(
             click.echo(line)
         return
     credentials = Credentials.from_env()
-    kept = OutcomeLog(job.report_path)
+    journal = UpdateJournal(job.report_path)
     try:
-        outcomes = run_command(apply_updates(job, updates, credentials, log=kept))
-        write_report(job.report_path, outcomes)
+        _say_resuming(journal, updates)
+        outcomes = run_command(apply_updates(job, updates, credentials, journal=journal))
+        write_report(job.report_path, outcomes)  # every row once, rebuilt from the journal
     except ExtractorError as exc:
-        kept.close(done=False)
         message = exc.args[0] if exc.args else type(exc).__name__  # its settings still in braces
-        exc.args = (f"{message}; the outcomes so far are in {kept.path}",)
+        exc.args = (f"{message}; the outcomes so far are in {journal.path}",)
         raise
-    kept.close(done=True)
+    finally:
+        journal.close()
     if not summarize(outcomes, job.report_path):
         log.current().warning("partial", f"some updates were not applied: see {job.report_path}")
         sys.exit(EXIT_PARTIAL)
+
+
+def _say_resuming(journal: UpdateJournal, updates: Sequence[Update]) -> None:
+    """What an earlier run of these updates left: answered, or sent without an answer."""
+    resume = journal.resume(updates)
+    if resume.settled or resume.unsure:
+        log.current().info(
+            "resuming",
+            f"{journal.path}: {len(resume.settled):,} updates answered before (not sent "
+            f"again), {len(resume.unsure):,} sent without a recorded answer (read back "
+            "first, sent again only if not applied)",
+            answered=len(resume.settled), unsure=len(resume.unsure),
+        )  # fmt: skip

@@ -1,42 +1,100 @@
-"""The failures report of a run: ``OUT/_failures/<run_id>.jsonl``, one line per OrderId it
-could not fetch (failed alone, or not returned by GetInvoices), with the error."""
+"""The failures reports of a run, under ``OUT/_failures/``:
+
+- ``<run_id>.jsonl``: one line per OrderId that failed alone after its retries, with the
+  error (few: each costs its batch's bisection);
+- ``<run_id>.not-returned.parquet``: the ids GetInvoices did not return, compactly (a listing
+  may hold millions the service never returns): ``OrderId`` (int64, sorted within each
+  outcome) and ``outcome``: ``not returned`` (the next run asks again), ``not returned twice``
+  (settled: not asked for again until listed anew), ``no longer listed`` (settled: gone).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from extractor import redact
 from extractor.errors import OutputError
+from extractor.ids import Ids, as_arrow
 from extractor.runs.state import RunState
 
 FAILURES_DIR: Final = "_failures"
-#: Lines written at once: a run may leave millions of ids.
+NOT_RETURNED: Final = "not returned"
+MISSING_TWICE: Final = "not returned twice"
+GONE: Final = "no longer listed"
+#: Lines written at once: a run may leave many ids.
 _SLICE: Final = 10_000
 
 
 def write_failures(out: Path, state: RunState) -> str | None:
-    """The report's path, or None when the run fetched every id. Streamed; each error is
-    encoded once for all the ids it stopped."""
-    groups = [(failure["ids"], failure["error"]) for failure in state.failures if "ids" in failure]
-    groups.append((state.missing, "not returned by GetInvoices"))
-    if not any(len(ids) for ids, _ in groups):
+    """The JSON Lines report of the ids that failed alone, or None when none did. Each error
+    is encoded once for all the ids it stopped."""
+    failing = state.still_failed
+    groups = [
+        ([order_id for order_id in failure["ids"] if order_id in failing], failure["error"])
+        for failure in state.failures
+        if "ids" in failure
+    ]
+    if not any(ids for ids, _ in groups):
         return None
     path = out / FAILURES_DIR / f"{state.run_id}.jsonl"
+    with _written(path) as temporary, temporary.open("wb") as report:
+        for ids, error in groups:
+            tail = b',"error":' + redact.mask_bytes(orjson.dumps(error)) + b"}\n"
+            for at in range(0, len(ids), _SLICE):
+                lines = (b'{"OrderId":%d%s' % (i, tail) for i in ids[at : at + _SLICE])
+                report.write(b"".join(lines))
+    return str(path)
+
+
+def write_not_returned(out: Path, state: RunState) -> str | None:
+    """The Parquet report of the ids GetInvoices did not return and what became of them, or
+    None when there are none."""
+    outcomes = {
+        NOT_RETURNED: state.not_returned,
+        MISSING_TWICE: state.missing_twice,
+        GONE: state.gone,
+    }
+    if not any(outcomes.values()):
+        return None
+    path = out / FAILURES_DIR / f"{state.run_id}.not-returned.parquet"
+    dictionary: Any = ["outcome"]  # pyarrow takes column names here; its stubs say bool
+    with _written(path) as temporary:
+        pq.write_table(
+            _outcomes_table(outcomes), temporary, compression="zstd", use_dictionary=dictionary,
+            column_encoding={"OrderId": "DELTA_BINARY_PACKED"},
+        )  # fmt: skip
+    return str(path)
+
+
+def _outcomes_table(outcomes: dict[str, Ids]) -> pa.Table:
+    """Ids sorted within each outcome (delta-encoded: a few bits an id), the outcome a
+    dictionary column (run-length encoded)."""
+    ids, codes = [], []
+    for code, found in enumerate(outcomes.values()):
+        values = as_arrow(found)
+        ids.append(pc.take(values, pc.sort_indices(values)))
+        codes.append(pa.repeat(pa.scalar(code, pa.int8()), len(values)))
+    outcome = pa.DictionaryArray.from_arrays(pa.concat_arrays(codes), pa.array(list(outcomes)))
+    return pa.table({"OrderId": pa.concat_arrays(ids), "outcome": outcome})
+
+
+@contextmanager
+def _written(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path``, renamed into place once written."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("wb") as report:
-            for ids, error in groups:
-                tail = b',"error":' + redact.mask_bytes(orjson.dumps(error)) + b"}\n"
-                for at in range(0, len(ids), _SLICE):
-                    report.write(
-                        b"".join(b'{"OrderId":%d%s' % (i, tail) for i in ids[at : at + _SLICE])
-                    )
+        yield temporary
         temporary.rename(path)
-    except OSError as exc:
+    except (OSError, pa.ArrowException) as exc:
         temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return str(path)
+        reason = getattr(exc, "strerror", None) or exc
+        raise OutputError(f"cannot write {path}: {reason}") from None

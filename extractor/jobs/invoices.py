@@ -1,8 +1,11 @@
 """The invoices job: list the OrderIds (GetOrderSyncList), fetch them in batches of up to 1000
 (GetInvoices), publish ``invoices`` and ``invoice_rows``; run by :func:`~extractor.jobs.runner.run`.
 
-Ids that fail alone are reported in ``OUT/_failures/<run_id>.jsonl``, with the ids the service
-did not return, and the run's status is then ``partial``; a rerun fetches exactly those again.
+Ids that fail alone are reported in ``OUT/_failures/<run_id>.jsonl``, the ids the service
+did not return in ``OUT/_failures/<run_id>.not-returned.parquet``, and the run's status is
+then ``partial``; a rerun lists them again and fetches those still listed
+(:mod:`extractor.jobs.listing`: what the service no longer lists, or did not return twice,
+is settled).
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
-from extractor.jobs.failures import write_failures
+from extractor.jobs.failures import write_failures, write_not_returned
+from extractor.jobs.listing import gone_from, list_ids, oldest, relist
 from extractor.jobs.parse_pool import ParsePool
 from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 from extractor.jobs.workers import Run
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
-from extractor.records import orders
 from extractor.records.orders import Selection
 from extractor.runs.history import Carried
 from extractor.runs.journal import Journal, unfinished
@@ -88,7 +91,15 @@ class InvoiceJob:
         return [self.placement.directory(self.out, table) for table in TABLES]
 
     def retrying(self, carried: Carried) -> str:
-        return f"run {carried.run_id} could not fetch {len(carried.ids):,} ids; fetching them again"
+        if not carried.ids:
+            return (
+                f"run {carried.run_id} left nothing to fetch again ({carried.settled:,} ids "
+                "settled: no longer listed, or not returned twice); finishing the job"
+            )
+        return (
+            f"run {carried.run_id} could not fetch {len(carried.ids):,} ids; listing them "
+            "again and fetching those still listed"
+        )
 
     def start(self, journal: Journal, stats: RunStats) -> InvoiceWork:
         restore(stats, journal.state)
@@ -160,18 +171,23 @@ class InvoiceWork:
         await self.sinks.__aexit__(*exc)
 
     async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
-        """The listed ids (a sync's, or a first backfill's), plus the ids the last run could
-        not fetch; a retry of a backfill fetches only those, and keeps that run's as-of time."""
-        if carried is not None and not self.job.sync:
-            as_of = carried.as_of or run.clock.now().isoformat()
-            ids = ids_of(carried.ids)
-            return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
+        """The listed ids (a sync's, or a first backfill's), plus those the last run could
+        not fetch that the service still lists; a retry of a backfill fetches only those, and
+        keeps that run's as-of time."""
+        job = self.job
         as_of = run.clock.now().isoformat()
-        ids = await list_ids(run, self.job.changed_after, self.job.registered_after)
+        since = _iso(job.changed_after)
+        if carried is not None and not job.sync:
+            as_of, since, listed = carried.as_of or as_of, carried.since, ids_of(())
+        else:
+            listed = await list_ids(run, job.changed_after, job.registered_after)
+        event: dict[str, Any] = {"event": "plan", "ids": listed, "as_of": as_of, "since": since}
         if carried is None:
-            return {"event": "plan", "ids": ids, "as_of": as_of}
-        ids = unique(ids + ids_of(carried.ids))
-        return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
+            return event
+        relisted = await relist(run, carried, listed, job.registered_after)
+        ids = unique(listed + relisted.kept)
+        since = oldest(since, carried.since)
+        return event | relisted.journaled(ids) | {"retry_of": carried.run_id, "since": since}
 
     def remaining(self, state: RunState, prefix: str) -> list[IdBatch]:
         return cut(state.remaining(), self.job.batch_size, prefix)
@@ -218,6 +234,9 @@ class InvoiceWork:
         present = (
             await list_ids(run, None, self.job.registered_after) if self.job.reconcile else None
         )
+        gone = gone_from(state, present) if present is not None else None
+        if gone:  # settled now: the service no longer has them
+            self.journal.append({"event": "gone", "ids": gone})
         publishing = functools.partial(
             self.job.publisher.publish, self.writers, state.run_info(), present
         )
@@ -232,12 +251,13 @@ class InvoiceWork:
         if publisher.format == "parquet" and "invoices" in stats.written:
             stats.fetched = stats.written["invoices"]  # what was written, not what was meant
             stats.counts["rows"] = stats.written.get("invoice_rows", 0)
-        status = "partial" if state.failures or state.missing else "complete"
-        summary = stats.summary(status, self.job.out)
+        short = state.still_failed or state.not_returned or state.missing_twice
+        summary = stats.summary("partial" if short else "complete", self.job.out)
         summary["output"], summary["format"] = publisher.target.uri, publisher.format
         summary["job"] = state.fingerprint
         summary["retry_of"] = state.retry_of
         summary["failures_report"] = write_failures(self.job.out, state)
+        summary["not_returned_report"] = write_not_returned(self.job.out, state)
         return summary
 
 
@@ -247,8 +267,10 @@ def restore(stats: RunStats, state: RunState) -> None:
     stats.counts = {
         "rows": state.counts.get("rows", 0),
         "api_exceptions": state.counts.get("api_exceptions", 0),
-        "missing_ids": len(state.missing),
-        "failed_ids": len(state.failed_ids),
+        "missing_ids": len(state.not_returned),
+        "missing_twice_ids": len(state.missing_twice),
+        "gone_ids": len(state.gone),
+        "failed_ids": len(state.still_failed),
     }
     stats.failures = brief_failures(state)
 
@@ -264,11 +286,5 @@ def _counted(counts: BatchCounts) -> dict[str, Any]:
     }
 
 
-async def list_ids(
-    run: Run, changed_after: dt.datetime | None, registered_after: dt.datetime | None
-) -> Ids:
-    """GetOrderSyncList: the ids changed after ``changed_after`` (None: every id), within
-    RegisteredAfter; each once (the service may repeat one)."""
-    params = orders.sync_params(changed_after, registered_after)
-    stream = await run.call(soap.GET_ORDER_SYNC_LIST, params, orders.id_stream)
-    return unique(stream.ids)
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,5 +1,6 @@
 """The files of ``update-invoices``: the input, read and checked whole before any request,
-and the report of every order's outcome, with a crash-safe log of outcomes as they arrive.
+and the report of every order's outcome (the journal of what was sent and answered is
+:mod:`extractor.jobs.update_journal`).
 
 The input (CSV, JSON Lines or Parquet) holds ``OrderId`` and the two updatable properties:
 integer ids, no id twice, not empty. A value that is absent or null leaves that property as it
@@ -144,33 +145,6 @@ def check_report(path: Path) -> None:
             if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
                 raise InvalidOption(f"{{report}} {path}: {parent} is not a writable directory")
             return
-
-
-class OutcomeLog:
-    """Each batch's outcomes as they arrive, fsynced as JSON lines beside the report
-    (``<report>.partial.jsonl``), so that a crash keeps the record of what was changed."""
-
-    def __init__(self, report: Path) -> None:
-        self.path = report.with_name(f"{report.name}.partial.jsonl")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("wb")
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-
-    def append(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
-        try:
-            self._file.write(b"".join(orjson.dumps(outcome) + b"\n" for outcome in outcomes))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-
-    def close(self, done: bool) -> None:
-        """Closed; removed once the report holds every outcome (``done``)."""
-        self._file.close()
-        if done:
-            self.path.unlink(missing_ok=True)
 
 
 def write_report(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:

@@ -5,10 +5,16 @@ before the run goes on:
 
 - ``start``: the run id and the job's fingerprint (what decides which records it fetches);
 - ``plan``: the OrderIds GetOrderSyncList returned (or a ledger run's windows), saved once,
-  with ``as_of``, the time just before the listing (what a sync's watermark advances to);
-- ``staged``: a batch whose staged files are all renamed into place, with its ids and counts;
+  with ``as_of``, the time just before the listing (what a sync's watermark advances to),
+  ``since``, the ChangedAfter of a listing that holds every planned id, and for a run that
+  fetches again what a partial one could not: ``retry_of``, ``gone`` (its ids no longer
+  listed) and ``again`` (the ids asked for a second time; or ``first``, the others, when
+  fewer);
+- ``staged``: a batch whose staged files are all renamed into place, with its ids, counts and
+  the ids the service did not return;
 - ``failed``: ids that failed alone after their retries, with the error;
 - ``lost``: staged batches found missing or short on disk before publishing, fetched again;
+- ``gone``: ids the run missed that the full listing before publishing no longer holds;
 - ``published``: the dataset files are in place.
 
 A run that did not finish leaves its journal there; running the same command again (or with

@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 
 from extractor.errors import CorruptJournal, OutputError, UsageError
-from extractor.ids import Ids, ids_of, without
+from extractor.ids import Ids, among, ids_of, unique, without
 from extractor.output.parquet import RunInfo
 
 
@@ -34,6 +34,11 @@ class RunState:
     starts: int = 0
     as_of: str | None = None  # when the run began listing what to fetch (ISO, UTC)
     retry_of: str | None = None  # the finished run whose unfetched ids this one fetches again
+    #: The ChangedAfter of a listing that holds every planned id (None: the full listing),
+    #: so that a later run can ask whether the ids this one could not fetch are still listed.
+    since: str | None = None
+    again: Ids = field(default_factory=lambda: ids_of(()))  # asked a second time: see missing
+    gone: Ids = field(default_factory=lambda: ids_of(()))  # settled: the service no longer lists
 
     def run_info(self) -> RunInfo:
         """The run id, and the time the run began listing (the start of a run that had no
@@ -57,11 +62,29 @@ class RunState:
 
     @property
     def missing(self) -> Ids:
-        """Ids a staged batch asked for and the service did not return."""
+        """Ids a staged batch asked for and the service did not return (gone ones too)."""
         missing = ids_of(())
         for batch in self.batches.values():
             missing.extend(batch["missing"])
         return missing
+
+    @property
+    def not_returned(self) -> Ids:
+        """Missing for the first time, and still listed as far as the run knows: the next
+        run lists them again and asks for those still listed once more."""
+        return without(without(self.missing, self.again), self.gone)
+
+    @property
+    def missing_twice(self) -> Ids:
+        """Listed, and still listed, but not returned by this run either: settled, reported
+        once, not asked for again until the service lists them anew."""
+        return without(among(self.missing, self.again), self.gone)
+
+    @property
+    def still_failed(self) -> set[int]:
+        """Ids that failed alone and that the service still lists, as far as the run knows."""
+        failed = self.failed_ids
+        return set(without(ids_of(failed), self.gone)) if failed and self.gone else failed
 
     @property
     def done_windows(self) -> list[list[Any]]:
@@ -95,6 +118,13 @@ class RunState:
                 self.windows = event.get("windows")
                 self.as_of = event.get("as_of")
                 self.retry_of = event.get("retry_of")
+                self.since = event.get("since")  # absent before: the full listing
+                self.again = (  # or the planned ids not asked for again, when fewer
+                    without(self.plan, ids_of(event["first"]))
+                    if "first" in event
+                    else ids_of(event.get("again", ()))
+                )
+                self.gone = ids_of(event.get("gone", ()))
         elif kind == "staged":
             self._stage(event)
         elif kind == "failed":
@@ -104,6 +134,8 @@ class RunState:
         elif kind == "lost":  # staged files found missing or short: fetched again
             for key in event["keys"]:
                 self.batches.pop(key, None)
+        elif kind == "gone":  # not in the full listing made to reconcile: settled
+            self.gone = unique(self.gone + ids_of(event["ids"]))
         elif kind == "published":
             self.published = True
 
@@ -136,6 +168,7 @@ _SHAPES: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
     "staged": {"key": str, "ids": list, "counts": dict, "missing": list},
     "failed": {"error": str},
     "lost": {"keys": list},
+    "gone": {"ids": list},
     "published": {},
 }
 _OPTIONAL: Final[dict[str, type | tuple[type, ...]]] = {
@@ -143,6 +176,10 @@ _OPTIONAL: Final[dict[str, type | tuple[type, ...]]] = {
     "windows": list,
     "window": list,
     "as_of": str,
+    "since": (str, type(None)),
+    "again": list,
+    "first": list,
+    "gone": list,
 }
 
 
@@ -170,7 +207,11 @@ def _checked(path: Path, number: int, line: bytes) -> dict[str, Any]:
     for name, kind in (shape | {k: v for k, v in _OPTIONAL.items() if k in event}).items():
         if not isinstance(event.get(name), kind):
             raise _corrupt(path, number, f"its {name!r} is missing or of the wrong type")
-    numbers = [*event.get("counts", {}).values(), *event.get("ids", ()), *event.get("missing", ())]
+    lists = ("ids", "missing", "again", "first", "gone")
+    numbers = [
+        *event.get("counts", {}).values(),
+        *(value for name in lists for value in event.get(name, ())),
+    ]
     if not all(type(value) is int for value in numbers):
         raise _corrupt(path, number, "its counts or ids are not whole numbers")
     checked: dict[str, Any] = event

@@ -13,25 +13,28 @@ from extractor.runs.state import RunState
 
 #: Ids of each error named in a summary; every one is in the failures report.
 SUMMARY_SAMPLE: Final = 20
+NOT_RETURNED: Final = "not returned by GetInvoices"
+MISSING_TWICE: Final = "not returned by GetInvoices twice (settled: not asked for again)"
 
 
 def brief_failures(state: RunState) -> list[dict[str, Any]]:
     """A run's failures for its summary: a ledger's windows, and each error of ids with how
-    many ids it stopped and the first few (the failures report holds them all)."""
+    many ids it stopped and the first few (the failures reports hold them all). Ids the
+    service no longer lists are settled, not failures."""
     windows = [failure for failure in state.failures if "window" in failure]
+    failing = state.still_failed
     by_error: dict[str, list[int]] = {}
     for failure in state.failures:
-        by_error.setdefault(failure["error"], []).extend(failure.get("ids", ()))
-    missing = state.missing
-    groups = [(error, ids) for error, ids in by_error.items() if ids]
-    if missing:
-        groups.append(("not returned by GetInvoices", list(missing[:SUMMARY_SAMPLE])))
-    counts = {error: len(ids) for error, ids in by_error.items()}
-    counts["not returned by GetInvoices"] = len(missing)
-    return windows + [
-        {"error": error, "count": counts[error], "ids": ids[:SUMMARY_SAMPLE]}
-        for error, ids in groups
-    ]
+        ids = [order_id for order_id in failure.get("ids", ()) if order_id in failing]
+        by_error.setdefault(failure["error"], []).extend(ids)
+    groups = [(error, len(ids), ids[:SUMMARY_SAMPLE]) for error, ids in by_error.items() if ids]
+    for error, missing in (
+        (NOT_RETURNED, state.not_returned),
+        (MISSING_TWICE, state.missing_twice),
+    ):
+        if missing:
+            groups.append((error, len(missing), list(missing[:SUMMARY_SAMPLE])))
+    return windows + [{"error": error, "count": count, "ids": ids} for error, count, ids in groups]
 
 
 def counted(summary: dict[str, Any]) -> tuple[str, str]:
@@ -76,11 +79,18 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}"
             f"   failed ids {summary['failed_ids']}"
         )
+    if summary.get("gone_ids") or summary.get("missing_twice_ids"):
+        lines.append(
+            f"  settled       {summary['gone_ids']} no longer listed   "
+            f"{summary['missing_twice_ids']} not returned twice (not asked for again)"
+        )
     if "failed_days" in summary:
         lines.append(f"  failed days   {summary['failed_days']}")
     lines.append(f"  written       {_written(summary)} under {summary['output']}")
     if summary.get("failures_report"):
         lines.append(f"  failures      {summary['failures_report']}")
+    if summary.get("not_returned_report"):
+        lines.append(f"  not returned  {summary['not_returned_report']}")
     return "\n".join(lines)
 
 
@@ -91,7 +101,8 @@ def finished(summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         key: summary[key]
         for key in (
             "status", records, f"{units}_total", "rows", "requests", "retries", "give_ups",
-            "failed_ids", "missing_ids", "api_exceptions", "failed_days", "seconds",
+            "failed_ids", "missing_ids", "missing_twice_ids", "gone_ids", "api_exceptions",
+            "failed_days", "seconds",
         )
         if key in summary
     }  # fmt: skip

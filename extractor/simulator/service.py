@@ -105,6 +105,7 @@ class SimulatedService:
         self._sessions: dict[str, int] = {}  # calls made in each session
         self._working_on: dict[str, Company] = {}  # each session's identity
         self._logins = 0
+        self._vanishing: dict[str, set[int]] = {}  # by identity: deleted after a listing
         self._handlers: dict[str, dict[str, Handler]] = {
             soap.AUTH_PATH: {
                 "Login": self._login,
@@ -168,6 +169,12 @@ class SimulatedService:
         for name in ("changed", "deleted", "added"):
             self.stats[f"orders_{name}"] += len(getattr(report, name))
         return report
+
+    def vanish_after_listing(self, order_ids: Iterable[int], identity: int | str = 1) -> None:
+        """Delete these orders of ``identity`` as soon as the next GetOrderSyncList has
+        listed them: deleted between a listing and its GetInvoices."""
+        company = self.company(identity)
+        self._vanishing.setdefault(company.identity_id, set()).update(order_ids)
 
     def churn_json(self, body: Any) -> tuple[int, dict[str, Any]]:
         """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}`` and
@@ -336,6 +343,8 @@ class SimulatedService:
         changed = _when(call.params, "ChangedAfter")
         registered = _when(call.params, "RegisteredAfter")
         ids = call.company.tenant.sync_list(changed, registered)
+        doomed = self._vanishing.pop(call.company.identity_id, ())
+        self.stats["orders_vanished"] += len(call.company.tenant.delete(doomed))
         int_type = schema.Scalar("int")
         items = (call.company.renderer.item("int", int_type, order_id) for order_id in ids)
         return self._reply(call, "GetOrderSyncList", items)

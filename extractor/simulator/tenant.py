@@ -101,6 +101,9 @@ class Tenant:
         self._row = schema.invoice_row()
         self.row_pool, self.order_pool = pools(seed)
         self.edits: dict[int, Wire] = {}  # what UpdateInvoices changed, by order
+        #: Ids GetOrderSyncList lists (with their DateChanged) and GetInvoices never returns:
+        #: an archive the service lists but cannot read, a replica behind its listing.
+        self.phantoms: dict[int, dt.datetime] = {}
 
     def update(self, order_id: int, values: Wire, when: dt.datetime) -> str | None:
         """Apply an UpdateInvoices change; the reason it is refused, or None when applied."""
@@ -141,17 +144,25 @@ class Tenant:
         changed = sorted(reworked + retitled)
         for order_id in changed:
             self.changed[order_id] = when
-        for order_id in deleted:
-            del self.registered[order_id], self.changed[order_id]
-            self.edits.pop(order_id, None)
-        gone = set(deleted)
-        self.ids = [order_id for order_id in self.ids if order_id not in gone]
+        self.delete(deleted)
         added = list(range(self.issued + 1, self.issued + 1 + changes.added))
         self.issued += changes.added
         for order_id in added:
             self.ids.append(order_id)
             self.registered[order_id] = self.changed[order_id] = when
         return ChurnReport(changed, sorted(deleted), added)
+
+    def delete(self, order_ids: Iterable[int]) -> list[int]:
+        """Delete these orders (those it has): gone from GetOrderSyncList and GetInvoices;
+        the ids deleted."""
+        gone = [order_id for order_id in order_ids if order_id in self.registered]
+        for order_id in gone:
+            del self.registered[order_id], self.changed[order_id]
+            self.edits.pop(order_id, None)
+        if gone:
+            dropped = set(gone)
+            self.ids = [order_id for order_id in self.ids if order_id not in dropped]
+        return gone
 
     def _pick(
         self, rng: random.Random, changes: Churn, shape: ChurnShape
@@ -192,12 +203,18 @@ class Tenant:
     def sync_list(
         self, changed_after: dt.datetime | None, registered_after: dt.datetime | None
     ) -> list[int]:
-        """The ids GetOrderSyncList returns for these filters (None: no filter)."""
-        return [
+        """The ids GetOrderSyncList returns for these filters (None: no filter), phantoms
+        included."""
+        listed = [
             order_id
             for order_id in self.ids
             if (changed_after is None or self.changed[order_id] > changed_after)
             and (registered_after is None or self.registered[order_id] > registered_after)
+        ]
+        return listed + [
+            order_id
+            for order_id, changed in self.phantoms.items()
+            if all(after is None or changed > after for after in (changed_after, registered_after))
         ]
 
     def wire(self, order_id: int) -> Wire:
