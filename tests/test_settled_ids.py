@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 
 from extractor.jobs import runner
@@ -22,7 +23,7 @@ from extractor.output.targets import Target
 from extractor.simulator.memory import MemoryReply, MemoryWire
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of
+from tests.conftest import CREDS, MEMORY_URL, CliResult, InMemory, job_of
 from tests.truth import assert_lake_equals_truth
 
 #: A DateChanged long before the runs, for ids listed and never returned.
@@ -84,7 +85,7 @@ async def test_a_rerun_lists_again_and_settles_an_id_deleted_before_its_fetch(
 
 
 async def test_an_id_listed_but_never_returned_is_asked_twice_then_settled(
-    in_memory: Callable[..., InMemory], tmp_path: Path
+    in_memory: Callable[..., InMemory], tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     memory = in_memory(orders=300)
     service, wire = memory.service, Recording(memory.service)
@@ -99,6 +100,12 @@ async def test_an_id_listed_but_never_returned_is_asked_twice_then_settled(
     assert (second["missing_ids"], second["missing_twice_ids"], second["gone_ids"]) == (0, 1, 0)
     assert [f["ids"] for f in second["failures"]] == [[phantom]]
     assert outcomes(second) == {phantom: "not returned twice"}
+    code, shown, _ = cli("status", str(tmp_path), "--json")
+    (place,) = orjson.loads(shown)["places"]
+    assert code == 0 and [
+        (run["status"], run["missing_twice_ids"], run["not_returned_report"])
+        for run in place["runs"]
+    ] == [("partial", 1, second["not_returned_report"])]
     wire.asked.clear()
     third = await backfill(memory, wire, tmp_path)
     assert wire.asked == [] and third["status"] == "complete"

@@ -130,8 +130,12 @@ def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
         "status": summary["status"],
         "finished_at": summary.get("finished_at"),
         records: summary.get(records),
-        "failed_ids": int(summary.get("failed_ids", 0)) + int(summary.get("missing_ids", 0)),
+        **{
+            name: int(summary.get(name, 0))
+            for name in ("failed_ids", "missing_ids", "missing_twice_ids", "gone_ids")
+        },
         "failures_report": summary.get("failures_report"),
+        "not_returned_report": summary.get("not_returned_report"),
     }
 
 
@@ -188,8 +192,9 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"    {run['run_id']}  {run['status']}  {counts}".rstrip())
             if run.get("error"):
                 lines.append(f"      {run['error']}")
-            if run.get("failures_report"):
-                lines.append(f"      failures: {run['failures_report']}")
+            for kind in ("failures_report", "not_returned_report"):
+                if run.get(kind):
+                    lines.append(f"      {kind.replace('_', ' ')}: {run[kind]}")
         if place["unfinished"]:
             u = place["unfinished"]
             lines.append(
