@@ -55,6 +55,8 @@ class InvoiceJob:
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "invoices"
     placement: Placement = ALONE  # a fleet member's: its identity's part of the tables
+    #: A sync's: ids fetched whether listed or not (the last sync was answered them stale).
+    refetch: tuple[int, ...] = ()
 
     @property
     def publisher(self) -> Output:
@@ -166,8 +168,10 @@ class InvoiceWork:
             as_of = carried.as_of or run.clock.now().isoformat()
             ids = ids_of(carried.ids)
             return {"event": "plan", "ids": ids, "as_of": as_of, "retry_of": carried.run_id}
-        as_of = run.clock.now().isoformat()
+        as_of = run.session.service_time.now().isoformat()  # the service's time: a watermark
         ids = await list_ids(run, self.job.changed_after, self.job.registered_after)
+        if self.job.refetch:
+            ids = unique(ids + ids_of(self.job.refetch))
         if carried is None:
             return {"event": "plan", "ids": ids, "as_of": as_of}
         ids = unique(ids + ids_of(carried.ids))
