@@ -52,13 +52,21 @@ class Replica:
         for order_id in gone:
             self.before.pop(order_id, None)
 
-    def stale(self, order_ids: Iterable[int]) -> list[int]:
-        """The ones of ``order_ids`` answered in their earlier version now."""
+    def answers(
+        self, tenant: Tenant, order_ids: Iterable[int], render: Callable[[int], str]
+    ) -> dict[int, bytes]:
+        """The orders of ``order_ids`` answered in their earlier version now, each as
+        ``render`` renders it then."""
         if not self.lagging:
-            return []
-        return [order_id for order_id in order_ids if order_id in self.before and self._in(order_id)]
+            return {}
+        stale = (order_id for order_id in order_ids if order_id in self.before)
+        return {
+            order_id: self._rendered(tenant, order_id, render)
+            for order_id in stale
+            if self._in(order_id)
+        }
 
-    def rendered(self, tenant: Tenant, order_id: int, render: Callable[[int], str]) -> bytes:
+    def _rendered(self, tenant: Tenant, order_id: int, render: Callable[[int], str]) -> bytes:
         """``render(order_id)`` with the order as it was before its last churn."""
         changed, edits = self.before[order_id]
         now_changed, now_edits = tenant.changed[order_id], tenant.edits.get(order_id)
