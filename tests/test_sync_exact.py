@@ -15,10 +15,14 @@ from deltalake import DeltaTable, Field
 from extractor.clock import ManualClock
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.targets import Target
+from extractor.service.servicetime import ServiceTime
+from extractor.service.session import Session
+from extractor.service.transport import Transport
 from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.memory import MemoryWire
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Churn
+from extractor.soap import SOAP11
 from tests.conftest import CREDS, MEMORY_URL, job_of
 from tests.helpers import SYNC_SINCE
 from tests.truth import assert_lake_equals_truth, assert_lake_part_equals, read_delta
@@ -191,3 +195,24 @@ async def test_a_quiet_tenant_is_not_fetched_again(tmp_path: Path) -> None:
     found = await service.sync()
     assert found["invoices"]["written"]["invoices"] == 10
     assert_lake_equals_truth(service.simulated, service.target, marked=set())
+
+
+async def test_the_service_time_comes_from_the_date_of_its_replies(start_simulator: Any) -> None:
+    simulator = await start_simulator(orders=20, clock_offset=-1800.0)
+    transport = Transport(simulator.url, SOAP11)
+    try:
+        session = Session(transport, CREDS)
+        await session.login()
+        seen = session.service_time
+        assert seen.offset is not None and -1805.0 <= seen.offset <= -1800.0  # a loaded machine
+        behind = dt.datetime.now(dt.UTC) - seen.now()
+        assert dt.timedelta(seconds=1799) <= behind <= dt.timedelta(seconds=1805)
+    finally:
+        await transport.close()
+    silent = ServiceTime(ManualClock(DAY))
+    silent.observe("")
+    silent.observe("not a date")
+    assert silent.offset is None and silent.now().timestamp() == DAY, "ours, when it never said"
+    silent.observe("Tue, 10 Nov 2026 00:00:05 GMT")
+    silent.observe("Tue, 10 Nov 2026 00:00:03 GMT")
+    assert silent.offset == 3.0, "the smallest offset: never later than the service's clock"
