@@ -178,15 +178,19 @@ class Lake:
             written["transactions"] = self._merge("transactions", lines, plan, run)
         return written
 
-    def keep_watermark(self, names: Sequence[str], run: RunInfo) -> None:
+    def keep_watermark(self, names: Sequence[str], run: RunInfo, fetched: bool) -> None:
         """Commit the run's watermark alone to each table of ``names`` this publish wrote
-        nothing into (a table not there yet has none to keep; one never goes backwards)."""
+        nothing into, when the run ``fetched`` records (the next sync would fetch them again
+        from the older watermark) or the ids to fetch again changed. A table not there yet
+        has no watermark to keep, and a watermark never goes backwards; a run that listed
+        nothing leaves the watermark, as a later one would list nothing more from it."""
         for name in names:
             table = self.table(name) if name not in self.committed else None
             if table is None:
                 continue
+            moved = fetched or refetch(table, self.scope) != self._refetch_of(name)
             stored = watermark(table, self.scope)
-            if stored is None or stored < run.as_of:
+            if moved and (stored is None or stored < run.as_of):
                 self._transaction(name, [], self._commit_of(name, run), table, empty=True)
 
     def reconcile(self, present: Iterable[int], run: RunInfo) -> int:
@@ -223,7 +227,10 @@ class Lake:
 
     def _commit_of(self, name: str, run: RunInfo) -> CommitProperties:
         """A commit of ``run`` to ``name``: the invoice tables' also name the stale ids."""
-        return commit(run, self.scope, self.stale if name in INVOICE_TABLES else ())
+        return commit(run, self.scope, self._refetch_of(name))
+
+    def _refetch_of(self, name: str) -> tuple[int, ...]:
+        return tuple(sorted(self.stale)) if name in INVOICE_TABLES else ()
 
     @property
     def _options(self) -> dict[str, str]:
@@ -456,8 +463,13 @@ class DeltaOutput:
             written |= lake.publish_invoices(by_name["invoices"], by_name.get("invoice_rows"), run)
             if present is not None:
                 written["deleted"] = lake.reconcile(present, run)
-            lake.keep_watermark(INVOICE_TABLES, run)
+            lake.keep_watermark(INVOICE_TABLES, run, _staged(by_name["invoices"]))
         if "transactions" in by_name:
             written |= lake.publish_transactions(by_name["transactions"], run)
-            lake.keep_watermark(("transactions",), run)
+            lake.keep_watermark(("transactions",), run, _staged(by_name["transactions"]))
         return written
+
+
+def _staged(writer: TableWriter) -> bool:
+    """Whether the run staged any record of ``writer``'s table."""
+    return any(writer.staged_rows().values())

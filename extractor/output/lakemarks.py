@@ -35,7 +35,7 @@ def commit(run: RunInfo, scope: Scope = WHOLE, refetch: Sequence[int] = ()) -> C
     if scope.identity:
         metadata[IDENTITY_KEY] = scope.identity
     if refetch:
-        metadata[REFETCH] = ",".join(str(order_id) for order_id in sorted(refetch))
+        metadata[REFETCH] = ",".join(str(order_id) for order_id in refetch)
     return CommitProperties(custom_metadata=metadata)
 
 
