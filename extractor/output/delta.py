@@ -68,7 +68,15 @@ from extractor import log
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
-from extractor.output.lakechanges import Change, Plan, apply, by_partition, stored_keys, stored_plan
+from extractor.output.lakechanges import (
+    Change,
+    Plan,
+    apply,
+    by_partition,
+    stored_keys,
+    stored_plan,
+    with_theirs,
+)
 from extractor.output.lakefiles import (
     IDENTITY,
     LAYOUTS,
@@ -289,7 +297,7 @@ class Lake:
             stored = {}
         schema = lake_schema(writer.schema, deletable)
         if table is not None:  # another writer's columns are kept
-            schema = _with_theirs(schema, _data_schema(table, layout, self.scope))
+            schema = with_theirs(schema, _data_schema(table, layout, self.scope))
         prepare = functools.partial(stamp, run=run, deletable=deletable)
         actions, written = self.changes(name, writer, plan, stored, schema, prepare)
         properties = self._commit_of(name, run)
@@ -422,14 +430,6 @@ def _data_schema(table: DeltaTable, layout: Layout, scope: Scope = WHOLE) -> pa.
     for column in scope.columns(layout):
         schema = schema.remove(schema.get_field_index(column))
     return schema
-
-
-def _with_theirs(ours: pa.Schema, table: pa.Schema) -> pa.Schema:
-    """``ours`` and then the columns of the table's that the extractor does not write."""
-    for field in table:
-        if ours.get_field_index(field.name) < 0:
-            ours = ours.append(field)
-    return ours
 
 
 @dataclass(frozen=True)

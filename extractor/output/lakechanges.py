@@ -101,6 +101,15 @@ def conformed(records: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def with_theirs(ours: pa.Schema, table: pa.Schema) -> pa.Schema:
+    """``ours`` and then the columns of the ``table``'s schema that the extractor does not
+    write (another writer's)."""
+    for theirs in table:
+        if ours.get_field_index(theirs.name) < 0:
+            ours = ours.append(theirs)
+    return ours
+
+
 def _holding(stored: Sequence[DataFile], keys: pa.Array[Any]) -> set[int]:
     return {position for position, held in enumerate(covering(stored, keys)) if held}
 
