@@ -37,7 +37,7 @@ class Service:
 
     def __init__(self, target: Target, start: float = DAY + 12 * HOUR, **config: Any) -> None:
         self.clock = ManualClock(start)
-        config = {"orders": 300, **config}
+        config = {"orders": 120, **config}
         self.simulated = SimulatedService(SimulatorConfig(**config), clock=self.clock)
         self.target = target
         self.log = io.StringIO()
