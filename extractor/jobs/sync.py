@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
@@ -46,6 +46,9 @@ from extractor.runs.stats import RunStats
 from extractor.runs.summary import counted
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
+
+if TYPE_CHECKING:
+    from extractor.output.delta import Lake
 
 #: A sync's own run id: ``sync-`` and a run id (each part's run has its own).
 SYNC_PREFIX: Final = "sync-"
@@ -134,7 +137,9 @@ async def _sync_locked(
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
     invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES), lake.refetch())
     _discard_stale(invoice_job.out, invoice_job.fingerprint(), log)
-    log.info("sync_plan", _plan("invoices", invoice_job.changed_after), part="invoices")
+    again = len(invoice_job.refetch)
+    plan = _plan("invoices", invoice_job.changed_after, again)
+    log.info("sync_plan", plan, part="invoices", refetch=again)
     summary["invoices"] = await running(invoice_job, credentials)
     summary["clock_skew_seconds"] = _said_skew(summary["invoices"], job.overlap, log)
     if job.ledger:
@@ -143,13 +148,19 @@ async def _sync_locked(
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         summary["transactions"] = await running(ledger_job, credentials)
+    return _concluded(summary, lake, job.ledger)
+
+
+def _concluded(summary: dict[str, Any], lake: Lake, ledger: bool) -> dict[str, Any]:
+    """The sync's ``summary`` once its parts ran: its status, the records answered older
+    than stored, and the watermarks the tables hold now."""
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
     summary["stale_records"] = sum(part["written"].get("stale_records", 0) for part in parts)
     summary["watermarks"] = {
         "invoices": _iso(lake.watermark(INVOICE_TABLES)),
-        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if job.ledger else None,
+        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if ledger else None,
     }
     return summary
 
@@ -224,10 +235,11 @@ def _discard_stale(work: Path, expected: dict[str, Any], log: Log) -> None:
     found.unlink()
 
 
-def _plan(what: str, since: dt.datetime | dt.date | None) -> str:
+def _plan(what: str, since: dt.datetime | dt.date | None, again: int = 0) -> str:
     if since is None:
         return f"sync: no watermark for {what}; backfilling them all"
-    return f"sync: {what} changed since {since.isoformat()}"
+    stale = f", and {again:,} answered older than stored last time" if again else ""
+    return f"sync: {what} changed since {since.isoformat()}{stale}"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
