@@ -231,7 +231,7 @@ def credentials_for(
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Minutes before the watermark to list changes from (clock skew).",
+    help="Minutes before the watermark (the service's time) to list changes from.",
 )
 @click.option(
     "--since",

@@ -58,6 +58,8 @@ class InvoiceJob:
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "invoices"
     placement: Placement = ALONE  # a fleet member's: its identity's part of the tables
+    #: A sync's: ids fetched whether listed or not (the last sync was answered them stale).
+    refetch: tuple[int, ...] = ()
 
     @property
     def publisher(self) -> Output:
@@ -171,16 +173,18 @@ class InvoiceWork:
         await self.sinks.__aexit__(*exc)
 
     async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
-        """The listed ids (a sync's, or a first backfill's), plus those the last run could
-        not fetch that the service still lists; a retry of a backfill fetches only those, and
-        keeps that run's as-of time."""
+        """The listed ids (a sync's, or a first backfill's) and the ids a sync is asked to
+        fetch again (stale answers), plus those the last run could not fetch that the service
+        still lists; a retry of a backfill fetches only those, and keeps that run's as-of time."""
         job = self.job
-        as_of = run.clock.now().isoformat()
+        as_of = run.session.service_time.now().isoformat()  # the service's time: a watermark
         since = _iso(job.changed_after)
         if carried is not None and not job.sync:
             as_of, since, listed = carried.as_of or as_of, carried.since, ids_of(())
         else:
             listed = await list_ids(run, job.changed_after, job.registered_after)
+        if job.refetch:
+            listed = unique(listed + ids_of(job.refetch))
         event: dict[str, Any] = {"event": "plan", "ids": listed, "as_of": as_of, "since": since}
         if carried is None:
             return event

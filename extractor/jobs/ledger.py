@@ -267,7 +267,7 @@ class LedgerWork:
                 "event": "plan", "windows": carried.windows, "as_of": as_of,
                 "retry_of": carried.run_id,
             }  # fmt: skip
-        as_of = run.clock.now().isoformat()
+        as_of = run.session.service_time.now().isoformat()  # the service's time: a watermark
         start = await ledger_start(run, self.job)
         windows = [w.as_json() for w in self.job.plan(start)] if start is not None else []
         event = {"event": "plan", "windows": windows, "as_of": as_of}

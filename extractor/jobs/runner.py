@@ -211,6 +211,8 @@ async def _journaled(
             await _fetch_and_publish(work, connected, journal, progress, carried)
         stats.requests, stats.relogins = session.requests, session.logins - 1
         stats.quarantines = transport.limiter.quarantines
+        skew = transport.service_time.offset
+        stats.clock_skew_seconds = None if skew is None else round(skew, 1)
     finally:
         await progress.stop()
         await transport.close()

@@ -1,11 +1,16 @@
 """``extractor sync``: keep Delta tables of invoices, their rows and the ledger current.
 
-Each sync reads the watermarks committed with the data (:mod:`extractor.output.delta`). With none,
-it backfills everything (invoices, and ledger lines changed since ``--since``); otherwise it
-lists the orders changed after the watermark less ``--overlap`` and the ledger lines changed
-since that day, fetches them through the same resumable pipeline as the backfill commands,
-and merges them. ``--reconcile`` also lists every OrderId the service has and marks the
-orders that vanished.
+Each sync reads the watermarks committed with the data (:mod:`extractor.output.lakemarks`).
+With none, it backfills everything (invoices, and ledger lines changed since ``--since``);
+otherwise it lists the orders changed after the watermark less ``--overlap`` and the ledger
+lines changed since that day, fetches them (and the orders the last sync was answered stale)
+through the same resumable pipeline as the backfill commands, and merges them.
+``--reconcile`` also lists every OrderId the service has and marks the orders that vanished.
+
+A watermark is the service's time when its run began listing (its clock, from the ``Date``
+of its answers: :mod:`extractor.service.servicetime`), so a service whose clock runs behind
+ours loses nothing; a skew larger than ``--overlap`` is said all the same (``clock_skew``),
+and a service that sends no ``Date`` leaves the watermark on our clock, which is said too.
 
 A sync's journal lives in the work directory, under ``_work/sync-invoices`` and
 ``_work/sync-transactions``. Running ``sync`` again after a crash resumes it while the
@@ -22,7 +27,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
@@ -42,6 +47,9 @@ from extractor.runs.summary import counted
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
 
+if TYPE_CHECKING:
+    from extractor.output.delta import Lake
+
 #: A sync's own run id: ``sync-`` and a run id (each part's run has its own).
 SYNC_PREFIX: Final = "sync-"
 
@@ -49,6 +57,8 @@ INVOICE_TABLES: Final = ("invoices", "invoice_rows")
 LEDGER_TABLES: Final = ("transactions",)
 DEFAULT_SINCE: Final = dt.date(2000, 1, 1)
 DEFAULT_OVERLAP: Final = dt.timedelta(minutes=10)
+#: The ledger is asked up to this many days past our today: the service's may be later.
+LEDGER_AHEAD: Final = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -125,26 +135,39 @@ async def _sync_locked(
     lake = Lake(job.target, scope=Scope(job.identity))
     output = DeltaOutput(job.target, identity=job.identity)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
-    invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES))
+    invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES), lake.refetch())
     _discard_stale(invoice_job.out, invoice_job.fingerprint(), log)
-    log.info("sync_plan", _plan("invoices", invoice_job.changed_after), part="invoices")
+    again = len(invoice_job.refetch)
+    plan = _plan("invoices", invoice_job.changed_after, again)
+    log.info("sync_plan", plan, part="invoices", refetch=again)
     summary["invoices"] = await running(invoice_job, credentials)
+    summary["clock_skew_seconds"] = _said_skew(summary["invoices"], job.overlap, log)
     if job.ledger:
-        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), clock.now().date())
+        today = clock.now().date() + LEDGER_AHEAD
+        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), today)
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         summary["transactions"] = await running(ledger_job, credentials)
+    return _concluded(summary, lake, job.ledger)
+
+
+def _concluded(summary: dict[str, Any], lake: Lake, ledger: bool) -> dict[str, Any]:
+    """The sync's ``summary`` once its parts ran: its status, the records answered older
+    than stored, and the watermarks the tables hold now."""
     parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
+    summary["stale_records"] = sum(part["written"].get("stale_records", 0) for part in parts)
     summary["watermarks"] = {
         "invoices": _iso(lake.watermark(INVOICE_TABLES)),
-        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if job.ledger else None,
+        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if ledger else None,
     }
     return summary
 
 
-def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) -> InvoiceJob:
+def _invoice_job(
+    job: SyncJob, output: Output, watermark: dt.datetime | None, refetch: tuple[int, ...]
+) -> InvoiceJob:
     changed_after = None
     if watermark is not None:
         changed_after = (watermark - job.overlap).astimezone(dt.UTC).replace(tzinfo=None)
@@ -153,7 +176,34 @@ def _invoice_job(job: SyncJob, output: Output, watermark: dt.datetime | None) ->
         batch_size=job.batch_size, parse_workers=job.parse_workers, output=output,
         reconcile=job.reconcile and watermark is not None, sync=True,
         placement=Placement(None, job.identity),
+        refetch=refetch if watermark is not None else (),
     )  # fmt: skip
+
+
+def _said_skew(part: dict[str, Any], overlap: dt.timedelta, log: Log) -> float | None:
+    """How far the service's clock is ahead of ours (from the part's run); a skew beyond
+    ``overlap``, or none known, is said (the watermark is the service's time either way)."""
+    skew: float | None = part.get("clock_skew_seconds")
+    if skew is None:
+        log.warning(
+            "clock_unknown",
+            "the service sent no Date header: the watermark is this machine's time, and "
+            "--overlap must cover how far the service's clock may be behind it",
+        )
+    elif abs(skew) > overlap.total_seconds():
+        way = "behind" if skew < 0 else "ahead of"
+        log.warning(
+            "clock_skew",
+            f"the service's clock is {_minutes(abs(skew))} {way} this machine's (more than "
+            f"--overlap {_minutes(overlap.total_seconds())}); the watermark is kept in the "
+            "service's time",
+            skew_seconds=skew,
+        )
+    return skew
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:,.0f} s"
 
 
 def _ledger_job(
@@ -185,10 +235,11 @@ def _discard_stale(work: Path, expected: dict[str, Any], log: Log) -> None:
     found.unlink()
 
 
-def _plan(what: str, since: dt.datetime | dt.date | None) -> str:
+def _plan(what: str, since: dt.datetime | dt.date | None, again: int = 0) -> str:
     if since is None:
         return f"sync: no watermark for {what}; backfilling them all"
-    return f"sync: {what} changed since {since.isoformat()}"
+    stale = f", and {again:,} answered older than stored last time" if again else ""
+    return f"sync: {what} changed since {since.isoformat()}{stale}"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -202,12 +253,15 @@ def render_sync_summary(summary: dict[str, Any]) -> str:
         part = summary.get(name)
         if part is None:
             continue
-        merged = ", ".join(f"{table} {count:,}" for table, count in part["written"].items())
+        written = dict(part["written"])
+        stale = written.pop("stale_records", 0)
+        merged = ", ".join(f"{table} {count:,}" for table, count in written.items())
         units = counted(part)[1]
         listed = part[f"{units}_total"]
         unit = "orders listed" if name == "invoices" else "days of changes"
+        kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
         lines.append(
-            f"  {name:<13} {listed:,} {unit}; written: {merged or 'nothing'} "
+            f"  {name:<13} {listed:,} {unit}; written: {merged or 'nothing'}{kept_out} "
             f"({part['requests']:,} requests, {part['seconds']:,.1f} s)"
         )
     marks = summary["watermarks"]

@@ -2,15 +2,19 @@
 
 ``invoices`` are upserted on OrderId, the ``invoice_rows`` of every changed order are replaced
 as a set (one commit: rows removed from an order disappear), ``transactions`` are upserted on
-Id. A record whose key and ``DateChanged`` the table already holds is left alone, so a sync
-that finds nothing new commits nothing. Every record carries ``_run_id`` and
-``_extracted_at`` (the run's as-of time); invoices and rows carry ``_deleted_at``, set by
-:meth:`Lake.reconcile` when the service no longer has the order.
+Id. A record whose key and ``DateChanged`` the table already holds is left alone; one the
+table holds newer (a lagging replica's answer) is not written either, and is counted
+(``stale_records``). Every record carries ``_run_id`` and ``_extracted_at`` (the run's as-of
+time); invoices and rows carry ``_deleted_at``, set by :meth:`Lake.reconcile` when the service
+no longer has the order. Columns another writer added to a table are kept: null in the
+records written, their values kept in the files rewritten.
 
-The watermark is committed with the data: each commit's metadata holds
-``extractor.watermark`` (the as-of time of the run that wrote it). The rows commit comes
-before the invoices commit, and a table group's watermark is the oldest of its tables', so a
-crash between the two repeats the work and never skips a change.
+The watermark is committed with the data (:mod:`.lakemarks`): each commit's metadata holds
+``extractor.watermark`` (the as-of time of the run that wrote it, on the service's clock).
+The rows commit comes before the invoices commit, and a table group's watermark is the
+oldest of its tables', so a crash between the two repeats the work and never skips a change.
+A table the run wrote nothing into gets a commit of the watermark alone, so a quiet tenant's
+next sync does not list and fetch the same changes again.
 
 Layout and merges (:mod:`.lakefiles`, :mod:`.lakechanges`): invoices and rows are
 partitioned by ``order_month`` (the order's DateOrdered; a row sits with its order),
@@ -64,7 +68,15 @@ from extractor import log
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
-from extractor.output.lakechanges import Change, Plan, apply, by_partition, stored_keys, stored_plan
+from extractor.output.lakechanges import (
+    Change,
+    Plan,
+    apply,
+    by_partition,
+    stored_keys,
+    stored_plan,
+    with_theirs,
+)
 from extractor.output.lakefiles import (
     IDENTITY,
     LAYOUTS,
@@ -78,26 +90,24 @@ from extractor.output.lakefiles import (
     lake_schema,
     stamp,
 )
+from extractor.output.lakemarks import (
+    REFETCH,
+    RUN_ID,
+    WATERMARK,
+    commit,
+    last_run_commit,
+    refetch,
+    watermark,
+)
 from extractor.output.lakemigrate import migrate
 from extractor.output.parquet import RunInfo
 from extractor.output.staging import TableWriter, read_spill
 from extractor.output.targets import Target
 
-WATERMARK: Final = "extractor.watermark"
-RUN_ID: Final = "extractor.run_id"
-IDENTITY_KEY: Final = "extractor.identity"
+__all__ = ["RUN_ID", "WATERMARK", "DeltaOutput", "Lake"]
 #: Commits tried again on a table other runs of a fleet committed to in the meantime.
 COMMIT_ATTEMPTS: Final = 30
-#: Look this far back in a table's history for the last commit of a run, then everywhere.
-RECENT_COMMITS: Final = 100
-
-
-def commit(run: RunInfo, scope: Scope = WHOLE) -> CommitProperties:
-    """The commit's metadata: the run, the watermark it advances to, and whose it is."""
-    metadata = {WATERMARK: run.as_of.isoformat(), RUN_ID: run.run_id}
-    if scope.identity:
-        metadata[IDENTITY_KEY] = scope.identity
-    return CommitProperties(custom_metadata=metadata)
+INVOICE_TABLES: Final = ("invoice_rows", "invoices")  # in the order a publish commits them
 
 
 class Lake:
@@ -108,6 +118,9 @@ class Lake:
         self.target = target
         self.scratch = scratch
         self.scope = scope
+        self.committed: set[str] = set()  # the tables this publish committed to
+        #: OrderIds answered older than stored in this publish, fetched again next sync
+        self.stale: tuple[int, ...] = ()
 
     def table(self, name: str) -> DeltaTable | None:
         """The table ``name``, or None before its first commit."""
@@ -123,11 +136,16 @@ class Lake:
         marks = []
         for name in names:
             table = self.table(name)
-            mark = _watermark(table, self.scope) if table is not None else None
+            mark = watermark(table, self.scope) if table is not None else None
             if mark is None:
                 return None
             marks.append(mark)
         return min(marks) if marks else None
+
+    def refetch(self) -> tuple[int, ...]:
+        """The OrderIds the last sync's invoices commit says to fetch again (stale answers)."""
+        table = self.table("invoices")
+        return () if table is None else refetch(table, self.scope)
 
     def publish_invoices(
         self, orders: TableWriter, rows: TableWriter | None, run: RunInfo
@@ -145,7 +163,8 @@ class Lake:
                 table, LAYOUTS["invoices"], orders.columns(["OrderId", "DateChanged"]),
                 self.scope,
             )  # fmt: skip
-        written = {"invoices": 0, "invoice_rows": 0}
+        self.stale = tuple(key for key in plan.stale.to_pylist() if key is not None)
+        written = {"invoices": 0, "invoice_rows": 0, "stale_records": len(plan.stale)}
         if not plan.changed:
             return written
         if rows is not None:
@@ -162,9 +181,25 @@ class Lake:
             plan = Plan.everything(staged, "Id", version="DateChanged")
         else:
             plan = stored_plan(table, LAYOUTS["transactions"], staged, self.scope)
-        if not plan.changed:
-            return {"transactions": 0}
-        return {"transactions": self._merge("transactions", lines, plan, run)}
+        written = {"transactions": 0, "stale_records": len(plan.stale)}
+        if plan.changed:
+            written["transactions"] = self._merge("transactions", lines, plan, run)
+        return written
+
+    def keep_watermark(self, names: Sequence[str], run: RunInfo, fetched: bool) -> None:
+        """Commit the run's watermark alone to each table of ``names`` this publish wrote
+        nothing into, when the run ``fetched`` records (the next sync would fetch them again
+        from the older watermark) or the ids to fetch again changed. A table not there yet
+        has no watermark to keep, and a watermark never goes backwards; a run that listed
+        nothing leaves the watermark, as a later one would list nothing more from it."""
+        for name in names:
+            table = self.table(name) if name not in self.committed else None
+            if table is None:
+                continue
+            moved = fetched or refetch(table, self.scope) != self._refetch_of(name)
+            stored = watermark(table, self.scope)
+            if moved and (stored is None or stored < run.as_of):
+                self._transaction(name, [], self._commit_of(name, run), table, empty=True)
 
     def reconcile(self, present: Iterable[int], run: RunInfo) -> int:
         """Mark the orders the service no longer lists (``present``: every id it lists) and
@@ -195,8 +230,15 @@ class Lake:
                     _data_schema(table, layout, self.scope),
                 )  # fmt: skip
                 actions += removes + adds
-            self._transaction(name, actions, commit(run, self.scope), table)
+            self._transaction(name, actions, self._commit_of(name, run), table)
         return vanished.num_rows
+
+    def _commit_of(self, name: str, run: RunInfo) -> CommitProperties:
+        """A commit of ``run`` to ``name``: the invoice tables' also name the stale ids."""
+        return commit(run, self.scope, self._refetch_of(name))
+
+    def _refetch_of(self, name: str) -> tuple[int, ...]:
+        return tuple(sorted(self.stale)) if name in INVOICE_TABLES else ()
 
     @property
     def _options(self) -> dict[str, str]:
@@ -226,15 +268,16 @@ class Lake:
                 f"the Delta table {name} was written by an older extractor (not partitioned by "
                 f"{LAYOUTS[name].partition}): run `extractor sync` into it once to rewrite it"
             )
-        carried = _last_run_commit(table) or {}
+        carried = last_run_commit(table) or {}
         log.current().warning(
             "migrating",
             f"rewriting the Delta table {name} partitioned by {LAYOUTS[name].partition}, "
             "once: an older extractor wrote it",
             table=name,
         )
-        watermark: dict[str, Any] = {k: carried[k] for k in (WATERMARK, RUN_ID) if k in carried}
-        migrate(self, name, self.scratch / name, watermark)
+        kept = (WATERMARK, RUN_ID, REFETCH)
+        marks: dict[str, Any] = {k: carried[k] for k in kept if k in carried}
+        migrate(self, name, self.scratch / name, marks)
         return self.table(name)
 
     def _merge(
@@ -253,9 +296,11 @@ class Lake:
             gone = [files.removed(file) for group in stored.values() for file in group]
             stored = {}
         schema = lake_schema(writer.schema, deletable)
+        if table is not None:  # another writer's columns are kept
+            schema = with_theirs(schema, _data_schema(table, layout, self.scope))
         prepare = functools.partial(stamp, run=run, deletable=deletable)
         actions, written = self.changes(name, writer, plan, stored, schema, prepare)
-        properties = commit(run, self.scope)
+        properties = self._commit_of(name, run)
         if table is None:
             mode: Literal["error", "overwrite"] = "overwrite" if replace and not scoped else "error"
             self.create(name, schema, actions, properties, mode)
@@ -312,9 +357,11 @@ class Lake:
         )
         if self.scope.identity is None:
             self._commit(name, create)
+            self.committed.add(name)
             return
         try:  # a fleet: another identity's run may create the table first
             create()
+            self.committed.add(name)
         except (DeltaError, OSError) as exc:
             if self.table(name) is None:
                 raise OutputError(
@@ -324,13 +371,14 @@ class Lake:
 
     def _transaction(
         self, name: str, actions: list[Any], properties: CommitProperties,
-        read: DeltaTable | None = None,
+        read: DeltaTable | None = None, empty: bool = False,
     ) -> None:  # fmt: skip
-        """Commit ``actions`` to the table ``name`` (as ``read``, else as it is now); in a
-        fleet, again on the table as it is now while other identities' commits came in
-        between (module docstring)."""
-        if not actions:
+        """Commit ``actions`` to the table ``name`` (as ``read``, else as it is now; none
+        only when ``empty``: the commit's metadata alone); in a fleet, again on the table as
+        it is now while other identities' commits came in between (module docstring)."""
+        if not actions and not empty:
             return
+        self.committed.add(name)
         layout, columns = LAYOUTS[name], self.scope.columns(LAYOUTS[name])
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = read if read is not None and attempt == 1 else self.table(name)
@@ -384,24 +432,6 @@ def _data_schema(table: DeltaTable, layout: Layout, scope: Scope = WHOLE) -> pa.
     return schema
 
 
-def _watermark(table: DeltaTable, scope: Scope = WHOLE) -> dt.datetime | None:
-    commit = _last_run_commit(table, scope)
-    return None if commit is None else dt.datetime.fromisoformat(str(commit[WATERMARK]))
-
-
-def _last_run_commit(table: DeltaTable, scope: Scope = WHOLE) -> dict[str, Any] | None:
-    """The latest commit of a run (of ``scope``'s identity, in a fleet's table)."""
-    for limit in (RECENT_COMMITS, None):
-        for commit in table.history(limit):
-            if (
-                WATERMARK in commit
-                and RUN_ID in commit
-                and commit.get(IDENTITY_KEY) == scope.identity
-            ):
-                return commit
-    return None
-
-
 @dataclass(frozen=True)
 class DeltaOutput:
     """The tables as Delta tables under ``target``, merged (:class:`Lake`); in a fleet, one
@@ -433,6 +463,13 @@ class DeltaOutput:
             written |= lake.publish_invoices(by_name["invoices"], by_name.get("invoice_rows"), run)
             if present is not None:
                 written["deleted"] = lake.reconcile(present, run)
+            lake.keep_watermark(INVOICE_TABLES, run, _staged(by_name["invoices"]))
         if "transactions" in by_name:
             written |= lake.publish_transactions(by_name["transactions"], run)
+            lake.keep_watermark(("transactions",), run, _staged(by_name["transactions"]))
         return written
+
+
+def _staged(writer: TableWriter) -> bool:
+    """Whether the run staged any record of ``writer``'s table."""
+    return any(writer.staged_rows().values())

@@ -11,6 +11,12 @@ two. Memory: one file and the records added to it.
 A :class:`Plan` is what a publish changes in a table group: which staged keys are new or
 changed (:func:`stored_plan` finds, with one narrow scan of the table, where each is stored
 and whether the table already holds it), and in which partitions their stored records go.
+Only a record at least as new as the stored one replaces it: a staged record whose
+``DateChanged`` is older (a lagging replica answered) is kept out, and named ``stale``.
+
+The files keep every column of the table, the ones another writer added too: a file read
+back, and the records added to it, are made the table's schema (:func:`conformed`), a
+column a record does not have being null.
 """
 
 from __future__ import annotations
@@ -59,13 +65,14 @@ def apply(
     """The actions that make ``partition`` (its files ``stored``) reflect ``change``."""
     kind = files.layout.key_type
     touched = _holding(stored, pa.concat_arrays([change.drop.cast(kind), change.edited.cast(kind)]))
-    added = _placed(stored, files.layout.key, change.add)
+    add = None if change.add is None else conformed(change.add, schema)
+    added = _placed(stored, files.layout.key, add)
     touched |= set(added) - {-1}
     removes: list[RemoveAction] = []
     adds: list[AddAction] = []
     for position in sorted(touched):
         file = stored[position]
-        kept = _kept(files.read(file).cast(schema), files.layout.key, change)
+        kept = _kept(conformed(files.read(file), schema), files.layout.key, change)
         extra = added.get(position)
         records = kept if extra is None else pa.concat_tables([kept, extra])
         removes.append(files.removed(file))
@@ -74,6 +81,33 @@ def apply(
     if -1 in added:  # a partition without files yet
         adds += files.write(partition, added[-1])
     return removes, adds
+
+
+def conformed(records: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``records`` with ``schema``'s columns, in its order and types: a column it lacks is
+    null (another writer's, on a record of ours; ours, on a file of an older table)."""
+    try:
+        if records.schema.names == schema.names:
+            return records.cast(schema)
+        rows, names = records.num_rows, set(records.schema.names)
+        columns = [
+            records.column(f.name).cast(f.type) if f.name in names else pa.nulls(rows, f.type)
+            for f in schema
+        ]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise OutputError(
+            f"a file of the Delta table does not hold the table's columns as it says: {exc}"
+        ) from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def with_theirs(ours: pa.Schema, table: pa.Schema) -> pa.Schema:
+    """``ours`` and then the columns of the ``table``'s schema that the extractor does not
+    write (another writer's)."""
+    for theirs in table:
+        if ours.get_field_index(theirs.name) < 0:
+            ours = ours.append(theirs)
+    return ours
 
 
 def _holding(stored: Sequence[DataFile], keys: pa.Array[Any]) -> set[int]:
@@ -115,11 +149,13 @@ def _kept(records: pa.Table, key: str, change: Change) -> pa.Table:
 class Plan:
     """What a publish changes in a table group: the ``changed`` keys' staged records are
     written (those of a key staged in several partitions, only in its ``newest``), and in
-    each partition the stored records of the keys in ``drops`` go."""
+    each partition the stored records of the keys in ``drops`` go. The ``stale`` keys' staged
+    records are older than the stored ones, and not written."""
 
     changed: int
     newest: pa.Table | None = None  # (_key, _partition); None: every staged record
     drops: dict[str, pa.Array[Any]] = field(default_factory=dict)
+    stale: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
 
     @classmethod
     def everything(cls, staged: pa.Table, key: str, version: str | None = None) -> Plan:
@@ -153,20 +189,31 @@ def _repeats(keys: pa.ChunkedArray[Any]) -> bool:
 
 def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table, scope: Scope = WHOLE) -> Plan:
     """The records of ``staged`` (key, DateChanged, _partition) that ``table`` (its part
-    ``scope``) does not hold already (same key and DateChanged, live), and where their
-    stored records are."""
+    ``scope``) does not hold already (same key and DateChanged, live) nor holds newer
+    (``stale``), and where their stored records are."""
     newest = keyed(latest(staged, layout.key, "DateChanged"), layout.key)
     keys = newest.column("_key").combine_chunks()
     stored = stored_keys(table, layout, lambda column: pc.is_in(column, keys), scope)
-    same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
-    equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
-    unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
-    newest = newest.filter(pc.invert(pc.is_in(keys, unchanged.combine_chunks())))
+    unchanged, stale = _held(stored, newest)
+    newest = newest.filter(pc.invert(pc.is_in(keys, pa.concat_arrays([unchanged, stale]))))
     moved = stored.filter(pc.is_in(stored.column("_key"), newest.column("_key").combine_chunks()))
     drops = pa.concat_tables(
         [newest.select(["_key", "_partition"]), moved.select(["_key", "_partition"])]
     )
-    return Plan(newest.num_rows, newest.select(["_key", "_partition"]), by_partition(drops))
+    placed = newest.select(["_key", "_partition"])
+    return Plan(newest.num_rows, placed, by_partition(drops), stale)
+
+
+def _held(stored: pa.Table, newest: pa.Table) -> tuple[pa.Array[Any], pa.Array[Any]]:
+    """The staged keys whose stored record is the same (key and DateChanged, live), and those
+    whose stored record is newer (a DateChanged later than the staged one)."""
+    same = stored.join(newest.select(["_key", "DateChanged"]), "_key", join_type="inner")
+    equal = pc.fill_null(pc.equal(same["_v"], same["DateChanged"]), pa.scalar(False))
+    older = pc.fill_null(pc.less(same["DateChanged"], same["_v"]), pa.scalar(False))
+    unchanged = same.filter(pc.and_(same.column("live"), cast(Any, equal))).column("_key")
+    stale = same.filter(cast(Any, older)).column("_key")
+    kind = stored.schema.field("_key").type
+    return unchanged.combine_chunks().cast(kind), pc.unique(stale.combine_chunks()).cast(kind)
 
 
 def stored_keys(

@@ -38,6 +38,8 @@ class RunStats:
     give_ups: int = 0  # requests that still failed after their retries
     splits: int = 0  # batches fetched again in halves after failing their retries
     quarantines: int = 0  # requests that met the service's quarantine and waited it out
+    #: How far the service's clock is ahead of ours, from its replies' Date (None: no Date).
+    clock_skew_seconds: float | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # the job's own (rows, failed ids)
     files: int = 0

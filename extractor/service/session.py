@@ -19,6 +19,7 @@ from extractor.errors import (
 )
 from extractor.parser import RecordStream, Sink
 from extractor.service.retry import persistently
+from extractor.service.servicetime import ServiceTime
 from extractor.service.transport import Transport
 
 S = TypeVar("S", bound=Sink)
@@ -42,6 +43,11 @@ class Session:
         self._lock = asyncio.Lock()
         self.logins = 0
         self.requests = 0  # calls sent through :meth:`call`, re-tries after a re-login included
+
+    @property
+    def service_time(self) -> ServiceTime:
+        """The service's clock, as its replies so far told it."""
+        return self._transport.service_time
 
     async def login(self, policy: RetryPolicy = LOGIN_RETRY) -> None:
         """Log in; AuthenticationFailed when the service refuses the credentials."""

@@ -30,6 +30,7 @@ from extractor.errors import (
 from extractor.parser import Sink
 from extractor.service.http import HttpWire
 from extractor.service.limiter import Gate, Limits, RateLimiter
+from extractor.service.servicetime import ServiceTime
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
 READ_CHUNK: Final = 256 * 1024
@@ -89,6 +90,7 @@ class Transport:
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.limiter = limiter or RateLimiter(Limits(per_hour=0))
+        self.service_time = ServiceTime(self.limiter.clock)  # from every reply's Date
         self.wire: Wire = wire or HttpWire()
         self._max_bytes = max_response_bytes
         self._in_flight = asyncio.Semaphore(requests) if requests else None
@@ -177,7 +179,8 @@ class Transport:
             await sink.room()
 
     def _observe(self, reply: Reply, ticket: int) -> None:
-        """Pace every worker by the service's own rate-limit headers."""
+        """Pace every worker by the service's own rate-limit headers; learn its clock."""
+        self.service_time.observe(reply.headers.get("Date", ""))
         remaining = reply.headers.get("APILimitRemaining", "")
         reset = _when(reply.headers.get("APILimitReset", ""))
         if remaining.strip().isdigit():

@@ -44,6 +44,12 @@ class SimulatorConfig:
     identities: int = 1
     blocked_identities: tuple[int, ...] = ()
     disabled_identities: tuple[int, ...] = ()
+    #: Seconds the service's clock runs ahead of the true time (negative: behind): its
+    #: DateChanged stamps, its ledger's changes and the ``Date`` header of every reply.
+    clock_offset: float = 0.0
+    #: A lagging read replica (:mod:`~extractor.simulator.replica`): the share of the orders
+    #: it knows an earlier version of that GetInvoices answers in that version while it lags.
+    stale_replica: float = 0.0
 
 
 DEFAULT_SIMULATOR: Final = SimulatorConfig()

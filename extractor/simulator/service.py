@@ -5,7 +5,10 @@
 would, faults and limits included. ``server.py`` puts it behind a real aiohttp server;
 ``memory.py`` hands it to the extractor's transport without a socket. Its clock is injected
 (:mod:`extractor.clock`): a manual clock shared with the client makes quarantines and budget
-windows pass in milliseconds.
+windows pass in milliseconds. The service's own time may run ahead of it or behind
+(``clock_offset``): what it stamps and the ``Date`` header of every reply, as IIS sends one,
+are in that time. Identity 1's GetInvoices may be answered by a lagging replica
+(``stale_replica``, :mod:`~extractor.simulator.replica`).
 
 Over 300 lines as one class on purpose: every operation shares its sessions, counters, fault
 plan and budget; the wire formats live in ``messages.py``, rendering in ``render.py``.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
+import functools
 import hashlib
 import random
 import re
@@ -45,6 +50,7 @@ from extractor.simulator.messages import (
     sent_action,
     text_reply,
 )
+from extractor.simulator.replica import Replica
 from extractor.simulator.tenant import Churn, ChurnReport, ChurnShape, Tenant
 
 SESSION_COOKIE: Final = "ASP.NET_SessionId"
@@ -101,6 +107,7 @@ class SimulatedService:
         self.tenant = self.companies[0].tenant
         self.budget = self.companies[0].budget
         self.stats: Counter[str] = Counter()
+        self.replica = Replica(config.stale_replica, config.seed)
         self._plan = FaultPlan(config.faults)
         self._sessions: dict[str, int] = {}  # calls made in each session
         self._working_on: dict[str, Company] = {}  # each session's identity
@@ -164,7 +171,9 @@ class SimulatedService:
         when = self._now().replace(microsecond=0)
         salt = "" if company.number == 1 else f":{company.number}"
         rng = random.Random(f"churn:{self.config.seed}:{seed}{salt}")
+        versions = self.replica.snapshot(company.tenant) if company.number == 1 else None
         report = company.tenant.churn(rng, changes, when, shape or self.config.churn)
+        self.replica.remember(versions, report.changed, report.deleted)
         self.stats["ledger_lines_posted"] += ledger_.settle(report.changed, when)
         for name in ("changed", "deleted", "added"):
             self.stats[f"orders_{name}"] += len(getattr(report, name))
@@ -202,7 +211,8 @@ class SimulatedService:
         company = self._working_on.get(request.cookies.get(SESSION_COOKIE, "")) or self._asked(
             request
         )
-        blocked, headers = company.budget.admit()
+        blocked, budget = company.budget.admit()
+        headers = {"Date": email.utils.formatdate(self._time(), usegmt=True)} | budget
         self.stats["requests"] += 1
         company.stats["requests"] += 1
         try:
@@ -369,8 +379,11 @@ class SimulatedService:
         known.sort(key=lambda order_id: hashlib.md5(str(order_id).encode()).digest())  # any order
         if self.config.latency_per_1000:
             await self.clock.sleep(self.config.latency_per_1000 * len(known) / 1000)
-        parts = (company.renderer.order(order_id, props, row_props).encode() for order_id in known)
+        render = functools.partial(company.renderer.order, props=props, row_props=row_props)
+        past = self.replica.answers(company.tenant, known, render) if company.number == 1 else {}
+        parts = (past.get(order_id) or render(order_id).encode() for order_id in known)
         self.stats["invoices_served"] += len(known)
+        self.stats["stale_answers"] += len(past)
         return self._reply(call, "GetInvoices", parts)
 
     async def _update_invoices(self, call: _Call) -> Reply:
@@ -415,8 +428,12 @@ class SimulatedService:
         headers = {"Content-Type": call.version.content_type, **call.headers}
         return Reply(200, headers, body, call.cut)
 
+    def _time(self) -> float:
+        """The service's own time: its clock's, offset by ``clock_offset``."""
+        return self.clock.time() + self.config.clock_offset
+
     def _now(self) -> dt.datetime:
-        return self.clock.now().replace(tzinfo=None)
+        return dt.datetime.fromtimestamp(self._time(), dt.UTC).replace(tzinfo=None)
 
 
 def _strings(params: etree._Element, name: str) -> tuple[str, ...]:

@@ -1,0 +1,61 @@
+"""What a run's commits to the Delta tables say of it: the watermark, and what to fetch again.
+
+Each commit of a run carries, in its metadata, ``extractor.watermark`` (the run's as-of time:
+the service's time when it began listing), ``extractor.run_id``, in a fleet's table
+``extractor.identity``, and on the invoice tables ``extractor.refetch``: the OrderIds a
+lagging replica answered with a record older than the one stored, which the next sync fetches
+again whether the service lists them or not. A table group's state is that of the latest
+commit of a run of its identity, so the watermark and the ids to fetch again move together,
+with the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Final
+
+from deltalake import CommitProperties, DeltaTable
+
+from extractor.output.lakefiles import WHOLE, Scope
+from extractor.output.parquet import RunInfo
+
+WATERMARK: Final = "extractor.watermark"
+RUN_ID: Final = "extractor.run_id"
+IDENTITY_KEY: Final = "extractor.identity"
+REFETCH: Final = "extractor.refetch"
+#: Look this far back in a table's history for the last commit of a run, then everywhere.
+RECENT_COMMITS: Final = 100
+
+
+def commit(run: RunInfo, scope: Scope = WHOLE, refetch: Sequence[int] = ()) -> CommitProperties:
+    """The commit's metadata: the run, the watermark it advances to, whose it is, and the ids
+    the next sync fetches again."""
+    metadata = {WATERMARK: run.as_of.isoformat(), RUN_ID: run.run_id}
+    if scope.identity:
+        metadata[IDENTITY_KEY] = scope.identity
+    if refetch:
+        metadata[REFETCH] = ",".join(str(order_id) for order_id in refetch)
+    return CommitProperties(custom_metadata=metadata)
+
+
+def watermark(table: DeltaTable, scope: Scope = WHOLE) -> dt.datetime | None:
+    """The watermark of the table's last run commit (of ``scope``), or None."""
+    found = last_run_commit(table, scope)
+    return None if found is None else dt.datetime.fromisoformat(str(found[WATERMARK]))
+
+
+def refetch(table: DeltaTable, scope: Scope = WHOLE) -> tuple[int, ...]:
+    """The ids the table's last run commit (of ``scope``) says to fetch again."""
+    found = last_run_commit(table, scope) or {}
+    listed = str(found.get(REFETCH, ""))
+    return tuple(int(part) for part in listed.split(",") if part.strip().isdigit())
+
+
+def last_run_commit(table: DeltaTable, scope: Scope = WHOLE) -> dict[str, Any] | None:
+    """The latest commit of a run (of ``scope``'s identity, in a fleet's table)."""
+    for limit in (RECENT_COMMITS, None):
+        for found in table.history(limit):
+            if WATERMARK in found and RUN_ID in found and found.get(IDENTITY_KEY) == scope.identity:
+                return found
+    return None
