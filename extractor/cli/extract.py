@@ -34,7 +34,7 @@ from extractor.jobs.sync import DEFAULT_SINCE
 from extractor.output.destination import destination
 from extractor.output.parquet import Output
 from extractor.output.staging import ALONE, Placement
-from extractor.output.targets import Target, check_output_dir
+from extractor.output.targets import Target, check_not_foreign
 from extractor.runs.summary import render_summary
 
 #: The commands that fetch invoices: where their responses are parsed.
@@ -213,7 +213,7 @@ def credentials_for(
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
     if where.target.local is not None:
-        check_output_dir(where.target.local)
+        check_not_foreign(where.target.local)
     if fleet.asked:
         alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status

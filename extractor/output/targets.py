@@ -153,6 +153,17 @@ def check_output_dir(out: Path) -> None:
     """Refuse an output path that cannot hold the dataset, before any request is sent."""
     if out.exists() and not out.is_dir():
         raise InvalidOption(f"{{out}} {out} is a file; give a directory (it is created if missing)")
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not os.access(parent, os.W_OK):
+                raise InvalidOption(f"{{out}} {out}: {parent} is not writable")
+            break
+
+
+def check_not_foreign(out: Path) -> None:
+    """Refuse the user's ``--out`` when it is a directory of other files (a home, a project):
+    nothing is written into it. (A fleet's member folders are the extractor's own.)"""
+    check_output_dir(out)
     foreign = _foreign_entries(out)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -160,11 +171,6 @@ def check_output_dir(out: Path) -> None:
             f"{{out}} {out} holds other files ({shown}) and no extractor output; give a new or "
             "empty directory, or one an earlier run wrote"
         )
-    for parent in (out, *out.parents):
-        if parent.exists():
-            if not os.access(parent, os.W_OK):
-                raise InvalidOption(f"{{out}} {out}: {parent} is not writable")
-            break
 
 
 def _foreign_entries(out: Path) -> list[str]:
