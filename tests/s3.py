@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 import boto3
@@ -84,19 +85,25 @@ def _made(endpoint: str, buckets: tuple[str, ...], server: subprocess.Popen[byte
             time.sleep(0.1)  # the server process starting: nothing to wait on but its port
 
 
-@dataclass(frozen=True)
-class Faults:
-    """Which requests fail, and how: of every ``slow_down_every`` requests of ``methods``
-    whose path matches ``paths``, the last ``burst`` are answered 503 SlowDown (S3 throttles
-    for a while, not once); every ``stall_every``-th one is answered ``stall`` seconds late
-    (0: never)."""
+#: Every method S3 answers.
+METHODS: Final = ("GET", "PUT", "POST", "HEAD", "DELETE")
 
-    slow_down_every: int = 0
+
+@dataclass(frozen=True)
+class Fault:
+    """Of every ``every`` requests of ``methods`` whose path matches ``paths``, the last
+    ``burst`` are answered 503 SlowDown (S3 throttles for a while, not once), or, when
+    ``stall`` is set, answered that many seconds late."""
+
+    every: int
     burst: int = 1
-    stall_every: int = 0
     stall: float = 0.0
-    methods: tuple[str, ...] = ("GET", "PUT", "POST", "HEAD", "DELETE")
+    methods: tuple[str, ...] = METHODS
     paths: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "stall" if self.stall else "slow_down"
 
 
 class FaultyS3:
@@ -104,15 +111,16 @@ class FaultyS3:
     would starve a server in the test's process): :meth:`start` (or ``with``) gives its URL,
     :meth:`served` what it did (``requests``, and the faults ``slow_down`` and ``stall``)."""
 
-    def __init__(self, upstream: str, faults: Faults) -> None:
+    def __init__(self, upstream: str, *faults: Fault) -> None:
         self.upstream, self.faults = upstream, faults
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.s3", self.upstream, json.dumps(asdict(self.faults))],
-            stdout=subprocess.PIPE, cwd=ROOT,
+            [sys.executable, "-m", "tests.s3", self.upstream,
+             json.dumps([asdict(fault) for fault in self.faults])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
         )  # fmt: skip
         assert self._process.stdout is not None
         port = self._process.stdout.readline().decode().strip()
@@ -127,9 +135,7 @@ class FaultyS3:
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(timeout=30)
-            if self._process.stdout is not None:
-                self._process.stdout.close()
+            self._process.communicate(timeout=30)
             self._process = None
 
     def __enter__(self) -> FaultyS3:
@@ -147,10 +153,10 @@ SERVED = "/_faulty/served"
 class _Proxy:
     """The proxy's server side (in its own process)."""
 
-    def __init__(self, upstream: str, faults: Faults) -> None:
+    def __init__(self, upstream: str, faults: list[Fault]) -> None:
         self.upstream, self.faults = upstream, faults
         self.served: Counter[str] = Counter()
-        self._paths = re.compile(faults.paths)
+        self._paths = [re.compile(fault.paths) for fault in faults]
         self._client: aiohttp.ClientSession | None = None
 
     async def serve(self) -> None:
@@ -162,30 +168,33 @@ class _Proxy:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         self._client = aiohttp.ClientSession(auto_decompress=False)
         print(runner.addresses[0][1], flush=True)
-        await asyncio.Event().wait()  # until terminated
+        orphaned = asyncio.Event()  # the test's process ended (its end of stdin closed)
+        await asyncio.get_running_loop().connect_read_pipe(lambda: _Gone(orphaned), sys.stdin)
+        await orphaned.wait()  # or terminated
 
     async def _served(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.served))
 
-    def _hit(self, fault: str, every: int, burst: int, request: web.Request) -> bool:
-        if every <= 0 or request.method not in self.faults.methods:
-            return False
-        if not self._paths.search(request.path):
-            return False
-        self.served[f"{fault} seen"] += 1
-        if (self.served[f"{fault} seen"] - 1) % every < every - burst:
-            return False
-        self.served[fault] += 1
-        return True
+    def _hits(self, request: web.Request) -> list[Fault]:
+        """The faults this request meets (each rule counts the requests it may hit)."""
+        hits = []
+        for number, fault in enumerate(self.faults):
+            if request.method in fault.methods and self._paths[number].search(request.path):
+                self.served[f"seen {number}"] += 1
+                if (self.served[f"seen {number}"] - 1) % fault.every >= fault.every - fault.burst:
+                    self.served[fault.kind] += 1
+                    hits.append(fault)
+        return hits
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.served["requests"] += 1
         body = await request.read()
-        if self._hit("slow_down", self.faults.slow_down_every, self.faults.burst, request):
+        hits = self._hits(request)
+        if any(fault.kind == "slow_down" for fault in hits):
             return web.Response(status=503, body=SLOW_DOWN, content_type="application/xml")
         status, headers, content = await self._forward(request, body)
-        if self._hit("stall", self.faults.stall_every, 1, request):
-            await asyncio.sleep(self.faults.stall)  # the fault itself: an answer held back
+        for fault in hits:
+            await asyncio.sleep(fault.stall)  # the fault itself: an answer held back
         if request.method == "HEAD":
             return _head(status, headers)
         return web.Response(status=status, body=content, headers=headers)
@@ -206,6 +215,14 @@ class _Proxy:
             return answer.status, kept, content
 
 
+class _Gone(asyncio.Protocol):
+    def __init__(self, gone: asyncio.Event) -> None:
+        self.gone = gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone.set()
+
+
 def _head(status: int, headers: dict[str, str]) -> web.StreamResponse:
     """A HEAD answer that keeps the object's Content-Length (aiohttp would say 0)."""
     response = web.StreamResponse(status=status, headers=headers)
@@ -214,5 +231,5 @@ def _head(status: int, headers: dict[str, str]) -> web.StreamResponse:
 
 
 if __name__ == "__main__":
-    upstream, faults = sys.argv[1], Faults(**json.loads(sys.argv[2]))
+    upstream, faults = sys.argv[1], [Fault(**fault) for fault in json.loads(sys.argv[2])]
     asyncio.run(_Proxy(upstream, faults).serve())

@@ -41,7 +41,7 @@ DEFAULT_RENEW_EVERY: Final = 15.0
 DEFAULT_MARGIN: Final = 10.0
 DEFAULT_GRACE: Final = 10.0
 #: A lock object's requests give up sooner than data's: a renewal must end within the lease.
-LOCK_ATTEMPTS: Final = 3
+LOCK_ATTEMPTS: Final = 5
 LOCK_READ_TIMEOUT: Final = 5.0
 
 
