@@ -28,6 +28,7 @@ from typing import Final
 
 import aiohttp
 import boto3
+import pytest
 from aiohttp import web
 from botocore.exceptions import EndpointConnectionError
 
@@ -72,6 +73,18 @@ def moto_server(*buckets: str) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def moto_with_env(*buckets: str) -> Iterator[str]:
+    """:func:`moto_server`, with the test credentials in the environment meanwhile (for a
+    module's fixture: one server for all its tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_ENV.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        with moto_server(*buckets) as endpoint:
+            yield endpoint
+
+
 def _made(endpoint: str, buckets: tuple[str, ...], server: subprocess.Popen[bytes]) -> None:
     client = boto3.client("s3", endpoint_url=endpoint)
     deadline = time.monotonic() + 30
@@ -91,7 +104,7 @@ METHODS: Final = ("GET", "PUT", "POST", "HEAD", "DELETE")
 
 @dataclass(frozen=True)
 class Fault:
-    """Of every ``every`` requests of ``methods`` whose path matches ``paths``, the last
+    """Of every ``every`` requests of ``methods`` whose path matches ``paths``, the first
     ``burst`` are answered 503 SlowDown (S3 throttles for a while, not once), or, when
     ``stall`` is set, answered that many seconds late."""
 
@@ -181,7 +194,7 @@ class _Proxy:
         for number, fault in enumerate(self.faults):
             if request.method in fault.methods and self._paths[number].search(request.path):
                 self.served[f"seen {number}"] += 1
-                if (self.served[f"seen {number}"] - 1) % fault.every >= fault.every - fault.burst:
+                if (self.served[f"seen {number}"] - 1) % fault.every < fault.burst:
                     self.served[fault.kind] += 1
                     hits.append(fault)
         return hits
