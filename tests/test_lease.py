@@ -20,8 +20,9 @@ from extractor.cli.status import describe_output, render
 from extractor.clock import ManualClock
 from extractor.errors import LeaseLost, OutputLocked
 from extractor.jobs.sync import SyncJob, run_sync
-from extractor.output.lease import DEFAULT_LEASE, ObjectLock, held_lease, read_lock
+from extractor.output.lease import DEFAULT_LEASE, ObjectLock, held_lease
 from extractor.output.lock import holder_of_this_process
+from extractor.output.lockobject import read_lock
 from extractor.output.store import StoreConfig
 from extractor.output.targets import Target
 from tests.conftest import CREDS, CliResult, job_of
@@ -75,7 +76,7 @@ def test_of_two_successors_only_one_takes_over(moto: str) -> None:
         target, holder_of_this_process("invoices") | {"token": "late"}, "", at(100), DEFAULT_LEASE
     )
     with pytest.raises(OutputLocked, match=rf"in use by 'extractor sync' {PID}.*lease is live"):
-        late.taken_over(stale)  # read the same stale lock: its conditional replace fails
+        late.take_over(stale)  # read the same stale lock: its conditional replace fails
     found = read_lock(target)
     assert found is not None and found.holder["token"] == winner.holder["token"]
     winner.release()

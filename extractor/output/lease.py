@@ -1,4 +1,5 @@
-"""The lock of an ``s3://`` target: an object beside the data, held under a lease.
+"""The lock of an ``s3://`` target: an object beside the data (:mod:`.lockobject`), held
+under a lease.
 
 A run creates ``<target>/_extractor.lock`` only if it is absent (a conditional put,
 ``If-None-Match: *``); the object says who holds it and until when (``expires``, seconds since
@@ -23,7 +24,7 @@ import contextvars
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -31,18 +32,25 @@ import orjson
 from extractor.clock import SYSTEM, Clock
 from extractor.errors import LeaseLost, OutputError, OutputLocked
 from extractor.output.lock import describe, holder_of_this_process
+from extractor.output.lockobject import (
+    Found,
+    lease_state,
+    lock_client,
+    lock_key,
+    put_lock,
+    read_lock,
+    remove_lock,
+)
 
 if TYPE_CHECKING:
     from extractor.output.targets import Target
 
-LOCK_OBJECT: Final = "_extractor.lock"
 DEFAULT_LEASE_SECONDS: Final = 60.0
 DEFAULT_RENEW_EVERY: Final = 15.0
 DEFAULT_MARGIN: Final = 10.0
 DEFAULT_GRACE: Final = 10.0
-#: A lock object's requests give up sooner than data's: a renewal must end within the lease.
-LOCK_ATTEMPTS: Final = 5
-LOCK_READ_TIMEOUT: Final = 5.0
+#: Tries at creating a lock object that keeps vanishing between the put and the read.
+ACQUIRE_ROUNDS: Final = 3
 
 
 @dataclass(frozen=True)
@@ -58,20 +66,6 @@ class LeaseConfig:
 DEFAULT_LEASE: Final = LeaseConfig()
 
 
-@dataclass(frozen=True)
-class Found:
-    """The lock object as read: who holds it, and its ETag."""
-
-    holder: dict[str, Any]
-    etag: str
-
-    def expired(self, now: float, grace: float) -> bool:
-        """Its lease ended ``grace`` seconds ago; a lock without a lease (an older
-        extractor's) never expires."""
-        expires = self.holder.get("expires")
-        return isinstance(expires, int | float) and now > expires + grace
-
-
 class ObjectLock:
     """The lock object of an ``s3://`` target, held (see the module's docstring)."""
 
@@ -82,7 +76,6 @@ class ObjectLock:
         self.clock, self.config = clock, config
         self.lost: str | None = None  # why, once the lease is lost
         self._client = lock_client(target)
-        self._key = lock_key(target)
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._on_lost: list[Callable[[], None]] = []
@@ -102,7 +95,7 @@ class ObjectLock:
         OutputLocked naming a live holder. ``renew``: from a thread, until released."""
         holder = holder_of_this_process(command) | {"token": secrets.token_hex(8)}
         lock = cls(target, holder, "", clock, config)
-        lock.etag = lock._acquired()
+        lock._acquire()
         _HELD[target.uri] = lock
         if renew:
             lock._renewer = threading.Thread(target=lock._renewing, name="lease", daemon=True)
@@ -111,38 +104,43 @@ class ObjectLock:
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.target.bucket}/{self._key}"
+        return f"s3://{self.target.bucket}/{lock_key(self.target)}"
 
     @property
     def expires(self) -> float:
         return float(self.holder["expires"])
 
-    def _body(self) -> bytes:
-        self.holder = self.holder | {"expires": round(self.clock.time() + self.config.seconds, 3)}
-        return orjson.dumps(self.holder)
+    def _extended(self) -> dict[str, Any]:
+        """The holder with a lease from now on."""
+        return self.holder | {"expires": round(self.clock.time() + self.config.seconds, 3)}
 
-    def _acquired(self) -> str:
-        """The object created, or taken over: its ETag (OutputLocked if held)."""
-        for _ in range(_ACQUIRE_ROUNDS):
-            created = _put(self._client, self.target, self._key, self._body(), IfNoneMatch="*")
-            if created is not None:
-                return created
+    def _put(self, holder: dict[str, Any], **condition: str) -> bool:
+        """Write ``holder`` if ``condition`` holds; whether it did (then it is ours)."""
+        etag = put_lock(self._client, self.target, orjson.dumps(holder), **condition)
+        if etag is not None:
+            self.holder, self.etag = holder, etag
+        return etag is not None
+
+    def _acquire(self) -> None:
+        """Create the object, or take it over (OutputLocked if it is held)."""
+        for _ in range(ACQUIRE_ROUNDS):
+            if self._put(self._extended(), IfNoneMatch="*"):
+                return
             found = read_lock(self.target)
             if found is not None:
-                return self.taken_over(found)
+                self.take_over(found)
+                return
         raise self._refused(None)  # it keeps coming and going: someone else is at it
 
-    def taken_over(self, found: Found) -> str:
-        """Replace ``found`` if its lease ended and it is still there; its new ETag."""
+    def take_over(self, found: Found) -> None:
+        """Replace ``found`` if its lease ended and it is still there (OutputLocked if not)."""
         if found.holder.get("token") == self.holder["token"]:
-            return found.etag  # our own create, retried after it landed
+            self.holder, self.etag = found.holder, found.etag  # our create, retried once landed
+            return
         if not found.expired(self.clock.time(), self.config.grace):
             raise self._refused(found)
-        body = self._body()
-        etag = _put(self._client, self.target, self._key, body, IfMatch=found.etag)
-        if etag is None:  # another successor replaced it first
-            raise self._refused(read_lock(self.target))
-        return etag
+        if not self._put(self._extended(), IfMatch=found.etag):
+            raise self._refused(read_lock(self.target))  # another successor was first
 
     def _refused(self, found: Found | None) -> OutputLocked:
         holder = found.holder if found is not None else None
@@ -160,27 +158,19 @@ class ObjectLock:
         or not renewed in time is lost."""
         if self.lost is not None:
             return
-        previous = self.holder
+        attempt = self._extended()
         try:
-            etag = _put(self._client, self.target, self._key, self._body(), IfMatch=self.etag)
-        except OutputError as exc:
-            self.holder = previous
+            if self._put(attempt, IfMatch=self.etag):
+                return
+            found = read_lock(self.target)
+        except OutputError as exc:  # the store did not answer: again at the next renewal
             if self.clock.time() >= self.expires - self.config.margin:
                 self._lose(f"it could not be renewed in time ({exc})")
             return
-        if etag is not None:
-            self.etag = etag
-            return
-        try:
-            found = read_lock(self.target)
-        except OutputError:
-            self.holder = previous  # told apart at the next renewal
-            return
-        if found is not None and found.holder == self.holder:
-            self.etag = found.etag  # a retried put whose first attempt landed
-            return
-        self.holder = previous
-        self._lose(f"it was taken over by {_who(found)}")
+        if found is not None and found.holder == attempt:
+            self.holder, self.etag = attempt, found.etag  # a retried put whose first landed
+        else:
+            self._lose(f"it was taken over by {_who(found)}")
 
     def _lose(self, why: str) -> None:
         with self._guard:
@@ -227,19 +217,7 @@ class ObjectLock:
             del _HELD[self.target.uri]
         if self.lost is None:
             with contextlib.suppress(Exception):  # a lock left behind expires with its lease
-                self._remove()
-
-    def _remove(self) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client.delete_object(Bucket=self.target.bucket, Key=self._key, IfMatch=self.etag)
-        except ClientError as exc:
-            if _code(exc) in _CONDITION_FAILED:
-                return  # no longer ours
-            found = read_lock(self.target)  # a store without conditional deletes
-            if found is not None and found.holder.get("token") == self.holder["token"]:
-                self._client.delete_object(Bucket=self.target.bucket, Key=self._key)
+                remove_lock(self._client, self.target, self.etag, self.holder["token"])
 
     def __enter__(self) -> ObjectLock:
         return self
@@ -254,9 +232,14 @@ _HELD: dict[str, ObjectLock] = {}
 CURRENT: contextvars.ContextVar[ObjectLock | None] = contextvars.ContextVar("lease", default=None)
 
 
+def held_lease(target: Target) -> ObjectLock | None:
+    """The lock object of ``target`` this process holds, if any."""
+    return _HELD.get(target.uri)
+
+
 def ensure_held(target: Target) -> None:
     """Before a write to ``target``: LeaseLost if this process held its lease and lost it."""
-    lock = _HELD.get(target.uri)
+    lock = held_lease(target)
     if lock is not None:
         lock.check()
 
@@ -287,84 +270,5 @@ def _call_soon(loop: asyncio.AbstractEventLoop, action: Callable[[], object]) ->
     loop.call_soon_threadsafe(action)
 
 
-def lock_key(target: Target) -> str:
-    return target.key(LOCK_OBJECT).split("/", 1)[1]
-
-
-def lock_client(target: Target) -> Any:
-    """A client whose requests end well within a lease, retries included."""
-    from extractor.output.store import s3_client
-
-    timeout = min(target.store.read_timeout, LOCK_READ_TIMEOUT)
-    store = replace(target.store, attempts=LOCK_ATTEMPTS, read_timeout=timeout)
-    return s3_client(target.endpoint_url, target.region, store)
-
-
-def read_lock(target: Target) -> Found | None:
-    """The lock object of ``target`` as it is now (None: there is none; a holder that does
-    not say who it is: ``{}``); OutputError if the store cannot be read."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    key = lock_key(target)
-    try:
-        found = lock_client(target).get_object(Bucket=target.bucket, Key=key)
-        text = found["Body"].read()
-    except ClientError as exc:
-        if _code(exc) in ("NoSuchKey", "404"):
-            return None
-        raise OutputError(f"cannot read the lock s3://{target.bucket}/{key}: {exc}") from None
-    except BotoCoreError as exc:
-        raise OutputError(f"cannot read the lock s3://{target.bucket}/{key}: {exc}") from None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        value = orjson.loads(text)
-        return Found(value if isinstance(value, dict) else {}, found["ETag"])
-    return Found({}, found["ETag"])
-
-
-def lease_state(holder: dict[str, Any] | None, clock: Clock = SYSTEM) -> str:
-    """``; its lease ...`` for a holder's description ('' when it has no lease)."""
-    expires = (holder or {}).get("expires")
-    if not isinstance(expires, int | float):
-        return ""
-    when = _utc(expires)
-    if clock.time() <= expires:
-        return f"; its lease is live until {when}"
-    return f"; its lease ended at {when}"
-
-
-def _utc(seconds: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _who(found: Found | None) -> str:
     return "nobody (the lock was removed)" if found is None else describe(found.holder)
-
-
-def _put(client: Any, target: Target, key: str, body: bytes, **condition: str) -> str | None:
-    """A conditional put: the new ETag, or None when the condition failed (412; a missing
-    object for ``IfMatch``)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return str(client.put_object(Bucket=target.bucket, Key=key, Body=body, **condition)["ETag"])
-    except ClientError as exc:
-        if _code(exc) in _CONDITION_FAILED:
-            return None
-        raise OutputError(f"cannot write the lock s3://{target.bucket}/{key}: {exc}") from None
-    except BotoCoreError as exc:
-        raise OutputError(f"cannot write the lock s3://{target.bucket}/{key}: {exc}") from None
-
-
-#: What a conditional request answers when its condition does not hold: 412; 404 for
-#: ``If-Match`` on a missing object; 409 when another conditional write was under way.
-_CONDITION_FAILED: Final = frozenset(
-    {"PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409"}
-)
-#: Tries at creating a lock object that keeps vanishing between the put and the read.
-_ACQUIRE_ROUNDS: Final = 3
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code"))

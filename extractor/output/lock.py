@@ -155,7 +155,7 @@ def target_holder(target: Target) -> dict[str, Any] | None:
     when, or since when it ended."""
     if target.local is not None:
         return current_holder(target.local)
-    from extractor.output.lease import lease_state, read_lock
+    from extractor.output.lockobject import lease_state, read_lock
 
     found = read_lock(target)
     if found is None:
