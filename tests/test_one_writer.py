@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from extractor.cli.status import describe_output
 from extractor.clock import ManualClock
 from extractor.errors import OutputLocked
 from extractor.jobs import runner
@@ -112,8 +113,10 @@ async def test_two_syncs_with_their_own_work_dirs_into_one_out(
             "--base-url", server.url, "--max-requests-per-hour", "0", env=credentials_env(),
         )  # fmt: skip
         seen = dict(server.seen)
+        shown = describe_output(Target.parse(str(out)), tmp_path / "work-b")["target_lock"]
         release.set()
         summary = await asyncio.wait_for(first, 120)
+    assert shown["holder"].startswith(f"'extractor sync' (pid {os.getpid()} on ")
     assert code == 2
     assert f"{out} is in use by 'extractor sync' (pid {os.getpid()} on " in one_line(err)
     assert seen["GetInvoices"] == 1 and seen["Login"] == 1  # the first run's only

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 LOCK_OBJECT: Final = "_extractor.lock"
 #: A lock object's requests give up sooner than data's: a renewal must end within the lease.
 LOCK_ATTEMPTS: Final = 5
-LOCK_READ_TIMEOUT: Final = 5.0
+LOCK_TIMEOUT: Final = 5.0
 #: What a conditional request answers when its condition does not hold: 412; 404 for
 #: ``If-Match`` on a missing object; 409 when another conditional write was under way.
 CONDITION_FAILED: Final = frozenset(
@@ -50,8 +50,11 @@ def lock_client(target: Target) -> Any:
     """A client whose requests end well within a lease, retries included."""
     from extractor.output.store import s3_client
 
-    timeout = min(target.store.read_timeout, LOCK_READ_TIMEOUT)
-    store = replace(target.store, attempts=LOCK_ATTEMPTS, read_timeout=timeout)
+    given = target.store
+    store = replace(
+        given, attempts=LOCK_ATTEMPTS, read_timeout=min(given.read_timeout, LOCK_TIMEOUT),
+        connect_timeout=min(given.connect_timeout, LOCK_TIMEOUT),
+    )  # fmt: skip
     return s3_client(target.endpoint_url, target.region, store)
 
 
