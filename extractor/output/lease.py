@@ -147,7 +147,10 @@ class ObjectLock:
         if holder is not None and "expires" not in holder:  # an older extractor's: no lease
             after = f"if that run is gone (killed), break its lock with: aws s3 rm {self.uri}"
         else:
-            after = "if that run is gone (killed), a run started once its lease ended takes over"
+            after = (
+                f"if that run is gone (killed), a run started {self.config.grace:g} s after its "
+                "lease ended takes over"
+            )
         return OutputLocked(
             f"{self.target.uri} is in use by {describe(holder)}{lease_state(holder, self.clock)}"
             f"; one run writes an output at a time: wait for it to end; {after}"

@@ -13,11 +13,11 @@ import orjson
 
 from extractor.clock import SYSTEM, Clock
 from extractor.errors import OutputError
+from extractor.output.lock import LOCK_FILE
 
 if TYPE_CHECKING:
     from extractor.output.targets import Target
 
-LOCK_OBJECT: Final = "_extractor.lock"
 #: A lock object's requests give up sooner than data's: a renewal must end within the lease.
 LOCK_ATTEMPTS: Final = 5
 LOCK_TIMEOUT: Final = 5.0
@@ -43,7 +43,8 @@ class Found:
 
 
 def lock_key(target: Target) -> str:
-    return target.key(LOCK_OBJECT).split("/", 1)[1]
+    """The lock object's key in its bucket: ``_extractor.lock``, as a local lock file."""
+    return target.key(LOCK_FILE).split("/", 1)[1]
 
 
 def lock_client(target: Target) -> Any:

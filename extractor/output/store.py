@@ -10,8 +10,10 @@ setting (:class:`StoreConfig`) handed to each of the three clients that reach S3
   connection, a 5xx or a ``SlowDown`` is retried.
 - delta-rs (object_store; Delta commits and reads): ``max_retries``, ``retry_timeout`` and the
   ``backoff_config.*`` keys, and the per-request ``timeout`` and ``connect_timeout``.
-  object_store retries what it knows to be safe: any request that failed or timed out before
-  it was sent, and idempotent ones (reads, plain writes) also after.
+  object_store retries every 5xx and ``SlowDown`` (the store refused the request), and a
+  timeout only where sending again is safe: not a commit's conditional put, which may have
+  landed. A commit stalled past ``timeout`` so stops the run (exit 1); the next run finds the
+  commit there or not and carries on, exactly once.
 """
 
 from __future__ import annotations
