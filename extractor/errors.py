@@ -19,6 +19,7 @@
     │   ├── DataError              a value that does not fit its WSDL type      (SplitsBatch)
     │   ├── ResponseTooLarge       a body above the size limit                  (SplitsBatch)
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
+    │   │   └── LeaseLost          another run took over an s3:// target's lock: stop writing
     │   ├── Redirected             a 3xx answer: requests never follow redirects
     │   ├── StillQuarantined       the service kept refusing after several quarantines
     │   ├── PauseTooLong           the service asked for a pause beyond --max-pause
@@ -126,6 +127,11 @@ class DataError(FatalError, SplitsBatch):
 
 class OutputError(FatalError):
     """The output directory cannot be written."""
+
+
+class LeaseLost(OutputError):
+    """The lease on an object-store target's lock was lost (taken over by another run after
+    it lapsed, or removed): this run must not write there any more."""
 
 
 class Redirected(FatalError):

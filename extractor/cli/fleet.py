@@ -158,9 +158,9 @@ def run_as_fleet(
         delta=output is not None and output.format == "delta",
     )
     workers = min(options.workers, len(members))
-    with (
-        OutputLock.take(work, f"{command} (fleet)"),
+    with (  # the target's locks before the fleet's own folder's, as every command takes them
         target_lock(target, where.work_dir, command) if output else contextlib.nullcontext(),
+        OutputLock.take(work, f"{command} (fleet)"),
         cluster(scheduler, workers, per_worker=options.per_worker) as client,
     ):
         summary = run_fleet(fleet, client)

@@ -17,9 +17,9 @@ import click
 import orjson
 
 from extractor.cli.common import stack, storage_options
-from extractor.errors import UsageError
+from extractor.errors import OutputError, UsageError
 from extractor.fleet.layout import IDENTITIES_DIR
-from extractor.output.lock import LOCK_FILE, current_holder, describe
+from extractor.output.lock import LOCK_FILE, current_holder, describe, target_holder
 from extractor.output.targets import Target
 from extractor.runs.history import finished_runs
 from extractor.runs.journal import unfinished
@@ -63,7 +63,22 @@ def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
             places.append(place)
     identities = sorted({place["identity_id"] for place in places if "identity_id" in place})
     return {"output": target.uri, "work": str(root), "places": places,
+            "target_lock": _target_lock(target, root),
             "watermarks": _watermarks(target, identities)}  # fmt: skip
+
+
+def _target_lock(target: Target, root: Path) -> dict[str, Any] | None:
+    """Who holds the target's own lock, when it is not the work directory's (shown with its
+    place): a local OUT beside another work directory, or an s3:// target's lock object."""
+    if target.local is not None and target.local.resolve() == root.resolve():
+        return None
+    try:
+        holder = target_holder(target)
+    except OutputError as exc:
+        return {"holder": None, "lease": None, "error": str(exc)}
+    if holder is None:
+        return None
+    return {"holder": describe(holder), "lease": holder.get("lease")}
 
 
 #: Folders at an output's root that hold data, not runs.
@@ -178,6 +193,13 @@ def _watermarks(target: Target, identities: list[str]) -> dict[str, str | None]:
     return marks
 
 
+def _lock_line(output: str, lock: dict[str, Any]) -> str:
+    if lock["holder"] is None:
+        return f"  {output}: {lock['error']}"
+    lease = f"; {lock['lease']}" if lock["lease"] else ""
+    return f"  {output} locked by {lock['holder']}{lease}"
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [f"{report['output']} (work: {report['work']})"]
     if not report["places"]:
@@ -204,6 +226,8 @@ def render(report: dict[str, Any]) -> str:
             )
         if place["lock"]:
             lines.append(f"    locked by {place['lock']}")
+    if report.get("target_lock"):
+        lines.append(_lock_line(report["output"], report["target_lock"]))
     for name, mark in report["watermarks"].items():
         lines.append(f"  watermark {name}: {mark or 'none'}")
     return "\n".join(lines)

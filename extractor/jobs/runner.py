@@ -23,6 +23,7 @@ from extractor.config import Credentials, ServiceConfig
 from extractor.errors import OutputError
 from extractor.jobs.workers import Fetcher, Run, Unit, work_through
 from extractor.log import Log
+from extractor.output.lease import stopped_if_lost
 from extractor.output.lock import OutputLock
 from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
@@ -134,8 +135,12 @@ async def run(
     the run's counters and rate limiter as the run starts, to report them."""
     job.check()
     given = _Surroundings(Log.to(log).bind(command=job.command), clock, wire, gate, watch)
-    # a sync holds its target's lock for all its parts
-    with contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command):
+    # a sync holds its target's lock for all its parts; a run that loses an s3:// target's
+    # lease stops at once
+    with (
+        contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command),
+        stopped_if_lost(),
+    ):
         return await _locked(job, credentials, given)
 
 

@@ -100,6 +100,7 @@ from extractor.output.lakemarks import (
     watermark,
 )
 from extractor.output.lakemigrate import migrate
+from extractor.output.lease import ensure_held
 from extractor.output.parquet import RunInfo
 from extractor.output.staging import TableWriter, read_spill
 from extractor.output.targets import Target
@@ -342,6 +343,7 @@ class Lake:
         table there, whatever its layout), unless there are none."""
         if not adds:
             return  # nothing staged: no table yet
+        ensure_held(self.target)  # a run that lost an s3:// target's lock commits nothing
         columns = self.scope.columns(LAYOUTS[name])
         for column in columns:
             schema = schema.append(pa.field(column, pa.string()))
@@ -386,6 +388,7 @@ class Lake:
             schema = _data_schema(table, layout, self.scope)
             for column in columns:
                 schema = schema.append(pa.field(column, pa.string()))
+            ensure_held(self.target)
             try:
                 table.create_write_transaction(
                     actions, "append", DeltaSchema.from_arrow(schema), partition_by=columns,

@@ -1,14 +1,14 @@
-"""One writer per output: an exclusive lock, taken before any request, held for the run's life.
+"""One writer per output: exclusive locks, taken before any request, held for the run's life.
 
-The lock is an OS file lock (``flock``) on ``<work dir>/_extractor.lock``, so the OS releases
+A local lock is an OS file lock (``flock``) on ``<folder>/_extractor.lock``, so the OS releases
 it when the process dies, however it dies; a stale file is never a stale lock. The file holds
 who has it (host, pid, start time, command), so a refused run can name the holder.
 
-An object-store target is written from any machine, so it is also locked where it lives: the
-object ``<target>/_extractor.lock``, created only if absent (a conditional write, S3's
-``If-None-Match: *``) and holding its holder, removed when the run ends. A run killed outright
-leaves it behind: a stale lock, which a later run names, with the command that breaks it
-(delete the object, once sure its holder is gone).
+A run locks its work directory (its journal and staging) and the target itself, wherever the
+work directory is (:func:`target_lock`): a local ``OUT`` by its own lock file, an ``s3://``
+target by a lock object under a lease (:mod:`extractor.output.lease`). Local files are locked
+in the order of their paths, before the object, so two runs never each hold what the other
+needs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import orjson
 
+from extractor.clock import SYSTEM, Clock
 from extractor.errors import OutputError, OutputLocked
 from extractor.output.targets import Target
 
@@ -124,69 +125,39 @@ def _holder(descriptor: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class ObjectLock:
-    """The lock object of an ``s3://`` target (see the module's docstring)."""
-
-    def __init__(self, target: Target, client: Any) -> None:
-        self.target, self._client = target, client
-        self.key = target.key(LOCK_FILE).split("/", 1)[1]
-
-    @classmethod
-    def take(cls, target: Target, command: str) -> ObjectLock:
-        import boto3  # only object-store targets need it
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=target.endpoint_url,
-            region_name=target.storage_options()["AWS_REGION"],
-        )
-        lock = cls(target, client)
-        body = orjson.dumps(holder_of_this_process(command))
-        try:
-            client.put_object(Bucket=target.bucket, Key=lock.key, Body=body, IfNoneMatch="*")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
-                raise OutputError(f"cannot create the lock {lock.uri}: {exc}") from None
-            raise OutputLocked(
-                f"{target.uri} is in use by {describe(lock.holder())}; one run writes an "
-                f"output at a time: wait for it to end, or, if that run is gone (killed), "
-                f"break its lock with: aws s3 rm {lock.uri}"
-            ) from None
-        except BotoCoreError as exc:
-            raise OutputError(f"cannot create the lock {lock.uri}: {exc}") from None
-        return lock
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.target.bucket}/{self.key}"
-
-    def holder(self) -> dict[str, Any] | None:
-        try:
-            text = self._client.get_object(Bucket=self.target.bucket, Key=self.key)["Body"]
-            value = orjson.loads(text.read())
-        except Exception:  # gone meanwhile, or unreadable: the message says so
-            return None
-        return value if isinstance(value, dict) else None
-
-    def release(self) -> None:
-        with contextlib.suppress(Exception):  # a lock left behind is named by the next run
-            self._client.delete_object(Bucket=self.target.bucket, Key=self.key)
-
-    def __enter__(self) -> ObjectLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 @contextlib.contextmanager
-def target_lock(target: Target, work_dir: Path | None, command: str) -> Iterator[None]:
-    """One writer for ``target``: its local work directory's lock, and for an object store
-    the lock object beside the data too."""
-    with OutputLock.take(target.work_dir(work_dir), command):
-        if target.local is not None:
-            yield
-            return
-        with ObjectLock.take(target, command):
-            yield
+def target_lock(
+    target: Target, work_dir: Path | None, command: str, *, clock: Clock = SYSTEM
+) -> Iterator[None]:
+    """One writer for ``target`` whatever the work directory: the work directory's lock, the
+    target's own (a local directory's lock file, unless it is the work directory; an s3://
+    target's lock object), in a fixed order."""
+    with contextlib.ExitStack() as held:
+        for folder in _folders(target, work_dir):
+            held.enter_context(OutputLock.take(folder, command))
+        if target.local is None:
+            from extractor.output.lease import CURRENT, ObjectLock
+
+            lease = held.enter_context(ObjectLock.take(target, command, clock=clock))
+            held.callback(CURRENT.reset, CURRENT.set(lease))
+        yield
+
+
+def _folders(target: Target, work_dir: Path | None) -> list[Path]:
+    """The local folders to lock for ``target``, once each, in the order of their paths."""
+    folders = [target.work_dir(work_dir), *([target.local] if target.local is not None else [])]
+    unique = {folder.resolve(): folder for folder in reversed(folders)}
+    return [unique[path] for path in sorted(unique)]
+
+
+def target_holder(target: Target) -> dict[str, Any] | None:
+    """Who holds ``target``'s own lock (None: nobody); for s3://, with ``lease`` saying until
+    when, or since when it ended."""
+    if target.local is not None:
+        return current_holder(target.local)
+    from extractor.output.lockobject import lease_state, read_lock
+
+    found = read_lock(target)
+    if found is None:
+        return None
+    return found.holder | {"lease": lease_state(found.holder).removeprefix("; ")}

@@ -2,10 +2,10 @@
 
 A run's journal, staging and summaries always live in a local work directory: the target
 itself when it is local, else ``--work-dir`` (by default a folder under ``~/.cache/extractor``
-named after the target). Object stores have no rename, so a file is uploaded under a
-dot-prefixed temporary key, which dataset readers skip, and copied to its final key once
-complete; Delta tables (:mod:`extractor.output.delta`) need no such care, as nothing in them is
-visible until its commit.
+named after the target). An object store shows an object only once it is whole (a PUT, or
+a multipart upload once completed), so a file is uploaded straight to its final key; Delta
+tables (:mod:`extractor.output.delta`) show nothing until their commit anyway. Every client
+retries throttling and stalls with back-off (:mod:`extractor.output.store`).
 
 S3 credentials come from the usual AWS environment variables (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``); ``--endpoint-url`` (or
@@ -19,11 +19,12 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pyarrow.fs as pafs
 
 from extractor.errors import InvalidOption, OutputError
+from extractor.output.store import DEFAULT_STORE, StoreConfig, s3_client
 
 SCHEMES: Final = ("s3",)
 #: What the extractor writes at the top of an output: one of them marks a directory as one.
@@ -34,7 +35,6 @@ OUTPUT_ENTRIES: Final = frozenset(
     }
 )  # fmt: skip
 DEFAULT_REGION: Final = "us-east-1"
-UPLOAD_CHUNK: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Target:
     bucket: str = ""
     prefix: str = ""
     endpoint_url: str | None = None
+    store: StoreConfig = DEFAULT_STORE
 
     @classmethod
     def parse(cls, text: str, endpoint_url: str | None = None) -> Target:
@@ -86,16 +87,20 @@ class Target:
             return str((self.local / name).absolute())
         return f"{self.uri}/{name}"
 
+    @property
+    def region(self) -> str:
+        environ = os.environ
+        return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
     def storage_options(self) -> dict[str, str]:
         """Options for deltalake (object_store); credentials it reads from the environment."""
         if self.local is not None:
             return {}
         options = {
-            "AWS_REGION": os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or DEFAULT_REGION,
-            # one writer per target (the extractor's journal); no lock table needed
+            "AWS_REGION": self.region,
+            # one writer per target (its lock, :mod:`extractor.output.lock`); no lock table
             "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+            **self.store.delta_options(),
         }
         if self.endpoint_url:
             options["AWS_ENDPOINT_URL"] = self.endpoint_url
@@ -107,30 +112,36 @@ class Target:
         """A pyarrow filesystem rooted at the target's bucket (for plain Parquet)."""
         if self.local is not None:
             return pafs.LocalFileSystem()
-        region = self.storage_options()["AWS_REGION"]
+        options = self.store.arrow_options()
         if not self.endpoint_url:
-            return pafs.S3FileSystem(region=region)
+            return pafs.S3FileSystem(region=self.region, **options)
         endpoint = urllib.parse.urlsplit(self.endpoint_url)
         scheme: Literal["http", "https"] = "http" if endpoint.scheme == "http" else "https"
-        return pafs.S3FileSystem(region=region, endpoint_override=endpoint.netloc, scheme=scheme)
+        return pafs.S3FileSystem(
+            region=self.region, endpoint_override=endpoint.netloc, scheme=scheme, **options
+        )
+
+    def client(self) -> Any:
+        """A boto3 S3 client for the target's store (retries and timeouts as :attr:`store`)."""
+        return s3_client(self.endpoint_url, self.region, self.store)
 
     def key(self, relative: str) -> str:
         """The object path (bucket included) of ``relative`` under the target."""
         return "/".join(part for part in (self.bucket, self.prefix, relative) if part)
 
     def upload(self, source: Path, relative: str) -> None:
-        """Copy the complete local file ``source`` to ``relative`` under the target, visible
-        only once whole: under a temporary dot-prefixed key first, then copied into place."""
-        filesystem = self.filesystem()
-        final = self.key(relative)
-        folder, _, name = final.rpartition("/")
-        temporary = f"{folder}/.{name}.tmp"
+        """Copy the complete local file ``source`` to ``relative`` under the target: one
+        object, which readers see only once it is whole."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from extractor.output.lease import ensure_held  # it imports this module
+
+        ensure_held(self)  # a run that lost the target's lock writes nothing more
+        key = self.key(relative).split("/", 1)[1]
         try:
-            with source.open("rb") as reader, filesystem.open_output_stream(temporary) as writer:
-                while chunk := reader.read(UPLOAD_CHUNK):
-                    writer.write(chunk)
-            filesystem.move(temporary, final)
-        except OSError as exc:
+            self.client().upload_file(str(source), self.bucket, key)
+        except (BotoCoreError, ClientError, S3UploadFailedError, OSError) as exc:
             raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
 
 
@@ -144,7 +155,7 @@ def _local(text: str) -> Path:
     return path
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: Exception) -> str:
     """The first line of a storage error (AWS SDK messages run to several)."""
     return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
 
