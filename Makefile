@@ -17,8 +17,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/extractor demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+test: $(STAMP)  # under 2 minutes on 2 cores: the slowest tests are listed to keep it so
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import re
@@ -163,3 +164,7 @@ class ServiceConfig:
 
 
 DEFAULT_SERVICE: Final = ServiceConfig()
+#: Updates are small requests that the service applies one order at a time: fewer at once.
+DEFAULT_UPDATE_SERVICE: Final = ServiceConfig(concurrency=4)
+#: Where a first sync's ledger begins unless ``--since`` says.
+DEFAULT_SINCE: Final = dt.date(2000, 1, 1)

@@ -101,14 +101,19 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-async def backfill_at(url: str, out: Path, **options: Any) -> dict[str, Any]:
+async def backfill_at(
+    url: str, out: Path, clock: ManualClock | None = None, **options: Any
+) -> dict[str, Any]:
+    """A backfill into ``out`` on a manual clock: its own, or ``clock``, which runs one
+    after another into the same output share (as on the wall clock, a later run then
+    finishes later, however long an earlier one's back-off made its clock run ahead)."""
     job = job_of(
         InvoiceJob,
         out=out,
         base_url=url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return await runner.run(job, CREDS, log=io.StringIO(), clock=clock or ManualClock())
 
 
 async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:

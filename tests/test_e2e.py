@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,43 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
     return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
 
 
-async def test_backfill_equals_ground_truth(simulator: Simulator, tmp_path: Path) -> None:
-    summary = await backfill(simulator, tmp_path, batch_size=200, concurrency=4)
+@dataclass(frozen=True)
+class Backfilled:
+    simulator: Simulator
+    out: Path
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Backfilled:
+    """One backfill of 600 orders (scattered ids, every kind of value, orders without a date
+    and with an APIException) through two parser processes, which the tests that only read
+    its output share (each ran its own of 1500 orders, and proved nothing more by it)."""
+    out = tmp_path_factory.mktemp("backfilled")
+
+    async def run() -> Backfilled:
+        simulator = Simulator(SimulatorConfig(orders=600))
+        await simulator.start()
+        try:
+            summary = await backfill(simulator, out, batch_size=75, concurrency=6, parse_workers=2)
+        finally:
+            await simulator.stop()
+        return Backfilled(simulator, out, summary)
+
+    return asyncio.run(run())
+
+
+def test_backfill_equals_ground_truth(backfilled: Backfilled) -> None:
+    simulator, out, summary = backfilled.simulator, backfilled.out, backfilled.summary
     assert summary["status"] == "complete"
     assert summary["invoices"] == simulator.config.orders
-    assert summary["requests"] == 1 + 8  # GetOrderSyncList + 1500/200 batches
-    assert_matches_truth(simulator, tmp_path)
-    assert summary["rows"] == len(read_table(tmp_path, "invoice_rows"))
+    assert summary["requests"] == 1 + 8  # GetOrderSyncList + 600/75 batches
+    assert_matches_truth(simulator, out)
+    assert summary["rows"] == len(read_table(out, "invoice_rows"))
 
 
-async def test_partitions_hold_rows_with_their_order(simulator: Simulator, tmp_path: Path) -> None:
-    await backfill(simulator, tmp_path)
+def test_partitions_hold_rows_with_their_order(backfilled: Backfilled) -> None:
+    tmp_path = backfilled.out
     month_of = {o["OrderId"]: o["order_month"] for o in read_table(tmp_path, "invoices")}
     rows = read_table(tmp_path, "invoice_rows")
     assert rows and all(row["order_month"] == month_of[row["OrderId"]] for row in rows)
@@ -48,7 +76,8 @@ async def test_partitions_hold_rows_with_their_order(simulator: Simulator, tmp_p
     assert not (tmp_path / "_staging").exists(), "staged batches are removed once published"
 
 
-async def test_property_selection(simulator: Simulator, tmp_path: Path) -> None:
+async def test_property_selection(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=300)
     props = ("CustomerName", "OrderTotalIncVat", "Addresses", "InvoiceRows")
     row_props = ("Name", "Price", "TaxSettings")
     await backfill(simulator, tmp_path, invoice_properties=props, row_properties=row_props)
@@ -68,8 +97,9 @@ async def test_without_invoice_rows_no_rows_are_fetched(
     assert errors and summary["api_exceptions"] == errors, "APIException is always fetched"
 
 
-async def test_soap_12(simulator: Simulator, tmp_path: Path) -> None:
-    await backfill(simulator, tmp_path, soap_version="1.2", batch_size=500)
+async def test_soap_12(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=300)
+    await backfill(simulator, tmp_path, soap_version="1.2", batch_size=100)
     assert_matches_truth(simulator, tmp_path)
 
 
@@ -86,9 +116,9 @@ async def test_changed_after_lists_only_changed_orders(
 
 
 async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path) -> None:
-    simulator = await start_simulator(session_ttl_calls=3)
+    simulator = await start_simulator(orders=300, session_ttl_calls=3)
     try:
-        summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8)
+        summary = await backfill(simulator, tmp_path, batch_size=20, concurrency=8)
     finally:
         await simulator.stop()
     assert summary["status"] == "complete"
@@ -102,11 +132,12 @@ async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path
     assert_matches_truth(simulator, tmp_path)
 
 
-async def test_simulator_expires_sessions_on_demand(simulator: Simulator, tmp_path: Path) -> None:
+async def test_simulator_expires_sessions_on_demand(start_simulator: Any, tmp_path: Path) -> None:
+    simulator = await start_simulator(orders=300)
     simulator.expire_sessions()
     await backfill(simulator, tmp_path / "a")
     simulator.expire_sessions()
-    summary = await backfill(simulator, tmp_path / "b", batch_size=300)
+    summary = await backfill(simulator, tmp_path / "b", batch_size=60)
     assert summary["relogins"] == 0  # each run logs in afresh
     assert_matches_truth(simulator, tmp_path / "b")
 
@@ -130,30 +161,32 @@ def test_simulator_is_deterministic() -> None:
     assert [a.render_order(i) for i in a.tenant.ids] == [b.render_order(i) for i in b.tenant.ids]
 
 
-async def test_parser_processes_give_the_same_dataset(simulator: Simulator, tmp_path: Path) -> None:
-    summary = await backfill(simulator, tmp_path, batch_size=150, concurrency=6, parse_workers=2)
+def test_parser_processes_give_the_same_dataset(backfilled: Backfilled) -> None:
+    """The shared backfill parsed in two parser processes: its dataset equals the truth
+    (:func:`test_backfill_equals_ground_truth`), its counts too, and staging is gone."""
+    simulator, summary = backfilled.simulator, backfilled.summary
     assert summary["status"] == "complete"
     assert summary["invoices"] == simulator.config.orders
     assert summary["api_exceptions"] == sum(
         1 for t in simulator.tenant.ground_truth().values() if t.order["APIException"] is not None
     )
-    assert_matches_truth(simulator, tmp_path)
-    assert not (tmp_path / "_staging").exists()
+    assert not (backfilled.out / "_staging").exists()
 
 
 async def test_parser_processes_with_expiring_sessions(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(session_ttl_calls=2)
-    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=8, parse_workers=2)
+    simulator = await start_simulator(orders=300, session_ttl_calls=2)
+    summary = await backfill(simulator, tmp_path, batch_size=20, concurrency=8, parse_workers=2)
     assert summary["relogins"] >= 3 and summary["status"] == "complete"
     assert_matches_truth(simulator, tmp_path)
 
 
 async def test_batches_larger_than_one_conversion_step(
-    simulator: Simulator, tmp_path: Path
+    start_simulator: Any, tmp_path: Path
 ) -> None:
     """A 1000-order response is converted in several parts and staged as one."""
+    simulator = await start_simulator(orders=1000)
     for workers in (0, 2):
         out = tmp_path / str(workers)
         summary = await backfill(simulator, out, batch_size=1000, parse_workers=workers)
@@ -161,10 +194,10 @@ async def test_batches_larger_than_one_conversion_step(
         assert_matches_truth(simulator, out)
 
 
-async def test_duckdb_reads_the_dataset(simulator: Simulator, tmp_path: Path) -> None:
+def test_duckdb_reads_the_dataset(backfilled: Backfilled) -> None:
     import duckdb
 
-    await backfill(simulator, tmp_path)
+    simulator, tmp_path = backfilled.simulator, backfilled.out
     truth = simulator.tenant.ground_truth()
     glob = f"{tmp_path}/invoices/**/*.parquet"
     rows = duckdb.sql(

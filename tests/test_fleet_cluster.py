@@ -30,7 +30,7 @@ def test_an_unreachable_scheduler_is_one_line() -> None:
     refused = pytest.raises(
         FatalError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     )
-    with refused, cluster("tcp://127.0.0.1:9", workers=1, connect_timeout="1s"):
+    with refused, cluster("tcp://127.0.0.1:9", workers=1, connect_timeout="0.2s"):
         pass
 
 

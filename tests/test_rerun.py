@@ -75,30 +75,33 @@ async def test_failed_and_missing_ids_are_fetched_again_and_added_once(
     async def record(request: Request) -> None:
         requested.extend(ids_in(request.body))
 
+    # one clock for the three runs, as the wall clock is: the first one's back-off moves it on
+    # (on a clock of its own, it finished "after" the second one one time in four)
+    clock = ManualClock()
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", broken)
-        first = await backfill(server.url, tmp_path)
+        first = await backfill(server.url, tmp_path, clock)
         assert first["status"] == "partial"
         assert first["failed_ids"] == 1 and first["missing_ids"] == 1
         server.on("GetInvoices", record)  # the service is well again
-        second = await backfill(server.url, tmp_path)  # the same command
+        second = await backfill(server.url, tmp_path, clock)  # the same command
     assert sorted(requested) == sorted([failing, missing])  # exactly those, once each
     assert second["status"] == "complete" and second["retry_of"] == first["run_id"]
     assert second["ids_total"] == 2 and second["invoices"] == 2
     assert_matches_truth(simulator, tmp_path)  # every order exactly once
-    third = await backfill(simulator.url, tmp_path)
+    third = await backfill(simulator.url, tmp_path, clock)
     assert third["run_id"] == second["run_id"]  # nothing to do
 
 
 async def test_the_first_run_missed_an_id_the_rerun_gets_it(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    missing = simulator.tenant.ids[5]
+    missing, clock = simulator.tenant.ids[5], ManualClock()
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", without(missing))
-        first = await backfill(server.url, tmp_path)
+        first = await backfill(server.url, tmp_path, clock)
     assert first["status"] == "partial" and first["missing_ids"] == 1
-    second = await backfill(simulator.url, tmp_path)
+    second = await backfill(simulator.url, tmp_path, clock)
     assert second["status"] == "complete" and second["ids_total"] == 1
     assert_matches_truth(simulator, tmp_path)
 

@@ -84,7 +84,9 @@ def test_get_invoices_envelope_names_every_property() -> None:
 
 def test_selection_adds_key_and_partition_fields() -> None:
     selection = Selection.checked(("InvoiceTitle",), ())
-    assert selection.invoice_properties == ("OrderId", "DateOrdered", "InvoiceTitle")
+    assert selection.invoice_properties == (
+        "OrderId", "DateOrdered", "APIException", "InvoiceTitle",
+    )  # fmt: skip
     assert not selection.wants_rows
     assert selection.params([1])["rowReturnProperties"] == []
 

@@ -77,9 +77,10 @@ async def test_ledger_equals_ground_truth(start_simulator: Any, tmp_path: Path) 
 
 async def test_filters_and_changed_date_windows(start_simulator: Any, tmp_path: Path) -> None:
     simulator = await start_simulator(orders=400)
-    # four years of weeks, a window per system type: 418 windows
+    # four years of months, a window per system type: 96 windows (week windows are cut by
+    # the same code: test_windows_meet_without_gaps_or_overlaps)
     await extract(
-        simulator, tmp_path, date_field="changed", window="week",
+        simulator, tmp_path, date_field="changed", window="month",
         date_from=dt.date(2022, 1, 1), date_to=dt.date(2025, 12, 31),
         account_from=1500, account_to=1920, system_types=("Payment", "InvoiceLoss"),
     )  # fmt: skip
@@ -173,11 +174,12 @@ async def test_sigkilled_cli_resumes_to_the_exact_ledger(
     simulator = await start_simulator(orders=300)
     args = [
         "transactions", "--out", str(tmp_path), "--base-url", simulator.url,
-        "--from", "2015-01-01", "--to", "2026-12-31", "--window", "week",
+        "--from", "2015-01-01", "--to", "2026-12-31", "--window", "month",
         "--concurrency", "4", "--max-requests-per-hour", "0",
     ]  # fmt: skip
     env = credentials_env(simulator.config.password)
-    kills = ("journal:staged@40", "journal:staged@200", "publish:written")
+    # of 144 monthly windows: early, past the middle, and between writing and revealing
+    kills = ("journal:staged@10", "journal:staged@80", "publish:written")
     codes = [await killed_at(point, *args, env=env) for point in (*kills, None)]
     assert codes == [-signal.SIGKILL] * len(kills) + [0]
     assert_ledger_equals(simulator, tmp_path, {})

@@ -1,4 +1,5 @@
-"""The user's own mistakes (issue 10, items 12-15), through the real CLI."""
+"""The user's own mistakes (issue 10, items 12-15), through the CLI: in this process, but for
+the demo (its parser processes cannot start from the thread an async test runs it in)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ async def test_update_report_is_checked_before_any_request(
 
 
 async def test_update_outcomes_survive_a_run_that_stops_half_way(
-    simulator: Simulator, tmp_path: Path
+    cli_beside: Callable[..., Awaitable[CliResult]], simulator: Simulator, tmp_path: Path
 ) -> None:
     source = updates_file(simulator, tmp_path, 9)
     assert len(invoiced(simulator, 9)) == 9
@@ -107,10 +108,10 @@ async def test_update_outcomes_survive_a_run_that_stops_half_way(
     report = tmp_path / "out" / "report.csv"
     async with HostileServer(simulator.url) as server:
         server.on("UpdateInvoices", stop_at_the_third)
-        code, _, err = await extractor(
+        code, _, err = await cli_beside(
             "update-invoices", "--input", str(source), "--base-url", server.url,
             "--report", str(report), "--batch-size", "2", "--concurrency", "1",
-            "--max-requests-per-hour", "0",
+            "--max-requests-per-hour", "0", env=credentials_env(),
         )  # fmt: skip
     assert code == 1
     journal = report.with_name("report.csv.journal.jsonl")
@@ -150,14 +151,15 @@ LOGIN_ANSWERS = {
 
 @pytest.mark.parametrize("case", sorted(LOGIN_ANSWERS))
 async def test_what_login_met_is_said_in_words(
-    simulator: Simulator, tmp_path: Path, case: str
-) -> None:
+    cli_beside: Callable[..., Awaitable[CliResult]], simulator: Simulator, tmp_path: Path,
+    case: str,
+) -> None:  # fmt: skip
     rule, expected = LOGIN_ANSWERS[case]
     async with HostileServer(simulator.url) as server:
         server.on("Login", rule)
-        code, _, err = await extractor(
+        code, _, err = await cli_beside(
             "invoices", "--out", str(tmp_path), "--base-url", server.url,
-            "--max-requests-per-hour", "0",
+            "--max-requests-per-hour", "0", env=credentials_env(),
         )  # fmt: skip
     line = one_line(err)
     assert code == 1
@@ -166,8 +168,10 @@ async def test_what_login_met_is_said_in_words(
     assert not (tmp_path / "_journal").exists()
 
 
-async def test_simulate_on_a_busy_port_says_so_in_one_line(simulator: Simulator) -> None:
+async def test_simulate_on_a_busy_port_says_so_in_one_line(
+    cli_beside: Callable[..., Awaitable[CliResult]], simulator: Simulator
+) -> None:
     port = simulator.url.rsplit(":", 1)[1]
-    code, _, err = await extractor("simulate", "--port", port, "--orders", "10")
+    code, _, err = await cli_beside("simulate", "--port", port, "--orders", "10")
     assert code == 2
     assert f"simulate: cannot listen on 127.0.0.1:{port} (" in one_line(err)

@@ -12,7 +12,7 @@ import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -21,15 +21,9 @@ from extractor.cli.common import EXIT_FATAL, service_options
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import ExtractorError, MalformedResponse
-from extractor.jobs.ledger import TransactionJob, Window
-from extractor.parser import RecordStream
-from extractor.records import orders
-from extractor.records.ledger import LedgerSink
-from extractor.records.orders import OrderSink, Selection
-from extractor.service.identities import NAMESPACE, identities
-from extractor.service.limiter import format_when
-from extractor.service.session import Session
-from extractor.service.transport import Transport
+
+if TYPE_CHECKING:  # each step imports what it calls: ``extractor --help`` loads none of it
+    from extractor.service.session import Session
 
 #: How far back the listing looks first for an order to read (then over all of them).
 RECENT: Final = dt.timedelta(days=30)
@@ -50,6 +44,10 @@ async def _check(
     service: ServiceConfig, credentials: Credentials, say: Callable[[str], None]
 ) -> bool:
     """Every step in turn; False at the first that fails (said as its ``FAIL`` line)."""
+    from extractor.service.limiter import format_when
+    from extractor.service.session import Session
+    from extractor.service.transport import Transport
+
     transport = Transport.for_run(service)
     session = Session(transport, credentials)
     found: dict[str, Any] = {}
@@ -87,6 +85,9 @@ async def _login(session: Session) -> str:
 
 
 async def _has_session(session: Session) -> str:
+    from extractor.parser import RecordStream
+    from extractor.service.identities import NAMESPACE
+
     stream = await session.call(
         soap.HAS_SESSION, {}, lambda: RecordStream(f"{{{NAMESPACE}}}HasSessionResult", _text)
     )
@@ -99,6 +100,8 @@ async def _has_session(session: Session) -> str:
 
 
 async def _identities(session: Session, credentials: Credentials) -> str:
+    from extractor.service.identities import identities
+
     listed = await identities(session)
     disabled = sum(identity.disabled for identity in listed)
     current = next((i for i in listed if i.current), None)
@@ -108,6 +111,8 @@ async def _identities(session: Session, credentials: Credentials) -> str:
 
 
 async def _listing(session: Session, found: dict[str, Any]) -> str:
+    from extractor.records import orders
+
     since = (dt.datetime.now(dt.UTC) - RECENT).replace(tzinfo=None)
     for changed_after, what in ((since, f"changed in the last {RECENT.days} days"), (None, "")):
         params = orders.sync_params(changed_after, None)
@@ -119,6 +124,8 @@ async def _listing(session: Session, found: dict[str, Any]) -> str:
 
 
 async def _invoice(session: Session, found: dict[str, Any]) -> str:
+    from extractor.records.orders import OrderSink, Selection
+
     if "order" not in found:
         return "skipped: no order to read"
     order_id = int(found["order"])
@@ -134,6 +141,9 @@ async def _invoice(session: Session, found: dict[str, Any]) -> str:
 
 
 async def _ledger_day(session: Session) -> str:
+    from extractor.jobs.ledger import TransactionJob, Window
+    from extractor.records.ledger import LedgerSink
+
     day = dt.date.today() - dt.timedelta(days=1)
     job = TransactionJob(out=Path(), date_from=day, date_to=day, date_field="changed")
     sink = await session.call(soap.GET_TRANSACTIONS, job.params(Window(day, day)), LedgerSink)

@@ -9,7 +9,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import click
 import orjson
@@ -26,8 +26,9 @@ from extractor.config import (
     Timeouts,
 )
 from extractor.errors import UsageError
-from extractor.output.lock import target_lock
-from extractor.output.parquet import Output
+
+if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
+    from extractor.output.parquet import Output
 
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
@@ -164,6 +165,8 @@ def lock_target(
     lock its work root too. A local Parquet ``--out`` is locked by the run itself."""
     if output is None:
         return contextlib.nullcontext()
+    from extractor.output.lock import target_lock
+
     return target_lock(output.target, work_dir, command)
 
 

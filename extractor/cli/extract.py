@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,17 +26,15 @@ from extractor.cli.common import (
 )
 from extractor.cli.fleet import FleetOptions, JobFor, Where, fleet_options, run_as_fleet
 from extractor.cli.signals import run_command
-from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
+from extractor.config import DEFAULT_PARSE_WORKERS, DEFAULT_SINCE, Credentials, ServiceConfig
 from extractor.errors import UsageError
-from extractor.fleet.layout import check_alone_into
-from extractor.jobs.invoices import InvoiceJob
-from extractor.jobs.runner import run
-from extractor.jobs.sync import DEFAULT_SINCE
-from extractor.output.destination import destination
-from extractor.output.parquet import Output
-from extractor.output.staging import ALONE, Placement
-from extractor.output.targets import Target, check_not_foreign
-from extractor.runs.summary import render_summary
+
+if TYPE_CHECKING:  # a command imports the engine when it runs: ``--help`` loads none of it
+    from extractor.jobs.invoices import InvoiceJob
+    from extractor.jobs.ledger import TransactionJob
+    from extractor.jobs.sync import SyncJob
+    from extractor.output.parquet import Output
+    from extractor.output.staging import Placement
 
 #: The commands that fetch invoices: where their responses are parsed.
 parse_workers_option = click.option(
@@ -81,6 +80,12 @@ def invoices(
     With several --identity (or all), each identity is one run on a Dask cluster, its
     partitions under identity_id=<guid>.
     """
+    from extractor.jobs.invoices import InvoiceJob
+    from extractor.jobs.runner import run
+    from extractor.output.destination import destination
+    from extractor.output.staging import ALONE
+    from extractor.runs.summary import render_summary
+
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
     if output_format == "delta" and (invoice_properties or row_properties):
@@ -163,6 +168,10 @@ def transactions(
     With several --identity (or all), each identity is one run on a Dask cluster.
     """
     from extractor.jobs.ledger import TransactionJob
+    from extractor.jobs.runner import run
+    from extractor.output.destination import destination
+    from extractor.output.staging import ALONE
+    from extractor.runs.summary import render_summary
 
     def job_for(own: Path, output: Output | None, placement: Placement = ALONE) -> TransactionJob:
         return TransactionJob(
@@ -202,6 +211,9 @@ def _credentials(
     job_for: JobFor,
 ) -> Credentials:
     """:func:`credentials_for` a backfill command's output."""
+    from extractor.output.destination import destination
+    from extractor.output.targets import Target
+
     work, output = destination(out, output_format, work_dir, endpoint_url, command)
     where = Where(Target.parse(out, endpoint_url), work, output, work_dir)
     return credentials_for(command, where, service, fleet, job_for)
@@ -212,6 +224,9 @@ def credentials_for(
 ) -> Credentials:
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
+    from extractor.fleet.layout import check_alone_into
+    from extractor.output.targets import check_not_foreign
+
     if where.target.local is not None:
         check_not_foreign(where.target.local)
     if fleet.asked:
@@ -264,6 +279,8 @@ def sync(
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
     from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
+    from extractor.output.staging import ALONE
+    from extractor.output.targets import Target
 
     target = Target.parse(out, endpoint_url)
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -26,21 +26,18 @@ from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import UsageError
 from extractor.fleet.cluster import PER_WORKER, cluster, scheduler_address
-from extractor.fleet.layout import check_fleet_into, holds_fleet, member_dir
-from extractor.fleet.members import Member
-from extractor.fleet.run import Fleet, render_fleet, run_fleet
-from extractor.jobs.invoices import InvoiceJob
-from extractor.jobs.ledger import TransactionJob
-from extractor.jobs.sync import SyncJob
-from extractor.output.lock import OutputLock, target_lock
-from extractor.output.parquet import Output, ParquetOutput
-from extractor.output.staging import Placement
-from extractor.output.targets import Target
-from extractor.service.identities import ALL, chosen, listed_identities
+
+if TYPE_CHECKING:  # a fleet imports the engine when it runs: ``--help`` loads none of it
+    from extractor.jobs.invoices import InvoiceJob
+    from extractor.jobs.ledger import TransactionJob
+    from extractor.jobs.sync import SyncJob
+    from extractor.output.parquet import Output
+    from extractor.output.staging import Placement
+    from extractor.output.targets import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: A command's job for one identity: (its out, its output, where its tables go).
-JobFor = Callable[[Path, Output | None, Placement], "InvoiceJob | TransactionJob | SyncJob"]
+JobFor = Callable[[Path, "Output | None", "Placement"], "InvoiceJob | TransactionJob | SyncJob"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +120,12 @@ def run_as_fleet(
 ) -> Credentials | None:
     """Run ``command`` as a fleet when the options ask for one (and exit with its status);
     else the credentials of the one identity asked for, to run as today."""
+    from extractor.fleet.layout import check_fleet_into, holds_fleet
+    from extractor.fleet.members import Member
+    from extractor.fleet.run import Fleet, render_fleet, run_fleet
+    from extractor.output.lock import OutputLock, target_lock
+    from extractor.service.identities import ALL, chosen, listed_identities
+
     if options.excluded and list(options.identities) != [ALL]:
         raise UsageError("--exclude-identity leaves identities out of --identity all; give it")
     target, work, output, out = where.target, where.work, where.output, where.target.uri
@@ -176,6 +179,10 @@ def _member_job(
 ) -> InvoiceJob | TransactionJob | SyncJob:
     """The command's job for one identity: its run under ``_identities/<guid>/``, its tables
     under ``identity_id=<guid>`` of the fleet's (for local Parquet, in ``work`` itself)."""
+    from extractor.fleet.layout import member_dir
+    from extractor.output.parquet import ParquetOutput
+    from extractor.output.staging import Placement
+
     own = member_dir(work, identity)
     if output is None:  # local Parquet: the tables are in the fleet's root
         return job_for(own, ParquetOutput.at(work), Placement(work, identity))

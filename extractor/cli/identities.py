@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 import orjson
 
 from extractor.cli.common import service_options
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
-from extractor.service.identities import Identity, listed_identities
+
+if TYPE_CHECKING:  # the service is imported when the command runs: ``--help`` loads none of it
+    from extractor.service.identities import Identity
 
 
 @click.command("identities")
@@ -16,6 +20,8 @@ from extractor.service.identities import Identity, listed_identities
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per identity.")
 def list_identities(service: ServiceConfig, as_json: bool) -> None:
     """List the identities (client companies) the TFSO_* credentials reach (GetIdentities)."""
+    from extractor.service.identities import listed_identities
+
     listed = run_command(listed_identities(service, Credentials.from_env()))
     for identity in listed:
         click.echo(orjson.dumps(_fields(identity)).decode() if as_json else _line(identity))

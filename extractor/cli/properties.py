@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 import orjson
-import pyarrow as pa
 
-from extractor import arrow, schema
-from extractor.records.orders import REQUIRED
+from extractor import schema
+
+if TYPE_CHECKING:  # Arrow is imported when the command runs: ``--help`` loads none of it
+    import pyarrow as pa
 
 
 def _wsdl_type(ftype: schema.FieldType) -> str:
@@ -20,6 +23,8 @@ def _wsdl_type(ftype: schema.FieldType) -> str:
 
 def _brief(arrow_type: pa.DataType) -> str:
     """A Parquet type in a few words: a struct by its fields' names, a dictionary as such."""
+    import pyarrow as pa
+
     if pa.types.is_struct(arrow_type):
         return "struct<" + ", ".join(field.name for field in arrow_type) + ">"
     if pa.types.is_list(arrow_type):
@@ -34,6 +39,9 @@ def _brief(arrow_type: pa.DataType) -> str:
 def list_properties(as_json: bool) -> None:
     """List the InvoiceOrder and InvoiceRow properties (from the WSDL), with their WSDL and
     Parquet types: the names --invoice-properties and --row-properties accept."""
+    from extractor import arrow
+    from extractor.records.orders import REQUIRED
+
     for struct, flag in (
         (schema.invoice_order(), "--invoice-properties"),
         (schema.invoice_row(), "--row-properties"),

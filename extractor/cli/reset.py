@@ -11,16 +11,16 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from extractor.cli.common import stack, storage_options
 from extractor.cli.status import run_folders, written_target
 from extractor.errors import UsageError
-from extractor.output.lock import OutputLock
-from extractor.output.targets import Target
-from extractor.runs.journal import unfinished
-from extractor.runs.state import replay
+
+if TYPE_CHECKING:  # what reads an output is imported when it runs: ``--help`` loads none of it
+    from extractor.output.targets import Target
 
 
 @click.command("reset")
@@ -33,6 +33,10 @@ def reset(
     out: str, discard: bool, yes: bool, work_dir: Path | None, endpoint_url: str | None
 ) -> None:
     """Discard OUT's unfinished runs: their journals, staging and half-published files."""
+    from extractor.output.lock import OutputLock
+    from extractor.runs.journal import unfinished
+    from extractor.runs.state import replay
+
     target = written_target(out, endpoint_url)
     root = target.work_dir(work_dir)
     found = [(folder, journal) for folder in run_folders(root) if (journal := unfinished(folder))]
@@ -63,6 +67,8 @@ def reset(
 def _leftovers(folder: Path, journal: Path, target: Target) -> list[Path]:
     """What the unfinished run of ``journal`` left: the journal, its staging, and the files
     it began to publish (local Parquet)."""
+    from extractor.runs.state import replay
+
     run_id = replay(journal).run_id
     paths = [journal]
     staging = folder / "_staging" / run_id

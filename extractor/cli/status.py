@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from extractor.cli.common import stack, storage_options
-from extractor.errors import OutputError, UsageError
-from extractor.fleet.layout import IDENTITIES_DIR
-from extractor.output.lock import LOCK_FILE, current_holder, describe, target_holder
-from extractor.output.targets import Target
-from extractor.runs.history import finished_runs
-from extractor.runs.journal import unfinished
-from extractor.runs.state import replay
-from extractor.runs.summary import counted
+from extractor.errors import UsageError
+
+if TYPE_CHECKING:  # what reads an output is imported when it runs: ``--help`` loads none of it
+    from extractor.output.targets import Target
 
 
 @click.command("status")
@@ -43,6 +39,8 @@ def status(out: str, as_json: bool, work_dir: Path | None, endpoint_url: str | N
 
 def written_target(out: str, endpoint_url: str | None) -> Target:
     """The output ``out`` names; a local one must be a directory a command wrote."""
+    from extractor.output.targets import Target
+
     target = Target.parse(out, endpoint_url)
     if target.local is not None and not target.local.is_dir():
         raise UsageError(f"OUT {out} is not a directory; give the --out a command wrote")
@@ -51,6 +49,8 @@ def written_target(out: str, endpoint_url: str | None) -> Target:
 
 def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
     """The output's state as JSON values (what ``status --json`` prints)."""
+    from extractor.fleet.layout import IDENTITIES_DIR
+
     root = target.work_dir(work_dir)
     places = []
     for folder in run_folders(root):
@@ -70,6 +70,9 @@ def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
 def _target_lock(target: Target, root: Path) -> dict[str, Any] | None:
     """Who holds the target's own lock, when it is not the work directory's (shown with its
     place): a local OUT beside another work directory, or an s3:// target's lock object."""
+    from extractor.errors import OutputError
+    from extractor.output.lock import describe, target_holder
+
     if target.local is not None and target.local.resolve() == root.resolve():
         return None
     try:
@@ -89,6 +92,8 @@ _OWN = frozenset({"_runs", "_journal", "_staging", "_failures", "_delta_log"})
 
 def run_folders(root: Path) -> list[Path]:
     """Every folder under ``root`` a run keeps its journal or summaries in."""
+    from extractor.output.lock import LOCK_FILE
+
     found = []
     for folder, names, _ in os.walk(root):
         here = Path(folder)
@@ -103,6 +108,9 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def _place(folder: Path, root: Path) -> dict[str, Any]:
+    from extractor.output.lock import current_holder, describe
+    from extractor.runs.history import finished_runs
+
     runs = list(finished_runs(folder))
     latest: dict[str, dict[str, Any]] = {}
     for summary in runs:  # the latest of each job (fingerprint)
@@ -133,6 +141,8 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
+    from extractor.runs.summary import counted
+
     if "identities" in summary:  # a fleet's
         statuses = [entry["status"] for entry in summary["identities"]]
         return {"run_id": summary["run_id"], "status": summary["status"],
@@ -155,6 +165,9 @@ def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unfinished(folder: Path) -> dict[str, Any] | None:
+    from extractor.runs.journal import unfinished
+    from extractor.runs.state import replay
+
     journal = unfinished(folder)
     if journal is None:
         return None

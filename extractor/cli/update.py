@@ -12,12 +12,8 @@ import click
 from extractor import log
 from extractor.cli.common import EXIT_PARTIAL, service_options
 from extractor.cli.signals import run_command
-from extractor.config import (
-    Credentials,
-    ServiceConfig,
-)
+from extractor.config import DEFAULT_UPDATE_SERVICE, Credentials, ServiceConfig
 from extractor.errors import ExtractorError
-from extractor.jobs.updates import DEFAULT_UPDATE_SERVICE
 
 if TYPE_CHECKING:
     from extractor.jobs.update_files import Update

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
-from extractor.config import DEFAULT_SERVICE, MAX_BATCH, Credentials, ServiceConfig
+from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
@@ -55,7 +55,6 @@ SYNC_PREFIX: Final = "sync-"
 
 INVOICE_TABLES: Final = ("invoices", "invoice_rows")
 LEDGER_TABLES: Final = ("transactions",)
-DEFAULT_SINCE: Final = dt.date(2000, 1, 1)
 DEFAULT_OVERLAP: Final = dt.timedelta(minutes=10)
 #: The ledger is asked up to this many days past our today: the service's may be later.
 LEDGER_AHEAD: Final = dt.timedelta(days=1)

@@ -20,7 +20,7 @@ from typing import Any, Final
 from extractor import redact, schema, soap
 from extractor.checkpoints import checkpoint
 from extractor.clock import SYSTEM, Clock
-from extractor.config import Credentials, RetryPolicy, ServiceConfig
+from extractor.config import DEFAULT_UPDATE_SERVICE, Credentials, RetryPolicy, ServiceConfig
 from extractor.jobs.update_files import UPDATABLE, Update
 from extractor.jobs.update_journal import Outcome, Resume, UpdateJournal
 from extractor.jobs.workers import Run, work_through
@@ -33,9 +33,6 @@ from extractor.service.session import Session
 from extractor.service.transport import Transport, Wire
 
 NAMESPACE: Final = schema.service("invoiceService").namespace
-
-#: Updates are small requests that the service applies one order at a time: fewer at once.
-DEFAULT_UPDATE_SERVICE: Final = ServiceConfig(concurrency=4)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from extractor.errors import InvalidOption, OutputError
 from extractor.output.store import DEFAULT_STORE, StoreConfig, s3_client
+
+if TYPE_CHECKING:  # imported where a filesystem is made: ``extractor status`` needs none
+    import pyarrow.fs as pafs
 
 SCHEMES: Final = ("s3",)
 #: What the extractor writes at the top of an output: one of them marks a directory as one.
@@ -110,6 +111,8 @@ class Target:
 
     def filesystem(self) -> pafs.FileSystem:
         """A pyarrow filesystem rooted at the target's bucket (for plain Parquet)."""
+        import pyarrow.fs as pafs
+
         if self.local is not None:
             return pafs.LocalFileSystem()
         options = self.store.arrow_options()
