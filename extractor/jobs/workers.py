@@ -114,9 +114,11 @@ async def work_through(run: Run, fetcher: Fetcher[U], units: Iterable[U]) -> Non
         for unit in queue:
             await _fetch_or_split(run, fetcher, unit, run.service.retry, unit.key)
 
-    # more workers than requests in flight (the transport holds those to the concurrency):
-    # a worker whose body is in finishes its parse while another's request goes out
-    workers = run.service.concurrency + max(1, run.service.concurrency // 2)
+    # more workers than requests in flight (the transport holds those to the concurrency, and
+    # the calls in progress to half as many more): a worker whose body is in finishes its
+    # parse while another's request goes out
+    most = run.service.most_in_flight
+    workers = most + max(1, most // 2)
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
