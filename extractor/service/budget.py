@@ -6,10 +6,11 @@ authoritative for the requests not yet in flight, whatever kind of window the se
 (one starting at the first request after the last ended, clock hours, back-to-back windows, a
 sliding window):
 
-- The newest answer's count, less every request sent after the answered one and every earlier
-  one still in flight (it may have overtaken them), is what the service still takes; each
-  request sent takes one. At none, every request waits for the reset. An answer from a
-  window that has ended says nothing of the current one.
+- The newest count (the latest reset, and of those the smallest count: the latest arrival)
+  holds every request answered before it; a request without an answer yet may not be in it.
+  So a request goes only while that count is more than the requests in flight (and those
+  lost on the way, which the service may have counted). At none left, every request waits
+  for the reset. An answer from a window that has ended says nothing of the current one.
 - A reset is placed on our clock by the service's own when answers carry a ``Date`` (the
   service behind us by minutes is then no reason to run into its window), and one given in
   whole seconds is taken as the end of its second.
@@ -30,8 +31,9 @@ from typing import Final
 
 #: Seconds added to a window's end while its length is unknown: the service's clock is not ours.
 MARGIN: Final = 1.0
-#: Of a window's length, the margin after its end (a 10 s window loses 0.1 s, not 1 s of every
-#: 10); only for windows that end (a sliding window's reset creeps on: our record guards it).
+#: Of a window's length, the margin after its end (a 10 s window loses 0.02 s, not 1 s of
+#: every 10); only for windows that end (a sliding window's reset creeps on: our record guards
+#: it). The answers' ``Date`` places the reset already; this is for services that send none.
 WINDOW_MARGIN: Final = 0.002
 #: Waits shorter than this are none: a clock near the epoch's now cannot tell them apart.
 TICK: Final = 1e-6
@@ -56,18 +58,21 @@ class ServiceBudget:
     def __init__(self) -> None:
         self.limit = 0  # requests a window holds, as far as the answers showed
         self.window = 0.0  # a window's length, as far as the answers showed
-        self._left: int | None = None  # requests the current window still takes; None: unknown
-        self._ends = 0.0  # when it ends, on our clock
-        self._seen = 0  # the ticket whose answer the count comes from
+        self._count: int | None = None  # the newest count of the current window; None: unknown
+        self._reset = 0.0  # its reset as the service wrote it (which window it is)
+        self._ends = 0.0  # its end, on our clock
         self._jumped = True  # the last reset moved by a window (False: it creeps: sliding)
         self._lead: float | None = None  # how far the service's clock is ahead, at least
-        self._sent: collections.deque[float] = collections.deque()  # our sends, last window
+        self._flying: dict[int, float] = {}  # requests without an answer yet: when they went
+        self._lost = 0  # requests that failed without an answer in the current window
         self._going = 0  # requests let through that have not gone yet (a fleet's gate)
+        self._sent: collections.deque[float] = collections.deque()  # our sends, last window
 
     @property
     def known(self) -> tuple[int, float] | None:
         """Requests left and when the window ends (on our clock); None while unknown."""
-        return None if self._left is None else (self._left, self._ends)
+        left = self._left()
+        return None if left is None else (left, self._ends)
 
     def place(self, when: float) -> float:
         """A time on the service's clock, on ours (later rather than earlier)."""
@@ -76,28 +81,34 @@ class ServiceBudget:
     def until(self, now: float) -> tuple[float, bool]:
         """When the next request may go (``now`` or earlier: at once), and whether that is the
         window's end (its count is spent) rather than our own record of the window."""
-        if self._left is not None and now >= self._ends - TICK:
-            self._left = None  # a new window: what it holds is known from its first answer
-        if self._left is not None and self._left <= 0:
+        if self._count is not None and now >= self._ends - TICK:
+            self._count, self._lost = None, 0  # a new window: its first answer says what it holds
+        left = self._left()
+        if left is not None and left <= 0:
             return self._ends + self._margin(), True
         return self._paced(now), False
 
     def take(self) -> None:
         """One request is let through (it goes once :meth:`went` says so)."""
-        if self._left is not None:
-            self._left -= 1
         self._going += 1
 
-    def went(self, now: float) -> None:
-        """A request let through went ``now``."""
+    def went(self, ticket: int, now: float) -> None:
+        """The request of ``ticket``, let through, went ``now``."""
         self._going -= 1
+        self._flying[ticket] = now
         self._sent.append(now)
         if not self.window and len(self._sent) > UNTOLD_KEPT:
             self._sent.popleft()
 
-    def observe(self, told: Told, ticket: int, sent_at: float, unseen: int, now: float) -> None:
-        """The answer to the request of ``ticket``, sent at ``sent_at``; ``unseen``: requests
-        its count cannot hold (sent after it, or before it and still in flight)."""
+    def ended(self, ticket: int) -> None:
+        """The request of ``ticket`` is over; without an answer, the service may have counted
+        it all the same: it stays taken from the window's count."""
+        if self._flying.pop(ticket, None) is not None and self._count is not None:
+            self._lost += 1
+
+    def observe(self, told: Told, ticket: int, now: float) -> None:
+        """The answer to the request of ``ticket``."""
+        sent_at = self._flying.pop(ticket, now)
         if told.date is not None:
             lead = told.date - now  # the Date was stamped before now: a lower bound
             self._lead = lead if self._lead is None else max(self._lead, lead)
@@ -105,18 +116,28 @@ class ServiceBudget:
         ends = self.place(told.reset) + told.resolution
         if ends <= sent_at:  # ended before the request went: the service's clock is behind
             ends = now + MARGIN  # by more than we know; hold its count for a moment
-        elif ends <= now:
-            return  # an answer from a window that has ended
         else:
             self.window = max(self.window, ends - sent_at)
-        left = told.remaining - unseen
-        if self._left is None or ticket > self._seen:  # the newest answer knows best
-            if ends != self._ends:
-                self._jumped = abs(ends - self._ends) >= self.window / 2
-            self._left, self._ends = left, ends
-            self._seen = max(self._seen, ticket)
+            if ends <= now:
+                return  # an answer from a window that has ended (longer than it)
+        self._count_in(told, ends)
+
+    def _count_in(self, told: Told, ends: float) -> None:
+        """Keep the newest count: the latest reset, and of those the smallest count."""
+        if self._count is not None and told.reset < self._reset:
+            return  # older news
+        if self._count is None or told.reset > self._reset:
+            step = told.reset - self._reset
+            self._jumped = self._count is None or step >= self.window / 2
+            self._count, self._reset, self._lost = told.remaining, told.reset, 0
         else:
-            self._left = min(self._left, left)  # an older one, overtaken: count it too
+            self._count = min(self._count, told.remaining)
+        self._ends = max(self._ends, ends)
+
+    def _left(self) -> int | None:
+        if self._count is None:
+            return None
+        return self._count - len(self._flying) - self._lost - self._going
 
     def _margin(self) -> float:
         if not self._jumped:

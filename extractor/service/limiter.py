@@ -68,7 +68,6 @@ class RateLimiter:
         self._paused_until = 0.0
         self._held_until = 0.0  # our record of the service's window holds requests until then
         self._sent = 0  # requests let through so far: each one's ticket is its number
-        self._in_flight: dict[int, float] = {}  # ticket: when it went
         self.pause_reason = ""
         self.quarantines = 0  # quarantine faults met
         #: When a request last waited for a rate (ours or the service's), and that rate a second.
@@ -102,11 +101,6 @@ class RateLimiter:
         """Requests let through so far."""
         return self._sent
 
-    @property
-    def in_flight(self) -> int:
-        """Requests let through that have no answer yet."""
-        return len(self._in_flight)
-
     async def acquire(self) -> int:
         """Wait until a request may be sent; its ticket, in flight until :meth:`release`."""
         while True:
@@ -114,27 +108,24 @@ class RateLimiter:
                 await self.clock.sleep(wait)
             if self._budget_allows():
                 break
+        if self.limits.per_hour:
+            self._tokens -= 1
+        self._sent += 1
+        ticket = self._sent
         try:
             if self.gate is not None:
                 await self.gate.take()
         finally:
-            self.budget.went(self.clock.time())
-        if self.limits.per_hour:
-            self._tokens -= 1
-        self._sent += 1
-        self._in_flight[self._sent] = self.clock.time()
-        return self._sent
+            self.budget.went(ticket, self.clock.time())
+        return ticket
 
     def release(self, ticket: int) -> None:
         """The request of ``ticket`` has its answer (or failed)."""
-        self._in_flight.pop(ticket, None)
+        self.budget.ended(ticket)
 
     def observe(self, told: Told, ticket: int) -> None:
         """The service's budget headers on the answer to the request of ``ticket``."""
-        now = self.clock.time()
-        went = self._in_flight.get(ticket, now)
-        before = sum(1 for other in self._in_flight if other < ticket)
-        self.budget.observe(told, ticket, went, self._sent - ticket + before, now)
+        self.budget.observe(told, ticket, self.clock.time())
 
     def pause_until(self, until: float, reason: str) -> None:
         """Hold every request until ``until`` (wall-clock seconds) plus a margin; PauseTooLong
