@@ -97,7 +97,9 @@ async def test_paced_requests_never_spin_below_the_clocks_resolution() -> None:
         ("sliding", [0, 1, 2, 10, 10.5, 12.5], [True] * 4 + [False, True]),
     ],
 )
-def test_the_simulated_windows(kind: WindowKind, arrivals: list[float], admitted: list[bool]) -> None:
+def test_the_simulated_windows(
+    kind: WindowKind, arrivals: list[float], admitted: list[bool]
+) -> None:
     now = [1_000_000.0]
     budget = Budget(3, 10.0, 0.0, kind, clock=lambda: now[0])
     told = []
