@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 #: Seconds added to a window's end while its length is unknown: the service's clock is not ours.
 MARGIN: Final = 1.0
@@ -52,6 +52,15 @@ class Told:
     date: float | None = None  # the answer's ``Date`` (whole seconds, the service's clock)
 
 
+class Hold(NamedTuple):
+    """Until when a request waits: ``until`` plus ``slack`` (what the service wrote, and how
+    much later it may mean); ``spent``: the window's count is spent (else our record holds)."""
+
+    until: float
+    slack: float = 0.0
+    spent: bool = False
+
+
 class ServiceBudget:
     """What the service still takes, for one run's requests (see the module's docstring)."""
 
@@ -61,6 +70,7 @@ class ServiceBudget:
         self._count: int | None = None  # the newest count of the current window; None: unknown
         self._reset = 0.0  # its reset as the service wrote it (which window it is)
         self._ends = 0.0  # its end, on our clock
+        self._slack = 0.0  # how much later than written it may end (its resolution)
         self._jumped = True  # the last reset moved by a window (False: it creeps: sliding)
         self._lead: float | None = None  # how far the service's clock is ahead, at least
         self._flying: dict[int, float] = {}  # requests without an answer yet: when they went
@@ -78,15 +88,14 @@ class ServiceBudget:
         """A time on the service's clock, on ours (later rather than earlier)."""
         return when - self._lead if self._lead is not None else when
 
-    def until(self, now: float) -> tuple[float, bool]:
-        """When the next request may go (``now`` or earlier: at once), and whether that is the
-        window's end (its count is spent) rather than our own record of the window."""
+    def until(self, now: float) -> Hold:
+        """When the next request may go (``now`` or earlier: at once)."""
         if self._count is not None and now >= self._ends - TICK:
             self._count, self._lost = None, 0  # a new window: its first answer says what it holds
         left = self._left()
         if left is not None and left <= 0:
-            return self._ends + self._margin(), True
-        return self._paced(now), False
+            return Hold(self._ends - self._slack, self._slack + self._margin(), spent=True)
+        return Hold(self._paced(now))
 
     def take(self) -> None:
         """One request is let through (it goes once :meth:`went` says so)."""
@@ -132,7 +141,8 @@ class ServiceBudget:
             self._count, self._reset, self._lost = told.remaining, told.reset, 0
         else:
             self._count = min(self._count, told.remaining)
-        self._ends = max(self._ends, ends)
+        if ends >= self._ends:
+            self._ends, self._slack = ends, told.resolution
 
     def _left(self) -> int | None:
         if self._count is None:

@@ -136,14 +136,14 @@ class RateLimiter:
         """Take one request from the service's budget; False (and a wait) when it has none
         now: a pause until its window's end, or until our own record lets one go."""
         now = self.clock.time()
-        until, spent = self.budget.until(now)
-        if until <= now + TICK:
+        hold = self.budget.until(now)
+        if hold.until + hold.slack <= now + TICK:
             self.budget.take()
             return True
-        if spent:
-            self._pause(until, "service budget: 0 requests left", 0.0)
+        if hold.spent:
+            self._pause(hold.until, "service budget: 0 requests left", hold.slack)
         else:
-            self._held_until = until
+            self._held_until = hold.until
             self._paced = now, self.budget.limit / self.budget.window
         return False
 
