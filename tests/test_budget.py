@@ -111,8 +111,11 @@ def test_the_simulated_windows(
 
 def test_use_is_the_rate_against_the_allowed_one() -> None:
     evenly = [i / 3 for i in range(300)]  # 3 a second, for 100 s
-    assert use(evenly, 30, 10.0) == pytest.approx(1.0, abs=0.01)
-    assert use(evenly[::2], 30, 10.0) == pytest.approx(0.5, abs=0.01)
+    assert use(evenly, 30, 10.0) == pytest.approx(1.0)
+    assert use(evenly[::2], 30, 10.0) == pytest.approx(0.5)
     bursts = [10.0 * w for w in range(10) for _ in range(30)]  # a window's budget at its start
     assert use(bursts, 30, 10.0) == pytest.approx(1.0)
+    # windows that start only at a request, half a second after the last one ended
+    starts = [10.5 * w for w in range(4)]
+    assert use([at for at in starts for _ in range(30)], 30, 10.0, starts) == pytest.approx(20 / 21)
     assert use([0.0, 1.0], 30, 10.0) is None  # shorter than a window

@@ -11,9 +11,10 @@ sliding window):
   So a request goes only while that count is more than the requests in flight (and those
   lost on the way, which the service may have counted). At none left, every request waits
   for the reset. An answer from a window that has ended says nothing of the current one.
-- A reset is placed on our clock by the service's own when answers carry a ``Date`` (the
-  service behind us by minutes is then no reason to run into its window), and one given in
-  whole seconds is taken as the end of its second.
+- A reset is placed on our clock by the service's own when the answers' ``Date`` shows its
+  clock apart from ours (each ``Date``, whole seconds stamped between our sending and the
+  answer, bounds how far; a service behind us by minutes is then no reason to run into its
+  window), and one given in whole seconds is taken as the end of its second.
 - After a reset nothing is known of the new window until an answer from it: requests then go
   as our own sends leave the last window's span, never more than a window's budget in any
   span of a window's length (by our own record). So a reset is followed at the rate, not by a
@@ -72,7 +73,7 @@ class ServiceBudget:
         self._ends = 0.0  # its end, on our clock
         self._slack = 0.0  # how much later than written it may end (its resolution)
         self._jumped = True  # the last reset moved by a window (False: it creeps: sliding)
-        self._lead: float | None = None  # how far the service's clock is ahead, at least
+        self._lead = (-float("inf"), float("inf"))  # how far the service's clock is ahead
         self._flying: dict[int, float] = {}  # requests without an answer yet: when they went
         self._lost = 0  # requests that failed without an answer in the current window
         self._going = 0  # requests let through that have not gone yet (a fleet's gate)
@@ -86,16 +87,25 @@ class ServiceBudget:
 
     def place(self, when: float) -> float:
         """A time on the service's clock, on ours (later rather than earlier)."""
-        return when - self._lead if self._lead is not None else when
+        return when - self.lead
+
+    @property
+    def lead(self) -> float:
+        """How far the service's clock is ahead of ours (at least): 0 while the answers'
+        ``Date`` agrees with our clock to within its second."""
+        least, most = self._lead
+        return 0.0 if least <= 0 <= most else least
 
     def until(self, now: float) -> Hold:
         """When the next request may go (``now`` or earlier: at once)."""
         if self._count is not None and now >= self._ends - TICK:
             self._count, self._lost = None, 0  # a new window: its first answer says what it holds
         left = self._left()
-        if left is not None and left <= 0:
+        if left is None:
+            return Hold(self._paced(now))
+        if left <= 0:
             return Hold(self._ends - self._slack, self._slack + self._margin(), spent=True)
-        return Hold(self._paced(now))
+        return Hold(now)
 
     def take(self) -> None:
         """One request is let through (it goes once :meth:`went` says so)."""
@@ -108,6 +118,7 @@ class ServiceBudget:
         self._sent.append(now)
         if not self.window and len(self._sent) > UNTOLD_KEPT:
             self._sent.popleft()
+        self._forget(now)
 
     def ended(self, ticket: int) -> None:
         """The request of ``ticket`` is over; without an answer, the service may have counted
@@ -118,9 +129,9 @@ class ServiceBudget:
     def observe(self, told: Told, ticket: int, now: float) -> None:
         """The answer to the request of ``ticket``."""
         sent_at = self._flying.pop(ticket, now)
-        if told.date is not None:
-            lead = told.date - now  # the Date was stamped before now: a lower bound
-            self._lead = lead if self._lead is None else max(self._lead, lead)
+        if told.date is not None:  # stamped after we sent, before now, and cut to the second
+            least, most = self._lead
+            self._lead = max(least, told.date - now), min(most, told.date + 1 - sent_at)
         self.limit = max(self.limit, told.remaining + 1)
         ends = self.place(told.reset) + told.resolution
         if ends <= sent_at:  # ended before the request went: the service's clock is behind
@@ -149,6 +160,11 @@ class ServiceBudget:
             return None
         return self._count - len(self._flying) - self._lost - self._going
 
+    def _forget(self, now: float) -> None:
+        """Drop our sends that left a window's span."""
+        while self.window and self._sent and self._sent[0] <= now - self.window + TICK:
+            self._sent.popleft()
+
     def _margin(self) -> float:
         if not self._jumped:
             return 0.0
@@ -158,8 +174,7 @@ class ServiceBudget:
         """When fewer than a window's budget of our sends are left in a window's span."""
         if not self.window:
             return 0.0
-        while self._sent and self._sent[0] <= now - self.window + TICK:
-            self._sent.popleft()
+        self._forget(now)
         over = len(self._sent) + self._going - self.limit
         if over < 0:
             return 0.0

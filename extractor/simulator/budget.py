@@ -54,6 +54,7 @@ class Budget:
         self._used = 0
         self._recent: collections.deque[float] = collections.deque()  # "sliding": arrivals
         self.windows: list[int] = []  # requests admitted in each window that ended
+        self.starts: list[float] = []  # when each window began (not for "sliding")
         self.arrivals: list[float] = []  # when each admitted request arrived
         self.quarantined_until = 0.0
         self.arrived_in_quarantine = 0  # requests that came while a quarantine was on
@@ -97,6 +98,7 @@ class Budget:
             if self._start is not None:
                 self.windows.append(min(self._used, self.limit))
             self._start, self._used = start, 0
+            self.starts.append(start)
         self._used += 1
 
     def _window_at(self, now: float) -> float:
@@ -127,7 +129,9 @@ class Budget:
 
     def use(self) -> float | None:
         """The share of the allowed rate the admitted requests used (:func:`use`)."""
-        return use(self.arrivals, self.limit, self.window) if self.limit else None
+        if not self.limit:
+            return None
+        return use(self.arrivals, self.limit, self.window, self.starts)
 
     def _blocked(self) -> str:
         ends = dt.datetime.fromtimestamp(self.quarantined_until, dt.UTC)
@@ -141,15 +145,23 @@ class Budget:
         return self._clock() < self.quarantined_until
 
 
-def use(arrivals: Sequence[float], limit: int, window: float) -> float | None:
-    """How full a sliding window of ``window`` seconds was, on average, from one window after
-    the first request to the last, as a share of ``limit``: the rate used against the rate
-    allowed, whatever the service's kind of window, leaving out the first window's burst
-    and the tail after the last request. None for a run shorter than a window and a bit."""
-    if len(arrivals) < 2:
+def use(
+    arrivals: Sequence[float], limit: int, window: float, starts: Sequence[float] = ()
+) -> float | None:
+    """The requests that arrived from the second window's start to the last one's, against
+    what the allowed rate takes in that time: the share of it a run used, leaving out the
+    first window (a burst any client may send) and the last (the run ends in it). A gap
+    between windows (one that starts only at a request) counts as time not used. A sliding
+    window has no starts: whole windows from one after the first request are taken. None for
+    a run shorter than three windows."""
+    if len(starts) >= 3:
+        begin, end = starts[1], starts[-1]
+    elif not starts and arrivals:
+        begin = arrivals[0] + window
+        end = begin + window * math.floor((arrivals[-1] - begin) / window)
+    else:
         return None
-    begin, end = arrivals[0] + window, arrivals[-1]
-    if end - begin < window / 10:
+    if end <= begin:
         return None
-    covered = sum(max(0.0, min(at + window, end) - max(at, begin)) for at in arrivals)
-    return covered / (limit * (end - begin))
+    used = sum(1 for at in arrivals if begin <= at < end)
+    return used / (limit * (end - begin) / window)
