@@ -54,19 +54,39 @@ async def test_a_reset_in_whole_seconds_is_waited_out_to_its_second(
     assert (memory.service.budget.use() or 0.0) >= 0.6
 
 
-async def test_a_service_clock_behind_ours_is_read_from_its_date() -> None:
-    clock = ManualClock(1_800_000_000.0)
+@pytest.mark.parametrize(
+    ("behind", "latest"),
+    [
+        # the service's clock 30 minutes behind ours: its reset looks long past; one Date,
+        # cut to its second, places it up to a second late
+        (1800.0, 11.0),
+        (0.0, 10.1),  # the same clock: a Date cut to its second must not delay the reset
+    ],
+)
+async def test_a_service_clock_apart_from_ours_is_read_from_its_date(
+    behind: float, latest: float
+) -> None:
+    clock = ManualClock(1_800_000_000.7)
     limiter = RateLimiter(Limits(per_hour=0), clock)
-    behind = 1800.0  # the service's clock, 30 minutes behind: its reset looks long past
     ticket = await limiter.acquire()
-    reset, date = clock.time() - behind + 10, clock.time() - behind
+    reset, date = clock.time() - behind + 10, float(int(clock.time() - behind))
     limiter.observe(Told(2, reset, 1e-6, date), ticket)
     limiter.release(ticket)
     for _ in range(2):
         limiter.release(await limiter.acquire())  # the two left
     assert clock.slept == 0
     limiter.release(await limiter.acquire())  # none: wait for the window's end on our clock
-    assert 10.0 <= clock.slept <= 10.1
+    assert 10.0 <= clock.slept <= latest
+
+
+def test_the_budget_headers_as_told() -> None:
+    reset, date = "2026-01-01T10:00:05", "Thu, 01 Jan 2026 10:00:01 GMT"
+    told = Told.of({"APILimitRemaining": "3", "APILimitReset": reset, "Date": date})
+    assert told == Told(3, 1_767_261_605.0, 1.0, 1_767_261_601.0)  # whole seconds: cut
+    exact = Told.of({"APILimitRemaining": "3", "APILimitReset": "2026-01-01T10:00:05.25Z"})
+    assert exact is not None and exact.resolution == 0.01 and exact.date is None
+    assert Told.of({"APILimitRemaining": "some", "APILimitReset": reset}) is None
+    assert Told.of({"APILimitRemaining": "3"}) is None
 
 
 async def test_paced_requests_never_spin_below_the_clocks_resolution() -> None:

@@ -27,6 +27,10 @@ request it came with, and the longest time from a request's sending to its windo
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import email.utils
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -51,6 +55,17 @@ class Told:
     reset: float  # wall-clock seconds, on the service's clock
     resolution: float = 0.0  # how much later the reset may be than written (1.0: whole seconds)
     date: float | None = None  # the answer's ``Date`` (whole seconds, the service's clock)
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Told | None:
+        """An answer's budget headers and ``Date``; None unless both budget headers are
+        there and readable."""
+        remaining = headers.get("APILimitRemaining", "").strip()
+        text = headers.get("APILimitReset", "")
+        reset = _iso(text)
+        if not remaining.isdigit() or reset is None:
+            return None
+        return cls(int(remaining), reset, _resolution(text), _http_date(headers.get("Date", "")))
 
 
 class Hold(NamedTuple):
@@ -180,3 +195,27 @@ class ServiceBudget:
             return 0.0
         # those let through and not gone yet leave the span a window after they go, at least
         return self._sent[over] + self.window if over < len(self._sent) else now + self.window
+
+
+def _iso(text: str) -> float | None:
+    """An ISO time as wall-clock seconds, UTC when it names no offset; None if unreadable."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _resolution(text: str) -> float:
+    """How much later than written an ISO time may be: one unit of its last digit (a time in
+    whole seconds may have been cut, by up to a second)."""
+    fraction = re.match(r"\.(\d*)", text.strip().partition("T")[2][8:])
+    return 10.0 ** -len(fraction[1]) if fraction else 1.0
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP date (``Date``) as wall-clock seconds; None when absent or unreadable."""
+    try:
+        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None

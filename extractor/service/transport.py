@@ -10,9 +10,7 @@ without a socket.
 
 from __future__ import annotations
 
-import datetime as dt
 import email.utils
-import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -191,7 +189,7 @@ class Transport:
 
     def _observe(self, reply: Reply, ticket: int) -> None:
         """Pace every worker by the service's own rate-limit headers."""
-        told = budget_told(reply.headers)
+        told = Told.of(reply.headers)
         if told is not None:
             self.limiter.observe(told, ticket)
 
@@ -201,7 +199,9 @@ class Transport:
         if isinstance(error, Quarantined):
             self.limiter.quarantines += 1
             named = error.until
-            until = self.limiter.budget.place(named) if named else now + UNNAMED_QUARANTINE
+            until = (
+                self.limiter.budget.place(named) if named is not None else now + UNNAMED_QUARANTINE
+            )
             self.limiter.pause_until(until, "quarantined by the service")
         elif isinstance(error, TransientError):
             delay = _retry_after(reply.headers.get("Retry-After", ""), now)
@@ -224,42 +224,6 @@ def _redirected(reply: Reply, name: str, base_url: str) -> Redirected:
         "requests never follow redirects (credentials go to {base_url} only): "
         "point {base_url} at the service itself"
     )
-
-
-def budget_told(headers: Mapping[str, str]) -> Told | None:
-    """The service's budget headers, and when it stamped them (``Date``); None unless both
-    budget headers are there and readable."""
-    remaining = headers.get("APILimitRemaining", "").strip()
-    text = headers.get("APILimitReset", "")
-    reset = _when(text)
-    if not remaining.isdigit() or reset is None:
-        return None
-    date = _http_date(headers.get("Date", ""))
-    return Told(int(remaining), reset.timestamp(), _resolution(text), date)
-
-
-def _resolution(text: str) -> float:
-    """How much later than written an ISO time may be: one unit of its last digit (a time in
-    whole seconds may have been cut, by up to a second)."""
-    fraction = re.match(r"\.(\d*)", text.strip().partition("T")[2][8:])
-    return 10.0 ** -len(fraction[1]) if fraction else 1.0
-
-
-def _http_date(text: str) -> float | None:
-    """An HTTP date (``Date``) as wall-clock seconds; None when absent or unreadable."""
-    try:
-        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _when(text: str) -> dt.datetime | None:
-    """An ISO timestamp, UTC when it names no offset; None when absent or unreadable."""
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _retry_after(text: str, now: float) -> float | None:
