@@ -1,5 +1,5 @@
-"""The workers of every job: ``concurrency`` of them take units of work (a batch of ids, a
-date window, a batch of updates) and fetch each, splitting the ones that keep failing.
+"""The workers of every job: as many as the concurrency may reach take units of work (a batch
+of ids, a date window, a batch of updates) and fetch each, splitting the ones that keep failing.
 
 A unit that still fails after its retries with a :class:`~extractor.errors.SplitsBatch` is
 fetched again in halves, each once, down to what cannot be halved, which gets its full
@@ -106,8 +106,9 @@ class Run:
 
 
 async def work_through(run: Run, fetcher: Fetcher[U], units: Iterable[U]) -> None:
-    """Every unit, by ``concurrency`` requests in flight and half as many more workers; the
-    first error that stops one stops all."""
+    """Every unit, by as many requests in flight as the concurrency lets (fixed, or adapted to
+    the service by the transport's :class:`~extractor.service.concurrency.Slots`) and half as
+    many more workers; the first error that stops one stops all."""
     queue: Iterator[U] = iter(units)
 
     async def worker() -> None:

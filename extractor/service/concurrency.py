@@ -51,6 +51,14 @@ class AdaptivePolicy:
     backoff: float = 0.75  # what a failure leaves of the limit
     drift: float = 0.01  # a round's rise of the unloaded latency (the service may slow for good)
 
+    def low(self, limit: float) -> float:
+        """Requests waiting in the service below which ``limit`` may grow."""
+        return max(self.queue_low, self.share_low * limit)
+
+    def high(self, limit: float) -> float:
+        """Requests waiting in the service above which ``limit`` backs off."""
+        return max(self.queue_high, self.share_high * limit)
+
 
 DEFAULT_ADAPTIVE: Final = AdaptivePolicy()
 
@@ -80,9 +88,9 @@ def queued(limit: float, latency: float, unloaded: float) -> float:
 def decide(limit: float, waiting: float, saturated: bool, policy: AdaptivePolicy) -> Decision:
     """A round's judgement, from the requests ``waiting`` in the service (:func:`queued`) and
     whether every slot was busy on the wire."""
-    if waiting > max(policy.queue_high, policy.share_high * limit):
+    if waiting > policy.high(limit):
         return "back off"
-    if saturated and waiting < max(policy.queue_low, policy.share_low * limit):
+    if saturated and waiting < policy.low(limit):
         return "grow"
     return "hold"
 
@@ -158,7 +166,9 @@ class Flight:
 
 
 class Slots:
-    """The requests in flight, fixed at ``fixed`` (None: adaptive, by ``policy``)."""
+    """The requests in flight, fixed at ``fixed`` (None: adaptive, by ``policy``): the
+    transport takes a :meth:`call` for each call, parse included, and a :meth:`request` for
+    its time on the wire, and tells the flight when it went and how it was answered."""
 
     def __init__(
         self, fixed: int | None, policy: AdaptivePolicy = DEFAULT_ADAPTIVE, clock: Clock = SYSTEM
@@ -182,6 +192,7 @@ class Slots:
 
     @classmethod
     def for_service(cls, service: ServiceConfig, clock: Clock = SYSTEM) -> Slots:
+        """The slots ``service`` asks for: ``auto`` adaptive, a number fixed."""
         fixed = None if service.concurrency == "auto" else service.concurrency
         return cls(fixed, clock=clock)
 
@@ -234,17 +245,20 @@ class Slots:
         waiting = queued(self.limit, latency, unloaded)
         saturated = round_.saturated * 2 >= round_.answers
         decision = decide(self.limit, waiting, saturated, self.policy)
-        if decision == "hold":
-            self.decisions["hold"] += 1
+        if decision == "back off":  # by what waits beyond the threshold, at most by half
+            excess = max(1.0, waiting - self.policy.high(self.limit))
+            self._back_off(max(self.limit / 2, self.limit - excess))
         elif decision == "grow":
-            self.decisions["grow"] += 1
-            step = max(1.0, self.limit / 2) if self.slow_start else 1.0
-            self.limit = min(float(self.policy.most), self.limit + step)
-            self._requests.open()
-            self._calls.open()
-        elif decision == "back off":
-            excess = waiting - max(self.policy.queue_high, self.policy.share_high * self.limit)
-            self._back_off(max(self.limit / 2, self.limit - max(1.0, excess)))
+            self._grow()
+        else:
+            self.decisions["hold"] += 1
+
+    def _grow(self) -> None:
+        self.decisions["grow"] += 1
+        step = max(1.0, self.limit / 2) if self.slow_start else 1.0
+        self.limit = min(float(self.policy.most), self.limit + step)
+        self._requests.open()
+        self._calls.open()
 
     def _back_off(self, to: float) -> None:
         self.decisions["back off"] += 1
