@@ -1,5 +1,6 @@
 """`make bench`: parse speed against lxml, end-to-end throughput and memory, latency hiding,
-and the reliability scenarios' figures (fault counts, extra calls, requests in a quarantine).
+the budget's use whatever the service's latency and window (:mod:`benchmarks.budget`), and
+the reliability scenarios' figures (fault counts, extra calls, requests in a quarantine).
 
 Every figure is printed next to a reference measured in the same run on the same machine.
 The simulator runs in its own process (a remote service with its own CPU), the extractor in
@@ -427,6 +428,9 @@ def main() -> None:
         print(f"latency: {latency}")
         budget = bench_budget(Path(folder))
         print(f"budget:  {budget}")
+        from benchmarks.budget import bench_budget_cases  # imports this module: here
+
+        budget_bars = bench_budget_cases(Path(folder))
         reliability = bench_reliability(Path(folder))
         print(f"reliability: {reliability}")
         hostile = bench_hostile(Path(folder))
@@ -472,6 +476,7 @@ def main() -> None:
         "budget use >= 98%": (budget["use"], 0.98, "min"),
         "first sync: <= 10% of GetTransactions empty": (first_sync["empty_share"], 0.10, "max"),
         "0 requests quarantined by the budget": (budget["quarantined"], 0, "max"),
+        **budget_bars,
         "dead service <= 3 requests per batch": (
             hostile["dead_service_requests_per_batch"],
             3,

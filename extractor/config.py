@@ -9,7 +9,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from extractor import redact
 from extractor.errors import CredentialsMissing, InvalidOption, UsageError
@@ -127,7 +127,11 @@ class Timeouts:
 DEFAULT_TIMEOUTS: Final = Timeouts()
 
 
-DEFAULT_CONCURRENCY: Final = 8
+#: Requests in flight: "auto" adapts them to the service (:mod:`extractor.service.concurrency`)
+#: from ``START_CONCURRENCY`` within 1..``MAX_CONCURRENCY``; a number keeps them fixed.
+DEFAULT_CONCURRENCY: Final = "auto"
+START_CONCURRENCY: Final = 8
+MAX_CONCURRENCY: Final = 64
 DEFAULT_SOAP_VERSION: Final = "1.1"
 #: The live service's documented budget; 0 turns the client-side limit off (simulators).
 DEFAULT_MAX_REQUESTS_PER_HOUR: Final = 7200
@@ -148,7 +152,7 @@ class ServiceConfig:
     """How every command talks to the service: where, how many requests at once, how fast."""
 
     base_url: str = DEFAULT_BASE_URL
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int | Literal["auto"] = DEFAULT_CONCURRENCY
     soap_version: str = DEFAULT_SOAP_VERSION
     max_requests_per_hour: int = DEFAULT_MAX_REQUESTS_PER_HOUR
     retry: RetryPolicy = DEFAULT_RETRY
@@ -157,10 +161,25 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         check_base_url(self.base_url)
-        if self.concurrency < 1:
-            raise InvalidOption(f"{{concurrency}} {self.concurrency} must be at least 1")
+        if self.concurrency != "auto" and not (
+            isinstance(self.concurrency, int) and 1 <= self.concurrency <= MAX_CONCURRENCY
+        ):
+            raise InvalidOption(
+                f"{{concurrency}} {self.concurrency!r} is neither auto nor a number "
+                f"1..{MAX_CONCURRENCY}"
+            )
         if self.max_requests_per_hour < 0:
             raise InvalidOption("{max_requests_per_hour} must be 0 (no limit) or more")
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests in flight: the fixed concurrency, or the adaptive one's ceiling."""
+        return MAX_CONCURRENCY if self.concurrency == "auto" else self.concurrency
+
+    @property
+    def first_in_flight(self) -> int:
+        """Requests in flight at the start: the fixed concurrency, or where the adaptive starts."""
+        return START_CONCURRENCY if self.concurrency == "auto" else self.concurrency
 
 
 DEFAULT_SERVICE: Final = ServiceConfig()

@@ -9,7 +9,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import click
 import orjson
@@ -22,6 +22,7 @@ from extractor.config import (
     DEFAULT_MAX_REQUESTS_PER_HOUR,
     DEFAULT_SOAP_VERSION,
     DEFAULT_TIMEOUTS,
+    MAX_CONCURRENCY,
     ServiceConfig,
     Timeouts,
 )
@@ -51,7 +52,35 @@ def stack(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-def service_options(concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[F], F]:
+class ConcurrencyType(click.ParamType[int | Literal["auto"], Any]):
+    """``auto`` or a number of requests in flight, 1..MAX_CONCURRENCY."""
+
+    name = "auto|N"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | Literal["auto"]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        else:
+            self.fail(f"{value!r} is not a valid integer, nor auto", param, ctx)
+        if not 1 <= number <= MAX_CONCURRENCY:
+            self.fail(
+                f"{number} is not in the range 1..{MAX_CONCURRENCY}: give auto (adapt to the "
+                "service) or a number of requests in flight",
+                param,
+                ctx,
+            )
+        return number
+
+
+def service_options(
+    concurrency: int | Literal["auto"] = DEFAULT_CONCURRENCY,
+) -> Callable[[F], F]:
     """The options of every command that calls the service, handed to it as one
     ``service: ServiceConfig``; ``concurrency`` is the command's default."""
     options = stack(
@@ -60,8 +89,10 @@ def service_options(concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[F], F]:
             help="Root of the service paths.",
         ),
         click.option(
-            "--concurrency", default=concurrency, show_default=True, type=click.IntRange(1, 64),
-            help="Requests in flight at once.",
+            "--concurrency", default=concurrency, show_default=True, type=ConcurrencyType(),
+            help="Requests in flight at once: auto adapts them to the service (more while its "
+            "budget is unused and answers do not slow, fewer when they slow or fail, "
+            f"1..{MAX_CONCURRENCY}); a number keeps them fixed.",
         ),
         click.option(
             "--soap-version", type=click.Choice(["1.1", "1.2"]), default=DEFAULT_SOAP_VERSION,
@@ -89,7 +120,7 @@ def service_options(concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def with_service(
-            *args: Any, base_url: str, concurrency: int, soap_version: str,
+            *args: Any, base_url: str, concurrency: int | Literal["auto"], soap_version: str,
             max_requests_per_hour: int, timeout: float, max_pause: float, insecure: bool,
             **kwargs: Any,
         ) -> Any:  # fmt: skip

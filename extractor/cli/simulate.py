@@ -10,6 +10,7 @@ import click
 from extractor.cli.common import names
 from extractor.cli.signals import Interrupted, run_command
 from extractor.errors import UsageError
+from extractor.simulator.budget import WINDOW_KINDS, WindowKind
 from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.faults import KINDS, FaultConfig
 from extractor.simulator.render import XML_DIALECTS, XmlDialect
@@ -74,6 +75,35 @@ from extractor.simulator.tenant import CHURN_SHAPES, ID_SHAPES, ChurnShape, IdSh
 @click.option("--rate-window", default=3600.0, show_default=True, type=click.FloatRange(1))
 @click.option("--quarantine-seconds", default=60.0, show_default=True, type=click.FloatRange(0))
 @click.option(
+    "--rate-window-kind",
+    type=click.Choice(WINDOW_KINDS),
+    default="restart",
+    show_default=True,
+    help="A budget window starts at the first request after the last one ended (restart), "
+    "on the clock (clock), back to back from the first request (fixed), or is the last "
+    "--rate-window seconds (sliding).",
+)
+@click.option(
+    "--rate-reset-whole-seconds",
+    is_flag=True,
+    help="APILimitReset in whole seconds (its fraction cut), as some services send it.",
+)
+@click.option(
+    "--slow-past",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="A fragile service: past N requests in it at once, answers slow down in proportion "
+    "(--latency times requests in it / N); 0: never.",
+)
+@click.option(
+    "--fail-past",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Past N requests in it at once, the service answers HTTP 503 at once; 0: never.",
+)
+@click.option(
     "--ids",
     type=click.Choice(ID_SHAPES),
     default="scattered",
@@ -131,6 +161,10 @@ def simulate(
     rate_budget: int,
     rate_window: float,
     quarantine_seconds: float,
+    rate_window_kind: WindowKind,
+    rate_reset_whole_seconds: bool,
+    slow_past: int,
+    fail_past: int,
     ids: IdShape,
     xml: XmlDialect,
     churn: ChurnShape,
@@ -153,6 +187,10 @@ def simulate(
             budget=rate_budget,
             window=rate_window,
             quarantine=quarantine_seconds,
+            window_kind=rate_window_kind,
+            whole_second_reset=rate_reset_whole_seconds,
+            slow_past=slow_past,
+            fail_past=fail_past,
         )
     except ValueError as exc:
         raise UsageError(f"simulate: {exc}") from None

@@ -161,9 +161,9 @@ class InvoiceWork:
     async def __aenter__(self) -> InvoiceWork:
         job = self.job
         self.sinks = (
-            ParsePool(job.parse_workers, self.selection, self.tables, job.service.concurrency)
+            ParsePool(job.parse_workers, self.selection, self.tables, job.service.most_in_flight)
             if job.parse_workers
-            else LocalSinks(self.selection, self.tables, backlog=job.service.concurrency)
+            else LocalSinks(self.selection, self.tables, backlog=job.service.most_in_flight)
         )
         await self.sinks.__aenter__()
         return self

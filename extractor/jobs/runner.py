@@ -210,7 +210,7 @@ async def _journaled(
             )
         session = Session(transport, credentials)
         await session.login()
-        health = Health.for_workers(job.service.concurrency)
+        health = Health.for_workers(job.service.first_in_flight)
         connected = Run(job.service, session, stats, given.clock, health, given.log)
         if not state.published:
             await _fetch_and_publish(work, connected, journal, progress, carried)

@@ -124,7 +124,7 @@ async def apply_updates(
     try:
         session = Session(transport, credentials)
         await session.login()
-        health = Health.for_workers(job.service.concurrency)
+        health = Health.for_workers(job.service.first_in_flight)
         run = Run(job.service, session, RunStats("updates", clock=clock), clock, health)
         await work_through(run, sender, _batches(resume, job.batch_size))
     finally:

@@ -1,5 +1,5 @@
-"""The workers of every job: ``concurrency`` of them take units of work (a batch of ids, a
-date window, a batch of updates) and fetch each, splitting the ones that keep failing.
+"""The workers of every job: as many as the concurrency may reach take units of work (a batch
+of ids, a date window, a batch of updates) and fetch each, splitting the ones that keep failing.
 
 A unit that still fails after its retries with a :class:`~extractor.errors.SplitsBatch` is
 fetched again in halves, each once, down to what cannot be halved, which gets its full
@@ -106,17 +106,20 @@ class Run:
 
 
 async def work_through(run: Run, fetcher: Fetcher[U], units: Iterable[U]) -> None:
-    """Every unit, by ``concurrency`` requests in flight and half as many more workers; the
-    first error that stops one stops all."""
+    """Every unit, by as many requests in flight as the concurrency lets (fixed, or adapted to
+    the service by the transport's :class:`~extractor.service.concurrency.Slots`) and half as
+    many more workers; the first error that stops one stops all."""
     queue: Iterator[U] = iter(units)
 
     async def worker() -> None:
         for unit in queue:
             await _fetch_or_split(run, fetcher, unit, run.service.retry, unit.key)
 
-    # more workers than requests in flight (the transport holds those to the concurrency):
-    # a worker whose body is in finishes its parse while another's request goes out
-    workers = run.service.concurrency + max(1, run.service.concurrency // 2)
+    # more workers than requests in flight (the transport holds those to the concurrency, and
+    # the calls in progress to half as many more): a worker whose body is in finishes its
+    # parse while another's request goes out
+    most = run.service.most_in_flight
+    workers = most + max(1, most // 2)
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):

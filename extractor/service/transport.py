@@ -10,9 +10,6 @@ without a socket.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
 import email.utils
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
@@ -28,8 +25,9 @@ from extractor.errors import (
     TransientError,
 )
 from extractor.parser import Sink
+from extractor.service.concurrency import UNBOUNDED, Slots
 from extractor.service.http import HttpWire
-from extractor.service.limiter import Gate, Limits, RateLimiter
+from extractor.service.limiter import Gate, Limits, RateLimiter, Told
 from extractor.service.servicetime import ServiceTime
 from extractor.soap import SOAP_VERSIONS, Operation, SoapVersion, fault_error
 
@@ -84,8 +82,10 @@ class Transport:
         limiter: RateLimiter | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         requests: int | None = None,
+        slots: Slots | None = None,
     ) -> None:
-        """``requests``: at most this many in flight (None: as many as are called)."""
+        """``requests``: at most this many in flight (None: as many as are called), unless
+        ``slots`` (an adaptive number) says."""
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.version = version
@@ -93,7 +93,7 @@ class Transport:
         self.service_time = ServiceTime(self.limiter.clock)  # from every reply's Date
         self.wire: Wire = wire or HttpWire()
         self._max_bytes = max_response_bytes
-        self._in_flight = asyncio.Semaphore(requests) if requests else None
+        self.slots = slots or Slots(requests or UNBOUNDED, clock=self.limiter.clock)
 
     @classmethod
     def for_run(
@@ -115,12 +115,12 @@ class Transport:
             SOAP_VERSIONS[service.soap_version],
             wire=wire
             or HttpWire(
-                concurrency=service.concurrency,
+                concurrency=service.most_in_flight,
                 timeouts=service.timeouts,
                 verify_tls=not service.insecure,
             ),
             limiter=RateLimiter(limits, clock, gate),
-            requests=service.concurrency,
+            slots=Slots.for_service(service, clock),
         )
 
     @property
@@ -145,22 +145,31 @@ class Transport:
             headers["Cookie"] = f"ASP.NET_SessionId={session_id}"
         url = self.base_url + operation.path
         try:
-            async with self._request_slot():
-                ticket = await self.limiter.acquire()
-                try:
-                    async with self.wire.post(url, body, headers, operation.name) as reply:
-                        self._observe(reply, ticket)
-                        await self._receive(reply, sink, operation.name)
-                finally:
-                    self.limiter.release(ticket)
-            # the body is in: the slot serves the next request while this one's parse ends
-            await sink.finish()
+            async with self.slots.call():
+                await self._send(operation.name, url, body, headers, sink)
+                # the body is in: the slot serves the next request while this one's parse ends
+                await sink.finish()
         except BaseException:
             sink.abort()  # whatever went wrong, this attempt's data is void
             raise
 
-    def _request_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._in_flight if self._in_flight is not None else contextlib.nullcontext()
+    async def _send(
+        self, name: str, url: str, body: bytes, headers: dict[str, str], sink: Sink
+    ) -> None:
+        """POST in a slot, once the rate limits let it go; the slots learn how it went."""
+        async with self.slots.request() as flight:
+            ticket = await self.limiter.acquire()
+            flight.went()
+            try:
+                async with self.wire.post(url, body, headers, name) as reply:
+                    self._observe(reply, ticket)
+                    await self._receive(reply, sink, name)
+            except Exception as exc:
+                flight.answered(name, exc)
+                raise
+            finally:
+                self.limiter.release(ticket)
+            flight.answered(name)
 
     async def _receive(self, reply: Reply, sink: Sink, name: str) -> None:
         if 300 <= reply.status < 400:
@@ -181,17 +190,19 @@ class Transport:
     def _observe(self, reply: Reply, ticket: int) -> None:
         """Pace every worker by the service's own rate-limit headers; learn its clock."""
         self.service_time.observe(reply.headers.get("Date", ""))
-        remaining = reply.headers.get("APILimitRemaining", "")
-        reset = _when(reply.headers.get("APILimitReset", ""))
-        if remaining.strip().isdigit():
-            self.limiter.observe(int(remaining), reset, ticket)
+        told = Told.of(reply.headers)
+        if told is not None:
+            self.limiter.observe(told, ticket)
 
     def _pausing(self, error: BaseException, reply: Reply) -> BaseException:
         """Make every worker wait when the service says so (quarantine, Retry-After)."""
         now = self.limiter.clock.time()
         if isinstance(error, Quarantined):
             self.limiter.quarantines += 1
-            until = error.until if error.until is not None else now + UNNAMED_QUARANTINE
+            named = error.until
+            until = (
+                self.limiter.budget.place(named) if named is not None else now + UNNAMED_QUARANTINE
+            )
             self.limiter.pause_until(until, "quarantined by the service")
         elif isinstance(error, TransientError):
             delay = _retry_after(reply.headers.get("Retry-After", ""), now)
@@ -214,15 +225,6 @@ def _redirected(reply: Reply, name: str, base_url: str) -> Redirected:
         "requests never follow redirects (credentials go to {base_url} only): "
         "point {base_url} at the service itself"
     )
-
-
-def _when(text: str) -> dt.datetime | None:
-    """An ISO timestamp, UTC when it names no offset; None when absent or unreadable."""
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _retry_after(text: str, now: float) -> float | None:

@@ -1,4 +1,6 @@
-"""How the simulator misbehaves: injected faults, a rate-limit budget with quarantine, poison ids.
+"""How the simulator misbehaves: injected faults, a rate-limit budget with quarantine
+(:mod:`~extractor.simulator.budget`), poison ids, and a fragile service that slows down and
+then refuses (503) as requests pile up in it.
 
 Everything is deterministic from a seed: the n-th data request (GetOrderSyncList,
 GetInvoices) draws its fate from ``random.Random(seed)``, so a run that sends its requests
@@ -8,12 +10,11 @@ throttled, not flaky, and a chaos run should prove the data path, not the login 
 
 from __future__ import annotations
 
-import datetime as dt
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from extractor.simulator.budget import WINDOW_KINDS, WindowKind
 
 #: Every way a data request can fail, as the live ASMX service does.
 KINDS: Final = (
@@ -60,6 +61,12 @@ class FaultConfig:
     budget: int = 0  # requests per window before a quarantine; 0: no limit, no headers
     window: float = 3600.0  # seconds
     quarantine: float = 60.0  # seconds
+    window_kind: WindowKind = "restart"  # how a budget window runs (:mod:`.budget`)
+    whole_second_reset: bool = False  # APILimitReset without its fraction of a second
+    #: A fragile service: past ``slow_past`` requests in it at once, each answer takes
+    #: ``latency`` times (requests in it / ``slow_past``); past ``fail_past``, HTTP 503 at once.
+    slow_past: int = 0  # 0: never slower
+    fail_past: int = 0  # 0: never refused
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.kinds) - set(KINDS))
@@ -67,6 +74,10 @@ class FaultConfig:
             raise ValueError(f"unknown fault kind {unknown[0]!r}; known: {', '.join(KINDS)}")
         if not 0 <= self.rate <= 1:
             raise ValueError(f"fault rate {self.rate} is outside 0..1")
+        if self.window_kind not in WINDOW_KINDS:
+            raise ValueError(
+                f"unknown window kind {self.window_kind!r}; known: {', '.join(WINDOW_KINDS)}"
+            )
 
 
 NO_FAULTS: Final = FaultConfig()
@@ -89,54 +100,22 @@ class FaultPlan:
         return not self.config.poison_ids.isdisjoint(order_ids)
 
 
-class Budget:
-    """The live rate limit: ``budget`` requests per window, then a quarantine refusing all."""
+class Load:
+    """The requests a fragile service is working on (:class:`FaultConfig`'s ``slow_past`` and
+    ``fail_past``): how much slower each new one is answered, or that it is refused."""
 
-    def __init__(self, config: FaultConfig, clock: Callable[[], float] = time.time) -> None:
-        self.limit, self.window, self.length = config.budget, config.window, config.quarantine
-        self._clock = clock
-        self._window_start = clock()
-        self._used = 0
-        self.windows: list[int] = []  # requests admitted in each budget window that ended
-        self.quarantined_until = 0.0
-        self.arrived_in_quarantine = 0  # requests that came while a quarantine was on
+    def __init__(self, config: FaultConfig) -> None:
+        self.slow_past, self.fail_past = config.slow_past, config.fail_past
+        self.working = 0  # requests in the service now
+        self.most = 0  # the most it ever held at once
 
-    def start_quarantine(self, seconds: float) -> None:
-        """As if another client of the same account had just exceeded the limit."""
-        self.quarantined_until = self._clock() + seconds
+    def enter(self) -> float | None:
+        """One more request: how many times the usual latency it takes; None: refused (503)."""
+        if self.fail_past and self.working >= self.fail_past:
+            return None
+        self.working += 1
+        self.most = max(self.most, self.working)
+        return max(1.0, self.working / self.slow_past) if self.slow_past else 1.0
 
-    def admit(self) -> tuple[str | None, dict[str, str]]:
-        """Count one request: the quarantine fault text (None when admitted), and the headers."""
-        now = self._clock()
-        if now >= self._window_start + self.window:
-            if self._used:
-                self.windows.append(min(self._used, self.limit) if self.limit else self._used)
-            self._window_start, self._used = now, 0
-        self._used += 1
-        if now < self.quarantined_until:
-            self.arrived_in_quarantine += 1
-            return self._blocked(), self.headers()
-        if self.limit and self._used > self.limit:
-            self.quarantined_until = now + self.length
-            return self._blocked(), self.headers()
-        return None, self.headers()
-
-    def headers(self) -> dict[str, str]:
-        if not self.limit:
-            return {}
-        reset = dt.datetime.fromtimestamp(self._window_start + self.window, dt.UTC)
-        return {
-            "APILimitRemaining": str(max(self.limit - self._used, 0)),
-            "APILimitReset": reset.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
-
-    def _blocked(self) -> str:
-        ends = dt.datetime.fromtimestamp(self.quarantined_until, dt.UTC)
-        return (
-            f"Limit exceeded by {max(self._used - self.limit, 1)}. Request is blocked. "
-            f"Quarantine ends at {ends.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
-        )
-
-    @property
-    def in_quarantine(self) -> bool:
-        return self._clock() < self.quarantined_until
+    def leave(self) -> None:
+        self.working -= 1

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from extractor import schema
-from extractor.simulator.faults import Budget, FaultConfig
+from extractor.simulator.budget import Budget
+from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import Ledger
 from extractor.simulator.render import Renderer, XmlDialect
 from extractor.simulator.tenant import IdShape, Tenant
@@ -106,7 +107,7 @@ def companies(
                 name=f"Client Company {number} AS",
                 tenant=tenant,
                 renderer=Renderer(tenant, books.xml),
-                budget=Budget(books.faults, clock),
+                budget=Budget.of(books.faults, clock),
                 seed=seed,
                 blocked=number in books.blocked,
                 disabled=number in books.disabled,

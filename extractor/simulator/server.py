@@ -83,9 +83,9 @@ class Simulator(SimulatedService):
 
     async def _stats(self, request: web.Request) -> web.Response:
         identities = {c.identity_id: dict(c.stats) for c in self.companies}
-        return web.json_response(
-            dict(self.stats) | {"budget_windows": self.budget.windows, "identities": identities}
-        )
+        budget = {"budget_windows": self.budget.windows, "budget_use": self.budget.use()}
+        load = {"most_in_service": self.load.most}
+        return web.json_response(dict(self.stats) | budget | load | {"identities": identities})
 
     async def _churn(self, request: web.Request) -> web.Response:
         try:

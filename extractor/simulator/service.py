@@ -39,6 +39,7 @@ from extractor.simulator.faults import (
     POISON_FAULT,
     TIMEOUT_FAULT,
     FaultPlan,
+    Load,
 )
 from extractor.simulator.identities import BLOCKED, Books, Company, companies, identity_type
 from extractor.simulator.ledger import Ledger
@@ -109,6 +110,7 @@ class SimulatedService:
         self.stats: Counter[str] = Counter()
         self.replica = Replica(config.stale_replica, config.seed)
         self._plan = FaultPlan(config.faults)
+        self.load = Load(config.faults)
         self._sessions: dict[str, int] = {}  # calls made in each session
         self._working_on: dict[str, Company] = {}  # each session's identity
         self._logins = 0
@@ -215,6 +217,24 @@ class SimulatedService:
         headers = {"Date": email.utils.formatdate(self._time(), usegmt=True)} | budget
         self.stats["requests"] += 1
         company.stats["requests"] += 1
+        slower = self.load.enter()
+        if slower is None:  # a fragile service past what it can hold
+            self.stats["fault:overloaded"] += 1
+            return text_reply(503, "Service Unavailable", headers)
+        try:
+            return await self._answer(request, version, company, blocked, headers, slower)
+        finally:
+            self.load.leave()
+
+    async def _answer(
+        self,
+        request: Request,
+        version: soap.SoapVersion,
+        company: Company,
+        blocked: str | None,
+        headers: dict[str, str],
+        slower: float,
+    ) -> Reply:
         try:
             call = self._parse(request, version, company)
             call.headers = headers
@@ -227,7 +247,7 @@ class SimulatedService:
                 self.stats["during_quarantine"] = self.budget.arrived_in_quarantine
                 raise Fault(blocked)
             if self.config.latency:
-                await self.clock.sleep(self.config.latency)
+                await self.clock.sleep(self.config.latency * slower)
             if call.operation in DATA_OPERATIONS:
                 misbehaved = await self._misbehave(call)
                 if misbehaved is not None:
