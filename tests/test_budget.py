@@ -54,6 +54,21 @@ async def test_a_reset_in_whole_seconds_is_waited_out_to_its_second(
     assert (memory.service.budget.use() or 0.0) >= 0.6
 
 
+@pytest.mark.parametrize("offset", [-1800.0, 0.0, 1800.0])
+async def test_a_service_whose_clock_is_apart_from_ours_quarantines_nothing(
+    in_memory: Callable[..., InMemory], tmp_path: Path, offset: float
+) -> None:
+    # the budget's resets, the quarantine's end and the Date header all in the service's time
+    memory = in_memory(orders=600, latency=0.25, faults=FaultConfig(**BUDGET), clock_offset=offset)
+    summary = await backfill(memory, tmp_path, concurrency=4)
+    assert summary["status"] == "complete" and summary["quarantines"] == 0
+    assert memory.service.stats["faults"] == 0 and len(memory.service.budget.arrivals) == 62
+    # a skewed reset is placed by the Date header, whole seconds: up to 1 s late a 2 s window
+    assert (memory.service.budget.use() or 0.0) >= (0.98 if offset == 0 else 0.6)
+    # its lower bound: Date is whole seconds, stamped as the request arrives (0.25 s before)
+    assert offset - 1.5 <= summary["clock_skew_seconds"] <= offset
+
+
 @pytest.mark.parametrize(
     ("behind", "latest"),
     [

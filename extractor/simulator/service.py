@@ -104,7 +104,7 @@ class SimulatedService:
             config.orders, config.seed, config.ids, config.xml, config.faults,
             config.identities, config.blocked_identities, config.disabled_identities,
         )  # fmt: skip
-        self.companies = companies(books, clock.time, tenant)
+        self.companies = companies(books, self._time, tenant)  # its budget in its own time
         self.tenant = self.companies[0].tenant
         self.budget = self.companies[0].budget
         self.stats: Counter[str] = Counter()
