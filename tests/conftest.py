@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pyarrow.dataset as ds
 import pytest
 
-from extractor.clock import ManualClock
+from extractor.clock import SYSTEM, Clock, ManualClock
 from extractor.config import Credentials, ServiceConfig
 from extractor.jobs import runner
 from extractor.simulator.memory import MemoryWire
@@ -118,11 +118,12 @@ def creds() -> Credentials:
 
 @pytest.fixture
 async def start_simulator() -> AsyncIterator[Callable[..., Any]]:
-    """Start simulators on port 0; every one is stopped when the test ends."""
+    """Start simulators on port 0, on the system clock or ``clock``; every one is stopped when
+    the test ends."""
     started: list[Simulator] = []
 
-    async def start(**options: Any) -> Simulator:
-        simulator = Simulator(SimulatorConfig(**{"orders": 1500, **options}))
+    async def start(clock: Clock = SYSTEM, **options: Any) -> Simulator:
+        simulator = Simulator(SimulatorConfig(**{"orders": 1500, **options}), clock=clock)
         await simulator.start()
         started.append(simulator)
         return simulator

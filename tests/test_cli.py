@@ -171,10 +171,12 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
     from extractor.simulator.faults import FaultConfig
     from extractor.simulator.server import SimulatorConfig
 
-    probe = Simulator(SimulatorConfig(orders=400))
+    probe = Simulator(SimulatorConfig(orders=200))
     poison = frozenset({probe.tenant.ids[17]})
-    faults = FaultConfig(rate=0.2, kinds=("http500", "timeout-fault"), poison_ids=poison)
-    simulator = Simulator(SimulatorConfig(orders=400, password=SECRET, faults=faults))
+    # seed 3: its faults are four or more requests apart, so that no batch meets several in
+    # a row and waits out the longer, real back-off of a third or fourth attempt
+    faults = FaultConfig(rate=0.2, kinds=("http500", "timeout-fault"), poison_ids=poison, seed=3)
+    simulator = Simulator(SimulatorConfig(orders=200, password=SECRET, faults=faults))
     await simulator.start()
     try:
         code, out, err = await extractor(
@@ -184,6 +186,7 @@ async def test_a_partial_run_with_faults_prints_and_writes_no_secret(tmp_path: P
     finally:
         await simulator.stop()
     assert code == 3, err
+    assert simulator.stats["fault:http500"] and simulator.stats["fault:timeout-fault"]
     assert "failed ids 1" in out and "run was partial" in err
     failures = list((tmp_path / "_failures").glob("*.jsonl"))
     assert len(failures) == 1 and str(next(iter(poison))).encode() in failures[0].read_bytes()

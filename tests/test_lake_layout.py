@@ -81,11 +81,11 @@ def assert_laid_out(target: Target, name: str) -> None:
 async def test_a_sync_rewrites_only_the_files_holding_a_change(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator, target = await synced(start_simulator, tmp_path, 300)
+    simulator, target = await synced(start_simulator, tmp_path, 120)
     for name in TABLES:
         assert_laid_out(target, name)
     before = {name: paths(target, name) for name in ("invoices", "invoice_rows")}
-    assert len(before["invoices"]) >= 75, "300 orders in files of at most 4"
+    assert len(before["invoices"]) >= 30, "120 orders in files of at most 4"
 
     churn = simulator.churn(Churn(changed=6, deleted=0, added=3), seed=5)
     summary = await sync(simulator, target)
@@ -118,7 +118,7 @@ async def test_an_order_moved_to_another_month_leaves_its_old_partition(
 async def test_reconcile_marks_in_place_and_keeps_the_layout(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    simulator, target = await synced(start_simulator, tmp_path, 300, ledger=False)
+    simulator, target = await synced(start_simulator, tmp_path, 120, ledger=False)
     churn = simulator.churn(Churn(changed=0, deleted=5, added=0), seed=3)
     before = paths(target, "invoices")
     summary = await sync(simulator, target, ledger=False, reconcile=True)
@@ -167,7 +167,7 @@ def rewrite_as_before_issue_12(target: Target, name: str) -> None:
 async def test_a_table_of_the_older_layout_is_rewritten_once_and_synced_on(
     start_simulator: Any, tmp_path: Path, small_files: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    simulator, target = await synced(start_simulator, tmp_path, 300)
+    simulator, target = await synced(start_simulator, tmp_path, 120)
     for name in TABLES:
         rewrite_as_before_issue_12(target, name)
     simulator.churn(Churn(changed=4, deleted=0, added=2), seed=8)

@@ -126,7 +126,7 @@ async def test_verbose_says_each_retry(
     start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
     simulator: Simulator = await start_simulator(
-        orders=300, faults=FaultConfig(rate=0.5, kinds=("http500",), seed=3)
+        orders=150, faults=FaultConfig(rate=0.3, kinds=("http500",), seed=3)
     )
     code, _, err = await cli_beside(
         "invoices", "--out", str(tmp_path / "v"), "--base-url", simulator.url,
@@ -139,9 +139,11 @@ async def test_verbose_says_each_retry(
     done = said[-1]
     assert done["event"] == "finished" and done["retries"] == len(retries) > 0
     assert all(event["level"] == "debug" and event["operation"] for event in retries)
-    # each retry answers a fault the simulator injected, and each is said with its cause
-    assert 0 < len(retries) <= simulator.stats["fault:http500"]
-    assert all("retrying after" in event["message"] for event in retries)
+    # each fault the simulator injected (the listing's first answer and one batch's) is
+    # retried, and each retry is said with its cause
+    assert len(retries) == simulator.stats["fault:http500"] == 2
+    assert {event["operation"] for event in retries} == {"GetOrderSyncList", "GetInvoices"}
+    assert all("retrying after HTTP 500" in event["message"] for event in retries)
 
 
 async def test_the_live_line_says_when_the_hourly_limit_paces_the_run() -> None:

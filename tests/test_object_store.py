@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,6 @@ from typing import Any
 import boto3
 import pyarrow.dataset as ds
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from extractor.clock import ManualClock
 from extractor.errors import UsageError
@@ -25,47 +20,18 @@ from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of
 from tests.helpers import sync
+from tests.s3 import moto_with_env
 from tests.truth import assert_lake_equals_truth
 
 BUCKET = "lake-test"
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An S3-compatible server on 127.0.0.1 with one bucket; its endpoint URL.
-
-    In its own process: delta-rs holds the GIL through some calls (history), which would
-    starve a server thread in this one.
-    """
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-                break
-            except EndpointConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """An S3-compatible server on 127.0.0.1 with one bucket, for the whole module (each test
+    writes under a prefix of its own); its endpoint URL."""
+    with moto_with_env(BUCKET) as endpoint:
         yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def keys(endpoint: str, prefix: str) -> list[str]:
@@ -75,14 +41,14 @@ def keys(endpoint: str, prefix: str) -> list[str]:
 
 
 async def test_sync_to_s3_equals_truth(start_simulator: Any, s3: str, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=500)
+    simulator = await start_simulator(orders=150)
     target = Target.parse(f"s3://{BUCKET}/lake", endpoint_url=s3)
     summary = await sync(simulator, target, work_dir=tmp_path)
     assert summary["status"] == "complete"
     assert_lake_equals_truth(simulator, target, marked=set())
-    churned = simulator.churn(Churn(changed=20, deleted=4, added=6))
+    churned = simulator.churn(Churn(changed=8, deleted=2, added=3))
     summary = await sync(simulator, target, work_dir=tmp_path, reconcile=True)
-    assert summary["invoices"]["written"]["invoices"] == 26
+    assert summary["invoices"]["written"]["invoices"] == 8 + 3
     assert_lake_equals_truth(simulator, target, marked=set(churned.deleted))
     stored = keys(s3, "lake/")
     assert any(key.startswith("lake/invoices/_delta_log/") for key in stored)
@@ -90,7 +56,7 @@ async def test_sync_to_s3_equals_truth(start_simulator: Any, s3: str, tmp_path: 
 
 
 async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=400)
+    simulator = await start_simulator(orders=150)
     out = f"s3://{BUCKET}/plain"
     work, output = destination(out, "parquet", tmp_path, s3, "invoices")
     job = job_of(
@@ -99,7 +65,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         output=output,
         base_url=simulator.url,
         max_requests_per_hour=0,
-        batch_size=150,
+        batch_size=50,
     )
     summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
     assert summary["status"] == "complete" and summary["output"] == out

@@ -87,7 +87,7 @@ async def test_parquet_reads_with_every_reader(parquet_out: tuple[InMemory, Path
 
 
 async def test_delta_reads_with_every_reader(in_memory: Any, tmp_path: Path) -> None:
-    service = in_memory(orders=300)
+    service = in_memory(orders=150)
     target = Target.parse(str(tmp_path / "lake"))
     job = job_of(SyncJob, target, base_url=MEMORY_URL, since=SYNC_SINCE, max_requests_per_hour=0)
     summary = await run_sync(job, CREDS, log=service.stream, clock=service.clock, wire=service.wire)

@@ -57,7 +57,7 @@ def keys(endpoint: str, prefix: str) -> list[str]:
 async def test_plain_parquet_publish_rides_out_slowdowns_and_stalls(
     start_simulator: Any, moto: str, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=300)
+    simulator = await start_simulator(orders=150)
     # every upload and the lock: a request failing 3 times running, and stalls
     faults = (Fault(every=30, burst=3), Fault(every=60, stall=STALL))
     with FaultyS3(moto, *faults) as proxy:
@@ -87,7 +87,7 @@ async def test_plain_parquet_publish_rides_out_slowdowns_and_stalls(
 async def test_a_delta_sync_rides_out_slowdowns_and_stalls(
     start_simulator: Any, moto: str, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=300)
+    simulator = await start_simulator(orders=150)
     faults = (
         Fault(every=10, burst=3, paths=LOG),  # delta-rs's log and the lock: bursts
         Fault(every=12, stall=STALL, methods=("GET", "HEAD"), paths=LOG),  # its reads: stalls

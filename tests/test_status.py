@@ -52,10 +52,10 @@ async def test_a_finished_and_a_partial_output(in_memory: Any, cli: Any, tmp_pat
 async def test_an_unfinished_and_a_locked_output(
     start_simulator: Any, cli: Any, tmp_path: Path
 ) -> None:
-    _, out, _ = await _killed(start_simulator, tmp_path, 3000, "journal:staged@2")
+    _, out, _ = await _killed(start_simulator, tmp_path, 1000, 100, "journal:staged@2")
     (place,) = _status(cli, out)["places"]
     unfinished = place["unfinished"]
-    assert unfinished["command"] == "invoices" and unfinished["planned"] == 3000
+    assert unfinished["command"] == "invoices" and unfinished["planned"] == 1000
     assert unfinished["staged_batches"] == 2 and unfinished["starts"] == 1
     assert place["runs"] == [] and place["lock"] is None
     with OutputLock.take(out, "invoices"):
@@ -71,7 +71,7 @@ async def test_reset_discards_an_unfinished_run_and_the_next_starts_afresh(
     start_simulator: Any, cli: Any, tmp_path: Path
 ) -> None:
     # killed with the partitions written under temporary names, not yet renamed
-    simulator, out, args = await _killed(start_simulator, tmp_path, 2000, "publish:written")
+    simulator, out, args = await _killed(start_simulator, tmp_path, 400, 100, "publish:written")
     leftovers = sorted(out.rglob(".part-*.parquet.tmp"))
     assert leftovers
     code, _, err = cli("reset", str(out), "--unfinished")  # not a terminal: it must be told
@@ -88,14 +88,15 @@ async def test_reset_discards_an_unfinished_run_and_the_next_starts_afresh(
 
 
 async def _killed(
-    start_simulator: Any, tmp_path: Path, orders: int, point: str
+    start_simulator: Any, tmp_path: Path, orders: int, batch: int, point: str
 ) -> tuple[Any, Path, tuple[str, ...]]:
-    """An ``invoices`` run into ``tmp_path/out`` SIGKILLed at ``point``: the simulator, the
-    output and the command's arguments (to run it again)."""
+    """An ``invoices`` run of ``orders`` in batches of ``batch`` into ``tmp_path/out``
+    SIGKILLed at ``point``: the simulator, the output and the command's arguments (to run it
+    again)."""
     simulator = await start_simulator(orders=orders)
     out = tmp_path / "out"
     args = (
-        "invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", "500",
+        "invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", str(batch),
         "--max-requests-per-hour", "0",
     )  # fmt: skip
     assert await killed_at(point, *args) == -9

@@ -39,7 +39,8 @@ def assert_polars_reads_the_same(target: Target, deltalake_read: list[dict[str, 
 async def test_backfill_churn_sync_churn_sync_equals_truth(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=600)
+    clock = ManualClock()  # the service's: its DateChanged stamps move when the test says
+    simulator = await start_simulator(orders=250, clock=clock)
     target = Target.parse(str(tmp_path / "lake"))
     output = DeltaOutput(target)
     # the backfill commands seed the tables that sync continues
@@ -55,16 +56,20 @@ async def test_backfill_churn_sync_churn_sync_equals_truth(
     await runner.run(ledger, CREDS, log=io.StringIO(), clock=ManualClock())
     assert_lake_equals_truth(simulator, target, marked=set())
 
-    first = simulator.churn(Churn(changed=40, deleted=6, added=15), seed=1)
+    # a minute between the churns: an order changed twice in one second would carry one
+    # DateChanged for two versions, and a sync keeps the one it holds
+    clock.advance(60)
+    first = simulator.churn(Churn(changed=16, deleted=3, added=6), seed=1)
     summary = await sync(simulator, target)
     assert summary["status"] == "complete"
-    assert summary["invoices"]["written"]["invoices"] == 40 + 15
+    assert summary["invoices"]["written"]["invoices"] == 16 + 6
     assert summary["transactions"]["written"]["transactions"] > 0
     assert_lake_equals_truth(simulator, target, marked=set(), stale=set(first.deleted))
 
-    second = simulator.churn(Churn(changed=25, deleted=4, added=5), seed=2)
+    clock.advance(60)
+    second = simulator.churn(Churn(changed=10, deleted=2, added=3), seed=2)
     summary = await sync(simulator, target, reconcile=True)
-    assert summary["invoices"]["written"]["deleted"] == 6 + 4
+    assert summary["invoices"]["written"]["deleted"] == 3 + 2
     assert_lake_equals_truth(simulator, target, marked=set(first.deleted) | set(second.deleted))
     run_id = summary["invoices"]["run_id"]
     orders = read_delta(target, "invoices")
@@ -125,10 +130,10 @@ async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "
 async def test_a_crash_between_fetch_and_commit_loses_nothing(
     start_simulator: Any, tmp_path: Path, point: str
 ) -> None:
-    simulator = await start_simulator(orders=600)
+    simulator = await start_simulator(orders=250)
     target = Target.parse(str(tmp_path))
     await sync(simulator, target)
-    churned = simulator.churn(Churn(changed=30, deleted=3, added=8))
+    churned = simulator.churn(Churn(changed=12, deleted=2, added=4))
     assert await cli_sync(simulator, str(tmp_path), "--reconcile", kill_at=point) == -signal.SIGKILL
     assert await cli_sync(simulator, str(tmp_path), "--reconcile") == 0
     assert_lake_equals_truth(simulator, target, marked=set(churned.deleted))
