@@ -49,9 +49,9 @@ async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_p
     # a slow answer outlasts the attempt's timeout; an ordinary one of 100 orders, on a loaded
     # machine, does not (1 s did: ten timeouts in a row stopped the run as a dead service)
     faults = FaultConfig(rate=0.1, seed=11, slow_seconds=10.0)
-    simulator = await start_simulator(orders=5000, faults=faults, session_ttl_calls=7)
-    summary = await backfill(
-        simulator, tmp_path, batch_size=100, concurrency=8, timeouts=Timeouts(attempt=4.0)
+    simulator = await start_simulator(orders=2500, faults=faults, session_ttl_calls=7)
+    summary = await backfill(  # 50 batches, as many requests for faults to fall on as 5000/100
+        simulator, tmp_path, batch_size=50, concurrency=8, timeouts=Timeouts(attempt=4.0)
     )
     injected = sum(simulator.stats[f"fault:{kind}"] for kind in faults.kinds)
     assert injected >= 5 and simulator.stats["expired"] >= 5  # it was chaos
@@ -66,14 +66,14 @@ async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_p
 async def test_poison_ids_are_isolated_cheaply_and_reported(
     in_memory: Callable[..., InMemory], tmp_path: Path
 ) -> None:
+    # two batches of 1000 (ten halvings down to each poison id), a poison id in each
     options = {"base_url": MEMORY_URL, "concurrency": 4, "parse_workers": 0}
-    clean = in_memory(orders=5000)
-    await clean.run(job_of(InvoiceJob, out=tmp_path / "clean", **options))
-    poison = {clean.service.tenant.ids[1234], clean.service.tenant.ids[4321]}
-    memory = in_memory(orders=5000, faults=FaultConfig(poison_ids=frozenset(poison)))
+    ids = in_memory(orders=2000).service.tenant.ids  # the same seed and size: the same ids
+    poison = {ids[123], ids[1432]}
+    memory = in_memory(orders=2000, faults=FaultConfig(poison_ids=frozenset(poison)))
     summary = await memory.run(job_of(InvoiceJob, out=tmp_path / "run", **options))
     simulator = memory.service
-    extra = simulator.stats["GetInvoices"] - clean.service.stats["GetInvoices"]
+    extra = simulator.stats["GetInvoices"] - 2  # a clean run: one GetInvoices per batch
     assert extra <= 40, f"{extra} GetInvoices beyond the clean run"
     assert summary["status"] == "partial" and summary["failed_ids"] == 2
     assert summary["give_ups"] >= 4 and summary["splits"] >= 18  # two ids, ten levels each
@@ -171,7 +171,7 @@ async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
 
 def cli_args(simulator: Simulator, out: Path) -> list[str]:
     return [
-        "invoices", "--out", str(out), "--base-url", simulator.url, "--batch-size", "50",
+        "invoices", "--out", str(out), "--base-url", simulator.url, "--batch-size", "25",
         "--concurrency", "4", "--max-requests-per-hour", "0", "--parse-workers", "2",
     ]  # fmt: skip
 
@@ -184,7 +184,7 @@ KILLS = ("journal:plan", "journal:staged@5", "journal:staged@20", "publish:writt
 async def test_kill_and_resume_gives_the_truth_exactly(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=3000)
+    simulator = await start_simulator(orders=1000)  # 40 batches: staged@5 and @20 mid-run
     args = cli_args(simulator, tmp_path)
     env = credentials_env(simulator.config.password)
     codes = [await killed_at(point, *args, env=env) for point in (*KILLS, None)]
@@ -194,7 +194,7 @@ async def test_kill_and_resume_gives_the_truth_exactly(
     summaries = list((tmp_path / "_runs").glob("*.json"))
     assert len(summaries) == 1
     summary = orjson.loads(summaries[0].read_bytes())
-    assert summary["invoices"] == 3000 and summary["status"] == "complete"
+    assert summary["invoices"] == 1000 and summary["status"] == "complete"
     # the last invocation only published what the one before had fetched: its counts say so,
     # and its rate is of what it fetched itself
     resumed = summary["resumed"]
