@@ -154,3 +154,18 @@ def test_use_is_the_rate_against_the_allowed_one() -> None:
     starts = [10.5 * w for w in range(4)]
     assert use([at for at in starts for _ in range(30)], 30, 10.0, starts) == pytest.approx(20 / 21)
     assert use([0.0, 1.0], 30, 10.0) is None  # shorter than a window
+
+
+def test_a_date_in_minus_zero_is_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 5322's "-0000" parses to a naive datetime: as local time it was an hour off in Oslo
+    monkeypatch.setenv("TZ", "Europe/Oslo")
+    time.tzset()
+    try:
+        headers = {"APILimitRemaining": "3", "APILimitReset": "2026-01-01T10:00:05"}
+        told = Told.of(headers | {"Date": "Thu, 01 Jan 2026 10:00:01 -0000"})
+        assert told is not None and told.date == 1_767_261_601.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import email.utils
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
+
+from extractor.service.servicetime import http_date
 
 #: Seconds added to a window's end while its length is unknown: the service's clock is not ours.
 MARGIN: Final = 1.0
@@ -65,7 +66,7 @@ class Told:
         reset = _iso(text)
         if not remaining.isdigit() or reset is None:
             return None
-        return cls(int(remaining), reset, _resolution(text), _http_date(headers.get("Date", "")))
+        return cls(int(remaining), reset, _resolution(text), http_date(headers.get("Date", "")))
 
 
 class Hold(NamedTuple):
@@ -211,11 +212,3 @@ def _resolution(text: str) -> float:
     whole seconds may have been cut, by up to a second)."""
     fraction = re.match(r"\.(\d*)", text.strip().partition("T")[2][8:])
     return 10.0 ** -len(fraction[1]) if fraction else 1.0
-
-
-def _http_date(text: str) -> float | None:
-    """An HTTP date (``Date``) as wall-clock seconds; None when absent or unreadable."""
-    try:
-        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None

@@ -29,7 +29,7 @@ class ServiceTime:
 
     def observe(self, date: str) -> None:
         """Take a reply's ``Date`` header (absent or unreadable: ignored)."""
-        when = _http_date(date)
+        when = http_date(date)
         if when is None:
             return
         seen = when - self.clock.time()
@@ -40,7 +40,8 @@ class ServiceTime:
         return dt.datetime.fromtimestamp(self.clock.time() + (self.offset or 0.0), dt.UTC)
 
 
-def _http_date(text: str) -> float | None:
+def http_date(text: str) -> float | None:
+    """An HTTP date (``Date``) as wall-clock seconds; None when absent or unreadable."""
     try:
         when = email.utils.parsedate_to_datetime(text.strip())
     except (TypeError, ValueError, IndexError):
