@@ -412,3 +412,42 @@ def test_help_and_version_import_nothing_of_the_engine() -> None:
         [sys.executable, "-c", script, *commands], capture_output=True, text=True, check=True
     )
     assert found.stderr.splitlines() == [f"{args} []" for args in commands]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--work-dir", "/"], "--work-dir / is the root directory"),
+        (["--work-dir", ""], "Invalid value for '--work-dir': is empty"),
+        (["--work-dir", "{tmp}/afile"], "is a file; give a directory"),
+        (["--overlap", "nan"], "Invalid value for '--overlap': nan is not a number of minutes"),
+        (["--overlap", "inf"], "Invalid value for '--overlap': inf is not a number of minutes"),
+        (["--overlap", "1e12"], "is not a number of minutes from 0 to ten years"),
+    ],
+)
+def test_bad_sync_values_create_nothing(
+    cli: Callable[..., CliResult], tmp_path: Path, args: list[str], expected: str
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    out = str(tmp_path / "lake")
+    result = cli("sync", "--out", out, "--base-url", "http://127.0.0.1:1", *args, env=env_for())
+    assert_one_clear_line(*result, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"], "nothing is created"
+    assert not Path("/_work").exists() and not Path("/_extractor.lock").exists()
+
+
+@pytest.mark.parametrize("command", [["sync"], ["invoices", "--format", "delta"]])
+def test_delta_tables_into_a_parquet_dataset_are_refused(
+    cli: Callable[..., CliResult], tmp_path: Path, command: list[str]
+) -> None:
+    part = tmp_path / "invoices" / "order_month=2024-01" / "part-x.parquet"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"PAR1")
+    (tmp_path / "_runs").mkdir()
+    result = cli(
+        *command, "--out", str(tmp_path), "--base-url", "http://127.0.0.1:1", env=env_for()
+    )
+    assert_one_clear_line(*result, "holds plain Parquet tables (invoices/)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_runs", "invoices"]
+    assert [p.name for p in part.parent.iterdir()] == ["part-x.parquet"]

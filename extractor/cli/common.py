@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from extractor.errors import UsageError
 if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
     from extractor.output.parquet import Output
 
+TEN_YEARS_IN_MINUTES: Final = 10 * 366 * 24 * 60
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
@@ -144,7 +146,7 @@ def service_options(
 storage_options = (
     click.option(
         "--work-dir",
-        type=click.Path(path_type=Path),
+        callback=lambda _ctx, _param, value: _work_dir(value),
         help="Local folder for the journal and staging of an s3:// or Delta --out "
         "(default: OUT itself when local, else $XDG_CACHE_HOME/extractor/<hash of OUT>, "
         "~/.cache without it).",
@@ -218,6 +220,20 @@ def parse_when(text: str, flag: str) -> dt.datetime:
         ) from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _work_dir(value: str | None) -> Path | None:
+    """``--work-dir`` as given; an empty one is refused (it would mean the current folder)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a local folder (or leave the flag out)")
+    return None if value is None else Path(value)
+
+
+def finite_minutes(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A number of minutes that a date can be moved by (not inf, nan or past ten years)."""
+    if not math.isfinite(value) or not 0 <= value <= TEN_YEARS_IN_MINUTES:
+        raise click.BadParameter(f"{value} is not a number of minutes from 0 to ten years")
     return value
 
 

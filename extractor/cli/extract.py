@@ -14,6 +14,7 @@ from extractor.cli.common import (
     EXIT_PARTIAL,
     dataset_options,
     exit_if_partial,
+    finite_minutes,
     json_option,
     lock_target,
     names,
@@ -225,10 +226,18 @@ def credentials_for(
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
     from extractor.fleet.layout import check_alone_into
-    from extractor.output.targets import check_not_foreign
+    from extractor.output.targets import (
+        check_no_parquet_tables,
+        check_not_foreign,
+        check_work_dir,
+    )
 
+    if where.work_dir is not None:
+        check_work_dir(str(where.work_dir))
     if where.target.local is not None:
         check_not_foreign(where.target.local)
+        if where.output is not None and where.output.format == "delta":
+            check_no_parquet_tables(where.target.local)
     if fleet.asked:
         alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status
@@ -245,7 +254,8 @@ def credentials_for(
     "--overlap",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=float,
+    callback=finite_minutes,
     help="Minutes before the watermark (the service's time) to list changes from.",
 )
 @click.option(

@@ -148,14 +148,33 @@ class Target:
             raise OutputError(f"cannot write {self.uri}/{relative}: {_reason(exc)}") from None
 
 
-def _local(text: str) -> Path:
+def _local(text: str, flag: str = "{out}") -> Path:
     """A local output's path; refused when empty (the current directory) or the root."""
     if not text:
-        raise InvalidOption("{out} is empty; give the directory to write the dataset into")
+        raise InvalidOption(f"{flag} is empty; give the directory to write the dataset into")
     path = Path(text).expanduser()
     if path.absolute() == Path(path.absolute().anchor):
-        raise InvalidOption(f"{{out}} {text} is the root directory; give a directory of its own")
+        raise InvalidOption(f"{flag} {text} is the root directory; give a directory of its own")
     return path
+
+
+def check_work_dir(text: str) -> Path:
+    """``--work-dir``: refused as ``--out`` is when empty or the root, and when a file."""
+    path = _local(text.strip(), "{work_dir}")
+    check_output_dir(path, "{work_dir}")
+    return path
+
+
+def check_no_parquet_tables(out: Path) -> None:
+    """Refuse Delta tables into a local directory whose tables are plain Parquet (another
+    job's dataset): their files would mix, and neither reader would read the result."""
+    for table in ("invoices", "invoice_rows", "transactions"):
+        folder = out / table
+        if folder.is_dir() and not (folder / "_delta_log").is_dir() and any(folder.iterdir()):
+            raise InvalidOption(
+                f"{{out}} {out} holds plain Parquet tables ({table}/), the dataset of another "
+                "job; Delta tables go into a directory of their own: choose another {out}"
+            )
 
 
 def _reason(exc: Exception) -> str:
@@ -163,14 +182,16 @@ def _reason(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
 
 
-def check_output_dir(out: Path) -> None:
+def check_output_dir(out: Path, flag: str = "{out}") -> None:
     """Refuse an output path that cannot hold the dataset, before any request is sent."""
     if out.exists() and not out.is_dir():
-        raise InvalidOption(f"{{out}} {out} is a file; give a directory (it is created if missing)")
+        raise InvalidOption(f"{flag} {out} is a file; give a directory (it is created if missing)")
     for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InvalidOption(f"{flag} {out}: {parent} is a file, not a directory")
         if parent.exists():
             if not os.access(parent, os.W_OK):
-                raise InvalidOption(f"{{out}} {out}: {parent} is not writable")
+                raise InvalidOption(f"{flag} {out}: {parent} is not writable")
             break
 
 
