@@ -451,3 +451,18 @@ def test_delta_tables_into_a_parquet_dataset_are_refused(
     assert_one_clear_line(*result, "holds plain Parquet tables (invoices/)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_runs", "invoices"]
     assert [p.name for p in part.parent.iterdir()] == ["part-x.parquet"]
+
+
+def test_status_counts_an_unfinished_ledger_run_in_windows(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    from extractor.runs.journal import Journal
+
+    journal = Journal.open(tmp_path, "20260101T000000Z-abcdef", {"command": "transactions"})
+    windows = [[f"2024-{month:02d}-01", f"2024-{month:02d}-28", None] for month in range(1, 13)]
+    journal.append({"event": "plan", "windows": windows, "as_of": "2026-01-01T00:00:00+00:00"})
+    journal.close()
+    code, out, err = cli("status", str(tmp_path), "--json")
+    assert code == 0, err
+    (place,) = orjson.loads(out)["places"]
+    assert (place["unfinished"]["command"], place["unfinished"]["planned"]) == ("transactions", 12)

@@ -172,7 +172,8 @@ def _unfinished(folder: Path) -> dict[str, Any] | None:
     if journal is None:
         return None
     state = replay(journal)
-    planned = len(state.plan) if state.plan is not None else len(state.windows or ())
+    # a ledger run plans windows (its plan of ids is empty), an invoice run ids
+    planned = len(state.windows) if state.windows is not None else len(state.plan or ())
     return {
         "run_id": state.run_id,
         "command": state.fingerprint.get("command"),
