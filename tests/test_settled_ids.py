@@ -154,16 +154,22 @@ async def sync(memory: InMemory, wire: Recording, out: Path, **options: Any) -> 
     return await run_sync(job, CREDS, log=io.StringIO(), clock=memory.clock, wire=wire)
 
 
+async def synced_then_vanishing(memory: InMemory, wire: Recording, out: Path) -> int:
+    """A first sync into ``out``, then a churn one of whose changed orders is deleted between
+    the next listing and its GetInvoices; that order's id."""
+    await sync(memory, wire, out)
+    memory.clock.advance(3600)
+    vanished = memory.service.churn(Churn(changed=5), seed=1).changed[0]
+    memory.service.vanish_after_listing([vanished])
+    return vanished
+
+
 async def test_three_syncs_after_a_vanished_id_report_it_once(
     in_memory: Callable[..., InMemory], tmp_path: Path
 ) -> None:
     memory = in_memory(orders=300)
     service, wire = memory.service, Recording(memory.service)
-    await sync(memory, wire, tmp_path)
-    memory.clock.advance(3600)
-    churned = service.churn(Churn(changed=5), seed=1)
-    vanished = churned.changed[0]
-    service.vanish_after_listing([vanished])  # deleted between the listing and GetInvoices
+    vanished = await synced_then_vanishing(memory, wire, tmp_path)
     memory.clock.advance(60)
     statuses, asked = [], []
     for reconcile in (False, False, True):
@@ -183,10 +189,7 @@ async def test_a_reconciling_sync_settles_a_vanished_id_at_once(
 ) -> None:
     memory = in_memory(orders=300)
     service, wire = memory.service, Recording(memory.service)
-    await sync(memory, wire, tmp_path)
-    memory.clock.advance(3600)
-    vanished = service.churn(Churn(changed=5), seed=1).changed[0]
-    service.vanish_after_listing([vanished])
+    vanished = await synced_then_vanishing(memory, wire, tmp_path)
     summary = await sync(memory, wire, tmp_path, reconcile=True)
     invoices = summary["invoices"]
     assert summary["status"] == "complete" and invoices["gone_ids"] == 1
