@@ -317,8 +317,8 @@ def bench_latency(
 
 async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[str, object]:
     from extractor.config import Credentials, ServiceConfig
+    from extractor.engine.runner import run
     from extractor.jobs.invoices import InvoiceJob
-    from extractor.jobs.runner import run
 
     creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
     service = ServiceConfig(

@@ -2,7 +2,7 @@
 
 Every part of a run that tells time or waits (the retry back-off, the rate limiter, the journal's
 timestamps, the progress line, run statistics, the simulator and its budget) asks a
-:class:`Clock`, handed down from :func:`extractor.jobs.runner.run`. The system clock is the
+:class:`Clock`, handed down from :func:`extractor.engine.runner.run`. The system clock is the
 default; :class:`ManualClock` lets tests of pauses, quarantines and budgets run in milliseconds
 with the same code paths.
 """

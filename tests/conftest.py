@@ -14,7 +14,7 @@ import pytest
 
 from extractor.clock import SYSTEM, Clock, ManualClock
 from extractor.config import Credentials, ServiceConfig
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.simulator.memory import MemoryWire
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,

@@ -17,7 +17,7 @@ import psutil
 
 from extractor.checkpoints import KILL_AT
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.targets import Target

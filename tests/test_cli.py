@@ -456,7 +456,7 @@ def test_delta_tables_into_a_parquet_dataset_are_refused(
 def test_status_counts_an_unfinished_ledger_run_in_windows(
     cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
-    from extractor.runs.journal import Journal
+    from extractor.engine.journal import Journal
 
     journal = Journal.open(tmp_path, "20260101T000000Z-abcdef", {"command": "transactions"})
     windows = [[f"2024-{month:02d}-01", f"2024-{month:02d}-28", None] for month in range(1, 13)]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NO_PARTITION
 from extractor.records.orders import REQUIRED

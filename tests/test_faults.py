@@ -15,6 +15,7 @@ import pytest
 from extractor import soap
 from extractor.clock import ManualClock
 from extractor.config import RetryPolicy
+from extractor.engine.state import replay
 from extractor.errors import (
     MalformedResponse,
     Quarantined,
@@ -26,7 +27,6 @@ from extractor.errors import (
     TransportError,
 )
 from extractor.records.orders import OrderSink, Selection
-from extractor.runs.state import replay
 from extractor.service.limiter import Limits, RateLimiter, Told
 from extractor.service.retry import patiently, retrying
 from extractor.service.session import Session

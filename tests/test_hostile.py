@@ -25,11 +25,11 @@ from aiohttp import web
 from extractor import soap
 from extractor.clock import ManualClock
 from extractor.config import Credentials, Timeouts
+from extractor.engine import runner
+from extractor.engine.journal import JOURNAL_DIR
 from extractor.errors import PauseTooLong, Redirected, ServiceFailing
-from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of
 from tests.helpers import backfill_at as backfill

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from extractor.runs.journal import JOURNAL_DIR
+from extractor.engine.journal import JOURNAL_DIR
 from extractor.simulator.server import Simulator
 from tests.conftest import CliResult
 from tests.helpers import credentials_env, one_line

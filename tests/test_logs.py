@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from extractor.clock import ManualClock
+from extractor.engine.progress import Progress
+from extractor.engine.stats import RunStats
 from extractor.log import Log
-from extractor.runs.progress import Progress
-from extractor.runs.stats import RunStats
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator

@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from extractor.clock import ManualClock
+from extractor.engine import runner
 from extractor.errors import UsageError
-from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.destination import destination
 from extractor.output.targets import Target

@@ -15,8 +15,8 @@ import pytest
 
 from extractor.cli.status import describe_output
 from extractor.clock import ManualClock
+from extractor.engine import runner
 from extractor.errors import OutputLocked
-from extractor.jobs import runner
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.lock import LOCK_FILE, OutputLock

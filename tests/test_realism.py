@@ -13,7 +13,7 @@ import pytest
 
 from extractor import parser
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.delta import DeltaOutput
 from extractor.output.targets import Target

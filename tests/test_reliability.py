@@ -15,11 +15,11 @@ import pytest
 
 from extractor.clock import ManualClock
 from extractor.config import Timeouts
+from extractor.engine import runner
+from extractor.engine.journal import JOURNAL_DIR
 from extractor.errors import HostileXml, OutputError
-from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import TableWriter
-from extractor.runs.journal import JOURNAL_DIR
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table

@@ -16,7 +16,7 @@ from lxml import etree
 
 from extractor import soap
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.ledger import TransactionJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.targets import Target

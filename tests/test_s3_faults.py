@@ -16,7 +16,7 @@ import pytest
 from botocore.retries.standard import ExponentialBackoff
 
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.destination import destination
 from extractor.output.parquet import ParquetOutput

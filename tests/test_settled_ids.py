@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.output.targets import Target

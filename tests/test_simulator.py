@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 
 from extractor import soap
+from extractor.engine.stats import RunStats
+from extractor.engine.summary import render_summary
 from extractor.errors import InvalidRequest, SessionExpired
 from extractor.parser import RecordStream
 from extractor.records.orders import OrderSink, Selection
-from extractor.runs.stats import RunStats
-from extractor.runs.summary import render_summary
 from extractor.service.session import Session
 from extractor.service.transport import Transport
 from extractor.simulator.server import Simulator

@@ -109,7 +109,7 @@ async def test_the_stager_queues_a_wave_of_batches_and_holds_back_past_its_backl
     import asyncio
     import threading
 
-    from extractor.jobs.parsing import Stager
+    from extractor.records.parsing import Stager
 
     release, staged = threading.Event(), []
 

@@ -16,7 +16,7 @@ import pytest
 
 from extractor.checkpoints import KILL_AT
 from extractor.clock import ManualClock
-from extractor.jobs import runner
+from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.output.delta import DeltaOutput, Lake

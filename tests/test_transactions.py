@@ -14,8 +14,8 @@ import pytest
 
 from extractor.clock import ManualClock
 from extractor.config import RetryPolicy
+from extractor.engine import runner
 from extractor.errors import UsageError
-from extractor.jobs import runner
 from extractor.jobs.ledger import TransactionJob, Window, cut
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import Line, search

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from extractor.clock import ManualClock
+from extractor.engine import runner
 from extractor.errors import CorruptJournal, UsageError
-from extractor.jobs import runner
 from extractor.jobs.invoices import InvoiceJob
-from extractor.jobs.update_files import read_updates
 from extractor.jobs.update_journal import UpdateJournal
 from extractor.jobs.updates import UpdateJob, apply_updates
+from extractor.records.update_files import read_updates
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table

@@ -81,11 +81,11 @@ def invoices(
     With several --identity (or all), each identity is one run on a Dask cluster, its
     partitions under identity_id=<guid>.
     """
+    from extractor.engine.runner import run
+    from extractor.engine.summary import render_summary
     from extractor.jobs.invoices import InvoiceJob
-    from extractor.jobs.runner import run
     from extractor.output.destination import destination
     from extractor.output.staging import ALONE
-    from extractor.runs.summary import render_summary
 
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
@@ -168,11 +168,11 @@ def transactions(
     Resumable: after a crash, run the same command again; it continues where it stopped.
     With several --identity (or all), each identity is one run on a Dask cluster.
     """
+    from extractor.engine.runner import run
+    from extractor.engine.summary import render_summary
     from extractor.jobs.ledger import TransactionJob
-    from extractor.jobs.runner import run
     from extractor.output.destination import destination
     from extractor.output.staging import ALONE
-    from extractor.runs.summary import render_summary
 
     def job_for(own: Path, output: Output | None, placement: Placement = ALONE) -> TransactionJob:
         return TransactionJob(

@@ -33,9 +33,9 @@ def reset(
     out: str, discard: bool, yes: bool, work_dir: Path | None, endpoint_url: str | None
 ) -> None:
     """Discard OUT's unfinished runs: their journals, staging and half-published files."""
+    from extractor.engine.journal import unfinished
+    from extractor.engine.state import replay
     from extractor.output.lock import OutputLock
-    from extractor.runs.journal import unfinished
-    from extractor.runs.state import replay
 
     target = written_target(out, endpoint_url)
     root = target.work_dir(work_dir)
@@ -67,7 +67,7 @@ def reset(
 def _leftovers(folder: Path, journal: Path, target: Target) -> list[Path]:
     """What the unfinished run of ``journal`` left: the journal, its staging, and the files
     it began to publish (local Parquet)."""
-    from extractor.runs.state import replay
+    from extractor.engine.state import replay
 
     run_id = replay(journal).run_id
     paths = [journal]

@@ -173,7 +173,7 @@ def simulate(
     disabled_identities: tuple[int, ...],
 ) -> None:
     """Serve the built-in 24SevenOffice simulator until interrupted."""
-    from extractor.simulator.cli import serve
+    from extractor.cli.demo import serve
 
     try:
         poison = frozenset(int(i) for i in names(poison_ids))
@@ -229,7 +229,7 @@ def simulate(
 def demo(out: Path, orders: int, identities: int, workers: int) -> None:
     """Backfill the built-in simulator's orders into ./demo-output and show the result
     (with --identities N: N client companies at once, as a fleet)."""
-    from extractor.simulator.cli import prepare_demo_dir, run_demo, run_fleet_demo
+    from extractor.cli.demo import prepare_demo_dir, run_demo, run_fleet_demo
 
     prepare_demo_dir(out)
     if identities == 1:

@@ -108,8 +108,8 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def _place(folder: Path, root: Path) -> dict[str, Any]:
+    from extractor.engine.history import finished_runs
     from extractor.output.lock import current_holder, describe
-    from extractor.runs.history import finished_runs
 
     runs = list(finished_runs(folder))
     latest: dict[str, dict[str, Any]] = {}
@@ -141,7 +141,7 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
-    from extractor.runs.summary import counted
+    from extractor.engine.summary import counted
 
     if "identities" in summary:  # a fleet's
         statuses = [entry["status"] for entry in summary["identities"]]
@@ -165,8 +165,8 @@ def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unfinished(folder: Path) -> dict[str, Any] | None:
-    from extractor.runs.journal import unfinished
-    from extractor.runs.state import replay
+    from extractor.engine.journal import unfinished
+    from extractor.engine.state import replay
 
     journal = unfinished(folder)
     if journal is None:

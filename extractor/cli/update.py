@@ -16,8 +16,8 @@ from extractor.config import DEFAULT_UPDATE_SERVICE, Credentials, ServiceConfig
 from extractor.errors import ExtractorError
 
 if TYPE_CHECKING:
-    from extractor.jobs.update_files import Update
     from extractor.jobs.update_journal import UpdateJournal
+    from extractor.records.update_files import Update
 
 
 @click.command("update-invoices")
@@ -39,15 +39,15 @@ def update_invoices(
     service: ServiceConfig,
 ) -> None:
     """Set InvoiceTitle / ReferenceNumber of invoiced orders, in batches, from a file."""
-    from extractor.jobs.update_files import (
+    from extractor.jobs.update_journal import UpdateJournal
+    from extractor.jobs.updates import UpdateJob, apply_updates
+    from extractor.records.update_files import (
         check_report,
         describe,
         read_updates,
         summarize,
         write_report,
     )
-    from extractor.jobs.update_journal import UpdateJournal
-    from extractor.jobs.updates import UpdateJob, apply_updates
 
     job = UpdateJob(
         input=input_path, report=report, dry_run=dry_run, batch_size=batch_size,

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from extractor.engine.history import finished_runs
+from extractor.engine.journal import unfinished
 from extractor.errors import UsageError
-from extractor.runs.history import finished_runs
-from extractor.runs.journal import unfinished
 
 IDENTITIES_DIR: Final = "_identities"
 FLEET_PREFIX: Final = "fleet-"

@@ -1,6 +1,6 @@
 """One identity's run, as a Dask task: what runs in a worker.
 
-A member is a whole run of one identity (:func:`extractor.jobs.runner.run`): its own session
+A member is a whole run of one identity (:func:`extractor.engine.runner.run`): its own session
 (Login with its IdentityId, once, reused), rate limiter, journal and resume, under
 ``_identities/<guid>/``. The task runs it on an event loop of its own in the worker's
 thread, parsing there too: each worker process is a core's worth of parsing. What the run
@@ -23,15 +23,15 @@ from typing import Any, Final
 from extractor import redact
 from extractor.clock import SYSTEM
 from extractor.config import Credentials
+from extractor.engine.runner import Job, run
+from extractor.engine.stats import RunStats
 from extractor.errors import ExtractorError
 from extractor.fleet.budget import FleetGate
 from extractor.fleet.coordinator import Channel, FleetLink
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.jobs.runner import Job, run
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.log import Format, Log
-from extractor.runs.stats import RunStats
 from extractor.service.identities import Identity
 from extractor.service.limiter import RateLimiter
 

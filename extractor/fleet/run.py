@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
+from extractor.engine.summary import write_summary
 from extractor.fleet import roster
 from extractor.fleet.coordinator import Board, FleetLink
 from extractor.fleet.layout import FLEET_PREFIX
 from extractor.fleet.members import Member, outcome, run_member
 from extractor.log import Log
 from extractor.output.targets import Target
-from extractor.runs.summary import write_summary
 
 #: Seconds between progress events when not on a terminal (on one: redrawn twice a second).
 LOG_EVERY: Final = 10.0

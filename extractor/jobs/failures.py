@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from extractor import redact
+from extractor.engine.state import RunState
 from extractor.errors import OutputError
 from extractor.ids import Ids, as_arrow
-from extractor.runs.state import RunState
 
 FAILURES_DIR: Final = "_failures"
 NOT_RETURNED: Final = "not returned"

@@ -1,5 +1,6 @@
-"""The invoices job: list the OrderIds (GetOrderSyncList), fetch them in batches of up to 1000
-(GetInvoices), publish ``invoices`` and ``invoice_rows``; run by :func:`~extractor.jobs.runner.run`.
+"""The invoices job: list the OrderIds (GetOrderSyncList), fetch them in batches of up to
+1000 (GetInvoices), publish ``invoices`` and ``invoice_rows``; run by
+:func:`~extractor.engine.runner.run`.
 
 Ids that fail alone are reported in ``OUT/_failures/<run_id>.jsonl``, the ids the service
 did not return in ``OUT/_failures/<run_id>.not-returned.parquet``, and the run's status is
@@ -20,22 +21,22 @@ from typing import Any, Final
 
 from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
+from extractor.engine.history import Carried
+from extractor.engine.journal import Journal, unfinished
+from extractor.engine.state import RunState
+from extractor.engine.stats import RunStats
+from extractor.engine.summary import brief_failures
+from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import write_failures, write_not_returned
 from extractor.jobs.listing import gone_from, list_ids, oldest, relist
-from extractor.jobs.parse_pool import ParsePool
-from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
-from extractor.jobs.workers import Run
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.orders import Selection
-from extractor.runs.history import Carried
-from extractor.runs.journal import Journal, unfinished
-from extractor.runs.state import RunState
-from extractor.runs.stats import RunStats
-from extractor.runs.summary import brief_failures
+from extractor.records.parse_pool import ParsePool
+from extractor.records.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 
 TABLES: Final = ("invoices", "invoice_rows")
 

@@ -21,16 +21,16 @@ import pyarrow.compute as pc
 
 from extractor import arrow, redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
+from extractor.engine.history import Carried
+from extractor.engine.journal import Journal, unfinished
+from extractor.engine.state import RunState
+from extractor.engine.stats import RunStats
+from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
-from extractor.jobs.workers import Run
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
-from extractor.runs.history import Carried
-from extractor.runs.journal import Journal, unfinished
-from extractor.runs.state import RunState
-from extractor.runs.stats import RunStats
 
 TABLE: Final = "transactions"
 WINDOW_SIZES: Final = ("month", "week", "day")

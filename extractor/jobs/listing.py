@@ -20,11 +20,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from extractor import soap
+from extractor.engine.history import Carried
+from extractor.engine.state import RunState
+from extractor.engine.workers import Run
 from extractor.ids import Ids, among, ids_of, unique, without
-from extractor.jobs.workers import Run
 from extractor.records import orders
-from extractor.runs.history import Carried
-from extractor.runs.state import RunState
 
 
 async def list_ids(

@@ -31,19 +31,19 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
+from extractor.engine.journal import unfinished
+from extractor.engine.runner import run
+from extractor.engine.state import replay
+from extractor.engine.stats import RunStats
+from extractor.engine.summary import counted
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.jobs.runner import run
 from extractor.log import Log
 from extractor.output.lock import target_lock
 from extractor.output.parquet import Output
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
-from extractor.runs.journal import unfinished
-from extractor.runs.state import replay
-from extractor.runs.stats import RunStats
-from extractor.runs.summary import counted
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
 
@@ -101,7 +101,7 @@ async def run_sync(
 ) -> dict[str, Any]:
     """One sync; its summary (each part's also under the work directory's ``_runs/``), with
     the sync's own ``run_id`` (``sync-...``; each part has its run's). ``log``, ``clock``,
-    ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.jobs.runner.run`."""
+    ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.engine.runner.run`."""
     if job.overlap < dt.timedelta(0):
         raise InvalidOption("{overlap} must not be negative")
     run_id = SYNC_PREFIX + new_run_id(clock)

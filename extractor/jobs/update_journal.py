@@ -29,7 +29,7 @@ import orjson
 from extractor import redact
 from extractor.checkpoints import checkpoint
 from extractor.errors import CorruptJournal, OutputError
-from extractor.jobs.update_files import Update
+from extractor.records.update_files import Update
 
 Outcome = dict[str, Any]  # an update with its status and error
 #: Outcomes that end an order's part of the job: the service applied it, or refused it.

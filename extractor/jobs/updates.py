@@ -1,6 +1,6 @@
 """UpdateInvoices in bulk: InvoiceTitle and ReferenceNumber of invoiced orders.
 
-Updates (read and checked whole by :mod:`extractor.jobs.update_files`) go out in batches of
+Updates (read and checked whole by :mod:`extractor.records.update_files`) go out in batches of
 InvoiceOrders through the same session, limiter and retries as the extracts; a batch is never
 halved. An applied update is never sent again: each request is journaled before it goes out
 and its answer after (:mod:`extractor.jobs.update_journal`), and a request that may have been
@@ -21,12 +21,12 @@ from extractor import redact, schema, soap
 from extractor.checkpoints import checkpoint
 from extractor.clock import SYSTEM, Clock
 from extractor.config import DEFAULT_UPDATE_SERVICE, Credentials, RetryPolicy, ServiceConfig
-from extractor.jobs.update_files import UPDATABLE, Update
+from extractor.engine.stats import RunStats
+from extractor.engine.workers import Run, work_through
 from extractor.jobs.update_journal import Outcome, Resume, UpdateJournal
-from extractor.jobs.workers import Run, work_through
 from extractor.parser import RecordStream, StructReader
 from extractor.records.orders import Selection
-from extractor.runs.stats import RunStats
+from extractor.records.update_files import UPDATABLE, Update
 from extractor.service.health import Health
 from extractor.service.retry import persistently
 from extractor.service.session import Session
@@ -117,7 +117,7 @@ async def apply_updates(
     """Send every update ``journal`` does not record as answered (those it records as sent
     without an answer only once read back as not applied); each order's outcome, in input
     order (``updated``, ``refused``, ``failed``, ``not returned``), journaled batch by batch
-    as they arrive. ``clock`` and ``wire`` as for :func:`~extractor.jobs.runner.run`."""
+    as they arrive. ``clock`` and ``wire`` as for :func:`~extractor.engine.runner.run`."""
     resume = journal.resume(updates) if journal is not None else Resume(to_send=list(updates))
     transport = Transport.for_run(job.service, clock, wire)
     sender = _Sender(journal)

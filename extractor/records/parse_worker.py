@@ -1,4 +1,4 @@
-"""A parser process's side of :mod:`~extractor.jobs.parse_pool`: bytes in, raw parts out.
+"""A parser process's side of :mod:`~extractor.records.parse_pool`: bytes in, raw parts out.
 
 The process imports lxml and :mod:`extractor.parser`, never pyarrow: the Arrow library and
 its compute kernels were two thirds of a parser process's memory, and the parse itself

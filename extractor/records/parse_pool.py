@@ -1,11 +1,11 @@
 """Parser processes: each takes whole GetInvoices responses, chunk by chunk, as they arrive.
 
 The event loop keeps all HTTP (session, retries, the limiter) in one place and forwards each
-chunk to one of N processes (:mod:`~extractor.jobs.parse_worker`) that parse it into raw
+chunk to one of N processes (:mod:`~extractor.records.parse_worker`) that parse it into raw
 parts, so parsing uses every core. A finished response's parts come back here, are typed by
 the same :class:`~extractor.records.orders.Orders` as in
-:class:`~extractor.jobs.parsing.LocalSinks` (on a thread, off the event loop) and staged by
-its :class:`~extractor.jobs.parsing.Stager`. The processes never import pyarrow, which was
+:class:`~extractor.records.parsing.LocalSinks` (on a thread, off the event loop) and staged by
+its :class:`~extractor.records.parsing.Stager`. The processes never import pyarrow, which was
 two thirds of their memory. A process ends with the run's process (a watchdog thread watches
 its parent's pid: a killed writer can leave half a message in their pipe, so a queue timeout
 is not enough).
@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from extractor.errors import ExtractorError, FatalError
-from extractor.jobs import parse_worker
-from extractor.jobs.parsing import BatchCounts, CountedSink, InvoiceTables, Stager, count
 from extractor.parser import RawPart
+from extractor.records import parse_worker
 from extractor.records.orders import NAMESPACE, ORDER_TAG, Orders, Selection
+from extractor.records.parsing import BatchCounts, CountedSink, InvoiceTables, Stager, count
 
 
 class PooledSink:

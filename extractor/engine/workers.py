@@ -18,10 +18,10 @@ from typing import Any, Protocol, Self, TypeVar
 from extractor import soap
 from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
+from extractor.engine.stats import RunStats
 from extractor.errors import ExtractorError, Quarantined, SplitsBatch, first_line
 from extractor.log import Log
 from extractor.parser import Sink
-from extractor.runs.stats import RunStats
 from extractor.service.health import Health, same_failure
 from extractor.service.retry import persistently
 from extractor.service.session import Session

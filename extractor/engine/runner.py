@@ -3,7 +3,7 @@
 It owns what the jobs share: the finished-job check, the output's lock, the journal (a run
 that stops for any reason, SIGKILL included, continues from it when the same command runs
 again), the transport, session and live progress, the workers and their bisection
-(:mod:`extractor.jobs.workers`), the check that every journaled unit is on disk before
+(:mod:`extractor.engine.workers`), the check that every journaled unit is on disk before
 anything is published, publishing, and the summary. A job says only what is its own: how it
 plans its units, which are still to do after a resume, how it fetches one, what it
 publishes (:class:`Job` and :class:`Work`).
@@ -20,19 +20,19 @@ from typing import IO, Any, Final, Protocol, TypeVar
 from extractor import memory
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
+from extractor.engine.history import Carried, carried_over, finished_job, latest_run
+from extractor.engine.journal import Journal, unfinished
+from extractor.engine.progress import Progress
+from extractor.engine.state import RunState
+from extractor.engine.stats import RunStats
+from extractor.engine.summary import finished, write_summary
+from extractor.engine.workers import Fetcher, Run, Unit, work_through
 from extractor.errors import OutputError
-from extractor.jobs.workers import Fetcher, Run, Unit, work_through
 from extractor.log import Log
 from extractor.output.lease import stopped_if_lost
 from extractor.output.lock import OutputLock
 from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
-from extractor.runs.history import Carried, carried_over, finished_job, latest_run
-from extractor.runs.journal import Journal, unfinished
-from extractor.runs.progress import Progress
-from extractor.runs.state import RunState
-from extractor.runs.stats import RunStats
-from extractor.runs.summary import finished, write_summary
 from extractor.service.health import Health
 from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.session import Session

@@ -12,11 +12,11 @@ from typing import Final
 import click
 
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
+from extractor.engine.runner import run
+from extractor.engine.summary import render_summary
 from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
-from extractor.jobs.runner import run
 from extractor.output.lock import LOCK_FILE
-from extractor.runs.summary import render_summary
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
     DEMO_PASSWORD,

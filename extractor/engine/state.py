@@ -1,6 +1,6 @@
 """A run's journal replayed: what the run planned and what it has durably done.
 
-:func:`replay` reads ``OUT/_journal/<run_id>.jsonl`` (see :mod:`extractor.runs.journal`) into
+:func:`replay` reads ``OUT/_journal/<run_id>.jsonl`` (see :mod:`extractor.engine.journal`) into
 a :class:`RunState`; a last line cut short by a crash is ignored, any other damage refused.
 """
 

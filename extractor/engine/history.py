@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
+from extractor.engine.journal import RUNS_DIR, unfinished
+from extractor.engine.state import replay
 from extractor.errors import UsageError
 from extractor.ids import Ids, ids_of, unique
-from extractor.runs.journal import RUNS_DIR, unfinished
-from extractor.runs.state import replay
 
 
 def finished_runs(out: Path) -> Iterator[dict[str, Any]]:

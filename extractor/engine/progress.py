@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
+from extractor.engine.stats import RunStats
 from extractor.log import Log
-from extractor.runs.stats import RunStats
 from extractor.service.limiter import RateLimiter, format_when
 
 #: Seconds between progress events where the line is not redrawn (a log file, ``--log-format

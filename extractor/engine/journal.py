@@ -35,8 +35,8 @@ import orjson
 
 from extractor import redact
 from extractor.checkpoints import checkpoint
+from extractor.engine.state import RunState, replay
 from extractor.errors import OutputError, UsageError
-from extractor.runs.state import RunState, replay
 
 JOURNAL_DIR: Final = "_journal"
 RUNS_DIR: Final = "_runs"

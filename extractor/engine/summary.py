@@ -9,7 +9,7 @@ from typing import Any, Final
 import orjson
 
 from extractor import redact
-from extractor.runs.state import RunState
+from extractor.engine.state import RunState
 
 #: Ids of each error named in a summary; every one is in the failures report.
 SUMMARY_SAMPLE: Final = 20

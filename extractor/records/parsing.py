@@ -4,7 +4,7 @@ Two places with one interface (``open(ids, name)`` returns a
 :class:`~extractor.parser.Sink` whose ``counts`` are set once ``finish`` returns):
 
 - :class:`LocalSinks` parses on the event loop and stages on a writer thread;
-- :class:`~extractor.jobs.parse_pool.ParsePool` forwards each chunk, as it arrives, to one of
+- :class:`~extractor.records.parse_pool.ParsePool` forwards each chunk, as it arrives, to one of
   N parser processes that run the same :class:`~extractor.parser.PartStream` and send back
   its raw parts, so parsing uses every core while the event loop keeps all HTTP (session,
   retries) in one place; the parts are typed on a thread here and staged.
