@@ -9,10 +9,14 @@ import datetime as dt
 import io
 import os
 import re
+import shutil
+import socket
 import sys
+import sysconfig
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import orjson
 import psutil
 
 from extractor.checkpoints import KILL_AT
@@ -35,6 +39,33 @@ def credentials_env(password: str = DEMO_PASSWORD) -> dict[str, str]:
         "TFSO_USERNAME": DEMO_USERNAME,
         "TFSO_PASSWORD": password,
     }
+
+
+#: The simulator's demo credentials as the CLI reads them.
+DEMO_ENV: Final = credentials_env()
+
+
+def events(err: str) -> list[dict[str, Any]]:
+    """Every stderr line as JSON: each must parse and carry the fields every event has."""
+    parsed = [orjson.loads(line) for line in err.splitlines()]
+    for event in parsed:
+        assert {"time", "level", "event", "run_id", "message"} <= event.keys(), event
+        assert event["level"] in {"debug", "info", "warning", "error"}
+        assert event["run_id"], event
+    return parsed
+
+
+def c_compiler() -> str | None:
+    """The C compiler the package's build would use, if there is one."""
+    command = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(command) or shutil.which("cc") or shutil.which("gcc")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def start_extractor(

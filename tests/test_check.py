@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
+from tests.helpers import DEMO_ENV, closed_port
 from tests.hostile import HostileServer, answer
-from tests.test_identities import DEMO_ENV
 
 
 async def test_check_passes_against_the_simulator(start_simulator: Any, cli_beside: Any) -> None:
@@ -31,18 +30,12 @@ async def test_check_passes_against_the_simulator(start_simulator: Any, cli_besi
     assert DEMO_ENV["TFSO_PASSWORD"] not in out
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_check_fails_in_one_line_at_the_first_step_that_fails(
     start_simulator: Any, cli_beside: Any
 ) -> None:
     simulator: Simulator = await start_simulator(orders=50)
     wrong = DEMO_ENV | {"TFSO_PASSWORD": "not-the-password"}
-    closed = f"http://127.0.0.1:{_closed_port()}"
+    closed = f"http://127.0.0.1:{closed_port()}"
     async with HostileServer(simulator.url) as server:
         server.on(
             "Login", answer(200, b"<html><body>Welcome</body></html>", content_type="text/html")

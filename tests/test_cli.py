@@ -13,7 +13,7 @@ import pytest
 
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_USERNAME, Simulator
 from tests.conftest import CliResult, read_table
-from tests.helpers import extractor
+from tests.helpers import DEMO_ENV, extractor
 
 SECRET = f"pw-{uuid.uuid4().hex}"
 
@@ -289,8 +289,6 @@ async def test_json_puts_the_summary_on_stdout_for_schedulers(
     start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
     import orjson
-
-    from tests.test_identities import DEMO_ENV
 
     simulator = await start_simulator(orders=60)
     code, out, err = await cli_beside(

@@ -26,6 +26,7 @@ from extractor.errors import (
     StillQuarantined,
     TransportError,
 )
+from extractor.jobs.listing import OrderRun
 from extractor.records.orders import OrderSink, Selection
 from extractor.service.limiter import Limits, RateLimiter, Told
 from extractor.service.retry import patiently, retrying
@@ -234,8 +235,9 @@ def test_a_journal_line_cut_by_a_kill_is_ignored(tmp_path: Path) -> None:
         b'{"event":"staged","key":"01-000'
     )
     state = replay(path)
-    assert list(state.remaining()) == [4] and state.counts == {"invoices": 2}
-    assert state.failed_ids == {3} and not state.published
+    orders = OrderRun(state)
+    assert list(orders.remaining()) == [4] and state.counts == {"invoices": 2}
+    assert orders.failed_ids == {3} and state.published is None
 
 
 async def test_a_response_above_the_size_limit_is_aborted(simulator: Simulator) -> None:

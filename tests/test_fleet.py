@@ -21,13 +21,11 @@ from extractor.output.lock import OutputLock
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.simulator.identities import Company
+from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
 from tests.conftest import MEMORY_URL, job_of
-from tests.helpers import extractor, unstamped
-from tests.test_identities import DEMO_ENV
-from tests.test_logs import events
-from tests.test_transactions import search
+from tests.helpers import DEMO_ENV, events, extractor, unstamped
 from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
 
 NO_LIMIT = ("--max-requests-per-hour", "0")

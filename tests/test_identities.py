@@ -18,6 +18,7 @@ from extractor.service.transport import Transport
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS
+from tests.helpers import DEMO_ENV
 
 SYNC_ID = "{http://24sevenOffice.com/webservices}int"
 
@@ -170,13 +171,6 @@ def test_identities_that_cannot_be_chosen_are_refused_in_one_line(
     listed = [_identity(1), _identity(2, disabled=True), _identity(3), _identity(4)]
     with pytest.raises(UsageError, match=message):
         chosen(listed, asked, excluded)
-
-
-DEMO_ENV = {
-    "TFSO_APPLICATION_ID": CREDS.application_id,
-    "TFSO_USERNAME": CREDS.username,
-    "TFSO_PASSWORD": CREDS.password,
-}
 
 
 async def test_the_identities_command_lists_them(fleet: Simulator, cli_beside: Any) -> None:

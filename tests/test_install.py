@@ -22,8 +22,7 @@ import orjson
 import pytest
 
 from extractor.simulator.server import Simulator
-from tests.helpers import credentials_env
-from tests.test_parser import _compiler
+from tests.helpers import c_compiler, credentials_env
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a built tree holds that a clean checkout does not.
@@ -73,7 +72,7 @@ def _clean(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in {"EXTRACTOR_PURE_PYTHON", "PYTHONPATH"}}
 
 
-@pytest.mark.skipif(_compiler() is None, reason="no C compiler on this machine")
+@pytest.mark.skipif(c_compiler() is None, reason="no C compiler on this machine")
 def test_pip_install_builds_the_compiled_readers(tmp_path: Path) -> None:
     bin_, _ = fresh_install(tmp_path, _clean(os.environ))
     version = outside(tmp_path, bin_ / "extractor", "--version")

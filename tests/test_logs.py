@@ -17,18 +17,7 @@ from extractor.log import Log
 from extractor.service.limiter import Limits, RateLimiter
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.server import Simulator
-from tests.helpers import STAMP
-from tests.test_identities import DEMO_ENV
-
-
-def events(err: str) -> list[dict[str, Any]]:
-    """Every stderr line as JSON: each must parse and carry the fields every event has."""
-    parsed = [orjson.loads(line) for line in err.splitlines()]
-    for event in parsed:
-        assert {"time", "level", "event", "run_id", "message"} <= event.keys(), event
-        assert event["level"] in {"debug", "info", "warning", "error"}
-        assert event["run_id"], event
-    return parsed
+from tests.helpers import DEMO_ENV, STAMP, events
 
 
 async def test_json_log_lines_parse_and_carry_the_run_id(

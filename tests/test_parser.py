@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import sysconfig
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from extractor import arrow, parser, schema
 from extractor.errors import DataError, HostileXml, MalformedResponse
 from extractor.records import orders
 from extractor.records.orders import Selection
+from tests.helpers import c_compiler
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "awkward_response.xml").read_bytes()
 UTC = dt.UTC
@@ -43,12 +42,7 @@ def raw(chunks: list[bytes], collector: str = "python") -> list[Any]:
     return raw_array(chunks, collector).to_pylist()
 
 
-def _compiler() -> str | None:
-    command = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    return shutil.which(command) or shutil.which("cc") or shutil.which("gcc")
-
-
-@pytest.mark.skipif(_compiler() is None, reason="no C compiler: the pure-Python collector runs")
+@pytest.mark.skipif(c_compiler() is None, reason="no C compiler: the pure-Python collector runs")
 def test_the_compiled_builders_are_built_and_in_use() -> None:
     # the package's build compiles them where a compiler exists; without one the pure-Python
     # collector (tested below either way) takes over, and says so

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from extractor.simulator.server import Simulator
-from tests.helpers import one_line
-from tests.test_check import _closed_port
-from tests.test_identities import DEMO_ENV
+from tests.helpers import DEMO_ENV, closed_port, one_line
 
 
 def config(tmp_path: Path, text: str) -> Path:
@@ -31,7 +29,7 @@ async def test_a_flag_beats_a_variable_beats_the_file(
     start_simulator: Any, cli_beside: Any, tmp_path: Path
 ) -> None:
     simulator: Simulator = await start_simulator(orders=40)
-    in_file, in_env = f"http://127.0.0.1:{_closed_port()}", f"http://127.0.0.1:{_closed_port()}"
+    in_file, in_env = f"http://127.0.0.1:{closed_port()}", f"http://127.0.0.1:{closed_port()}"
     path = config(tmp_path, f'base-url = "{in_file}"\n[check]\ntimeout = 5\n')
     env = DEMO_ENV | {"EXTRACTOR_BASE_URL": in_env}
     code, out, _ = await cli_beside(

@@ -6,7 +6,6 @@ import datetime as dt
 import io
 import itertools
 import signal
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from extractor.simulator.ledger import Line, search
 from extractor.simulator.server import Simulator
 from tests.conftest import CREDS, job_of, read_table
 from tests.helpers import credentials_env, killed_at
+from tests.truth import assert_ledger_equals
 
 
 async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, Any]:
@@ -31,17 +31,6 @@ async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, 
            "max_requests_per_hour": 0, **options},
     )  # fmt: skip
     return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
-
-
-def assert_ledger_equals(simulator: Simulator, out: Path, params: dict[str, str]) -> None:
-    lines = search(simulator.ledger, params)
-    truth = simulator.ledger.ground_truth(iter(lines))
-    rows = read_table(out, "transactions")
-    assert Counter(row["Id"] for row in rows) == Counter(list(truth)), "every Id exactly once"
-    for row in rows:
-        month = row.pop("date_month")
-        assert month == row["Date"].strftime("%Y-%m")
-        assert row == truth[row["Id"]], row["Id"]
 
 
 def test_windows_meet_without_gaps_or_overlaps() -> None:

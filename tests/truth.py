@@ -11,7 +11,7 @@ from deltalake import DeltaTable, QueryBuilder
 
 from extractor.output.staging import NO_PARTITION
 from extractor.output.targets import Target
-from extractor.simulator.ledger import Ledger
+from extractor.simulator.ledger import Ledger, search
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Tenant
 from tests.conftest import read_table
@@ -132,3 +132,16 @@ def without_run(record: dict[str, Any]) -> dict[str, Any]:
 
 def _month(moment: Any) -> str | None:
     return None if moment is None else moment.strftime("%Y-%m")
+
+
+def assert_ledger_equals(simulator: SimulatedService, out: Path, params: dict[str, str]) -> None:
+    """OUT/transactions equals the simulator's ledger lines that ``params`` (GetTransactions'
+    search parameters) select, field by field, each line once."""
+    lines = search(simulator.ledger, params)
+    truth = simulator.ledger.ground_truth(iter(lines))
+    rows = read_table(out, "transactions")
+    assert Counter(row["Id"] for row in rows) == Counter(list(truth)), "every Id exactly once"
+    for row in rows:
+        month = row.pop("date_month")
+        assert month == row["Date"].strftime("%Y-%m")
+        assert row == truth[row["Id"]], row["Id"]

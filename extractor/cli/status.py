@@ -172,8 +172,9 @@ def _unfinished(folder: Path) -> dict[str, Any] | None:
     if journal is None:
         return None
     state = replay(journal)
-    # a ledger run plans windows (its plan of ids is empty), an invoice run ids
-    planned = len(state.windows) if state.windows is not None else len(state.plan or ())
+    # a ledger run plans windows, an invoice run ids
+    plan = state.plan or {}
+    planned = len(plan.get("windows") or plan.get("ids") or ())
     return {
         "run_id": state.run_id,
         "command": state.fingerprint.get("command"),

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from extractor.engine.journal import RUNS_DIR, unfinished
-from extractor.engine.state import replay
+from extractor.engine.state import RunState, replay
 from extractor.errors import UsageError
-from extractor.ids import Ids, ids_of, unique
 
 
 def finished_runs(out: Path) -> Iterator[dict[str, Any]]:
@@ -52,38 +50,13 @@ def finished_job(
     return None
 
 
-@dataclass(frozen=True)
-class Carried:
-    """What a finished partial run could not fetch, for the next run to fetch again.
-
-    Its ids are listed again first: those the service no longer lists are settled (gone),
-    and those it did not return (``missing``) are asked for a second time, after which they
-    are settled too. A partial run that left nothing to fetch again (everything it missed
-    is settled) is carried with no ids: the next run finishes the job."""
-
-    run_id: str
-    ids: Ids  # failed alone, or not returned by the service
-    windows: list[list[Any]]  # a ledger run's failed days
-    as_of: str | None  # when that run began listing (a retry covers no later changes)
-    missing: Ids = field(default_factory=lambda: ids_of(()))  # of ``ids``, those not returned
-    since: str | None = None  # the ChangedAfter of a listing that holds every one of ``ids``
-    settled: int = 0  # ids that run settled: no longer listed, or not returned twice
-
-
-def carried_over(out: Path, summary: Mapping[str, Any] | None) -> Carried | None:
-    """The ids and windows the finished run of ``summary`` left unfetched (its journal,
-    kept beside the summary, says which); None when it was complete."""
+def partial_run(out: Path, summary: Mapping[str, Any] | None) -> RunState | None:
+    """The journal of the finished run of ``summary``, kept beside its summary, when that run
+    was partial (its job reads what it left to fetch again); None when it was complete."""
     if summary is None or summary.get("status") == "complete":
         return None
     path = out / RUNS_DIR / f"{summary['run_id']}.journal.jsonl"
-    if not path.is_file():
-        return None
-    state = replay(path)
-    missing = state.not_returned
-    ids = unique(ids_of(sorted(state.still_failed)) + missing)
-    windows = [failure["window"] for failure in state.failures if "window" in failure]
-    settled = len(state.missing_twice) + len(state.gone)
-    return Carried(state.run_id, ids, windows, state.as_of, missing, state.since, settled)
+    return replay(path) if path.is_file() else None
 
 
 def latest_run(out: Path) -> dict[str, Any] | None:

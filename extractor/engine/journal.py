@@ -1,21 +1,24 @@
 """The run journal: what a run planned and what it has durably done, so a crash loses nothing.
 
 ``OUT/_journal/<run_id>.jsonl`` holds one orjson line per event, each flushed and fsynced
-before the run goes on:
+before the run goes on. The engine's own events (:mod:`extractor.engine.state` replays them):
 
 - ``start``: the run id and the job's fingerprint (what decides which records it fetches);
-- ``plan``: the OrderIds GetOrderSyncList returned (or a ledger run's windows), saved once,
-  with ``as_of``, the time just before the listing (what a sync's watermark advances to),
-  ``since``, the ChangedAfter of a listing that holds every planned id, and for a run that
-  fetches again what a partial one could not: ``retry_of``, ``gone`` (its ids no longer
-  listed) and ``again`` (the ids asked for a second time; or ``first``, the others, when
-  fewer);
-- ``staged``: a batch whose staged files are all renamed into place, with its ids, counts and
-  the ids the service did not return;
-- ``failed``: ids that failed alone after their retries, with the error;
-- ``lost``: staged batches found missing or short on disk before publishing, fetched again;
-- ``gone``: ids the run missed that the full listing before publishing no longer holds;
+- ``plan``: what the job will fetch, as the job writes it (an invoices run: the OrderIds
+  GetOrderSyncList returned, ``since``, ``again``, ``gone``; a ledger run: its windows),
+  saved once, with ``as_of``, the service's time just before the listing (what a sync's
+  watermark advances to) and, for a run that fetches again what a partial one could not,
+  ``retry_of``;
+- ``staged``: a unit (a batch of ids, a window) whose staged files are all renamed into
+  place, by ``key``, with its counts and whatever else its job needs (ids, missing ids,
+  the window);
+- ``failed``: a unit that failed alone after its retries, by ``key``, with the error
+  (written by 0.1.0 without a key: its fields are the key);
+- ``lost``: staged units found missing or short on disk before publishing, fetched again;
 - ``published``: the dataset files are in place.
+
+Any other event is the job's own note, replayed in order for the job to read (an invoices
+run's ``gone``: ids it missed that the full listing before publishing no longer holds).
 
 A run that did not finish leaves its journal there; running the same command again (or with
 ``--resume``) replays it and fetches only what is not yet staged or failed. A finished run's
@@ -100,7 +103,7 @@ class Journal:
         before its plan, at Login say), so there is nothing to resume."""
         self._file.close()
         state = self.state
-        if state.starts == 1 and state.plan is None and state.windows is None:
+        if state.starts == 1 and state.plan is None:
             self.path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.path.parent.rmdir()

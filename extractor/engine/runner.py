@@ -20,7 +20,7 @@ from typing import IO, Any, Final, Protocol, TypeVar
 from extractor import memory
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
-from extractor.engine.history import Carried, carried_over, finished_job, latest_run
+from extractor.engine.history import finished_job, latest_run, partial_run
 from extractor.engine.journal import Journal, unfinished
 from extractor.engine.progress import Progress
 from extractor.engine.state import RunState
@@ -53,8 +53,9 @@ class Work(Fetcher[U], Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
-    async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
-        """The plan event: what the run will fetch (the listing, the windows)."""
+    async def plan(self, run: Run, previous: RunState | None) -> dict[str, Any]:
+        """The plan event: what the run will fetch (the listing, the windows), and what
+        ``previous``, the finished partial run it follows, could not fetch."""
         ...
 
     def remaining(self, state: RunState, prefix: str) -> list[U]:
@@ -109,7 +110,7 @@ class Job(Protocol[U]):
         """The table directories that another job's data must not be mixed into."""
         ...
 
-    def retrying(self, carried: Carried) -> str:
+    def retrying(self, previous: RunState) -> str:
         """The line that says what a finished partial run left, fetched again now."""
         ...
 
@@ -159,8 +160,8 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
     # a sync lists what changed and adds what its last run could not fetch; a backfill that
     # finished partial fetches again exactly what it could not fetch
     done = latest_run(job.out) if job.sync else finished_job(job.out, fingerprint, job.datasets())
-    carried = carried_over(job.out, done) if unfinished(job.out) is None else None
-    if done is not None and carried is None and not job.sync:
+    previous = partial_run(job.out, done) if unfinished(job.out) is None else None
+    if done is not None and previous is None and not job.sync:
         log.bind(run_id=done["run_id"]).info(
             "already_finished",
             f"run {done['run_id']} already finished this job ({done['status']}); nothing to do",
@@ -173,10 +174,10 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
     note = slow_parser_note()
     if note is not None:
         given.log.warning("slow_parser", note)
-    if carried is not None:
-        given.log.info("retrying", job.retrying(carried), retried_from=carried.run_id)
+    if previous is not None:
+        given.log.info("retrying", job.retrying(previous), retried_from=previous.run_id)
     try:
-        summary = await _journaled(job, credentials, journal, given, carried)
+        summary = await _journaled(job, credentials, journal, given, previous)
     finally:
         journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
@@ -188,7 +189,7 @@ async def _journaled(
     credentials: Credentials,
     journal: Journal,
     given: _Surroundings,
-    carried: Carried | None,
+    previous: RunState | None,
 ) -> dict[str, Any]:
     state = journal.state
     stats = RunStats(state.run_id, clock=given.clock)
@@ -213,7 +214,7 @@ async def _journaled(
         health = Health.for_workers(job.service.first_in_flight)
         connected = Run(job.service, session, stats, given.clock, health, given.log)
         if not state.published:
-            await _fetch_and_publish(work, connected, journal, progress, carried)
+            await _fetch_and_publish(work, connected, journal, progress, previous)
         stats.requests, stats.relogins = session.requests, session.logins - 1
         stats.quarantines = transport.limiter.quarantines
         skew = transport.service_time.offset
@@ -230,7 +231,7 @@ async def _journaled(
 
 
 async def _fetch_and_publish(
-    work: Work[U], run: Run, journal: Journal, progress: Progress, carried: Carried | None
+    work: Work[U], run: Run, journal: Journal, progress: Progress, previous: RunState | None
 ) -> None:
     state, stats = journal.state, run.stats
     prefix = f"{state.starts:02d}"
@@ -243,8 +244,8 @@ async def _fetch_and_publish(
         await fetch(work.remaining(state, f"{prefix}r{round_}"))
 
     async with work:
-        if state.plan is None and state.windows is None:
-            journal.append(await work.plan(run, carried))
+        if state.plan is None:
+            journal.append(await work.plan(run, previous))
         remaining = work.remaining(state, prefix)
         progress.say(
             "plan", work.planned(state, remaining), units=stats.units, total=stats.total,
@@ -287,7 +288,7 @@ async def until_all_staged(
         say(len(lost))
         await refetch(round_)
     for writer in writers:
-        writer.keep = set(journal.state.batches)
+        writer.keep = set(journal.state.staged)
 
 
 def _make(out: Path) -> None:
@@ -302,8 +303,8 @@ def lost_batches(state: RunState, writers: Sequence[TableWriter]) -> list[str]:
     lost: set[str] = set()
     for writer in writers:
         on_disk = writer.staged_rows()
-        for key, batch in state.batches.items():
-            if on_disk.get(key, 0) != batch["counts"].get(writer.counted_as, 0):
+        for key, staged in state.staged.items():
+            if on_disk.get(key, 0) != staged["counts"].get(writer.counted_as, 0):
                 lost.add(key)
     return sorted(lost)
 

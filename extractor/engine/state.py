@@ -7,7 +7,7 @@ a :class:`RunState`; a last line cut short by a crash is ignored, any other dama
 from __future__ import annotations
 
 import datetime as dt
-from array import array
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,95 +16,51 @@ from typing import Any, Final
 import orjson
 
 from extractor.errors import CorruptJournal, OutputError, UsageError
-from extractor.ids import Ids, among, ids_of, unique, without
+from extractor.ids import ids_of
 from extractor.output.parquet import RunInfo
 
 
 @dataclass
 class RunState:
-    """A journal replayed: the plan, and what is done."""
+    """A journal replayed: the plan as its job journaled it, and what is done. The engine
+    reads nothing of a plan but its ``as_of`` and ``retry_of``; each job reads its own."""
 
     run_id: str
     fingerprint: dict[str, Any]
-    plan: Ids | None = None
-    windows: list[list[Any]] | None = None  # a ledger run's plan: [start, end, system type]
-    batches: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # staged events by key
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    published: bool = False
+    plan: dict[str, Any] | None = None  # the plan event, saved once (lists of ids compact)
+    staged: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # staged events by key
+    failed: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # failed events by key
+    notes: list[Mapping[str, Any]] = field(default_factory=list)  # a job's own events
+    published: Mapping[str, Any] | None = None  # the published event: what was written
     starts: int = 0
-    as_of: str | None = None  # when the run began listing what to fetch (ISO, UTC)
-    retry_of: str | None = None  # the finished run whose unfetched ids this one fetches again
-    #: The ChangedAfter of a listing that holds every planned id (None: the full listing),
-    #: so that a later run can ask whether the ids this one could not fetch are still listed.
-    since: str | None = None
-    again: Ids = field(default_factory=lambda: ids_of(()))  # asked a second time: see missing
-    gone: Ids = field(default_factory=lambda: ids_of(()))  # settled: the service no longer lists
+
+    @property
+    def as_of(self) -> str | None:
+        """When the run began listing what to fetch (ISO, UTC): what a watermark becomes."""
+        return None if self.plan is None else self.plan.get("as_of")
+
+    @property
+    def retry_of(self) -> str | None:
+        """The finished run whose unfetched units this one fetches again."""
+        return None if self.plan is None else self.plan.get("retry_of")
 
     def run_info(self) -> RunInfo:
-        """The run id, and the time the run began listing (the start of a run that had no
-        plan event before this version)."""
+        """The run id, and the time the run began listing."""
         as_of = dt.datetime.fromisoformat(self.as_of) if self.as_of else dt.datetime.now(dt.UTC)
         return RunInfo(self.run_id, as_of)
 
     @property
-    def staged(self) -> dict[str, Ids]:
-        """Each staged batch's ids, by key."""
-        return {key: batch["ids"] for key, batch in self.batches.items()}
-
-    @property
     def counts(self) -> dict[str, int]:
-        """Records of each kind, summed over the staged batches."""
+        """Records of each kind, summed over the staged units."""
         counts: dict[str, int] = {}
-        for batch in self.batches.values():
-            for name, value in batch["counts"].items():
+        for event in self.staged.values():
+            for name, value in event["counts"].items():
                 counts[name] = counts.get(name, 0) + value
         return counts
 
-    @property
-    def missing(self) -> Ids:
-        """Ids a staged batch asked for and the service did not return (gone ones too)."""
-        missing = ids_of(())
-        for batch in self.batches.values():
-            missing.extend(batch["missing"])
-        return missing
-
-    @property
-    def not_returned(self) -> Ids:
-        """Missing for the first time, and still listed as far as the run knows: the next
-        run lists them again and asks for those still listed once more."""
-        return without(without(self.missing, self.again), self.gone)
-
-    @property
-    def missing_twice(self) -> Ids:
-        """Listed, and still listed, but not returned by this run either: settled, reported
-        once, not asked for again until the service lists them anew."""
-        return without(among(self.missing, self.again), self.gone)
-
-    @property
-    def still_failed(self) -> set[int]:
-        """Ids that failed alone and that the service still lists, as far as the run knows."""
-        failed = self.failed_ids
-        return set(without(ids_of(failed), self.gone)) if failed and self.gone else failed
-
-    @property
-    def done_windows(self) -> list[list[Any]]:
-        """A ledger run's windows that are staged or failed."""
-        return [
-            event["window"]
-            for event in (*self.batches.values(), *self.failures)
-            if "window" in event
-        ]
-
-    @property
-    def failed_ids(self) -> set[int]:
-        return {order_id for failure in self.failures for order_id in failure.get("ids", ())}
-
-    def remaining(self) -> Ids:
-        """Planned ids neither staged nor failed, in plan order."""
-        done = ids_of(self.failed_ids)
-        for batch in self.batches.values():
-            done.extend(batch["ids"])
-        return without(self.plan or ids_of(()), done)
+    def notes_of(self, kind: str) -> list[Mapping[str, Any]]:
+        """The job's own events of ``kind``, in the order journaled."""
+        return [note for note in self.notes if note["event"] == kind]
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """Take one event; taking the same event twice changes nothing."""
@@ -112,38 +68,39 @@ class RunState:
         if kind == "start":
             self.starts += 1
         elif kind == "plan":
-            if self.plan is None and self.windows is None:  # saved once: a repeat is ignored
-                ids = event.get("ids", ())
-                self.plan = ids if isinstance(ids, array) else ids_of(ids)
-                self.windows = event.get("windows")
-                self.as_of = event.get("as_of")
-                self.retry_of = event.get("retry_of")
-                self.since = event.get("since")  # absent before: the full listing
-                self.again = (  # or the planned ids not asked for again, when fewer
-                    without(self.plan, ids_of(event["first"]))
-                    if "first" in event
-                    else ids_of(event.get("again", ()))
-                )
-                self.gone = ids_of(event.get("gone", ()))
+            if self.plan is None:  # saved once: a repeat is ignored
+                self.plan = _compact(event)
         elif kind == "staged":
-            self._stage(event)
+            self.staged.setdefault(event["key"], _compact(event))
         elif kind == "failed":
-            failure = {name: event[name] for name in ("ids", "window", "error") if name in event}
-            if failure not in self.failures:
-                self.failures.append(failure)
+            self.failed.setdefault(failed_key(event), _compact(event))
         elif kind == "lost":  # staged files found missing or short: fetched again
             for key in event["keys"]:
-                self.batches.pop(key, None)
-        elif kind == "gone":  # not in the full listing made to reconcile: settled
-            self.gone = unique(self.gone + ids_of(event["ids"]))
+                self.staged.pop(key, None)
         elif kind == "published":
-            self.published = True
+            self.published = event
+        elif event not in self.notes:
+            self.notes.append(_compact(event))
 
-    def _stage(self, event: Mapping[str, Any]) -> None:
-        # a batch is staged once under its key (a repeated line changes nothing)
-        if event["key"] not in self.batches:
-            compact = {"ids": ids_of(event["ids"]), "missing": ids_of(event["missing"])}
-            self.batches[event["key"]] = {**event, **compact}
+
+def failed_key(event: Mapping[str, Any]) -> str:
+    """A failed unit's key (a journal written before failures carried one: its fields)."""
+    key = event.get("key")
+    if isinstance(key, str):
+        return key
+    return orjson.dumps({k: v for k, v in event.items() if k != "error"}, default=list).decode()
+
+
+def _compact(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``event`` with its lists of whole numbers (ids: a plan may hold millions) as arrays."""
+    return {
+        name: ids_of(value) if isinstance(value, list) and _whole(value) else value
+        for name, value in event.items()
+    }
+
+
+def _whole(values: list[Any]) -> bool:
+    return bool(values) and all(type(value) is int for value in values)
 
 
 def replay(path: Path) -> RunState:
@@ -161,26 +118,22 @@ def replay(path: Path) -> RunState:
     return state
 
 
-#: Each event's fields and their types: a line of another shape is damage, not an event.
+#: The engine's events and the fields it reads, with their types: a line of another shape
+#: is damage. Any other event is a job's own (a note), its fields the job's to read.
 _SHAPES: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
     "start": {"run_id": str, "job": dict},
     "plan": {},
-    "staged": {"key": str, "ids": list, "counts": dict, "missing": list},
+    "staged": {"key": str, "counts": dict},
     "failed": {"error": str},
     "lost": {"keys": list},
-    "gone": {"ids": list},
     "published": {},
 }
 _OPTIONAL: Final[dict[str, type | tuple[type, ...]]] = {
-    "ids": list,
-    "windows": list,
-    "window": list,
+    "key": str,
     "as_of": str,
-    "since": (str, type(None)),
-    "again": list,
-    "first": list,
-    "gone": list,
+    "retry_of": str,
 }
+_KIND: Final = re.compile(r"[a-z][a-z_]*")
 
 
 def _events(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -201,21 +154,31 @@ def _checked(path: Path, number: int, line: bytes) -> dict[str, Any]:
         event = orjson.loads(line)
     except orjson.JSONDecodeError:
         raise _corrupt(path, number, "not a JSON event") from None
-    shape = _SHAPES.get(str(event.get("event"))) if isinstance(event, dict) else None
-    if shape is None or not isinstance(event, dict):
-        raise _corrupt(path, number, "not an event this version knows")
-    for name, kind in (shape | {k: v for k, v in _OPTIONAL.items() if k in event}).items():
-        if not isinstance(event.get(name), kind):
+    kind = event.get("event") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise _corrupt(path, number, "not an event")
+    shape = _SHAPES.get(kind, {})
+    for name, type_ in (shape | {k: v for k, v in _OPTIONAL.items() if k in event}).items():
+        if not isinstance(event.get(name), type_):
             raise _corrupt(path, number, f"its {name!r} is missing or of the wrong type")
-    lists = ("ids", "missing", "again", "first", "gone")
     numbers = [
         *event.get("counts", {}).values(),
-        *(value for name in lists for value in event.get(name, ())),
+        *(
+            item
+            for value in event.values()
+            if isinstance(value, list) and _numeric(value)
+            for item in value
+        ),
     ]
     if not all(type(value) is int for value in numbers):
         raise _corrupt(path, number, "its counts or ids are not whole numbers")
     checked: dict[str, Any] = event
     return checked
+
+
+def _numeric(values: list[Any]) -> bool:
+    """A list that holds a number (ids, or damage): every value of it must be whole."""
+    return any(isinstance(value, int | float) for value in values)
 
 
 def _corrupt(path: Path, number: int, why: str) -> CorruptJournal:

@@ -4,37 +4,11 @@ it reads for people (one renderer for every job: the counts are named after what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from extractor import redact
-from extractor.engine.state import RunState
-
-#: Ids of each error named in a summary; every one is in the failures report.
-SUMMARY_SAMPLE: Final = 20
-NOT_RETURNED: Final = "not returned by GetInvoices"
-MISSING_TWICE: Final = "not returned by GetInvoices twice (settled: not asked for again)"
-
-
-def brief_failures(state: RunState) -> list[dict[str, Any]]:
-    """A run's failures for its summary: a ledger's windows, and each error of ids with how
-    many ids it stopped and the first few (the failures reports hold them all). Ids the
-    service no longer lists are settled, not failures."""
-    windows = [failure for failure in state.failures if "window" in failure]
-    failing = state.still_failed
-    by_error: dict[str, list[int]] = {}
-    for failure in state.failures:
-        ids = [order_id for order_id in failure.get("ids", ()) if order_id in failing]
-        by_error.setdefault(failure["error"], []).extend(ids)
-    groups = [(error, len(ids), ids[:SUMMARY_SAMPLE]) for error, ids in by_error.items() if ids]
-    for error, missing in (
-        (NOT_RETURNED, state.not_returned),
-        (MISSING_TWICE, state.missing_twice),
-    ):
-        if missing:
-            groups.append((error, len(missing), list(missing[:SUMMARY_SAMPLE])))
-    return windows + [{"error": error, "count": count, "ids": ids} for error, count, ids in groups]
 
 
 def counted(summary: dict[str, Any]) -> tuple[str, str]:

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from extractor import redact
-from extractor.engine.state import RunState
 from extractor.errors import OutputError
 from extractor.ids import Ids, as_arrow
+from extractor.jobs.listing import OrderRun
 
 FAILURES_DIR: Final = "_failures"
 NOT_RETURNED: Final = "not returned"
@@ -31,20 +31,44 @@ MISSING_TWICE: Final = "not returned twice"
 GONE: Final = "no longer listed"
 #: Lines written at once: a run may leave many ids.
 _SLICE: Final = 10_000
+#: Ids of each error named in a summary; every one is in the failures report.
+SUMMARY_SAMPLE: Final = 20
+IN_SUMMARY: Final = {
+    NOT_RETURNED: "not returned by GetInvoices",
+    MISSING_TWICE: "not returned by GetInvoices twice (settled: not asked for again)",
+}
 
 
-def write_failures(out: Path, state: RunState) -> str | None:
+def brief_failures(state: OrderRun) -> list[dict[str, Any]]:
+    """A run's failures for its summary: each error of ids with how many ids it stopped and
+    the first few (the failures reports hold them all). Ids the service no longer lists are
+    settled, not failures."""
+    failing = state.still_failed
+    by_error: dict[str, list[int]] = {}
+    for failure in state.failures:
+        ids = [order_id for order_id in failure["ids"] if order_id in failing]
+        by_error.setdefault(failure["error"], []).extend(ids)
+    groups = [(error, len(ids), ids[:SUMMARY_SAMPLE]) for error, ids in by_error.items() if ids]
+    for outcome, missing in (
+        (NOT_RETURNED, state.not_returned),
+        (MISSING_TWICE, state.missing_twice),
+    ):
+        if missing:
+            groups.append((IN_SUMMARY[outcome], len(missing), list(missing[:SUMMARY_SAMPLE])))
+    return [{"error": error, "count": count, "ids": ids} for error, count, ids in groups]
+
+
+def write_failures(out: Path, state: OrderRun) -> str | None:
     """The JSON Lines report of the ids that failed alone, or None when none did. Each error
     is encoded once for all the ids it stopped."""
     failing = state.still_failed
     groups = [
         ([order_id for order_id in failure["ids"] if order_id in failing], failure["error"])
         for failure in state.failures
-        if "ids" in failure
     ]
     if not any(ids for ids, _ in groups):
         return None
-    path = out / FAILURES_DIR / f"{state.run_id}.jsonl"
+    path = out / FAILURES_DIR / f"{state.state.run_id}.jsonl"
     with _written(path) as temporary, temporary.open("wb") as report:
         for ids, error in groups:
             tail = b',"error":' + redact.mask_bytes(orjson.dumps(error)) + b"}\n"
@@ -54,7 +78,7 @@ def write_failures(out: Path, state: RunState) -> str | None:
     return str(path)
 
 
-def write_not_returned(out: Path, state: RunState) -> str | None:
+def write_not_returned(out: Path, state: OrderRun) -> str | None:
     """The Parquet report of the ids GetInvoices did not return and what became of them, or
     None when there are none."""
     outcomes = {
@@ -64,7 +88,7 @@ def write_not_returned(out: Path, state: RunState) -> str | None:
     }
     if not any(outcomes.values()):
         return None
-    path = out / FAILURES_DIR / f"{state.run_id}.not-returned.parquet"
+    path = out / FAILURES_DIR / f"{state.state.run_id}.not-returned.parquet"
     dictionary: Any = ["outcome"]  # pyarrow takes column names here; its stubs say bool
     with _written(path) as temporary:
         pq.write_table(

@@ -21,16 +21,14 @@ from typing import Any, Final
 
 from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
-from extractor.engine.history import Carried
 from extractor.engine.journal import Journal, unfinished
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import brief_failures
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
-from extractor.jobs.failures import write_failures, write_not_returned
-from extractor.jobs.listing import gone_from, list_ids, oldest, relist
+from extractor.jobs.failures import brief_failures, write_failures, write_not_returned
+from extractor.jobs.listing import OrderRun, gone_from, list_ids, oldest, relist
 from extractor.output.parquet import Output, ParquetOutput
 from extractor.output.staging import ALONE, Placement, TableWriter
 from extractor.output.targets import check_output_dir
@@ -93,7 +91,8 @@ class InvoiceJob:
             return ()
         return [self.placement.directory(self.out, table) for table in TABLES]
 
-    def retrying(self, carried: Carried) -> str:
+    def retrying(self, previous: RunState) -> str:
+        carried = OrderRun(previous).carried()
         if not carried.ids:
             return (
                 f"run {carried.run_id} left nothing to fetch again ({carried.settled:,} ids "
@@ -173,11 +172,12 @@ class InvoiceWork:
         assert self.sinks is not None
         await self.sinks.__aexit__(*exc)
 
-    async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
+    async def plan(self, run: Run, previous: RunState | None) -> dict[str, Any]:
         """The listed ids (a sync's, or a first backfill's) and the ids a sync is asked to
         fetch again (stale answers), plus those the last run could not fetch that the service
         still lists; a retry of a backfill fetches only those, and keeps that run's as-of time."""
         job = self.job
+        carried = OrderRun(previous).carried() if previous is not None else None
         as_of = run.session.service_time.now().isoformat()  # the service's time: a watermark
         since = _iso(job.changed_after)
         if carried is not None and not job.sync:
@@ -195,11 +195,11 @@ class InvoiceWork:
         return event | relisted.journaled(ids) | {"retry_of": carried.run_id, "since": since}
 
     def remaining(self, state: RunState, prefix: str) -> list[IdBatch]:
-        return cut(state.remaining(), self.job.batch_size, prefix)
+        return cut(OrderRun(state).remaining(), self.job.batch_size, prefix)
 
     def planned(self, state: RunState, remaining: Sequence[IdBatch]) -> str:
         stats = self.stats
-        stats.total = len(state.plan or ())
+        stats.total = len(OrderRun(state).planned)
         stats.done = stats.total - sum(batch.size for batch in remaining)
         return f"{stats.total:,} orders planned, {stats.total - stats.done:,} to fetch"
 
@@ -225,7 +225,8 @@ class InvoiceWork:
 
     def failed(self, run: Run, unit: IdBatch, error: BaseException) -> None:
         message = redact.mask(f"{type(error).__name__}: {error}")
-        self.journal.append({"event": "failed", "ids": list(unit.ids), "error": message})
+        failed = {"event": "failed", "key": unit.key, "ids": list(unit.ids), "error": message}
+        self.journal.append(failed)
         self.stats.counts["failed_ids"] += unit.size
 
     async def settled(self) -> None:
@@ -239,7 +240,7 @@ class InvoiceWork:
         present = (
             await list_ids(run, None, self.job.registered_after) if self.job.reconcile else None
         )
-        gone = gone_from(state, present) if present is not None else None
+        gone = gone_from(OrderRun(state), present) if present is not None else None
         if gone:  # settled now: the service no longer has them
             self.journal.append({"event": "gone", "ids": gone})
         publishing = functools.partial(
@@ -256,28 +257,30 @@ class InvoiceWork:
         if publisher.format == "parquet" and "invoices" in stats.written:
             stats.fetched = stats.written["invoices"]  # what was written, not what was meant
             stats.counts["rows"] = stats.written.get("invoice_rows", 0)
-        short = state.still_failed or state.not_returned or state.missing_twice
+        orders = OrderRun(state)
+        short = orders.still_failed or orders.not_returned or orders.missing_twice
         summary = stats.summary("partial" if short else "complete", self.job.out)
         summary["output"], summary["format"] = publisher.target.uri, publisher.format
         summary["job"] = state.fingerprint
         summary["retry_of"] = state.retry_of
-        summary["failures_report"] = write_failures(self.job.out, state)
-        summary["not_returned_report"] = write_not_returned(self.job.out, state)
+        summary["failures_report"] = write_failures(self.job.out, orders)
+        summary["not_returned_report"] = write_not_returned(self.job.out, orders)
         return summary
 
 
 def restore(stats: RunStats, state: RunState) -> None:
     """The counts of every batch the run's journal holds (resumed runs included)."""
-    stats.fetched = state.counts.get("invoices", 0)
+    counts, orders = state.counts, OrderRun(state)
+    stats.fetched = counts.get("invoices", 0)
     stats.counts = {
-        "rows": state.counts.get("rows", 0),
-        "api_exceptions": state.counts.get("api_exceptions", 0),
-        "missing_ids": len(state.not_returned),
-        "missing_twice_ids": len(state.missing_twice),
-        "gone_ids": len(state.gone),
-        "failed_ids": len(state.still_failed),
+        "rows": counts.get("rows", 0),
+        "api_exceptions": counts.get("api_exceptions", 0),
+        "missing_ids": len(orders.not_returned),
+        "missing_twice_ids": len(orders.missing_twice),
+        "gone_ids": len(orders.gone),
+        "failed_ids": len(orders.still_failed),
     }
-    stats.failures = brief_failures(state)
+    stats.failures = brief_failures(orders)
 
 
 def _counted(counts: BatchCounts) -> dict[str, Any]:

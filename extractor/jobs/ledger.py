@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 
 from extractor import arrow, redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
-from extractor.engine.history import Carried
 from extractor.engine.journal import Journal, unfinished
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
@@ -144,9 +143,9 @@ class TransactionJob:
     def check(self) -> None:
         check(self)
 
-    def retrying(self, carried: Carried) -> str:
-        days = sum(Window.from_json(w).length for w in carried.windows)
-        return f"run {carried.run_id} could not fetch {days:,} days; fetching them again"
+    def retrying(self, previous: RunState) -> str:
+        days = sum(Window.from_json(w).length for w in failed_windows(previous))
+        return f"run {previous.run_id} could not fetch {days:,} days; fetching them again"
 
     def start(self, journal: Journal, stats: RunStats) -> LedgerWork:
         stats.units, stats.records = "days", TABLE
@@ -258,21 +257,22 @@ class LedgerWork:
     async def __aexit__(self, *exc: object) -> None:
         pass
 
-    async def plan(self, run: Run, carried: Carried | None) -> dict[str, Any]:
+    async def plan(self, run: Run, previous: RunState | None) -> dict[str, Any]:
         """The job's windows, plus the days the last run could not fetch; a retry of a
         backfill fetches those days only, and keeps that run's as-of time."""
-        if carried is not None and not self.job.sync:
-            as_of = carried.as_of or run.clock.now().isoformat()
+        carried = failed_windows(previous) if previous is not None else []
+        if previous is not None and not self.job.sync:
+            as_of = previous.as_of or run.clock.now().isoformat()
             return {
-                "event": "plan", "windows": carried.windows, "as_of": as_of,
-                "retry_of": carried.run_id,
+                "event": "plan", "windows": carried, "as_of": as_of,
+                "retry_of": previous.run_id,
             }  # fmt: skip
         as_of = run.session.service_time.now().isoformat()  # the service's time: a watermark
         start = await ledger_start(run, self.job)
         windows = [w.as_json() for w in self.job.plan(start)] if start is not None else []
         event = {"event": "plan", "windows": windows, "as_of": as_of}
-        if carried is not None:
-            event |= {"windows": windows + carried.windows, "retry_of": carried.run_id}
+        if previous is not None:
+            event |= {"windows": windows + carried, "retry_of": previous.run_id}
         return event
 
     def remaining(self, state: RunState, prefix: str) -> list[Window]:
@@ -295,17 +295,16 @@ class LedgerWork:
             {
                 "event": "staged",
                 "key": unit.key,
-                "ids": [],
                 "window": unit.as_json(),
                 "counts": {"transactions": table.num_rows},
-                "missing": [],
             }
         )
         self.stats.fetched += table.num_rows
 
     def failed(self, run: Run, unit: Window, error: BaseException) -> None:
         message = redact.mask(f"{type(error).__name__}: {error}")
-        self.journal.append({"event": "failed", "window": unit.as_json(), "error": message})
+        failed = {"event": "failed", "key": unit.key, "window": unit.as_json(), "error": message}
+        self.journal.append(failed)
 
     async def settled(self) -> None:
         pass  # each window is staged and journaled before its fetch returns
@@ -318,7 +317,11 @@ class LedgerWork:
         self.writer.tidy()
 
     def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
-        failed = [f for f in state.failures if "window" in f]
+        failed = [
+            {"window": f["window"], "error": f["error"]}
+            for f in state.failed.values()
+            if "window" in f
+        ]
         publisher = self.job.publisher
         stats.fetched = state.counts.get(TABLE, 0)
         if publisher.format == "parquet":
@@ -338,11 +341,11 @@ class LedgerWork:
 def remaining(state: RunState) -> list[Window]:
     """Planned windows less the days already staged or failed, as contiguous windows."""
     done: dict[str | None, set[dt.date]] = {}
-    for value in state.done_windows:
-        window = Window.from_json(value)
+    for event in (*state.staged.values(), *state.failed.values()):
+        window = Window.from_json(event["window"])
         done.setdefault(window.system_type, set()).update(window.days())
     left = []
-    for value in state.windows or ():
+    for value in (state.plan or {}).get("windows", ()):
         window = Window.from_json(value)
         run: list[dt.date] = []
         for day in [*window.days(), None]:
@@ -352,3 +355,8 @@ def remaining(state: RunState) -> list[Window]:
                 left.append(Window(run[0], run[-1], window.system_type))
                 run = []
     return left
+
+
+def failed_windows(state: RunState) -> list[list[Any]]:
+    """The windows of days a run could not fetch, as journaled."""
+    return [event["window"] for event in state.failed.values() if "window" in event]
