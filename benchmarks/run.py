@@ -317,6 +317,7 @@ def bench_latency(
 
 async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[str, object]:
     from extractor.config import Credentials, ServiceConfig
+    from extractor.engine.destination import Destination
     from extractor.engine.runner import run
     from extractor.jobs.invoices import InvoiceJob
 
@@ -326,7 +327,7 @@ async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[
         max_requests_per_hour=0,
         **{k: options.pop(k) for k in ("concurrency", "timeouts", "retry") if k in options},  # type: ignore[arg-type]
     )
-    job = InvoiceJob(out=out, service=service, **options)  # type: ignore[arg-type]
+    job = InvoiceJob(Destination(out), service=service, **options)  # type: ignore[arg-type]
     return await run(job, creds, log=io.StringIO())  # the system clock: real back-off
 
 

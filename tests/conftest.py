@@ -15,6 +15,7 @@ import pytest
 from extractor.clock import SYSTEM, Clock, ManualClock
 from extractor.config import Credentials, ServiceConfig
 from extractor.engine import runner
+from extractor.engine.destination import Destination
 from extractor.simulator.memory import MemoryWire
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
@@ -28,12 +29,20 @@ from extractor.simulator.service import SimulatedService
 CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
 J = TypeVar("J")
 _SERVICE_FIELDS = frozenset(field.name for field in dataclasses.fields(ServiceConfig))
+_WHERE_FIELDS = frozenset(field.name for field in dataclasses.fields(Destination)) - {"work"}
 
 
 def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
     """A job of ``cls``, the options that are :class:`ServiceConfig` fields (``base_url``,
-    ``concurrency``, ``max_requests_per_hour``, ...) given as its ``service``."""
+    ``concurrency``, ``max_requests_per_hour``, ...) given as its ``service``, and those that
+    are :class:`Destination` fields (``out``, ``output``, ``placement``, ``resume``) as its
+    destination."""
     service = {name: options.pop(name) for name in list(options) if name in _SERVICE_FIELDS}
+    if args and isinstance(args[0], Path):  # the job's folder, given first
+        options["out"], args = args[0], args[1:]
+    if "out" in options:
+        where = {name: options.pop(name) for name in list(options) if name in _WHERE_FIELDS}
+        args = (Destination(options.pop("out"), **where), *args)
     return cls(*args, service=ServiceConfig(**service), **options)
 
 

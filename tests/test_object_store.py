@@ -13,9 +13,9 @@ import pytest
 
 from extractor.clock import ManualClock
 from extractor.engine import runner
+from extractor.engine.destination import Destination
 from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
-from extractor.output.destination import destination
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of
@@ -58,11 +58,13 @@ async def test_sync_to_s3_equals_truth(start_simulator: Any, s3: str, tmp_path: 
 async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_path: Path) -> None:
     simulator = await start_simulator(orders=150)
     out = f"s3://{BUCKET}/plain"
-    work, output = destination(out, "parquet", tmp_path, s3, "invoices")
+    where = Destination.of(out, "parquet", tmp_path, s3, "invoices")
+    work, output = where.work, where.output
     job = job_of(
         InvoiceJob,
         out=work,
         output=output,
+        root=where.root,
         base_url=simulator.url,
         max_requests_per_hour=0,
         batch_size=50,

@@ -17,8 +17,8 @@ from botocore.retries.standard import ExponentialBackoff
 
 from extractor.clock import ManualClock
 from extractor.engine import runner
+from extractor.engine.destination import Destination
 from extractor.jobs.invoices import InvoiceJob
-from extractor.output.destination import destination
 from extractor.output.parquet import ParquetOutput
 from extractor.output.store import StoreConfig
 from extractor.output.targets import Target
@@ -61,11 +61,12 @@ async def test_plain_parquet_publish_rides_out_slowdowns_and_stalls(
     # every upload and the lock: a request failing 3 times running, and stalls
     faults = (Fault(every=30, burst=3), Fault(every=60, stall=STALL))
     with FaultyS3(moto, *faults) as proxy:
-        work, output = destination(f"s3://{BUCKET}/plain", "parquet", tmp_path, proxy.url, "x")
+        where = Destination.of(f"s3://{BUCKET}/plain", "parquet", tmp_path, proxy.url, "x")
+        work, output = where.work, where.output
         assert isinstance(output, ParquetOutput)
         output = replace(output, target=replace(output.target, store=QUICK))
         job = job_of(
-            InvoiceJob, out=work, output=output, base_url=simulator.url,
+            InvoiceJob, out=work, output=output, root=where.root, base_url=simulator.url,
             max_requests_per_hour=0, batch_size=100, parse_workers=0,
         )  # fmt: skip
         summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())

@@ -141,11 +141,12 @@ async def _invoice(session: Session, found: dict[str, Any]) -> str:
 
 
 async def _ledger_day(session: Session) -> str:
+    from extractor.engine.destination import Destination
     from extractor.jobs.ledger import TransactionJob, Window
     from extractor.records.ledger import LedgerSink
 
     day = dt.date.today() - dt.timedelta(days=1)
-    job = TransactionJob(out=Path(), date_from=day, date_to=day, date_field="changed")
+    job = TransactionJob(Destination(Path()), date_from=day, date_to=day, date_field="changed")
     sink = await session.call(soap.GET_TRANSACTIONS, job.params(Window(day, day)), LedgerSink)
     lines = 0 if sink.table is None else sink.table.num_rows
     return f"{lines:,} ledger lines changed on {day.isoformat()}"

@@ -3,7 +3,6 @@ statuses, and the lock a Delta or object-store target takes."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import math
@@ -30,7 +29,7 @@ from extractor.config import (
 from extractor.errors import UsageError
 
 if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
-    from extractor.output.parquet import Output
+    pass
 
 TEN_YEARS_IN_MINUTES: Final = 10 * 366 * 24 * 60
 EXIT_FATAL: Final = 1
@@ -189,18 +188,6 @@ def show_summary(summary: dict[str, Any], render: Callable[[dict[str, Any]], str
         click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render(summary))
-
-
-def lock_target(
-    out: str, output: Output | None, work_dir: Path | None, command: str
-) -> contextlib.AbstractContextManager[object]:
-    """A Delta or object-store target is one output whatever the command (sync included):
-    lock its work root too. A local Parquet ``--out`` is locked by the run itself."""
-    if output is None:
-        return contextlib.nullcontext()
-    from extractor.output.lock import target_lock
-
-    return target_lock(output.target, work_dir, command)
 
 
 def exit_if_partial(summary: dict[str, Any], work: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Final
 import click
 
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
+from extractor.engine.destination import Destination
 from extractor.engine.runner import run
 from extractor.engine.summary import render_summary
 from extractor.errors import UsageError
@@ -120,7 +121,7 @@ async def run_demo(out: Path, orders: int) -> None:
         )
         # a local simulator has no budget to protect
         service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
-        job = InvoiceJob(out=out, service=service, parse_workers=DEFAULT_PARSE_WORKERS)
+        job = InvoiceJob(Destination(out), service=service, parse_workers=DEFAULT_PARSE_WORKERS)
         summary = await run(job, creds)
     click.echo(render_summary(summary))
     _how_to_read(out)
@@ -133,8 +134,6 @@ async def run_fleet_demo(out: Path, orders: int, identities: int, workers: int) 
     from extractor.fleet.layout import member_dir
     from extractor.fleet.members import Member
     from extractor.fleet.run import Fleet, render_fleet, run_fleet
-    from extractor.output.parquet import ParquetOutput
-    from extractor.output.staging import Placement
     from extractor.output.targets import Target
     from extractor.service.identities import listed_identities
 
@@ -147,15 +146,11 @@ async def run_fleet_demo(out: Path, orders: int, identities: int, workers: int) 
         )
         service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
         listed = await listed_identities(service, creds)
+        fleet_root = Destination(out)
         members = [
             Member(
                 identity,
-                InvoiceJob(
-                    out=member_dir(out, identity.id),
-                    service=service,
-                    output=ParquetOutput.at(out),
-                    placement=Placement(out, identity.id),
-                ),
+                InvoiceJob(fleet_root.member(member_dir(out, identity.id), identity.id), service),
                 dataclasses.replace(creds, identity_id=identity.id),
             )
             for identity in listed

@@ -16,7 +16,6 @@ from extractor.cli.common import (
     exit_if_partial,
     finite_minutes,
     json_option,
-    lock_target,
     names,
     parse_day,
     parse_when,
@@ -25,17 +24,16 @@ from extractor.cli.common import (
     stack,
     storage_options,
 )
-from extractor.cli.fleet import FleetOptions, JobFor, Where, fleet_options, run_as_fleet
+from extractor.cli.fleet import FleetOptions, JobFor, fleet_options, run_as_fleet
 from extractor.cli.signals import run_command
 from extractor.config import DEFAULT_PARSE_WORKERS, DEFAULT_SINCE, Credentials, ServiceConfig
 from extractor.errors import UsageError
 
 if TYPE_CHECKING:  # a command imports the engine when it runs: ``--help`` loads none of it
+    from extractor.engine.destination import Destination
     from extractor.jobs.invoices import InvoiceJob
     from extractor.jobs.ledger import TransactionJob
     from extractor.jobs.sync import SyncJob
-    from extractor.output.parquet import Output
-    from extractor.output.staging import Placement
 
 #: The commands that fetch invoices: where their responses are parsed.
 parse_workers_option = click.option(
@@ -81,11 +79,10 @@ def invoices(
     With several --identity (or all), each identity is one run on a Dask cluster, its
     partitions under identity_id=<guid>.
     """
+    from extractor.engine.destination import Destination
     from extractor.engine.runner import run
     from extractor.engine.summary import render_summary
     from extractor.jobs.invoices import InvoiceJob
-    from extractor.output.destination import destination
-    from extractor.output.staging import ALONE
 
     if changed_after and registered_after:
         raise UsageError("give --changed-after or --registered-after, not both")
@@ -95,12 +92,9 @@ def invoices(
             "drop --invoice-properties and --row-properties"
         )
 
-    def job_for(
-        own: Path, output: Output | None, placement: Placement = ALONE, parsers: int = 0
-    ) -> InvoiceJob:
+    def job_for(destination: Destination, parsers: int = 0) -> InvoiceJob:
         return InvoiceJob(
-            out=own,
-            output=output,
+            destination,
             service=service,
             changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
             registered_after=parse_when(registered_after, "--registered-after")
@@ -110,19 +104,13 @@ def invoices(
             invoice_properties=names(invoice_properties),
             row_properties=names(row_properties),
             parse_workers=parsers,
-            resume=resume,
-            placement=placement,
         )
 
-    credentials = _credentials(
-        "invoices", out, output_format, work_dir, endpoint_url, service, fleet, job_for
-    )
-    work, output = destination(out, output_format, work_dir, endpoint_url, "invoices")
-    job = job_for(work, output, parsers=parse_workers)
-    with lock_target(out, output, work_dir, "invoices"):
-        summary = run_command(run(job, credentials))
+    where = Destination.of(out, output_format, work_dir, endpoint_url, "invoices", resume=resume)
+    credentials = credentials_for("invoices", where, work_dir, service, fleet, job_for)
+    summary = run_command(run(job_for(where, parse_workers), credentials))
     show_summary(summary, render_summary)
-    exit_if_partial(summary, work)
+    exit_if_partial(summary, where.work)
 
 
 @click.command()
@@ -168,16 +156,14 @@ def transactions(
     Resumable: after a crash, run the same command again; it continues where it stopped.
     With several --identity (or all), each identity is one run on a Dask cluster.
     """
+    from extractor.engine.destination import Destination
     from extractor.engine.runner import run
     from extractor.engine.summary import render_summary
     from extractor.jobs.ledger import TransactionJob
-    from extractor.output.destination import destination
-    from extractor.output.staging import ALONE
 
-    def job_for(own: Path, output: Output | None, placement: Placement = ALONE) -> TransactionJob:
+    def job_for(destination: Destination) -> TransactionJob:
         return TransactionJob(
-            out=own,
-            output=output,
+            destination,
             date_from=parse_day(date_from, "--from"),
             date_to=parse_day(date_to, "--to"),
             service=service,
@@ -186,42 +172,24 @@ def transactions(
             account_from=account_from,
             account_to=account_to,
             system_types=system_types,
-            resume=resume,
-            placement=placement,
         )
 
-    credentials = _credentials(
-        "transactions", out, output_format, work_dir, endpoint_url, service, fleet, job_for
+    where = Destination.of(
+        out, output_format, work_dir, endpoint_url, "transactions", resume=resume
     )
-    work, output = destination(out, output_format, work_dir, endpoint_url, "transactions")
-    job = job_for(work, output)
-    with lock_target(out, output, work_dir, "transactions"):
-        summary = run_command(run(job, credentials))
+    credentials = credentials_for("transactions", where, work_dir, service, fleet, job_for)
+    summary = run_command(run(job_for(where), credentials))
     show_summary(summary, render_summary)
-    exit_if_partial(summary, work)
-
-
-def _credentials(
-    command: str,
-    out: str,
-    output_format: str,
-    work_dir: Path | None,
-    endpoint_url: str | None,
-    service: ServiceConfig,
-    fleet: FleetOptions,
-    job_for: JobFor,
-) -> Credentials:
-    """:func:`credentials_for` a backfill command's output."""
-    from extractor.output.destination import destination
-    from extractor.output.targets import Target
-
-    work, output = destination(out, output_format, work_dir, endpoint_url, command)
-    where = Where(Target.parse(out, endpoint_url), work, output, work_dir)
-    return credentials_for(command, where, service, fleet, job_for)
+    exit_if_partial(summary, where.work)
 
 
 def credentials_for(
-    command: str, where: Where, service: ServiceConfig, fleet: FleetOptions, job_for: JobFor
+    command: str,
+    where: Destination,
+    work_dir: Path | None,
+    service: ServiceConfig,
+    fleet: FleetOptions,
+    job_for: JobFor,
 ) -> Credentials:
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
@@ -232,11 +200,11 @@ def credentials_for(
         check_work_dir,
     )
 
-    if where.work_dir is not None:
-        check_work_dir(str(where.work_dir))
+    if work_dir is not None:
+        check_work_dir(str(work_dir))
     if where.target.local is not None:
         check_not_foreign(where.target.local)
-        if where.output is not None and where.output.format == "delta":
+        if where.format == "delta":
             check_no_parquet_tables(where.target.local)
     if fleet.asked:
         alone = run_as_fleet(command, where, service, fleet, job_for)
@@ -289,27 +257,22 @@ def sync(
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
     from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
-    from extractor.output.staging import ALONE
     from extractor.output.targets import Target
 
     target = Target.parse(out, endpoint_url)
 
-    def job_for(
-        own: Path | None, output: Output | None = None, placement: Placement = ALONE
-    ) -> SyncJob:
+    def job_for(member: Destination | None) -> SyncJob:
+        identity = member.placement.identity if member is not None else None
         return SyncJob(
             target=target, work_dir=work_dir, service=service,
             overlap=dt.timedelta(minutes=overlap), since=parse_day(since, "--since"),
             reconcile=reconcile, ledger=not no_ledger,
-            parse_workers=parse_workers if placement.identity is None else 0,
-            identity=placement.identity, member_work=own,
+            parse_workers=parse_workers if identity is None else 0,
+            identity=identity, member_work=member.work if member is not None else None,
         )  # fmt: skip
 
-    from extractor.output.delta import DeltaOutput
-
     job = job_for(None)
-    where = Where(target, job.work, DeltaOutput(target), work_dir)
-    credentials = credentials_for("sync", where, service, fleet, job_for)
+    credentials = credentials_for("sync", job.destination, work_dir, service, fleet, job_for)
     summary = run_command(run_sync(job, credentials))
     show_summary(summary, render_sync_summary)
     if summary["status"] != "complete":

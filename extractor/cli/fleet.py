@@ -9,13 +9,11 @@ holds a fleet run each identity as a task on a Dask cluster (:mod:`extractor.fle
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
@@ -28,16 +26,14 @@ from extractor.errors import UsageError
 from extractor.fleet.cluster import PER_WORKER, cluster, scheduler_address
 
 if TYPE_CHECKING:  # a fleet imports the engine when it runs: ``--help`` loads none of it
+    from extractor.engine.destination import Destination
     from extractor.jobs.invoices import InvoiceJob
     from extractor.jobs.ledger import TransactionJob
     from extractor.jobs.sync import SyncJob
-    from extractor.output.parquet import Output
-    from extractor.output.staging import Placement
-    from extractor.output.targets import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: A command's job for one identity: (its out, its output, where its tables go).
-JobFor = Callable[[Path, "Output | None", "Placement"], "InvoiceJob | TransactionJob | SyncJob"]
+JobFor = Callable[["Destination"], "InvoiceJob | TransactionJob | SyncJob"]
 
 
 @dataclass(frozen=True)
@@ -100,35 +96,23 @@ def fleet_options(command: F) -> F:
     return options(cast(F, with_fleet))
 
 
-@dataclass(frozen=True)
-class Where:
-    """Where a command writes: its target, its work root, its output (None: local Parquet
-    in the target's directory, which is also the work root)."""
-
-    target: Target
-    work: Path
-    output: Output | None
-    work_dir: Path | None  # as given (--work-dir)
-
-
 def run_as_fleet(
     command: str,
-    where: Where,
+    where: Destination,
     service: ServiceConfig,
     options: FleetOptions,
     job_for: JobFor,
 ) -> Credentials | None:
     """Run ``command`` as a fleet when the options ask for one (and exit with its status);
     else the credentials of the one identity asked for, to run as today."""
-    from extractor.fleet.layout import check_fleet_into, holds_fleet
+    from extractor.fleet.layout import check_fleet_into, holds_fleet, member_dir
     from extractor.fleet.members import Member
     from extractor.fleet.run import Fleet, render_fleet, run_fleet
-    from extractor.output.lock import OutputLock, target_lock
     from extractor.service.identities import ALL, chosen, listed_identities
 
     if options.excluded and list(options.identities) != [ALL]:
         raise UsageError("--exclude-identity leaves identities out of --identity all; give it")
-    target, work, output, out = where.target, where.work, where.output, where.target.uri
+    target, work, out = where.target, where.work, where.target.uri
     scheduler = scheduler_address(options.scheduler)
     if scheduler is not None and target.local is not None:
         raise UsageError(
@@ -149,7 +133,7 @@ def run_as_fleet(
         members=[
             Member(
                 identity,
-                _member_job(job_for, work, output, identity.id),
+                job_for(where.member(member_dir(work, identity.id), identity.id)),
                 replace(credentials, identity_id=identity.id),
                 log.current().format,
             )
@@ -158,12 +142,11 @@ def run_as_fleet(
         work=work,
         target=target,
         fleet_requests_per_hour=options.fleet_requests_per_hour,
-        delta=output is not None and output.format == "delta",
+        delta=where.format == "delta",
     )
     workers = min(options.workers, len(members))
-    with (  # the target's locks before the fleet's own folder's, as every command takes them
-        target_lock(target, where.work_dir, command) if output else contextlib.nullcontext(),
-        OutputLock.take(work, f"{command} (fleet)"),
+    with (
+        where.locked(f"{command} (fleet)"),
         cluster(scheduler, workers, per_worker=options.per_worker) as client,
     ):
         summary = run_fleet(fleet, client)
@@ -172,23 +155,3 @@ def run_as_fleet(
         log.current().warning("partial", f"fleet was partial: see {summary['summary_file']}")
         sys.exit(EXIT_PARTIAL)
     sys.exit(0)
-
-
-def _member_job(
-    job_for: JobFor, work: Path, output: Output | None, identity: str
-) -> InvoiceJob | TransactionJob | SyncJob:
-    """The command's job for one identity: its run under ``_identities/<guid>/``, its tables
-    under ``identity_id=<guid>`` of the fleet's (for local Parquet, in ``work`` itself)."""
-    from extractor.fleet.layout import member_dir
-    from extractor.output.parquet import ParquetOutput
-    from extractor.output.staging import Placement
-
-    own = member_dir(work, identity)
-    if output is None:  # local Parquet: the tables are in the fleet's root
-        return job_for(own, ParquetOutput.at(work), Placement(work, identity))
-    if output.format == "delta":  # its part of the fleet's tables
-        from extractor.output.delta import DeltaOutput
-
-        assert isinstance(output, DeltaOutput)
-        return job_for(own, replace(output, identity=identity), Placement(None, identity))
-    return job_for(own, output, Placement(None, identity))

@@ -33,9 +33,9 @@ def reset(
     out: str, discard: bool, yes: bool, work_dir: Path | None, endpoint_url: str | None
 ) -> None:
     """Discard OUT's unfinished runs: their journals, staging and half-published files."""
+    from extractor.engine.destination import Destination
     from extractor.engine.journal import unfinished
     from extractor.engine.state import replay
-    from extractor.output.lock import OutputLock
 
     target = written_target(out, endpoint_url)
     root = target.work_dir(work_dir)
@@ -55,7 +55,7 @@ def reset(
             click.echo("nothing removed")
             return
     for folder, _, paths in plans:
-        with OutputLock.take(folder, "reset"):  # refused while the run is still going
+        with Destination(folder).locked("reset"):  # refused while the run is still going
             for path in paths:
                 if path.is_dir():
                     shutil.rmtree(path)

@@ -11,7 +11,6 @@ publishes (:class:`Job` and :class:`Work`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import IO, Any, Final, Protocol, TypeVar
 from extractor import memory
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
+from extractor.engine.destination import Destination
 from extractor.engine.history import finished_job, latest_run, partial_run
 from extractor.engine.journal import Journal, unfinished
 from extractor.engine.progress import Progress
@@ -30,7 +30,6 @@ from extractor.engine.workers import Fetcher, Run, Unit, work_through
 from extractor.errors import OutputError
 from extractor.log import Log
 from extractor.output.lease import stopped_if_lost
-from extractor.output.lock import OutputLock
 from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
 from extractor.service.health import Health
@@ -86,8 +85,13 @@ class Job(Protocol[U]):
     def command(self) -> str: ...
 
     @property
-    def out(self) -> Path:
-        """Where the journal, summaries and (for local Parquet) the dataset live."""
+    def destination(self) -> Destination:
+        """Where the run writes: the runner checks, locks and publishes to it."""
+        ...
+
+    @property
+    def tables(self) -> Sequence[str]:
+        """The tables the job publishes."""
         ...
 
     @property
@@ -95,7 +99,7 @@ class Job(Protocol[U]):
 
     @property
     def sync(self) -> bool:
-        """Part of a sync, which holds the lock and runs again whatever ran before."""
+        """Part of a sync, which runs again whatever ran before."""
         ...
 
     def check(self) -> None:
@@ -104,10 +108,6 @@ class Job(Protocol[U]):
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides which records a run fetches: the same fingerprint, the same run."""
-        ...
-
-    def datasets(self) -> Sequence[Path]:
-        """The table directories that another job's data must not be mixed into."""
         ...
 
     def retrying(self, previous: RunState) -> str:
@@ -135,13 +135,10 @@ async def run(
     fleet, its requests also draw on the fleet's budget (``gate``), and ``watch`` is handed
     the run's counters and rate limiter as the run starts, to report them."""
     job.check()
+    job.destination.check()
     given = _Surroundings(Log.to(log).bind(command=job.command), clock, wire, gate, watch)
-    # a sync holds its target's lock for all its parts; a run that loses an s3:// target's
-    # lease stops at once
-    with (
-        contextlib.nullcontext() if job.sync else OutputLock.take(job.out, job.command),
-        stopped_if_lost(),
-    ):
+    # a run that loses an s3:// target's lease stops at once
+    with job.destination.locked(job.command), stopped_if_lost():
         return await _locked(job, credentials, given)
 
 
@@ -155,12 +152,14 @@ class _Surroundings:
 
 
 async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
-    log = given.log
-    fingerprint = job.fingerprint()
+    log, destination = given.log, job.destination
+    out = destination.work
+    fingerprint = job.fingerprint() | destination.fingerprint()
     # a sync lists what changed and adds what its last run could not fetch; a backfill that
     # finished partial fetches again exactly what it could not fetch
-    done = latest_run(job.out) if job.sync else finished_job(job.out, fingerprint, job.datasets())
-    previous = partial_run(job.out, done) if unfinished(job.out) is None else None
+    datasets = destination.datasets(job.tables)
+    done = latest_run(out) if job.sync else finished_job(out, fingerprint, datasets)
+    previous = partial_run(out, done) if unfinished(out) is None else None
     if done is not None and previous is None and not job.sync:
         log.bind(run_id=done["run_id"]).info(
             "already_finished",
@@ -168,8 +167,8 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
             status=done["status"],
         )
         return done
-    _make(job.out)
-    journal = Journal.open(job.out, new_run_id(given.clock), fingerprint)
+    _make(out)
+    journal = Journal.open(out, new_run_id(given.clock), fingerprint)
     given = replace(given, log=log.bind(run_id=journal.state.run_id))
     note = slow_parser_note()
     if note is not None:
@@ -223,8 +222,8 @@ async def _journaled(
         await progress.stop()
         await transport.close()
     work.tidy()
-    summary = work.summary(journal.state, stats)
-    write_summary(summary, job.out)
+    summary = work.summary(journal.state, stats) | job.destination.described()
+    write_summary(summary, job.destination.work)
     line, counts = finished(summary)
     given.log.info("finished", line, **counts)
     return summary

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
-from extractor.engine.journal import Journal, unfinished
+from extractor.engine.destination import Destination
+from extractor.engine.journal import Journal
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.workers import Run
@@ -29,9 +30,7 @@ from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import brief_failures, write_failures, write_not_returned
 from extractor.jobs.listing import OrderRun, gone_from, list_ids, oldest, relist
-from extractor.output.parquet import Output, ParquetOutput
-from extractor.output.staging import ALONE, Placement, TableWriter
-from extractor.output.targets import check_output_dir
+from extractor.output.staging import TableWriter
 from extractor.records.orders import Selection
 from extractor.records.parse_pool import ParsePool
 from extractor.records.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
@@ -43,7 +42,7 @@ TABLES: Final = ("invoices", "invoice_rows")
 class InvoiceJob:
     """Everything ``extractor invoices`` was asked to do."""
 
-    out: Path
+    destination: Destination
     service: ServiceConfig = DEFAULT_SERVICE
     changed_after: dt.datetime | None = None
     registered_after: dt.datetime | None = None
@@ -51,45 +50,37 @@ class InvoiceJob:
     invoice_properties: tuple[str, ...] = ()
     row_properties: tuple[str, ...] = ()
     parse_workers: int = 0  # 0: parse on the event loop; N: in N parser processes
-    resume: bool = False  # insist on resuming (a rerun of the same command resumes anyway)
-    output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
     reconcile: bool = False  # list every OrderId after fetching; the output marks the vanished
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "invoices"
-    placement: Placement = ALONE  # a fleet member's: its identity's part of the tables
     #: A sync's: ids fetched whether listed or not (the last sync was answered them stale).
     refetch: tuple[int, ...] = ()
 
     @property
-    def publisher(self) -> Output:
-        """Where the job publishes: its output, by default hive Parquet in ``out``."""
-        return self.output or ParquetOutput.at(self.out)
+    def out(self) -> Path:
+        """The run's folder: its journal, staging, reports (local Parquet: the tables)."""
+        return self.destination.work
 
     def check(self) -> None:
         Selection.checked(self.invoice_properties, self.row_properties)
-        check_output_dir(self.out)
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise InvalidOption(f"{{batch_size}} {self.batch_size} is outside 1..{MAX_BATCH}")
-        if self.resume and unfinished(self.out) is None:
-            raise InvalidOption(f"{{resume}}: {{out}} {self.out} holds no unfinished run")
 
     def fingerprint(self) -> dict[str, Any]:
         def iso(value: dt.datetime | None) -> str | None:
             return value.isoformat() if value else None
 
-        output = self.output
         return {
             "command": "invoices",
             "changed_after": iso(self.changed_after),
             "registered_after": iso(self.registered_after),
             "invoice_properties": list(self.invoice_properties),
             "row_properties": list(self.row_properties),
-        } | ({"output": output.target.uri, "format": output.format} if output else {})
+        }
 
-    def datasets(self) -> Sequence[Path]:
-        if self.publisher.format != "parquet":
-            return ()
-        return [self.placement.directory(self.out, table) for table in TABLES]
+    @property
+    def tables(self) -> Sequence[str]:
+        return TABLES
 
     def retrying(self, previous: RunState) -> str:
         carried = OrderRun(previous).carried()
@@ -152,7 +143,7 @@ class InvoiceWork:
     def __post_init__(self) -> None:
         job = self.job
         run_id = self.journal.state.run_id
-        self.tables = InvoiceTables(job.out, self.selection, run_id, job.placement)
+        self.tables = InvoiceTables(job.out, self.selection, run_id, job.destination.placement)
 
     @property
     def writers(self) -> Sequence[TableWriter]:
@@ -244,7 +235,7 @@ class InvoiceWork:
         if gone:  # settled now: the service no longer has them
             self.journal.append({"event": "gone", "ids": gone})
         publishing = functools.partial(
-            self.job.publisher.publish, self.writers, state.run_info(), present
+            self.job.destination.publisher.publish, self.writers, state.run_info(), present
         )
         return await asyncio.get_running_loop().run_in_executor(None, publishing)
 
@@ -253,14 +244,12 @@ class InvoiceWork:
 
     def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
         restore(stats, state)  # the journal's counts: every batch of the run, resumed or not
-        publisher = self.job.publisher
-        if publisher.format == "parquet" and "invoices" in stats.written:
+        if self.job.destination.format == "parquet" and "invoices" in stats.written:
             stats.fetched = stats.written["invoices"]  # what was written, not what was meant
             stats.counts["rows"] = stats.written.get("invoice_rows", 0)
         orders = OrderRun(state)
         short = orders.still_failed or orders.not_returned or orders.missing_twice
         summary = stats.summary("partial" if short else "complete", self.job.out)
-        summary["output"], summary["format"] = publisher.target.uri, publisher.format
         summary["job"] = state.fingerprint
         summary["retry_of"] = state.retry_of
         summary["failures_report"] = write_failures(self.job.out, orders)

@@ -21,14 +21,13 @@ import pyarrow.compute as pc
 
 from extractor import arrow, redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
-from extractor.engine.journal import Journal, unfinished
+from extractor.engine.destination import Destination
+from extractor.engine.journal import Journal
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
-from extractor.output.parquet import Output, ParquetOutput
-from extractor.output.staging import ALONE, Placement, TableWriter
-from extractor.output.targets import check_output_dir
+from extractor.output.staging import TableWriter
 from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
 
 TABLE: Final = "transactions"
@@ -102,7 +101,7 @@ def cut(start: dt.date, end: dt.date, size: str) -> list[Window]:
 class TransactionJob:
     """Everything ``extractor transactions`` was asked to do."""
 
-    out: Path
+    destination: Destination
     date_from: dt.date
     date_to: dt.date
     service: ServiceConfig = DEFAULT_SERVICE
@@ -111,12 +110,15 @@ class TransactionJob:
     account_from: int | None = None
     account_to: int | None = None
     system_types: tuple[str, ...] = ()
-    resume: bool = False
-    output: Output | None = None  # None: hive Parquet in ``out``, which also holds the journal
     until_now: bool = False  # a sync's: ``date_to`` is today, and a resume keeps its plan
     sync: bool = False  # part of a sync: a finished run of the same plan is no reason to stop
     command: str = "transactions"
-    placement: Placement = ALONE  # a fleet member's: its identity's part of the table
+    tables: tuple[str, ...] = (TABLE,)
+
+    @property
+    def out(self) -> Path:
+        """The run's folder: its journal, staging, reports (local Parquet: the table)."""
+        return self.destination.work
 
     def fingerprint(self) -> dict[str, Any]:
         print_ = {
@@ -127,18 +129,7 @@ class TransactionJob:
             "accounts": [self.account_from, self.account_to],
             "system_types": list(self.system_types),
         }
-        if self.output is not None:
-            print_.update(output=self.output.target.uri, format=self.output.format)
         return print_
-
-    @property
-    def publisher(self) -> Output:
-        return self.output or ParquetOutput.at(self.out)
-
-    def datasets(self) -> Sequence[Path]:
-        if self.publisher.format != "parquet":
-            return ()
-        return [self.placement.directory(self.out, TABLE)]
 
     def check(self) -> None:
         check(self)
@@ -209,7 +200,6 @@ def _years_after(day: dt.date, years: int) -> dt.date:
 
 def check(job: TransactionJob) -> None:
     """Refuse what cannot be done as asked, before any request."""
-    check_output_dir(job.out)
     if job.date_to < job.date_from:
         raise InvalidOption(f"{{date_to}} {job.date_to} is before {{date_from}} {job.date_from}")
     if job.window not in WINDOW_SIZES:
@@ -226,8 +216,6 @@ def check(job: TransactionJob) -> None:
             raise InvalidOption(
                 f"{{system_types}} {kind!r} is not a SystemType name (e.g. Payment)"
             )
-    if job.resume and unfinished(job.out) is None:
-        raise InvalidOption(f"{{resume}}: {{out}} {job.out} holds no unfinished run")
 
 
 @dataclass
@@ -244,7 +232,7 @@ class LedgerWork:
         run_id = self.journal.state.run_id
         self.writer = TableWriter(
             self.job.out, TABLE, schema_, PARTITION, run_id, unique=("Id", "DateChanged"),
-            placement=self.job.placement,
+            placement=self.job.destination.placement,
         )  # fmt: skip
 
     @property
@@ -310,7 +298,9 @@ class LedgerWork:
         pass  # each window is staged and journaled before its fetch returns
 
     async def publish(self, run: Run, state: RunState) -> dict[str, int]:
-        publishing = functools.partial(self.job.publisher.publish, [self.writer], state.run_info())
+        publishing = functools.partial(
+            self.job.destination.publisher.publish, [self.writer], state.run_info()
+        )
         return await asyncio.get_running_loop().run_in_executor(None, publishing)
 
     def tidy(self) -> None:
@@ -322,14 +312,11 @@ class LedgerWork:
             for f in state.failed.values()
             if "window" in f
         ]
-        publisher = self.job.publisher
         stats.fetched = state.counts.get(TABLE, 0)
-        if publisher.format == "parquet":
+        if self.job.destination.format == "parquet":
             stats.fetched = stats.written.get(TABLE, stats.fetched)  # what was written
         summary = stats.summary("partial" if failed else "complete", self.job.out)
         summary.update(
-            output=publisher.target.uri,
-            format=publisher.format,
             job=state.fingerprint,
             retry_of=state.retry_of,
             failed_days=sum(Window.from_json(f["window"]).length for f in failed),

@@ -20,7 +20,6 @@ was committed after all, or the options changed) is discarded, which only costs 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import shutil
@@ -31,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
+from extractor.engine.destination import Destination
 from extractor.engine.journal import unfinished
 from extractor.engine.runner import run
 from extractor.engine.state import replay
@@ -40,8 +40,6 @@ from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.log import Log
-from extractor.output.lock import target_lock
-from extractor.output.parquet import Output
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate, RateLimiter
@@ -88,6 +86,19 @@ class SyncJob:
         """Where the sync's runs live (a fleet's member keeps its log there)."""
         return self.work
 
+    @property
+    def destination(self) -> Destination:
+        """The sync's Delta tables, its work folder, and (a fleet member's) its identity's
+        part of the tables, the fleet holding the target."""
+        from extractor.output.delta import DeltaOutput  # delta-rs only where it is used
+
+        output = DeltaOutput(self.target, identity=self.identity)
+        if self.identity is not None:
+            return Destination(
+                self.work, output, None, Placement(None, self.identity), enclosed=True
+            )
+        return Destination(self.work, output, self.target.work_dir(self.work_dir))
+
 
 async def run_sync(
     job: SyncJob,
@@ -107,12 +118,7 @@ async def run_sync(
     run_id = SYNC_PREFIX + new_run_id(clock)
     out = Log.to(log).bind(run_id=run_id, command="sync")
     given = functools.partial(run, log=out, clock=clock, wire=wire, gate=gate, watch=watch)
-    # a fleet's member: the fleet holds the target's lock for all of them
-    with (
-        target_lock(job.target, job.work_dir, "sync")
-        if job.identity is None
-        else contextlib.nullcontext()
-    ):
+    with job.destination.locked("sync"):  # for all its parts
         summary = {"run_id": run_id, **await _sync_locked(job, credentials, out, clock, given)}
     out.info(
         "finished", f"sync {run_id} {summary['status']}", status=summary["status"],
@@ -128,13 +134,12 @@ async def _sync_locked(
     clock: Clock,
     running: Callable[..., Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    from extractor.output.delta import DeltaOutput, Lake  # delta-rs only where it is used
+    from extractor.output.delta import Lake  # delta-rs only where it is used
     from extractor.output.lakefiles import Scope
 
     lake = Lake(job.target, scope=Scope(job.identity))
-    output = DeltaOutput(job.target, identity=job.identity)
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
-    invoice_job = _invoice_job(job, output, lake.watermark(INVOICE_TABLES), lake.refetch())
+    invoice_job = _invoice_job(job, lake.watermark(INVOICE_TABLES), lake.refetch())
     _discard_stale(invoice_job.out, invoice_job.fingerprint(), log)
     again = len(invoice_job.refetch)
     plan = _plan("invoices", invoice_job.changed_after, again)
@@ -143,7 +148,7 @@ async def _sync_locked(
     summary["clock_skew_seconds"] = _said_skew(summary["invoices"], job.overlap, log)
     if job.ledger:
         today = clock.now().date() + LEDGER_AHEAD
-        ledger_job = _ledger_job(job, output, lake.watermark(LEDGER_TABLES), today)
+        ledger_job = _ledger_job(job, lake.watermark(LEDGER_TABLES), today)
         _discard_stale(ledger_job.out, ledger_job.fingerprint(), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         summary["transactions"] = await running(ledger_job, credentials)
@@ -165,17 +170,16 @@ def _concluded(summary: dict[str, Any], lake: Lake, ledger: bool) -> dict[str, A
 
 
 def _invoice_job(
-    job: SyncJob, output: Output, watermark: dt.datetime | None, refetch: tuple[int, ...]
+    job: SyncJob, watermark: dt.datetime | None, refetch: tuple[int, ...]
 ) -> InvoiceJob:
     changed_after = None
     if watermark is not None:
         changed_after = (watermark - job.overlap).astimezone(dt.UTC).replace(tzinfo=None)
     return InvoiceJob(
-        out=job.work / "sync-invoices", service=job.service, changed_after=changed_after,
-        batch_size=job.batch_size, parse_workers=job.parse_workers, output=output,
-        reconcile=job.reconcile and watermark is not None, sync=True,
-        placement=Placement(None, job.identity),
-        refetch=refetch if watermark is not None else (),
+        job.destination.part(job.work / "sync-invoices"), service=job.service,
+        changed_after=changed_after, batch_size=job.batch_size,
+        parse_workers=job.parse_workers, reconcile=job.reconcile and watermark is not None,
+        sync=True, refetch=refetch if watermark is not None else (),
     )  # fmt: skip
 
 
@@ -205,15 +209,12 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:,.0f} s"
 
 
-def _ledger_job(
-    job: SyncJob, output: Output, watermark: dt.datetime | None, today: dt.date
-) -> TransactionJob:
+def _ledger_job(job: SyncJob, watermark: dt.datetime | None, today: dt.date) -> TransactionJob:
     start = job.since if watermark is None else (watermark - job.overlap).date()
     return TransactionJob(
-        out=job.work / "sync-transactions", date_from=start,
+        job.destination.part(job.work / "sync-transactions"), date_from=start,
         date_to=max(today, start), service=job.service, date_field="changed",
-        window="month", output=output, until_now=True, sync=True,
-        placement=Placement(None, job.identity),
+        window="month", until_now=True, sync=True,
     )  # fmt: skip
 
 
