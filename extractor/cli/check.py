@@ -44,12 +44,15 @@ async def _check(
     service: ServiceConfig, credentials: Credentials, say: Callable[[str], None]
 ) -> bool:
     """Every step in turn; False at the first that fails (said as its ``FAIL`` line)."""
-    from extractor.service.limiter import format_when
-    from extractor.service.session import Session
-    from extractor.service.transport import Transport
+    from extractor.service.session import connected
 
-    transport = Transport.for_run(service)
-    session = Session(transport, credentials)
+    async with connected(service, credentials, login=False) as session:
+        return await _steps(session, credentials, say)
+
+
+async def _steps(session: Session, credentials: Credentials, say: Callable[[str], None]) -> bool:
+    from extractor.service.limiter import format_when
+
     found: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("Login", lambda: _login(session)),
@@ -59,24 +62,21 @@ async def _check(
         ("GetInvoices", lambda: _invoice(session, found)),
         ("GetTransactions", lambda: _ledger_day(session)),
     ]
-    try:
-        for name, step in steps:
-            try:
-                said = await step()
-            except ExtractorError as exc:
-                say(f"  FAIL  {name}: {exc.naming(_flag)}".replace("\n", " "))
-                return False
-            say(f"  ok    {name}: {said}")
-        budget = transport.limiter.service_budget
-        if budget is None:
-            say("  ok    budget: the service sent no budget headers (APILimitRemaining)")
-        else:
-            left, reset = budget
-            say(f"  ok    budget: {left:,} requests left until {format_when(reset)}")
-        say(f"check passed: {session.requests + session.logins} calls")
-        return True
-    finally:
-        await transport.close()
+    for name, step in steps:
+        try:
+            said = await step()
+        except ExtractorError as exc:
+            say(f"  FAIL  {name}: {exc.naming(_flag)}".replace("\n", " "))
+            return False
+        say(f"  ok    {name}: {said}")
+    budget = session.transport.limiter.service_budget
+    if budget is None:
+        say("  ok    budget: the service sent no budget headers (APILimitRemaining)")
+    else:
+        left, reset = budget
+        say(f"  ok    budget: {left:,} requests left until {format_when(reset)}")
+    say(f"check passed: {session.requests + session.logins} calls")
+    return True
 
 
 async def _login(session: Session) -> str:

@@ -34,8 +34,8 @@ from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
 from extractor.service.health import Health
 from extractor.service.limiter import Gate, RateLimiter
-from extractor.service.session import Session
-from extractor.service.transport import Transport, Wire
+from extractor.service.session import connected
+from extractor.service.transport import Wire
 
 U = TypeVar("U", bound=Unit)
 #: Rounds of fetching again units whose staged files vanished, before the run gives up.
@@ -194,33 +194,35 @@ async def _journaled(
     stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
     stats.starts, stats.carried = state.starts, stats.fetched  # what earlier invocations did
-    transport = Transport.for_run(job.service, given.clock, given.wire, given.gate)
-    progress = Progress(stats, given.log, limiter=transport.limiter)
-    if given.watch is not None:
-        given.watch(stats, transport.limiter)
-    try:
-        if state.starts > 1:
-            removed = sum(writer.prune(set(state.staged)) for writer in work.writers)
-            progress.say(
-                "resuming",
-                f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
-                f"{removed} unfinished files removed",
-                batches_on_disk=len(state.staged),
-                files_removed=removed,
-            )
-        session = Session(transport, credentials)
-        await session.login()
-        health = Health.for_workers(job.service.first_in_flight)
-        connected = Run(job.service, session, stats, given.clock, health, given.log)
-        if not state.published:
-            await _fetch_and_publish(work, connected, journal, progress, previous)
-        stats.requests, stats.relogins = session.requests, session.logins - 1
-        stats.quarantines = transport.limiter.quarantines
-        skew = transport.service_time.offset
-        stats.clock_skew_seconds = None if skew is None else round(skew, 1)
-    finally:
-        await progress.stop()
-        await transport.close()
+    service = job.service
+    async with connected(
+        service, credentials, clock=given.clock, wire=given.wire, gate=given.gate, login=False
+    ) as session:
+        limiter = session.transport.limiter
+        progress = Progress(stats, given.log, limiter=limiter)
+        if given.watch is not None:
+            given.watch(stats, limiter)
+        try:
+            if state.starts > 1:
+                removed = sum(writer.prune(set(state.staged)) for writer in work.writers)
+                progress.say(
+                    "resuming",
+                    f"resuming run {state.run_id}: {len(state.staged)} batches on disk, "
+                    f"{removed} unfinished files removed",
+                    batches_on_disk=len(state.staged),
+                    files_removed=removed,
+                )
+            await session.login()
+            health = Health.for_workers(service.first_in_flight)
+            connected_run = Run(service, session, stats, given.clock, health, given.log)
+            if not state.published:
+                await _fetch_and_publish(work, connected_run, journal, progress, previous)
+            stats.requests, stats.relogins = session.requests, session.logins - 1
+            stats.quarantines = limiter.quarantines
+            skew = session.service_time.offset
+            stats.clock_skew_seconds = None if skew is None else round(skew, 1)
+        finally:
+            await progress.stop()
     work.tidy()
     summary = work.summary(journal.state, stats) | job.destination.described()
     write_summary(summary, job.destination.work)

@@ -29,8 +29,8 @@ from extractor.records.orders import Selection
 from extractor.records.update_files import UPDATABLE, Update
 from extractor.service.health import Health
 from extractor.service.retry import persistently
-from extractor.service.session import Session
-from extractor.service.transport import Transport, Wire
+from extractor.service.session import connected
+from extractor.service.transport import Wire
 
 NAMESPACE: Final = schema.service("invoiceService").namespace
 
@@ -119,16 +119,11 @@ async def apply_updates(
     order (``updated``, ``refused``, ``failed``, ``not returned``), journaled batch by batch
     as they arrive. ``clock`` and ``wire`` as for :func:`~extractor.engine.runner.run`."""
     resume = journal.resume(updates) if journal is not None else Resume(to_send=list(updates))
-    transport = Transport.for_run(job.service, clock, wire)
     sender = _Sender(journal)
-    try:
-        session = Session(transport, credentials)
-        await session.login()
+    async with connected(job.service, credentials, clock=clock, wire=wire) as session:
         health = Health.for_workers(job.service.first_in_flight)
         run = Run(job.service, session, RunStats("updates", clock=clock), clock, health)
         await work_through(run, sender, _batches(resume, job.batch_size))
-    finally:
-        await transport.close()
     outcomes = resume.settled | sender.outcomes
     return [outcomes[update["OrderId"]] for update in updates]
 

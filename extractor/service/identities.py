@@ -18,8 +18,7 @@ from extractor import soap
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import MalformedResponse, UsageError
 from extractor.parser import RecordStream
-from extractor.service.session import Session
-from extractor.service.transport import Transport
+from extractor.service.session import Session, connected
 
 NAMESPACE: Final = "http://24sevenOffice.com/webservices"
 IDENTITY_TAG: Final = f"{{{NAMESPACE}}}Identity"
@@ -76,13 +75,8 @@ async def identities(session: Session) -> list[Identity]:
 
 async def listed_identities(service: ServiceConfig, credentials: Credentials) -> list[Identity]:
     """Log in once and list the user's identities."""
-    transport = Transport.for_run(service)
-    try:
-        session = Session(transport, credentials)
-        await session.login()
+    async with connected(service, credentials) as session:
         return await identities(session)
-    finally:
-        await transport.close()
 
 
 def normalized(value: str, flag: str) -> str:

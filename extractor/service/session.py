@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 from extractor import soap
-from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy
+from extractor.clock import SYSTEM, Clock
+from extractor.config import LOGIN_RETRY, Credentials, RetryPolicy, ServiceConfig
 from extractor.errors import (
     AuthenticationFailed,
     MalformedResponse,
@@ -18,9 +20,10 @@ from extractor.errors import (
     TransportError,
 )
 from extractor.parser import RecordStream, Sink
+from extractor.service.limiter import Gate
 from extractor.service.retry import persistently
 from extractor.service.servicetime import ServiceTime
-from extractor.service.transport import Transport
+from extractor.service.transport import Transport, Wire
 
 S = TypeVar("S", bound=Sink)
 _LOGIN_RESULT = "{http://24sevenOffice.com/webservices}LoginResult"
@@ -43,6 +46,10 @@ class Session:
         self._lock = asyncio.Lock()
         self.logins = 0
         self.requests = 0  # calls sent through :meth:`call`, re-tries after a re-login included
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
 
     @property
     def service_time(self) -> ServiceTime:
@@ -114,3 +121,27 @@ class Session:
         async with self._lock:
             if self._session_id == expired:  # the first worker to notice logs in for all
                 await self.login()
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    service: ServiceConfig,
+    credentials: Credentials,
+    *,
+    clock: Clock = SYSTEM,
+    wire: Wire | None = None,
+    gate: Gate | None = None,
+    login: bool = True,
+) -> AsyncIterator[Session]:
+    """The one connection setup of every command: a transport to ``service`` (its rate
+    limiter on ``clock``, over ``wire`` or HTTP, drawing on a fleet's ``gate``) and a session
+    on it, logged in unless ``login`` is False (the check logs in as a step of its own); the
+    transport is closed on the way out, however the block ends."""
+    transport = Transport.for_run(service, clock, wire, gate)
+    try:
+        session = Session(transport, credentials)
+        if login:
+            await session.login()
+        yield session
+    finally:
+        await transport.close()
