@@ -135,6 +135,8 @@ async def test_a_crash_between_fetch_and_commit_loses_nothing(
     await sync(simulator, target)
     churned = simulator.churn(Churn(changed=12, deleted=2, added=4))
     assert await cli_sync(simulator, str(tmp_path), "--reconcile", kill_at=point) == -signal.SIGKILL
+    fetched = simulator.stats["GetInvoices"]
     assert await cli_sync(simulator, str(tmp_path), "--reconcile") == 0
+    assert simulator.stats["GetInvoices"] == fetched, "resumed: no staged batch fetched again"
     assert_lake_equals_truth(simulator, target, marked=set(churned.deleted))
     assert not list((tmp_path / "_work").glob("*/_journal/*.jsonl")), "every run finished"

@@ -183,6 +183,54 @@ def transactions(
     exit_if_partial(summary, where.work)
 
 
+@click.command("lists")
+@dataset_options
+@service_options()
+@fleet_options
+@json_option
+@click.option(
+    "--list", "names", multiple=True,
+    help="Only this list (repeatable; default every whole list).",
+)  # fmt: skip
+def lists(
+    out: str,
+    output_format: str,
+    work_dir: Path | None,
+    endpoint_url: str | None,
+    service: ServiceConfig,
+    names: tuple[str, ...],
+    resume: bool,
+    fleet: FleetOptions,
+) -> None:
+    """Fetch the reference lists, each answered whole, into OUT/<list>.
+
+    One request a list. Into --format delta each list replaces its table, as sync keeps
+    them. Resumable: after a crash, run the same command again.
+    """
+    from extractor.engine.destination import Destination
+    from extractor.engine.lists import ListJob
+    from extractor.engine.runner import run
+    from extractor.engine.summary import render_summary
+    from extractor.operations import WHOLE_LISTS
+
+    known = {spec.table: spec for spec in WHOLE_LISTS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(
+            f"--list {unknown[0]!r} is not a whole list; choose from {', '.join(known)}"
+        )
+    chosen = tuple(known[name] for name in dict.fromkeys(names)) or WHOLE_LISTS
+
+    def job_for(destination: Destination) -> ListJob:
+        return ListJob(destination, chosen, service)
+
+    where = Destination.of(out, output_format, work_dir, endpoint_url, "lists", resume=resume)
+    credentials = credentials_for("lists", where, work_dir, service, fleet, job_for)
+    summary = run_command(run(job_for(where), credentials))
+    show_summary(summary, render_summary)
+    exit_if_partial(summary, where.work)
+
+
 def credentials_for(
     command: str,
     where: Destination,

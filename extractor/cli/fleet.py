@@ -27,13 +27,14 @@ from extractor.fleet.cluster import PER_WORKER, cluster, scheduler_address
 
 if TYPE_CHECKING:  # a fleet imports the engine when it runs: ``--help`` loads none of it
     from extractor.engine.destination import Destination
+    from extractor.engine.lists import ListJob
     from extractor.jobs.invoices import InvoiceJob
     from extractor.jobs.ledger import TransactionJob
     from extractor.jobs.sync import SyncJob
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: A command's job for one identity: (its out, its output, where its tables go).
-JobFor = Callable[["Destination"], "InvoiceJob | TransactionJob | SyncJob"]
+JobFor = Callable[["Destination"], "InvoiceJob | TransactionJob | ListJob | SyncJob"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from extractor import log, redact
 from extractor.cli import settings
 from extractor.cli.check import check
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
-from extractor.cli.extract import invoices, sync, transactions
+from extractor.cli.extract import invoices, lists, sync, transactions
 from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
 from extractor.cli.reset import reset
@@ -49,7 +49,7 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, sync, update_invoices, status, reset, check, list_identities,
+    invoices, transactions, lists, sync, update_invoices, status, reset, check, list_identities,
     list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)

@@ -154,7 +154,7 @@ class _Surroundings:
 async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
     log, destination = given.log, job.destination
     out = destination.work
-    fingerprint = job.fingerprint() | destination.fingerprint()
+    fingerprint = fingerprint_of(job)
     # a sync lists what changed and adds what its last run could not fetch; a backfill that
     # finished partial fetches again exactly what it could not fetch
     datasets = destination.datasets(job.tables)
@@ -181,6 +181,12 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
         journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
     return summary
+
+
+def fingerprint_of(job: Job[Any]) -> dict[str, Any]:
+    """What decides which records a run of ``job`` fetches, and where they go: what its
+    journal starts with, and what a finished run's summary is matched on."""
+    return job.fingerprint() | job.destination.fingerprint()
 
 
 async def _journaled(

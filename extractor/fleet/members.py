@@ -23,6 +23,7 @@ from typing import Any, Final
 from extractor import redact
 from extractor.clock import SYSTEM
 from extractor.config import Credentials
+from extractor.engine.lists import ListJob
 from extractor.engine.runner import Job, run
 from extractor.engine.stats import RunStats
 from extractor.errors import ExtractorError
@@ -46,7 +47,7 @@ class Member:
     its credentials (with its IdentityId)."""
 
     identity: Identity
-    job: InvoiceJob | TransactionJob | SyncJob
+    job: InvoiceJob | TransactionJob | ListJob | SyncJob
     credentials: Credentials
     log_format: Format = "text"  # of its log file, ``LOG_FILE`` under its folder
 

@@ -32,7 +32,8 @@ from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import unfinished
-from extractor.engine.runner import run
+from extractor.engine.lists import ListJob
+from extractor.engine.runner import fingerprint_of, run
 from extractor.engine.state import replay
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import counted
@@ -40,6 +41,7 @@ from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.log import Log
+from extractor.operations import WHOLE_LISTS
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate, RateLimiter
@@ -56,6 +58,8 @@ LEDGER_TABLES: Final = ("transactions",)
 DEFAULT_OVERLAP: Final = dt.timedelta(minutes=10)
 #: The ledger is asked up to this many days past our today: the service's may be later.
 LEDGER_AHEAD: Final = dt.timedelta(days=1)
+#: A sync's parts, in the order they run: each is a run of its own under the work folder.
+PARTS: Final = ("invoices", "transactions", "lists")
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ async def _sync_locked(
     lake = Lake(job.target, scope=Scope(job.identity))
     summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
     invoice_job = _invoice_job(job, lake.watermark(INVOICE_TABLES), lake.refetch())
-    _discard_stale(invoice_job.out, invoice_job.fingerprint(), log)
+    _discard_stale(invoice_job.out, fingerprint_of(invoice_job), log)
     again = len(invoice_job.refetch)
     plan = _plan("invoices", invoice_job.changed_after, again)
     log.info("sync_plan", plan, part="invoices", refetch=again)
@@ -149,16 +153,24 @@ async def _sync_locked(
     if job.ledger:
         today = clock.now().date() + LEDGER_AHEAD
         ledger_job = _ledger_job(job, lake.watermark(LEDGER_TABLES), today)
-        _discard_stale(ledger_job.out, ledger_job.fingerprint(), log)
+        _discard_stale(ledger_job.out, fingerprint_of(ledger_job), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         summary["transactions"] = await running(ledger_job, credentials)
+    if WHOLE_LISTS:
+        lists_job = ListJob(
+            job.destination.part(job.work / "sync-lists"), WHOLE_LISTS, job.service, sync=True
+        )
+        _discard_stale(lists_job.out, fingerprint_of(lists_job), log)
+        names = ", ".join(lists_job.tables)
+        log.info("sync_plan", f"sync: the whole lists, replaced ({names})", part="lists")
+        summary["lists"] = await running(lists_job, credentials)
     return _concluded(summary, lake, job.ledger)
 
 
 def _concluded(summary: dict[str, Any], lake: Lake, ledger: bool) -> dict[str, Any]:
     """The sync's ``summary`` once its parts ran: its status, the records answered older
     than stored, and the watermarks the tables hold now."""
-    parts = [summary[name] for name in ("invoices", "transactions") if name in summary]
+    parts = [summary[name] for name in PARTS if name in summary]
     complete = all(part["status"] == "complete" for part in parts)
     summary["status"] = "complete" if complete else "partial"
     summary["stale_records"] = sum(part["written"].get("stale_records", 0) for part in parts)
@@ -249,9 +261,16 @@ def _iso(value: dt.datetime | None) -> str | None:
 def render_sync_summary(summary: dict[str, Any]) -> str:
     """What a sync did, for people."""
     lines = [f"sync of {summary['output']}: {summary['status']}"]
-    for name in ("invoices", "transactions"):
+    for name in PARTS:
         part = summary.get(name)
         if part is None:
+            continue
+        if name == "lists":
+            lists = ", ".join(f"{table} {count:,}" for table, count in part["lists"].items())
+            lines.append(
+                f"  {name:<13} replaced: {lists} ({part['requests']:,} requests, "
+                f"{part['seconds']:,.1f} s)"
+            )
             continue
         written = dict(part["written"])
         stale = written.pop("stale_records", 0)

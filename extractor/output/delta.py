@@ -90,6 +90,7 @@ from extractor.output.lakefiles import (
     lake_schema,
     stamp,
 )
+from extractor.output.lakelists import replace_list
 from extractor.output.lakemarks import (
     REFETCH,
     RUN_ID,
@@ -470,6 +471,8 @@ class DeltaOutput:
         if "transactions" in by_name:
             written |= lake.publish_transactions(by_name["transactions"], run)
             lake.keep_watermark(("transactions",), run, _staged(by_name["transactions"]))
+        for name in by_name.keys() - {*INVOICE_TABLES, "transactions"}:  # whole lists
+            written[name] = replace_list(lake.target, lake.scope, by_name[name], run)
         return written
 
 

@@ -99,7 +99,7 @@ class TableWriter:
         out: Path,
         name: str,
         schema: pa.Schema,
-        partition: str,
+        partition: str | None,
         run_id: str,
         limits: WriterLimits = DEFAULT_WRITER_LIMITS,
         unique: tuple[str, str] | None = None,
@@ -236,18 +236,22 @@ class TableWriter:
         return sorted(self.staging.glob("*.arrow")) if self.staging.is_dir() else []
 
     def folder(self, key: str) -> Path:
-        """The Parquet folder of the partition staged as ``key``."""
+        """The Parquet folder of the partition staged as ``key`` (an unpartitioned table's
+        own directory)."""
+        if self.partition is None:
+            return self.directory
         return self.directory / f"{self.partition}={NO_PARTITION if key == NULL_PARTITION else key}"
 
     def reveal(self) -> list[Path]:
         """Rename the written files into place, and the files an earlier release put in
         hive's null folder into :data:`NO_PARTITION`'s; the final paths (the staging stays)."""
-        legacy = self.directory / f"{self.partition}={NULL_PARTITION}"
-        for found in sorted(legacy.glob("*.parquet")):
-            self.folder(NULL_PARTITION).mkdir(exist_ok=True)
-            found.rename(self.folder(NULL_PARTITION) / found.name)
-        with contextlib.suppress(OSError):
-            legacy.rmdir()
+        if self.partition is not None:
+            legacy = self.directory / f"{self.partition}={NULL_PARTITION}"
+            for found in sorted(legacy.glob("*.parquet")):
+                self.folder(NULL_PARTITION).mkdir(exist_ok=True)
+                found.rename(self.folder(NULL_PARTITION) / found.name)
+            with contextlib.suppress(OSError):
+                legacy.rmdir()
         finals = []
         for temporary in self._written:
             final = temporary.with_name(temporary.name.removeprefix(".").removesuffix(".tmp"))
@@ -271,6 +275,7 @@ class TableWriter:
             if path.is_file() and (path.name.endswith(".tmp") or path.stem not in staged)
         ]
         leftovers += self.directory.glob(f"*/.part-{self.run_id}.parquet.tmp")
+        leftovers += self.directory.glob(f".part-{self.run_id}.parquet.tmp")
         for path in leftovers:
             path.unlink(missing_ok=True)
         return len(leftovers)

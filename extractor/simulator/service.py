@@ -43,6 +43,7 @@ from extractor.simulator.faults import (
 )
 from extractor.simulator.identities import BLOCKED, Books, Company, companies, identity_type
 from extractor.simulator.ledger import Ledger
+from extractor.simulator.lists import LISTS, Records
 from extractor.simulator.messages import (
     SERVICES,
     Reply,
@@ -62,7 +63,7 @@ UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 #: Faults that break an answer halfway: only an answer the operation gives can be broken.
 CUTS: Final = frozenset({"reset", "truncate"})
 DATA_OPERATIONS: Final = frozenset(
-    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices"}
+    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices", *LISTS}
 )
 NO_IDENTITY: Final = "00000000-0000-0000-0000-000000000000"
 _IDENTITY_ID: Final = re.compile(rb"IdentityId>\s*([0-9a-fA-F-]{36})\s*<")
@@ -115,6 +116,7 @@ class SimulatedService:
         self._working_on: dict[str, Company] = {}  # each session's identity
         self._logins = 0
         self._vanishing: dict[str, set[int]] = {}  # by identity: deleted after a listing
+        self._lists: dict[tuple[str, int], Records] = {}  # whole lists changed since
         self._handlers: dict[str, dict[str, Handler]] = {
             soap.AUTH_PATH: {
                 "Login": self._login,
@@ -131,6 +133,9 @@ class SimulatedService:
                 "GetTransactions": self._authenticated(self._get_transactions),
             },
         }
+        for name, whole in LISTS.items():
+            serve = self._authenticated(functools.partial(self._whole_list, name))
+            self._handlers.setdefault(whole.path, {})[name] = serve
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -439,6 +444,27 @@ class SimulatedService:
         if not lines:
             self.stats["GetTransactions_empty"] += 1
         return self._reply(call, "GetTransactions", parts)
+
+    def whole_list(self, operation: str, company: int = 1) -> Records:
+        """What ``operation`` (a whole list: :data:`~extractor.simulator.lists.LISTS`)
+        answers for the company ``company`` (1: the default identity's)."""
+        changed = self._lists.get((operation, company))
+        if changed is not None:
+            return changed
+        return LISTS[operation].records(self.companies[company - 1].seed)
+
+    def change_list(self, operation: str, records: Records, company: int = 1) -> None:
+        """From now on ``operation`` answers ``records`` for ``company`` (a type added,
+        renamed or dropped in the books)."""
+        self._lists[(operation, company)] = list(records)
+
+    async def _whole_list(self, operation: str, call: _Call) -> Reply:
+        whole = LISTS[operation]
+        kind = schema.service(SERVICES[whole.path]).type(whole.record)
+        records = self.whole_list(operation, call.company.number)
+        parts = (call.company.renderer.item(whole.record, kind, record) for record in records)
+        self.stats[f"{operation}_records"] += len(records)
+        return self._reply(call, operation, parts)
 
     def _reply(
         self, call: _Call, operation: str, parts: Iterable[bytes], *, leaf: bool = False
