@@ -23,7 +23,12 @@ TRANSACTIONS: Final = Spec(
     "transactions", soap.GET_TRANSACTIONS, "Transaction", ("Id",), Strategy.DATE_WINDOWS,
     Keeping.UPSERT, partition="date_month",
 )  # fmt: skip
+TRANSACTION_TYPES: Final = Spec(
+    "transaction_types",
+    soap.Operation("transactionService", soap.TRANSACTION_PATH, "GetTransactionTypes"),
+    "TransactionType", ("Id",), Strategy.WHOLE_LIST, Keeping.REPLACE,
+)  # fmt: skip
 
-SPECS: Final = {spec.table: spec for spec in (INVOICES, TRANSACTIONS)}
+SPECS: Final = {spec.table: spec for spec in (INVOICES, TRANSACTIONS, TRANSACTION_TYPES)}
 #: The whole lists, in the order a run fetches them.
 WHOLE_LISTS: Final = tuple(spec for spec in SPECS.values() if spec.strategy is Strategy.WHOLE_LIST)

@@ -26,7 +26,12 @@ from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
 from tests.conftest import MEMORY_URL, job_of
 from tests.helpers import DEMO_ENV, events, extractor, unstamped
-from tests.truth import assert_lake_part_equals, assert_records_match, read_delta
+from tests.truth import (
+    assert_lake_part_equals,
+    assert_list_equals,
+    assert_records_match,
+    read_delta,
+)
 
 NO_LIMIT = ("--max-requests-per-hour", "0")
 
@@ -271,6 +276,11 @@ async def test_a_sync_of_three_identities_after_churn_on_each_equals_their_truth
     invoices = DeltaTable(target.table_uri("invoices"))
     assert invoices.metadata().partition_columns == ["identity_id", "order_month"]
     assert {row["command"] for row in roster.read(target, delta=True)} == {"sync"}
+    # each identity's transaction types, replaced by its own runs in its own part
+    types = read_delta(target, "transaction_types")
+    for company in simulator.companies:
+        mine = [row for row in types if row["identity_id"] == company.identity_id]
+        assert_list_equals(mine, simulator.whole_list("GetTransactionTypes", company.number))
 
     # a sync of one identity without --identity is refused: the tables are a fleet's
     code, _, err = await cli_beside(

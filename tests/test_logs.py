@@ -73,7 +73,7 @@ async def test_a_json_sync_and_its_errors_are_json_too(
     assert sync_id.startswith("sync-") and said[-1] == {**said[-1], "event": "finished"}
     assert said[-1]["run_id"] == sync_id and said[-1]["status"] == "complete"
     parts = [event for event in said if event["event"] == "finished"][:-1]
-    assert [event["command"] for event in parts] == ["invoices", "transactions"]
+    assert [event["command"] for event in parts] == ["invoices", "transactions", "lists"]
     assert all(event["run_id"] != sync_id for event in parts)
     # a usage error and a refusal: one JSON line each, with the invocation's id
     for bad in (["--concurrency", "0"], ["--since", "June"]):

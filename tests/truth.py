@@ -9,8 +9,11 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
+from extractor.engine.spec import Spec
+from extractor.operations import TRANSACTION_TYPES
 from extractor.output.staging import NO_PARTITION
 from extractor.output.targets import Target
+from extractor.simulator import values
 from extractor.simulator.ledger import Ledger, search
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Tenant
@@ -145,3 +148,21 @@ def assert_ledger_equals(simulator: SimulatedService, out: Path, params: dict[st
         month = row.pop("date_month")
         assert month == row["Date"].strftime("%Y-%m")
         assert row == truth[row["Id"]], row["Id"]
+
+
+def assert_list_equals(
+    rows: list[dict[str, Any]], expected: list[dict[str, Any]], spec: Spec = TRANSACTION_TYPES
+) -> None:
+    """A whole list's table (its rows as read back, whatever else they carry: ``_run_id``,
+    ``identity_id``) equals ``expected`` (the simulator's list, as it answers it) field by
+    field, one row per key."""
+    fields = spec.struct.fields
+    (key,) = spec.key
+    truth = {
+        entry[key]: {f.name: values.truth(f.type, entry.get(f.name)) for f in fields}
+        for entry in expected
+    }
+    got = Counter(row[key] for row in rows)
+    assert got == Counter(list(truth)), "every key exactly once"
+    for row in rows:
+        assert {f.name: row[f.name] for f in fields} == truth[row[key]], row[key]

@@ -1,0 +1,113 @@
+"""Whole lists (issue 25): ``transaction_types`` from GetTransactionTypes, a spec on the one
+engine, as Parquet (``extractor lists``) and in ``sync``'s Delta tables; equal to the
+simulator's list field by field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from extractor.engine.lists import ListJob
+from extractor.operations import TRANSACTION_TYPES, WHOLE_LISTS
+from extractor.output.targets import Target
+from extractor.simulator.faults import FaultConfig
+from tests.conftest import MEMORY_URL, InMemory, job_of, read_table
+from tests.helpers import DEMO_ENV, one_line, sync
+from tests.truth import assert_list_equals, read_delta
+
+TYPES = "GetTransactionTypes"
+
+
+def lists_job(out: Path, **options: Any) -> ListJob:
+    return job_of(
+        ListJob, out=out, specs=WHOLE_LISTS, base_url=MEMORY_URL, max_requests_per_hour=0,
+        **options,
+    )  # fmt: skip
+
+
+def test_the_spec_is_the_wsdl_s() -> None:
+    TRANSACTION_TYPES.check()
+    assert TRANSACTION_TYPES.struct.names == ("Turnover", "Title", "No", "Id")
+    assert TRANSACTION_TYPES.operation.action.endswith("/GetTransactionTypes")
+    types = {f.name: str(f.type) for f in TRANSACTION_TYPES.schema}
+    assert types == {"Turnover": "bool", "Title": "string", "No": "int32", "Id": "int32"}
+
+
+async def test_lists_as_parquet_equal_the_simulator_s(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=10, seed=5)
+    summary = await memory.run(lists_job(tmp_path))
+    expected = memory.service.whole_list(TYPES)
+    assert summary["status"] == "complete" and summary["items"] == len(expected)
+    assert summary["lists"] == {"transaction_types": len(expected)}
+    assert memory.service.stats[TYPES] == 1
+    assert_list_equals(read_table(tmp_path, "transaction_types"), expected)
+    (part,) = (tmp_path / "transaction_types").glob("*.parquet")  # one folder, no partitions
+    assert part.name == f"part-{summary['run_id']}.parquet"
+    again = await memory.run(lists_job(tmp_path))  # the same job into the same output
+    assert again["run_id"] == summary["run_id"] and memory.service.stats[TYPES] == 1
+
+
+async def test_a_list_that_keeps_failing_is_reported_and_fetched_again(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=10, faults=FaultConfig(rate=1.0, kinds=("http500",)))
+    first = await memory.run(lists_job(tmp_path))
+    assert first["status"] == "partial" and first["items"] == 0
+    assert [f["list"] for f in first["failures"]] == ["transaction_types"]
+    assert not (tmp_path / "transaction_types").exists()
+    memory = in_memory(orders=10)  # the service answers again
+    second = await memory.run(lists_job(tmp_path))
+    assert second["status"] == "complete" and second["retry_of"] == first["run_id"]
+    assert_list_equals(read_table(tmp_path, "transaction_types"), memory.service.whole_list(TYPES))
+
+
+async def test_a_sync_keeps_the_list_replaced_not_appended(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=40)
+    target = Target.parse(str(tmp_path))
+    first = await sync(simulator, target)
+    assert first["status"] == "complete" and "lists" in first
+    assert_list_equals(read_delta(target, "transaction_types"), simulator.whole_list(TYPES))
+    # the books change: a type dropped, one renamed, one added
+    types = sorted(simulator.whole_list(TYPES), key=lambda entry: entry["Id"])
+    dropped, renamed = types[0], types[1]
+    types = [entry for entry in types if entry is not dropped]
+    types[0] = renamed | {"Title": "Innbetaling (bank)"}
+    types.append({"Id": 999, "No": 999, "Title": "Ny type", "Turnover": False})
+    simulator.change_list(TYPES, types)
+    second = await sync(simulator, target)
+    rows = read_delta(target, "transaction_types")
+    assert {row["_run_id"] for row in rows} == {second["lists"]["run_id"]}
+    assert_list_equals(rows, types)
+    assert dropped["Id"] not in {row["Id"] for row in rows}
+
+
+async def test_the_lists_command_refuses_an_unknown_list_in_one_line(
+    cli_beside: Any, tmp_path: Path
+) -> None:
+    code, _, err = await cli_beside(
+        "lists", "--out", str(tmp_path), "--list", "accounts", env=DEMO_ENV
+    )
+    assert code == 2
+    assert one_line(err).endswith(
+        "--list 'accounts' is not a whole list; choose from transaction_types"
+    )
+
+
+async def test_the_lists_command_writes_the_tables_and_its_summary(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=10, seed=9)
+    code, out, _ = await cli_beside(
+        "lists", "--out", str(tmp_path), "--base-url", simulator.url, "--json", env=DEMO_ENV
+    )
+    assert code == 0
+    summary = orjson.loads(out)
+    assert summary["lists"] == {"transaction_types": len(simulator.whole_list(TYPES))}
+    assert_list_equals(read_table(tmp_path, "transaction_types"), simulator.whole_list(TYPES))
