@@ -16,7 +16,7 @@ from extractor.engine.spec import Keeping, Spec, Strategy
 #: (``invoice_rows``) beside it.
 INVOICES: Final = Spec(
     "invoices", soap.GET_INVOICES, "InvoiceOrder", ("OrderId",), Strategy.ID_BATCHES,
-    Keeping.RECONCILE, partition="order_month",
+    Keeping.RECONCILE, partition="order_month", listing=soap.GET_ORDER_SYNC_LIST,
 )  # fmt: skip
 #: ``GetTransactions`` by date windows: run by :mod:`extractor.jobs.ledger`.
 TRANSACTIONS: Final = Spec(

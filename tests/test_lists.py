@@ -10,9 +10,11 @@ from typing import Any
 
 import orjson
 
+from extractor import schema
 from extractor.engine.lists import ListJob
-from extractor.operations import TRANSACTION_TYPES, WHOLE_LISTS
+from extractor.operations import SPECS, TRANSACTION_TYPES, WHOLE_LISTS
 from extractor.output.targets import Target
+from extractor.records import ledger, orders
 from extractor.simulator.faults import FaultConfig
 from tests.conftest import MEMORY_URL, InMemory, job_of, read_table
 from tests.helpers import DEMO_ENV, one_line, sync
@@ -28,8 +30,14 @@ def lists_job(out: Path, **options: Any) -> ListJob:
     )  # fmt: skip
 
 
-def test_the_spec_is_the_wsdl_s() -> None:
-    TRANSACTION_TYPES.check()
+def test_the_specs_are_the_wsdl_s() -> None:
+    for spec in SPECS.values():
+        spec.check()
+    # the record modules partition as the specs say
+    assert SPECS["invoices"].partition == orders.PARTITION
+    assert SPECS["transactions"].partition == ledger.PARTITION
+    assert SPECS["invoices"].struct == schema.invoice_order()
+    assert SPECS["transactions"].struct == ledger.transaction_type()
     assert TRANSACTION_TYPES.struct.names == ("Turnover", "Title", "No", "Id")
     assert TRANSACTION_TYPES.operation.action.endswith("/GetTransactionTypes")
     types = {f.name: str(f.type) for f in TRANSACTION_TYPES.schema}

@@ -55,6 +55,7 @@ class Spec:
     keeping: Keeping
     partition: str | None = None  # the hive partition column (None: the table is one folder)
     request: Mapping[str, Any] = field(default_factory=dict)  # the request's fixed fields
+    listing: soap.Operation | None = None  # ID_BATCHES: the operation that lists the ids
 
     @property
     def struct(self) -> schema.Struct:
@@ -81,3 +82,5 @@ class Spec:
         missing = [name for name in self.key if name not in self.struct.names]
         if missing:
             raise ValueError(f"{self.table}: its key {missing} is not in {self.record}")
+        if (self.listing is not None) != (self.strategy is Strategy.ID_BATCHES):
+            raise ValueError(f"{self.table}: a listing goes with {Strategy.ID_BATCHES} only")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from extractor import redact, soap
+from extractor import redact
 from extractor.config import DEFAULT_SERVICE, MAX_BATCH, RetryPolicy, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
@@ -30,12 +30,15 @@ from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
 from extractor.jobs.failures import brief_failures, write_failures, write_not_returned
 from extractor.jobs.listing import OrderRun, gone_from, list_ids, oldest, relist
+from extractor.operations import INVOICES
 from extractor.output.staging import TableWriter
 from extractor.records.orders import Selection
 from extractor.records.parse_pool import ParsePool
 from extractor.records.parsing import BatchCounts, CountedSink, InvoiceTables, LocalSinks
 
-TABLES: Final = ("invoices", "invoice_rows")
+#: The operation, as the engine knows it; its rows are a table beside it.
+SPEC: Final = INVOICES
+TABLES: Final = (SPEC.table, "invoice_rows")
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class InvoiceWork:
         assert self.sinks is not None
         opener = functools.partial(self.sinks.open, unit.ids, unit.key)
         params = self.selection.params(unit.ids)
-        sink: CountedSink = await run.call(soap.GET_INVOICES, params, opener, policy, root)
+        sink: CountedSink = await run.call(SPEC.operation, params, opener, policy, root)
         counts, tally = sink.counts, self.stats.counts
         self.stats.fetched += counts.invoices
         tally["rows"] += counts.rows

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import pyarrow.compute as pc
 
-from extractor import arrow, redact, soap
+from extractor import redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
@@ -27,10 +27,13 @@ from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
+from extractor.operations import TRANSACTIONS
 from extractor.output.staging import TableWriter
-from extractor.records.ledger import PARTITION, LedgerSink, month_of, transaction_type
+from extractor.records.ledger import LedgerSink, month_of
 
-TABLE: Final = "transactions"
+#: The operation, as the engine knows it.
+SPEC: Final = TRANSACTIONS
+TABLE: Final = SPEC.table
 WINDOW_SIZES: Final = ("month", "week", "day")
 DATE_FIELDS: Final = {"entry": "EntryDate", "changed": "DateChangedUTC"}
 #: Years of the ledger asked at once while looking for where it starts.
@@ -181,7 +184,7 @@ async def ledger_start(run: Run, job: TransactionJob) -> dt.date | None:
     column = "Date" if job.date_field == "entry" else "DateChanged"
     while day <= job.date_to:
         end = min(_years_after(day, PROBE_YEARS) - dt.timedelta(days=1), job.date_to)
-        sink = await run.call(soap.GET_TRANSACTIONS, job.params(Window(day, end)), LedgerSink)
+        sink = await run.call(SPEC.operation, job.params(Window(day, end)), LedgerSink)
         table = sink.table
         if table is not None and table.num_rows:
             first = pc.min(table.column(column)).as_py()
@@ -228,11 +231,10 @@ class LedgerWork:
     what: str = "the window"
 
     def __post_init__(self) -> None:
-        schema_ = arrow.schema_for(transaction_type().fields)
         run_id = self.journal.state.run_id
         self.writer = TableWriter(
-            self.job.out, TABLE, schema_, PARTITION, run_id, unique=("Id", "DateChanged"),
-            placement=self.job.destination.placement,
+            self.job.out, TABLE, SPEC.schema, SPEC.partition, run_id,
+            unique=(SPEC.key[0], "DateChanged"), placement=self.job.destination.placement,
         )  # fmt: skip
 
     @property
@@ -273,7 +275,7 @@ class LedgerWork:
 
     async def fetch(self, run: Run, unit: Window, policy: RetryPolicy, root: str) -> None:
         params = self.job.params(unit)
-        sink = await run.call(soap.GET_TRANSACTIONS, params, LedgerSink, policy, root)
+        sink = await run.call(SPEC.operation, params, LedgerSink, policy, root)
         table = sink.table
         assert table is not None
         await asyncio.get_running_loop().run_in_executor(

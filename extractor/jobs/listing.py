@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extractor import soap
 from extractor.engine.state import RunState
 from extractor.engine.workers import Run
 from extractor.ids import Ids, among, ids_of, unique, without
+from extractor.operations import INVOICES
 from extractor.records import orders
 
 
@@ -141,7 +141,8 @@ async def list_ids(
     """GetOrderSyncList: the ids changed after ``changed_after`` (None: every id), within
     RegisteredAfter; each once (the service may repeat one)."""
     params = orders.sync_params(changed_after, registered_after)
-    stream = await run.call(soap.GET_ORDER_SYNC_LIST, params, orders.id_stream)
+    assert INVOICES.listing is not None
+    stream = await run.call(INVOICES.listing, params, orders.id_stream)
     return unique(stream.ids)
 
 
