@@ -19,10 +19,11 @@ from pathlib import Path
 import orjson
 
 from benchmarks.run import run_cli, simulator_process
+from extractor.config import DEFAULT_MAX_REQUESTS_PER_HOUR
 from extractor.simulator.identities import identity_guid
 
 SEED = 7  # the simulator's default, which its identities' guids come from
-PACE = ("--max-requests-per-hour", "7200")
+PACE = ("--max-requests-per-hour", str(DEFAULT_MAX_REQUESTS_PER_HOUR))  # the live service's
 
 
 def bench_fleet(
@@ -103,7 +104,8 @@ def main() -> None:
         figures = bench_fleet(Path(folder))
     print(
         f"fleet:   {figures['orders_per_identity']:,} orders an identity, "
-        f"{figures['latency_s']} s latency, 7,200 requests/h each, {figures['workers']} workers"
+        f"{figures['latency_s']} s latency, {DEFAULT_MAX_REQUESTS_PER_HOUR:,} requests/h each, "
+        f"{figures['workers']} workers"
     )
     for row in figures["runs"]:  # type: ignore[attr-defined]
         print(f"fleet:   {row}")

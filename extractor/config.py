@@ -13,6 +13,7 @@ from typing import Final, Literal
 
 from extractor import redact
 from extractor.errors import CredentialsMissing, InvalidOption, UsageError
+from extractor.soap import Soap
 
 DEFAULT_BASE_URL: Final = "https://api.24sevenoffice.com"
 MAX_BATCH: Final = 1000
@@ -132,7 +133,7 @@ DEFAULT_TIMEOUTS: Final = Timeouts()
 DEFAULT_CONCURRENCY: Final = "auto"
 START_CONCURRENCY: Final = 8
 MAX_CONCURRENCY: Final = 64
-DEFAULT_SOAP_VERSION: Final = "1.1"
+DEFAULT_SOAP_VERSION: Final = Soap.V1_1
 #: The live service's documented budget; 0 turns the client-side limit off (simulators).
 DEFAULT_MAX_REQUESTS_PER_HOUR: Final = 7200
 
@@ -153,7 +154,7 @@ class ServiceConfig:
 
     base_url: str = DEFAULT_BASE_URL
     concurrency: int | Literal["auto"] = DEFAULT_CONCURRENCY
-    soap_version: str = DEFAULT_SOAP_VERSION
+    soap_version: Soap = DEFAULT_SOAP_VERSION
     max_requests_per_hour: int = DEFAULT_MAX_REQUESTS_PER_HOUR
     retry: RetryPolicy = DEFAULT_RETRY
     timeouts: Timeouts = DEFAULT_TIMEOUTS
@@ -170,6 +171,12 @@ class ServiceConfig:
             )
         if self.max_requests_per_hour < 0:
             raise InvalidOption("{max_requests_per_hour} must be 0 (no limit) or more")
+        try:
+            Soap(self.soap_version)
+        except ValueError:
+            raise InvalidOption(
+                f"{{soap_version}} {self.soap_version!r} is neither {' nor '.join(Soap)}"
+            ) from None
 
     @property
     def most_in_flight(self) -> int:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Final
 
 from lxml import etree
@@ -34,16 +35,23 @@ XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
 XSD: Final = "http://www.w3.org/2001/XMLSchema"
 
 
+class Soap(StrEnum):
+    """A SOAP version by its number, as ``--soap-version`` names it."""
+
+    V1_1 = "1.1"
+    V1_2 = "1.2"
+
+
 @dataclass(frozen=True)
 class SoapVersion:
-    name: str
+    name: Soap
     namespace: str
     prefix: str
     content_type: str
 
     def headers(self, action: str) -> dict[str, str]:
         """The HTTP headers that carry ``action`` in this SOAP version."""
-        if self.name == "1.1":
+        if self.name is Soap.V1_1:
             return {"Content-Type": self.content_type, "SOAPAction": f'"{action}"'}
         return {"Content-Type": f'{self.content_type}; action="{action}"'}
 
@@ -57,15 +65,15 @@ class SoapVersion:
 
 
 SOAP11: Final = SoapVersion(
-    "1.1", "http://schemas.xmlsoap.org/soap/envelope/", "soap", "text/xml; charset=utf-8"
+    Soap.V1_1, "http://schemas.xmlsoap.org/soap/envelope/", "soap", "text/xml; charset=utf-8"
 )
 SOAP12: Final = SoapVersion(
-    "1.2",
+    Soap.V1_2,
     "http://www.w3.org/2003/05/soap-envelope",
     "soap12",
     "application/soap+xml; charset=utf-8",
 )
-SOAP_VERSIONS: Final = {"1.1": SOAP11, "1.2": SOAP12}
+SOAP_VERSIONS: Final = {Soap.V1_1: SOAP11, Soap.V1_2: SOAP12}
 
 AUTH_PATH: Final = "/authenticate/v001/authenticate.asmx"
 INVOICE_PATH: Final = "/Economy/InvoiceOrder/V001/InvoiceService.asmx"

@@ -372,7 +372,8 @@ def test_status_says_a_damaged_summary_is_damaged(
     (runs / "20260101T000000Z-aaaaaa.json").write_bytes(b'{"run_id": "20260101T000000Z-aaaaaa"}')
     (runs / "20260102T000000Z-bbbbbb.json").write_bytes(b'["not", "a", "summary"]')
     (runs / "20260103T000000Z-cccccc.json").write_bytes(
-        b'{"run_id": "r3", "status": "complete", "job": {"x": 1}, "failed_ids": "many"}'
+        b'{"run_id": "r3", "status": "complete", "job": {"x": 1}, "records": "invoices", '
+        b'"units": "ids", "failed_ids": "many"}'
     )
     code, out, err = cli("status", str(tmp_path))
     assert code == 0, err
@@ -380,7 +381,8 @@ def test_status_says_a_damaged_summary_is_damaged(
     lines = [line.strip() for line in out.splitlines()]
     assert "20260101T000000Z-aaaaaa  damaged" in lines and "r3  damaged" in lines
     assert (
-        lines.count("its summary in _runs/ is damaged (missing 'status'); it is left as it is") == 1
+        lines.count("its summary in _runs/ is damaged (missing 'records'); it is left as it is")
+        == 1
     )
     code, out, _ = cli("status", str(tmp_path), "--json")
     assert code == 0

@@ -16,6 +16,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NO_PARTITION
 from extractor.records.orders import REQUIRED
 from extractor.simulator.server import Simulator, SimulatorConfig
+from extractor.soap import Soap
 from tests.conftest import CREDS, job_of, read_table
 from tests.truth import assert_matches_truth
 
@@ -99,7 +100,7 @@ async def test_without_invoice_rows_no_rows_are_fetched(
 
 async def test_soap_12(start_simulator: Any, tmp_path: Path) -> None:
     simulator = await start_simulator(orders=300)
-    await backfill(simulator, tmp_path, soap_version="1.2", batch_size=100)
+    await backfill(simulator, tmp_path, soap_version=Soap.V1_2, batch_size=100)
     assert_matches_truth(simulator, tmp_path)
 
 

@@ -14,9 +14,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import CommitProperties, write_deltalake
+from deltalake import write_deltalake
 
-from extractor.output.delta import RUN_ID, WATERMARK, Lake
+from extractor.errors import OutputError
+from extractor.output.delta import Lake
 from extractor.output.lakechanges import Change, apply
 from extractor.output.lakefiles import (
     LAYOUTS,
@@ -25,6 +26,7 @@ from extractor.output.lakefiles import (
     current_files,
     statistics,
 )
+from extractor.output.parquet import RunInfo
 from extractor.output.staging import NULL_PARTITION
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
@@ -150,38 +152,6 @@ def test_statistics_hold_the_range_of_keys_and_widen_timestamps() -> None:
     assert stats["nullCount"] == {"Id": 0, "Amount": 0, "DateChanged": 1, "Text": 1}
 
 
-def rewrite_as_before_issue_12(target: Target, name: str) -> None:
-    """The table as the extractor wrote it before the month layout: not partitioned, the
-    partition column not stored, the last run's watermark in the commit."""
-    table = Lake(target).table(name)
-    assert table is not None
-    layout = LAYOUTS[name]
-    last = next(c for c in table.history() if WATERMARK in c)
-    records = pa.table(table.to_pyarrow_table()).drop_columns([layout.partition])
-    properties = CommitProperties(custom_metadata={k: last[k] for k in (WATERMARK, RUN_ID)})
-    shutil.rmtree(target.table_uri(name))
-    write_deltalake(target.table_uri(name), records, commit_properties=properties)
-    assert Lake(target).table(name).metadata().partition_columns == []  # type: ignore[union-attr]
-
-
-async def test_a_table_of_the_older_layout_is_rewritten_once_and_synced_on(
-    start_simulator: Any, tmp_path: Path, small_files: None, capfd: pytest.CaptureFixture[str]
-) -> None:
-    simulator, target = await synced(start_simulator, tmp_path, 120)
-    for name in TABLES:
-        rewrite_as_before_issue_12(target, name)
-    simulator.churn(Churn(changed=4, deleted=0, added=2), seed=8)
-    summary = await sync(simulator, target)
-    assert summary["invoices"]["written"]["invoices"] == 4 + 2, "went on from the watermark"
-    assert_lake_equals_truth(simulator, target, marked=set())
-    for name in TABLES:
-        assert_laid_out(target, name)
-    said = capfd.readouterr().err
-    assert said.count("rewriting the Delta table") == 3, said
-    assert "rewriting the Delta table invoices partitioned by order_month" in said
-    assert not list((tmp_path / "lake").rglob("_rewrite")), "the rewrite's staging is gone"
-
-
 def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(
     tmp_path: Path,
 ) -> None:
@@ -221,15 +191,22 @@ def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(
     assert [r.path for r in removes] == [f.path for f in after if f.low <= 50 <= f.high]
 
 
-async def test_rows_an_older_first_sync_left_without_invoices_are_replaced(
+async def test_rows_a_first_sync_left_without_invoices_are_replaced(
     start_simulator: Any, tmp_path: Path, small_files: None
 ) -> None:
-    """An older extractor's first sync cut short between its two commits: its rows table,
-    in the older layout, and no invoices table. The next sync is a first one again."""
+    """A first sync cut short between its two commits: its rows table and no invoices
+    table. The next sync is a first one again."""
     simulator, target = await synced(start_simulator, tmp_path, 150, ledger=False)
-    rewrite_as_before_issue_12(target, "invoice_rows")
     shutil.rmtree(target.table_uri("invoices"))
     shutil.rmtree(tmp_path / "lake" / "_work")
     await sync(simulator, target, ledger=False)
     assert_lake_equals_truth(simulator, target, marked=set(), ledger=False)
     assert_laid_out(target, "invoice_rows")
+
+
+def test_a_table_laid_out_otherwise_is_refused(tmp_path: Path) -> None:
+    target = Target.parse(str(tmp_path))
+    write_deltalake(target.table_uri("invoices"), pa.table({"OrderId": [1, 2]}))
+    run = RunInfo("r", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(OutputError, match="invoices is not partitioned by order_month"):
+        Lake(target).reconcile([1], run)

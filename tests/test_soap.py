@@ -9,7 +9,9 @@ import pytest
 from lxml import etree
 
 from extractor import soap
+from extractor.config import ServiceConfig
 from extractor.errors import (
+    InvalidOption,
     InvalidRequest,
     MalformedResponse,
     ServerError,
@@ -58,6 +60,13 @@ def test_headers_carry_the_exact_action() -> None:
     )
     assert soap.HAS_SESSION.action == "http://24sevenOffice.com/webservices/HasSession"
     assert soap.UPDATE_INVOICES.action == "http://24sevenOffice.com/webservices/UpdateInvoices"
+
+
+def test_a_soap_version_is_named_by_its_number() -> None:
+    assert soap.SOAP_VERSIONS[soap.Soap("1.2")] is soap.SOAP12
+    assert soap.SOAP12.name == "1.2" and str(soap.Soap.V1_1) == "1.1"
+    with pytest.raises(InvalidOption, match=r"'1\.3' is neither 1\.1 nor 1\.2"):
+        ServiceConfig(soap_version="1.3")  # type: ignore[arg-type]
 
 
 def test_sync_list_envelope_soap12() -> None:

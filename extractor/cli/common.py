@@ -27,6 +27,7 @@ from extractor.config import (
     Timeouts,
 )
 from extractor.errors import UsageError
+from extractor.soap import Soap
 
 if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
     pass
@@ -96,8 +97,8 @@ def service_options(
             f"1..{MAX_CONCURRENCY}); a number keeps them fixed.",
         ),
         click.option(
-            "--soap-version", type=click.Choice(["1.1", "1.2"]), default=DEFAULT_SOAP_VERSION,
-            show_default=True,
+            "--soap-version", type=click.Choice([version.value for version in Soap]),
+            default=DEFAULT_SOAP_VERSION.value, show_default=True,
         ),
         click.option(
             "--max-requests-per-hour", default=DEFAULT_MAX_REQUESTS_PER_HOUR, show_default=True,
@@ -130,7 +131,7 @@ def service_options(
                 max_pause=max_pause,
             )  # fmt: skip
             service = ServiceConfig(
-                base_url=base_url, concurrency=concurrency, soap_version=soap_version,
+                base_url=base_url, concurrency=concurrency, soap_version=Soap(soap_version),
                 max_requests_per_hour=max_requests_per_hour, timeouts=timeouts,
                 insecure=insecure,
             )  # fmt: skip

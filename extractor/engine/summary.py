@@ -13,10 +13,8 @@ from extractor import redact
 
 def counted(summary: dict[str, Any]) -> tuple[str, str]:
     """What a summary's run fetched and counted its work in: ``(invoices, ids)`` or
-    ``(transactions, days)`` (summaries written before it said so: by their keys)."""
-    if "records" in summary and "units" in summary:
-        return summary["records"], summary["units"]
-    return ("transactions", "days") if "days_total" in summary else ("invoices", "ids")
+    ``(transactions, days)``."""
+    return summary["records"], summary["units"]
 
 
 def render_summary(summary: dict[str, Any]) -> str:

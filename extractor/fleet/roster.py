@@ -83,8 +83,7 @@ def records(summary: dict[str, Any], command: str) -> int | None:
             if isinstance(part, dict)
         ]
         return sum(counts) if counts else None
-    what = summary.get("records") or ("invoices" if command == "invoices" else "transactions")
-    value = summary.get(what)
+    value = summary.get(summary["records"]) if "records" in summary else None
     return value if isinstance(value, int) else None
 
 

@@ -38,9 +38,9 @@ partitions), so the commit is made again on the table as it now is, with the sam
 no other run touches those partitions, so they are still right.
 
 Delta has no unsigned or dictionary types: uint8 is stored as int16 and enumerations as
-plain strings; everything else keeps the types of the Parquet output. A table of the older,
-unpartitioned layout is rewritten once (:mod:`.lakemigrate`). Over 300 lines: :class:`Lake` is
-one concept, every publish's plan and commits, and its parts are already their own modules.
+plain strings; everything else keeps the types of the Parquet output. A table not laid out
+this way is refused. Over 300 lines: :class:`Lake` is one concept, every publish's plan and
+commits, and its parts are already their own modules.
 """
 
 from __future__ import annotations
@@ -48,13 +48,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
-import shutil
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal, cast
 
 import pyarrow as pa
@@ -64,7 +62,6 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import create_table_with_add_actions
 
-from extractor import log
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
@@ -91,16 +88,7 @@ from extractor.output.lakefiles import (
     stamp,
 )
 from extractor.output.lakelists import replace_list
-from extractor.output.lakemarks import (
-    REFETCH,
-    RUN_ID,
-    WATERMARK,
-    commit,
-    last_run_commit,
-    refetch,
-    watermark,
-)
-from extractor.output.lakemigrate import migrate
+from extractor.output.lakemarks import RUN_ID, WATERMARK, commit, refetch, watermark
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import RunInfo
 from extractor.output.staging import TableWriter, read_spill
@@ -115,10 +103,8 @@ INVOICE_TABLES: Final = ("invoice_rows", "invoices")  # in the order a publish c
 class Lake:
     """The Delta tables under one target (one identity's part of them: ``scope``)."""
 
-    def __init__(self, target: Target, scratch: Path | None = None, scope: Scope = WHOLE) -> None:
-        """``scratch``: a local folder to rewrite an older table in (else it is refused)."""
+    def __init__(self, target: Target, scope: Scope = WHOLE) -> None:
         self.target = target
-        self.scratch = scratch
         self.scope = scope
         self.committed: set[str] = set()  # the tables this publish committed to
         #: OrderIds answered older than stored in this publish, fetched again next sync
@@ -250,9 +236,9 @@ class Lake:
         return TableFiles(self.target, name, LAYOUTS[name], self.scope)
 
     def _laid_out(self, name: str) -> DeltaTable | None:
-        """The table ``name`` (None before its first commit), rewritten into the month layout
-        first when an older extractor wrote it (:mod:`.lakemigrate`); a fleet's table and a
-        table of one identity are not mixed."""
+        """The table ``name`` (None before its first commit), refused unless it is partitioned
+        as this extractor lays it out; a fleet's table and a table of one identity are not
+        mixed."""
         table = self.table(name)
         layout = LAYOUTS[name]
         if table is None or table.metadata().partition_columns == self.scope.columns(layout):
@@ -265,22 +251,10 @@ class Lake:
                 "do not share tables; choose another {out}"
                 + (", or give --identity all" if self.scope.identity is None else "")
             )
-        if self.scratch is None:
-            raise OutputError(
-                f"the Delta table {name} was written by an older extractor (not partitioned by "
-                f"{LAYOUTS[name].partition}): run `extractor sync` into it once to rewrite it"
-            )
-        carried = last_run_commit(table) or {}
-        log.current().warning(
-            "migrating",
-            f"rewriting the Delta table {name} partitioned by {LAYOUTS[name].partition}, "
-            "once: an older extractor wrote it",
-            table=name,
+        raise OutputError(
+            f"the Delta table {name} is not partitioned by {layout.partition}, as this "
+            "extractor writes it; choose another {out}"
         )
-        kept = (WATERMARK, RUN_ID, REFETCH)
-        marks: dict[str, Any] = {k: carried[k] for k in kept if k in carried}
-        migrate(self, name, self.scratch / name, marks)
-        return self.table(name)
 
     def _merge(
         self, name: str, writer: TableWriter, plan: Plan, run: RunInfo, replace: bool = False
@@ -301,16 +275,16 @@ class Lake:
         if table is not None:  # another writer's columns are kept
             schema = with_theirs(schema, _data_schema(table, layout, self.scope))
         prepare = functools.partial(stamp, run=run, deletable=deletable)
-        actions, written = self.changes(name, writer, plan, stored, schema, prepare)
+        actions, written = self._changes(name, writer, plan, stored, schema, prepare)
         properties = self._commit_of(name, run)
         if table is None:
             mode: Literal["error", "overwrite"] = "overwrite" if replace and not scoped else "error"
-            self.create(name, schema, actions, properties, mode)
+            self._create(name, schema, actions, properties, mode)
         else:
             self._transaction(name, gone + actions, properties, table)
         return written
 
-    def changes(
+    def _changes(
         self, name: str, writer: TableWriter, plan: Plan, stored: dict[str, list[DataFile]],
         schema: pa.Schema, prepare: Callable[[pa.Table], pa.Table],
     ) -> tuple[list[Any], int]:  # fmt: skip
@@ -336,7 +310,7 @@ class Lake:
             done = list(pool.map(one, sorted(set(spills) | set(plan.drops))))
         return [action for actions, _ in done for action in actions], sum(n for _, n in done)
 
-    def create(
+    def _create(
         self, name: str, schema: pa.Schema, adds: list[Any], properties: CommitProperties,
         mode: Literal["error", "overwrite"] = "error",
     ) -> None:  # fmt: skip
@@ -448,19 +422,7 @@ class DeltaOutput:
     def publish(
         self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
     ) -> dict[str, int]:
-        # an older table is rewritten next to the run's staging (local, removed with it)
-        scratch = writers[0].staging.parent / "_rewrite" if writers else None
-        lake = Lake(self.target, scratch, Scope(self.identity))
-        try:
-            return self._publish(lake, writers, run, present)
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-
-    @staticmethod
-    def _publish(
-        lake: Lake, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None
-    ) -> dict[str, int]:
+        lake = Lake(self.target, Scope(self.identity))
         by_name = {writer.name: writer for writer in writers}
         written: dict[str, int] = {}
         if "invoices" in by_name:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from extractor.clock import SYSTEM, Clock
+from extractor.config import DEFAULT_MAX_REQUESTS_PER_HOUR
 from extractor.errors import PauseTooLong
 from extractor.service.budget import MARGIN, TICK, ServiceBudget, Told
 
@@ -27,7 +28,7 @@ __all__ = ["DEFAULT_LIMITS", "MARGIN", "Gate", "Limits", "RateLimiter", "Told", 
 
 @dataclass(frozen=True)
 class Limits:
-    per_hour: int = 7200  # the live service's budget; 0: no client-side limit
+    per_hour: int = DEFAULT_MAX_REQUESTS_PER_HOUR  # the live service's; 0: no client-side limit
     burst: int = 20
     max_pause: float = 3600.0  # a longer pause asked for stops the run (PauseTooLong)
 
