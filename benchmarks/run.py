@@ -328,7 +328,8 @@ async def _backfill(simulator: Simulator, out: Path, **options: object) -> dict[
         **{k: options.pop(k) for k in ("concurrency", "timeouts", "retry") if k in options},  # type: ignore[arg-type]
     )
     job = InvoiceJob(Destination(out), service=service, **options)  # type: ignore[arg-type]
-    return await run(job, creds, log=io.StringIO())  # the system clock: real back-off
+    summary = await run(job, creds, log=io.StringIO())  # the system clock: real back-off
+    return summary.as_json()
 
 
 async def _reliability(work: Path) -> dict[str, object]:

@@ -104,7 +104,9 @@ class InMemory:
         return MemoryWire(self.service)
 
     async def run(self, job: Any) -> dict[str, Any]:
-        return await runner.run(job, CREDS, log=self.stream, clock=self.clock, wire=self.wire)
+        return (
+            await runner.run(job, CREDS, log=self.stream, clock=self.clock, wire=self.wire)
+        ).as_json()
 
 
 @pytest.fixture

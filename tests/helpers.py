@@ -144,7 +144,7 @@ async def backfill_at(
         base_url=url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, "batch_size": 100, **options},
     )
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=clock or ManualClock())
+    return (await runner.run(job, CREDS, log=io.StringIO(), clock=clock or ManualClock())).as_json()
 
 
 async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str, Any]:
@@ -156,4 +156,4 @@ async def sync(simulator: Simulator, target: Target, **options: Any) -> dict[str
         max_requests_per_hour=0,
         **options,
     )
-    return await run_sync(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return (await run_sync(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()

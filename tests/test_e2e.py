@@ -25,7 +25,7 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
     job = job_of(
         InvoiceJob, out=out, base_url=simulator.url, **{"max_requests_per_hour": 0, **options}
     )
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
 
 
 @dataclass(frozen=True)

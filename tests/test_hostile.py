@@ -161,7 +161,7 @@ async def test_an_echoed_password_is_masked_in_every_sink_and_parsers_never_see_
             environments = [child.environ() for child in started]
         finally:
             release.set()
-            summary = await run
+            summary = (await run).as_json()
     assert len(environments) >= 2
     for environment in environments:
         assert not [name for name in environment if name.startswith("TFSO_")]

@@ -69,7 +69,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         max_requests_per_hour=0,
         batch_size=50,
     )
-    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert summary["status"] == "complete" and summary["output"] == out
     stored = [key for key in keys(s3, "plain/") if not key.endswith("/")]  # folder markers
     assert stored and all(key.endswith(".parquet") for key in stored), "no temporary key left"

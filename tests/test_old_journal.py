@@ -50,14 +50,14 @@ async def test_an_invoices_run_interrupted_under_0_1_0_resumes(
         InvoiceJob, out=out, base_url=simulator.url, batch_size=10, max_requests_per_hour=0,
         parse_workers=0,
     )  # fmt: skip
-    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     # the same run, finished: the six staged batches were not fetched again, the order that
     # failed stays failed (a journal's failures are not retried within the run)
     assert summary["run_id"] == run_id and summary["status"] == "partial"
     assert summary["invoices"] == 39 and summary["failed_ids"] == 1
     assert simulator.stats["GetOrderSyncList"] == simulator.stats["GetInvoices"] == 0
     # a second run fetches that order alone again (the service still fails it)
-    retry = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    retry = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert retry["retry_of"] == run_id and retry["failed_ids"] == 1
     assert simulator.stats["GetInvoices"] == simulator.stats["poisoned"] > 0  # that order only
     orders, rows = read_table(out, "invoices"), read_table(out, "invoice_rows")
@@ -76,7 +76,7 @@ async def test_a_ledger_run_interrupted_under_0_1_0_resumes(
         TransactionJob, out=out, base_url=simulator.url, max_requests_per_hour=0,
         date_from=dt.date(2024, 1, 1), date_to=dt.date(2024, 4, 30),
     )  # fmt: skip
-    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert summary["run_id"] == run_id and summary["status"] == "complete"
     assert simulator.stats["GetTransactions"] == 2  # March and April; January, February staged
     window = {"DateStart": "2024-01-01T00:00:00", "DateEnd": "2024-04-30T23:59:59"}

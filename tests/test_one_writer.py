@@ -116,7 +116,7 @@ async def test_two_syncs_with_their_own_work_dirs_into_one_out(
         seen = dict(server.seen)
         shown = describe_output(Target.parse(str(out)), tmp_path / "work-b")["target_lock"]
         release.set()
-        summary = await asyncio.wait_for(first, 120)
+        summary = (await asyncio.wait_for(first, 120)).as_json()
     assert shown["holder"].startswith(f"'extractor sync' (pid {os.getpid()} on ")
     assert code == 2
     assert f"{out} is in use by 'extractor sync' (pid {os.getpid()} on " in one_line(err)

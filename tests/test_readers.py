@@ -90,7 +90,9 @@ async def test_delta_reads_with_every_reader(in_memory: Any, tmp_path: Path) -> 
     service = in_memory(orders=150)
     target = Target.parse(str(tmp_path / "lake"))
     job = job_of(SyncJob, target, base_url=MEMORY_URL, since=SYNC_SINCE, max_requests_per_hour=0)
-    summary = await run_sync(job, CREDS, log=service.stream, clock=service.clock, wire=service.wire)
+    summary = (
+        await run_sync(job, CREDS, log=service.stream, clock=service.clock, wire=service.wire)
+    ).as_json()
     assert summary["status"] == "complete"
     truth = service.service.tenant.ground_truth()
     undated = sum(1 for t in truth.values() if t.order.get("DateOrdered") is None)

@@ -108,7 +108,7 @@ async def test_a_clustered_compact_tenant_is_extracted_exactly(
     job = job_of(
         InvoiceJob, out=tmp_path, base_url=simulator.url, max_requests_per_hour=0, batch_size=200
     )
-    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert summary["invoices"] == 600
     assert_matches_truth(simulator, tmp_path)
 

@@ -36,7 +36,7 @@ async def backfill(simulator: Simulator, out: Path, **options: Any) -> dict[str,
         base_url=simulator.url,
         **{"max_requests_per_hour": 0, "parse_workers": 0, **options},
     )
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
 
 
 def no_leftovers(out: Path) -> None:

@@ -154,7 +154,7 @@ async def test_failed_days_of_the_ledger_are_fetched_again(
         server.on("GetTransactions", failing_on(day))
         service = dataclasses.replace(job.service, base_url=server.url)
         job = dataclasses.replace(job, service=service)
-        first = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+        first = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
         assert first["status"] == "partial" and first["failed_days"] == 1
         del server.rules["GetTransactions"]
         requested: list[list[str]] = []
@@ -163,7 +163,7 @@ async def test_failed_days_of_the_ledger_are_fetched_again(
             requested.append(dates_in(request.body))
 
         server.on("GetTransactions", record)
-        second = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+        second = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert requested == [[day.isoformat(), day.isoformat()]]  # that day only
     assert second["status"] == "complete" and second["retry_of"] == first["run_id"]
     assert second["days_total"] == 1
@@ -199,4 +199,4 @@ async def sync(url: str, target: Target) -> dict[str, Any]:
     job = job_of(
         SyncJob, target, base_url=url, max_requests_per_hour=0, ledger=False, batch_size=100
     )
-    return await run_sync(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return (await run_sync(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()

@@ -69,7 +69,7 @@ async def test_plain_parquet_publish_rides_out_slowdowns_and_stalls(
             InvoiceJob, out=work, output=output, root=where.root, base_url=simulator.url,
             max_requests_per_hour=0, batch_size=100, parse_workers=0,
         )  # fmt: skip
-        summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+        summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
         served = proxy.served()
     assert summary["status"] == "complete"
     assert served["slow_down"] >= 3 * 3 and served["stall"] >= 3, served

@@ -52,7 +52,9 @@ async def backfill(memory: InMemory, wire: Recording, out: Path, **options: Any)
         InvoiceJob, out=out, base_url=MEMORY_URL, max_requests_per_hour=0,
         **{"batch_size": 100, **options},
     )  # fmt: skip
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=memory.clock, wire=wire)
+    return (
+        await runner.run(job, CREDS, log=io.StringIO(), clock=memory.clock, wire=wire)
+    ).as_json()
 
 
 def outcomes(summary: Mapping[str, Any]) -> dict[int, str]:
@@ -151,7 +153,7 @@ async def sync(memory: InMemory, wire: Recording, out: Path, **options: Any) -> 
         SyncJob, Target.parse(str(out)), base_url=MEMORY_URL, max_requests_per_hour=0,
         ledger=False, batch_size=100, **options,
     )  # fmt: skip
-    return await run_sync(job, CREDS, log=io.StringIO(), clock=memory.clock, wire=wire)
+    return (await run_sync(job, CREDS, log=io.StringIO(), clock=memory.clock, wire=wire)).as_json()
 
 
 async def synced_then_vanishing(memory: InMemory, wire: Recording, out: Path) -> int:

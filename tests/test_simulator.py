@@ -7,11 +7,12 @@ import io
 import random
 
 import aiohttp
+import orjson
 import pytest
 
 from extractor import soap
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import render_summary
+from extractor.engine.summary import RunSummary, Status, render
 from extractor.errors import InvalidRequest, SessionExpired
 from extractor.parser import RecordStream
 from extractor.records.orders import OrderSink, Selection
@@ -82,10 +83,14 @@ def test_progress_line_and_summary() -> None:
     stats.started -= 2.0  # two seconds in
     line = stats.line()
     assert line.startswith("2,500/10,000 ids  1,2") and "retries 3" in line and "ETA 6s" in line
-    summary = stats.summary("complete", __import__("pathlib").Path("out"))
-    assert summary["run_id"] == "run-1" and summary["invoices"] == 2_400
-    assert 1100 < summary["invoices_per_second"] < 1300
-    text = render_summary(summary)
+    summary = stats.summary(Status.COMPLETE, __import__("pathlib").Path("out"))
+    assert summary.run_id == "run-1" and summary.fetched == 2_400
+    assert 1100 < summary.per_second < 1300
+    document = summary.as_json()  # the keys schedulers read, named after what is counted
+    assert document["invoices"] == 2_400 and document["ids_total"] == 10_000
+    assert document["invoices_per_second"] == summary.per_second
+    assert RunSummary.from_json(orjson.loads(orjson.dumps(document))) == summary
+    text = render(summary)
     assert "run run-1: complete" in text and "invoices      2,400 (of 10,000 ids listed)" in text
     assert io.StringIO(text).read().count("\n") < 20  # one screen
 

@@ -48,7 +48,7 @@ class Service:
             max_requests_per_hour=0, **options,
         )  # fmt: skip
         wire = MemoryWire(self.simulated)
-        return await run_sync(job, CREDS, log=self.log, clock=self.clock, wire=wire)
+        return (await run_sync(job, CREDS, log=self.log, clock=self.clock, wire=wire)).as_json()
 
     def churn(self, seed: int, **changes: int) -> Any:
         return self.simulated.churn(Churn(**changes), seed=seed)

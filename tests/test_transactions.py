@@ -30,7 +30,7 @@ async def extract(simulator: Simulator, out: Path, **options: Any) -> dict[str, 
         **{"date_from": dt.date(2015, 1, 1), "date_to": dt.date(2026, 12, 31),
            "max_requests_per_hour": 0, **options},
     )  # fmt: skip
-    return await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    return (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
 
 
 def test_windows_meet_without_gaps_or_overlaps() -> None:

@@ -128,7 +128,7 @@ async def test_round_trip_update_then_extract(start_simulator: Any, tmp_path: Pa
         InvoiceJob, out=tmp_path / "out", base_url=simulator.url, changed_after=changed_after,
         invoice_properties=("InvoiceTitle",), max_requests_per_hour=0,
     )  # fmt: skip
-    summary = await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())
+    summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     titles = {
         row["OrderId"]: row["InvoiceTitle"] for row in read_table(tmp_path / "out", "invoices")
     }

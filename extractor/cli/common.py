@@ -30,6 +30,8 @@ from extractor.errors import UsageError
 from extractor.soap import Soap
 
 if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
+    from extractor.engine.summary import RunSummary, SyncSummary
+
     pass
 
 TEN_YEARS_IN_MINUTES: Final = 10 * 366 * 24 * 60
@@ -182,18 +184,25 @@ json_option = click.option(
 )  # fmt: skip
 
 
-def show_summary(summary: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
-    """The summary on stdout: as text, or as JSON when ``--json`` was given."""
+def show_summary(summary: RunSummary | SyncSummary) -> None:
+    """A run's or a sync's summary on stdout: as text, or as JSON when ``--json`` was given."""
+    from extractor.engine.summary import render
+
+    show_document(summary.as_json(), lambda: render(summary))
+
+
+def show_document(document: dict[str, Any], text: Callable[[], str]) -> None:
+    """``document`` on stdout as JSON when ``--json`` was given, else ``text()``."""
     context = click.get_current_context(silent=True)
     if context is not None and context.meta.get("summary_json"):
-        click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render(summary))
+        click.echo(text())
 
 
-def exit_if_partial(summary: dict[str, Any], work: Path) -> None:
-    if summary["status"] != "complete":
-        report = work / "_runs" / f"{summary['run_id']}.json"
+def exit_if_partial(summary: RunSummary, work: Path) -> None:
+    if not summary.complete:
+        report = work / "_runs" / f"{summary.run_id}.json"
         log.current().warning("partial", f"run was partial: see {report}")
         sys.exit(EXIT_PARTIAL)
 

@@ -14,7 +14,7 @@ import click
 from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.runner import run
-from extractor.engine.summary import render_summary
+from extractor.engine.summary import render
 from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.lock import LOCK_FILE
@@ -123,7 +123,7 @@ async def run_demo(out: Path, orders: int) -> None:
         service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
         job = InvoiceJob(Destination(out), service=service, parse_workers=DEFAULT_PARSE_WORKERS)
         summary = await run(job, creds)
-    click.echo(render_summary(summary))
+    click.echo(render(summary))
     _how_to_read(out)
 
 

@@ -81,7 +81,6 @@ def invoices(
     """
     from extractor.engine.destination import Destination
     from extractor.engine.runner import run
-    from extractor.engine.summary import render_summary
     from extractor.jobs.invoices import InvoiceJob
 
     if changed_after and registered_after:
@@ -109,7 +108,7 @@ def invoices(
     where = Destination.of(out, output_format, work_dir, endpoint_url, "invoices", resume=resume)
     credentials = credentials_for("invoices", where, work_dir, service, fleet, job_for)
     summary = run_command(run(job_for(where, parse_workers), credentials))
-    show_summary(summary, render_summary)
+    show_summary(summary)
     exit_if_partial(summary, where.work)
 
 
@@ -158,7 +157,6 @@ def transactions(
     """
     from extractor.engine.destination import Destination
     from extractor.engine.runner import run
-    from extractor.engine.summary import render_summary
     from extractor.jobs.ledger import TransactionJob
 
     def job_for(destination: Destination) -> TransactionJob:
@@ -179,7 +177,7 @@ def transactions(
     )
     credentials = credentials_for("transactions", where, work_dir, service, fleet, job_for)
     summary = run_command(run(job_for(where), credentials))
-    show_summary(summary, render_summary)
+    show_summary(summary)
     exit_if_partial(summary, where.work)
 
 
@@ -210,7 +208,6 @@ def lists(
     from extractor.engine.destination import Destination
     from extractor.engine.lists import ListJob
     from extractor.engine.runner import run
-    from extractor.engine.summary import render_summary
     from extractor.operations import WHOLE_LISTS
 
     known = {spec.table: spec for spec in WHOLE_LISTS}
@@ -227,7 +224,7 @@ def lists(
     where = Destination.of(out, output_format, work_dir, endpoint_url, "lists", resume=resume)
     credentials = credentials_for("lists", where, work_dir, service, fleet, job_for)
     summary = run_command(run(job_for(where), credentials))
-    show_summary(summary, render_summary)
+    show_summary(summary)
     exit_if_partial(summary, where.work)
 
 
@@ -304,7 +301,7 @@ def sync(
     The first sync backfills; later ones merge what changed since the watermark committed
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
-    from extractor.jobs.sync import SyncJob, render_sync_summary, run_sync
+    from extractor.jobs.sync import SyncJob, run_sync
     from extractor.output.targets import Target
 
     target = Target.parse(out, endpoint_url)
@@ -322,7 +319,7 @@ def sync(
     job = job_for(None)
     credentials = credentials_for("sync", job.destination, work_dir, service, fleet, job_for)
     summary = run_command(run_sync(job, credentials))
-    show_summary(summary, render_sync_summary)
-    if summary["status"] != "complete":
+    show_summary(summary)
+    if not summary.complete:
         log.current().warning("partial", f"sync was partial: see {job.work}/sync-*/_runs/")
         sys.exit(EXIT_PARTIAL)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from extractor import log
-from extractor.cli.common import EXIT_PARTIAL, show_summary, stack
+from extractor.cli.common import EXIT_PARTIAL, show_document, stack
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import UsageError
@@ -151,7 +151,7 @@ def run_as_fleet(
         cluster(scheduler, workers, per_worker=options.per_worker) as client,
     ):
         summary = run_fleet(fleet, client)
-    show_summary(summary, render_fleet)
+    show_document(summary, lambda: render_fleet(summary))
     if summary["status"] != "complete":
         log.current().warning("partial", f"fleet was partial: see {summary['summary_file']}")
         sys.exit(EXIT_PARTIAL)

@@ -111,10 +111,6 @@ class Destination:
             return {}
         return {"output": self.output.target.uri, "format": self.output.format}
 
-    def described(self) -> dict[str, Any]:
-        """The summary's fields that say where the run wrote."""
-        return {"output": self.publisher.target.uri, "format": self.format}
-
     def datasets(self, tables: Sequence[str]) -> list[Path]:
         """The table directories a local Parquet run writes, which another job's data must
         not be mixed into."""

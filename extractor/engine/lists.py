@@ -30,6 +30,7 @@ from extractor.engine.journal import Journal
 from extractor.engine.spec import Spec, Strategy
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
+from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.output.staging import TableWriter
@@ -205,15 +206,16 @@ class ListWork:
         for writer in self.writers:
             writer.tidy()
 
-    def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
+    def summary(self, state: RunState, stats: RunStats) -> RunSummary:
         counts = state.counts
         stats.fetched = sum(counts.values())
         failures = _failures(state)
-        summary = stats.summary("partial" if failures else "complete", self.job.destination.work)
-        summary.update(
-            job=state.fingerprint, retry_of=state.retry_of, failures=failures,
-            lists={name: counts.get(name, 0) for name in (state.plan or {}).get("lists", ())},
-        )  # fmt: skip
+        status = Status.PARTIAL if failures else Status.COMPLETE
+        summary = stats.summary(status, self.job.destination.work)
+        summary.job, summary.retry_of = state.fingerprint, state.retry_of
+        summary.failures = failures
+        planned = (state.plan or {}).get("lists", ())
+        summary.lists = {name: counts.get(name, 0) for name in planned}
         return summary
 
 

@@ -25,7 +25,7 @@ from extractor.engine.journal import Journal, unfinished
 from extractor.engine.progress import Progress
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import finished, write_summary
+from extractor.engine.summary import RunSummary, finished, write_summary
 from extractor.engine.workers import Fetcher, Run, Unit, work_through
 from extractor.errors import OutputError
 from extractor.log import Log
@@ -75,7 +75,7 @@ class Work(Fetcher[U], Protocol):
         """Remove the run's staging, once published."""
         ...
 
-    def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]: ...
+    def summary(self, state: RunState, stats: RunStats) -> RunSummary: ...
 
 
 class Job(Protocol[U]):
@@ -128,7 +128,7 @@ async def run(
     wire: Wire | None = None,
     gate: Gate | None = None,
     watch: Callable[[RunStats, RateLimiter], None] | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``.
     It reports to ``log`` (the process's log; a stream: text on it), tells time and waits
     by ``clock``, and reaches the service over ``wire`` (HTTP to the job's base URL). In a
@@ -151,7 +151,7 @@ class _Surroundings:
     watch: Callable[[RunStats, RateLimiter], None] | None = None
 
 
-async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> dict[str, Any]:
+async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> RunSummary:
     log, destination = given.log, job.destination
     out = destination.work
     fingerprint = fingerprint_of(job)
@@ -166,7 +166,7 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
             f"run {done['run_id']} already finished this job ({done['status']}); nothing to do",
             status=done["status"],
         )
-        return done
+        return RunSummary.from_json(done)
     _make(out)
     journal = Journal.open(out, new_run_id(given.clock), fingerprint)
     given = replace(given, log=log.bind(run_id=journal.state.run_id))
@@ -195,7 +195,7 @@ async def _journaled(
     journal: Journal,
     given: _Surroundings,
     previous: RunState | None,
-) -> dict[str, Any]:
+) -> RunSummary:
     state = journal.state
     stats = RunStats(state.run_id, clock=given.clock)
     work = job.start(journal, stats)
@@ -230,8 +230,9 @@ async def _journaled(
         finally:
             await progress.stop()
     work.tidy()
-    summary = work.summary(journal.state, stats) | job.destination.described()
-    write_summary(summary, job.destination.work)
+    summary = work.summary(journal.state, stats)
+    summary.output, summary.format = job.destination.target.uri, job.destination.format
+    write_summary(summary.as_json(), job.destination.work)
     line, counts = finished(summary)
     given.log.info("finished", line, **counts)
     return summary

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from extractor.clock import SYSTEM, Clock
+from extractor.engine.summary import Resumed, RunSummary, Status
 from extractor.service.limiter import format_when
-
-#: What the summary leaves out: the clock, and what it names by the job's own words.
-_INTERNAL = frozenset(
-    {"clock", "started", "total", "done", "fetched", "counts", "starts", "carried", "done_before"}
-)
-#: What a resumed run's summary counts over this invocation only (the rest: the whole run).
-THIS_INVOCATION: Final = (
-    "requests", "retries", "relogins", "give_ups", "splits", "quarantines", "bytes_received",
-    "fetch_seconds", "publish_seconds",
-)  # fmt: skip
 
 
 @dataclass
@@ -97,36 +88,23 @@ class RunStats:
             f"{mb_per_second:.1f} MB/s  retries {self.retries}{paced}  ETA {eta}"
         )
 
-    def summary(self, status: str, out: Path) -> dict[str, Any]:
-        """The run's summary as JSON values: counts named after what the job counts
-        (``invoices``, ``ids_total``, ``invoices_per_second``; ``transactions``,
-        ``days_total``, ...)."""
+    def summary(self, status: Status, out: Path) -> RunSummary:
+        """The run's summary: its counts, named after what the job counts (``invoices``,
+        ``ids``; ``transactions``, ``days``), its rates and times."""
         per_second, mb_per_second = self.rates()
         if self.starts == 1:  # the run's records as written (a resumed one: those fetched now)
             per_second = self.fetched / max(self.seconds, 1e-9)
-        data = {
-            f.name: copy.deepcopy(getattr(self, f.name))
-            for f in fields(self)
-            if f.name not in _INTERNAL
-        }
-        data.update(self.counts)
-        data.update(
-            {
-                self.records: self.fetched,
-                f"{self.units}_total": self.total,
-                f"{self.units}_done": self.done,
-                f"{self.records}_per_second": round(per_second, 1),
-            },
-            status=status,
-            output=str(out),
-            finished_at=self.clock.now().isoformat(),
-            seconds=round(self.seconds, 3),
+        return RunSummary(
+            run_id=self.run_id, status=status, records=self.records, units=self.units,
+            fetched=self.fetched, total=self.total, done=self.done,
+            per_second=round(per_second, 1), output=str(out), counts=dict(self.counts),
+            failures=copy.deepcopy(self.failures), bytes_received=self.bytes_received,
+            requests=self.requests, retries=self.retries, relogins=self.relogins,
+            give_ups=self.give_ups, splits=self.splits, quarantines=self.quarantines,
+            clock_skew_seconds=self.clock_skew_seconds, files=self.files,
+            written=dict(self.written), fetch_seconds=self.fetch_seconds,
+            publish_seconds=self.publish_seconds, started_at=self.started_at,
+            finished_at=self.clock.now().isoformat(), seconds=round(self.seconds, 3),
             mb_per_second=round(mb_per_second, 2),
-        )
-        if self.starts > 1:
-            data["resumed"] = {
-                "starts": self.starts,
-                "this_invocation": [self.records, *THIS_INVOCATION, "seconds", "rates"],
-                f"{self.records}_this_invocation": self.fetched_now,
-            }
-        return data
+            resumed=Resumed(self.starts, self.fetched_now) if self.starts > 1 else None,
+        )  # fmt: skip

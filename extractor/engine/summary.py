@@ -1,103 +1,293 @@
-"""A run's summary: its failures in brief, its file (``OUT/_runs/<run_id>.json``), and how
-it reads for people (one renderer for every job: the counts are named after what it counts)."""
+"""A run's summary, typed: :class:`RunSummary` (one run), :class:`SyncSummary` (a sync's runs);
+JSON only at the edge (``OUT/_runs/<run_id>.json``, ``--json``, a fleet member's answer), and
+one renderer for people, :func:`render`, for every command.
+
+The JSON keys are the contract schedulers read: named after what the job counts
+(``invoices``, ``ids_total``, ``invoices_per_second``; ``transactions``, ``days_total``;
+``items``, ``lists_total``), with the job's own counts (``rows``, ``failed_ids``,
+``failed_days``) beside the engine's.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from extractor import redact
 
+#: What a resumed run's summary counts over this invocation only (the rest: the whole run).
+THIS_INVOCATION: Final = (
+    "requests", "retries", "relogins", "give_ups", "splits", "quarantines", "bytes_received",
+    "fetch_seconds", "publish_seconds",
+)  # fmt: skip
+#: The reports a job may leave beside its summary, by key.
+REPORTS: Final = ("failures_report", "not_returned_report")
 
-def counted(summary: dict[str, Any]) -> tuple[str, str]:
-    """What a summary's run fetched and counted its work in: ``(invoices, ids)`` or
-    ``(transactions, days)``."""
-    return summary["records"], summary["units"]
+
+class Status(enum.StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"
 
 
-def render_summary(summary: dict[str, Any]) -> str:
-    """What a run did, for people; the lines a job's counts do not apply to are left out."""
-    records, units = counted(summary)
-    retry = summary.get("retry_of")
+@dataclass
+class Resumed:
+    """A run resumed: this invocation's number, and the records it fetched itself."""
+
+    starts: int
+    fetched_now: int
+
+
+@dataclass
+class RunSummary:
+    """What one run did (see the module)."""
+
+    run_id: str
+    status: Status
+    records: str  # what it fetched: ``invoices``, ``transactions``, ``items``
+    units: str  # what it counted its work in: ``ids``, ``days``, ``lists``
+    fetched: int  # records
+    total: int  # units planned
+    done: int  # units fetched or given up
+    per_second: float  # records a second
+    output: str
+    format: str = "parquet"
+    job: dict[str, Any] = field(default_factory=dict)  # the fingerprint
+    retry_of: str | None = None  # the partial run whose leftovers it fetched again
+    counts: dict[str, int] = field(default_factory=dict)  # the job's own
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, str | None] = field(default_factory=dict)  # by :data:`REPORTS` key
+    lists: dict[str, int] | None = None  # a whole-list run's items per list
+    bytes_received: int = 0
+    requests: int = 0
+    retries: int = 0
+    relogins: int = 0
+    give_ups: int = 0
+    splits: int = 0
+    quarantines: int = 0
+    clock_skew_seconds: float | None = None
+    files: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    fetch_seconds: float = 0.0
+    publish_seconds: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    mb_per_second: float = 0.0
+    resumed: Resumed | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status is Status.COMPLETE
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as schedulers read it (``_runs/<run_id>.json``)."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id, "units": self.units, "records": self.records,
+            **{name: getattr(self, name) for name in _ENGINE},
+            "failures": self.failures, "files": self.files, "written": self.written,
+            "fetch_seconds": self.fetch_seconds, "publish_seconds": self.publish_seconds,
+            "started_at": self.started_at, **self.counts,
+            self.records: self.fetched, f"{self.units}_total": self.total,
+            f"{self.units}_done": self.done, f"{self.records}_per_second": self.per_second,
+            "status": str(self.status), "output": self.output, "format": self.format,
+            "finished_at": self.finished_at, "seconds": self.seconds,
+            "mb_per_second": self.mb_per_second, "job": self.job, "retry_of": self.retry_of,
+            **self.reports,
+        }  # fmt: skip
+        if self.lists is not None:
+            data["lists"] = self.lists
+        if self.resumed is not None:
+            data["resumed"] = {
+                "starts": self.resumed.starts,
+                "this_invocation": [self.records, *THIS_INVOCATION, "seconds", "rates"],
+                f"{self.records}_this_invocation": self.resumed.fetched_now,
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
+        """A summary read back from its file (a finished run's)."""
+        records, units = data["records"], data["units"]
+        named = {records, f"{units}_total", f"{units}_done", f"{records}_per_second"}
+        known = _KNOWN | named
+        resumed = data.get("resumed")
+        return cls(
+            run_id=data["run_id"], status=Status(data["status"]), records=records, units=units,
+            fetched=data[records], total=data[f"{units}_total"], done=data[f"{units}_done"],
+            per_second=data[f"{records}_per_second"], output=data["output"],
+            format=data.get("format", "parquet"), job=data.get("job") or {},
+            retry_of=data.get("retry_of"),
+            counts={k: v for k, v in data.items() if k not in known and isinstance(v, int)},
+            failures=data.get("failures", []),
+            reports={key: data[key] for key in REPORTS if key in data},
+            lists=data.get("lists"),
+            **{name: data[name] for name in _ENGINE + _TAIL if name in data},
+            resumed=Resumed(resumed["starts"], resumed[f"{records}_this_invocation"])
+            if resumed
+            else None,
+        )  # fmt: skip
+
+
+#: The engine's counters, as the summary carries them.
+_ENGINE: Final = (
+    "bytes_received", "requests", "retries", "relogins", "give_ups", "splits", "quarantines",
+    "clock_skew_seconds",
+)  # fmt: skip
+_TAIL: Final = (
+    "files", "written", "fetch_seconds", "publish_seconds", "started_at", "finished_at",
+    "seconds", "mb_per_second",
+)  # fmt: skip
+_KNOWN: Final = frozenset(
+    {"run_id", "units", "records", "status", "output", "format", "job", "retry_of", "failures",
+     "lists", "resumed", *REPORTS, *_ENGINE, *_TAIL}
+)  # fmt: skip
+
+
+@dataclass
+class SyncSummary:
+    """What one sync did: each part's run (``invoices``, ``transactions``, ``lists``), and
+    the watermarks the tables hold now."""
+
+    run_id: str
+    output: str
+    parts: dict[str, RunSummary] = field(default_factory=dict)
+    status: Status = Status.COMPLETE
+    clock_skew_seconds: float | None = None
+    stale_records: int = 0
+    watermarks: dict[str, str | None] = field(default_factory=dict)
+    format: str = "delta"
+
+    @property
+    def complete(self) -> bool:
+        return self.status is Status.COMPLETE
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "output": self.output, "format": self.format,
+            **{name: part.as_json() for name, part in self.parts.items()},
+            "clock_skew_seconds": self.clock_skew_seconds, "status": str(self.status),
+            "stale_records": self.stale_records, "watermarks": self.watermarks,
+        }  # fmt: skip
+
+
+def render(summary: RunSummary | SyncSummary) -> str:
+    """What a run or a sync did, for people; the lines a job's counts do not apply to are
+    left out."""
+    if isinstance(summary, SyncSummary):
+        return _render_sync(summary)
+    s, counts = summary, summary.counts
+    records, units = s.records, s.units
     lines = [
-        f"run {summary['run_id']}: {summary['status']}"
-        + (f" (fetched again what run {retry} could not)" if retry else ""),
-        f"  {records:<13} {summary[records]:,} (of {summary[f'{units}_total']:,} {units} "
+        f"run {s.run_id}: {s.status}"
+        + (f" (fetched again what run {s.retry_of} could not)" if s.retry_of else ""),
+        f"  {records:<13} {s.fetched:,} (of {s.total:,} {units} "
         + ("listed)" if units == "ids" else "planned)"),
     ]
-    if "rows" in summary:
-        lines.append(f"  invoice rows  {summary['rows']:,}")
-    resumed = summary.get("resumed")
-    if resumed:
+    if "rows" in counts:
+        lines.append(f"  invoice rows  {counts['rows']:,}")
+    if s.lists:
+        lines.append("  lists         " + ", ".join(f"{k} {v:,}" for k, v in s.lists.items()))
+    if s.resumed is not None:
         lines.append(
-            f"  resumed       start {resumed['starts']} of this run: the counts above are the "
+            f"  resumed       start {s.resumed.starts} of this run: the counts above are the "
             f"whole run's; requests, time and rates below this invocation's "
-            f"({resumed[f'{records}_this_invocation']:,} {records} fetched now)"
+            f"({s.resumed.fetched_now:,} {records} fetched now)"
         )
     lines += [
-        f"  received      {summary['bytes_received'] / 1e6:,.1f} MB "
-        f"in {summary['requests']:,} requests",
-        f"  time          {summary['seconds']:,.1f} s  "
-        f"({summary[f'{records}_per_second']:,.0f} {records}/s, "
-        f"{summary['mb_per_second']:.1f} MB/s)",
-        f"  retries       {summary['retries']}   gave up {summary['give_ups']}   "
-        f"split {'batches' if units == 'ids' else 'windows'} {summary['splits']}   "
-        f"re-logins {summary['relogins']}   quarantines {summary['quarantines']}",
+        f"  received      {s.bytes_received / 1e6:,.1f} MB in {s.requests:,} requests",
+        f"  time          {s.seconds:,.1f} s  ({s.per_second:,.0f} {records}/s, "
+        f"{s.mb_per_second:.1f} MB/s)",
+        f"  retries       {s.retries}   gave up {s.give_ups}   "
+        f"split {'batches' if units == 'ids' else 'windows'} {s.splits}   "
+        f"re-logins {s.relogins}   quarantines {s.quarantines}",
     ]
-    if "failed_ids" in summary:
+    if "failed_ids" in counts:
         lines.append(
-            f"  api errors    {summary['api_exceptions']}   missing ids {summary['missing_ids']}"
-            f"   failed ids {summary['failed_ids']}"
+            f"  api errors    {counts['api_exceptions']}   missing ids {counts['missing_ids']}"
+            f"   failed ids {counts['failed_ids']}"
         )
-    if summary.get("gone_ids") or summary.get("missing_twice_ids"):
+    if counts.get("gone_ids") or counts.get("missing_twice_ids"):
         lines.append(
-            f"  settled       {summary['gone_ids']} no longer listed   "
-            f"{summary['missing_twice_ids']} not returned twice (not asked for again)"
+            f"  settled       {counts['gone_ids']} no longer listed   "
+            f"{counts['missing_twice_ids']} not returned twice (not asked for again)"
         )
-    if "failed_days" in summary:
-        lines.append(f"  failed days   {summary['failed_days']}")
-    lines.append(f"  written       {_written(summary)} under {summary['output']}")
-    if summary.get("failures_report"):
-        lines.append(f"  failures      {summary['failures_report']}")
-    if summary.get("not_returned_report"):
-        lines.append(f"  not returned  {summary['not_returned_report']}")
+    if "failed_days" in counts:
+        lines.append(f"  failed days   {counts['failed_days']}")
+    if s.lists is not None and s.failures:
+        lines.append("  failed lists  " + ", ".join(str(f["list"]) for f in s.failures))
+    lines.append(f"  written       {_written(s)} under {s.output}")
+    if s.reports.get("failures_report"):
+        lines.append(f"  failures      {s.reports['failures_report']}")
+    if s.reports.get("not_returned_report"):
+        lines.append(f"  not returned  {s.reports['not_returned_report']}")
     return "\n".join(lines)
 
 
-def finished(summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _render_sync(summary: SyncSummary) -> str:
+    lines = [f"sync of {summary.output}: {summary.status}"]
+    for name, part in summary.parts.items():
+        written = dict(part.written)
+        stale = written.pop("stale_records", 0)
+        merged = ", ".join(f"{table} {count:,}" for table, count in written.items())
+        if part.lists is not None:
+            said = f"replaced: {merged or 'nothing'}"
+        else:
+            unit = "orders listed" if part.units == "ids" else "days of changes"
+            kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
+            said = f"{part.total:,} {unit}; written: {merged or 'nothing'}{kept_out}"
+        lines.append(f"  {name:<13} {said} ({part.requests:,} requests, {part.seconds:,.1f} s)")
+    lines.append(
+        "  watermarks    "
+        + ", ".join(f"{name} {value or 'none'}" for name, value in summary.watermarks.items())
+    )
+    return "\n".join(lines)
+
+
+def finished(summary: RunSummary) -> tuple[str, dict[str, Any]]:
     """The ``finished`` event of a run: its line, and the counts a scheduler reads."""
-    records, units = counted(summary)
+    data = summary.as_json()
+    records, units = summary.records, summary.units
     counts = {
-        key: summary[key]
+        key: data[key]
         for key in (
             "status", records, f"{units}_total", "rows", "requests", "retries", "give_ups",
             "failed_ids", "missing_ids", "missing_twice_ids", "gone_ids", "api_exceptions",
             "failed_days", "seconds",
         )
-        if key in summary
+        if key in data
     }  # fmt: skip
     line = (
-        f"run {summary['run_id']} {summary['status']}: {summary[records]:,} {records} "
-        f"in {summary['seconds']:,.1f} s ({summary['requests']:,} requests)"
+        f"run {summary.run_id} {summary.status}: {summary.fetched:,} {records} "
+        f"in {summary.seconds:,.1f} s ({summary.requests:,} requests)"
     )
     return line, counts
 
 
-def _written(summary: dict[str, Any]) -> str:
+def counted(summary: Mapping[str, Any]) -> tuple[str, str]:
+    """What a summary read from its file fetched and counted its work in: ``(invoices,
+    ids)``, ``(transactions, days)``, ``(items, lists)``."""
+    return summary["records"], summary["units"]
+
+
+def _written(summary: RunSummary) -> str:
     """``12 files``, or records per Delta table (``invoices 40, invoice_rows 155``)."""
-    written = summary.get("written") or {"files": summary.get("files", 0)}
-    if summary.get("format") == "delta":
+    written = summary.written or {"files": summary.files}
+    if summary.format == "delta":
         return "Delta: " + ", ".join(f"{name} {count:,}" for name, count in written.items())
     return f"{written.get('files', 0)} files"
 
 
-def write_summary(summary: dict[str, Any], out: Path) -> Path:
+def write_summary(document: Mapping[str, Any], out: Path) -> Path:
+    """``document`` (a summary as JSON) as ``out/_runs/<run_id>.json``, whole or not at all."""
     folder = out / "_runs"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{summary['run_id']}.json"
+    path = folder / f"{document['run_id']}.json"
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_bytes(redact.mask_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2)))
+    temporary.write_bytes(redact.mask_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2)))
     temporary.rename(path)
     return path

@@ -94,10 +94,12 @@ async def _run_job(
     def watch(stats: RunStats, limiter: RateLimiter) -> None:
         watched.append((stats, limiter))
 
+    # the summary as JSON: what a member's task answers the fleet, on another process
     if isinstance(member.job, SyncJob):
-        return await run_sync(member.job, member.credentials, log=log, gate=gate, watch=watch)
+        synced = await run_sync(member.job, member.credentials, log=log, gate=gate, watch=watch)
+        return synced.as_json()
     job: Job[Any] = member.job
-    return await run(job, member.credentials, log=log, gate=gate, watch=watch)
+    return (await run(job, member.credentials, log=log, gate=gate, watch=watch)).as_json()
 
 
 def outcome(

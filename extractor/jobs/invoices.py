@@ -25,6 +25,7 @@ from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
+from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.ids import Ids, ids_of, unique
@@ -245,18 +246,19 @@ class InvoiceWork:
     def tidy(self) -> None:
         self.tables.tidy()
 
-    def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
+    def summary(self, state: RunState, stats: RunStats) -> RunSummary:
         restore(stats, state)  # the journal's counts: every batch of the run, resumed or not
         if self.job.destination.format == "parquet" and "invoices" in stats.written:
             stats.fetched = stats.written["invoices"]  # what was written, not what was meant
             stats.counts["rows"] = stats.written.get("invoice_rows", 0)
         orders = OrderRun(state)
         short = orders.still_failed or orders.not_returned or orders.missing_twice
-        summary = stats.summary("partial" if short else "complete", self.job.out)
-        summary["job"] = state.fingerprint
-        summary["retry_of"] = state.retry_of
-        summary["failures_report"] = write_failures(self.job.out, orders)
-        summary["not_returned_report"] = write_not_returned(self.job.out, orders)
+        summary = stats.summary(Status.PARTIAL if short else Status.COMPLETE, self.job.out)
+        summary.job, summary.retry_of = state.fingerprint, state.retry_of
+        summary.reports = {
+            "failures_report": write_failures(self.job.out, orders),
+            "not_returned_report": write_not_returned(self.job.out, orders),
+        }
         return summary
 
 

@@ -25,6 +25,7 @@ from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
+from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.operations import TRANSACTIONS
@@ -308,7 +309,7 @@ class LedgerWork:
     def tidy(self) -> None:
         self.writer.tidy()
 
-    def summary(self, state: RunState, stats: RunStats) -> dict[str, Any]:
+    def summary(self, state: RunState, stats: RunStats) -> RunSummary:
         failed = [
             {"window": f["window"], "error": f["error"]}
             for f in state.failed.values()
@@ -317,13 +318,9 @@ class LedgerWork:
         stats.fetched = state.counts.get(TABLE, 0)
         if self.job.destination.format == "parquet":
             stats.fetched = stats.written.get(TABLE, stats.fetched)  # what was written
-        summary = stats.summary("partial" if failed else "complete", self.job.out)
-        summary.update(
-            job=state.fingerprint,
-            retry_of=state.retry_of,
-            failed_days=sum(Window.from_json(f["window"]).length for f in failed),
-            failures=failed,
-        )
+        summary = stats.summary(Status.PARTIAL if failed else Status.COMPLETE, self.job.out)
+        summary.job, summary.retry_of, summary.failures = state.fingerprint, state.retry_of, failed
+        summary.counts["failed_days"] = sum(Window.from_json(f["window"]).length for f in failed)
         return summary
 
 

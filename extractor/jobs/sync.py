@@ -36,7 +36,7 @@ from extractor.engine.lists import ListJob
 from extractor.engine.runner import fingerprint_of, run
 from extractor.engine.state import replay
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import counted
+from extractor.engine.summary import RunSummary, Status, SyncSummary
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
@@ -48,7 +48,7 @@ from extractor.service.limiter import Gate, RateLimiter
 from extractor.service.transport import Wire
 
 if TYPE_CHECKING:
-    from extractor.output.delta import Lake
+    pass
 
 #: A sync's own run id: ``sync-`` and a run id (each part's run has its own).
 SYNC_PREFIX: Final = "sync-"
@@ -113,7 +113,7 @@ async def run_sync(
     wire: Wire | None = None,
     gate: Gate | None = None,
     watch: Callable[[RunStats, RateLimiter], None] | None = None,
-) -> dict[str, Any]:
+) -> SyncSummary:
     """One sync; its summary (each part's also under the work directory's ``_runs/``), with
     the sync's own ``run_id`` (``sync-...``; each part has its run's). ``log``, ``clock``,
     ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.engine.runner.run`."""
@@ -122,11 +122,12 @@ async def run_sync(
     run_id = SYNC_PREFIX + new_run_id(clock)
     out = Log.to(log).bind(run_id=run_id, command="sync")
     given = functools.partial(run, log=out, clock=clock, wire=wire, gate=gate, watch=watch)
+    summary = SyncSummary(run_id, job.target.uri)
     with job.destination.locked("sync"):  # for all its parts
-        summary = {"run_id": run_id, **await _sync_locked(job, credentials, out, clock, given)}
+        await _sync_locked(job, credentials, out, clock, given, summary)
     out.info(
-        "finished", f"sync {run_id} {summary['status']}", status=summary["status"],
-        watermarks=summary["watermarks"],
+        "finished", f"sync {run_id} {summary.status}", status=str(summary.status),
+        watermarks=summary.watermarks,
     )  # fmt: skip
     return summary
 
@@ -136,26 +137,28 @@ async def _sync_locked(
     credentials: Credentials,
     log: Log,
     clock: Clock,
-    running: Callable[..., Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
+    running: Callable[..., Awaitable[RunSummary]],
+    summary: SyncSummary,
+) -> None:
+    """Each part in turn into ``summary``; then its status and watermarks."""
     from extractor.output.delta import Lake  # delta-rs only where it is used
     from extractor.output.lakefiles import Scope
 
     lake = Lake(job.target, scope=Scope(job.identity))
-    summary: dict[str, Any] = {"output": job.target.uri, "format": "delta"}
+    parts = summary.parts
     invoice_job = _invoice_job(job, lake.watermark(INVOICE_TABLES), lake.refetch())
     _discard_stale(invoice_job.out, fingerprint_of(invoice_job), log)
     again = len(invoice_job.refetch)
     plan = _plan("invoices", invoice_job.changed_after, again)
     log.info("sync_plan", plan, part="invoices", refetch=again)
-    summary["invoices"] = await running(invoice_job, credentials)
-    summary["clock_skew_seconds"] = _said_skew(summary["invoices"], job.overlap, log)
+    parts["invoices"] = await running(invoice_job, credentials)
+    summary.clock_skew_seconds = _said_skew(parts["invoices"], job.overlap, log)
     if job.ledger:
         today = clock.now().date() + LEDGER_AHEAD
         ledger_job = _ledger_job(job, lake.watermark(LEDGER_TABLES), today)
         _discard_stale(ledger_job.out, fingerprint_of(ledger_job), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
-        summary["transactions"] = await running(ledger_job, credentials)
+        parts["transactions"] = await running(ledger_job, credentials)
     if WHOLE_LISTS:
         lists_job = ListJob(
             job.destination.part(job.work / "sync-lists"), WHOLE_LISTS, job.service, sync=True
@@ -163,22 +166,14 @@ async def _sync_locked(
         _discard_stale(lists_job.out, fingerprint_of(lists_job), log)
         names = ", ".join(lists_job.tables)
         log.info("sync_plan", f"sync: the whole lists, replaced ({names})", part="lists")
-        summary["lists"] = await running(lists_job, credentials)
-    return _concluded(summary, lake, job.ledger)
-
-
-def _concluded(summary: dict[str, Any], lake: Lake, ledger: bool) -> dict[str, Any]:
-    """The sync's ``summary`` once its parts ran: its status, the records answered older
-    than stored, and the watermarks the tables hold now."""
-    parts = [summary[name] for name in PARTS if name in summary]
-    complete = all(part["status"] == "complete" for part in parts)
-    summary["status"] = "complete" if complete else "partial"
-    summary["stale_records"] = sum(part["written"].get("stale_records", 0) for part in parts)
-    summary["watermarks"] = {
+        parts["lists"] = await running(lists_job, credentials)
+    complete = all(part.complete for part in parts.values())
+    summary.status = Status.COMPLETE if complete else Status.PARTIAL
+    summary.stale_records = sum(part.written.get("stale_records", 0) for part in parts.values())
+    summary.watermarks = {
         "invoices": _iso(lake.watermark(INVOICE_TABLES)),
-        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if ledger else None,
+        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if job.ledger else None,
     }
-    return summary
 
 
 def _invoice_job(
@@ -195,10 +190,10 @@ def _invoice_job(
     )  # fmt: skip
 
 
-def _said_skew(part: dict[str, Any], overlap: dt.timedelta, log: Log) -> float | None:
+def _said_skew(part: RunSummary, overlap: dt.timedelta, log: Log) -> float | None:
     """How far the service's clock is ahead of ours (from the part's run); a skew beyond
     ``overlap``, or none known, is said (the watermark is the service's time either way)."""
-    skew: float | None = part.get("clock_skew_seconds")
+    skew = part.clock_skew_seconds
     if skew is None:
         log.warning(
             "clock_unknown",
@@ -256,36 +251,3 @@ def _plan(what: str, since: dt.datetime | dt.date | None, again: int = 0) -> str
 
 def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
-
-
-def render_sync_summary(summary: dict[str, Any]) -> str:
-    """What a sync did, for people."""
-    lines = [f"sync of {summary['output']}: {summary['status']}"]
-    for name in PARTS:
-        part = summary.get(name)
-        if part is None:
-            continue
-        if name == "lists":
-            lists = ", ".join(f"{table} {count:,}" for table, count in part["lists"].items())
-            lines.append(
-                f"  {name:<13} replaced: {lists} ({part['requests']:,} requests, "
-                f"{part['seconds']:,.1f} s)"
-            )
-            continue
-        written = dict(part["written"])
-        stale = written.pop("stale_records", 0)
-        merged = ", ".join(f"{table} {count:,}" for table, count in written.items())
-        units = counted(part)[1]
-        listed = part[f"{units}_total"]
-        unit = "orders listed" if name == "invoices" else "days of changes"
-        kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
-        lines.append(
-            f"  {name:<13} {listed:,} {unit}; written: {merged or 'nothing'}{kept_out} "
-            f"({part['requests']:,} requests, {part['seconds']:,.1f} s)"
-        )
-    marks = summary["watermarks"]
-    lines.append(
-        "  watermarks    "
-        + ", ".join(f"{name} {value or 'none'}" for name, value in marks.items() if name)
-    )
-    return "\n".join(lines)
