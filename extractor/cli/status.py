@@ -172,9 +172,9 @@ def _unfinished(folder: Path) -> dict[str, Any] | None:
     if journal is None:
         return None
     state = replay(journal)
-    # a ledger run plans windows, an invoice run ids
+    # a ledger run plans windows, an invoice run ids, a list run lists
     plan = state.plan or {}
-    planned = len(plan.get("windows") or plan.get("ids") or ())
+    planned = len(plan.get("windows") or plan.get("ids") or plan.get("lists") or ())
     return {
         "run_id": state.run_id,
         "command": state.fingerprint.get("command"),

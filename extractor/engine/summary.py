@@ -29,6 +29,10 @@ THIS_INVOCATION: Final = (
 REPORTS: Final = ("failures_report", "not_returned_report")
 
 
+#: What a split unit is called, by what the run counts its work in.
+_SPLIT: Final = {"ids": "batches", "days": "windows"}
+
+
 class Status(enum.StrEnum):
     COMPLETE = "complete"
     PARTIAL = "partial"
@@ -203,7 +207,7 @@ def render(summary: RunSummary | SyncSummary) -> str:
         f"  time          {s.seconds:,.1f} s  ({s.per_second:,.0f} {records}/s, "
         f"{s.mb_per_second:.1f} MB/s)",
         f"  retries       {s.retries}   gave up {s.give_ups}   "
-        f"split {'batches' if units == 'ids' else 'windows'} {s.splits}   "
+        f"split {_SPLIT.get(units, units)} {s.splits}   "
         f"re-logins {s.relogins}   quarantines {s.quarantines}",
     ]
     if "failed_ids" in counts:
