@@ -1,12 +1,14 @@
 """One runner for every job that writes a dataset: ``run(job)``.
 
-It owns what the jobs share: the finished-job check, the output's lock, the journal (a run
+It owns what the jobs share: the job's :class:`~extractor.engine.destination.Destination`
+(checked, fingerprinted, locked, published to), the finished-job check, the journal (a run
 that stops for any reason, SIGKILL included, continues from it when the same command runs
-again), the transport, session and live progress, the workers and their bisection
-(:mod:`extractor.engine.workers`), the check that every journaled unit is on disk before
-anything is published, publishing, and the summary. A job says only what is its own: how it
-plans its units, which are still to do after a resume, how it fetches one, what it
-publishes (:class:`Job` and :class:`Work`).
+again), the connection (:func:`~extractor.service.session.connected`) and live progress,
+the workers and their bisection (:mod:`extractor.engine.workers`), the check that every
+journaled unit is on disk before anything is published, publishing, and the typed summary
+(:mod:`extractor.engine.summary`). A job says only what is its own: how it plans its units,
+which are still to do after a resume, how it fetches one, what it publishes (:class:`Job`
+and :class:`Work`).
 """
 
 from __future__ import annotations
