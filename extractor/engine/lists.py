@@ -23,7 +23,7 @@ from typing import Any, Final, Self
 
 import pyarrow as pa
 
-from extractor import arrow, redact
+from extractor import redact
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
@@ -34,7 +34,7 @@ from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.output.staging import TableWriter
-from extractor.parser import PartStream
+from extractor.records.tables import TableSink
 
 #: What a list run counts: the items of its lists.
 RECORDS: Final = "items"
@@ -101,19 +101,11 @@ class WholeList:
         return None
 
 
-class ListSink(PartStream):
+class ListSink(TableSink):
     """A whole list's body to one typed table once it is complete."""
 
     def __init__(self, spec: Spec) -> None:
-        super().__init__(spec.tag, spec.struct, spec.operation.service.namespace, every=2**62)
-        self.struct = spec.struct
-        self.table: pa.Table | None = None
-
-    def complete(self) -> None:
-        super().complete()
-        (part,) = self.parts or [("r", [])]  # one part: ``every`` is never reached
-        raw = arrow.raw_array(part, arrow.raw_type(self.struct))
-        self.table = arrow.table(self.struct.fields, raw)
+        super().__init__(spec.tag, spec.struct, spec.operation.service.namespace)
 
 
 @dataclass

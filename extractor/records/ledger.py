@@ -7,8 +7,8 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from extractor import arrow, schema
-from extractor.parser import PartStream
+from extractor import schema
+from extractor.records.tables import TableSink
 
 NAMESPACE: Final = schema.service("transactionService").namespace
 TRANSACTION_TAG: Final = f"{{{NAMESPACE}}}Transaction"
@@ -20,21 +20,11 @@ def transaction_type() -> schema.Struct:
     return schema.service("transactionService").type("Transaction")
 
 
-_RAW_TYPE: Final = arrow.raw_type(transaction_type())
-
-
-class LedgerSink(PartStream):
+class LedgerSink(TableSink):
     """A GetTransactions body to one typed table once it is complete."""
 
     def __init__(self) -> None:
-        super().__init__(TRANSACTION_TAG, transaction_type(), NAMESPACE, every=2**62)
-        self.table: pa.Table | None = None
-
-    def complete(self) -> None:
-        super().complete()
-        (part,) = self.parts or [("r", [])]  # one part: ``every`` is never reached
-        raw = arrow.raw_array(part, _RAW_TYPE)
-        self.table = arrow.table(transaction_type().fields, raw)
+        super().__init__(TRANSACTION_TAG, transaction_type(), NAMESPACE)
 
 
 def month_of(table: pa.Table) -> pa.Array[Any]:
