@@ -55,6 +55,11 @@ def events(err: str) -> list[dict[str, Any]]:
     return parsed
 
 
+def asked_ids(envelope: bytes) -> list[int]:
+    """The OrderIds a GetInvoices envelope asks for, in order (none for other operations)."""
+    return [int(i) for i in re.findall(rb"<int>(\d+)</int>", envelope)]
+
+
 def c_compiler() -> str | None:
     """The C compiler the package's build would use, if there is one."""
     command = (sysconfig.get_config_var("CC") or "cc").split()[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import random
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from extractor.simulator.memory import MemoryReply, MemoryWire
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, MEMORY_URL, CliResult, InMemory, job_of
+from tests.helpers import asked_ids
 from tests.truth import assert_lake_equals_truth
 
 #: A DateChanged long before the runs, for ids listed and never returned.
@@ -41,8 +41,8 @@ class Recording(MemoryWire):
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], name: str
     ) -> AsyncIterator[MemoryReply]:
-        if b"GetInvoices" in body:
-            self.asked += [int(i) for i in re.findall(rb"<int>(\d+)</int>", body)]
+        if name == "GetInvoices":
+            self.asked += asked_ids(body)
         async with super().post(url, body, headers, name) as reply:
             yield reply
 
