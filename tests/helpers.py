@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import sysconfig
@@ -73,17 +74,66 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: Seconds a real CLI run may take in a test (a few, unloaded) before it counts as hung.
+DEADLINE: Final = 120.0
+#: Seconds the processes of a hung run get to write their stacks before they are killed.
+_DUMPING: Final = 10.0
+
+
 async def start_extractor(
     *args: str, env: dict[str, str] | None = None, session: bool = False
 ) -> asyncio.subprocess.Process:
     """``python -m extractor ARGS`` with the demo credentials (or ``env``), output piped;
-    ``session``: in a process group of its own, as a terminal's foreground job is."""
+    ``session``: in a process group of its own, as a terminal's foreground job is. Every
+    Python process of the run writes its threads' stacks on a fatal signal (:func:`ended`)."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "extractor", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=os.environ | (env if env is not None else credentials_env()), cwd=ROOT,
-        start_new_session=session,
+        env=os.environ | (env if env is not None else credentials_env())
+        | {"PYTHONFAULTHANDLER": "1"},
+        cwd=ROOT, start_new_session=session,
     )  # fmt: skip
+
+
+async def ended(
+    process: asyncio.subprocess.Process, deadline: float = DEADLINE
+) -> tuple[int, bytes, bytes]:
+    """The exit status, stdout and stderr of a run started in a session of its own. One
+    still running after ``deadline`` seconds fails the test at once: every process of its
+    session (parser processes, Dask workers) first writes its threads' stacks to stderr
+    (SIGABRT, which faulthandler reports), then all are killed, and the failure shows them."""
+    out, err = bytearray(), bytearray()
+
+    async def drain(stream: asyncio.StreamReader | None, into: bytearray) -> None:
+        while stream is not None and (chunk := await stream.read(1 << 16)):
+            into.extend(chunk)
+
+    reading = asyncio.gather(drain(process.stdout, out), drain(process.stderr, err))
+    try:
+        code = await asyncio.wait_for(process.wait(), deadline)
+    except TimeoutError:
+        await _stacks_then_killed(process, reading)
+        raise AssertionError(
+            f"the run did not end within {deadline:.0f} s; what it wrote, the stacks of its "
+            f"processes last:\n{err.decode(errors='replace')[-30_000:]}"
+        ) from None
+    await reading
+    return code, bytes(out), bytes(err)
+
+
+async def _stacks_then_killed(
+    process: asyncio.subprocess.Process, reading: asyncio.Future[Any]
+) -> None:
+    """Every process of ``process``'s session writes its stacks and ends (SIGABRT), or is
+    killed; what they wrote is read meanwhile."""
+    for signum in (signal.SIGABRT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reading), _DUMPING)
+            break
+    reading.cancel()
+    await process.wait()
 
 
 async def killed_at(point: str | None, *args: str, env: dict[str, str] | None = None) -> int:
@@ -92,10 +142,9 @@ async def killed_at(point: str | None, *args: str, env: dict[str, str] | None = 
     process it started (parser processes) is gone too."""
     kill = {KILL_AT: point} if point else {}
     process = await start_extractor(*args, env=(env or credentials_env()) | kill, session=True)
-    await asyncio.wait_for(process.communicate(), 120)
+    code, _, _ = await ended(process)
     await _session_ended(process.pid)
-    assert process.returncode is not None
-    return process.returncode
+    return code
 
 
 async def _session_ended(session: int) -> None:
@@ -113,12 +162,14 @@ async def _session_ended(session: int) -> None:
     raise AssertionError(f"processes of session {session} are still running: {alive}")
 
 
-async def extractor(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the real CLI to its end: exit status, stdout, stderr."""
-    process = await start_extractor(*args, env=env)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def extractor(
+    *args: str, env: dict[str, str] | None = None, deadline: float = DEADLINE
+) -> tuple[int, str, str]:
+    """Run the real CLI to its end (failing the test with its processes' stacks when it
+    has not ended after ``deadline`` seconds): exit status, stdout, stderr."""
+    process = await start_extractor(*args, env=env, session=True)
+    code, out, err = await ended(process, deadline)
+    return code, out.decode(), err.decode()
 
 
 #: The UTC timestamp that starts a log line off a terminal (:mod:`extractor.log`).
