@@ -99,8 +99,8 @@ async def test_without_invoice_rows_no_rows_are_fetched(
 
 
 async def test_soap_12(start_simulator: Any, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=300)
-    await backfill(simulator, tmp_path, soap_version=Soap.V1_2, batch_size=100)
+    simulator = await start_simulator(orders=100)
+    await backfill(simulator, tmp_path, soap_version=Soap.V1_2, batch_size=50)
     assert_matches_truth(simulator, tmp_path)
 
 
@@ -117,9 +117,9 @@ async def test_changed_after_lists_only_changed_orders(
 
 
 async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=300, session_ttl_calls=3)
+    simulator = await start_simulator(orders=150, session_ttl_calls=3)
     try:
-        summary = await backfill(simulator, tmp_path, batch_size=20, concurrency=8)
+        summary = await backfill(simulator, tmp_path, batch_size=10, concurrency=8)
     finally:
         await simulator.stop()
     assert summary["status"] == "complete"
@@ -134,11 +134,11 @@ async def test_relogin_once_for_all_workers(start_simulator: Any, tmp_path: Path
 
 
 async def test_simulator_expires_sessions_on_demand(start_simulator: Any, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=300)
+    simulator = await start_simulator(orders=100)
     simulator.expire_sessions()
     await backfill(simulator, tmp_path / "a")
     simulator.expire_sessions()
-    summary = await backfill(simulator, tmp_path / "b", batch_size=60)
+    summary = await backfill(simulator, tmp_path / "b", batch_size=20)
     assert summary["relogins"] == 0  # each run logs in afresh
     assert_matches_truth(simulator, tmp_path / "b")
 

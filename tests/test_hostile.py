@@ -49,8 +49,9 @@ from tests.truth import assert_matches_truth
 
 @pytest.fixture
 async def simulator(start_simulator: Any) -> Simulator:
-    """A small tenant: these tests are about what the server does, not about volume."""
-    sim: Simulator = await start_simulator(orders=300)
+    """A small tenant, two batches of 100: these tests are about what the server does, not
+    about volume."""
+    sim: Simulator = await start_simulator(orders=150)
     return sim
 
 
@@ -216,7 +217,8 @@ async def test_staged_files_lost_mid_run_are_fetched_again_never_published_short
     release, arrived = asyncio.Event(), asyncio.Event()
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", hold_after(2, release, arrived))
-        run = asyncio.create_task(backfill(server.url, tmp_path, concurrency=1))
+        batches = {"batch_size": 50, "concurrency": 1}  # three: the third is held
+        run = asyncio.create_task(backfill(server.url, tmp_path, **batches))
         try:
             await asyncio.wait_for(arrived.wait(), 60)
             # the third request is held; the first batches may still be on their way to disk

@@ -41,7 +41,7 @@ def keys(endpoint: str, prefix: str) -> list[str]:
 
 
 async def test_sync_to_s3_equals_truth(start_simulator: Any, s3: str, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=150)
+    simulator = await start_simulator(orders=60)
     target = Target.parse(f"s3://{BUCKET}/lake", endpoint_url=s3)
     summary = await sync(simulator, target, work_dir=tmp_path)
     assert summary["status"] == "complete"
@@ -56,7 +56,7 @@ async def test_sync_to_s3_equals_truth(start_simulator: Any, s3: str, tmp_path: 
 
 
 async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_path: Path) -> None:
-    simulator = await start_simulator(orders=150)
+    simulator = await start_simulator(orders=60)
     out = f"s3://{BUCKET}/plain"
     where = Destination.of(out, "parquet", tmp_path, s3, "invoices")
     work, output = where.work, where.output
@@ -67,7 +67,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         root=where.root,
         base_url=simulator.url,
         max_requests_per_hour=0,
-        batch_size=50,
+        batch_size=20,
     )
     summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
     assert summary["status"] == "complete" and summary["output"] == out
@@ -110,7 +110,7 @@ async def test_an_s3_target_is_locked_where_it_lives(
     from extractor.errors import OutputLocked
     from extractor.output.lease import ObjectLock
 
-    simulator = await start_simulator(orders=200)
+    simulator = await start_simulator(orders=20)
     target = Target.parse(f"s3://{BUCKET}/locked", s3)
     held = ObjectLock.take(target, "sync")  # another machine's run: its own work dir
     with pytest.raises(OutputLocked, match=r"in use by 'extractor sync' .*its lease is live"):

@@ -30,10 +30,10 @@ PARQUET_TABLES = {"invoices": "order_month", "invoice_rows": "order_month"}
 @pytest.fixture
 async def parquet_out(in_memory: Any, tmp_path: Path) -> tuple[InMemory, Path]:
     """A small backfill of invoices (some orders without DateOrdered) and of the ledger."""
-    service = in_memory(orders=300)
+    service = in_memory(orders=150)
     out = tmp_path / "out"
     flags = {"base_url": MEMORY_URL, "max_requests_per_hour": 0}
-    await service.run(job_of(InvoiceJob, out=out, batch_size=100, parse_workers=0, **flags))
+    await service.run(job_of(InvoiceJob, out=out, batch_size=50, parse_workers=0, **flags))
     ledger = job_of(
         TransactionJob, out=tmp_path / "ledger", date_from=SYNC_SINCE,
         date_to=service.clock.now().date(), **flags,

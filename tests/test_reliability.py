@@ -50,9 +50,9 @@ async def test_chaos_run_equals_the_fault_free_truth(start_simulator: Any, tmp_p
     # a slow answer outlasts the attempt's timeout; an ordinary one of 100 orders, on a loaded
     # machine, does not (1 s did: ten timeouts in a row stopped the run as a dead service)
     faults = FaultConfig(rate=0.1, seed=11, slow_seconds=10.0)
-    simulator = await start_simulator(orders=2500, faults=faults, session_ttl_calls=7)
+    simulator = await start_simulator(orders=1000, faults=faults, session_ttl_calls=7)
     summary = await backfill(  # 50 batches, as many requests for faults to fall on as 5000/100
-        simulator, tmp_path, batch_size=50, concurrency=8, timeouts=Timeouts(attempt=4.0)
+        simulator, tmp_path, batch_size=20, concurrency=8, timeouts=Timeouts(attempt=4.0)
     )
     injected = sum(simulator.stats[f"fault:{kind}"] for kind in faults.kinds)
     assert injected >= 5 and simulator.stats["expired"] >= 5  # it was chaos
@@ -86,10 +86,10 @@ async def test_quarantine_pauses_every_worker_until_it_ends(
     ("orders", "batch", "budget", "window", "requests", "waited"),
     [
         # 25 requests per 10-minute window, 32 needed: one wait for the reset
-        (300, 10, 25, 600.0, 32, (600, 610)),
+        (60, 2, 25, 600.0, 32, (600, 610)),
         # 30 per 10 s, 82 needed (Login, the listing, 80 batches): two resets are the fewest
         # it can wait for, each window used to its last request
-        (1600, 20, 30, 10.0, 82, (20, 20.5)),
+        (400, 5, 30, 10.0, 82, (20, 20.5)),
     ],
 )
 async def test_the_service_budget_is_spent_to_the_last_request_and_no_further(
@@ -124,8 +124,9 @@ async def test_hostile_xml_stops_the_run_unexpanded(start_simulator: Any, tmp_pa
 
 
 async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
-    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    simulator = await start_simulator(orders=600)  # 15 batches of 40
     stage = TableWriter.stage
     staged: list[str] = []
 
@@ -137,11 +138,11 @@ async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
 
     monkeypatch.setattr(TableWriter, "stage", fill_up)
     with pytest.raises(OutputError, match="No space left on device"):
-        await backfill(simulator, tmp_path, batch_size=100, concurrency=2)
+        await backfill(simulator, tmp_path, batch_size=40, concurrency=2)
     assert (tmp_path / JOURNAL_DIR).is_dir() and not (tmp_path / "invoices").exists()
     monkeypatch.setattr(TableWriter, "stage", stage)
     before = simulator.stats["GetInvoices"]
-    summary = await backfill(simulator, tmp_path, batch_size=100, concurrency=2)
+    summary = await backfill(simulator, tmp_path, batch_size=40, concurrency=2)
     assert summary["status"] == "complete" and summary["invoices"] == simulator.config.orders
     assert simulator.stats["GetInvoices"] - before < 15  # what was journaled is not fetched again
     assert_matches_truth(simulator, tmp_path)
@@ -151,7 +152,7 @@ async def test_a_full_disk_stops_the_run_and_the_rerun_resumes(
 def cli_args(simulator: Simulator, out: Path) -> list[str]:
     return [
         "invoices", "--out", str(out), "--base-url", simulator.url, "--batch-size", "25",
-        "--concurrency", "4", "--max-requests-per-hour", "0", "--parse-workers", "2",
+        "--concurrency", "4", "--max-requests-per-hour", "0", "--parse-workers", "1",
     ]  # fmt: skip
 
 

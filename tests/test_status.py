@@ -97,7 +97,7 @@ async def _killed(
     out = tmp_path / "out"
     args = (
         "invoices", "--base-url", simulator.url, "--out", str(out), "--batch-size", str(batch),
-        "--max-requests-per-hour", "0",
+        "--max-requests-per-hour", "0", "--parse-workers", "0",
     )  # fmt: skip
     assert await killed_at(point, *args) == -9
     return simulator, out, args

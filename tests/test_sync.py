@@ -117,7 +117,7 @@ async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "
     }
     command = [
         sys.executable, "-m", "extractor", "sync", "--out", out, "--base-url", simulator.url,
-        "--since", SYNC_SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "1",
+        "--since", SYNC_SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "0",
         *extra,
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
