@@ -21,7 +21,7 @@ import orjson
 import psutil
 
 from extractor.checkpoints import KILL_AT
-from extractor.clock import ManualClock
+from extractor.clock import Clock, ManualClock
 from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.sync import SyncJob, run_sync
@@ -189,11 +189,12 @@ def one_line(err: str) -> str:
 
 
 async def backfill_at(
-    url: str, out: Path, clock: ManualClock | None = None, **options: Any
+    url: str, out: Path, clock: Clock | None = None, **options: Any
 ) -> dict[str, Any]:
-    """A backfill into ``out`` on a manual clock: its own, or ``clock``, which runs one
-    after another into the same output share (as on the wall clock, a later run then
-    finishes later, however long an earlier one's back-off made its clock run ahead)."""
+    """A backfill into ``out`` on a manual clock of its own, or on ``clock``: a manual clock
+    that runs one after another into the same output share (as on the wall clock, a later
+    run then finishes later, however long an earlier one's back-off made its clock run
+    ahead), or the real one (a run that must read the service's Date on the real clock)."""
     job = job_of(
         InvoiceJob,
         out=out,
