@@ -21,7 +21,7 @@ from tests.truth import assert_matches_truth
 
 @pytest.fixture
 async def simulator(start_simulator: Any) -> Simulator:
-    sim: Simulator = await start_simulator(orders=400)
+    sim: Simulator = await start_simulator(orders=200)  # four batches of 50
     return sim
 
 
@@ -53,7 +53,7 @@ async def stopped_half_way(cli: Cli, simulator: Simulator, out: Path) -> Path:
 
 async def run(cli: Cli, url: str, out: Path) -> CliResult:
     return await cli(
-        "invoices", "--out", str(out), "--base-url", url, "--batch-size", "100",
+        "invoices", "--out", str(out), "--base-url", url, "--batch-size", "50",
         "--concurrency", "1", "--parse-workers", "0", "--max-requests-per-hour", "0",
         env=credentials_env(),
     )  # fmt: skip
@@ -116,5 +116,5 @@ async def test_a_duplicated_line_changes_nothing(
     assert code == 0, err
     (summary,) = (tmp_path / "_runs").glob("*[0-9a-f].json")
     counts = orjson.loads(summary.read_bytes())
-    assert counts["invoices"] == 400 and counts["ids_total"] == 400
+    assert counts["invoices"] == 200 and counts["ids_total"] == 200
     assert_matches_truth(simulator, tmp_path)

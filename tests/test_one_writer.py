@@ -71,7 +71,7 @@ async def start_cli(url: str, out: Path) -> asyncio.subprocess.Process:
 async def test_two_real_runs_into_one_out_the_second_is_refused(
     start_simulator: Callable[..., Awaitable[Simulator]], tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=300)
+    simulator = await start_simulator(orders=150)  # three batches of 50
     release, arrived = asyncio.Event(), asyncio.Event()
     async with HostileServer(simulator.url) as server:
         server.on("GetInvoices", held(release, arrived))  # the first run waits, holding the lock

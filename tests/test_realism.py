@@ -104,19 +104,19 @@ def test_the_wcf_dialect_carries_exactly_what_the_compact_one_does(
 async def test_a_clustered_compact_tenant_is_extracted_exactly(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=600, **CLUSTERED)
+    simulator = await start_simulator(orders=300, **CLUSTERED)
     job = job_of(
-        InvoiceJob, out=tmp_path, base_url=simulator.url, max_requests_per_hour=0, batch_size=200
+        InvoiceJob, out=tmp_path, base_url=simulator.url, max_requests_per_hour=0, batch_size=100
     )
     summary = (await runner.run(job, CREDS, log=io.StringIO(), clock=ManualClock())).as_json()
-    assert summary["invoices"] == 600
+    assert summary["invoices"] == 300
     assert_matches_truth(simulator, tmp_path)
 
 
 async def test_a_sync_after_uniform_churn_equals_the_truth(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    simulator = await start_simulator(orders=400, churn="uniform")
+    simulator = await start_simulator(orders=200, churn="uniform")
     target = Target.parse(str(tmp_path / "lake"))
     job = job_of(InvoiceJob, out=tmp_path / "work", base_url=simulator.url,
                  output=DeltaOutput(target), max_requests_per_hour=0)  # fmt: skip
