@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
-from extractor.checkpoints import KILL_AT
 from extractor.clock import ManualClock
 from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
@@ -24,7 +20,7 @@ from extractor.output.targets import Target
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of
-from tests.helpers import SYNC_SINCE, sync
+from tests.helpers import SYNC_SINCE, credentials_env, killed_at, sync
 from tests.truth import assert_lake_equals_truth, read_delta, without_run
 
 
@@ -109,21 +105,13 @@ async def test_rows_removed_from_an_order_disappear(start_simulator: Any, tmp_pa
 
 
 async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "") -> int:
-    env = os.environ | {
-        "TFSO_APPLICATION_ID": simulator.config.application_id,
-        "TFSO_USERNAME": simulator.config.username,
-        "TFSO_PASSWORD": simulator.config.password,
-        KILL_AT: kill_at,
-    }
-    command = [
-        sys.executable, "-m", "extractor", "sync", "--out", out, "--base-url", simulator.url,
-        "--since", SYNC_SINCE.isoformat(), "--max-requests-per-hour", "0", "--parse-workers", "0",
-        *extra,
-    ]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
-    )
-    return await process.wait()
+    """The real ``extractor sync`` into ``out``, killed at ``kill_at`` if given; its exit
+    status (a run that hangs fails the test with its stacks: :func:`tests.helpers.ended`)."""
+    args = (
+        "sync", "--out", out, "--base-url", simulator.url, "--since", SYNC_SINCE.isoformat(),
+        "--max-requests-per-hour", "0", "--parse-workers", "0", *extra,
+    )  # fmt: skip
+    return await killed_at(kill_at or None, *args, env=credentials_env(simulator.config.password))
 
 
 @pytest.mark.parametrize("point", ["before-commits", "between-commits"])
