@@ -6,6 +6,7 @@ simulator's ground truth."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -20,9 +21,11 @@ from extractor.engine import runner
 from extractor.engine.journal import JOURNAL_DIR, unfinished
 from extractor.engine.state import RunState, replay
 from extractor.engine.summary import Resumed, RunSummary, Status
-from extractor.errors import OutputLocked, UsageError
+from extractor.engine.workers import observed
+from extractor.errors import OutputLocked, ServerError, ServiceFailing, SessionExpired, UsageError
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.lock import LOCK_FILE
+from extractor.service.health import Health
 from extractor.service.limiter import DEFAULT_LIMITS
 from extractor.simulator.faults import POISON_FAULT, FaultConfig
 from extractor.simulator.memory import MemoryReply, MemoryWire
@@ -275,3 +278,24 @@ async def test_the_hourly_request_budget_paces_the_run_on_its_clock(
     # the burst at once, then each request as the bucket refills: 12 minutes for 32
     assert waited == [max(0, n + 1 - burst) * 3600 / per_hour for n in range(32)]
     assert_matches_truth(memory.service, tmp_path)
+
+
+async def test_an_expired_session_is_not_the_service_failing() -> None:
+    # expiries are answered by a new login; counted as failures, a session that expires often
+    # (every few calls) stopped a healthy run as ServiceFailing after a dozen in a row
+    health = Health.for_workers(4)
+
+    async def expired() -> None:
+        raise SessionExpired("the session expired")
+
+    for number in range(50):
+        with pytest.raises(SessionExpired):
+            await observed(health, f"01-{number:08d}", expired())
+
+    async def failing() -> None:
+        raise ServerError(500, "Internal Server Error")
+
+    with pytest.raises(ServiceFailing):  # the service's own failures still count
+        for number in range(50):
+            with contextlib.suppress(ServerError):
+                await observed(health, f"02-{number:08d}", failing())

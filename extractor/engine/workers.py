@@ -19,7 +19,7 @@ from extractor import soap
 from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
 from extractor.engine.stats import RunStats
-from extractor.errors import ExtractorError, Quarantined, SplitsBatch, first_line
+from extractor.errors import ExtractorError, Quarantined, SessionExpired, SplitsBatch, first_line
 from extractor.log import Log
 from extractor.parser import Sink
 from extractor.service.health import Health, same_failure
@@ -210,7 +210,8 @@ async def observed(health: Health | None, batch: str, call: Awaitable[T]) -> T:
         result = await call
     except SplitsBatch as exc:
         throttled = isinstance(exc, Quarantined) or getattr(exc, "status", None) == 429
-        if health is not None and not throttled:  # rate limits are waited out, not failures
+        expired = isinstance(exc, SessionExpired)  # a new login answers it, not the service
+        if health is not None and not throttled and not expired:  # waited out, not failures
             health.failed(batch, exc)
         raise
     if health is not None:
