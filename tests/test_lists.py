@@ -4,15 +4,24 @@ simulator's list field by field."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pytest
 
 from extractor import schema
 from extractor.engine.lists import ListJob
+from extractor.errors import OutputError
 from extractor.operations import SPECS, TRANSACTION_TYPES, WHOLE_LISTS
+from extractor.output import lakelists
+from extractor.output.lakefiles import Scope
+from extractor.output.lakelists import replace_list
+from extractor.output.parquet import RunInfo
 from extractor.output.targets import Target
 from extractor.records import ledger, orders
 from extractor.simulator.faults import FaultConfig
@@ -119,3 +128,39 @@ async def test_the_lists_command_writes_the_tables_and_its_summary(
     summary = orjson.loads(out)
     assert summary["lists"] == {"transaction_types": len(simulator.whole_list(TYPES))}
     assert_list_equals(read_table(tmp_path, "transaction_types"), simulator.whole_list(TYPES))
+
+
+class Staged:
+    """A staged list as replace_list reads it: its records, in one piece."""
+
+    def __init__(self, ids: range) -> None:
+        self.name, self.schema = TRANSACTION_TYPES.table, TRANSACTION_TYPES.schema
+        self.records = [{"Id": i, "No": i, "Title": f"type {i}", "Turnover": True} for i in ids]
+
+    def tables(self) -> Iterator[pa.Table]:
+        yield pa.Table.from_pylist(self.records, self.schema)
+
+
+def test_a_fleet_member_creating_the_table_never_drops_another_s_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # found by attack: two members saw no table, the second overwrote the first one's part
+    target = Target(str(tmp_path), local=tmp_path)
+    run = RunInfo("r-1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    replace_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
+    seen = iter([None])  # the second member looks before the first one's table is there
+    real = lakelists._table
+    monkeypatch.setattr(lakelists, "_table", lambda *a: next(seen, None) or real(*a))
+    replace_list(target, Scope("bbbb"), Staged(range(10, 15)), run)  # type: ignore[arg-type]
+    rows = read_delta(target, "transaction_types")
+    by_identity = Counter(row["identity_id"] for row in rows)
+    assert by_identity == {"aaaa": 3, "bbbb": 5}
+
+
+def test_one_identity_s_list_never_replaces_a_fleet_s(tmp_path: Path) -> None:
+    target = Target(str(tmp_path), local=tmp_path)
+    run = RunInfo("r-1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    replace_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
+    with pytest.raises(OutputError, match=r"holds a fleet's lists .*give --identity all"):
+        replace_list(target, Scope(), Staged(range(5)), run)  # type: ignore[arg-type]
+    assert len(read_delta(target, "transaction_types")) == 3

@@ -101,3 +101,20 @@ async def _killed(
     )  # fmt: skip
     assert await killed_at(point, *args) == -9
     return simulator, out, args
+
+
+def test_reset_is_refused_before_removing_anything_while_a_sync_runs(
+    cli: Any, tmp_path: Path
+) -> None:
+    # found by attack: reset locked each run folder in turn, so it removed an unfinished sync
+    # part's journal (a part not running right now) before the running part refused it
+    out = tmp_path / "lake"
+    journal = out / "_work" / "sync-lists" / "_journal" / "r-1.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(b'{"event":"start","run_id":"r-1","job":{"command":"lists"}}\n')
+    with OutputLock.take(out, "sync"):  # a sync holds its work root's lock for every part
+        code, _, err = cli("reset", str(out), "--unfinished", "--yes")
+    assert code == 2 and "in use by 'extractor sync'" in err
+    assert journal.exists()
+    code, text, _ = cli("reset", str(out), "--unfinished", "--yes")  # no run going: done
+    assert code == 0 and not journal.exists() and "reset 1 unfinished runs" in text

@@ -8,6 +8,7 @@ held) is refused. The next run of the command then starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -54,13 +55,19 @@ def reset(
         if not click.confirm("remove them?"):
             click.echo("nothing removed")
             return
-    for folder, _, paths in plans:
-        with Destination(folder).locked("reset"):  # refused while the run is still going
-            for path in paths:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+    # every run, a sync's parts and a fleet's members too, runs under the work root's lock:
+    # taken first, a reset is refused before it removes anything while any run is going
+    with Destination(root).locked("reset"):
+        for folder, _, paths in plans:
+            with (
+                contextlib.nullcontext() if folder.resolve() == root.resolve()
+                else Destination(folder).locked("reset")
+            ):  # fmt: skip
+                for path in paths:
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
     click.echo(f"reset {len(plans)} unfinished runs; the next run starts afresh")
 
 

@@ -19,7 +19,7 @@ from typing import Final
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from extractor.errors import OutputError, first_line
 from extractor.output.lakefiles import IDENTITY, Scope, stamp
@@ -47,15 +47,25 @@ def replace_list(target: Target, scope: Scope, writer: TableWriter, run: RunInfo
     uri, options = target.table_uri(writer.name), target.storage_options()
     for attempt in range(1, ATTEMPTS + 1):
         ensure_held(target)  # a run that lost an s3:// target's lock commits nothing
-        # a fleet member replaces its part of a table there already; the first creates it
-        exists = mine is not None and DeltaTable.is_deltatable(uri, options)
-        predicate = mine if exists else None
+        table = _table(uri, options)
+        if table is not None:
+            _check_layout(writer.name, table, scope)
+        commit_properties = commit(run, scope)
         try:
-            write_deltalake(
-                uri, records, mode="overwrite", partition_by=partition_by, predicate=predicate,
-                schema_mode="merge", storage_options=options,
-                commit_properties=commit(run, scope),
-            )  # fmt: skip
+            if mine is not None and table is None:
+                # the first member of a fleet creates the table: "error" fails it should
+                # another member create it in between (an overwrite would drop that part),
+                # and it tries again, replacing its own part
+                write_deltalake(
+                    uri, records, mode="error", partition_by=partition_by,
+                    storage_options=options, commit_properties=commit_properties,
+                )  # fmt: skip
+            else:
+                write_deltalake(
+                    uri, records, mode="overwrite", partition_by=partition_by,
+                    predicate=mine if table is not None else None, schema_mode="merge",
+                    storage_options=options, commit_properties=commit_properties,
+                )  # fmt: skip
             return records.num_rows
         except (CommitFailedError, DeltaError) as exc:
             if scope.identity is None or attempt == ATTEMPTS:
@@ -68,3 +78,25 @@ def replace_list(target: Target, scope: Scope, writer: TableWriter, run: RunInfo
                 f"cannot commit to the Delta table {writer.name}: {first_line(exc)}"
             ) from None
     raise AssertionError("unreachable")
+
+
+def _table(uri: str, options: dict[str, str]) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        return None
+    except (DeltaError, OSError) as exc:
+        raise OutputError(f"cannot read the Delta table {uri}: {first_line(exc)}") from None
+
+
+def _check_layout(name: str, table: DeltaTable, scope: Scope) -> None:
+    """A fleet's list (partitioned by identity) and one identity's are never mixed: replacing
+    one by the other would drop every identity's list, or mix them."""
+    fleet = IDENTITY in table.metadata().partition_columns
+    if fleet == (scope.identity is not None):
+        return
+    held = "a fleet's lists (by identity_id)" if fleet else "one identity's list"
+    raise OutputError(
+        f"the Delta table {name} holds {held}: a fleet and one identity do not share tables; "
+        "choose another {out}" + (", or give --identity all" if fleet else "")
+    )
