@@ -74,7 +74,8 @@ class ListJob:
 
     def retrying(self, previous: RunState) -> str:
         left = _failed(previous)
-        return f"run {previous.run_id} could not fetch {', '.join(left) or 'no list'}; again"
+        lists = ", ".join(left) or "no list"
+        return f"run {previous.run_id} could not fetch {lists}; fetching it again"
 
     def start(self, journal: Journal, stats: RunStats) -> ListWork:
         stats.units, stats.records = "lists", RECORDS
