@@ -75,7 +75,8 @@ class ListJob:
     def retrying(self, previous: RunState) -> str:
         left = _failed(previous)
         lists = ", ".join(left) or "no list"
-        return f"run {previous.run_id} could not fetch {lists}; fetching it again"
+        them = "it" if len(left) == 1 else "them"
+        return f"run {previous.run_id} could not fetch {lists}; fetching {them} again"
 
     def start(self, journal: Journal, stats: RunStats) -> ListWork:
         stats.units, stats.records = "lists", RECORDS
