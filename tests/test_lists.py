@@ -164,3 +164,16 @@ def test_one_identity_s_list_never_replaces_a_fleet_s(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"holds a fleet's lists .*give --identity all"):
         replace_list(target, Scope(), Staged(range(5)), run)  # type: ignore[arg-type]
     assert len(read_delta(target, "transaction_types")) == 3
+
+
+async def test_one_identity_s_lists_into_a_fleet_s_lake_are_refused_before_any_request(
+    cli_beside: Any, tmp_path: Path
+) -> None:
+    # found by attack: `lists --format delta` looked for the fleet in _work/lists, while a
+    # fleet's sync keeps its runs in _work itself; it fetched, then replaced every identity's
+    (tmp_path / "_work" / "_identities").mkdir(parents=True)  # what a fleet's sync leaves
+    code, _, err = await cli_beside(
+        "lists", "--out", str(tmp_path), "--format", "delta", "--base-url", "http://127.0.0.1:9",
+        env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == 2 and "holds a fleet's dataset" in one_line(err)

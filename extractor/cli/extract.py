@@ -256,6 +256,8 @@ def credentials_for(
         assert alone is not None  # a fleet exits with its status
         return alone
     check_alone_into(where.work, where.target.uri)
+    if where.root is not None:  # a fleet's sync keeps its runs in the work root's _work
+        check_alone_into(where.root / "_work", where.target.uri)
     return Credentials.from_env()
 
 

@@ -33,7 +33,7 @@ def holds_fleet(work: Path) -> bool:
 
 
 #: Where a sync of one identity keeps its runs, under the work root.
-SYNC_PARTS: Final = ("sync-invoices", "sync-transactions")
+SYNC_PARTS: Final = ("sync-invoices", "sync-transactions", "sync-lists")
 
 
 def check_fleet_into(work: Path, out: str) -> None:
