@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from extractor import schema
@@ -177,3 +178,15 @@ async def test_one_identity_s_lists_into_a_fleet_s_lake_are_refused_before_any_r
         env=DEMO_ENV,
     )  # fmt: skip
     assert code == 2 and "holds a fleet's dataset" in one_line(err)
+
+
+async def test_an_empty_list_is_an_empty_table_not_a_missing_one(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=10)
+    memory.service.change_list(TYPES, [])  # a company with no transaction types yet
+    summary = await memory.run(lists_job(tmp_path))
+    assert summary["status"] == "complete" and summary["lists"] == {"transaction_types": 0}
+    (part,) = (tmp_path / "transaction_types").glob("*.parquet")
+    table = pq.read_table(part)
+    assert table.num_rows == 0 and table.schema.names == ["Turnover", "Title", "No", "Id"]

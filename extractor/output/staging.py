@@ -164,6 +164,10 @@ class TableWriter:
         threads = self.limits.publish_threads
         with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
             written = list(pool.map(self._write_partition, spills.items()))
+        if not written and self.partition is None and self._published_files():
+            # an unpartitioned table staged empty (a whole list with nothing in it): one
+            # file without records, so that readers find the table and its columns
+            written = [self._write_empty()]
         self._written = [path for path, _ in written]
         self.rows_written = sum(rows for _, rows in written)
         return self._written
@@ -279,6 +283,19 @@ class TableWriter:
         for path in leftovers:
             path.unlink(missing_ok=True)
         return len(leftovers)
+
+    def _write_empty(self) -> tuple[Path, int]:
+        folder = self.folder(NULL_PARTITION)
+        temporary = folder / f".part-{self.run_id}.parquet.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet as pq  # here: parser processes stage but never publish
+
+            pq.write_table(self.schema.empty_table(), temporary, compression="zstd")
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
+        return temporary, 0
 
     def _write_partition(self, item: tuple[str, Path]) -> tuple[Path, int]:
         """Pass two: one partition's spill as its Parquet file, in row groups."""
