@@ -180,7 +180,7 @@ def slow_parser_note() -> str | None:
     _NOTED.append(True)
     return (
         f"parsing with the pure-Python parser, 2-3x slower: the compiled readers are {_WHY_NOT} "
-        "(see README, Install)"
+        "(see README.md, Install for real use)"
     )
 
 
