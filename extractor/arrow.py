@@ -102,7 +102,7 @@ def _nulls(raw: pa.Array[Any]) -> pa.Array[Any] | None:
 
 
 def scalar_column(scalar: schema.Scalar, text: pa.Array[Any], name: str) -> pa.Array[Any]:
-    if scalar.xsd == "string":
+    if scalar.xsd in ("string", "anyType"):
         return text
     if scalar.xsd == "enum":
         return text.dictionary_encode()
@@ -207,6 +207,7 @@ _CONVERTERS: Final[dict[str, Any]] = {
     "dateTime": _to_datetime,
     "date": lambda value: dt.date.fromisoformat(value.strip()),
     "boolean": _to_bool,
+    "double": lambda value: float(value.strip()),  # XSD's INF, -INF and NaN too
     "base64Binary": lambda value: base64.b64decode(value.strip()),
 }
 
@@ -237,7 +238,7 @@ def table(fields: Sequence[schema.Field], raw: pa.StructArray) -> pa.Table:
 
 
 #: Scalars typed alone: their text is the value (string), or a dictionary per column (enum).
-_AS_IS: Final = frozenset({"string", "enum"})
+_AS_IS: Final = frozenset({"string", "enum", "anyType"})
 
 
 def _same_type_columns(

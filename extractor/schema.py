@@ -41,6 +41,7 @@ def arrow_scalars() -> dict[str, pa.DataType]:
         "long": pa.int64(),
         "unsignedByte": pa.uint8(),
         "decimal": pa.decimal128(*DECIMAL_DIGITS),
+        "double": pa.float64(),
         "dateTime": pa.timestamp("us", tz="UTC"),
         "date": pa.date32(),
         "boolean": pa.bool_(),
@@ -48,6 +49,7 @@ def arrow_scalars() -> dict[str, pa.DataType]:
         "string": pa.string(),
         "base64Binary": pa.binary(),
         "enum": pa.dictionary(pa.int32(), pa.string()),
+        "anyType": pa.string(),  # an element without a type (``PageOfSyncCompany.Context``)
     }
 
 
@@ -147,13 +149,20 @@ class _Loader:
         self._complex = {e.get("name"): e for e in schema.iterfind(f"{{{XS}}}complexType")}
         self._simple = {e.get("name"): e for e in schema.iterfind(f"{{{XS}}}simpleType")}
         self.types: dict[str, FieldType] = {}
+        self._building: set[str] = set()
 
     def resolve(self, qname: str) -> FieldType:
         prefix, name = _local(qname)
         if prefix == "s" or name == "guid":
             return Scalar(name)
+        if name in self._building:
+            # A type that contains itself (companyService's Group.Children): no table
+            # column can hold it; the inner occurrence is left untyped.
+            return Scalar("anyType", type_name=name)
         if name not in self.types:
+            self._building.add(name)
             self.types[name] = self._build(name)
+            self._building.discard(name)
         return self.types[name]
 
     def _build(self, name: str) -> FieldType:
@@ -172,7 +181,11 @@ class _Loader:
 
     def struct(self, name: str, node: etree._Element) -> Struct:
         fields = tuple(
-            Field(str(e.get("name")), self.resolve(str(e.get("type"))), e.get("nillable") == "true")
+            Field(
+                str(e.get("name")),
+                self.resolve(e.get("type", "s:anyType")),  # no type: anything (xs:anyType)
+                e.get("nillable") == "true",
+            )
             for e in node.iterfind(f"{{{XS}}}sequence/{{{XS}}}element")
         )
         return Struct(name, fields)

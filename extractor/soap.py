@@ -78,6 +78,10 @@ SOAP_VERSIONS: Final = {Soap.V1_1: SOAP11, Soap.V1_2: SOAP12}
 AUTH_PATH: Final = "/authenticate/v001/authenticate.asmx"
 INVOICE_PATH: Final = "/Economy/InvoiceOrder/V001/InvoiceService.asmx"
 TRANSACTION_PATH: Final = "/Economy/Accounting/V001/TransactionService.asmx"
+ACCOUNT_PATH: Final = "/Economy/Account/V004/Accountservice.asmx"
+CLIENT_PATH: Final = "/Client/V001/ClientService.asmx"
+COMPANY_PATH: Final = "/CRM/Company/V001/CompanyService.asmx"
+PRODUCT_PATH: Final = "/Logistics/Product/V001/ProductService.asmx"
 
 
 @dataclass(frozen=True)

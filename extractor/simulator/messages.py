@@ -13,6 +13,10 @@ SERVICES: Final = {
     soap.AUTH_PATH: "authService",
     soap.INVOICE_PATH: "invoiceService",
     soap.TRANSACTION_PATH: "transactionService",
+    soap.ACCOUNT_PATH: "accountService",
+    soap.CLIENT_PATH: "clientService",
+    soap.COMPANY_PATH: "companyService",
+    soap.PRODUCT_PATH: "productService",
 }
 
 
