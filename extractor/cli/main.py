@@ -26,6 +26,7 @@ from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.status import status
 from extractor.cli.update import update_invoices
+from extractor.cli.verify import verify
 from extractor.config import password_variable
 from extractor.errors import ExtractorError, UsageError
 from extractor.parser import parser_in_use
@@ -50,8 +51,8 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, tables, sync, update_invoices, status, reset, check, list_identities,
-    list_properties, simulate, demo,
+    invoices, transactions, tables, sync, verify, update_invoices, status, reset, check,
+    list_identities, list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)
 settings.equip(main.commands.values())

@@ -300,7 +300,8 @@ class ListWork:
                 table = spec.derived.add(table, None)
             noted = {"present": _keys(table, spec.key[0])} if reconcile else {}
             return _Found(table, noted)
-        listed = await self._listing(run, spec, changes, None if reconcile else since, policy)
+        counted = functools.partial(self.requests.update, (spec.table,))
+        listed = await listing(run, changes, None if reconcile else since, policy, counted)
         ids = [
             row[changes.id]
             for row in listed.values()
@@ -320,39 +321,6 @@ class ListWork:
         if spec.derived is not None:
             table = spec.derived.add(table, listed)  # what the listing says of each
         return _Found(table, {"present": list(listed)} if reconcile else {})
-
-    async def _listing(
-        self,
-        run: Run,
-        spec: Spec,
-        changes: Changes,
-        since: dt.datetime | None,
-        policy: RetryPolicy,
-    ) -> dict[Any, dict[str, Any]]:
-        """Every record of a paged listing (changed after ``since``), by its id; a record
-        listed on two pages (the list moved while it was read) is taken once."""
-        listing = changes.listing
-        assert listing is not None
-        result = listing.service.elements[f"{listing.name}Response"].fields[0]
-        page_type = _typed_only(result.type)
-        tag = f"{{{listing.service.namespace}}}{result.name}"
-        sink = functools.partial(TableSink, tag, page_type, listing.service.namespace)
-        listed: dict[Any, dict[str, Any]] = {}
-        page, pages = 1, 1
-        while page <= pages:
-            params = merged(
-                changes.fixed,
-                _nested(changes.page, page),
-                _nested(changes.after, since) if since is not None else {},
-            )
-            answer = await self._call(run, spec, listing, params, policy, sink)
-            found = answer.to_pylist()
-            pages = int(found[0].get(changes.pages) or 0) if found else 0
-            for item in (found[0].get("Items") or []) if found else []:
-                if item is not None and item.get(changes.id) is not None:
-                    listed[item[changes.id]] = item
-            page += 1
-        return listed
 
     async def settled(self) -> None:
         pass  # each list is staged and journaled before its fetch returns
@@ -393,6 +361,41 @@ class _Found:
 
 class _ParentFailed(Exception):
     """The list a list is fetched per row of could not be fetched."""
+
+
+async def listing(
+    run: Run,
+    changes: Changes,
+    since: dt.datetime | None,
+    policy: RetryPolicy,
+    attempted: Callable[[], object] | None = None,
+) -> dict[Any, dict[str, Any]]:
+    """Every item of a paged listing (changed after ``since``; None: every one), by its id;
+    an item listed on two pages (the list moved while it was read) is taken once."""
+    operation = changes.listing
+    assert operation is not None
+    result = operation.service.elements[f"{operation.name}Response"].fields[0]
+    page_type = _typed_only(result.type)
+    tag = f"{{{operation.service.namespace}}}{result.name}"
+    sink = functools.partial(TableSink, tag, page_type, operation.service.namespace)
+    items = next(f.name for f in page_type.fields if isinstance(f.type, schema.ListOf))
+    listed: dict[Any, dict[str, Any]] = {}
+    page, pages = 1, 1
+    while page <= pages:
+        params = merged(
+            changes.fixed,
+            _nested(changes.page, page),
+            _nested(changes.after, since) if since is not None else {},
+        )
+        answer = await run.call(operation, params, sink, policy, attempted=attempted)
+        assert answer.table is not None
+        found = answer.table.to_pylist()
+        pages = int(found[0].get(changes.pages) or 0) if found else 0
+        for item in (found[0].get(items) or []) if found else []:
+            if item is not None and item.get(changes.id) is not None:
+                listed[item[changes.id]] = item
+        page += 1
+    return listed
 
 
 def _keep(spec: Spec, staged: Mapping[str, Any]) -> Keep:
