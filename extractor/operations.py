@@ -8,7 +8,6 @@ fetched by ``extractor tables`` and kept by ``sync``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -112,12 +111,17 @@ def _period(start: dt.datetime, item: dict[str, str | None] | None) -> dict[str,
     if key is not None and key.strip().isdigit() and 1 <= int(key) <= 240:
         index = start.year * 12 + start.month - 1 + int(key) - 1
         month = dt.date(index // 12, index % 12 + 1, 1)
-    amount = None
-    with contextlib.suppress(InvalidOperation):
-        amount = Decimal(value.strip()) if value is not None else None
-    if amount is not None and (not amount.is_finite() or amount != round(amount, 10)):
-        amount = None  # not exactly a decimal of 10 fractional digits: not ours to round
-    return {"Month": month, "Amount": amount}
+    return {"Month": month, "Amount": _amount(value)}
+
+
+def _amount(value: str | None) -> Decimal | None:
+    """A period's Value as an exact decimal of the lake's type; None when it is not one."""
+    try:
+        amount = Decimal((value or "").strip())
+        exact = amount.is_finite() and amount == amount.quantize(Decimal("1e-10"))
+    except InvalidOperation:
+        return None
+    return amount if exact and abs(amount) < Decimal(10) ** 28 else None
 
 
 #: ``GetAggregated`` once per fiscal year (from its StartingDate, by month, with the incoming
