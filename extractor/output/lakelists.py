@@ -173,15 +173,16 @@ def _value(plain: Any, kind: pa.DataType) -> Any:
 
 
 def _same(current: pa.Table, records: pa.Table, key: tuple[str, ...]) -> bool:
-    """Whether the part holds these records already (the run's own columns aside)."""
+    """Whether the part holds these records already (the run's own columns aside), in
+    whatever order the service answered them."""
     if current.num_rows != records.num_rows:
         return False
     names = [name for name in current.schema.names if name not in RUN_COLUMNS]
-    order: list[tuple[str, Literal["ascending", "descending"]]] = [
-        (n, "ascending") for n in key if n in names
-    ]
     before, after = current.select(names), records.select(names)
-    if order:
+    if before.num_rows > 1:  # by the key, then by every plain column (a key may repeat)
+        plain = [f.name for f in before.schema if not pa.types.is_nested(f.type)]
+        by = [*(name for name in key if name in plain), *(n for n in plain if n not in key)]
+        order: list[tuple[str, Literal["ascending", "descending"]]] = [(n, "ascending") for n in by]
         before, after = before.sort_by(order), after.sort_by(order)
     return bool(before.equals(after))
 
