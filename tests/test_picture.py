@@ -1,0 +1,237 @@
+"""The whole accounting picture (issue 26): every list table equal to the simulator's ground
+truth field by field, from ``extractor tables`` (Parquet) and from ``sync`` (Delta) after a
+first sync, after churn and a second sync, in a fleet of two; a sync with nothing new commits
+nothing and sends a request per list; and ``verify`` proves the lake complete, or names what
+was lost."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from deltalake import DeltaTable
+
+from extractor.engine.lists import ListJob
+from extractor.engine.spec import Strategy
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.jobs.verify import verify
+from extractor.operations import LISTS, SPECS
+from extractor.output.targets import Target
+from extractor.simulator.tenant import Churn
+from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table
+from tests.helpers import DEMO_ENV, SYNC_SINCE, one_line
+from tests.truth import read_delta
+
+#: Columns the extractor adds to every record, and a fleet's partition column.
+ADDED = ("_run_id", "_extracted_at", "_deleted_at", "identity_id")
+
+
+def keyed(
+    table: str, rows: list[dict[str, Any]], live: bool = True
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The rows by the table's key, less the extractor's own columns (and, if ``live``, the
+    ones marked deleted)."""
+    key = SPECS[table].key
+    found = {}
+    for row in rows:
+        if live and row.get("_deleted_at") is not None:
+            continue
+        found[tuple(row[name] for name in key)] = {k: v for k, v in row.items() if k not in ADDED}
+    assert len(found) == len([r for r in rows if not (live and r.get("_deleted_at"))]), (
+        f"{table}: a key twice"
+    )
+    return found
+
+
+def assert_table_equals(
+    table: str, rows: list[dict[str, Any]], truth: dict[tuple[Any, ...], dict[str, Any]]
+) -> None:
+    held = keyed(table, rows)
+    assert held.keys() == truth.keys(), f"{table}: keys differ"
+    for key, expected in truth.items():
+        assert held[key] == expected, f"{table} {key}"
+
+
+async def synced(memory: InMemory, out: Path, **options: Any) -> dict[str, Any]:
+    job = job_of(SyncJob, Target(str(out), local=out), base_url=MEMORY_URL, since=SYNC_SINCE,
+                 max_requests_per_hour=0, **options)  # fmt: skip
+    creds = dataclasses.replace(CREDS, identity_id=job.identity)  # a fleet member's login
+    summary = await run_sync(job, creds, log=memory.stream, clock=memory.clock, wire=memory.wire)
+    return summary.as_json()
+
+
+def list_tables() -> list[str]:
+    return [spec.table for spec in LISTS]
+
+
+async def test_tables_as_parquet_equal_the_simulator_s_and_count_their_requests(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=400, seed=11)
+    job = job_of(ListJob, out=tmp_path, specs=LISTS, base_url=MEMORY_URL, max_requests_per_hour=0)
+    summary = await memory.run(job)
+    assert summary["status"] == "complete", summary["failures"]
+    service = memory.service
+    for table in list_tables():
+        assert_table_equals(table, read_table(tmp_path, table), service.table_truth(table))
+        assert len(list((tmp_path / table).glob("*.parquet"))) == 1  # one folder, one file
+    requests = summary["requests_by_table"]
+    dimensions = len(service.table_truth("dimensions"))
+    years = len(service.table_truth("fiscal_years"))
+    assert requests["accounts"] == 1 and requests["dimension_values"] == dimensions
+    assert requests["account_balances"] == years
+    assert (
+        requests["customers"] == service.stats["GetCompanySyncList"] + service.stats["GetCompanies"]
+    )
+    assert summary["lists"]["customers"] == len(service.table_truth("customers"))
+
+
+async def test_sync_keeps_every_table_equal_to_the_truth_through_churn(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=400, seed=12)
+    first = await synced(memory, tmp_path)
+    assert first["status"] == "complete"
+    target = Target(str(tmp_path), local=tmp_path)
+    for table in list_tables():
+        assert_table_equals(table, read_delta(target, table), memory.service.table_truth(table))
+    report = memory.service.churn_master(
+        customers=Churn(changed=4, deleted=2, added=3),
+        products=Churn(changed=3, deleted=1, added=2),
+    )
+    memory.service.churn(Churn(changed=5, added=2))
+    memory.clock.advance(3600)
+    second = await synced(memory, tmp_path, reconcile=True)
+    assert second["status"] == "complete"
+    for table in list_tables():
+        rows = read_delta(target, table)
+        assert_table_equals(table, rows, memory.service.table_truth(table))
+    customers = {row["Id"]: row for row in read_delta(target, "customers")}
+    for gone in report.customers.deleted:
+        assert customers[gone]["_deleted_at"] is not None
+    # a customer changes: only it is fetched again
+    assert second["lists"]["lists"]["customers"] == len(report.customers.changed) + len(
+        report.customers.added
+    )
+
+
+async def test_a_second_sync_with_nothing_new_commits_nothing_and_asks_a_request_a_list(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=300, seed=13)
+    await synced(memory, tmp_path)
+    target = Target(str(tmp_path), local=tmp_path)
+    names = ["invoices", "invoice_rows", "transactions", *list_tables()]
+    versions = {name: DeltaTable(target.table_uri(name)).version() for name in names}
+    before = Counter(memory.service.stats)
+    memory.clock.advance(3600)
+    again = await synced(memory, tmp_path)
+    assert again["status"] == "complete"
+    assert {name: DeltaTable(target.table_uri(name)).version() for name in names} == versions
+    sent = Counter(memory.service.stats) - before
+    dimensions = len(memory.service.table_truth("dimensions"))
+    open_years = sum(
+        1 for year in memory.service.table_truth("fiscal_years").values() if not year["IsLocked"]
+    )
+    whole = [spec.operation.name for spec in LISTS if spec.strategy is Strategy.WHOLE_LIST]
+    assert all(sent[name] == 1 for name in whole), {name: sent[name] for name in whole}
+    assert sent["GetUserDefinedDimensionValues"] == dimensions
+    assert sent["GetAggregated"] == open_years
+    assert sent["GetCompanySyncList"] == 1 and sent["GetCompanies"] == 0
+    assert sent["GetProducts"] == 1 and sent["GetOrderSyncList"] == 1 and sent["GetInvoices"] == 0
+    assert sent["Login"] == 1
+    assert (
+        sent["requests"] <= 1 + len(whole) + dimensions + open_years + 3 + sent["GetTransactions"]
+    )
+    assert sent["requests"] <= 25
+
+
+async def test_a_fleet_of_two_keeps_each_identity_s_tables(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=200, seed=14, identities=2)
+    service = memory.service
+    for company in service.companies:
+        summary = await synced(memory, tmp_path, identity=company.identity_id,
+                               member_work=tmp_path / "_work" / company.identity_id)  # fmt: skip
+        assert summary["status"] == "complete"
+    target = Target(str(tmp_path), local=tmp_path)
+    for table in list_tables():
+        rows = read_delta(target, table)
+        for company in service.companies:
+            mine = [row for row in rows if row["identity_id"] == company.identity_id]
+            assert_table_equals(table, mine, service.table_truth(table, company.number))
+
+
+async def test_verify_holds_on_a_complete_lake_and_names_exactly_what_was_lost(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=300, seed=15)
+    await synced(memory, tmp_path)
+    target = Target(str(tmp_path), local=tmp_path)
+    service = memory.service
+    config = job_of(SyncJob, target, base_url=MEMORY_URL, max_requests_per_hour=0).service
+    run = lambda: verify(target, CREDS, config, clock=memory.clock, wire=memory.wire)  # noqa: E731
+    complete = await run()
+    assert complete.holds, [c.as_json() for c in complete.checks if not c.holds]
+    assert {c.name for c in complete.checks if c.skipped} == set()
+    # lose two lines of one voucher, one invoice and one customer by hand
+    lines = read_delta(target, "transactions")
+    voucher = Counter(line["TransactionNo"] for line in lines).most_common(1)[0][0]
+    lost = sorted(
+        (line for line in lines if line["TransactionNo"] == voucher), key=lambda found: found["Id"]
+    )[:1]
+    DeltaTable(target.table_uri("transactions")).delete(f"\"Id\" = '{lost[0]['Id']}'")
+    invoice = read_delta(target, "invoices")[0]["OrderId"]
+    DeltaTable(target.table_uri("invoices")).delete(f'"OrderId" = {invoice}')
+    unused = sorted(
+        set(service.table_truth("customers"))
+        - {(row["CustomerId"],) for row in read_delta(target, "invoices")}
+    )
+    customer = unused[0][0]
+    DeltaTable(target.table_uri("customers")).delete(f'"Id" = {customer}')
+    found = await run()
+    assert not found.holds
+    by_name = {check.name: check for check in found.checks}
+    assert by_name["invoices"].named == [f"missing {invoice}"]
+    assert by_name["vouchers"].mismatches == 1 and by_name["vouchers"].named[0].startswith(
+        f"voucher {voucher} "
+    )
+    assert by_name["customers"].named == [f"missing {customer}"]
+    assert by_name["products"].holds and by_name["invoices.CustomerId"].holds
+    assert by_name["balances"].mismatches >= 1 and "assumption" not in by_name["balances"].note
+
+
+async def test_verify_on_the_command_line_exits_3_and_says_it_in_one_line_a_check(
+    start_simulator: Any, cli_beside: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=150, seed=16)
+    base = ("--base-url", simulator.url, "--max-requests-per-hour", "0")
+    code, _, _ = await cli_beside("sync", "--out", str(tmp_path), *base, env=DEMO_ENV)
+    assert code == 0
+    code, out, _ = await cli_beside("verify", str(tmp_path), *base, env=DEMO_ENV)
+    assert code == 0 and out.splitlines()[0].endswith(": complete")
+    assert len(out.splitlines()) == 1 + 9
+    target = Target(str(tmp_path), local=tmp_path)
+    order = read_delta(target, "invoices")[0]["OrderId"]
+    DeltaTable(target.table_uri("invoices")).delete(f'"OrderId" = {order}')
+    code, out, _ = await cli_beside("verify", str(tmp_path), *base, "--json", env=DEMO_ENV)
+    assert code == 3
+    document = orjson.loads(out)
+    assert document["status"] == "mismatch"
+    (invoices,) = [check for check in document["checks"] if check["check"] == "invoices"]
+    assert invoices["first"] == [f"missing {order}"]
+
+
+async def test_the_tables_command_refuses_an_unknown_table_in_one_line(
+    cli_beside: Any, tmp_path: Path
+) -> None:
+    code, _, err = await cli_beside(
+        "tables", "--out", str(tmp_path), "--tables", "acounts", env=DEMO_ENV
+    )
+    assert code == 2
+    assert "'acounts' is not a table; choose from" in one_line(err)
