@@ -28,10 +28,10 @@ import asyncio
 import datetime as dt
 import functools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import pyarrow as pa
 
@@ -43,12 +43,13 @@ from extractor.engine.spec import Changes, Spec, Strategy, merged
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import RunSummary, Status
-from extractor.engine.workers import Run
+from extractor.engine.workers import Run, first_error
 from extractor.errors import InvalidOption
 from extractor.output.parquet import Keep
 from extractor.output.staging import TableWriter
 from extractor.records.tables import TableSink
 
+T = TypeVar("T")
 #: What a list run counts: the items of its lists.
 RECORDS: Final = "items"
 #: The strategies a list run fetches.
@@ -269,21 +270,24 @@ class ListWork:
         pieces = list(self.by_table[per.table].tables())
         rows = pa.concat_tables(pieces).to_pylist() if pieces else []
         held = set(self.job.held.get(spec.table, ()))
-        tables, asked, whole = [], [], True
-        for row in rows:
-            value = row.get(per.column)
-            if value is None:
-                continue
-            if per.settled and row.get(per.settled) and _plain(value) in held:
-                whole = False
-                continue
-            params = spec.params({per.param: value})
-            table = await self._call(run, spec, spec.operation, params, policy)
-            derived = spec.derived
-            tables.append(table if derived is None else derived.add(table, row))
-            asked.append(_plain(value))
+        wanted = [row for row in rows if row.get(per.column) is not None]
+        asking = [
+            row
+            for row in wanted
+            if not (per.settled and row.get(per.settled) and _plain(row[per.column]) in held)
+        ]
+        answers = await _all(
+            self._call(run, spec, spec.operation, spec.params({per.param: row[per.column]}), policy)
+            for row in asking
+        )
+        derived = spec.derived
+        tables = [
+            table if derived is None else derived.add(table, row)
+            for table, row in zip(answers, asking, strict=True)
+        ]
         table = pa.concat_tables(tables) if tables else spec.schema.empty_table()
-        return _Found(table, {"parents": asked, "whole": whole})
+        asked = [_plain(row[per.column]) for row in asking]
+        return _Found(table, {"parents": asked, "whole": len(asking) == len(wanted)})
 
     async def _changes(self, run: Run, spec: Spec, policy: RetryPolicy, root: str) -> _Found:
         """The records changed since the table's ``since`` (all of them without one); with
@@ -307,10 +311,10 @@ class ListWork:
             for row in listed.values()
             if since is None or not reconcile or _after(row.get("DateChanged"), since)
         ]
-        tables = []
-        for at in range(0, len(ids), changes.batch):
-            params = spec.params(_nested(changes.ids, ids[at : at + changes.batch]))
-            tables.append(await self._call(run, spec, spec.operation, params, policy))
+        tables = await _all(
+            self._call(run, spec, spec.operation, spec.params(_nested(changes.ids, batch)), policy)
+            for batch in (ids[at : at + changes.batch] for at in range(0, len(ids), changes.batch))
+        )
         table = (
             pa.concat_tables(tables)
             if tables
@@ -361,6 +365,17 @@ class _Found:
 
 class _ParentFailed(Exception):
     """The list a list is fetched per row of could not be fetched."""
+
+
+async def _all(calls: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every call's result, in order: made at once (the transport holds them to the
+    concurrency); the first error that stops one stops all, raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from None
+    return [task.result() for task in tasks]
 
 
 async def listing(
