@@ -32,7 +32,7 @@ from lxml import etree
 
 from extractor import schema, soap
 from extractor.clock import SYSTEM, Clock
-from extractor.simulator import ledger
+from extractor.simulator import ledger, tables
 from extractor.simulator.config import DEFAULT_SIMULATOR, SimulatorConfig
 from extractor.simulator.faults import (
     HOSTILE_BODY,
@@ -447,11 +447,19 @@ class SimulatedService:
 
     def whole_list(self, operation: str, company: int = 1) -> Records:
         """What ``operation`` (a whole list: :data:`~extractor.simulator.lists.LISTS`)
-        answers for the company ``company`` (1: the default identity's)."""
+        answers for the company ``company`` (1: the default identity's) now."""
         changed = self._lists.get((operation, company))
         if changed is not None:
             return changed
-        return LISTS[operation].records(self.companies[company - 1].seed)
+        return LISTS[operation].records(self.companies[company - 1])
+
+    def table_truth(self, table: str, identity: int | str = 1) -> tables.Truth:
+        """What a correct extractor writes to ``table`` (a whole list's, or one of
+        :data:`~extractor.simulator.tables.TABLES`) for ``identity`` now: its rows by key."""
+        company = self.company(identity)
+        return tables.truth(
+            table, company, functools.partial(self.whole_list, company=company.number)
+        )
 
     def change_list(self, operation: str, records: Records, company: int = 1) -> None:
         """From now on ``operation`` answers ``records`` for ``company`` (a type added,
