@@ -3,7 +3,7 @@
 The chart follows the Norwegian standard (NS 4102): every account the company's ledger posts
 to (:data:`~extractor.simulator.ledger.ACCOUNTS`), every account its VAT codes post to, the
 customer and supplier ledgers, and a share of the standard's others that varies by seed
-(about 50 to 110 accounts in all). Each list follows from the company's seed.
+(40 to 90 accounts in all). Each list follows from the company's seed.
 """
 
 from __future__ import annotations
