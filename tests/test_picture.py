@@ -21,6 +21,7 @@ from extractor.jobs.sync import SyncJob, run_sync
 from extractor.jobs.verify import verify
 from extractor.operations import LISTS, SPECS
 from extractor.output.targets import Target
+from extractor.simulator.register import MasterChurn
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table
 from tests.helpers import DEMO_ENV, SYNC_SINCE, one_line
@@ -56,6 +57,20 @@ def assert_table_equals(
         assert held[key] == expected, f"{table} {key}"
 
 
+def truth(service: Any, table: str, identity: int = 1) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The simulator's truth of ``table``; a balance also says whether its fiscal year is
+    locked (``FiscalYearLocked``, the product's own column)."""
+    rows = service.table_truth(table, identity)
+    if table == "account_balances":
+        years = service.table_truth("fiscal_years", identity).values()
+        locked = {year["StartingDate"]: year["IsLocked"] for year in years}
+        rows = {
+            key: row | {"FiscalYearLocked": locked[row["FiscalYearStart"]]}
+            for key, row in rows.items()
+        }
+    return dict(rows)
+
+
 async def synced(memory: InMemory, out: Path, **options: Any) -> dict[str, Any]:
     job = job_of(SyncJob, Target(str(out), local=out), base_url=MEMORY_URL, since=SYNC_SINCE,
                  max_requests_per_hour=0, **options)  # fmt: skip
@@ -77,17 +92,17 @@ async def test_tables_as_parquet_equal_the_simulator_s_and_count_their_requests(
     assert summary["status"] == "complete", summary["failures"]
     service = memory.service
     for table in list_tables():
-        assert_table_equals(table, read_table(tmp_path, table), service.table_truth(table))
+        assert_table_equals(table, read_table(tmp_path, table), truth(service, table))
         assert len(list((tmp_path / table).glob("*.parquet"))) == 1  # one folder, one file
     requests = summary["requests_by_table"]
-    dimensions = len(service.table_truth("dimensions"))
-    years = len(service.table_truth("fiscal_years"))
+    dimensions = len(truth(service, "dimensions"))
+    years = len(truth(service, "fiscal_years"))
     assert requests["accounts"] == 1 and requests["dimension_values"] == dimensions
     assert requests["account_balances"] == years
     assert (
         requests["customers"] == service.stats["GetCompanySyncList"] + service.stats["GetCompanies"]
     )
-    assert summary["lists"]["customers"] == len(service.table_truth("customers"))
+    assert summary["lists"]["customers"] == len(truth(service, "customers"))
 
 
 async def test_sync_keeps_every_table_equal_to_the_truth_through_churn(
@@ -98,10 +113,10 @@ async def test_sync_keeps_every_table_equal_to_the_truth_through_churn(
     assert first["status"] == "complete"
     target = Target(str(tmp_path), local=tmp_path)
     for table in list_tables():
-        assert_table_equals(table, read_delta(target, table), memory.service.table_truth(table))
+        assert_table_equals(table, read_delta(target, table), truth(memory.service, table))
     report = memory.service.churn_master(
-        customers=Churn(changed=4, deleted=2, added=3),
-        products=Churn(changed=3, deleted=1, added=2),
+        customers=MasterChurn(changed=4, deleted=2, added=3, deactivated=1),
+        products=MasterChurn(changed=3, deleted=1, added=2),
     )
     memory.service.churn(Churn(changed=5, added=2))
     memory.clock.advance(3600)
@@ -109,14 +124,19 @@ async def test_sync_keeps_every_table_equal_to_the_truth_through_churn(
     assert second["status"] == "complete"
     for table in list_tables():
         rows = read_delta(target, table)
-        assert_table_equals(table, rows, memory.service.table_truth(table))
+        assert_table_equals(table, rows, truth(memory.service, table))
     customers = {row["Id"]: row for row in read_delta(target, "customers")}
-    for gone in report.customers.deleted:
+    churned = report["customers"]
+    assert churned.deleted and churned.deactivated
+    for gone in churned.deleted:
         assert customers[gone]["_deleted_at"] is not None
-    # a customer changes: only it is fetched again
-    assert second["lists"]["lists"]["customers"] == len(report.customers.changed) + len(
-        report.customers.added
-    )
+    for number in churned.deactivated:
+        assert customers[number]["Active"] is False and customers[number]["_deleted_at"] is None
+    products = {row["Id"]: row for row in read_delta(target, "products")}
+    assert all(products[gone]["_deleted_at"] is not None for gone in report["products"].deleted)
+    # only what changed is fetched again (and what the overlap catches: nothing here)
+    fetched = len({*churned.changed, *churned.added, *churned.deactivated})
+    assert second["lists"]["lists"]["customers"] == fetched
 
 
 async def test_a_second_sync_with_nothing_new_commits_nothing_and_asks_a_request_a_list(
@@ -133,9 +153,9 @@ async def test_a_second_sync_with_nothing_new_commits_nothing_and_asks_a_request
     assert again["status"] == "complete"
     assert {name: DeltaTable(target.table_uri(name)).version() for name in names} == versions
     sent = Counter(memory.service.stats) - before
-    dimensions = len(memory.service.table_truth("dimensions"))
+    dimensions = len(truth(memory.service, "dimensions"))
     open_years = sum(
-        1 for year in memory.service.table_truth("fiscal_years").values() if not year["IsLocked"]
+        1 for year in truth(memory.service, "fiscal_years").values() if not year["IsLocked"]
     )
     whole = [spec.operation.name for spec in LISTS if spec.strategy is Strategy.WHOLE_LIST]
     assert all(sent[name] == 1 for name in whole), {name: sent[name] for name in whole}
@@ -164,7 +184,7 @@ async def test_a_fleet_of_two_keeps_each_identity_s_tables(
         rows = read_delta(target, table)
         for company in service.companies:
             mine = [row for row in rows if row["identity_id"] == company.identity_id]
-            assert_table_equals(table, mine, service.table_truth(table, company.number))
+            assert_table_equals(table, mine, truth(service, table, company.number))
 
 
 async def test_verify_holds_on_a_complete_lake_and_names_exactly_what_was_lost(
@@ -189,7 +209,7 @@ async def test_verify_holds_on_a_complete_lake_and_names_exactly_what_was_lost(
     invoice = read_delta(target, "invoices")[0]["OrderId"]
     DeltaTable(target.table_uri("invoices")).delete(f'"OrderId" = {invoice}')
     unused = sorted(
-        set(service.table_truth("customers"))
+        set(truth(service, "customers"))
         - {(row["CustomerId"],) for row in read_delta(target, "invoices")}
     )
     customer = unused[0][0]
@@ -211,7 +231,8 @@ async def test_verify_on_the_command_line_exits_3_and_says_it_in_one_line_a_chec
 ) -> None:
     simulator = await start_simulator(orders=150, seed=16)
     base = ("--base-url", simulator.url, "--max-requests-per-hour", "0")
-    code, _, _ = await cli_beside("sync", "--out", str(tmp_path), *base, env=DEMO_ENV)
+    sync_flags = ("--parse-workers", "0")
+    code, _, _ = await cli_beside("sync", "--out", str(tmp_path), *base, *sync_flags, env=DEMO_ENV)
     assert code == 0
     code, out, _ = await cli_beside("verify", str(tmp_path), *base, env=DEMO_ENV)
     assert code == 0 and out.splitlines()[0].endswith(": complete")

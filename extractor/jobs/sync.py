@@ -54,6 +54,7 @@ from extractor.operations import LISTS, TABLES
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate, RateLimiter
+from extractor.service.session import connected
 from extractor.service.transport import Wire
 
 if TYPE_CHECKING:
@@ -132,10 +133,16 @@ async def run_sync(
         raise InvalidOption("{overlap} must not be negative")
     run_id = SYNC_PREFIX + new_run_id(clock)
     out = Log.to(log).bind(run_id=run_id, command="sync")
-    given = functools.partial(run, log=out, clock=clock, wire=wire, gate=gate, watch=watch)
     summary = SyncSummary(run_id, job.target.uri)
     with job.destination.locked("sync"):  # for all its parts
-        await _sync_locked(job, credentials, out, clock, given, summary)
+        # one session for every part: one login, one budget
+        async with connected(
+            job.service, credentials, clock=clock, wire=wire, gate=gate, login=False
+        ) as session:
+            given = functools.partial(
+                run, log=out, clock=clock, wire=wire, gate=gate, watch=watch, session=session
+            )
+            await _sync_locked(job, credentials, out, clock, given, summary)
     out.info(
         "finished", f"sync {run_id} {summary.status}", status=str(summary.status),
         watermarks=summary.watermarks,
