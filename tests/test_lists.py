@@ -18,7 +18,7 @@ import pytest
 from extractor import schema
 from extractor.engine.lists import ListJob
 from extractor.errors import OutputError
-from extractor.operations import LISTS, SPECS, TRANSACTION_TYPES
+from extractor.operations import SPECS, TRANSACTION_TYPES
 from extractor.output import lakelists
 from extractor.output.lakefiles import Scope
 from extractor.output.lakelists import keep_list
@@ -35,7 +35,7 @@ TYPES = "GetTransactionTypes"
 
 def lists_job(out: Path, **options: Any) -> ListJob:
     return job_of(
-        ListJob, out=out, specs=LISTS, base_url=MEMORY_URL, max_requests_per_hour=0,
+        ListJob, out=out, specs=(TRANSACTION_TYPES,), base_url=MEMORY_URL, max_requests_per_hour=0,
         **options,
     )  # fmt: skip
 
@@ -89,7 +89,7 @@ async def test_a_sync_keeps_the_list_replaced_not_appended(
 ) -> None:
     simulator = await start_simulator(orders=40)
     target = Target.parse(str(tmp_path))
-    first = await sync(simulator, target)
+    first = await sync(simulator, target, tables=("invoices", "transaction_types"))
     assert first["status"] == "complete" and "lists" in first
     assert_list_equals(read_delta(target, "transaction_types"), simulator.whole_list(TYPES))
     # the books change: a type dropped, one renamed, one added
@@ -99,7 +99,7 @@ async def test_a_sync_keeps_the_list_replaced_not_appended(
     types[0] = renamed | {"Title": "Innbetaling (bank)"}
     types.append({"Id": 999, "No": 999, "Title": "Ny type", "Turnover": False})
     simulator.change_list(TYPES, types)
-    second = await sync(simulator, target)
+    second = await sync(simulator, target, tables=("invoices", "transaction_types"))
     rows = read_delta(target, "transaction_types")
     assert {row["_run_id"] for row in rows} == {second["lists"]["run_id"]}
     assert_list_equals(rows, types)
@@ -110,11 +110,11 @@ async def test_the_lists_command_refuses_an_unknown_list_in_one_line(
     cli_beside: Any, tmp_path: Path
 ) -> None:
     code, _, err = await cli_beside(
-        "lists", "--out", str(tmp_path), "--list", "accounts", env=DEMO_ENV
+        "lists", "--out", str(tmp_path), "--list", "acounts", env=DEMO_ENV
     )
     assert code == 2
-    assert one_line(err).endswith(
-        "--list 'accounts' is not a whole list; choose from transaction_types"
+    assert "--tables: 'acounts' is not a table; choose from invoices, transactions, accounts" in (
+        one_line(err)
     )
 
 
@@ -123,7 +123,15 @@ async def test_the_lists_command_writes_the_tables_and_its_summary(
 ) -> None:
     simulator = await start_simulator(orders=10, seed=9)
     code, out, _ = await cli_beside(
-        "lists", "--out", str(tmp_path), "--base-url", simulator.url, "--json", env=DEMO_ENV
+        "lists",
+        "--out",
+        str(tmp_path),
+        "--list",
+        "transaction_types",
+        "--base-url",
+        simulator.url,
+        "--json",
+        env=DEMO_ENV,
     )
     assert code == 0
     summary = orjson.loads(out)
