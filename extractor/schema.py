@@ -58,6 +58,7 @@ SENTINELS: dict[str, str] = {
     "int": "-2147483648",
     "short": "-32768",
     "decimal": "-79228162514264337593543950335",
+    "double": "-1.7976931348623157E+308",  # Double.MinValue: Product.CashPriceIncTax's default
     "dateTime": "0001-01-01T00:00:00",
     "date": "0001-01-01",  # the WSDL's default of Transaction.PeriodDate: "not set" too
     "guid": "00000000-0000-0000-0000-000000000000",

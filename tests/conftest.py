@@ -36,7 +36,11 @@ def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
     """A job of ``cls``, the options that are :class:`ServiceConfig` fields (``base_url``,
     ``concurrency``, ``max_requests_per_hour``, ...) given as its ``service``, and those that
     are :class:`Destination` fields (``out``, ``output``, ``placement``, ``resume``) as its
-    destination."""
+    destination. A sync keeps the invoices and the ledger only unless ``tables`` says
+    otherwise: the lists have tests of their own (test_picture, test_lists), and the sync
+    tests that are about the facts need not build the simulator's books to answer them."""
+    if cls.__name__ == "SyncJob":
+        options.setdefault("tables", FACTS)
     service = {name: options.pop(name) for name in list(options) if name in _SERVICE_FIELDS}
     if args and isinstance(args[0], Path):  # the job's folder, given first
         options["out"], args = args[0], args[1:]
@@ -45,6 +49,9 @@ def job_of(cls: Callable[..., J], *args: Any, **options: Any) -> J:
         args = (Destination(options.pop("out"), **where), *args)
     return cls(*args, service=ServiceConfig(**service), **options)
 
+
+#: The tables a test's sync keeps unless it says otherwise.
+FACTS = ("invoices", "transactions")
 
 CliResult = tuple[int, str, str]  # exit status, stdout, stderr
 

@@ -132,7 +132,7 @@ async def test_a_second_run_is_refused_and_a_run_that_lost_its_lease_stops(
         server.on("GetInvoices", once(held(release, arrived)))  # the first run waits there
         first = asyncio.create_task(cli_beside(
             "sync", "--out", uri, "--endpoint-url", moto, "--work-dir", str(tmp_path / "a"),
-            "--no-ledger", "--parse-workers", "0", "--concurrency", "1",
+            "--tables", "invoices", "--parse-workers", "0", "--concurrency", "1",
             "--base-url", server.url, "--max-requests-per-hour", "0", env=credentials_env(),
         ))  # fmt: skip
         await asyncio.wait_for(arrived.wait(), 60)

@@ -18,10 +18,10 @@ import pytest
 from extractor import schema
 from extractor.engine.lists import ListJob
 from extractor.errors import OutputError
-from extractor.operations import SPECS, TRANSACTION_TYPES, WHOLE_LISTS
+from extractor.operations import SPECS, TRANSACTION_TYPES
 from extractor.output import lakelists
 from extractor.output.lakefiles import Scope
-from extractor.output.lakelists import replace_list
+from extractor.output.lakelists import keep_list
 from extractor.output.parquet import RunInfo
 from extractor.output.targets import Target
 from extractor.records import ledger, orders
@@ -35,7 +35,7 @@ TYPES = "GetTransactionTypes"
 
 def lists_job(out: Path, **options: Any) -> ListJob:
     return job_of(
-        ListJob, out=out, specs=WHOLE_LISTS, base_url=MEMORY_URL, max_requests_per_hour=0,
+        ListJob, out=out, specs=(TRANSACTION_TYPES,), base_url=MEMORY_URL, max_requests_per_hour=0,
         **options,
     )  # fmt: skip
 
@@ -89,7 +89,7 @@ async def test_a_sync_keeps_the_list_replaced_not_appended(
 ) -> None:
     simulator = await start_simulator(orders=40)
     target = Target.parse(str(tmp_path))
-    first = await sync(simulator, target)
+    first = await sync(simulator, target, tables=("invoices", "transaction_types"))
     assert first["status"] == "complete" and "lists" in first
     assert_list_equals(read_delta(target, "transaction_types"), simulator.whole_list(TYPES))
     # the books change: a type dropped, one renamed, one added
@@ -99,7 +99,7 @@ async def test_a_sync_keeps_the_list_replaced_not_appended(
     types[0] = renamed | {"Title": "Innbetaling (bank)"}
     types.append({"Id": 999, "No": 999, "Title": "Ny type", "Turnover": False})
     simulator.change_list(TYPES, types)
-    second = await sync(simulator, target)
+    second = await sync(simulator, target, tables=("invoices", "transaction_types"))
     rows = read_delta(target, "transaction_types")
     assert {row["_run_id"] for row in rows} == {second["lists"]["run_id"]}
     assert_list_equals(rows, types)
@@ -110,11 +110,11 @@ async def test_the_lists_command_refuses_an_unknown_list_in_one_line(
     cli_beside: Any, tmp_path: Path
 ) -> None:
     code, _, err = await cli_beside(
-        "lists", "--out", str(tmp_path), "--list", "accounts", env=DEMO_ENV
+        "lists", "--out", str(tmp_path), "--list", "acounts", env=DEMO_ENV
     )
     assert code == 2
-    assert one_line(err).endswith(
-        "--list 'accounts' is not a whole list; choose from transaction_types"
+    assert "--tables: 'acounts' is not a table; choose from invoices, transactions, accounts" in (
+        one_line(err)
     )
 
 
@@ -123,7 +123,15 @@ async def test_the_lists_command_writes_the_tables_and_its_summary(
 ) -> None:
     simulator = await start_simulator(orders=10, seed=9)
     code, out, _ = await cli_beside(
-        "lists", "--out", str(tmp_path), "--base-url", simulator.url, "--json", env=DEMO_ENV
+        "lists",
+        "--out",
+        str(tmp_path),
+        "--list",
+        "transaction_types",
+        "--base-url",
+        simulator.url,
+        "--json",
+        env=DEMO_ENV,
     )
     assert code == 0
     summary = orjson.loads(out)
@@ -132,7 +140,7 @@ async def test_the_lists_command_writes_the_tables_and_its_summary(
 
 
 class Staged:
-    """A staged list as replace_list reads it: its records, in one piece."""
+    """A staged list as keep_list reads it: its records, in one piece."""
 
     def __init__(self, ids: range) -> None:
         self.name, self.schema = TRANSACTION_TYPES.table, TRANSACTION_TYPES.schema
@@ -148,11 +156,11 @@ def test_a_fleet_member_creating_the_table_never_drops_another_s_part(
     # found by attack: two members saw no table, the second overwrote the first one's part
     target = Target(str(tmp_path), local=tmp_path)
     run = RunInfo("r-1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
-    replace_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
+    keep_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
     seen = iter([None])  # the second member looks before the first one's table is there
     real = lakelists._table
     monkeypatch.setattr(lakelists, "_table", lambda *a: next(seen, None) or real(*a))
-    replace_list(target, Scope("bbbb"), Staged(range(10, 15)), run)  # type: ignore[arg-type]
+    keep_list(target, Scope("bbbb"), Staged(range(10, 15)), run)  # type: ignore[arg-type]
     rows = read_delta(target, "transaction_types")
     by_identity = Counter(row["identity_id"] for row in rows)
     assert by_identity == {"aaaa": 3, "bbbb": 5}
@@ -161,9 +169,9 @@ def test_a_fleet_member_creating_the_table_never_drops_another_s_part(
 def test_one_identity_s_list_never_replaces_a_fleet_s(tmp_path: Path) -> None:
     target = Target(str(tmp_path), local=tmp_path)
     run = RunInfo("r-1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
-    replace_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
+    keep_list(target, Scope("aaaa"), Staged(range(3)), run)  # type: ignore[arg-type]
     with pytest.raises(OutputError, match=r"holds a fleet's lists .*give --identity all"):
-        replace_list(target, Scope(), Staged(range(5)), run)  # type: ignore[arg-type]
+        keep_list(target, Scope(), Staged(range(5)), run)  # type: ignore[arg-type]
     assert len(read_delta(target, "transaction_types")) == 3
 
 

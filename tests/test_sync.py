@@ -109,7 +109,8 @@ async def cli_sync(simulator: Simulator, out: str, *extra: str, kill_at: str = "
     status (a run that hangs fails the test with its stacks: :func:`tests.helpers.ended`)."""
     args = (
         "sync", "--out", out, "--base-url", simulator.url, "--since", SYNC_SINCE.isoformat(),
-        "--max-requests-per-hour", "0", "--parse-workers", "0", *extra,
+        "--max-requests-per-hour", "0", "--parse-workers", "0",
+        "--tables", "invoices,transactions", *extra,  # the lists: test_picture
     )  # fmt: skip
     return await killed_at(kill_at or None, *args, env=credentials_env(simulator.config.password))
 

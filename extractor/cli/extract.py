@@ -181,48 +181,64 @@ def transactions(
     exit_if_partial(summary, where.work)
 
 
-@click.command("lists")
+tables_option = click.option(
+    "--tables", "tables_given", metavar="A,B",
+    help="Only these tables (comma-separated; default every one).",
+)  # fmt: skip
+skip_tables_option = click.option(
+    "--skip-tables", metavar="A,B", help="Every table but these (comma-separated)."
+)
+
+
+@click.command("tables")
 @dataset_options
 @service_options()
 @fleet_options
 @json_option
-@click.option(
-    "--list", "names", multiple=True,
-    help="Only this list (repeatable; default every whole list).",
-)  # fmt: skip
-def lists(
+@tables_option
+@skip_tables_option
+@click.option("--list", "names", multiple=True, hidden=True)  # the 0.2 spelling of --tables
+def tables(
     out: str,
     output_format: str,
     work_dir: Path | None,
     endpoint_url: str | None,
     service: ServiceConfig,
+    tables_given: str | None,
+    skip_tables: str | None,
     names: tuple[str, ...],
     resume: bool,
     fleet: FleetOptions,
 ) -> None:
-    """Fetch the reference lists, each answered whole, into OUT/<list>.
+    """Fetch the accounting picture once into OUT/<table>: the chart of accounts, tax codes,
+    entry and transaction types, fiscal years, dimensions and their values, the balances of
+    every fiscal year, payment and delivery methods, invoice templates, departments,
+    currencies, customers and products.
 
-    One request a list. Into --format delta each list replaces its table, as sync keeps
-    them. Resumable: after a crash, run the same command again.
+    Each table in one folder, written whole. Into --format delta each table is kept as sync
+    keeps it. Resumable: after a crash, run the same command again.
     """
     from extractor.engine.destination import Destination
     from extractor.engine.lists import ListJob
     from extractor.engine.runner import run
-    from extractor.operations import WHOLE_LISTS
+    from extractor.operations import LISTS, SPECS, choose
 
-    known = {spec.table: spec for spec in WHOLE_LISTS}
-    unknown = [name for name in names if name not in known]
-    if unknown:
+    if names:
+        tables_given = ",".join(filter(None, (tables_given, *names)))
+    lists = {spec.table for spec in LISTS}
+    given = choose(tables_given, skip_tables) if tables_given or skip_tables else tuple(lists)
+    chosen = tuple(SPECS[name] for name in given if name in lists)
+    if not chosen:
         raise UsageError(
-            f"--list {unknown[0]!r} is not a whole list; choose from {', '.join(known)}"
+            "--tables: invoices and transactions have their own commands (extractor "
+            f"invoices, transactions, sync); choose from {', '.join(sorted(lists))}"
         )
-    chosen = tuple(known[name] for name in dict.fromkeys(names)) or WHOLE_LISTS
 
     def job_for(destination: Destination) -> ListJob:
-        return ListJob(destination, chosen, service)
+        return ListJob(destination, chosen, service, command="tables")
 
-    where = Destination.of(out, output_format, work_dir, endpoint_url, "lists", resume=resume)
-    credentials = credentials_for("lists", where, work_dir, service, fleet, job_for)
+    where = Destination.of(out, output_format, work_dir, endpoint_url, "tables", resume=resume)
+    credentials = credentials_for("tables", where, work_dir, service, fleet, job_for)
     summary = run_command(run(job_for(where), credentials))
     show_summary(summary)
     exit_if_partial(summary, where.work)
@@ -279,8 +295,13 @@ def credentials_for(
     show_default=True,
     help="First sync only: ledger lines changed since this day.",
 )
-@click.option("--reconcile", is_flag=True, help="Also mark orders the service no longer has.")
-@click.option("--no-ledger", is_flag=True, help="Invoices only; leave the transactions table.")
+@click.option(
+    "--reconcile", is_flag=True,
+    help="Also mark orders, customers and products the service no longer has.",
+)  # fmt: skip
+@click.option("--no-ledger", is_flag=True, help="Leave the transactions table (as --skip-tables).")
+@tables_option
+@skip_tables_option
 @parse_workers_option
 @stack(*storage_options)
 @service_options()
@@ -292,28 +313,34 @@ def sync(
     since: str,
     reconcile: bool,
     no_ledger: bool,
+    tables_given: str | None,
+    skip_tables: str | None,
     parse_workers: int,
     work_dir: Path | None,
     endpoint_url: str | None,
     service: ServiceConfig,
     fleet: FleetOptions,
 ) -> None:
-    """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions.
+    """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions,
+    and the accounting picture (see `extractor tables`), every one unless --tables or
+    --skip-tables say otherwise.
 
     The first sync backfills; later ones merge what changed since the watermark committed
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
     from extractor.jobs.sync import SyncJob, run_sync
+    from extractor.operations import choose
     from extractor.output.targets import Target
 
     target = Target.parse(out, endpoint_url)
+    chosen = choose(tables_given, skip_tables)
 
     def job_for(member: Destination | None) -> SyncJob:
         identity = member.placement.identity if member is not None else None
         return SyncJob(
             target=target, work_dir=work_dir, service=service,
             overlap=dt.timedelta(minutes=overlap), since=parse_day(since, "--since"),
-            reconcile=reconcile, ledger=not no_ledger,
+            reconcile=reconcile, ledger=not no_ledger, tables=chosen,
             parse_workers=parse_workers if identity is None else 0,
             identity=identity, member_work=member.work if member is not None else None,
         )  # fmt: skip

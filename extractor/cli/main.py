@@ -5,6 +5,7 @@ Library errors become one line on stderr and an exit status; nothing here does r
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ from extractor import log, redact
 from extractor.cli import settings
 from extractor.cli.check import check
 from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
-from extractor.cli.extract import invoices, lists, sync, transactions
+from extractor.cli.extract import invoices, sync, tables, transactions
 from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
 from extractor.cli.reset import reset
@@ -25,6 +26,7 @@ from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.status import status
 from extractor.cli.update import update_invoices
+from extractor.cli.verify import verify
 from extractor.config import password_variable
 from extractor.errors import ExtractorError, UsageError
 from extractor.parser import parser_in_use
@@ -49,12 +51,15 @@ def main() -> None:
 
 
 for command in (
-    invoices, transactions, lists, sync, update_invoices, status, reset, check, list_identities,
-    list_properties, simulate, demo,
+    invoices, transactions, tables, sync, verify, update_invoices, status, reset, check,
+    list_identities, list_properties, simulate, demo,
 ):  # fmt: skip
     main.add_command(command)
 settings.equip(main.commands.values())
 settings.equip_group(main)
+#: ``lists``, as 0.2 called ``tables`` (with ``--list NAME``): kept working, not listed.
+main.add_command(copy.copy(tables), "lists")
+main.commands["lists"].hidden = True
 
 
 def _flags() -> dict[str, str]:

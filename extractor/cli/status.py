@@ -64,7 +64,8 @@ def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
     identities = sorted({place["identity_id"] for place in places if "identity_id" in place})
     return {"output": target.uri, "work": str(root), "places": places,
             "target_lock": _target_lock(target, root),
-            "watermarks": _watermarks(target, identities)}  # fmt: skip
+            "watermarks": _watermarks(target, identities),
+            "tables": _tables(target)}  # fmt: skip
 
 
 def _target_lock(target: Target, root: Path) -> dict[str, Any] | None:
@@ -196,7 +197,7 @@ def _watermarks(target: Target, identities: list[str]) -> dict[str, str | None]:
     from extractor.output.lakefiles import IDENTITY, Scope
 
     marks = {}
-    for name in ("invoices", "invoice_rows", "transactions"):
+    for name in ("invoices", "invoice_rows", "transactions", "customers", "products"):
         table = Lake(target).table(name)
         if table is None:
             continue
@@ -206,6 +207,32 @@ def _watermarks(target: Target, identities: list[str]) -> dict[str, str | None]:
             key = f"{name} {identity}" if identity else name
             marks[key] = mark.isoformat() if mark else None
     return marks
+
+
+def _tables(target: Target) -> dict[str, int]:
+    """The records of each Delta table under ``target`` (every identity's), from the Delta
+    log's statistics: no data file is read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from extractor.operations import TABLES
+
+    local = target.local
+    names = [name for name in (*TABLES, "invoice_rows") if name != "invoices"]
+    names.insert(0, "invoices")
+    if local is not None:
+        names = [name for name in names if (local / name / "_delta_log").is_dir()]
+    if not names:
+        return {}
+    from extractor.output.delta import Lake  # delta-rs only where there are Delta tables
+
+    counts = {}
+    for name in names:
+        table = Lake(target).table(name)
+        if table is not None:
+            actions = pa.table(table.get_add_actions(flatten=True))
+            counts[name] = int(pc.sum(actions.column("num_records")).as_py() or 0)
+    return counts
 
 
 def _lock_line(output: str, lock: dict[str, Any]) -> str:
@@ -245,4 +272,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(_lock_line(report["output"], report["target_lock"]))
     for name, mark in report["watermarks"].items():
         lines.append(f"  watermark {name}: {mark or 'none'}")
+    if report.get("tables"):
+        lines.append("  tables (records, every identity's, deleted ones marked included):")
+        lines += [f"    {name:<20} {count:>12,}" for name, count in report["tables"].items()]
     return "\n".join(lines)

@@ -13,7 +13,8 @@ and :class:`Work`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeVar
@@ -36,7 +37,7 @@ from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
 from extractor.service.health import Health
 from extractor.service.limiter import Gate, RateLimiter
-from extractor.service.session import connected
+from extractor.service.session import Session, connected
 from extractor.service.transport import Wire
 
 U = TypeVar("U", bound=Unit)
@@ -130,15 +131,17 @@ async def run(
     wire: Wire | None = None,
     gate: Gate | None = None,
     watch: Callable[[RunStats, RateLimiter], None] | None = None,
+    session: Session | None = None,
 ) -> RunSummary:
     """Run (or resume) ``job``; its summary, also written to ``OUT/_runs/<run_id>.json``.
     It reports to ``log`` (the process's log; a stream: text on it), tells time and waits
     by ``clock``, and reaches the service over ``wire`` (HTTP to the job's base URL). In a
     fleet, its requests also draw on the fleet's budget (``gate``), and ``watch`` is handed
-    the run's counters and rate limiter as the run starts, to report them."""
+    the run's counters and rate limiter as the run starts, to report them. A ``session``
+    given (a sync's, for all its parts) is used as it is, logged in once, and left open."""
     job.check()
     job.destination.check()
-    given = _Surroundings(Log.to(log).bind(command=job.command), clock, wire, gate, watch)
+    given = _Surroundings(Log.to(log).bind(command=job.command), clock, wire, gate, watch, session)
     # a run that loses an s3:// target's lease stops at once
     with job.destination.locked(job.command), stopped_if_lost():
         return await _locked(job, credentials, given)
@@ -151,6 +154,20 @@ class _Surroundings:
     wire: Wire | None
     gate: Gate | None = None
     watch: Callable[[RunStats, RateLimiter], None] | None = None
+    session: Session | None = None
+
+    @contextlib.asynccontextmanager
+    async def connected(
+        self, service: ServiceConfig, credentials: Credentials
+    ) -> AsyncIterator[Session]:
+        """The given session, or one of the run's own (closed when it ends)."""
+        if self.session is not None:
+            yield self.session
+            return
+        async with connected(
+            service, credentials, clock=self.clock, wire=self.wire, gate=self.gate, login=False
+        ) as session:
+            yield session
 
 
 async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -> RunSummary:
@@ -203,10 +220,10 @@ async def _journaled(
     work = job.start(journal, stats)
     stats.starts, stats.carried = state.starts, stats.fetched  # what earlier invocations did
     service = job.service
-    async with connected(
-        service, credentials, clock=given.clock, wire=given.wire, gate=given.gate, login=False
-    ) as session:
+    async with given.connected(service, credentials) as session:
+        sent, logins = session.requests, session.logins  # a shared session's, before this run
         limiter = session.transport.limiter
+        quarantines = limiter.quarantines
         progress = Progress(stats, given.log, limiter=limiter)
         if given.watch is not None:
             given.watch(stats, limiter)
@@ -220,13 +237,15 @@ async def _journaled(
                     batches_on_disk=len(state.staged),
                     files_removed=removed,
                 )
-            await session.login()
+            if not session.logged_in:
+                await session.login()
+                logins += 1  # the first login is no re-login
             health = Health.for_workers(service.first_in_flight)
             connected_run = Run(service, session, stats, given.clock, health, given.log)
             if not state.published:
                 await _fetch_and_publish(work, connected_run, journal, progress, previous)
-            stats.requests, stats.relogins = session.requests, session.logins - 1
-            stats.quarantines = limiter.quarantines
+            stats.requests, stats.relogins = session.requests - sent, session.logins - logins
+            stats.quarantines = limiter.quarantines - quarantines
             skew = session.service_time.offset
             stats.clock_skew_seconds = None if skew is None else round(skew, 1)
         finally:

@@ -65,7 +65,8 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)  # the job's own
     failures: list[dict[str, Any]] = field(default_factory=list)
     reports: dict[str, str | None] = field(default_factory=dict)  # by :data:`REPORTS` key
-    lists: dict[str, int] | None = None  # a whole-list run's items per list
+    lists: dict[str, int] | None = None  # a list run's items per list
+    table_requests: dict[str, int] | None = None  # a list run's requests per list
     bytes_received: int = 0
     requests: int = 0
     retries: int = 0
@@ -105,6 +106,8 @@ class RunSummary:
         }  # fmt: skip
         if self.lists is not None:
             data["lists"] = self.lists
+        if self.table_requests is not None:
+            data["requests_by_table"] = self.table_requests
         if self.resumed is not None:
             data["resumed"] = {
                 "starts": self.resumed.starts,
@@ -130,6 +133,7 @@ class RunSummary:
             failures=data.get("failures", []),
             reports={key: data[key] for key in REPORTS if key in data},
             lists=data.get("lists"),
+            table_requests=data.get("requests_by_table"),
             **{name: data[name] for name in _ENGINE + _TAIL if name in data},
             resumed=Resumed(resumed["starts"], resumed[f"{records}_this_invocation"])
             if resumed
@@ -148,7 +152,7 @@ _TAIL: Final = (
 )  # fmt: skip
 _KNOWN: Final = frozenset(
     {"run_id", "units", "records", "status", "output", "format", "job", "retry_of", "failures",
-     "lists", "resumed", *REPORTS, *_ENGINE, *_TAIL}
+     "lists", "requests_by_table", "resumed", *REPORTS, *_ENGINE, *_TAIL}
 )  # fmt: skip
 
 
@@ -195,7 +199,7 @@ def render(summary: RunSummary | SyncSummary) -> str:
     if "rows" in counts:
         lines.append(f"  invoice rows  {counts['rows']:,}")
     if s.lists:
-        lines.append("  lists         " + ", ".join(f"{k} {v:,}" for k, v in s.lists.items()))
+        lines += _list_lines(s)
     if s.resumed is not None:
         lines.append(
             f"  resumed       start {s.resumed.starts} of this run: the counts above are the "
@@ -239,17 +243,41 @@ def _render_sync(summary: SyncSummary) -> str:
         stale = written.pop("stale_records", 0)
         merged = ", ".join(f"{table} {count:,}" for table, count in written.items())
         if part.lists is not None:
-            said = f"replaced: {merged or 'nothing'}"
-        else:
-            unit = "orders listed" if part.units == "ids" else "days of changes"
-            kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
-            said = f"{part.total:,} {unit}; written: {merged or 'nothing'}{kept_out}"
+            lines.append(
+                f"  {name:<13} {len(part.lists)} tables ({part.requests:,} requests, "
+                f"{part.seconds:,.1f} s)"
+            )
+            lines += _list_lines(part)
+            continue
+        unit = "orders listed" if part.units == "ids" else "days of changes"
+        kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
+        said = f"{part.total:,} {unit}; written: {merged or 'nothing'}{kept_out}"
         lines.append(f"  {name:<13} {said} ({part.requests:,} requests, {part.seconds:,.1f} s)")
     lines.append(
         "  watermarks    "
         + ", ".join(f"{name} {value or 'none'}" for name, value in summary.watermarks.items())
     )
     return "\n".join(lines)
+
+
+def _list_lines(summary: RunSummary) -> list[str]:
+    """A list run's tables, one a line: its items, its requests, and (Delta) what it wrote."""
+    requests = summary.table_requests or {}
+    lines = []
+    for name, items in (summary.lists or {}).items():
+        asked = requests.get(name, 0)
+        line = f"    {name:<18} {items:>9,} {_plural(items, 'item')}  {asked:>4,} " + _plural(
+            asked, "request"
+        )
+        if summary.format == "delta" and name in summary.written:
+            written = summary.written[name]
+            line += f"   {'unchanged' if not written else f'{written:,} written'}"
+        lines.append(line)
+    return lines
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
 
 
 def finished(summary: RunSummary) -> tuple[str, dict[str, Any]]:

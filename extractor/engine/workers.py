@@ -82,9 +82,10 @@ class Run:
         sink: Callable[[], S],
         policy: RetryPolicy | None = None,
         batch: str | None = None,
+        attempted: Callable[[], object] | None = None,
     ) -> S:
         """One operation with retries on transient errors, sitting out quarantines; each
-        attempt of a ``batch`` tells the run's :class:`Health`."""
+        attempt of a ``batch`` tells the run's :class:`Health` (and ``attempted``)."""
 
         def count_retry(error: BaseException) -> None:
             self.stats.retries += 1
@@ -95,6 +96,8 @@ class Run:
                 )  # fmt: skip
 
         async def attempt() -> S:
+            if attempted is not None:
+                attempted()
             call = self.session.call(operation, params, sink)
             return await (call if batch is None else observed(self.health, batch, call))
 

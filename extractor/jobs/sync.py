@@ -1,11 +1,19 @@
-"""``extractor sync``: keep Delta tables of invoices, their rows and the ledger current.
+"""``extractor sync``: keep the Delta tables current: invoices, their rows, the ledger and the
+lists (:data:`~extractor.operations.LISTS`: the reference lists, the balances, customers and
+products), every one of them or those ``tables`` names.
 
 Each sync reads the watermarks committed with the data (:mod:`extractor.output.lakemarks`).
 With none, it backfills everything (invoices, and ledger lines changed since ``--since``);
 otherwise it lists the orders changed after the watermark less ``--overlap`` and the ledger
 lines changed since that day, fetches them (and the orders the last sync was answered stale)
 through the same resumable pipeline as the backfill commands, and merges them.
-``--reconcile`` also lists every OrderId the service has and marks the orders that vanished.
+``--reconcile`` also lists every OrderId the service has and marks the orders that vanished
+(and so for customers and products).
+
+The lists are one part, a run of :class:`~extractor.engine.lists.ListJob`: the reference
+lists replaced (no commit when unchanged), the balances of the open fiscal years asked
+again (a year's fetched once it was locked are final), customers and products by their
+changes since their own watermarks.
 
 A watermark is the service's time when its run began listing (its clock, from the ``Date``
 of its answers: :mod:`extractor.service.servicetime`), so a service whose clock runs behind
@@ -34,6 +42,7 @@ from extractor.engine.destination import Destination
 from extractor.engine.journal import unfinished
 from extractor.engine.lists import ListJob
 from extractor.engine.runner import fingerprint_of, run
+from extractor.engine.spec import Spec, Strategy
 from extractor.engine.state import replay
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import RunSummary, Status, SyncSummary
@@ -41,14 +50,15 @@ from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
 from extractor.log import Log
-from extractor.operations import WHOLE_LISTS
+from extractor.operations import LISTS, TABLES
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate, RateLimiter
+from extractor.service.session import connected
 from extractor.service.transport import Wire
 
 if TYPE_CHECKING:
-    pass
+    from extractor.output.delta import Lake
 
 #: A sync's own run id: ``sync-`` and a run id (each part's run has its own).
 SYNC_PREFIX: Final = "sync-"
@@ -80,6 +90,8 @@ class SyncJob:
     identity: str | None = None
     member_work: Path | None = None
     command: str = "sync"
+    #: The tables kept (:func:`~extractor.operations.choose`; default every one).
+    tables: tuple[str, ...] = TABLES
 
     @property
     def work(self) -> Path:
@@ -121,10 +133,16 @@ async def run_sync(
         raise InvalidOption("{overlap} must not be negative")
     run_id = SYNC_PREFIX + new_run_id(clock)
     out = Log.to(log).bind(run_id=run_id, command="sync")
-    given = functools.partial(run, log=out, clock=clock, wire=wire, gate=gate, watch=watch)
     summary = SyncSummary(run_id, job.target.uri)
     with job.destination.locked("sync"):  # for all its parts
-        await _sync_locked(job, credentials, out, clock, given, summary)
+        # one session for every part: one login, one budget
+        async with connected(
+            job.service, credentials, clock=clock, wire=wire, gate=gate, login=False
+        ) as session:
+            given = functools.partial(
+                run, log=out, clock=clock, wire=wire, gate=gate, watch=watch, session=session
+            )
+            await _sync_locked(job, credentials, out, clock, given, summary)
     out.info(
         "finished", f"sync {run_id} {summary.status}", status=str(summary.status),
         watermarks=summary.watermarks,
@@ -146,34 +164,71 @@ async def _sync_locked(
 
     lake = Lake(job.target, scope=Scope(job.identity))
     parts = summary.parts
-    invoice_job = _invoice_job(job, lake.watermark(INVOICE_TABLES), lake.refetch())
-    _discard_stale(invoice_job.out, fingerprint_of(invoice_job), log)
-    again = len(invoice_job.refetch)
-    plan = _plan("invoices", invoice_job.changed_after, again)
-    log.info("sync_plan", plan, part="invoices", refetch=again)
-    parts["invoices"] = await running(invoice_job, credentials)
-    summary.clock_skew_seconds = _said_skew(parts["invoices"], job.overlap, log)
-    if job.ledger:
+    if "invoices" in job.tables:
+        invoice_job = _invoice_job(job, lake.watermark(INVOICE_TABLES), lake.refetch())
+        _discard_stale(invoice_job.out, fingerprint_of(invoice_job), log)
+        again = len(invoice_job.refetch)
+        plan = _plan("invoices", invoice_job.changed_after, again)
+        log.info("sync_plan", plan, part="invoices", refetch=again)
+        parts["invoices"] = await running(invoice_job, credentials)
+        summary.clock_skew_seconds = _said_skew(parts["invoices"], job.overlap, log)
+    if job.ledger and "transactions" in job.tables:
         today = clock.now().date() + LEDGER_AHEAD
         ledger_job = _ledger_job(job, lake.watermark(LEDGER_TABLES), today)
         _discard_stale(ledger_job.out, fingerprint_of(ledger_job), log)
         log.info("sync_plan", _plan("ledger lines", ledger_job.date_from), part="transactions")
         parts["transactions"] = await running(ledger_job, credentials)
-    if WHOLE_LISTS:
-        lists_job = ListJob(
-            job.destination.part(job.work / "sync-lists"), WHOLE_LISTS, job.service, sync=True
-        )
+    lists = tuple(spec for spec in LISTS if spec.table in job.tables)
+    if lists:
+        lists_job = _lists_job(job, lists, lake)
         _discard_stale(lists_job.out, fingerprint_of(lists_job), log)
-        names = ", ".join(lists_job.tables)
-        log.info("sync_plan", f"sync: the whole lists, replaced ({names})", part="lists")
+        log.info("sync_plan", _lists_plan(lists_job), part="lists")
         parts["lists"] = await running(lists_job, credentials)
+        if summary.clock_skew_seconds is None:
+            summary.clock_skew_seconds = parts["lists"].clock_skew_seconds
     complete = all(part.complete for part in parts.values())
     summary.status = Status.COMPLETE if complete else Status.PARTIAL
     summary.stale_records = sum(part.written.get("stale_records", 0) for part in parts.values())
-    summary.watermarks = {
-        "invoices": _iso(lake.watermark(INVOICE_TABLES)),
-        "transactions": _iso(lake.watermark(LEDGER_TABLES)) if job.ledger else None,
+    kept = {"invoices": INVOICE_TABLES, "transactions": LEDGER_TABLES} | {
+        spec.table: (spec.table,) for spec in lists if spec.strategy is Strategy.CHANGES
     }
+    summary.watermarks = {
+        name: _iso(lake.watermark(tables))
+        for name, tables in kept.items()
+        if name in job.tables and (name != "transactions" or job.ledger)
+    }
+
+
+def _lists_job(job: SyncJob, lists: tuple[Spec, ...], lake: Lake) -> ListJob:
+    """The sync's lists part: the tables kept by their changes since their watermarks (less
+    the overlap), the balances of the settled years the lake holds not asked again."""
+    from extractor.output.lakelists import held_parents  # delta-rs only where it is used
+
+    since = {}
+    for spec in lists:
+        mark = lake.watermark((spec.table,)) if spec.strategy is Strategy.CHANGES else None
+        if mark is not None:
+            since[spec.table] = (mark - job.overlap).isoformat()
+    held = {
+        spec.table: held_parents(lake.target, lake.scope, spec.table, spec.per.held_by)
+        for spec in lists
+        if spec.per is not None and spec.per.held_by is not None
+    }
+    return ListJob(
+        job.destination.part(job.work / "sync-lists"), lists, job.service, sync=True,
+        since=since, reconcile=job.reconcile, held=held,
+    )  # fmt: skip
+
+
+def _lists_plan(lists: ListJob) -> str:
+    changing = ", ".join(f"{name} changed since {since}" for name, since in lists.since.items())
+    held = sum(len(values) for values in lists.held.values())
+    said = [f"sync: {len(lists.specs)} lists ({', '.join(lists.tables)})"]
+    if changing:
+        said.append(changing)
+    if held:
+        said.append(f"{held} settled fiscal years' balances held, not asked again")
+    return "; ".join(said)
 
 
 def _invoice_job(

@@ -50,7 +50,7 @@ import functools
 import random
 import time
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -87,10 +87,10 @@ from extractor.output.lakefiles import (
     lake_schema,
     stamp,
 )
-from extractor.output.lakelists import replace_list
+from extractor.output.lakelists import keep_list
 from extractor.output.lakemarks import RUN_ID, WATERMARK, commit, refetch, watermark
 from extractor.output.lease import ensure_held
-from extractor.output.parquet import RunInfo
+from extractor.output.parquet import Keep, RunInfo
 from extractor.output.staging import TableWriter, read_spill
 from extractor.output.targets import Target
 
@@ -420,7 +420,11 @@ class DeltaOutput:
     identity: str | None = None
 
     def publish(
-        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
+        self,
+        writers: Sequence[TableWriter],
+        run: RunInfo,
+        present: Sequence[int] | None = None,
+        keeping: Mapping[str, Keep] | None = None,
     ) -> dict[str, int]:
         lake = Lake(self.target, Scope(self.identity))
         by_name = {writer.name: writer for writer in writers}
@@ -433,8 +437,9 @@ class DeltaOutput:
         if "transactions" in by_name:
             written |= lake.publish_transactions(by_name["transactions"], run)
             lake.keep_watermark(("transactions",), run, _staged(by_name["transactions"]))
-        for name in by_name.keys() - {*INVOICE_TABLES, "transactions"}:  # whole lists
-            written[name] = replace_list(lake.target, lake.scope, by_name[name], run)
+        for name in by_name.keys() - {*INVOICE_TABLES, "transactions"}:  # the lists
+            keep = (keeping or {}).get(name)
+            written[name] = keep_list(lake.target, lake.scope, by_name[name], run, keep)
         return written
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from extractor.checkpoints import checkpoint
 from extractor.output.staging import TableWriter
@@ -47,11 +47,36 @@ class Output(Protocol):
     def target(self) -> Target: ...
 
     def publish(
-        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
+        self,
+        writers: Sequence[TableWriter],
+        run: RunInfo,
+        present: Sequence[int] | None = None,
+        keeping: Mapping[str, Keep] | None = None,
     ) -> dict[str, int]:
         """Publish every staged record of ``writers``; what was written (``files``, or
-        records per table). ``present``: every OrderId the service lists (reconcile)."""
+        records per table). ``present``: every OrderId the service lists (reconcile);
+        ``keeping``: how a list's table takes its staged records (Delta; a Parquet run
+        writes each table's own file)."""
         ...
+
+
+@dataclass(frozen=True)
+class Keep:
+    """How a list's staged records go into its table.
+
+    - ``replace``: they are the table (a fleet member's: its part);
+    - with ``column``: they replace the records whose ``column`` is one of ``parents``
+      (the rows of the parent rows fetched), the others kept;
+    - ``upsert``: they replace the records of their keys, the others kept; with
+      ``present`` (every key the service lists), the kept ones not present are marked
+      ``_deleted_at``.
+    """
+
+    key: tuple[str, ...]
+    upsert: bool = False
+    column: str | None = None
+    parents: tuple[Any, ...] = ()
+    present: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,11 @@ class ParquetOutput:
         return cls(Target(str(out), local=out))
 
     def publish(
-        self, writers: Sequence[TableWriter], run: RunInfo, present: Sequence[int] | None = None
+        self,
+        writers: Sequence[TableWriter],
+        run: RunInfo,
+        present: Sequence[int] | None = None,
+        keeping: Mapping[str, Keep] | None = None,
     ) -> dict[str, int]:
         if self.target.local is not None:
             return written_by(writers, publish(writers))

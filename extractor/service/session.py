@@ -52,6 +52,10 @@ class Session:
         return self._transport
 
     @property
+    def logged_in(self) -> bool:
+        return self._session_id is not None
+
+    @property
     def service_time(self) -> ServiceTime:
         """The service's clock, as its replies so far told it."""
         return self._transport.service_time

@@ -47,9 +47,15 @@ class SimulatorConfig:
     #: Seconds the service's clock runs ahead of the true time (negative: behind): its
     #: DateChanged stamps, its ledger's changes and the ``Date`` header of every reply.
     clock_offset: float = 0.0
+    #: How many customers a page of GetCompanySyncList holds (its ItemsPerPage).
+    companies_per_page: int = 1000
     #: A lagging read replica (:mod:`~extractor.simulator.replica`): the share of the orders
     #: it knows an earlier version of that GetInvoices answers in that version while it lags.
     stale_replica: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.companies_per_page < 1:
+            raise ValueError(f"companies_per_page {self.companies_per_page} is below 1")
 
 
 DEFAULT_SIMULATOR: Final = SimulatorConfig()

@@ -11,7 +11,9 @@ their OrderIds overlap identity 1's, as real companies' do, with other values.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -19,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from extractor import schema
+from extractor.simulator import customers, products
 from extractor.simulator.budget import Budget
 from extractor.simulator.faults import FaultConfig
 from extractor.simulator.ledger import Ledger
+from extractor.simulator.register import Register
 from extractor.simulator.render import Renderer, XmlDialect
 from extractor.simulator.tenant import IdShape, Tenant
 
@@ -40,7 +44,8 @@ def identity_guid(seed: int, number: int) -> str:
 
 @dataclass
 class Company:
-    """One identity: a client company's tenant, budget and counters."""
+    """One identity: a client company's tenant, budget and counters, and its books beside its
+    orders (ledger, customers, products), each built on first use."""
 
     number: int  # 1-based; 1 is the user's default identity
     identity_id: str
@@ -53,7 +58,10 @@ class Company:
     blocked: bool = False  # Login and SetIdentityById refuse it
     disabled: bool = False  # GetIdentities says IsDisabled
     stats: Counter[str] = field(default_factory=Counter)
+    clock: Callable[[], float] = time.time  # the service's own time
     _ledger: Ledger | None = None
+    _customers: Register | None = None
+    _products: Register | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -61,6 +69,26 @@ class Company:
         if self._ledger is None:
             self._ledger = Ledger(self.tenant, self.seed)
         return self._ledger
+
+    @property
+    def customers(self) -> Register:
+        """The company's customers (:mod:`~extractor.simulator.customers`)."""
+        if self._customers is None:
+            self._customers = customers.register(self.seed, self.tenant)
+        return self._customers
+
+    @property
+    def products(self) -> Register:
+        """The company's products (:mod:`~extractor.simulator.products`); their suppliers are
+        some of its customers that orders name (never deleted)."""
+        if self._products is None:
+            suppliers = sorted(self.customers.referenced)[::97]
+            self._products = products.register(self.seed, self.tenant, suppliers)
+        return self._products
+
+    def now(self) -> dt.datetime:
+        """The service's current time, as it stamps it (UTC, no offset)."""
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).replace(tzinfo=None)
 
     def as_identity(self, current: bool) -> dict[str, Any]:
         """This company as an ``Identity`` of GetIdentities."""
@@ -109,6 +137,7 @@ def companies(
                 renderer=Renderer(tenant, books.xml),
                 budget=Budget.of(books.faults, clock),
                 seed=seed,
+                clock=clock,
                 blocked=number in books.blocked,
                 disabled=number in books.disabled,
             )

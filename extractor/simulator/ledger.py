@@ -29,6 +29,10 @@ NOT_SET_SHORT: Final = Raw("-32768")
 NOT_SET_DECIMAL: Final = Raw("-79228162514264337593543950335")
 NOT_SET_TIME: Final = Raw("0001-01-01T00:00:00")
 NOT_SET_DATE: Final = Raw("0001-01-01")  # the WSDL default of PeriodDate
+#: The accounts its vouchers post to: receivable, bank, output VAT, sales, losses.
+ACCOUNTS: Final = frozenset({1500, 1920, 2700, 3000, 7830})
+#: The customers an invoice's receivable line names in its Customer dimension (by OrderId).
+DIMENSION_CUSTOMERS: Final = range(10_000, 10_700)
 _ID_SPACE: Final = uuid.UUID("2f0c9f53-0a51-4b8e-9d3c-6e0b8d6c7f10")
 
 
@@ -115,7 +119,8 @@ class Ledger:
         for sequence, (account, amount, vat_code) in enumerate(voucher.postings, start=1):
             dims = {"Department": department} if rng.random() < 0.6 else {}
             if voucher.system_type == "InvoiceCustomer" and account == 1500:
-                dims["Customer"] = str(10_000 + order_id % 700)
+                customers = DIMENSION_CUSTOMERS
+                dims["Customer"] = str(customers[order_id % len(customers)])
             line_id = uuid.uuid5(_ID_SPACE, f"{number}:{sequence}")
             is_open = voucher.open and account == 1500
             wire: Wire = {

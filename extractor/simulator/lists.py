@@ -1,10 +1,13 @@
 """The reference lists a simulated company answers whole (one call, the whole list).
 
-:data:`LISTS` maps each operation to its service path, its record type in the WSDL and the
-company's list; :class:`~extractor.simulator.service.SimulatedService` serves every entry
-the same way, so a new list is an entry here and the function that makes its records.
-Each company's lists follow from its seed: the types its ledger posts under, and a varying
-number of its own, some titled in Norwegian, some untitled.
+:data:`LISTS` maps each operation to its service path, its record type in the WSDL, the table
+a correct extractor writes it to (and that table's key) and the company's list;
+:class:`~extractor.simulator.service.SimulatedService` serves every entry the same way, so a
+new list is an entry here and the function that makes its records. Each company's lists follow
+from its seed and agree with its books: the accounts, transaction types, VAT codes,
+departments and currencies its ledger posts with, the fiscal years its ledger spans, the
+dimensions its lines carry, templates its customers use. Some entries are titled in
+Norwegian, some untitled; the service answers in no particular order.
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from extractor import soap
+from extractor import schema, soap
+from extractor.simulator import chart, client, dimensions, fiscal, invoicing
+from extractor.simulator.messages import SERVICES
+
+if TYPE_CHECKING:
+    from extractor.simulator.identities import Company
 
 Records = list[dict[str, Any]]
 
@@ -63,9 +71,60 @@ class WholeList:
 
     path: str
     record: str  # the WSDL type of an item (and the item's element name)
-    records: Callable[[int], Records]  # the company's list, from its seed
+    table: str  # where a correct extractor writes it
+    key: str  # the field that tells its records apart
+    records: Callable[[Company], Records]  # the company's list
+
+    @property
+    def struct(self) -> schema.Struct:
+        return schema.service(SERVICES[self.path]).type(self.record)
 
 
+def _seeded(make: Callable[[int], Records]) -> Callable[[Company], Records]:
+    """A list that follows from the company's seed alone."""
+    return lambda company: make(company.seed)
+
+
+def _fiscal_years(company: Company) -> Records:
+    return fiscal.fiscal_years(company.seed, company.ledger.lines, company.now())
+
+
+def _invoice_templates(company: Company) -> Records:
+    return invoicing.invoice_templates(company.seed, sorted(company.customers.referenced))
+
+
+_ACCOUNTS, _TRANSACTIONS = soap.ACCOUNT_PATH, soap.TRANSACTION_PATH
+_INVOICES, _CLIENT = soap.INVOICE_PATH, soap.CLIENT_PATH
 LISTS: Final = {
-    "GetTransactionTypes": WholeList(soap.TRANSACTION_PATH, "TransactionType", transaction_types),
+    "GetAccountList": WholeList(
+        _ACCOUNTS, "AccountData", "accounts", "AccountId", _seeded(chart.accounts)
+    ),
+    "GetTaxCodeList": WholeList(
+        _ACCOUNTS, "TaxCodeElement", "tax_codes", "TaxId", _seeded(chart.vat_codes)
+    ),
+    "GetTypeList": WholeList(
+        _ACCOUNTS, "TypeData", "entry_types", "TypeId", _seeded(chart.entry_types)
+    ),
+    "GetTransactionTypes": WholeList(
+        _TRANSACTIONS, "TransactionType", "transaction_types", "Id", _seeded(transaction_types)
+    ),
+    "GetFiscalYears": WholeList(_TRANSACTIONS, "FiscalYear", "fiscal_years", "Id", _fiscal_years),
+    "GetUserDefinedDimensions": WholeList(
+        _TRANSACTIONS, "Dimension", "dimensions", "TypeId", _seeded(dimensions.dimension_types)
+    ),
+    "GetPaymentMethods": WholeList(
+        _INVOICES, "PaymentMethod", "payment_methods", "Id", _seeded(invoicing.payment_methods)
+    ),
+    "GetDeliveryMethods": WholeList(
+        _INVOICES, "DeliveryMethod", "delivery_methods", "Id", _seeded(invoicing.delivery_methods)
+    ),
+    "GetInvoiceTemplates": WholeList(
+        _INVOICES, "TemplateModel", "invoice_templates", "Id", _invoice_templates
+    ),
+    "GetDepartmentList": WholeList(
+        _CLIENT, "Department", "departments", "Id", _seeded(client.departments)
+    ),
+    "GetCurrencyList": WholeList(
+        _CLIENT, "Currency", "currencies", "Id", _seeded(client.currencies)
+    ),
 }

@@ -20,6 +20,10 @@ SERVICES: Final = {
 }
 
 
+class Fault(Exception):
+    """Answer the request with a SOAP fault (HTTP 500)."""
+
+
 @dataclass(frozen=True)
 class Request:
     """One POST as the service sees it; ``headers`` keyed in lower case."""

@@ -97,17 +97,17 @@ class Renderer:
         self, props: tuple[str, ...], row_props: tuple[str, ...], fault: type[Exception]
     ) -> None:
         """Raise ``fault`` as the service does for a property name it does not know."""
-        for struct, names in ((self._order_type, props), (self._row_type, row_props)):
-            unknown = sorted(set(names) - set(struct.names))
-            if unknown:
-                raise fault(
-                    "Server was unable to process request. ---> "
-                    f"Invalid property name: {unknown[0]}"
-                )
+        check_properties(self._order_type, props, fault)
+        check_properties(self._row_type, row_props, fault)
 
     def item(self, name: str, ftype: schema.FieldType, value: Any) -> bytes:
         """One item of a result (a Transaction, an UpdateInvoices answer, an int)."""
         return self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+
+    def content(self, struct: schema.Struct, value: dict[str, Any]) -> bytes:
+        """A result that is one ``struct`` rather than a list: its fields, as the content of
+        the result element."""
+        return "".join(self.encoder.fields(struct, value, ITEM_DEPTH)).encode()
 
     def order(
         self, order_id: int, props: tuple[str, ...] = (), row_props: tuple[str, ...] = ()
@@ -193,3 +193,12 @@ class Renderer:
                 "InvoiceRow", self._row_type, row, ITEM_DEPTH + 2
             )
         return cached
+
+
+def check_properties(struct: schema.Struct, names: Iterable[str], fault: type[Exception]) -> None:
+    """Raise ``fault`` as the service does for a property name ``struct`` does not have."""
+    unknown = sorted(set(names) - set(struct.names))
+    if unknown:
+        raise fault(
+            f"Server was unable to process request. ---> Invalid property name: {unknown[0]}"
+        )

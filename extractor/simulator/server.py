@@ -4,6 +4,19 @@ Everything the service does is :class:`~extractor.simulator.service.SimulatedSer
 module only carries its requests and replies over HTTP, breaking a reply the way a dropped
 connection does when the fault plan says so. ``GET /_stats`` and ``POST /_churn`` are for
 tests and benchmarks in other processes.
+
+``POST /_churn`` takes a JSON object, every key optional::
+
+    {"changed": 10, "deleted": 2, "added": 5,   # orders (invoices of those changed are paid)
+     "shape": "accounting",                       # or "uniform"; absent: the configured one
+     "customers": {"changed": 3, "deleted": 1, "added": 2, "deactivated": 1},
+     "products": {"changed": 3, "deleted": 1, "added": 2},  # never deactivated
+     "seed": 0, "identity": 1}
+
+and answers the ids: ``{"changed": [...], "deleted": [...], "added": [...]}`` for the orders,
+and for ``customers`` / ``products``, when asked, ``{"changed", "deleted", "added",
+"deactivated"}`` each. A customer or product that orders or rows name is never deleted: a
+customer is deactivated instead, a product kept. Anything else is a 400 with ``{"error"}``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ windows pass in milliseconds. The service's own time may run ahead of it or behi
 are in that time. Identity 1's GetInvoices may be answered by a lagging replica
 (``stale_replica``, :mod:`~extractor.simulator.replica`).
 
+Beside the orders and the ledger each company keeps the rest of its books: the whole lists
+(:mod:`~extractor.simulator.lists`) and the operations that answer from their parameters
+(:mod:`~extractor.simulator.queries`: dimension values, aggregated balances, customers,
+products), each served by one generic handler; customers and products churn too
+(:meth:`SimulatedService.churn_master`), and :meth:`SimulatedService.table_truth` says what a
+correct extractor writes for each table (:mod:`~extractor.simulator.tables`).
+
 Over 300 lines as one class on purpose: every operation shares its sessions, counters, fault
 plan and budget; the wire formats live in ``messages.py``, rendering in ``render.py``.
 """
@@ -32,7 +39,7 @@ from lxml import etree
 
 from extractor import schema, soap
 from extractor.clock import SYSTEM, Clock
-from extractor.simulator import ledger
+from extractor.simulator import ledger, params, tables
 from extractor.simulator.config import DEFAULT_SIMULATOR, SimulatorConfig
 from extractor.simulator.faults import (
     HOSTILE_BODY,
@@ -46,12 +53,15 @@ from extractor.simulator.ledger import Ledger
 from extractor.simulator.lists import LISTS, Records
 from extractor.simulator.messages import (
     SERVICES,
+    Fault,
     Reply,
     Request,
     fault_reply,
     sent_action,
     text_reply,
 )
+from extractor.simulator.queries import QUERIES, Asked
+from extractor.simulator.register import UNCHANGED, MasterChurn, MasterReport
 from extractor.simulator.replica import Replica
 from extractor.simulator.tenant import Churn, ChurnReport, ChurnShape, Tenant
 
@@ -63,15 +73,11 @@ UPDATABLE: Final = ("InvoiceTitle", "ReferenceNumber")
 #: Faults that break an answer halfway: only an answer the operation gives can be broken.
 CUTS: Final = frozenset({"reset", "truncate"})
 DATA_OPERATIONS: Final = frozenset(
-    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices", *LISTS}
+    {"GetOrderSyncList", "GetInvoices", "GetTransactions", "UpdateInvoices", *LISTS, *QUERIES}
 )
 NO_IDENTITY: Final = "00000000-0000-0000-0000-000000000000"
 _IDENTITY_ID: Final = re.compile(rb"IdentityId>\s*([0-9a-fA-F-]{36})\s*<")
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-
-
-class Fault(Exception):
-    """Answer the request with a SOAP fault (HTTP 500)."""
 
 
 @dataclass
@@ -89,7 +95,7 @@ Handler = Callable[[_Call], Awaitable[Reply]]
 
 
 class SimulatedService:
-    """The tenants' orders and ledgers behind the live service's operations: one tenant per
+    """The tenants' books behind the live service's operations: one tenant per
     identity the user reaches (:mod:`~extractor.simulator.identities`), identity 1 the
     default; ``tenant``, ``budget`` and ``ledger`` are identity 1's."""
 
@@ -133,9 +139,11 @@ class SimulatedService:
                 "GetTransactions": self._authenticated(self._get_transactions),
             },
         }
-        for name, whole in LISTS.items():
-            serve = self._authenticated(functools.partial(self._whole_list, name))
-            self._handlers.setdefault(whole.path, {})[name] = serve
+        served = [(name, whole.path, self._whole_list) for name, whole in LISTS.items()]
+        served += [(name, query.path, self._query) for name, query in QUERIES.items()]
+        for name, path, handler in served:
+            serve = self._authenticated(functools.partial(handler, name))
+            self._handlers.setdefault(path, {})[name] = serve
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -186,6 +194,34 @@ class SimulatedService:
             self.stats[f"orders_{name}"] += len(getattr(report, name))
         return report
 
+    def churn_master(
+        self,
+        customers: MasterChurn = UNCHANGED,
+        products: MasterChurn = UNCHANGED,
+        seed: int = 0,
+        identity: int | str = 1,
+    ) -> dict[str, MasterReport]:
+        """Change, delete, add and deactivate customers and products of ``identity`` now
+        (:meth:`~extractor.simulator.register.Register.churn`): by name ("customers",
+        "products"), the ids of each; also in ``stats``. Products cannot be deactivated."""
+        company = self.company(identity)
+        churns = {
+            "customers": (company.customers, customers),
+            "products": (company.products, products),
+        }
+        for name, (register, changes) in churns.items():
+            if changes.deactivated and not register.deactivates:
+                raise ValueError(f"{name} cannot be deactivated")
+        when = self._now().replace(microsecond=0)
+        salt = "" if company.number == 1 else f":{company.number}"
+        reports = {}
+        for name, (register, changes) in churns.items():
+            rng = random.Random(f"churn-{name}:{self.config.seed}:{seed}{salt}")
+            reports[name] = report = register.churn(rng, changes, when)
+            for kind, ids in dataclasses.asdict(report).items():
+                self.stats[f"{name}_{kind}"] += len(ids)
+        return reports
+
     def vanish_after_listing(self, order_ids: Iterable[int], identity: int | str = 1) -> None:
         """Delete these orders of ``identity`` as soon as the next GetOrderSyncList has
         listed them: deleted between a listing and its GetInvoices."""
@@ -193,15 +229,27 @@ class SimulatedService:
         self._vanishing.setdefault(company.identity_id, set()).update(order_ids)
 
     def churn_json(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """``/_churn`` with ``{"changed": K, "deleted": D, "added": A, "seed": S}`` and
-        optionally ``"shape": "uniform"`` or ``"accounting"`` and ``"identity": N``."""
+        """``/_churn`` (the body is described in :mod:`~extractor.simulator.server`): the
+        orders' ids changed, deleted and added, and the customers' and products' reports
+        for those asked about."""
         try:
             changes = Churn(*(int(body.get(name, 0)) for name in ("changed", "deleted", "added")))
-            identity = int(body.get("identity", 1))
-            report = self.churn(changes, int(body.get("seed", 0)), body.get("shape"), identity)
+            identity, seed = int(body.get("identity", 1)), int(body.get("seed", 0))
+            masters = {
+                name: MasterChurn(**{kind: int(n) for kind, n in body[name].items()})
+                for name in ("customers", "products")
+                if name in body
+            }
+            reports = self.churn_master(**masters, seed=seed, identity=identity) if masters else {}
+            report = (
+                self.churn(changes, seed, body.get("shape"), identity)
+                if changes != Churn()
+                else ChurnReport([], [], [])
+            )
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return 400, {"error": f"bad churn request: {exc}"}
-        return 200, dataclasses.asdict(report)
+        asked = {name: dataclasses.asdict(reports[name]) for name in masters}
+        return 200, dataclasses.asdict(report) | asked
 
     def expire_sessions(self) -> None:
         """Forget every session, as the live service does after a while."""
@@ -375,8 +423,8 @@ class SimulatedService:
         return self._reply(call, "HasSession", [str(valid).lower().encode()], leaf=True)
 
     async def _sync_list(self, call: _Call) -> Reply:
-        changed = _when(call.params, "ChangedAfter")
-        registered = _when(call.params, "RegisteredAfter")
+        changed = params.when(call.params, "syncParams/ChangedAfter")
+        registered = params.when(call.params, "syncParams/RegisteredAfter")
         ids = call.company.tenant.sync_list(changed, registered)
         doomed = self._vanishing.pop(call.company.identity_id, ())
         self.stats["orders_vanished"] += len(call.company.tenant.delete(doomed))
@@ -385,16 +433,10 @@ class SimulatedService:
         return self._reply(call, "GetOrderSyncList", items)
 
     async def _get_invoices(self, call: _Call) -> Reply:
-        ids = [
-            int(e.text or "") for e in call.params.iterfind("{*}searchParams/{*}OrderIds/{*}int")
-        ]
-        if len(ids) > self.config.max_ids:
-            raise Fault(
-                "Server was unable to process request. ---> "
-                f"Maximum {self.config.max_ids} OrderIds per request, got {len(ids)}."
-            )
-        props = _strings(call.params, "invoiceReturnProperties")
-        row_props = _strings(call.params, "rowReturnProperties")
+        ids = params.ints(call.params, "searchParams/OrderIds")
+        ids = params.at_most(ids, self.config.max_ids, "OrderIds")
+        props = params.strings(call.params, "invoiceReturnProperties")
+        row_props = params.strings(call.params, "rowReturnProperties")
         company = call.company
         company.renderer.check(props, row_props, Fault)
         if self._plan.poisoned(ids):
@@ -434,10 +476,10 @@ class SimulatedService:
 
     async def _get_transactions(self, call: _Call) -> Reply:
         search = call.params.find("{*}searchParams")
-        params = {
+        wanted = {
             etree.QName(e).localname: e.text or "" for e in (search if search is not None else ())
         }
-        lines = ledger.search(call.company.ledger, params)
+        lines = ledger.search(call.company.ledger, wanted)
         kind = ledger.transaction_type()
         parts = (call.company.renderer.item("Transaction", kind, line.wire) for line in lines)
         self.stats["transactions_served"] += len(lines)
@@ -447,11 +489,19 @@ class SimulatedService:
 
     def whole_list(self, operation: str, company: int = 1) -> Records:
         """What ``operation`` (a whole list: :data:`~extractor.simulator.lists.LISTS`)
-        answers for the company ``company`` (1: the default identity's)."""
+        answers for the company ``company`` (1: the default identity's) now."""
         changed = self._lists.get((operation, company))
         if changed is not None:
             return changed
-        return LISTS[operation].records(self.companies[company - 1].seed)
+        return LISTS[operation].records(self.companies[company - 1])
+
+    def table_truth(self, table: str, identity: int | str = 1) -> tables.Truth:
+        """What a correct extractor writes to ``table`` (a whole list's, or one of
+        :data:`~extractor.simulator.tables.TABLES`) for ``identity`` now: its rows by key."""
+        company = self.company(identity)
+        return tables.truth(
+            table, company, functools.partial(self.whole_list, company=company.number)
+        )
 
     def change_list(self, operation: str, records: Records, company: int = 1) -> None:
         """From now on ``operation`` answers ``records`` for ``company`` (a type added,
@@ -459,10 +509,21 @@ class SimulatedService:
         self._lists[(operation, company)] = list(records)
 
     async def _whole_list(self, operation: str, call: _Call) -> Reply:
-        whole = LISTS[operation]
-        kind = schema.service(SERVICES[whole.path]).type(whole.record)
         records = self.whole_list(operation, call.company.number)
-        parts = (call.company.renderer.item(whole.record, kind, record) for record in records)
+        return self._records(call, operation, LISTS[operation].record, records)
+
+    async def _query(self, operation: str, call: _Call) -> Reply:
+        query, company = QUERIES[operation], call.company
+        listed = functools.partial(self.whole_list, company=company.number)
+        answer = query.answer(Asked(company, call.params, self.config, listed))
+        if not query.single:
+            return self._records(call, operation, query.record, answer)
+        return self._reply(call, operation, [company.renderer.content(query.struct, answer)])
+
+    def _records(self, call: _Call, operation: str, record: str, records: Records) -> Reply:
+        """An answer that lists ``records``, each a ``record`` of the WSDL."""
+        kind = schema.service(SERVICES[call.request.path]).type(record)
+        parts = (call.company.renderer.item(record, kind, wire) for wire in records)
         self.stats[f"{operation}_records"] += len(records)
         return self._reply(call, operation, parts)
 
@@ -480,19 +541,3 @@ class SimulatedService:
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._time(), dt.UTC).replace(tzinfo=None)
-
-
-def _strings(params: etree._Element, name: str) -> tuple[str, ...]:
-    return tuple(e.text or "" for e in params.iterfind(f"{{*}}{name}/{{*}}string"))
-
-
-def _when(params: etree._Element, name: str) -> dt.datetime | None:
-    found = params.find(f"{{*}}syncParams/{{*}}{name}")
-    if found is None or not found.text or found.text.startswith("0001-01-01"):
-        return None
-    try:
-        return dt.datetime.fromisoformat(found.text.strip().removesuffix("Z"))
-    except ValueError:
-        raise Fault(
-            f"Server was unable to read request. ---> invalid dateTime {found.text!r}"
-        ) from None

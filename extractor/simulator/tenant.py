@@ -291,7 +291,7 @@ def restrict(wire: Wire, names: Sequence[str]) -> Wire:
     return {name: wire[name] for name in names if name in wire}
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def pools(seed: int) -> tuple[tuple[Wire, ...], tuple[Wire, ...]]:
     """The rows and order templates every order of a ``seed``'s tenants is built from; made
     once per seed (they cost most of a tenant's making) and never changed: an order's own

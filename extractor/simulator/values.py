@@ -12,6 +12,8 @@ from typing import Any, Final
 from extractor import schema
 from extractor.soap import NIL, Raw
 
+Wire = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Cdata(Raw):
@@ -46,6 +48,19 @@ _TRICKY: Final = (
     "]]> står i teksten", "tab\tinne", "«sitat» – “typografi” ✓", "",  # noqa: RUF001
 )  # fmt: skip
 _CURRENCIES: Final = (("NOK", "1"), ("EUR", "11.4523"), ("SEK", "0.9871"), ("USD", "10.6078"))
+_FIRST_NAMES: Final = (
+    "Åse", "Bjørn", "Kari", "Ola", "Sølvi", "Håkon", "Ærling", "Øystein", "Marte", "Jørgen",
+    "Ingrid", "Lars", "Siv", "Tor Åge",
+)  # fmt: skip
+_LAST_NAMES: Final = (
+    "Hansen", "Bjørnstad", "Sæther", "Ødegård", "Håland", "Aas", "Kvalsvik", "Løvås", "Strøm",
+    "Bråthen", "Nygård", "Fjærli",
+)  # fmt: skip
+_TRADES: Final = (
+    "Bygg", "Elektro", "Rør & Varme", "Regnskap", "Maskin", "Fisk & Fangst", "Transport",
+    "Eiendom", "Tre <Interiør>", "Bakeri", "Data", "Landbruk", "Sjømat", "Frisør",
+)  # fmt: skip
+_FORMS: Final = ("AS", "AS", "AS", "ANS", "ENK", "SA", "DA")
 #: Values the live service sends that the 2024 WSDL does not list.
 UNKNOWN_ENUMS: Final = {
     "OrderSlipStateType": ("Archived", "CreditNote"),
@@ -78,6 +93,51 @@ def text(rng: random.Random, name: str) -> str:
         return f"+47 {rng.randint(400, 999)} {rng.randint(10, 99)} {rng.randint(100, 999)}"
     words = rng.choices(_WORDS, k=rng.randint(1, 5))
     return " ".join(words).capitalize()
+
+
+def person(rng: random.Random) -> tuple[str, str]:
+    """A first and a last name."""
+    return rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+
+
+def company_name(rng: random.Random) -> str:
+    """A Norwegian company's name, now and then one of the hard ones."""
+    if rng.random() < 0.1:
+        return rng.choice(_COMPANIES)
+    return f"{rng.choice(_LAST_NAMES)} {rng.choice(_TRADES)} {rng.choice(_FORMS)}"
+
+
+def phone(rng: random.Random) -> str:
+    return f"+47 {rng.randint(400, 999)} {rng.randint(10, 99)} {rng.randint(100, 999)}"
+
+
+def email(rng: random.Random, local: str) -> str:
+    """An address at one of a few made-up domains (local part ASCII, as most are)."""
+    domain = rng.choice(("firma.no", "bedrift.no", "online.no", "epost.no", "example.no"))
+    return f"{slug(local, '.')}@{domain}"
+
+
+def slug(name: str, joiner: str = "-") -> str:
+    """``name`` in lower-case ASCII letters and digits, its words joined by ``joiner``."""
+    words = (
+        "".join(c for c in word if c.isalnum()) for word in name.lower().translate(_ASCII).split()
+    )
+    return joiner.join(word for word in words if word)
+
+
+_ASCII: Final = str.maketrans({"æ": "ae", "ø": "o", "å": "a", "&": "og"})
+
+
+def address(rng: random.Random, name: str | None = None) -> Wire:
+    """An ``Address``: street, postal code and city that belong together, Norway mostly."""
+    code, city = rng.choice(_CITIES)
+    found: Wire = {"Street": text(rng, "Street"), "PostalCode": code, "City": city}
+    if rng.random() < 0.5:
+        found["PostalArea"] = city.upper()
+    if name is not None:
+        found["Name"] = name
+    found["Country"] = "NO" if rng.random() < 0.9 else rng.choice(("SE", "DK"))
+    return found
 
 
 def enum(rng: random.Random, scalar: schema.Scalar) -> str:
@@ -132,6 +192,16 @@ def scalar(rng: random.Random, scalar_type: schema.Scalar, name: str, anchor: dt
     # a CDATA section cannot carry "]]>", and XML turns a literal CR inside it into LF
     carries = "]]>" not in value and "\r" not in value
     return Cdata.of(value) if carries and rng.random() < 0.03 else value
+
+
+def not_set(xsd: str) -> Raw:
+    """The service's "not set" for the XSD type ``xsd`` (an int, a decimal, a dateTime...)."""
+    return Raw(schema.SENTINELS[xsd])
+
+
+def or_not_set(rng: random.Random, share: float, value: Any, xsd: str) -> Any:
+    """``value`` for about ``share`` of the records, else the "not set" of ``xsd``."""
+    return value if rng.random() < share else not_set(xsd)
 
 
 def blank(rng: random.Random, field: schema.Field) -> Any:
