@@ -188,7 +188,7 @@ def bench_sync(
     ratio, and each one's peak RSS."""
     lake = work / f"lake-{shape}-{orders}"
     with simulator_process("--orders", str(orders)) as url:
-        command = ("sync", "--out", str(lake), "--base-url", url, "--no-ledger")
+        command = ("sync", "--out", str(lake), "--base-url", url, "--tables", "invoices")
         backfill, backfill_rss = run_cli(*command)
         changed = orders // 100 if changed is None else changed
         request = urllib.request.Request(
@@ -455,6 +455,13 @@ def main() -> None:
         for run in fleet.pop("runs"):  # type: ignore[attr-defined]
             print(f"fleet:   {fleet | run}")
         print(f"fleet:   one large tenant, unpaced: {reference}")
+        from benchmarks.lists import bench_lists  # imports this module: here, not at the top
+
+        lists = bench_lists(Path(folder))
+        for run in lists["tables"]:  # type: ignore[attr-defined]
+            print(f"lists:   {run}")
+        for run in lists["keeping"]:  # type: ignore[attr-defined]
+            print(f"keeping: {run}")
     sync_growth = round(float(large_sync["sync_s"]) / float(small["sync_s"]), 2)  # type: ignore[arg-type]
     sync_rss = max(float(large_sync["backfill_rss_mb"]), float(large_sync["sync_rss_mb"]))  # type: ignore[arg-type]
     rss = hostile["peak_rss_mb_20000_orders"]
@@ -487,6 +494,16 @@ def main() -> None:
         "gzip bomb, endless body <= 2x a clean run's RSS": (
             round(max(rss["gzip_bomb"], rss["endless"]) / rss["clean"], 2),
             2,
+            "max",
+        ),
+        "a sync of the lists with nothing new <= 25 requests": (
+            max(run["nothing_new_requests"] for run in lists["tables"]),  # type: ignore[attr-defined]
+            25,
+            "max",
+        ),
+        "keeping 10x the products, 10 changed: <= 10x the time": (
+            lists["growth_10x_products_ten_changed"],
+            10,
             "max",
         ),
         "2,000,000-id listing <= 400 MB": (

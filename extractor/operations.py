@@ -214,6 +214,13 @@ def choose(tables: str | None = None, skip: str | None = None) -> tuple[str, ...
     return tuple(name for name in TABLES if name in chosen)
 
 
+def chosen_lists(tables: str | None = None, skip: str | None = None) -> tuple[Spec, ...]:
+    """The lists ``--tables`` and ``--skip-tables`` choose (:func:`choose`; none given: every
+    list), in :data:`LISTS` order: a parent list before the list per its rows."""
+    given = choose(tables, skip) if tables or skip else TABLES
+    return tuple(spec for spec in LISTS if spec.table in given)
+
+
 def _names(given: str | None, setting: str) -> list[str]:
     names = [name.strip() for name in (given or "").split(",") if name.strip()]
     aliases = {"invoice_rows": "invoices"}

@@ -221,17 +221,16 @@ def tables(
     from extractor.engine.destination import Destination
     from extractor.engine.lists import ListJob
     from extractor.engine.runner import run
-    from extractor.operations import LISTS, SPECS, choose
+    from extractor.operations import LISTS, chosen_lists
 
     if names:
         tables_given = ",".join(filter(None, (tables_given, *names)))
-    lists = {spec.table for spec in LISTS}
-    given = choose(tables_given, skip_tables) if tables_given or skip_tables else tuple(lists)
-    chosen = tuple(SPECS[name] for name in given if name in lists)
+    chosen = chosen_lists(tables_given, skip_tables)
     if not chosen:
+        lists = [spec.table for spec in LISTS]
         raise UsageError(
             "--tables: invoices and transactions have their own commands (extractor "
-            f"invoices, transactions, sync); choose from {', '.join(sorted(lists))}"
+            f"invoices, transactions, sync); choose from {', '.join(lists)}"
         )
 
     def job_for(destination: Destination) -> ListJob:
