@@ -107,7 +107,7 @@ def render(verification: Verification) -> str:
                 said += f" ({'; '.join(check.named)}{more})"
             if check.note:
                 said += f"; {check.note}"
-        lines.append(f"  {check.name:<20} {said}")
+        lines.append(f"  {check.name:<31} {said}")
     return "\n".join(lines)
 
 
