@@ -225,8 +225,8 @@ def tables(
 
     if names:
         tables_given = ",".join(filter(None, (tables_given, *names)))
-    lists = {spec.table for spec in LISTS}
-    given = choose(tables_given, skip_tables) if tables_given or skip_tables else tuple(lists)
+    lists = tuple(spec.table for spec in LISTS)  # parents first, as a run needs them
+    given = choose(tables_given, skip_tables) if tables_given or skip_tables else lists
     chosen = tuple(SPECS[name] for name in given if name in lists)
     if not chosen:
         raise UsageError(

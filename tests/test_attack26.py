@@ -1,0 +1,73 @@
+"""Attacks on the accounting picture (issue 26): the ``tables`` command's own order, a paged
+listing that lies about its pages, ids listed but not answered, a key answered twice,
+``verify`` of a folder it cannot check, and a fiscal year the service has no balances of."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import write_deltalake
+
+from extractor.config import ServiceConfig
+from extractor.engine.lists import ListJob
+from extractor.errors import InvalidOption, UsageError
+from extractor.jobs.verify import Check, _judged, verify
+from extractor.operations import CUSTOMERS, LISTS, PRODUCTS
+from extractor.output.targets import Target
+from extractor.simulator.messages import Reply, Request
+from tests.conftest import CREDS, MEMORY_URL, CliResult, InMemory, job_of, read_table
+from tests.helpers import DEMO_ENV
+
+Rewrite = Callable[[str, bytes], bytes]
+
+
+def rewritten(memory: InMemory, rewrite: Rewrite) -> Counter[str]:
+    """Every answer of ``memory``'s service passed through ``rewrite(operation, body)``; the
+    requests counted by operation."""
+    answer, sent = memory.service.answer, Counter[str]()
+
+    async def rewriting(request: Request) -> Reply:
+        reply = await answer(request)
+        action = request.headers.get("soapaction", "") + request.headers.get("content-type", "")
+        found = re.search(r"webservices/(\w+)", action)
+        operation = found[1] if found else ""
+        sent[operation] += 1
+        assert sent[operation] < 50, f"{operation} asked without end"
+        reply.parts = [rewrite(operation, b"".join(reply.parts))]
+        return reply
+
+    memory.service.answer = rewriting  # type: ignore[method-assign]
+    return sent
+
+
+async def fetched(memory: InMemory, out: Path, *specs: Any) -> dict[str, Any]:
+    job = job_of(ListJob, out=out, specs=specs, base_url=MEMORY_URL, max_requests_per_hour=0)
+    return await memory.run(job)
+
+
+def test_tables_runs_every_list_parents_first(
+    cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --tables, the lists went in a set's order: dimension_values before dimensions
+    failed the run (exit 2) in most processes, depending on the hash seed."""
+    from extractor.engine import runner
+
+    given: list[ListJob] = []
+
+    async def caught(job: ListJob, *args: Any, **options: Any) -> None:
+        given.append(job)
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run", caught)
+    code, _, err = cli("tables", "--out", str(tmp_path / "out"), env=DEMO_ENV)
+    assert code == 2 and "stopped by the test" in err
+    assert [spec.table for spec in given[0].specs] == [spec.table for spec in LISTS]
