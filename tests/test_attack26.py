@@ -71,3 +71,14 @@ def test_tables_runs_every_list_parents_first(
     code, _, err = cli("tables", "--out", str(tmp_path / "out"), env=DEMO_ENV)
     assert code == 2 and "stopped by the test" in err
     assert [spec.table for spec in given[0].specs] == [spec.table for spec in LISTS]
+
+
+def test_tables_refuses_a_fact_table_among_lists(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """``--tables invoices,accounts`` fetched the accounts only, the invoices silently left."""
+    code, _, err = cli(
+        "tables", "--out", str(tmp_path / "out"), "--tables", "invoices,accounts", env=DEMO_ENV
+    )
+    assert code == 2 and "--tables: invoices have their own commands" in err
+    assert not (tmp_path / "out").exists()

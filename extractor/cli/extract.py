@@ -228,10 +228,12 @@ def tables(
     lists = tuple(spec.table for spec in LISTS)  # parents first, as a run needs them
     given = choose(tables_given, skip_tables) if tables_given or skip_tables else lists
     chosen = tuple(SPECS[name] for name in given if name in lists)
-    if not chosen:
+    facts = [name for name in given if name not in lists] if tables_given else []
+    if facts or not chosen:
         raise UsageError(
-            "--tables: invoices and transactions have their own commands (extractor "
-            f"invoices, transactions, sync); choose from {', '.join(sorted(lists))}"
+            f"--tables: {' and '.join(facts) or 'invoices and transactions'} have their own "
+            "commands (extractor invoices, transactions, sync); choose from "
+            f"{', '.join(sorted(lists))}"
         )
 
     def job_for(destination: Destination) -> ListJob:
