@@ -82,3 +82,30 @@ def test_tables_refuses_a_fact_table_among_lists(
     )
     assert code == 2 and "--tables: invoices have their own commands" in err
     assert not (tmp_path / "out").exists()
+
+
+def _pages(said: bytes) -> Rewrite:
+    def rewrite(operation: str, body: bytes) -> bytes:
+        if operation != "GetCompanySyncList":
+            return body
+        return re.sub(rb"<(a:)?TotalPages>\d+", rb"<\1TotalPages>" + said, body)
+
+    return rewrite
+
+
+@pytest.mark.parametrize("said", [b"0", b"1000000"])
+async def test_a_listing_whose_page_count_lies_is_read_to_its_end_and_no_further(
+    in_memory: Callable[..., InMemory], tmp_path: Path, said: bytes
+) -> None:
+    """TotalPages 0 with items ended the listing after page 1 (a third of the customers,
+    "complete"); a huge one asked empty pages without end."""
+    memory = in_memory(orders=10)
+    sent = rewritten(memory, _pages(said))
+    summary = await fetched(memory, tmp_path, CUSTOMERS)
+    truth = memory.service.table_truth("customers", 1)
+    assert summary["status"] == "complete" and summary["lists"]["customers"] == len(truth)
+    pages = -(-len(truth) // 1000)
+    assert sent["GetCompanySyncList"] <= pages + 1  # at most one page found empty
+    assert sorted(row["Id"] for row in read_table(tmp_path, "customers")) == sorted(
+        key[0] for key in truth
+    )

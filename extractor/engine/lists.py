@@ -44,7 +44,7 @@ from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run, first_error
-from extractor.errors import InvalidOption
+from extractor.errors import InvalidOption, SplitsBatch
 from extractor.output.parquet import Keep
 from extractor.output.staging import TableWriter
 from extractor.records.tables import TableSink
@@ -52,6 +52,10 @@ from extractor.records.tables import TableSink
 T = TypeVar("T")
 #: What a list run counts: the items of its lists.
 RECORDS: Final = "items"
+#: Pages a listing reads at most (ten million ids at a thousand a page); past it, the list fails.
+MAX_PAGES: Final = 10_000
+#: A listing page's count of every item listed (``TotalPages``' companion in the WSDL).
+_TOTAL: Final = "TotalItems"
 #: The strategies a list run fetches.
 LIST_STRATEGIES: Final = (Strategy.WHOLE_LIST, Strategy.PER_ROW, Strategy.CHANGES)
 
@@ -363,6 +367,11 @@ class _Found:
     noted: dict[str, Any] = field(default_factory=dict)
 
 
+class ListingUnsound(SplitsBatch):
+    """The service's answers to a list do not add up (a listing without end, ids listed but
+    not answered): the list is reported failed, its table left as it was."""
+
+
 class _ParentFailed(Exception):
     """The list a list is fetched per row of could not be fetched."""
 
@@ -395,8 +404,10 @@ async def listing(
     sink = functools.partial(TableSink, tag, page_type, operation.service.namespace)
     items = next(f.name for f in page_type.fields if isinstance(f.type, schema.ListOf))
     listed: dict[Any, dict[str, Any]] = {}
-    page, pages = 1, 1
-    while page <= pages:
+    page, more = 1, True
+    while more:
+        if page > MAX_PAGES:
+            raise ListingUnsound(f"{operation.name}: more than {MAX_PAGES:,} pages; stopped")
         params = merged(
             changes.fixed,
             _nested(changes.page, page),
@@ -404,11 +415,16 @@ async def listing(
         )
         answer = await run.call(operation, params, sink, policy, attempted=attempted)
         assert answer.table is not None
-        found = answer.table.to_pylist()
-        pages = int(found[0].get(changes.pages) or 0) if found else 0
-        for item in (found[0].get(items) or []) if found else []:
-            if item is not None and item.get(changes.id) is not None:
-                listed[item[changes.id]] = item
+        found = (answer.table.to_pylist() or [{}])[0]
+        given = [
+            item for item in found.get(items) or [] if item and item.get(changes.id) is not None
+        ]
+        new = {item[changes.id] for item in given} - listed.keys()
+        listed |= {item[changes.id]: item for item in given}
+        # the page count or the item count said, whichever goes further (either may be 0
+        # while items come); a page with no new id (empty, or one answered before) ends it
+        pages, total = int(found.get(changes.pages) or 0), int(found.get(_TOTAL) or 0)
+        more = bool(new) and (page < pages or len(listed) < total)
         page += 1
     return listed
 
