@@ -109,3 +109,22 @@ async def test_a_listing_whose_page_count_lies_is_read_to_its_end_and_no_further
     assert sorted(row["Id"] for row in read_table(tmp_path, "customers")) == sorted(
         key[0] for key in truth
     )
+
+
+async def test_ids_listed_but_not_answered_fail_the_list_not_lost_silently(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    """GetCompanies answering fewer companies than asked: the run said complete, the missing
+    ones lost for good once the watermark passed them."""
+    memory = in_memory(orders=10)
+
+    def drop_one(operation: str, body: bytes) -> bytes:
+        if operation != "GetCompanies":
+            return body
+        return re.sub(rb"<(a:)?Company>.*?</(a:)?Company>", b"", body, count=1, flags=re.S)
+
+    rewritten(memory, drop_one)
+    summary = await fetched(memory, tmp_path, CUSTOMERS)
+    assert summary["status"] == "partial"
+    [failure] = summary["failures"]
+    assert failure["list"] == "customers" and "ids listed were not answered" in failure["error"]

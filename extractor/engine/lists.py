@@ -326,6 +326,7 @@ class ListWork:
                 [f.name for f in spec.derived.fields] if spec.derived else []
             )
         )
+        _check_answered(spec, ids, table)
         if spec.derived is not None:
             table = spec.derived.add(table, listed)  # what the listing says of each
         return _Found(table, {"present": list(listed)} if reconcile else {})
@@ -438,6 +439,18 @@ def _keep(spec: Spec, staged: Mapping[str, Any]) -> Keep:
         column = spec.per.held_by[0]
         return Keep(spec.key, column=column, parents=tuple(staged.get("parents", ())))
     return Keep(spec.key)
+
+
+def _check_answered(spec: Spec, ids: Sequence[Any], table: pa.Table) -> None:
+    """Every id listed was answered: one listed but not answered would be lost for good, the
+    watermark passing it (the next sync lists it again, if the service still has it)."""
+    missing = set(ids) - set(table.column(spec.key[0]).to_pylist())
+    if missing:
+        first = ", ".join(str(i) for i in sorted(missing)[:5])
+        raise ListingUnsound(
+            f"{spec.operation.name}: {len(missing):,} of the {len(ids):,} ids listed were not "
+            f"answered ({first})"
+        )
 
 
 def _nested(path: Sequence[str], value: Any) -> dict[str, Any]:
