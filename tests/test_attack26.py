@@ -128,3 +128,21 @@ async def test_ids_listed_but_not_answered_fail_the_list_not_lost_silently(
     assert summary["status"] == "partial"
     [failure] = summary["failures"]
     assert failure["list"] == "customers" and "ids listed were not answered" in failure["error"]
+
+
+async def test_a_key_answered_twice_is_kept_once(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=10)
+
+    def twice(operation: str, body: bytes) -> bytes:
+        found = re.search(rb"<(a:)?Product>.*?</(a:)?Product>", body, flags=re.S)
+        if operation != "GetProducts" or found is None:
+            return body
+        return body[: found.end()] + found[0] + body[found.end() :]
+
+    rewritten(memory, twice)
+    summary = await fetched(memory, tmp_path, PRODUCTS)
+    ids = Counter(row["Id"] for row in read_table(tmp_path, "products"))
+    assert summary["status"] == "complete" and max(ids.values()) == 1
+    assert len(ids) == len(memory.service.table_truth("products", 1))

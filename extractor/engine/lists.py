@@ -225,7 +225,7 @@ class ListWork:
                 found = _Found(await self._call(run, spec, spec.operation, spec.params(), policy))
             if found is None:
                 return  # its parent could not be fetched: reported failed
-            table, noted = found.table, found.noted
+            table, noted = _one_per_key(found.table, spec.key), found.noted
             keys = pa.nulls(table.num_rows, pa.string())
             writer = self.by_table[spec.table]
             loop = asyncio.get_running_loop()
@@ -439,6 +439,18 @@ def _keep(spec: Spec, staged: Mapping[str, Any]) -> Keep:
         column = spec.per.held_by[0]
         return Keep(spec.key, column=column, parents=tuple(staged.get("parents", ())))
     return Keep(spec.key)
+
+
+def _one_per_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """A record per key, the last answered of a key sent twice (a table kept by its key
+    must hold it once)."""
+    last: dict[tuple[Any, ...], int] = {}
+    columns = [table.column(name).to_pylist() for name in key]
+    for at, values in enumerate(zip(*columns, strict=True)):
+        last[values] = at
+    if len(last) == table.num_rows:
+        return table
+    return table.take(sorted(last.values()))
 
 
 def _check_answered(spec: Spec, ids: Sequence[Any], table: pa.Table) -> None:
