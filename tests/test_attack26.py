@@ -146,3 +146,32 @@ async def test_a_key_answered_twice_is_kept_once(
     ids = Counter(row["Id"] for row in read_table(tmp_path, "products"))
     assert summary["status"] == "complete" and max(ids.values()) == 1
     assert len(ids) == len(memory.service.table_truth("products", 1))
+
+
+async def _verified(memory: InMemory, out: Path, identity: str | None = None) -> None:
+    service = ServiceConfig(base_url=MEMORY_URL, max_requests_per_hour=0)
+    target = Target(str(out), local=out)
+    await verify(target, CREDS, service, identity=identity, clock=memory.clock, wire=memory.wire)
+
+
+async def test_verify_refuses_a_folder_it_cannot_check_before_any_request(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    """An empty folder, or Parquet from ``extractor tables``, was "complete" (exit 0) with
+    every check skipped; a fleet's lake without --identity mixed the identities into
+    mismatches; --identity on one identity's lake failed on a missing column."""
+    memory = in_memory(orders=10)
+    sent = rewritten(memory, lambda operation, body: body)
+    (tmp_path / "parquet" / "customers").mkdir(parents=True)
+    pq.write_table(pa.table({"Id": [1]}), tmp_path / "parquet" / "customers" / "p.parquet")
+    for folder in ("empty", "parquet"):
+        with pytest.raises(InvalidOption, match="holds no Delta table"):
+            await _verified(memory, tmp_path / folder)
+    fleet = {"Id": pa.array([1], pa.int32()), "identity_id": ["aaaa"]}
+    write_deltalake(tmp_path / "fleet" / "customers", pa.table(fleet), partition_by=["identity_id"])
+    with pytest.raises(InvalidOption, match=r"a fleet's lake .* give identity"):
+        await _verified(memory, tmp_path / "fleet")
+    write_deltalake(tmp_path / "one" / "customers", pa.table({"Id": pa.array([1], pa.int32())}))
+    with pytest.raises(InvalidOption, match="one identity's lake: leave out identity"):
+        await _verified(memory, tmp_path / "one", identity="aaaa")
+    assert not sent

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from extractor.clock import SYSTEM, Clock
 from extractor.config import Credentials, ServiceConfig
-from extractor.errors import OutputError, first_line
+from extractor.errors import InvalidOption, OutputError, first_line
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate
 from extractor.service.transport import Wire
@@ -129,6 +129,7 @@ async def verify(
     from extractor.service.session import connected
 
     lake = _Lake(target, identity)
+    lake.check()
     result = Verification(target.uri)
     async with connected(service, credentials, clock=clock, wire=wire, gate=gate) as session:
         run = Run(service, session, RunStats("verify", clock=clock), clock, Health.for_workers(1))
@@ -147,8 +148,30 @@ class _Lake:
     def __init__(self, target: Target, identity: str | None) -> None:
         from extractor.output.lakefiles import Scope
 
-        self.target = target
+        self.target, self.identity = target, identity
         self.where = Scope(identity).where()
+
+    def check(self) -> None:
+        """Refuse, before any request, a folder that holds no table verify reads (nothing
+        would be checked, yet all would hold), and a fleet's lake read as one identity's or
+        the other way round (the checks would mix identities, or fail on a missing column)."""
+        from extractor.output.lakefiles import IDENTITY
+
+        uri = self.target.uri
+        found = [table for name in _READ if (table := self._table(name)) is not None]
+        if not found:
+            raise InvalidOption(
+                f"{uri} holds no Delta table: verify checks the lake `extractor sync` keeps "
+                "(Parquet from `extractor tables` or the backfill commands is not one)"
+            )
+        fleet = IDENTITY in found[0].metadata().partition_columns
+        if fleet and self.identity is None:
+            raise InvalidOption(
+                f"{uri} holds a fleet's lake (by {IDENTITY}): give {{identity}} GUID to check "
+                "one identity's part"
+            )
+        if not fleet and self.identity is not None:
+            raise InvalidOption(f"{uri} holds one identity's lake: leave out {{identity}}")
 
     def holds(self, *names: str) -> str | None:
         """None when the lake has every table named; else what is missing, said."""
@@ -367,6 +390,13 @@ REFERENCES: Final = (
     ("invoice_rows", "ProductId", "products", "Id"),
     ("transactions", "TransactionTypeId", "transaction_types", "Id"),
 )
+
+
+#: Every table a check reads.
+_READ: Final = (
+    "invoices", "invoice_rows", "transactions", "account_balances", "customers", "products",
+    "accounts", "transaction_types",
+)  # fmt: skip
 
 
 def _references(lake: _Lake) -> list[Check]:
