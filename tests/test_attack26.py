@@ -175,3 +175,24 @@ async def test_verify_refuses_a_folder_it_cannot_check_before_any_request(
     with pytest.raises(InvalidOption, match="one identity's lake: leave out identity"):
         await _verified(memory, tmp_path / "one", identity="aaaa")
     assert not sent
+
+
+def test_verify_names_a_fiscal_year_the_service_has_no_balances_of() -> None:
+    """The lake's lines of a fiscal year without balances (a year lost from account_balances,
+    an account the service does not aggregate) were never compared: "ok"."""
+    y2024, y2025 = dt.date(2024, 1, 1), dt.date(2025, 1, 1)
+    months = [dt.date(2024, m, 1) for m in range(1, 13)]
+    balance = {
+        "start": dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "a": 1500, "ib": Decimal(0),
+        "total": Decimal(12), "periods": [{"Month": m, "Amount": Decimal(1)} for m in months],
+        "raw": [{"Key": str(n), "Value": "1"} for n in range(1, 13)],
+    }  # fmt: skip
+    ledger = {(1500, month): Decimal(1) for month in months}
+    ledger[(1500, dt.date(2025, 3, 1))] = Decimal(5)
+    ledger[(1500, dt.date(2026, 1, 1))] = Decimal(7)  # no fiscal year: not compared
+    years = [(y2024, dt.date(2024, 12, 31)), (y2025, dt.date(2025, 12, 31))]
+    first = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
+    check = _judged(Check("balances", ""), [balance], ledger, first, years)
+    assert check.named == ["2025-01 account 1500: no balance from the service, lake 5 in 2025-03"]
+    assert "only incoming balances differ" not in check.note
+    assert _judged(Check("balances", ""), [balance], ledger, first).holds  # years unknown
