@@ -196,3 +196,11 @@ def test_verify_names_a_fiscal_year_the_service_has_no_balances_of() -> None:
     assert check.named == ["2025-01 account 1500: no balance from the service, lake 5 in 2025-03"]
     assert "only incoming balances differ" not in check.note
     assert _judged(Check("balances", ""), [balance], ledger, first).holds  # years unknown
+
+
+def test_verify_identity_all_is_refused_in_words_that_hold(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """It said "'all' is not a guid ... or 'all'"."""
+    code, _, err = cli("verify", str(tmp_path), "--identity", "all", env=DEMO_ENV)
+    assert code == 2 and "one identity's part at a time" in err and "or 'all'" not in err
