@@ -221,16 +221,19 @@ def tables(
     from extractor.engine.destination import Destination
     from extractor.engine.lists import ListJob
     from extractor.engine.runner import run
-    from extractor.operations import LISTS, chosen_lists
+    from extractor.operations import LISTS, choose, chosen_lists
 
     if names:
         tables_given = ",".join(filter(None, (tables_given, *names)))
     chosen = chosen_lists(tables_given, skip_tables)
-    if not chosen:
-        lists = [spec.table for spec in LISTS]
+    lists = [spec.table for spec in LISTS]  # parents first, as a run needs them
+    named = choose(tables_given, skip_tables) if tables_given else ()
+    facts = [name for name in named if name not in lists]
+    if facts or not chosen:
         raise UsageError(
-            "--tables: invoices and transactions have their own commands (extractor "
-            f"invoices, transactions, sync); choose from {', '.join(lists)}"
+            f"--tables: {' and '.join(facts) or 'invoices and transactions'} have their own "
+            "commands (extractor invoices, transactions, sync); choose from "
+            f"{', '.join(lists)}"
         )
 
     def job_for(destination: Destination) -> ListJob:

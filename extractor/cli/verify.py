@@ -10,6 +10,7 @@ import click
 from extractor.cli.common import EXIT_PARTIAL, json_option, service_options, show_document
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
+from extractor.errors import UsageError
 
 
 @click.command("verify")
@@ -35,6 +36,8 @@ def verify(
 
     target = Target.parse(out, endpoint_url)
     credentials = Credentials.from_env()
+    if identity is not None and identity.strip().lower() == "all":
+        raise UsageError("--identity: verify checks one identity's part at a time; give its guid")
     if identity is not None:  # its part of a fleet's lake, checked logged in as it
         identity = normalized(identity, "--identity")
         credentials = dataclasses.replace(credentials, identity_id=identity)

@@ -44,7 +44,7 @@ from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run, first_error
-from extractor.errors import InvalidOption
+from extractor.errors import InvalidOption, SplitsBatch
 from extractor.output.parquet import Keep
 from extractor.output.staging import TableWriter
 from extractor.records.tables import TableSink
@@ -52,6 +52,10 @@ from extractor.records.tables import TableSink
 T = TypeVar("T")
 #: What a list run counts: the items of its lists.
 RECORDS: Final = "items"
+#: Pages a listing reads at most (ten million ids at a thousand a page); past it, the list fails.
+MAX_PAGES: Final = 10_000
+#: A listing page's count of every item listed (``TotalPages``' companion in the WSDL).
+_TOTAL: Final = "TotalItems"
 #: The strategies a list run fetches.
 LIST_STRATEGIES: Final = (Strategy.WHOLE_LIST, Strategy.PER_ROW, Strategy.CHANGES)
 
@@ -221,7 +225,7 @@ class ListWork:
                 found = _Found(await self._call(run, spec, spec.operation, spec.params(), policy))
             if found is None:
                 return  # its parent could not be fetched: reported failed
-            table, noted = found.table, found.noted
+            table, noted = _one_per_key(found.table, spec.key), found.noted
             keys = pa.nulls(table.num_rows, pa.string())
             writer = self.by_table[spec.table]
             loop = asyncio.get_running_loop()
@@ -322,6 +326,7 @@ class ListWork:
                 [f.name for f in spec.derived.fields] if spec.derived else []
             )
         )
+        _check_answered(spec, ids, table)
         if spec.derived is not None:
             table = spec.derived.add(table, listed)  # what the listing says of each
         return _Found(table, {"present": list(listed)} if reconcile else {})
@@ -363,6 +368,11 @@ class _Found:
     noted: dict[str, Any] = field(default_factory=dict)
 
 
+class ListingUnsound(SplitsBatch):
+    """The service's answers to a list do not add up (a listing without end, ids listed but
+    not answered): the list is reported failed, its table left as it was."""
+
+
 class _ParentFailed(Exception):
     """The list a list is fetched per row of could not be fetched."""
 
@@ -395,8 +405,10 @@ async def listing(
     sink = functools.partial(TableSink, tag, page_type, operation.service.namespace)
     items = next(f.name for f in page_type.fields if isinstance(f.type, schema.ListOf))
     listed: dict[Any, dict[str, Any]] = {}
-    page, pages = 1, 1
-    while page <= pages:
+    page, more = 1, True
+    while more:
+        if page > MAX_PAGES:
+            raise ListingUnsound(f"{operation.name}: more than {MAX_PAGES:,} pages; stopped")
         params = merged(
             changes.fixed,
             _nested(changes.page, page),
@@ -404,11 +416,16 @@ async def listing(
         )
         answer = await run.call(operation, params, sink, policy, attempted=attempted)
         assert answer.table is not None
-        found = answer.table.to_pylist()
-        pages = int(found[0].get(changes.pages) or 0) if found else 0
-        for item in (found[0].get(items) or []) if found else []:
-            if item is not None and item.get(changes.id) is not None:
-                listed[item[changes.id]] = item
+        found = (answer.table.to_pylist() or [{}])[0]
+        given = [
+            item for item in found.get(items) or [] if item and item.get(changes.id) is not None
+        ]
+        new = {item[changes.id] for item in given} - listed.keys()
+        listed |= {item[changes.id]: item for item in given}
+        # the page count or the item count said, whichever goes further (either may be 0
+        # while items come); a page with no new id (empty, or one answered before) ends it
+        pages, total = int(found.get(changes.pages) or 0), int(found.get(_TOTAL) or 0)
+        more = bool(new) and (page < pages or len(listed) < total)
         page += 1
     return listed
 
@@ -422,6 +439,30 @@ def _keep(spec: Spec, staged: Mapping[str, Any]) -> Keep:
         column = spec.per.held_by[0]
         return Keep(spec.key, column=column, parents=tuple(staged.get("parents", ())))
     return Keep(spec.key)
+
+
+def _one_per_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """A record per key, the last answered of a key sent twice (a table kept by its key
+    must hold it once)."""
+    last: dict[tuple[Any, ...], int] = {}
+    columns = [table.column(name).to_pylist() for name in key]
+    for at, values in enumerate(zip(*columns, strict=True)):
+        last[values] = at
+    if len(last) == table.num_rows:
+        return table
+    return table.take(sorted(last.values()))
+
+
+def _check_answered(spec: Spec, ids: Sequence[Any], table: pa.Table) -> None:
+    """Every id listed was answered: one listed but not answered would be lost for good, the
+    watermark passing it (the next sync lists it again, if the service still has it)."""
+    missing = set(ids) - set(table.column(spec.key[0]).to_pylist())
+    if missing:
+        first = ", ".join(str(i) for i in sorted(missing)[:5])
+        raise ListingUnsound(
+            f"{spec.operation.name}: {len(missing):,} of the {len(ids):,} ids listed were not "
+            f"answered ({first})"
+        )
 
 
 def _nested(path: Sequence[str], value: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from extractor.clock import SYSTEM, Clock
 from extractor.config import Credentials, ServiceConfig
-from extractor.errors import OutputError, first_line
+from extractor.errors import InvalidOption, OutputError, first_line
 from extractor.output.targets import Target
 from extractor.service.limiter import Gate
 from extractor.service.transport import Wire
@@ -129,6 +129,7 @@ async def verify(
     from extractor.service.session import connected
 
     lake = _Lake(target, identity)
+    lake.check()
     result = Verification(target.uri)
     async with connected(service, credentials, clock=clock, wire=wire, gate=gate) as session:
         run = Run(service, session, RunStats("verify", clock=clock), clock, Health.for_workers(1))
@@ -147,8 +148,30 @@ class _Lake:
     def __init__(self, target: Target, identity: str | None) -> None:
         from extractor.output.lakefiles import Scope
 
-        self.target = target
+        self.target, self.identity = target, identity
         self.where = Scope(identity).where()
+
+    def check(self) -> None:
+        """Refuse, before any request, a folder that holds no table verify reads (nothing
+        would be checked, yet all would hold), and a fleet's lake read as one identity's or
+        the other way round (the checks would mix identities, or fail on a missing column)."""
+        from extractor.output.lakefiles import IDENTITY
+
+        uri = self.target.uri
+        found = [table for name in _READ if (table := self._table(name)) is not None]
+        if not found:
+            raise InvalidOption(
+                f"{uri} holds no Delta table: verify checks the lake `extractor sync` keeps "
+                "(Parquet from `extractor tables` or the backfill commands is not one)"
+            )
+        fleet = IDENTITY in found[0].metadata().partition_columns
+        if fleet and self.identity is None:
+            raise InvalidOption(
+                f"{uri} holds a fleet's lake (by {IDENTITY}): give {{identity}} GUID to check "
+                "one identity's part"
+            )
+        if not fleet and self.identity is not None:
+            raise InvalidOption(f"{uri} holds one identity's lake: leave out {{identity}}")
 
     def holds(self, *names: str) -> str | None:
         """None when the lake has every table named; else what is missing, said."""
@@ -261,7 +284,11 @@ def _balances(lake: _Lake) -> Check:
         '"FiscalYearStart" AS start, "AccountNo" AS a, "IncomingBalance" AS ib, '
         '"TotalBalance" AS total, "PeriodAmounts" AS periods, "Periods" AS raw',
     ).to_pylist()
-    return _judged(check, balances, by_month, first_line_date)
+    years = []
+    if lake.holds("fiscal_years") is None:
+        found = lake.query("fiscal_years", '"StartingDate" AS s, "EndingDate" AS e').to_pylist()
+        years = [(_month(y["s"]), y["e"].date()) for y in found if y["s"] and y["e"]]
+    return _judged(check, balances, by_month, first_line_date, years)
 
 
 def _judged(
@@ -269,13 +296,16 @@ def _judged(
     balances: Sequence[dict[str, Any]],
     by_month: dict[tuple[int, dt.date], Decimal],
     first: dt.datetime | None,
+    years: Sequence[tuple[dt.date, dt.date]] = (),
 ) -> Check:
     """Each (year, account) of the service against the lake's months, and which of our
-    reading's assumptions an answer breaks, if it breaks one."""
+    reading's assumptions an answer breaks, if it breaks one; then the lake's months of the
+    fiscal ``years`` (first month, last day) that no balance covers."""
     keys_broken: list[str] = []
     totals_broken: list[str] = []
     incoming_only = year_totals_agree = True
     covered: set[tuple[int, dt.date]] = set()
+    unread: set[dt.date] = set()  # the years whose periods could not be read
     for balance in sorted(balances, key=lambda b: (b["start"], b["a"] or 0)):
         start, account = balance["start"], balance["a"]
         year = f"{start:%Y-%m} account {account}"
@@ -284,6 +314,7 @@ def _judged(
         if any(p is None or p["Month"] is None or p["Amount"] is None for p in periods):
             keys = [item["Key"] for item in balance["raw"] or [] if item]
             keys_broken.append(f"{year}: Keys {keys[:3]}")
+            unread.add(_month(start))
             continue
         said = [p["Amount"] for p in periods]
         ib, total = balance["ib"], balance["total"]
@@ -310,6 +341,16 @@ def _judged(
             if sum(ours, Decimal(0)) != sum(said, Decimal(0)):
                 year_totals_agree = False
             check.mismatch(f"{year}: {wrong[0]}")
+    uncovered: dict[tuple[dt.date, int], str] = {}
+    for (account, month), total in sorted(by_month.items()):
+        years_of = [start for start, end in years if start <= month <= end and start not in unread]
+        if years_of and total != 0 and (account, month) not in covered:
+            lost = f"no balance from the service, lake {total.normalize():f} in {month:%Y-%m}"
+            uncovered.setdefault((years_of[0], account), lost)
+    for (start, account), lost in sorted(uncovered.items()):
+        check.checked += 1
+        check.mismatch(f"{start:%Y-%m} account {account}: {lost}")
+        incoming_only = year_totals_agree = False  # the service lacks a year, or an account
     notes = []
     if keys_broken:
         notes.append(
@@ -367,6 +408,13 @@ REFERENCES: Final = (
     ("invoice_rows", "ProductId", "products", "Id"),
     ("transactions", "TransactionTypeId", "transaction_types", "Id"),
 )
+
+
+#: Every table a check reads.
+_READ: Final = (
+    "invoices", "invoice_rows", "transactions", "account_balances", "customers", "products",
+    "accounts", "transaction_types",
+)  # fmt: skip
 
 
 def _references(lake: _Lake) -> list[Check]:
