@@ -125,6 +125,11 @@ class DataError(FatalError, SplitsBatch):
     """A value in a response does not fit the WSDL type of its field."""
 
 
+class ListingUnsound(SplitsBatch):
+    """The service's answers to a list do not add up (a listing without end, ids listed but
+    not answered): the list is reported failed, its table left as it was."""
+
+
 class OutputError(FatalError):
     """The output directory cannot be written."""
 

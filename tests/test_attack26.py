@@ -148,6 +148,26 @@ async def test_a_key_answered_twice_is_kept_once(
     assert len(ids) == len(memory.service.table_truth("products", 1))
 
 
+async def test_a_company_answered_but_not_asked_for_is_not_stored(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    """GetCompanies answering an id it was not asked for: it was upserted, its Active empty."""
+    memory = in_memory(orders=10)
+
+    def stranger(operation: str, body: bytes) -> bytes:
+        found = re.search(rb"<(a:)?Company>.*?</(a:)?Company>", body, flags=re.S)
+        if operation != "GetCompanies" or found is None:
+            return body
+        other = re.sub(rb"<((?:a:)?Id)>\d+<", rb"<\1>987654321<", found[0], count=1)
+        return body[: found.end()] + other + body[found.end() :]
+
+    rewritten(memory, stranger)
+    summary = await fetched(memory, tmp_path, CUSTOMERS)
+    ids = {row["Id"] for row in read_table(tmp_path, "customers")}
+    assert summary["status"] == "complete" and 987654321 not in ids
+    assert ids == {key[0] for key in memory.service.table_truth("customers", 1)}
+
+
 async def _verified(memory: InMemory, out: Path, identity: str | None = None) -> None:
     service = ServiceConfig(base_url=MEMORY_URL, max_requests_per_hour=0)
     target = Target(str(out), local=out)

@@ -85,6 +85,22 @@ def test_an_upsert_keeps_the_rest_marks_the_vanished_and_commits_nothing_unchang
         assert {row["identity_id"] for row in rows.values()} == {identity}
 
 
+def test_an_answer_older_than_the_stored_record_never_replaces_it(tmp_path: Path) -> None:
+    # found by attack: a lagging replica's older customer or product overwrote the newer one
+    target = Target(str(tmp_path), local=tmp_path)
+    upsert = Keep(("Id",), upsert=True)
+    new, old = dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    stored = [product(1, "Ny") | {"DateChanged": new}, product(2) | {"DateChanged": old}]
+    keep_list(target, Scope(), products(stored), run(1), upsert)  # type: ignore[arg-type]
+    answered = [
+        product(1, "Gammel") | {"DateChanged": old},
+        product(2, "Endret") | {"DateChanged": new},
+    ]
+    assert keep_list(target, Scope(), products(answered), run(2), upsert) == 1  # type: ignore[arg-type]
+    rows = {row["Id"]: row for row in read_delta(target, "products")}
+    assert rows[1]["Name"] == "Ny 1" and rows[2]["Name"] == "Endret 2"
+
+
 def test_a_column_another_writer_added_is_kept_on_the_records_kept(tmp_path: Path) -> None:
     from deltalake import write_deltalake
 

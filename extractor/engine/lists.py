@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from extractor import redact, schema, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
@@ -44,7 +45,7 @@ from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
 from extractor.engine.summary import RunSummary, Status
 from extractor.engine.workers import Run, first_error
-from extractor.errors import InvalidOption, SplitsBatch
+from extractor.errors import InvalidOption, ListingUnsound
 from extractor.output.parquet import Keep
 from extractor.output.staging import TableWriter
 from extractor.records.tables import TableSink
@@ -54,8 +55,6 @@ T = TypeVar("T")
 RECORDS: Final = "items"
 #: Pages a listing reads at most (ten million ids at a thousand a page); past it, the list fails.
 MAX_PAGES: Final = 10_000
-#: A listing page's count of every item listed (``TotalPages``' companion in the WSDL).
-_TOTAL: Final = "TotalItems"
 #: The strategies a list run fetches.
 LIST_STRATEGIES: Final = (Strategy.WHOLE_LIST, Strategy.PER_ROW, Strategy.CHANGES)
 
@@ -327,6 +326,8 @@ class ListWork:
             )
         )
         _check_answered(spec, ids, table)
+        asked = pa.array(ids, table.schema.field(spec.key[0]).type)
+        table = table.filter(pc.is_in(table.column(spec.key[0]), asked))  # not what it added
         if spec.derived is not None:
             table = spec.derived.add(table, listed)  # what the listing says of each
         return _Found(table, {"present": list(listed)} if reconcile else {})
@@ -366,11 +367,6 @@ class _Found:
 
     table: pa.Table
     noted: dict[str, Any] = field(default_factory=dict)
-
-
-class ListingUnsound(SplitsBatch):
-    """The service's answers to a list do not add up (a listing without end, ids listed but
-    not answered): the list is reported failed, its table left as it was."""
 
 
 class _ParentFailed(Exception):
@@ -424,7 +420,7 @@ async def listing(
         listed |= {item[changes.id]: item for item in given}
         # the page count or the item count said, whichever goes further (either may be 0
         # while items come); a page with no new id (empty, or one answered before) ends it
-        pages, total = int(found.get(changes.pages) or 0), int(found.get(_TOTAL) or 0)
+        pages, total = int(found.get(changes.pages) or 0), int(found.get(changes.total) or 0)
         more = bool(new) and (page < pages or len(listed) < total)
         page += 1
     return listed

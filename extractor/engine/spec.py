@@ -85,7 +85,8 @@ class PerRow:
 class Changes:
     """How a :attr:`Strategy.CHANGES` spec finds what changed since a time: the request path
     (element names) its time goes in (``after``); with a ``listing``, that operation is paged
-    (``page``: where the page number goes; ``pages``: the answer's page count field; its
+    (``page``: where the page number goes; ``pages`` and ``total``: the answer's page and
+    item counts, read until both are passed or a page brings nothing new; its
     ``fixed`` fields sent every time) and lists ``id``, the records fetched by ``ids`` (where
     a batch of at most ``batch`` ids goes). A derived column gets each record's listed item
     (by id) as its given value."""
@@ -96,6 +97,7 @@ class Changes:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     page: tuple[str, ...] = ()
     pages: str = "TotalPages"
+    total: str = "TotalItems"  # the answer's count of every item listed
     ids: tuple[str, ...] = ()
     batch: int = 1000
 

@@ -142,6 +142,7 @@ def _kept(current: pa.Table, fetched: pa.Table, keep: Keep, run: RunInfo) -> tup
     records written (fetched, and newly marked deleted)."""
     if keep.upsert:
         key = keep.key[0]
+        fetched = _not_older(current, fetched, key)
         kept = current.filter(pc.invert(pc.is_in(current.column(key), fetched.column(key))))
         marked = 0
         if keep.present is not None:
@@ -163,6 +164,34 @@ def _kept(current: pa.Table, fetched: pa.Table, keep: Keep, run: RunInfo) -> tup
         kept = current.filter(pc.invert(pc.is_in(column, parents)))
         return pa.concat_tables([kept, fetched]), fetched.num_rows
     return fetched, fetched.num_rows
+
+
+#: The column that tells a record's version: an answer older than the stored record (a
+#: lagging replica's) never replaces it.
+VERSION: Final = "DateChanged"
+
+
+def _not_older(current: pa.Table, fetched: pa.Table, key: str) -> pa.Table:
+    """``fetched`` less the records older (by :data:`VERSION`) than the stored ones."""
+    if VERSION not in current.schema.names or VERSION not in fetched.schema.names:
+        return fetched
+    asked = pc.is_in(current.column(key), fetched.column(key))
+    stored = current.filter(asked)
+    when = dict(
+        zip(stored.column(key).to_pylist(), stored.column(VERSION).to_pylist(), strict=True)
+    )
+    older = [
+        number
+        for number, changed in zip(
+            fetched.column(key).to_pylist(), fetched.column(VERSION).to_pylist(), strict=True
+        )
+        if changed is not None and when.get(number) is not None and when[number] > changed
+    ]
+    if not older:
+        return fetched
+    return fetched.filter(
+        pc.invert(pc.is_in(fetched.column(key), pa.array(older, fetched.schema.field(key).type)))
+    )
 
 
 def _value(plain: Any, kind: pa.DataType) -> Any:
