@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from deltalake import DeltaTable
 
+from extractor.engine.journal import unfinished
 from extractor.engine.lists import ListJob
 from extractor.engine.spec import Strategy
+from extractor.engine.state import replay
 from extractor.jobs.sync import SyncJob, run_sync
 from extractor.jobs.verify import render, verify
 from extractor.operations import LISTS, SPECS, TABLES
 from extractor.output.targets import Target
+from extractor.simulator.memory import MemoryReply, MemoryWire
 from extractor.simulator.register import MasterChurn
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, MEMORY_URL, InMemory, job_of, read_table
@@ -242,3 +247,50 @@ async def test_the_tables_command_refuses_an_unknown_table_in_one_line(
     )
     assert code == 2
     assert "'acounts' is not a table; choose from" in one_line(err)
+
+
+class PowerCut(Exception):
+    """The run stops at once, a request on its way (as at a kill, without the process)."""
+
+
+class CutWire(MemoryWire):
+    """The in-memory wire, stopping the run at the ``at``-th call of ``operation``; every
+    call's operation kept."""
+
+    def __init__(self, memory: InMemory, operation: str = "", at: int = 0) -> None:
+        super().__init__(memory.service)
+        self.operation, self.at, self.sent = operation, at, Counter[str]()
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], name: str
+    ) -> AsyncIterator[MemoryReply]:
+        self.sent[name] += 1
+        if name == self.operation and self.sent[name] == self.at:
+            raise PowerCut(f"cut at {name} {self.at}")
+        async with super().post(url, body, headers, name) as reply:
+            yield reply
+
+
+async def test_a_sync_cut_in_its_lists_resumes_without_fetching_a_staged_list_again(
+    in_memory: Callable[..., InMemory], tmp_path: Path
+) -> None:
+    memory = in_memory(orders=60)
+    tables = tuple(list_tables())
+    job = job_of(SyncJob, Target(str(tmp_path), local=tmp_path), base_url=MEMORY_URL,
+                 max_requests_per_hour=0, concurrency=1, tables=tables)  # fmt: skip
+    cut = CutWire(memory, "GetCompanies", at=2)  # after the lists before customers are staged
+    with pytest.raises(PowerCut):
+        await run_sync(job, CREDS, log=memory.stream, clock=memory.clock, wire=cut)
+    journal = unfinished(tmp_path / "_work" / "sync-lists")
+    assert journal is not None
+    staged = set(replay(journal).staged)
+    assert {"accounts", "dimension_values"} <= staged and "customers" not in staged
+    again = CutWire(memory)
+    summary = await run_sync(job, CREDS, log=memory.stream, clock=memory.clock, wire=again)
+    assert summary.complete and summary.parts["lists"].resumed is not None
+    assert again.sent["GetAccountList"] == 0 and again.sent["GetUserDefinedDimensionValues"] == 0
+    assert again.sent["GetCompanies"] >= 1
+    target = Target(str(tmp_path), local=tmp_path)
+    for table in tables:
+        assert_table_equals(table, read_delta(target, table), truth(memory.service, table))
