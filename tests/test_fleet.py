@@ -344,3 +344,15 @@ async def test_a_fleets_delta_tables_and_one_identitys_are_never_mixed(
     with pytest.raises(OutputError, match="holds a fleet's data"):
         await served.run(job(tmp_path / "w4", fleet, None))
     assert len(read_delta(alone, "invoices")) == len(read_delta(fleet, "invoices")) == 40
+
+
+def test_a_fleet_sync_counts_what_each_part_fetched_its_lists_too() -> None:
+    # found by attack: a sync's count left its lists out (`sync --tables customers`: none)
+    sync = {
+        "invoices": {"records": "invoices", "invoices": 5},
+        "transactions": {"records": "transactions", "transactions": 3},
+        "lists": {"records": "items", "items": 7},
+    }
+    assert roster.records(sync, "sync") == 15
+    assert roster.records({"lists": sync["lists"]}, "sync") == 7
+    assert roster.records({"records": "items", "items": 4}, "tables") == 4

@@ -156,9 +156,10 @@ def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
         "status": summary["status"],
         "finished_at": summary.get("finished_at"),
         records: summary.get(records),
-        **{
-            name: int(summary.get(name, 0))
+        **{  # an invoices run's own counters (a ledger or list run has none of them)
+            name: int(summary[name])
             for name in ("failed_ids", "missing_ids", "missing_twice_ids", "gone_ids")
+            if name in summary
         },
         "failures_report": summary.get("failures_report"),
         "not_returned_report": summary.get("not_returned_report"),

@@ -244,15 +244,16 @@ def _render_sync(summary: SyncSummary) -> str:
         merged = ", ".join(f"{table} {count:,}" for table, count in written.items())
         if part.lists is not None:
             lines.append(
-                f"  {name:<13} {len(part.lists)} tables ({part.requests:,} requests, "
-                f"{part.seconds:,.1f} s)"
+                f"  {name:<13} {len(part.lists)} tables ({part.requests:,} "
+                f"{_plural(part.requests, 'request')}, {part.seconds:,.1f} s)"
             )
             lines += _list_lines(part)
             continue
         unit = "orders listed" if part.units == "ids" else "days of changes"
         kept_out = f"; {stale:,} older than stored, kept out" if stale else ""
         said = f"{part.total:,} {unit}; written: {merged or 'nothing'}{kept_out}"
-        lines.append(f"  {name:<13} {said} ({part.requests:,} requests, {part.seconds:,.1f} s)")
+        asked = f"{part.requests:,} {_plural(part.requests, 'request')}"
+        lines.append(f"  {name:<13} {said} ({asked}, {part.seconds:,.1f} s)")
     lines.append(
         "  watermarks    "
         + ", ".join(f"{name} {value or 'none'}" for name, value in summary.watermarks.items())

@@ -74,14 +74,11 @@ def run_id(summary: dict[str, Any]) -> str | None:
 
 
 def records(summary: dict[str, Any], command: str) -> int | None:
-    """What the run fetched: its invoices or ledger lines; a sync's, its invoices and lines."""
+    """What the run fetched: its invoices, ledger lines or list items; a sync's, the sum
+    over its parts (each part counts what it fetched)."""
     if command == "sync":
-        parts = [summary.get(name) for name in ("invoices", "transactions")]
-        counts = [
-            part.get(name, 0)
-            for part, name in zip(parts, ("invoices", "transactions"), strict=True)
-            if isinstance(part, dict)
-        ]
+        parts = [summary.get(name) for name in ("invoices", "transactions", "lists")]
+        counts = [part.get(part.get("records", ""), 0) for part in parts if isinstance(part, dict)]
         return sum(counts) if counts else None
     value = summary.get(summary["records"]) if "records" in summary else None
     return value if isinstance(value, int) else None

@@ -209,7 +209,7 @@ def render_fleet(summary: dict[str, Any]) -> str:
         totals[status] = totals.get(status, 0) + 1
         run = entry["summary"] or {}
         count = roster.records(run, summary["command"])
-        what = {"invoices": "invoices", "transactions": "ledger lines"}.get(
+        what = {"invoices": "invoices", "transactions": "ledger lines", "tables": "items"}.get(
             summary["command"], "records"
         )
         counted = "" if count is None else f"  {count:,} {what}"
