@@ -1,0 +1,60 @@
+"""extractor: a bulk extractor for the 24SevenOffice SOAP API.
+
+The Python API (:mod:`extractor.api`), what the CLI itself runs::
+
+    import extractor
+
+    summary = extractor.sync("lake/")            # credentials from TFSO_* in the environment
+    extractor.tables("picture/", tables="accounts,customers")
+    extractor.verify("lake/").holds
+
+Every function, and the error tree it raises (``extractor.errors``), is loaded on first use:
+``import extractor`` itself costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from extractor.api import (
+        UpdateOutcome,
+        invoices,
+        sync,
+        tables,
+        transactions,
+        update_invoices,
+        verify,
+    )
+    from extractor.config import Credentials
+
+__all__ = [
+    "Credentials", "UpdateOutcome", "errors", "invoices", "sync", "tables", "transactions",
+    "update_invoices", "verify",
+]  # fmt: skip
+
+_FROM: dict[str, str] = {
+    "Credentials": "extractor.config",
+    "errors": "extractor.errors",
+    **{
+        name: "extractor.api"
+        for name in (
+            "UpdateOutcome",
+            "invoices",
+            "sync",
+            "tables",
+            "transactions",
+            "update_invoices",
+            "verify",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _FROM.get(name)
+    if where is None:
+        raise AttributeError(f"module 'extractor' has no attribute {name!r}")
+    module = importlib.import_module(where)
+    return module if name == "errors" else getattr(module, name)

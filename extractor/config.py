@@ -189,6 +189,37 @@ class ServiceConfig:
         return START_CONCURRENCY if self.concurrency == "auto" else self.concurrency
 
 
+def service_config(
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    concurrency: int | Literal["auto"] = DEFAULT_CONCURRENCY,
+    soap_version: str = DEFAULT_SOAP_VERSION.value,
+    max_requests_per_hour: int = DEFAULT_MAX_REQUESTS_PER_HOUR,
+    timeout: float = DEFAULT_TIMEOUTS.attempt,
+    max_pause: float = DEFAULT_MAX_PAUSE,
+    insecure: bool = False,
+) -> ServiceConfig:
+    """The service settings every command takes, by their flags' names (``--timeout`` is a
+    whole attempt's seconds; the connect timeout follows it down)."""
+    try:
+        version = Soap(soap_version)
+    except ValueError:
+        raise InvalidOption(
+            f"{{soap_version}} {soap_version!r} is neither {' nor '.join(Soap)}"
+        ) from None
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout):
+        raise InvalidOption(f"{{timeout}} {timeout} must be a finite number of seconds")
+    if timeout < 0.1:
+        raise InvalidOption(f"{{timeout}} {timeout} must be at least 0.1 seconds")
+    timeouts = Timeouts(
+        connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout, max_pause=max_pause
+    )
+    return ServiceConfig(
+        base_url=base_url, concurrency=concurrency, soap_version=version,
+        max_requests_per_hour=max_requests_per_hour, timeouts=timeouts, insecure=insecure,
+    )  # fmt: skip
+
+
 DEFAULT_SERVICE: Final = ServiceConfig()
 #: Updates are small requests that the service applies one order at a time: fewer at once.
 DEFAULT_UPDATE_SERVICE: Final = ServiceConfig(concurrency=4)

@@ -148,7 +148,7 @@ def _load_speedups() -> tuple[Any, str]:
     if os.environ.get(PURE_PYTHON):
         return None, f"switched off by {PURE_PYTHON}"
     try:
-        from extractor import _speedups  # type: ignore[attr-defined]
+        from extractor import _speedups
     except ImportError:
         return None, "not installed (was extractor installed without a C compiler?)"
     if etree.__version__ != _speedups.BUILT_WITH_LXML:

@@ -23,8 +23,7 @@ from extractor.config import (
     DEFAULT_SOAP_VERSION,
     DEFAULT_TIMEOUTS,
     MAX_CONCURRENCY,
-    ServiceConfig,
-    Timeouts,
+    service_config,
 )
 from extractor.errors import UsageError
 from extractor.soap import Soap
@@ -128,14 +127,10 @@ def service_options(
             max_requests_per_hour: int, timeout: float, max_pause: float, insecure: bool,
             **kwargs: Any,
         ) -> Any:  # fmt: skip
-            timeouts = Timeouts(
-                connect=min(DEFAULT_TIMEOUTS.connect, timeout), attempt=timeout,
-                max_pause=max_pause,
-            )  # fmt: skip
-            service = ServiceConfig(
-                base_url=base_url, concurrency=concurrency, soap_version=Soap(soap_version),
-                max_requests_per_hour=max_requests_per_hour, timeouts=timeouts,
-                insecure=insecure,
+            service = service_config(
+                base_url=base_url, concurrency=concurrency, soap_version=soap_version,
+                max_requests_per_hour=max_requests_per_hour, timeout=timeout,
+                max_pause=max_pause, insecure=insecure,
             )  # fmt: skip
             return command(*args, service=service, **kwargs)
 

@@ -218,23 +218,14 @@ def tables(
     Each table in one folder, written whole. Into --format delta each table is kept as sync
     keeps it. Resumable: after a crash, run the same command again.
     """
+    from extractor.api import list_specs
     from extractor.engine.destination import Destination
     from extractor.engine.lists import ListJob
     from extractor.engine.runner import run
-    from extractor.operations import LISTS, choose, chosen_lists
 
     if names:
         tables_given = ",".join(filter(None, (tables_given, *names)))
-    chosen = chosen_lists(tables_given, skip_tables)
-    lists = [spec.table for spec in LISTS]  # parents first, as a run needs them
-    named = choose(tables_given, skip_tables) if tables_given else ()
-    facts = [name for name in named if name not in lists]
-    if facts or not chosen:
-        raise UsageError(
-            f"--tables: {' and '.join(facts) or 'invoices and transactions'} have their own "
-            "commands (extractor invoices, transactions, sync); choose from "
-            f"{', '.join(lists)}"
-        )
+    chosen = list_specs(tables_given, skip_tables)
 
     def job_for(destination: Destination) -> ListJob:
         return ListJob(destination, chosen, service, command="tables")
@@ -256,26 +247,13 @@ def credentials_for(
 ) -> Credentials:
     """The credentials of a run of one identity into ``where``; a fleet, when asked for,
     runs (and exits) here. An output that holds a fleet is refused without --identity."""
-    from extractor.fleet.layout import check_alone_into
-    from extractor.output.targets import (
-        check_no_parquet_tables,
-        check_not_foreign,
-        check_work_dir,
-    )
+    from extractor.api import checked
 
-    if work_dir is not None:
-        check_work_dir(str(work_dir))
-    if where.target.local is not None:
-        check_not_foreign(where.target.local)
-        if where.format == "delta":
-            check_no_parquet_tables(where.target.local)
+    checked(where, work_dir, alone=not fleet.asked)
     if fleet.asked:
         alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status
         return alone
-    check_alone_into(where.work, where.target.uri)
-    if where.root is not None:  # a fleet's sync keeps its runs in the work root's _work
-        check_alone_into(where.root / "_work", where.target.uri)
     return Credentials.from_env()
 
 

@@ -1,0 +1,117 @@
+"""The Python API (issue 27): ``import extractor`` gives a function a command, against the
+simulator; typed summaries returned, typed errors raised, nothing printed, no exit."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import extractor
+from extractor.config import Credentials
+from extractor.engine.summary import RunSummary, SyncSummary
+from extractor.errors import AuthenticationFailed, InvalidOption, UsageError
+from extractor.jobs.verify import Verification
+from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME
+from tests.truth import assert_ledger_equals, assert_matches_truth, read_table
+
+CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
+
+
+def service(simulator: Any) -> dict[str, Any]:
+    """The service keyword arguments, named as the flags."""
+    return {"base_url": simulator.url, "max_requests_per_hour": 0}
+
+
+def test_import_extractor_loads_nothing_heavy_until_a_function_is_used() -> None:
+    code = (
+        "import sys, extractor; heavy = {'pyarrow', 'deltalake', 'aiohttp'} & set(sys.modules);"
+        "print(sorted(heavy)); extractor.sync; print('extractor.api' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.split("\n")[:2] == ["[]", "True"]
+    assert extractor.errors.UsageError is UsageError and "sync" in extractor.__all__
+
+
+async def test_each_function_runs_its_command_silently_and_returns_its_summary(
+    start_simulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulator = await start_simulator(orders=60, seed=3)
+    given = service(simulator) | {"credentials": CREDS}
+    capsys.readouterr()
+
+    found = await asyncio.to_thread(
+        extractor.invoices, tmp_path / "inv", parse_workers=0, batch_size=25, **given
+    )
+    assert isinstance(found, RunSummary) and found.complete and found.fetched == 60
+    assert_matches_truth(simulator, tmp_path / "inv")
+
+    first = simulator.ledger.lines[0].date.date().replace(day=1)  # a month with lines
+    last = (first + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)
+    ledger = await asyncio.to_thread(
+        extractor.transactions, tmp_path / "gl", date_from=first, date_to=last, **given
+    )
+    assert isinstance(ledger, RunSummary) and ledger.complete and ledger.fetched > 0
+    params = {"DateStart": f"{first}T00:00:00", "DateEnd": f"{last}T23:59:59"}
+    assert_ledger_equals(simulator, tmp_path / "gl", params)
+
+    picture = await asyncio.to_thread(
+        extractor.tables, tmp_path / "pic", tables=["accounts", "dimension_values"], **given
+    )
+    assert picture.lists is not None
+    assert list(picture.lists) == ["accounts", "dimensions", "dimension_values"]
+    accounts = {row["AccountId"] for row in read_table(tmp_path / "pic", "accounts")}
+    assert accounts == {key[0] for key in simulator.table_truth("accounts")}
+
+    lake = tmp_path / "lake"
+    synced = await asyncio.to_thread(
+        extractor.sync, lake, tables="invoices,customers", parse_workers=0, **given
+    )
+    assert isinstance(synced, SyncSummary) and synced.complete
+    assert set(synced.parts) == {"invoices", "lists"}
+    checked = await asyncio.to_thread(extractor.verify, lake, **given)
+    assert isinstance(checked, Verification) and checked.holds
+    held = {check.name for check in checked.checks if not check.skipped}
+    assert {"invoices", "customers", "invoices.CustomerId"} <= held
+
+    orders = sorted(simulator.tenant.ids)[:2]
+    updates = tmp_path / "fixes.csv"
+    updates.write_text(
+        "OrderId,InvoiceTitle\n" + "".join(f"{order},Rettet {order}\n" for order in orders)
+    )
+    outcome = await asyncio.to_thread(extractor.update_invoices, updates, **given)
+    assert isinstance(outcome, extractor.UpdateOutcome)
+    assert [row["OrderId"] for row in outcome.outcomes] == orders
+    assert outcome.report.exists()
+    out, err = capsys.readouterr()
+    assert out == "" and err == "", "the API prints nothing unless given a log"
+
+
+async def test_errors_are_raised_as_the_error_tree_before_any_request(
+    start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulator = await start_simulator(orders=10, seed=3)
+    given = service(simulator)
+    for name in ("TFSO_APPLICATION_ID", "TFSO_USERNAME", "TFSO_PASSWORD", "TFSO_IDENTITY_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError, match="missing credentials"):
+        await asyncio.to_thread(extractor.tables, tmp_path / "a", **given)
+    wrong = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, "not the password")
+    with pytest.raises(AuthenticationFailed, match="login refused"):
+        await asyncio.to_thread(extractor.tables, tmp_path / "b", credentials=wrong, **given)
+    with pytest.raises(InvalidOption, match="concurrency"):
+        extractor.sync(tmp_path / "c", concurrency=0, credentials=CREDS, **given)
+    with pytest.raises(UsageError, match="'acounts' is not a table"):
+        extractor.tables(tmp_path / "d", tables="acounts", credentials=CREDS, **given)
+    with pytest.raises(UsageError, match="invoices have their own commands"):
+        extractor.tables(tmp_path / "e", tables="invoices,accounts", credentials=CREDS, **given)
+    with pytest.raises(TypeError):
+        extractor.invoices(tmp_path / "f", no_such_flag=1, credentials=CREDS)
+    assert simulator.stats["requests"] == 1, "only the refused login reached the service"
+    with pytest.raises(UsageError, match="run their own event loop"):
+        extractor.invoices(tmp_path / "g", credentials=CREDS, **given)  # inside this test's loop
