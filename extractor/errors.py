@@ -97,11 +97,17 @@ class FatalError(ExtractorError):
     """An error that retrying will not fix."""
 
 
-class AuthenticationFailed(FatalError):
+class Permanent:
+    """Marks a failure that running again will not mend, whenever it is run: the credentials,
+    the identity, the URL. A scheduler should not spend its retries on it (the CLI exits
+    with its own status, 4)."""
+
+
+class AuthenticationFailed(FatalError, Permanent):
     """The service refused the credentials."""
 
 
-class IdentityRefused(FatalError):
+class IdentityRefused(FatalError, Permanent):
     """The service refused to work on the identity asked for (blocked, or unknown)."""
 
 
@@ -109,7 +115,7 @@ class ServiceUnreachable(FatalError):
     """The service could not be reached or did not answer Login, after its retries."""
 
 
-class NotAService(FatalError):
+class NotAService(FatalError, Permanent):
     """The URL answers, but not as the 24SevenOffice SOAP service (an HTML page, a 404)."""
 
 

@@ -94,7 +94,7 @@ async def test_wrong_credentials(simulator: Simulator, cli_beside: Any, tmp_path
     result = await cli_beside(
         "invoices", "--out", str(tmp_path / "o"), "--base-url", simulator.url, env=env_for(SECRET)
     )
-    assert_one_clear_line(*result, "login refused", status=1)
+    assert_one_clear_line(*result, "login refused", status=4)  # permanent: not retried
     assert simulator.stats["Login"] == 1 and simulator.stats["GetOrderSyncList"] == 0
 
 

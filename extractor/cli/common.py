@@ -37,6 +37,8 @@ TEN_YEARS_IN_MINUTES: Final = 10 * 366 * 24 * 60
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
+#: A failure that running again will not mend (a refused login, a URL that is not the service).
+EXIT_PERMANENT: Final = 4
 
 
 def names(text: str | None) -> tuple[str, ...]:

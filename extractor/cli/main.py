@@ -17,7 +17,7 @@ import click
 from extractor import log, redact
 from extractor.cli import settings
 from extractor.cli.check import check
-from extractor.cli.common import EXIT_FATAL, EXIT_USAGE
+from extractor.cli.common import EXIT_FATAL, EXIT_PERMANENT, EXIT_USAGE
 from extractor.cli.extract import invoices, sync, tables, transactions
 from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
@@ -28,7 +28,7 @@ from extractor.cli.status import status
 from extractor.cli.update import update_invoices
 from extractor.cli.verify import verify
 from extractor.config import password_variable
-from extractor.errors import ExtractorError, UsageError
+from extractor.errors import ExtractorError, Permanent, UsageError
 from extractor.parser import parser_in_use
 
 EPILOG: Final = (
@@ -112,7 +112,9 @@ def entry(argv: list[str] | None = None, *, run: Callable[..., Any] = main.main)
         return 130
     except ExtractorError as exc:
         _say("error", f"extractor: error: {exc.naming(flag)}")
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FATAL
+        if isinstance(exc, UsageError):
+            return EXIT_USAGE
+        return EXIT_PERMANENT if isinstance(exc, Permanent) else EXIT_FATAL
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FATAL
     except Exception as exc:  # a defect: as text its traceback, as JSON one event holding it
