@@ -102,8 +102,9 @@ async def test_errors_are_raised_as_the_error_tree_before_any_request(
     with pytest.raises(UsageError, match="missing credentials"):
         await asyncio.to_thread(extractor.tables, tmp_path / "a", **given)
     wrong = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, "not the password")
-    with pytest.raises(AuthenticationFailed, match="login refused"):
+    with pytest.raises(AuthenticationFailed, match="login refused") as refused:
         await asyncio.to_thread(extractor.tables, tmp_path / "b", credentials=wrong, **given)
+    assert isinstance(refused.value, extractor.errors.Permanent)  # a scheduler does not retry
     with pytest.raises(InvalidOption, match="concurrency"):
         extractor.sync(tmp_path / "c", concurrency=0, credentials=CREDS, **given)
     with pytest.raises(UsageError, match="'acounts' is not a table"):

@@ -238,6 +238,7 @@ async def test_verify_holds_on_a_complete_lake_and_names_exactly_what_was_lost(
     server = await start_simulator(orders=80, seed=11)
     base = ("--base-url", server.url, "--max-requests-per-hour", "0")
     code, out, _ = await cli_beside("verify", str(tmp_path), *base, "--json", env=DEMO_ENV)
+    assert out.count("\n") == 1, "one JSON line: what a scheduler reads as the last line"
     document = orjson.loads(out)
     assert code == 3 and document["status"] == "mismatch"
     (customers,) = [check for check in document["checks"] if check["check"] == "customers"]

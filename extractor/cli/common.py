@@ -177,7 +177,7 @@ def _remember_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
 #: ``--json``: the run's summary as one JSON document on stdout, for schedulers.
 json_option = click.option(
     "--json", is_flag=True, expose_value=False, callback=_remember_json,
-    help="Print the run's summary as one JSON document on stdout instead of text.",
+    help="Print the run's summary as one JSON line on stdout instead of text.",
 )  # fmt: skip
 
 
@@ -189,10 +189,11 @@ def show_summary(summary: RunSummary | SyncSummary) -> None:
 
 
 def show_document(document: dict[str, Any], text: Callable[[], str]) -> None:
-    """``document`` on stdout as JSON when ``--json`` was given, else ``text()``."""
+    """``document`` on stdout as one compact JSON line when ``--json`` was given (a
+    scheduler reads the last line: Airflow's BashOperator pushes it), else ``text()``."""
     context = click.get_current_context(silent=True)
     if context is not None and context.meta.get("summary_json"):
-        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(document).decode())
     else:
         click.echo(text())
 
