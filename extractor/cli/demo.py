@@ -73,7 +73,10 @@ async def serve(config: SimulatorConfig) -> None:
             )
         else:
             click.echo("  accepting the TFSO_* credentials of this environment")
-        click.echo(f"  extractor invoices --base-url {simulator.url} --out DIR")
+        # a simulator has no budget to spare the client's pacing for: off
+        flags = f"--base-url {simulator.url} --max-requests-per-hour 0"
+        click.echo(f"  extractor invoices {flags} --out DIR")
+        click.echo(f"  extractor sync {flags} --out LAKE && extractor verify LAKE {flags}")
         click.echo("Ctrl-C stops it.")
         await asyncio.Event().wait()
     finally:
