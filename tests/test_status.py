@@ -117,4 +117,4 @@ def test_reset_is_refused_before_removing_anything_while_a_sync_runs(
     assert code == 2 and "in use by 'extractor sync'" in err
     assert journal.exists()
     code, text, _ = cli("reset", str(out), "--unfinished", "--yes")  # no run going: done
-    assert code == 0 and not journal.exists() and "reset 1 unfinished runs" in text
+    assert code == 0 and not journal.exists() and "reset 1 unfinished run;" in text

@@ -68,7 +68,9 @@ def reset(
                         shutil.rmtree(path)
                     else:
                         path.unlink(missing_ok=True)
-    click.echo(f"reset {len(plans)} unfinished runs; the next run starts afresh")
+    from extractor.engine.summary import counting
+
+    click.echo(f"reset {counting(len(plans), 'unfinished run')}; the next run starts afresh")
 
 
 def _leftovers(folder: Path, journal: Path, target: Target) -> list[Path]:

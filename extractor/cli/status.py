@@ -244,11 +244,13 @@ def _lock_line(output: str, lock: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
+    from extractor.engine.summary import counting
+
     lines = [f"{report['output']} (work: {report['work']})"]
     if not report["places"]:
         lines.append("  no runs here")
     for place in report["places"]:
-        lines.append(f"  {place['folder']}: {place['finished_runs']} finished runs")
+        lines.append(f"  {place['folder']}: {counting(place['finished_runs'], 'finished run')}")
         for run in place["runs"]:
             counts = ", ".join(
                 f"{key} {value:,}" for key, value in run.items()
@@ -264,8 +266,8 @@ def render(report: dict[str, Any]) -> str:
             u = place["unfinished"]
             lines.append(
                 f"    unfinished: {u['run_id']} ({u['command']}): {u['staged_batches']:,} "
-                f"batches staged of {u['planned']:,} planned, started {u['starts']} times; "
-                "the same command resumes it"
+                f"batches staged of {u['planned']:,} planned, started "
+                f"{counting(u['starts'], 'time')}; the same command resumes it"
             )
         if place["lock"]:
             lines.append(f"    locked by {place['lock']}")

@@ -207,7 +207,7 @@ def render(summary: RunSummary | SyncSummary) -> str:
             f"({s.resumed.fetched_now:,} {records} fetched now)"
         )
     lines += [
-        f"  received      {s.bytes_received / 1e6:,.1f} MB in {s.requests:,} requests",
+        f"  received      {s.bytes_received / 1e6:,.1f} MB in {counting(s.requests, 'request')}",
         f"  time          {s.seconds:,.1f} s  ({s.per_second:,.0f} {records}/s, "
         f"{s.mb_per_second:.1f} MB/s)",
         f"  retries       {s.retries}   gave up {s.give_ups}   "
@@ -279,6 +279,11 @@ def _list_lines(summary: RunSummary) -> list[str]:
 
 def _plural(count: int, word: str) -> str:
     return word if count == 1 else f"{word}s"
+
+
+def counting(count: int, word: str) -> str:
+    """``1 window``, ``1,234 windows``: a count and its noun, in agreement."""
+    return f"{count:,} {_plural(count, word)}"
 
 
 def finished(summary: RunSummary) -> tuple[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import RunSummary, Status
+from extractor.engine.summary import RunSummary, Status, counting
 from extractor.engine.workers import Run
 from extractor.errors import InvalidOption
 from extractor.operations import TRANSACTIONS
@@ -272,7 +272,7 @@ class LedgerWork:
     def planned(self, state: RunState, remaining: Sequence[Window]) -> str:
         days = sum(window.length for window in remaining)
         self.stats.total, self.stats.done = days, 0
-        return f"{len(remaining):,} windows ({days:,} days) to fetch"
+        return f"{counting(len(remaining), 'window')} ({counting(days, 'day')}) to fetch"
 
     async def fetch(self, run: Run, unit: Window, policy: RetryPolicy, root: str) -> None:
         params = self.job.params(unit)
