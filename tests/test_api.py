@@ -50,6 +50,10 @@ async def test_each_function_runs_its_command_silently_and_returns_its_summary(
     )
     assert isinstance(found, RunSummary) and found.complete and found.fetched == 60
     assert_matches_truth(simulator, tmp_path / "inv")
+    # provenance: where the records came from, whose they are, what wrote them
+    assert (found.base_url, found.identity_id) == (simulator.url, None)
+    assert found.extractor_version and found.extractor_version[0].isdigit()
+    assert RunSummary.from_json(found.as_json()) == found
 
     first = simulator.ledger.lines[0].date.date().replace(day=1)  # a month with lines
     last = (first + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)

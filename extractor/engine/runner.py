@@ -28,7 +28,7 @@ from extractor.engine.journal import Journal, unfinished
 from extractor.engine.progress import Progress
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import RunSummary, finished, write_summary
+from extractor.engine.summary import RunSummary, finished, version, write_summary
 from extractor.engine.workers import Fetcher, Run, Unit, work_through
 from extractor.errors import OutputError
 from extractor.log import Log
@@ -253,6 +253,8 @@ async def _journaled(
     work.tidy()
     summary = work.summary(journal.state, stats)
     summary.output, summary.format = job.destination.target.uri, job.destination.format
+    summary.base_url, summary.identity_id = service.base_url, credentials.identity_id
+    summary.extractor_version = version()
     write_summary(summary.as_json(), job.destination.work)
     line, counts = finished(summary)
     given.log.info("finished", line, **counts)

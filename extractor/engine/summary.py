@@ -11,6 +11,8 @@ The JSON keys are the contract schedulers read: named after what the job counts
 from __future__ import annotations
 
 import enum
+import functools
+import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,10 @@ class RunSummary:
     seconds: float = 0.0
     mb_per_second: float = 0.0
     resumed: Resumed | None = None
+    #: Provenance: where the records came from, whose they are, and what wrote them
+    base_url: str = ""
+    identity_id: str | None = None
+    extractor_version: str = ""
 
     @property
     def complete(self) -> bool:
@@ -102,7 +108,8 @@ class RunSummary:
             "status": str(self.status), "output": self.output, "format": self.format,
             "finished_at": self.finished_at, "seconds": self.seconds,
             "mb_per_second": self.mb_per_second, "job": self.job, "retry_of": self.retry_of,
-            **self.reports,
+            **self.reports, "base_url": self.base_url, "identity_id": self.identity_id,
+            "extractor_version": self.extractor_version,
         }  # fmt: skip
         if self.lists is not None:
             data["lists"] = self.lists
@@ -148,7 +155,7 @@ _ENGINE: Final = (
 )  # fmt: skip
 _TAIL: Final = (
     "files", "written", "fetch_seconds", "publish_seconds", "started_at", "finished_at",
-    "seconds", "mb_per_second",
+    "seconds", "mb_per_second", "base_url", "identity_id", "extractor_version",
 )  # fmt: skip
 _KNOWN: Final = frozenset(
     {"run_id", "units", "records", "status", "output", "format", "job", "retry_of", "failures",
@@ -275,6 +282,15 @@ def _list_lines(summary: RunSummary) -> list[str]:
             line += f"   {'unchanged' if not written else f'{written:,} written'}"
         lines.append(line)
     return lines
+
+
+@functools.cache
+def version() -> str:
+    """The installed extractor's version (what each summary says wrote its records)."""
+    try:
+        return importlib.metadata.version("extractor")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _plural(count: int, word: str) -> str:
