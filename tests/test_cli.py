@@ -466,3 +466,12 @@ def test_status_counts_an_unfinished_ledger_run_in_windows(
     assert code == 0, err
     (place,) = orjson.loads(out)["places"]
     assert (place["unfinished"]["command"], place["unfinished"]["planned"]) == ("transactions", 12)
+
+
+def test_a_changed_after_in_the_future_is_warned_of(cli: Any, tmp_path: Path) -> None:
+    code, _, err = cli(
+        "invoices", "--out", str(tmp_path / "o"), "--changed-after", "2999-01-01",
+        "--base-url", "http://127.0.0.1:1", "--timeout", "0.5", env=env_for(),
+    )  # fmt: skip
+    assert "--changed-after 2999-01-01T00:00:00 is in the future" in err
+    assert code != 0  # and then the unreachable service, said as usual

@@ -215,6 +215,12 @@ def parse_when(text: str, flag: str) -> dt.datetime:
         ) from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if value > now + dt.timedelta(minutes=5):  # a typo of a year, or local time taken for UTC
+        log.current().warning(
+            "future", f"{flag} {value.isoformat()} is in the future (UTC now "
+            f"{now.isoformat(timespec='seconds')}): nothing has changed after it yet",
+        )  # fmt: skip
     return value
 
 
