@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench docs lint clean
 
 $(STAMP): pyproject.toml setup.py extractor/_speedups.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# the data dictionary, from the code (tests/test_dictionary.py fails when it is stale)
+docs: $(STAMP)
+	$(BIN)/python -m extractor.dictionary > docs/tables.md.tmp
+	mv docs/tables.md.tmp docs/tables.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check extractor tests benchmarks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Final
 
@@ -123,6 +123,7 @@ class Field:
     name: str
     type: FieldType
     nillable: bool = False
+    doc: str = ""  # the WSDL's ``<s:annotation><s:documentation>``, if it has one
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ class Service:
     types: dict[str, FieldType]
     elements: dict[str, Struct]
     actions: dict[str, str]
+    name: str = ""  # as the WSDL's ``<wsdl:service>`` names it (``InvoiceService``)
+    #: Each operation's ``<wsdl:documentation>``, where it has one
+    docs: dict[str, str] = field(default_factory=dict)
 
     def type(self, name: str) -> Struct:
         found = self.types[name]
@@ -186,10 +190,22 @@ class _Loader:
                 str(e.get("name")),
                 self.resolve(e.get("type", "s:anyType")),  # no type: anything (xs:anyType)
                 e.get("nillable") == "true",
+                _documentation(e, _FIELD_DOC),
             )
             for e in node.iterfind(f"{{{XS}}}sequence/{{{XS}}}element")
         )
         return Struct(name, fields)
+
+
+def _documentation(node: etree._Element, path: str) -> str:
+    """The text at ``path`` under ``node`` (its documentation), whitespace collapsed."""
+    found = node.find(path)
+    text = "".join(str(part) for part in found.itertext()) if found is not None else ""
+    return " ".join(text.split())
+
+
+_FIELD_DOC: Final = f"{{{XS}}}annotation/{{{XS}}}documentation"
+_OPERATION_DOC: Final = f"{{{WSDL}}}documentation"
 
 
 def _parse_wsdl(data: bytes) -> Service:
@@ -208,7 +224,16 @@ def _parse_wsdl(data: bytes) -> Service:
         for op in root.iterfind(f"{{{WSDL}}}binding/{{{WSDL}}}operation")
         if op.find(f"{{{WSDL_SOAP11}}}operation") is not None
     }
-    return Service(str(schema.get("targetNamespace")), loader.types, elements, actions)
+    docs = {
+        str(op.get("name")): _documentation(op, _OPERATION_DOC)
+        for op in root.iterfind(f"{{{WSDL}}}portType/{{{WSDL}}}operation")
+    }
+    named = root.find(f"{{{WSDL}}}service")
+    return Service(
+        str(schema.get("targetNamespace")), loader.types, elements, actions,
+        str(named.get("name")) if named is not None else "",
+        {name: text for name, text in docs.items() if text},
+    )  # fmt: skip
 
 
 @functools.cache

@@ -50,3 +50,39 @@ def test_double_is_float64_with_the_xsd_special_values() -> None:
     typed = arrow.scalar_column(price, sent, "x")  # type: ignore[arg-type]
     # the WSDL's default (Double.MinValue) says "not set", as the other types' sentinels do
     assert typed.to_pylist() == [1.5, float("inf"), float("-inf"), 2000.0, None, None]
+
+
+def test_the_documentation_a_wsdl_gives_is_kept_with_its_field_and_operation() -> None:
+    wsdl = b"""<?xml version="1.0" encoding="utf-8"?>
+<wsdl:definitions xmlns:s="http://www.w3.org/2001/XMLSchema"
+    xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:tns="urn:t">
+  <wsdl:types><s:schema targetNamespace="urn:t"><s:complexType name="Thing"><s:sequence>
+    <s:element name="Id" type="s:int"><s:annotation><s:documentation>
+      The thing's  number</s:documentation></s:annotation></s:element>
+    <s:element name="Name" type="s:string"/>
+  </s:sequence></s:complexType>
+  <s:element name="GetThingsResponse"><s:complexType><s:sequence>
+    <s:element name="Thing" type="tns:Thing"/></s:sequence></s:complexType></s:element>
+  </s:schema></wsdl:types>
+  <wsdl:portType name="P"><wsdl:operation name="GetThings">
+    <wsdl:documentation>Gets every thing</wsdl:documentation></wsdl:operation>
+  <wsdl:operation name="Other"/></wsdl:portType>
+  <wsdl:service name="ThingService"/>
+</wsdl:definitions>"""
+    service = schema._parse_wsdl(wsdl)
+    assert [(f.name, f.doc) for f in service.type("Thing").fields] == [
+        ("Id", "The thing's number"),
+        ("Name", ""),
+    ]
+    assert service.docs == {"GetThings": "Gets every thing"}
+    assert service.name == "ThingService"
+
+
+def test_the_shipped_wsdls_document_operations_but_no_field() -> None:
+    invoicing = schema.service("invoiceService")
+    assert invoicing.name == "InvoiceService"
+    assert invoicing.docs["GetPaymentMethods"] == "Gets all PaymentMethods"
+    names = ("accountService", "clientService", "companyService", "invoiceService",
+             "productService", "transactionService")  # fmt: skip
+    types = [t for name in names for t in schema.service(name).types.values()]
+    assert not [f for t in types if isinstance(t, schema.Struct) for f in t.fields if f.doc]
