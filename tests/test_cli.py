@@ -148,9 +148,12 @@ async def test_a_finished_run_is_not_redone_and_another_job_is_refused(
     first = await cli_beside(*args, "--parse-workers", "0", env=env)
     assert first[0] == 0, first[2]
     served = simulator.stats["requests"]
-    code, _, err = await cli_beside(*args, "--parse-workers", "0", env=env)
+    code, out, err = await cli_beside(*args, "--parse-workers", "0", env=env)
     assert code == 0 and "already finished this job (complete); nothing to do" in err
     assert simulator.stats["requests"] == served  # not even a Login
+    # said as nothing done, not the old run's figures again as if it had just worked
+    assert out.startswith("nothing to do: run ") and "invoices/s" not in out
+    assert len(out.strip().splitlines()) == 1
     code, _, err = await cli_beside(
         *args, "--parse-workers", "0", "--changed-after", "2024-01-01", env=env
     )

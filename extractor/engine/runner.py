@@ -185,7 +185,9 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
             f"run {done['run_id']} already finished this job ({done['status']}); nothing to do",
             status=done["status"],
         )
-        return RunSummary.from_json(done)
+        found = RunSummary.from_json(done)
+        found.already_finished = True
+        return found
     _make(out)
     journal = Journal.open(out, new_run_id(given.clock), fingerprint)
     given = replace(given, log=log.bind(run_id=journal.state.run_id))

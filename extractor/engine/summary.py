@@ -90,6 +90,8 @@ class RunSummary:
     base_url: str = ""
     identity_id: str | None = None
     extractor_version: str = ""
+    #: Read back: this invocation found the job finished by that run and did nothing
+    already_finished: bool = False
 
     @property
     def complete(self) -> bool:
@@ -113,6 +115,8 @@ class RunSummary:
         }  # fmt: skip
         if self.lists is not None:
             data["lists"] = self.lists
+        if self.already_finished:  # this invocation's: never written into the file
+            data["already_finished"] = True
         if self.table_requests is not None:
             data["requests_by_table"] = self.table_requests
         if self.resumed is not None:
@@ -159,7 +163,7 @@ _TAIL: Final = (
 )  # fmt: skip
 _KNOWN: Final = frozenset(
     {"run_id", "units", "records", "status", "output", "format", "job", "retry_of", "failures",
-     "lists", "requests_by_table", "resumed", *REPORTS, *_ENGINE, *_TAIL}
+     "lists", "requests_by_table", "resumed", "already_finished", *REPORTS, *_ENGINE, *_TAIL}
 )  # fmt: skip
 
 
@@ -196,6 +200,11 @@ def render(summary: RunSummary | SyncSummary) -> str:
     if isinstance(summary, SyncSummary):
         return _render_sync(summary)
     s, counts = summary, summary.counts
+    if s.already_finished:  # not the old run's figures again, as if it had just worked
+        return (
+            f"nothing to do: run {s.run_id} already finished this job ({s.status}, finished "
+            f"{s.finished_at or 'at an unknown time'}); `extractor status {s.output}` shows it"
+        )
     records, units = s.records, s.units
     lines = [
         f"run {s.run_id}: {s.status}"
