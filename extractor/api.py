@@ -88,8 +88,6 @@ def invoices(
     """``extractor invoices``: backfill invoices and their rows into ``out``; resumable."""
     from extractor.jobs.invoices import InvoiceJob
 
-    if changed_after and registered_after:
-        raise UsageError("give {changed_after} or {registered_after}, not both")
     where = destination(out, format, work_dir, endpoint_url, "invoices", resume=resume)
     job = InvoiceJob(
         where, service=service_config(**service), changed_after=_naive(changed_after),

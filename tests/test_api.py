@@ -116,6 +116,12 @@ async def test_errors_are_raised_as_the_error_tree_before_any_request(
         extractor.tables(tmp_path / "d", tables="acounts", credentials=CREDS, **given)
     with pytest.raises(UsageError, match="invoices have their own commands"):
         extractor.tables(tmp_path / "e", tables="invoices,accounts", credentials=CREDS, **given)
+    when = dt.datetime(2024, 1, 1)
+    with pytest.raises(InvalidOption, match="changed_after or registered_after, not both"):
+        await asyncio.to_thread(
+            extractor.invoices, tmp_path / "h", changed_after=when, registered_after=when,
+            credentials=CREDS, **given,
+        )  # fmt: skip
     with pytest.raises(TypeError):
         extractor.invoices(tmp_path / "f", no_such_flag=1, credentials=CREDS)
     assert simulator.stats["requests"] == 1, "only the refused login reached the service"

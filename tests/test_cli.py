@@ -478,3 +478,14 @@ def test_a_changed_after_in_the_future_is_warned_of(cli: Any, tmp_path: Path) ->
     )  # fmt: skip
     assert "--changed-after 2999-01-01T00:00:00 is in the future" in err
     assert code != 0  # and then the unreachable service, said as usual
+
+
+def test_a_fleet_s_settings_are_refused_once_before_any_request(cli: Any, tmp_path: Path) -> None:
+    # the job's own checks, shared by the CLI and the API, run before a fleet lists identities
+    code, _, err = cli(
+        "invoices", "--out", str(tmp_path / "o"), "--identity", "all", "--changed-after",
+        "2024-01-01", "--registered-after", "2024-01-01", "--base-url", "http://127.0.0.1:1",
+        env=env_for(),
+    )  # fmt: skip
+    assert code == 2 and "give --changed-after or --registered-after, not both" in err
+    assert len(err.strip().splitlines()) == 1

@@ -27,7 +27,6 @@ from extractor.cli.common import (
 from extractor.cli.fleet import FleetOptions, JobFor, fleet_options, run_as_fleet
 from extractor.cli.signals import run_command
 from extractor.config import DEFAULT_PARSE_WORKERS, DEFAULT_SINCE, Credentials, ServiceConfig
-from extractor.errors import UsageError
 
 if TYPE_CHECKING:  # a command imports the engine when it runs: ``--help`` loads none of it
     from extractor.engine.destination import Destination
@@ -82,14 +81,6 @@ def invoices(
     from extractor.engine.destination import Destination
     from extractor.engine.runner import run
     from extractor.jobs.invoices import InvoiceJob
-
-    if changed_after and registered_after:
-        raise UsageError("give --changed-after or --registered-after, not both")
-    if output_format == "delta" and (invoice_properties or row_properties):
-        raise UsageError(
-            "--format delta keeps whole records (what sync merges into); "
-            "drop --invoice-properties and --row-properties"
-        )
 
     def job_for(destination: Destination, parsers: int = 0) -> InvoiceJob:
         return InvoiceJob(
@@ -251,6 +242,7 @@ def credentials_for(
 
     checked(where, work_dir, alone=not fleet.asked)
     if fleet.asked:
+        job_for(where).check()  # refused once here, not by each identity's run
         alone = run_as_fleet(command, where, service, fleet, job_for)
         assert alone is not None  # a fleet exits with its status
         return alone

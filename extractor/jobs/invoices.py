@@ -67,6 +67,13 @@ class InvoiceJob:
 
     def check(self) -> None:
         Selection.checked(self.invoice_properties, self.row_properties)
+        if self.changed_after and self.registered_after:
+            raise InvalidOption("give {changed_after} or {registered_after}, not both")
+        if self.destination.format == "delta" and (self.invoice_properties or self.row_properties):
+            raise InvalidOption(
+                "{output_format} delta keeps whole records (what sync merges into); "
+                "drop {invoice_properties} and {row_properties}"
+            )
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise InvalidOption(f"{{batch_size}} {self.batch_size} is outside 1..{MAX_BATCH}")
 

@@ -93,6 +93,11 @@ class SyncJob:
     #: The tables kept (:func:`~extractor.operations.choose`; default every one).
     tables: tuple[str, ...] = TABLES
 
+    def check(self) -> None:
+        """Refuse settings no sync can run with, before any request."""
+        if self.overlap < dt.timedelta(0):
+            raise InvalidOption("{overlap} must not be negative")
+
     @property
     def work(self) -> Path:
         return self.member_work or self.target.work_dir(self.work_dir) / "_work"
@@ -129,8 +134,7 @@ async def run_sync(
     """One sync; its summary (each part's also under the work directory's ``_runs/``), with
     the sync's own ``run_id`` (``sync-...``; each part has its run's). ``log``, ``clock``,
     ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.engine.runner.run`."""
-    if job.overlap < dt.timedelta(0):
-        raise InvalidOption("{overlap} must not be negative")
+    job.check()
     run_id = SYNC_PREFIX + new_run_id(clock)
     out = Log.to(log).bind(run_id=run_id, command="sync")
     summary = SyncSummary(run_id, job.target.uri)
