@@ -33,22 +33,10 @@ __all__ = [
     "Credentials", "UpdateOutcome", "errors", "invoices", "sync", "tables", "transactions",
     "update_invoices", "verify",
 ]  # fmt: skip
-
-_FROM: dict[str, str] = {
+#: Where each name is, loaded on first use: the API's functions but for two
+_FROM: dict[str, str] = dict.fromkeys(__all__, "extractor.api") | {
     "Credentials": "extractor.config",
     "errors": "extractor.errors",
-    **{
-        name: "extractor.api"
-        for name in (
-            "UpdateOutcome",
-            "invoices",
-            "sync",
-            "tables",
-            "transactions",
-            "update_invoices",
-            "verify",
-        )
-    },
 }
 
 
