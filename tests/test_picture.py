@@ -300,3 +300,25 @@ async def test_a_sync_cut_in_its_lists_resumes_without_fetching_a_staged_list_ag
     target = Target(str(tmp_path), local=tmp_path)
     for table in tables:
         assert_table_equals(table, read_delta(target, table), truth(memory.service, table))
+
+
+@pytest.mark.parametrize("offset", [-1800.0, 1800.0], ids=["service-behind", "service-ahead"])
+async def test_customers_changed_under_a_skewed_service_clock_are_all_synced(
+    in_memory: Callable[..., InMemory], tmp_path: Path, offset: float
+) -> None:
+    # the customers' and products' watermark is the service's time, as the invoices' is: a
+    # clock 30 minutes off ours (more than --overlap) loses no change
+    memory = in_memory(orders=20, clock_offset=offset)
+    tables = ("customers", "products")
+    await synced(memory, tmp_path, tables=tables)
+    memory.clock.advance(120)
+    report = memory.service.churn_master(
+        customers=MasterChurn(changed=3, added=2), products=MasterChurn(changed=2, added=1)
+    )
+    memory.clock.advance(120)
+    second = await synced(memory, tmp_path, tables=tables)
+    assert second["lists"]["lists"] == {"customers": 5, "products": 3}
+    target = Target(str(tmp_path), local=tmp_path)
+    for table in tables:
+        assert_table_equals(table, read_delta(target, table), truth(memory.service, table))
+    assert report["customers"].changed
