@@ -149,13 +149,27 @@ def _isatty(stream: IO[str]) -> bool:
 _GONE: weakref.WeakSet[IO[str]] = weakref.WeakSet()
 #: The process's log: what :func:`configure` made of the command line's flags.
 _configured: Log = Log()
+#: Whether the invocation's run has yet to claim the process's log (:func:`claim_run`).
+_claimable = False
 
 
 def configure(format: Format = "text", verbosity: int = 0, **context: Any) -> Log:
     """Set the process's log (the command line does, at every invocation); it."""
-    global _configured
+    global _configured, _claimable
     _configured = Log(None, format, verbosity, context)
+    _claimable = "run_id" in context  # an invocation's own id, until its run claims it
     return _configured
+
+
+def claim_run(run_id: str) -> None:
+    """The invocation's run has its id: the process's log carries it from now on (the last
+    events, ``interrupted`` or ``error``, are about that run). The first claim after
+    :func:`configure` counts (a sync's or a fleet's own id, not its parts'); a library call
+    outside a command invocation changes nothing."""
+    global _configured, _claimable
+    if _claimable:
+        _claimable = False
+        _configured = _configured.bind(run_id=run_id)
 
 
 def current() -> Log:

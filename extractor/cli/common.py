@@ -198,6 +198,14 @@ def show_document(document: dict[str, Any], text: Callable[[], str]) -> None:
         click.echo(text())
 
 
+def show_failure(record: dict[str, Any]) -> None:
+    """The record of a run that failed, on stdout as one compact JSON line when ``--json``
+    was given (the error itself is the log's last line on stderr, either way)."""
+    context = click.get_current_context(silent=True)
+    if context is not None and context.meta.get("summary_json"):
+        click.echo(orjson.dumps(record).decode())
+
+
 def exit_if_partial(summary: RunSummary, work: Path) -> None:
     if not summary.complete:
         report = work / "_runs" / f"{summary.run_id}.json"

@@ -8,13 +8,24 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from extractor.engine.summary import attach, attached
+
 T = TypeVar("T")
 
 
 def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; SIGINT or SIGTERM cancels it, so that it stops cleanly
-    (journal closed, parser processes stopped), then :class:`Interrupted`."""
-    return asyncio.run(_until_signalled(coroutine))
+    (journal closed, parser processes stopped), then :class:`Interrupted`. A run that stops
+    on an error or a signal has its record printed first, as ``--json`` prints a summary."""
+    try:
+        return asyncio.run(_until_signalled(coroutine))
+    except BaseException as exc:
+        record = attached(exc)
+        if record is not None:
+            from extractor.cli.common import show_failure
+
+            show_failure(record)
+        raise
 
 
 async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -35,9 +46,9 @@ async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
         loop.add_signal_handler(signum, stop, signum)
     try:
         return await coroutine
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if received:
-            raise Interrupted(received[0]) from None
+            raise Interrupted(received[0], attached(exc)) from None
         raise
     finally:
         for signum in signals:
@@ -49,8 +60,10 @@ def _in_main_thread() -> bool:
 
 
 class Interrupted(Exception):
-    """The run was stopped by a signal, cleanly."""
+    """The run was stopped by a signal, cleanly; ``record``: the record it left in ``_runs/``."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, record: dict[str, Any] | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        if record is not None:
+            attach(self, record)

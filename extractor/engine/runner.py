@@ -13,6 +13,7 @@ and :class:`Work`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -23,15 +24,30 @@ from extractor import memory
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import Credentials, ServiceConfig
 from extractor.engine.destination import Destination
-from extractor.engine.history import finished_job, latest_run, partial_run
+from extractor.engine.history import (
+    failed_record,
+    finished_job,
+    latest_run,
+    partial_run,
+    prune,
+    write_failed,
+)
 from extractor.engine.journal import Journal, unfinished
 from extractor.engine.progress import Progress
 from extractor.engine.state import RunState
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import RunSummary, finished, version, write_summary
+from extractor.engine.summary import (
+    FAILED,
+    INTERRUPTED,
+    RunSummary,
+    attach,
+    finished,
+    version,
+    write_summary,
+)
 from extractor.engine.workers import Fetcher, Run, Unit, work_through
 from extractor.errors import OutputError
-from extractor.log import Log
+from extractor.log import Log, claim_run
 from extractor.output.lease import stopped_if_lost
 from extractor.output.staging import TableWriter
 from extractor.parser import slow_parser_note
@@ -190,6 +206,7 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
         return found
     _make(out)
     journal = Journal.open(out, new_run_id(given.clock), fingerprint)
+    claim_run(journal.state.run_id)
     given = replace(given, log=log.bind(run_id=journal.state.run_id))
     note = slow_parser_note()
     if note is not None:
@@ -198,10 +215,34 @@ async def _locked(job: Job[U], credentials: Credentials, given: _Surroundings) -
         given.log.info("retrying", job.retrying(previous), retried_from=previous.run_id)
     try:
         summary = await _journaled(job, credentials, journal, given, previous)
+    except (Exception, asyncio.CancelledError) as exc:
+        _record_failure(job, journal.state, exc, credentials, given.clock)
+        raise
     finally:
         journal.close()  # a run stopped before its plan leaves nothing to resume: discarded
     journal.finish()
+    prune(out)
     return summary
+
+
+def _record_failure(
+    job: Job[Any], state: RunState, error: BaseException, credentials: Credentials, clock: Clock
+) -> None:
+    """Write the record of a run that stopped on ``error`` (``_runs/<run_id>.json``, outcome
+    ``failed`` or ``interrupted``), and hand it to whoever shows it (``--json``) on the error."""
+    outcome = INTERRUPTED if isinstance(error, asyncio.CancelledError) else FAILED
+    record = failed_record(
+        state.run_id, error, outcome,
+        {
+            "job": state.fingerprint, "output": job.destination.target.uri,
+            "format": job.destination.format, "failed_at": clock.now().isoformat(),
+            "base_url": job.service.base_url, "identity_id": credentials.identity_id,
+            "extractor_version": version(),
+            "resumable": state.plan is not None,  # else its journal is discarded
+        },
+    )  # fmt: skip
+    path = write_failed(record, job.destination.work)
+    attach(error, record | {"summary_file": None if path is None else str(path)})
 
 
 def fingerprint_of(job: Job[Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ The JSON keys are the contract schedulers read: named after what the job counts
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib.metadata
@@ -33,6 +34,14 @@ REPORTS: Final = ("failures_report", "not_returned_report")
 
 #: What a split unit is called, by what the run counts its work in.
 _SPLIT: Final = {"ids": "batches", "days": "windows"}
+
+
+#: A run's record in ``_runs/`` says how it ended (``outcome``): a finished run's summary (a
+#: summary written before 0.3 has no ``outcome``: finished too), or the record of a run that
+#: stopped on an error (``failed``) or a signal (``interrupted``), with that ``error``.
+FINISHED: Final = "finished"
+FAILED: Final = "failed"
+INTERRUPTED: Final = "interrupted"
 
 
 class Status(enum.StrEnum):
@@ -111,7 +120,7 @@ class RunSummary:
             "finished_at": self.finished_at, "seconds": self.seconds,
             "mb_per_second": self.mb_per_second, "job": self.job, "retry_of": self.retry_of,
             **self.reports, "base_url": self.base_url, "identity_id": self.identity_id,
-            "extractor_version": self.extractor_version,
+            "extractor_version": self.extractor_version, "outcome": FINISHED,
         }  # fmt: skip
         if self.lists is not None:
             data["lists"] = self.lists
@@ -163,7 +172,8 @@ _TAIL: Final = (
 )  # fmt: skip
 _KNOWN: Final = frozenset(
     {"run_id", "units", "records", "status", "output", "format", "job", "retry_of", "failures",
-     "lists", "requests_by_table", "resumed", "already_finished", *REPORTS, *_ENGINE, *_TAIL}
+     "lists", "requests_by_table", "resumed", "already_finished", "outcome", *REPORTS,
+     *_ENGINE, *_TAIL}
 )  # fmt: skip
 
 
@@ -191,6 +201,7 @@ class SyncSummary:
             **{name: part.as_json() for name, part in self.parts.items()},
             "clock_skew_seconds": self.clock_skew_seconds, "status": str(self.status),
             "stale_records": self.stale_records, "watermarks": self.watermarks,
+            "outcome": FINISHED,
         }  # fmt: skip
 
 
@@ -343,6 +354,23 @@ def _written(summary: RunSummary) -> str:
     if summary.format == "delta":
         return "Delta: " + ", ".join(f"{name} {count:,}" for name, count in written.items())
     return f"{written.get('files', 0)} files"
+
+
+#: The attribute of an error that carries the record of the run it stopped.
+_RECORD: Final = "extractor_run_record"
+
+
+def attach(error: BaseException, record: dict[str, Any]) -> None:
+    """Hand ``record`` (the run's that ``error`` stopped) along with the error, to whoever
+    shows it (``--json`` prints it as the last line)."""
+    with contextlib.suppress(AttributeError, TypeError):  # an error that takes no attribute
+        setattr(error, _RECORD, record)
+
+
+def attached(error: BaseException) -> dict[str, Any] | None:
+    """The record of the run ``error`` stopped, when it carries one."""
+    record = getattr(error, _RECORD, None)
+    return record if isinstance(record, dict) else None
 
 
 def write_summary(document: Mapping[str, Any], out: Path) -> Path:

@@ -24,7 +24,7 @@ from extractor.fleet import roster
 from extractor.fleet.coordinator import Board, FleetLink
 from extractor.fleet.layout import FLEET_PREFIX
 from extractor.fleet.members import Member, outcome, run_member
-from extractor.log import Log
+from extractor.log import Log, claim_run
 from extractor.output.targets import Target
 
 #: Seconds between progress events when not on a terminal (on one: redrawn twice a second).
@@ -53,6 +53,7 @@ def run_fleet(
 ) -> dict[str, Any]:
     """Run every member on the cluster of ``client``; the fleet's summary."""
     run_id = FLEET_PREFIX + new_run_id(clock)
+    claim_run(run_id)
     said = Log.to(log).bind(run_id=run_id, command=fleet.command)
     every = interval if interval is not None else (0.5 if said.live else LOG_EVERY)
     link = FleetLink(run_id, fleet.fleet_requests_per_hour)

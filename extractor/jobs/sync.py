@@ -28,6 +28,7 @@ was committed after all, or the options changed) is discarded, which only costs 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import shutil
@@ -39,17 +40,26 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from extractor.clock import SYSTEM, Clock, new_run_id
 from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.engine.destination import Destination
+from extractor.engine.history import failed_record
 from extractor.engine.journal import unfinished
 from extractor.engine.lists import ListJob
 from extractor.engine.runner import fingerprint_of, run
 from extractor.engine.spec import Spec, Strategy
 from extractor.engine.state import replay
 from extractor.engine.stats import RunStats
-from extractor.engine.summary import RunSummary, Status, SyncSummary
+from extractor.engine.summary import (
+    FAILED,
+    INTERRUPTED,
+    RunSummary,
+    Status,
+    SyncSummary,
+    attach,
+    attached,
+)
 from extractor.errors import InvalidOption
 from extractor.jobs.invoices import InvoiceJob
 from extractor.jobs.ledger import TransactionJob
-from extractor.log import Log
+from extractor.log import Log, claim_run
 from extractor.operations import LISTS, TABLES
 from extractor.output.staging import Placement
 from extractor.output.targets import Target
@@ -136,17 +146,22 @@ async def run_sync(
     ``wire``, ``gate`` and ``watch`` as for :func:`~extractor.engine.runner.run`."""
     job.check()
     run_id = SYNC_PREFIX + new_run_id(clock)
+    claim_run(run_id)
     out = Log.to(log).bind(run_id=run_id, command="sync")
     summary = SyncSummary(run_id, job.target.uri)
-    with job.destination.locked("sync"):  # for all its parts
-        # one session for every part: one login, one budget
-        async with connected(
-            job.service, credentials, clock=clock, wire=wire, gate=gate, login=False
-        ) as session:
-            given = functools.partial(
-                run, log=out, clock=clock, wire=wire, gate=gate, watch=watch, session=session
-            )
-            await _sync_locked(job, credentials, out, clock, given, summary)
+    try:
+        with job.destination.locked("sync"):  # for all its parts
+            # one session for every part: one login, one budget
+            async with connected(
+                job.service, credentials, clock=clock, wire=wire, gate=gate, login=False
+            ) as session:
+                given = functools.partial(
+                    run, log=out, clock=clock, wire=wire, gate=gate, watch=watch, session=session
+                )
+                await _sync_locked(job, credentials, out, clock, given, summary)
+    except (Exception, asyncio.CancelledError) as exc:
+        _record_failure(summary, exc, clock)
+        raise
     out.info(
         "finished", f"sync {run_id} {summary.status}", status=str(summary.status),
         watermarks=summary.watermarks,
@@ -201,6 +216,20 @@ async def _sync_locked(
         for name, tables in kept.items()
         if name in job.tables and (name != "transactions" or job.ledger)
     }
+
+
+def _record_failure(summary: SyncSummary, error: BaseException, clock: Clock) -> None:
+    """Hand the sync's record along with the error that stopped it: the sync's id, the error,
+    the parts that finished, and the record of the part that failed (written in its
+    ``_runs/``)."""
+    outcome = INTERRUPTED if isinstance(error, asyncio.CancelledError) else FAILED
+    known = {"output": summary.output, "format": summary.format,
+             "failed_at": clock.now().isoformat(),
+             **{name: part.as_json() for name, part in summary.parts.items()}}  # fmt: skip
+    part = attached(error)
+    if part is not None:
+        known["failed_part"] = part
+    attach(error, failed_record(summary.run_id, error, outcome, known))
 
 
 def _lists_job(job: SyncJob, lists: tuple[Spec, ...], lake: Lake) -> ListJob:
