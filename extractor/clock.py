@@ -108,3 +108,21 @@ async def _idle() -> None:
 def new_run_id(clock: Clock = SYSTEM) -> str:
     """A run's id: when it began, and a few random hex digits (two runs in one second)."""
     return clock.now().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def utc_text(value: str | dt.datetime | None) -> str | None:
+    """A time as people are shown it: in UTC, to the second, with its offset
+    (``2026-12-07 17:01:29+00:00``); a naive one is taken as UTC, text that is no time is
+    shown as it is."""
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return value or None
+    elif value is None:
+        return None
+    else:
+        when = value
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(sep=" ", timespec="seconds")

@@ -9,14 +9,16 @@ each identity's ``_identities/<guid>`` under any of them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 import orjson
 
 from extractor.cli.common import stack, storage_options
+from extractor.clock import utc_text
 from extractor.errors import UsageError
 
 if TYPE_CHECKING:  # what reads an output is imported when it runs: ``--help`` loads none of it
@@ -59,13 +61,13 @@ def describe_output(target: Target, work_dir: Path | None) -> dict[str, Any]:
             place["identity_id"] = folder.relative_to(root).parts[
                 -1 if folder.parent.name == IDENTITIES_DIR else -2
             ]
-        if place["runs"] or place["unfinished"] or place["lock"] or "identity_id" in place:
+        if place["records"] or place["unfinished"] or place["lock"] or "identity_id" in place:
             places.append(place)
     identities = sorted({place["identity_id"] for place in places if "identity_id" in place})
+    tables, watermarks = _lake(target, identities)
     return {"output": target.uri, "work": str(root), "places": places,
             "target_lock": _target_lock(target, root),
-            "watermarks": _watermarks(target, identities),
-            "tables": _tables(target)}  # fmt: skip
+            "watermarks": watermarks, "tables": tables}  # fmt: skip
 
 
 def _target_lock(target: Target, root: Path) -> dict[str, Any] | None:
@@ -85,42 +87,71 @@ def _target_lock(target: Target, root: Path) -> dict[str, Any] | None:
     return {"holder": describe(holder), "lease": holder.get("lease")}
 
 
-#: Folders at an output's root that hold data, not runs.
-_TABLES = frozenset({"invoices", "invoice_rows", "transactions", "identities"})
+#: Folders that hold a command's runs under a work root: ``_work/<part>``,
+#: ``_identities/<guid>``, and under an identity its sync's parts; nothing else is entered.
+_NESTS = frozenset({"_work", "_identities"})
 #: Folders inside a run's folder that are its own, not another run's.
 _OWN = frozenset({"_runs", "_journal", "_staging", "_failures", "_delta_log"})
+#: How deep run folders nest (``_work/_identities/<guid>/sync-invoices``).
+_DEPTH: Final = 5
+#: The runs each folder shows as lines (``--json``: its latest of each job among the
+#: records read), and the newest records read: never every record of a long history.
+RECENT: Final = 3
+READ: Final = 20
 
 
 def run_folders(root: Path) -> list[Path]:
-    """Every folder under ``root`` a run keeps its journal or summaries in."""
+    """Every folder under ``root`` a run keeps its journal or summaries in. Only the folders
+    commands keep runs in are entered (not the tables, nor any other folder): fast whatever
+    the lake's size, or wherever OUT is."""
     from extractor.output.lock import LOCK_FILE
 
     found = []
-    for folder, names, _ in os.walk(root):
-        here = Path(folder)
-        names[:] = sorted(
-            name for name in names
-            if name not in _OWN and not (here == root and name in _TABLES)
-            and not name.startswith(".")
-        )  # fmt: skip
-        if (here / "_runs").is_dir() or (here / "_journal").is_dir() or (here / LOCK_FILE).exists():
-            found.append(here)
+
+    def visit(folder: Path, depth: int) -> None:
+        if (
+            (folder / "_runs").is_dir()
+            or (folder / "_journal").is_dir()
+            or (folder / LOCK_FILE).exists()
+        ):
+            found.append(folder)
+        if depth == 0:
+            return
+        nest = folder != root and (folder.name in _NESTS or folder.parent.name == "_identities")
+        for child in _folders(folder):
+            if child.name in _NESTS or (nest and child.name not in _OWN):
+                visit(child, depth - 1)
+
+    visit(root, _DEPTH)
     return found
 
 
+def _folders(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(
+                Path(entry.path) for entry in entries
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+            )  # fmt: skip
+    except OSError:
+        return []
+
+
 def _place(folder: Path, root: Path) -> dict[str, Any]:
-    from extractor.engine.history import finished_runs
+    from extractor.engine.history import is_finished, records
     from extractor.output.lock import current_holder, describe
 
-    runs = list(finished_runs(folder))
+    recent = records(folder, newest=READ)
     latest: dict[str, dict[str, Any]] = {}
-    for summary in runs:  # the latest of each job (fingerprint)
-        latest[orjson.dumps(summary.get("job"), option=orjson.OPT_SORT_KEYS).decode()] = summary
+    for summary in recent:  # the latest of each job (fingerprint) among the newest
+        if is_finished(summary):
+            latest[orjson.dumps(summary.get("job"), option=orjson.OPT_SORT_KEYS).decode()] = summary
     holder = current_holder(folder)
     return {
         "folder": str(folder.relative_to(root)) if folder != root else ".",
         "runs": [_brief(summary) for summary in latest.values()],
-        "finished_runs": len(runs),
+        "recent": [_brief(summary) for summary in reversed(recent[-RECENT:])],
+        "records": len(list((folder / "_runs").glob("*.json"))),
         "unfinished": _unfinished(folder),
         "lock": None if holder is None else describe(holder),
     }
@@ -142,19 +173,25 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _brief_of(summary: dict[str, Any]) -> dict[str, Any]:
+    from extractor.engine.history import is_finished
     from extractor.engine.summary import counted
 
+    if not is_finished(summary):  # a failed or interrupted run's record
+        error = summary["error"]
+        return {"run_id": summary["run_id"], "command": summary["job"].get("command"),
+                "status": summary["outcome"], "failed_at": utc_text(summary.get("failed_at")),
+                "error": f"{error['type']}: {error['message']}"}  # fmt: skip
     if "identities" in summary:  # a fleet's
         statuses = [entry["status"] for entry in summary["identities"]]
         return {"run_id": summary["run_id"], "status": summary["status"],
-                "finished_at": summary.get("finished_at"), "identities": len(statuses),
-                "failed": statuses.count("failed")}  # fmt: skip
+                "finished_at": utc_text(summary.get("finished_at")),
+                "identities": len(statuses), "failed": statuses.count("failed")}  # fmt: skip
     records, _ = counted(summary)
     return {
         "run_id": summary["run_id"],
         "command": (summary.get("job") or {}).get("command"),
         "status": summary["status"],
-        "finished_at": summary.get("finished_at"),
+        "finished_at": utc_text(summary.get("finished_at")),
         records: summary.get(records),
         **{  # an invoices run's own counters (a ledger or list run has none of them)
             name: int(summary[name])
@@ -188,51 +225,68 @@ def _unfinished(folder: Path) -> dict[str, Any] | None:
     }
 
 
-def _watermarks(target: Target, identities: list[str]) -> dict[str, str | None]:
-    """Each Delta table's watermark (a fleet's: each identity's, as ``table identity``)."""
+def _lake(target: Target, identities: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each Delta table's records (from the Delta log's statistics: no data file is read),
+    when a run last committed to it, and whether a full refresh waits for the next sync; and
+    the watermarks (a fleet's: each identity's, as ``table identity``). Or a Parquet
+    output's records per table (from its files' footers)."""
+    from extractor.operations import TABLES
+
+    names = ["invoices", "invoice_rows", *(name for name in TABLES if name != "invoices")]
     local = target.local
-    tables = ("invoices", "transactions")
-    if local is not None and not any((local / t / "_delta_log").is_dir() for t in tables):
-        return {}
+    if local is not None and not any((local / name / "_delta_log").is_dir() for name in names):
+        return _parquet_tables(local, names), {}
     from extractor.output.delta import Lake  # delta-rs only where there are Delta tables
-    from extractor.output.lakefiles import IDENTITY, Scope
 
-    marks = {}
-    for name in ("invoices", "invoice_rows", "transactions", "customers", "products"):
-        table = Lake(target).table(name)
-        if table is None:
+    tables: dict[str, Any] = {}
+    marks: dict[str, Any] = {}
+    for name in names:
+        if local is not None and not (local / name / "_delta_log").is_dir():
             continue
-        fleet = IDENTITY in table.metadata().partition_columns
-        for identity in identities if fleet else [None]:
-            mark = Lake(target, scope=Scope(identity)).watermark([name])
-            key = f"{name} {identity}" if identity else name
-            marks[key] = mark.isoformat() if mark else None
-    return marks
+        table = Lake(target).table(name)
+        if table is not None:
+            tables[name] = _table_state(name, table, identities, marks)
+    return tables, marks
 
 
-def _tables(target: Target) -> dict[str, int]:
-    """The records of each Delta table under ``target`` (every identity's), from the Delta
-    log's statistics: no data file is read."""
+def _table_state(
+    name: str, table: Any, identities: list[str], marks: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``status`` says of one Delta table (its watermarks go into ``marks``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from extractor.operations import TABLES
+    from extractor.output.lakefiles import IDENTITY, Scope
+    from extractor.output.lakemarks import FULL_REFRESH, KEPT, WATERMARK, last_run_commit
 
-    local = target.local
-    names = [name for name in (*TABLES, "invoice_rows") if name != "invoices"]
-    names.insert(0, "invoices")
-    if local is not None:
-        names = [name for name in names if (local / name / "_delta_log").is_dir()]
-    if not names:
-        return {}
-    from extractor.output.delta import Lake  # delta-rs only where there are Delta tables
+    actions = pa.table(table.get_add_actions(flatten=True))
+    state: dict[str, Any] = {"records": int(pc.sum(actions.column("num_records")).as_py() or 0)}
+    fleet = IDENTITY in table.metadata().partition_columns
+    last = None
+    for identity in identities if fleet else [None]:
+        found = last_run_commit(table, Scope(identity))
+        if found is None:
+            continue
+        if last is None or found.get("timestamp", 0) > last.get("timestamp", 0):
+            last = found
+        if name in KEPT:
+            marks[f"{name} {identity}" if identity else name] = utc_text(found.get(WATERMARK))
+        if found.get(FULL_REFRESH):
+            state.setdefault("full_refresh_pending", []).append(identity or "all")
+    when = last.get("timestamp") if last else None
+    state["last_run"] = utc_text(dt.datetime.fromtimestamp(when / 1000, dt.UTC)) if when else None
+    return state
+
+
+def _parquet_tables(local: Path, names: list[str]) -> dict[str, Any]:
+    """The records of each table of a Parquet output, from its files' footers."""
+    import pyarrow.dataset as ds
 
     counts = {}
     for name in names:
-        table = Lake(target).table(name)
-        if table is not None:
-            actions = pa.table(table.get_add_actions(flatten=True))
-            counts[name] = int(pc.sum(actions.column("num_records")).as_py() or 0)
+        if (local / name).is_dir():
+            dataset = ds.dataset(local / name, format="parquet", partitioning="hive")
+            counts[name] = {"records": dataset.count_rows()}
     return counts
 
 
@@ -244,38 +298,58 @@ def _lock_line(output: str, lock: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    from extractor.engine.summary import counting
-
+    """The report for people: a few lines a folder, a line a table; times in UTC."""
     lines = [f"{report['output']} (work: {report['work']})"]
     if not report["places"]:
         lines.append("  no runs here")
     for place in report["places"]:
-        lines.append(f"  {place['folder']}: {counting(place['finished_runs'], 'finished run')}")
-        for run in place["runs"]:
-            counts = ", ".join(
-                f"{key} {value:,}" for key, value in run.items()
-                if isinstance(value, int)
-            )  # fmt: skip
-            lines.append(f"    {run['run_id']}  {run['status']}  {counts}".rstrip())
-            if run.get("error"):
-                lines.append(f"      {run['error']}")
-            for kind in ("failures_report", "not_returned_report"):
-                if run.get(kind):
-                    lines.append(f"      {kind.replace('_', ' ')}: {run[kind]}")
-        if place["unfinished"]:
-            u = place["unfinished"]
-            lines.append(
-                f"    unfinished: {u['run_id']} ({u['command']}): {u['staged_batches']:,} "
-                f"batches staged of {u['planned']:,} planned, started "
-                f"{counting(u['starts'], 'time')}; the same command resumes it"
-            )
-        if place["lock"]:
-            lines.append(f"    locked by {place['lock']}")
+        lines += _place_lines(place)
     if report.get("target_lock"):
         lines.append(_lock_line(report["output"], report["target_lock"]))
+    if report.get("tables"):
+        lines.append("  tables (records, deleted ones marked included; every identity's):")
+        for name, table in report["tables"].items():
+            line = f"    {name:<20} {table['records']:>12,}"
+            if table.get("last_run"):
+                line += f"  last run {table['last_run']}"
+            if table.get("full_refresh_pending"):
+                line += "  (full refresh at the next sync)"
+            lines.append(line)
     for name, mark in report["watermarks"].items():
         lines.append(f"  watermark {name}: {mark or 'none'}")
-    if report.get("tables"):
-        lines.append("  tables (records, every identity's, deleted ones marked included):")
-        lines += [f"    {name:<20} {count:>12,}" for name, count in report["tables"].items()]
     return "\n".join(lines)
+
+
+def _place_lines(place: dict[str, Any]) -> list[str]:
+    from extractor.engine.summary import counting
+
+    shown = len(place["recent"])
+    more = f"; the last {shown}:" if place["records"] > shown else ":"
+    lines = [f"  {place['folder']}: {counting(place['records'], 'run')} recorded{more}"]
+    if not place["records"]:
+        lines[0] = f"  {place['folder']}: no run recorded"
+    for run in place["recent"]:
+        counts = ", ".join(
+            f"{key} {value:,}" for key, value in run.items()
+            if isinstance(value, int) and not isinstance(value, bool)
+        )  # fmt: skip
+        when = run.get("finished_at") or run.get("failed_at")
+        lines.append(
+            f"    {run['run_id']}  {run['status']}  {counts}".rstrip()
+            + (f"  ({when})" if when else "")
+        )
+        if run.get("error"):
+            lines.append(f"      {run['error']}")
+        for kind in ("failures_report", "not_returned_report"):
+            if run.get(kind):
+                lines.append(f"      {kind.replace('_', ' ')}: {run[kind]}")
+    if place["unfinished"]:
+        u = place["unfinished"]
+        lines.append(
+            f"    unfinished: {u['run_id']} ({u['command']}): {u['staged_batches']:,} "
+            f"batches staged of {u['planned']:,} planned, started "
+            f"{counting(u['starts'], 'time')}; the same command resumes it"
+        )
+    if place["lock"]:
+        lines.append(f"    locked by {place['lock']}")
+    return lines

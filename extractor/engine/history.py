@@ -37,12 +37,16 @@ KEEP_RUNS: Final = 50
 JOURNAL_SUFFIX: Final = ".journal.jsonl"
 
 
-def records(out: Path) -> list[dict[str, Any]]:
-    """Every run's record in ``out/_runs/``, finished or not, in the order they ended (two
-    runs can begin in the same second, so their ids alone do not tell)."""
+def records(out: Path, newest: int | None = None) -> list[dict[str, Any]]:
+    """Every run's record in ``out/_runs/`` (the ``newest`` written, when given), finished or
+    not, in the order they ended (two runs can begin in the same second, so their ids alone
+    do not tell)."""
     folder = out / RUNS_DIR
+    paths = list(folder.glob("*.json")) if folder.is_dir() else []
+    if newest is not None:
+        paths = sorted(paths, key=_written_at, reverse=True)[:newest]
     found = []
-    for path in folder.glob("*.json") if folder.is_dir() else ():
+    for path in paths:
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
             record = orjson.loads(path.read_bytes())
             if not isinstance(record, dict):  # edited by hand into something else
@@ -51,6 +55,13 @@ def records(out: Path) -> list[dict[str, Any]]:
             found.append((str(ended), path.stat().st_mtime_ns, path.name, record))
     found.sort(key=lambda entry: entry[:2])
     return [record for *_, record in found]
+
+
+def _written_at(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # removed meanwhile
+        return 0
 
 
 def is_finished(record: Mapping[str, Any]) -> bool:

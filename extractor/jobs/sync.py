@@ -242,11 +242,12 @@ def _lists_job(job: SyncJob, lists: tuple[Spec, ...], lake: Lake) -> ListJob:
         mark = lake.watermark((spec.table,)) if spec.strategy is Strategy.CHANGES else None
         if mark is not None:
             since[spec.table] = (mark - job.overlap).isoformat()
-    held = {
+    held = {  # none while a full refresh waits: every parent row is asked again
         spec.table: held_parents(lake.target, lake.scope, spec.table, spec.per.held_by)
         for spec in lists
         if spec.per is not None and spec.per.held_by is not None
-    }
+        and not lake.refreshing((spec.table,))
+    }  # fmt: skip
     return ListJob(
         job.destination.part(job.work / "sync-lists"), lists, job.service, sync=True,
         since=since, reconcile=job.reconcile, held=held,

@@ -14,7 +14,9 @@ The watermark is committed with the data (:mod:`.lakemarks`): each commit's meta
 The rows commit comes before the invoices commit, and a table group's watermark is the
 oldest of its tables', so a crash between the two repeats the work and never skips a change.
 A table the run wrote nothing into gets a commit of the watermark alone, so a quiet tenant's
-next sync does not list and fetch the same changes again.
+next sync does not list and fetch the same changes again. A full refresh asked by a reset
+(:mod:`.lakereset`) makes the next publish replace the tables (this scope's part) with what
+it fetched, in one commit each, instead of merging.
 
 Layout and merges (:mod:`.lakefiles`, :mod:`.lakechanges`): invoices and rows are
 partitioned by ``order_month`` (the order's DateOrdered; a row sits with its order),
@@ -88,7 +90,14 @@ from extractor.output.lakefiles import (
     stamp,
 )
 from extractor.output.lakelists import keep_list
-from extractor.output.lakemarks import RUN_ID, WATERMARK, commit, refetch, watermark
+from extractor.output.lakemarks import (
+    RUN_ID,
+    WATERMARK,
+    commit,
+    full_refresh,
+    refetch,
+    watermark,
+)
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
 from extractor.output.staging import TableWriter, read_spill
@@ -144,7 +153,8 @@ class Lake:
         table = self._laid_out("invoices")
         if table is not None:  # else the rows a cut-short first publish left are replaced
             self._laid_out("invoice_rows")
-        if table is None:  # the first publish: everything, and rows a cut-short one left go
+        full = table is not None and self.refreshing(INVOICE_TABLES)
+        if table is None or full:  # everything; rows a cut-short first publish left go
             plan = Plan.everything(orders.columns(["OrderId"]), "OrderId")
         else:
             plan = stored_plan(
@@ -156,23 +166,37 @@ class Lake:
         if not plan.changed:
             return written
         if rows is not None:
-            written["invoice_rows"] = self._merge("invoice_rows", rows, plan, run, table is None)
+            replace = table is None or full
+            written["invoice_rows"] = self._merge("invoice_rows", rows, plan, run, replace)
         checkpoint("between-commits")
-        written["invoices"] = self._merge("invoices", orders, plan, run)
+        written["invoices"] = self._merge("invoices", orders, plan, run, full)
         return written
 
     def publish_transactions(self, lines: TableWriter, run: RunInfo) -> dict[str, int]:
         """Upsert ledger lines on Id, one per Id (the latest DateChanged)."""
         table = self._laid_out("transactions")
         staged = lines.columns(["Id", "DateChanged"])
-        if table is None:
+        full = table is not None and self.refreshing(("transactions",))
+        if table is None or full:
             plan = Plan.everything(staged, "Id", version="DateChanged")
         else:
             plan = stored_plan(table, LAYOUTS["transactions"], staged, self.scope)
         written = {"transactions": 0, "stale_records": len(plan.stale)}
         if plan.changed:
-            written["transactions"] = self._merge("transactions", lines, plan, run)
+            written["transactions"] = self._merge("transactions", lines, plan, run, full)
         return written
+
+    def refreshing(self, names: Sequence[str]) -> bool:
+        """Whether a full refresh of one of the tables ``names`` (this scope's part) waits for
+        this publish: it then replaces them, instead of merging (:mod:`.lakereset`)."""
+        tables = (self.table(name) for name in names)
+        return any(table is not None and full_refresh(table, self.scope) for table in tables)
+
+    def mark(self, name: str, properties: CommitProperties) -> None:
+        """Commit ``properties`` alone to the table ``name`` (a reset's)."""
+        table = self.table(name)
+        if table is not None:
+            self._transaction(name, [], properties, table, empty=True)
 
     def keep_watermark(self, names: Sequence[str], run: RunInfo, fetched: bool) -> None:
         """Commit the run's watermark alone to each table of ``names`` this publish wrote

@@ -13,6 +13,7 @@ How the fetched records go in is the spec's (:class:`~extractor.output.parquet.K
   keeps the rest; with every key the service lists (``present``), the kept ones it no longer
   lists are marked ``_deleted_at`` (and one listed again is live again).
 
+A full refresh asked by a reset (:mod:`.lakereset`) replaces the part whatever the spec.
 A table whose records would not change gets no commit at all, so a sync that finds nothing
 new leaves the table's version, and its watermark, where they were. The part is rewritten
 whole with delta-rs's own ``write_deltalake`` (``mode="overwrite"``; a fleet member's with a
@@ -37,7 +38,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from extractor.errors import OutputError, first_line
 from extractor.output.lakechanges import conformed, with_theirs
 from extractor.output.lakefiles import IDENTITY, TIMESTAMP, Scope, stamp
-from extractor.output.lakemarks import commit
+from extractor.output.lakemarks import commit, full_refresh
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
 from extractor.output.staging import TableWriter
@@ -72,10 +73,12 @@ def keep_list(
         records, written = fetched, fetched.num_rows
         if table is not None:
             _check_layout(writer.name, table, scope)
+            refresh = full_refresh(table, scope)  # asked by a reset: replaced, whatever keep
             schema = with_theirs(fetched.schema, pa.schema(cast(Any, table.schema().to_arrow())))
             current = _current(table, scope, schema)
-            records, written = _kept(current, conformed(fetched, schema), keep, run)
-            if _same(current, records, keep.key):
+            kept = Keep(keep.key) if refresh else keep
+            records, written = _kept(current, conformed(fetched, schema), kept, run)
+            if not refresh and _same(current, records, keep.key):
                 return 0
         commit_properties = commit(run, scope)
         try:

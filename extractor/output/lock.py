@@ -102,7 +102,7 @@ def holder_of_this_process(command: str) -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "started": dt.datetime.now(dt.UTC).isoformat(sep=" ", timespec="seconds"),
         "command": command or " ".join(sys.argv[1:2]),
     }
 
