@@ -110,8 +110,8 @@ def watermark_reset(target: Target, asked: str, to: dt.datetime, now: dt.datetim
             )
         if to >= mark:
             raise UsageError(
-                f"--to {_shown(to)} is not before {name}'s watermark {_shown(mark)}: a "
-                "watermark is only moved back (forward, changes would be skipped)"
+                f"--to {_shown(to)} is not before the watermark of {name}, {_shown(mark)}: "
+                "a watermark is only moved back (forward, changes would be skipped)"
             )
     return found
 
