@@ -5,17 +5,28 @@ carries the run's id; and old records and journals are pruned, never what a reru
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from extractor.clock import ManualClock
 from extractor.engine.history import finished_job, finished_runs, partial_run, prune, records
 from extractor.engine.journal import JOURNAL_DIR, RUNS_DIR
+from extractor.engine.summary import attached
+from extractor.errors import HostileXml
 from extractor.jobs.invoices import InvoiceJob
+from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.targets import Target
+from extractor.simulator.config import SimulatorConfig
+from extractor.simulator.faults import FaultConfig
+from extractor.simulator.memory import MemoryWire
 from extractor.simulator.server import Simulator
-from tests.conftest import MEMORY_URL, job_of
+from extractor.simulator.service import SimulatedService
+from tests.conftest import CREDS, MEMORY_URL, job_of
 from tests.helpers import credentials_env, ended, events, start_extractor
 from tests.hostile import HostileServer, answer, held
 from tests.truth import assert_matches_truth
@@ -170,3 +181,25 @@ async def test_a_finished_run_prunes_its_folder(in_memory: Any, tmp_path: Path) 
     left = sorted(path.name for path in runs.iterdir())
     assert len(left) == 50 + 1 and f"{summary['run_id']}.json" in left
     assert f"{summary['run_id']}.journal.jsonl" in left
+
+
+async def test_a_failed_sync_hands_its_own_record_with_the_failed_part(tmp_path: Path) -> None:
+    clock = ManualClock()
+    service = SimulatedService(
+        SimulatorConfig(orders=10, faults=FaultConfig(hostile=True)), clock=clock
+    )
+    job = job_of(
+        SyncJob, Target.parse(str(tmp_path)), base_url=MEMORY_URL, max_requests_per_hour=0,
+        tables=("invoices",), ledger=False,
+    )  # fmt: skip
+    with pytest.raises(HostileXml) as raised:
+        await run_sync(job, CREDS, log=io.StringIO(), clock=clock, wire=MemoryWire(service))
+    record = attached(raised.value)
+    assert record is not None and record["run_id"].startswith("sync-")
+    assert (record["outcome"], record["error"]["type"]) == ("failed", "HostileXml")
+    part = record["failed_part"]
+    assert part["job"]["command"] == "invoices" and part["resumable"] is False
+    folder = tmp_path / "_work" / "sync-invoices"
+    assert orjson.loads(Path(part["summary_file"]).read_bytes())["outcome"] == "failed"
+    assert Path(part["summary_file"]).parent == folder / RUNS_DIR
+    assert list(finished_runs(folder)) == []

@@ -280,13 +280,19 @@ def _table_state(
 
 def _parquet_tables(local: Path, names: list[str]) -> dict[str, Any]:
     """The records of each table of a Parquet output, from its files' footers."""
+    present = [name for name in names if (local / name).is_dir()]
+    if not present:
+        return {}
+    import pyarrow as pa  # only where there are tables
     import pyarrow.dataset as ds
 
-    counts = {}
-    for name in names:
-        if (local / name).is_dir():
+    counts: dict[str, Any] = {}
+    for name in present:
+        try:
             dataset = ds.dataset(local / name, format="parquet", partitioning="hive")
             counts[name] = {"records": dataset.count_rows()}
+        except (OSError, pa.ArrowException) as exc:  # a file another tool left, damaged
+            counts[name] = {"records": None, "error": str(exc).splitlines()[0]}
     return counts
 
 
@@ -309,7 +315,12 @@ def render(report: dict[str, Any]) -> str:
     if report.get("tables"):
         lines.append("  tables (records, deleted ones marked included; every identity's):")
         for name, table in report["tables"].items():
-            line = f"    {name:<20} {table['records']:>12,}"
+            records = table["records"]
+            line = f"    {name:<20} " + (
+                f"{records:>12,}" if records is not None else "  unreadable"
+            )
+            if table.get("error"):
+                line += f"  ({table['error']})"
             if table.get("last_run"):
                 line += f"  last run {table['last_run']}"
             if table.get("full_refresh_pending"):

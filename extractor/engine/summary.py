@@ -22,6 +22,7 @@ from typing import Any, Final
 import orjson
 
 from extractor import redact
+from extractor.clock import utc_text
 
 #: What a resumed run's summary counts over this invocation only (the rest: the whole run).
 THIS_INVOCATION: Final = (
@@ -214,7 +215,8 @@ def render(summary: RunSummary | SyncSummary) -> str:
     if s.already_finished:  # not the old run's figures again, as if it had just worked
         return (
             f"nothing to do: run {s.run_id} already finished this job ({s.status}, finished "
-            f"{s.finished_at or 'at an unknown time'}); `extractor status {s.output}` shows it"
+            f"{utc_text(s.finished_at) or 'at an unknown time'}); `extractor status "
+            f"{s.output}` shows it"
         )
     records, units = s.records, s.units
     lines = [
