@@ -16,6 +16,7 @@ from extractor.clock import ManualClock, utc_text
 from extractor.engine.journal import RUNS_DIR
 from extractor.engine.state import replay
 from extractor.jobs.sync import SyncJob, run_sync
+from extractor.output.lock import OutputLock
 from extractor.output.targets import Target
 from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.memory import MemoryWire
@@ -214,3 +215,21 @@ async def test_a_full_refresh_replaces_the_table_at_the_next_sync(cli: Any, tmp_
     assert report["watermarks"]["invoices"] == utc_text(lake.at(120))
     lake.clock.advance(60)
     assert (await lake.sync())["invoices"]["ids_total"] == 0, "incremental again"
+
+
+async def test_a_full_refresh_of_a_tenant_with_no_order_left_empties_the_table(
+    cli: Any, tmp_path: Path
+) -> None:
+    lake = Lake(tmp_path, orders=6)
+    await lake.sync()
+    lake.clock.advance(60)
+    lake.service.tenant.delete(list(lake.service.tenant.ids))
+    with OutputLock.take(tmp_path, "sync"):  # a sync going: refused, nothing asked
+        code, _, err = cli("reset", str(tmp_path), "--full", "invoices", "--yes")
+    assert code == 2 and "in use by 'extractor sync'" in one_line(err)
+    code, _, err = cli("reset", str(tmp_path), "--full", "invoices", "--yes")
+    assert code == 0, err
+    refreshed = await lake.sync()
+    assert refreshed["invoices"]["ids_total"] == 0
+    assert read_delta(lake.target, "invoices") == read_delta(lake.target, "invoice_rows") == []
+    assert "full_refresh_pending" not in _status(cli, tmp_path)["tables"]["invoices"]

@@ -164,6 +164,9 @@ class Lake:
         self.stale = tuple(key for key in plan.stale.to_pylist() if key is not None)
         written = {"invoices": 0, "invoice_rows": 0, "stale_records": len(plan.stale)}
         if not plan.changed:
+            if full:  # the service has no order left: a refresh leaves none either
+                for name in INVOICE_TABLES:
+                    self._emptied(name, run)
             return written
         if rows is not None:
             replace = table is None or full
@@ -184,6 +187,8 @@ class Lake:
         written = {"transactions": 0, "stale_records": len(plan.stale)}
         if plan.changed:
             written["transactions"] = self._merge("transactions", lines, plan, run, full)
+        elif full:
+            self._emptied("transactions", run)
         return written
 
     def refreshing(self, names: Sequence[str]) -> bool:
@@ -191,6 +196,17 @@ class Lake:
         this publish: it then replaces them, instead of merging (:mod:`.lakereset`)."""
         tables = (self.table(name) for name in names)
         return any(table is not None and full_refresh(table, self.scope) for table in tables)
+
+    def _emptied(self, name: str, run: RunInfo) -> None:
+        """A full refresh that fetched nothing: every record of the table (this scope's
+        part) goes, in one commit of the run."""
+        table = self.table(name)
+        if table is None:
+            return
+        files = self._files(name)
+        stored = current_files(table, LAYOUTS[name], self.scope)
+        gone = [files.removed(file) for group in stored.values() for file in group]
+        self._transaction(name, gone, self._commit_of(name, run), table, empty=True)
 
     def mark(self, name: str, properties: CommitProperties) -> None:
         """Commit ``properties`` alone to the table ``name`` (a reset's)."""
