@@ -26,6 +26,7 @@ from extractor import schema
 from extractor.engine.spec import Keeping, Spec, Strategy
 from extractor.operations import INVOICES, LISTS, TRANSACTIONS
 from extractor.output.lakefiles import IDENTITY, INVOICE_ROWS, lake_schema
+from extractor.output.staging import with_run_schema
 from extractor.records.orders import ROW_INDEX, Selection
 
 #: What the columns the extractor adds to a record's hold, by ``table.column`` (a nested
@@ -154,6 +155,7 @@ def _table(
 ) -> Table:  # fmt: skip
     name = name or spec.table
     lake = lake_schema(parquet, deletable=spec.keeping is Keeping.RECONCILE)
+    parquet = with_run_schema(parquet)  # the files carry the run's columns too
     if spec.partition is not None:
         lake = lake.append(pa.field(spec.partition, pa.string()))
     delta = orjson.loads(DeltaSchema.from_arrow(lake).to_json())["fields"]
@@ -289,7 +291,9 @@ def _preamble(found: Sequence[Table]) -> list[str]:
         "sentinel (`0001-01-01T00:00:00`, `-2147483648`, ...), each read as null; `no` only "
         "where the extractor guarantees a value (a key it holds to, its own columns).",
         f"- **Meaning**: {fields}",
-        "- **Columns the lake adds** to every record (Delta only):",
+        "- **Columns the extractor adds** to every record (`_run_id` and `_extracted_at` in "
+        "Parquet and Delta, `_deleted_at` in Delta only; `identity_id` is a column in Delta "
+        "and a hive folder in Parquet):",
         *added,
     ]
 

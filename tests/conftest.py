@@ -159,6 +159,19 @@ async def simulator(start_simulator: Callable[..., Any]) -> AsyncIterator[Simula
 
 
 def read_table(out: Path, name: str) -> list[dict[str, Any]]:
-    dataset = ds.dataset(out / name, format="parquet", partitioning="hive")
+    """The records of ``out``'s Parquet table ``name`` (see :func:`read_records`)."""
+    return read_records(ds.dataset(out / name, format="parquet", partitioning="hive"))
+
+
+def read_records(dataset: ds.Dataset) -> list[dict[str, Any]]:
+    """A Parquet dataset's records, without the run's columns: those are checked here, each
+    record's ``_run_id`` the run that named its file, its ``_extracted_at`` one time a run."""
     # one file a month, ten years of months: threads cost more than they gain (-20 % CPU)
-    return dataset.to_table(use_threads=False).to_pylist()
+    table = dataset.to_table(use_threads=False, columns=[*dataset.schema.names, "__filename"])
+    names = table.column("__filename").to_pylist()
+    runs = [Path(name).name.removeprefix("part-").removesuffix(".parquet") for name in names]
+    assert table.column("_run_id").to_pylist() == runs, "_run_id names the run of its file"
+    as_of: dict[str, Any] = {}
+    for run_id, extracted in zip(runs, table.column("_extracted_at").to_pylist(), strict=True):
+        assert extracted is not None and as_of.setdefault(run_id, extracted) == extracted, run_id
+    return table.drop_columns(["__filename", "_run_id", "_extracted_at"]).to_pylist()

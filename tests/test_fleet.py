@@ -24,7 +24,7 @@ from extractor.simulator.identities import Company
 from extractor.simulator.ledger import search
 from extractor.simulator.server import Simulator
 from extractor.simulator.tenant import Churn
-from tests.conftest import MEMORY_URL, job_of
+from tests.conftest import MEMORY_URL, job_of, read_records
 from tests.helpers import DEMO_ENV, events, extractor, unstamped
 from tests.truth import (
     assert_lake_part_equals,
@@ -40,7 +40,7 @@ def by_identity(out: Path, table: str) -> dict[str, list[dict[str, Any]]]:
     """The table's records, by the identity_id partition they were read from."""
     dataset = ds.dataset(out / table, format="parquet", partitioning="hive")
     found: dict[str, list[dict[str, Any]]] = {}
-    for record in dataset.to_table().to_pylist():
+    for record in read_records(dataset):
         found.setdefault(record.pop("identity_id"), []).append(record)
     return found
 
@@ -200,7 +200,7 @@ async def test_one_identity_keeps_the_layout_of_one(
     dataset = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive")
     assert "identity_id" not in dataset.schema.names
     rows = ds.dataset(tmp_path / "invoice_rows", format="parquet", partitioning="hive")
-    assert_records_match(second.tenant, dataset.to_table().to_pylist(), rows.to_table().to_pylist())
+    assert_records_match(second.tenant, read_records(dataset), read_records(rows))
     assert second.stats["GetInvoices"] > 0 and simulator.company(1).stats["GetInvoices"] == 0
 
     # a fleet does not go into a dataset of one identity

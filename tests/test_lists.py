@@ -197,4 +197,5 @@ async def test_an_empty_list_is_an_empty_table_not_a_missing_one(
     assert summary["status"] == "complete" and summary["lists"] == {"transaction_types": 0}
     (part,) = (tmp_path / "transaction_types").glob("*.parquet")
     table = pq.read_table(part)
-    assert table.num_rows == 0 and table.schema.names == ["Turnover", "Title", "No", "Id"]
+    columns = ["Turnover", "Title", "No", "Id", "_run_id", "_extracted_at"]
+    assert table.num_rows == 0 and table.schema.names == columns

@@ -18,7 +18,7 @@ from extractor.errors import UsageError
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
-from tests.conftest import CREDS, job_of
+from tests.conftest import CREDS, job_of, read_records
 from tests.helpers import sync
 from tests.s3 import moto_with_env
 from tests.truth import assert_lake_equals_truth
@@ -82,7 +82,7 @@ async def test_plain_parquet_backfill_to_s3(start_simulator: Any, s3: str, tmp_p
         partitioning="hive",
     )
     truth = simulator.tenant.ground_truth()
-    orders = dataset.to_table().to_pylist()
+    orders = read_records(dataset)
     assert sorted(o["OrderId"] for o in orders) == sorted(truth)
     for order in orders:
         order.pop("order_month")

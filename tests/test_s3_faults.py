@@ -22,7 +22,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.output.parquet import ParquetOutput
 from extractor.output.store import StoreConfig
 from extractor.output.targets import Target
-from tests.conftest import CREDS, job_of
+from tests.conftest import CREDS, job_of, read_records
 from tests.helpers import sync
 from tests.s3 import Fault, FaultyS3, moto_with_env
 from tests.truth import assert_lake_equals_truth, assert_records_match
@@ -75,11 +75,11 @@ async def test_plain_parquet_publish_rides_out_slowdowns_and_stalls(
     assert served["slow_down"] >= 3 * 3 and served["stall"] >= 3, served
     stored = [key for key in keys(moto, "plain/") if not key.endswith("/")]
     assert stored and all(key.endswith(".parquet") for key in stored)
-    target = Target.parse(f"s3://{BUCKET}/plain", moto)
+    filesystem = Target.parse(f"s3://{BUCKET}/plain", moto).filesystem()
     tables = {
-        name: ds.dataset(
-            f"{BUCKET}/plain/{name}", filesystem=target.filesystem(), partitioning="hive"
-        ).to_table().to_pylist()
+        name: read_records(
+            ds.dataset(f"{BUCKET}/plain/{name}", filesystem=filesystem, partitioning="hive")
+        )
         for name in ("invoices", "invoice_rows")
     }  # fmt: skip
     assert_records_match(simulator.tenant, tables["invoices"], tables["invoice_rows"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -9,10 +10,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from extractor.output.parquet import publish
+from extractor.output.parquet import RunInfo, publish
 from extractor.output.staging import NO_PARTITION, Placement, TableWriter, WriterLimits
 
 SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
+RUN = RunInfo("run-1", dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC))
 
 
 def batch(ids: range, months: list[str | None]) -> tuple[pa.Table, pa.Array]:  # type: ignore[type-arg]
@@ -34,7 +36,7 @@ def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None
     ]
     assert writer.staged_rows() == {"00000000": 1000, "00001000": 500}
     writer.keep = {"00000000", "00001000"}
-    assert publish([writer]) == len(months)  # one Parquet file per partition
+    assert publish([writer], RUN) == len(months)  # one Parquet file per partition
     dataset = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive")
     rows = dataset.to_table().to_pylist()
     assert sorted(row["OrderId"] for row in rows) == list(range(1500))
@@ -44,6 +46,7 @@ def test_a_batch_over_many_partitions_is_one_staged_file(tmp_path: Path) -> None
         month = staged_with[(order_id % 1000) % len(staged_with)]
         assert row["order_month"] == (month or NO_PARTITION), row
         assert row["Title"] == f"t{order_id}"
+        assert (row["_run_id"], row["_extracted_at"]) == ("run-1", RUN.as_of)
     assert (tmp_path / "invoices" / f"order_month={NO_PARTITION}").is_dir()
 
 
@@ -53,7 +56,7 @@ def test_publishing_reads_the_staging_in_rounds_then_writes_row_groups(tmp_path:
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1", limits)
     for start in range(0, 3000, 500):
         writer.stage(f"{start:08d}", *batch(range(start, start + 500), ["2024-01", "2024-02"]))
-    assert publish([writer]) == 2
+    assert publish([writer], RUN) == 2
     assert not list(writer.staging.rglob("*.tmp")), "the spill files are gone"
     for path in (tmp_path / "invoices").rglob("*.parquet"):
         assert 1 < pq.ParquetFile(path).num_row_groups < 6
@@ -67,7 +70,7 @@ def test_only_the_journaled_batches_are_published(tmp_path: Path) -> None:
     writer.stage("a", *batch(range(0, 10), ["2024-01"]))
     writer.stage("b", *batch(range(10, 20), ["2024-01", "2024-02"]))
     writer.keep = {"a"}
-    publish([writer])
+    publish([writer], RUN)
     rows = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive").to_table()
     assert sorted(rows.column("OrderId").to_pylist()) == list(range(10))
     writer.discard({"b"})
@@ -82,7 +85,7 @@ def test_a_null_partition_of_an_earlier_release_joins_the_none_folder(tmp_path: 
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
     writer.stage("a", *batch(range(5, 10), [None, "2024-01"]))
     writer.keep = {"a"}
-    publish([writer])
+    publish([writer], RUN)
     assert not legacy.exists()
     assert sorted(p.name for p in (tmp_path / "invoices" / "order_month=none").iterdir()) == [
         "part-old.parquet",
@@ -100,7 +103,7 @@ def test_a_publish_cut_off_in_its_second_pass_leaves_nothing_a_resume_keeps(
     assert len(spills) == 2 and all(path.is_file() for path in spills.values())
     assert writer.prune({"a"}) == 2, "a resume removes the spills, keeps the staged batch"
     assert writer.staged_rows() == {"a": 10}
-    assert publish([writer]) == 2
+    assert publish([writer], RUN) == 2
     rows = ds.dataset(tmp_path / "invoices", format="parquet", partitioning="hive").to_table()
     assert sorted(rows.column("OrderId").to_pylist()) == list(range(10))
 
@@ -149,7 +152,7 @@ def test_a_leading_partition_puts_one_identity_under_the_fleet_table(tmp_path: P
     )
     writer.stage("00000000", *batch(range(0, 10), ["2024-01", "2024-02"]))
     assert writer.staging.is_relative_to(own)
-    assert publish([writer]) == 2
+    assert publish([writer], RUN) == 2
     assert sorted(p.parent.name for p in (tmp_path / "invoices").rglob("*.parquet")) == [
         "order_month=2024-01",
         "order_month=2024-02",

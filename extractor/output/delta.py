@@ -79,7 +79,6 @@ from extractor.output.lakechanges import (
 from extractor.output.lakefiles import (
     IDENTITY,
     LAYOUTS,
-    TIMESTAMP,
     WHOLE,
     DataFile,
     Layout,
@@ -100,7 +99,7 @@ from extractor.output.lakemarks import (
 )
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
-from extractor.output.staging import TableWriter, read_spill
+from extractor.output.staging import TIMESTAMP, TableWriter, read_spill
 from extractor.output.targets import Target
 
 __all__ = ["RUN_ID", "WATERMARK", "DeltaOutput", "Lake"]

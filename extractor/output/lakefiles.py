@@ -38,7 +38,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from extractor.errors import OutputError
 from extractor.output.parquet import RunInfo
-from extractor.output.staging import NULL_PARTITION
+from extractor.output.staging import NULL_PARTITION, RUN_FIELDS, TIMESTAMP
 from extractor.output.targets import Target
 
 
@@ -59,7 +59,6 @@ INVOICES: Final = Layout("OrderId", "order_month", ("OrderId",), 1000, pa.int64(
 INVOICE_ROWS: Final = Layout("OrderId", "order_month", ("OrderId", "_row_index"), 5000, pa.int64())
 TRANSACTIONS: Final = Layout("Id", "date_month", ("Id",), 5000, pa.string())
 LAYOUTS: Final = {"invoices": INVOICES, "invoice_rows": INVOICE_ROWS, "transactions": TRANSACTIONS}
-TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 IDENTITY: Final = "identity_id"
 
 
@@ -109,7 +108,7 @@ def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
 def lake_schema(schema: pa.Schema, deletable: bool) -> pa.Schema:
     """``schema`` in types Delta has, with the run's columns (and ``_deleted_at``)."""
     fields = [pa.field(f.name, _lake_type(f.type)) for f in schema]
-    fields += [pa.field("_run_id", pa.string()), pa.field("_extracted_at", TIMESTAMP)]
+    fields += RUN_FIELDS
     if deletable:
         fields.append(pa.field("_deleted_at", TIMESTAMP))
     return pa.schema(fields)

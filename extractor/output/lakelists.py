@@ -37,11 +37,11 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from extractor.errors import OutputError, first_line
 from extractor.output.lakechanges import conformed, with_theirs
-from extractor.output.lakefiles import IDENTITY, TIMESTAMP, Scope, stamp
+from extractor.output.lakefiles import IDENTITY, Scope, stamp
 from extractor.output.lakemarks import commit, full_refresh
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
-from extractor.output.staging import TableWriter
+from extractor.output.staging import TIMESTAMP, TableWriter
 from extractor.output.targets import Target
 
 #: Commits tried again while other identities of a fleet replace their parts of the table.

@@ -15,7 +15,7 @@ from extractor.output.staging import TableWriter
 from extractor.output.targets import Target
 
 
-def publish(writers: Sequence[TableWriter]) -> int:
+def publish(writers: Sequence[TableWriter], run: RunInfo) -> int:
     """Write every partition of ``writers``, make it durable, then rename it into place; the
     number of files.
 
@@ -23,7 +23,7 @@ def publish(writers: Sequence[TableWriter]) -> int:
     staging again (after a crash) replaces the same files. The staging stays until each
     writer's :meth:`~TableWriter.tidy`, once the journal says the run is published.
     """
-    written = [path for writer in writers for path in writer.write_partitions()]
+    written = [path for writer in writers for path in writer.write_partitions(run.as_of)]
     os.sync()  # one flush for every file, instead of an fsync each
     checkpoint("publish:written")
     for writer in writers:
@@ -108,10 +108,10 @@ class ParquetOutput:
         keeping: Mapping[str, Keep] | None = None,
     ) -> dict[str, int]:
         if self.target.local is not None:
-            return written_by(writers, publish(writers))
+            return written_by(writers, publish(writers, run))
         count = 0
         for writer in writers:
-            for written in writer.write_partitions():
+            for written in writer.write_partitions(run.as_of):
                 relative = written.relative_to(writer.dataset)
                 name = relative.name.removeprefix(".").removesuffix(".tmp")
                 self.target.upload(written, str(relative.with_name(name)))

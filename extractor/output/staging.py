@@ -26,6 +26,8 @@ lines: the staged format and the rounds and spills that read it back are one for
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -48,6 +50,10 @@ NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 NO_PARTITION: Final = "none"
 #: The schema metadata of a staged batch that names its record batches' partitions, in order.
 _PARTITIONS: Final = b"extractor.partitions"
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+#: The columns every published record carries, in Parquet as in Delta: the run that wrote
+#: it, and that run's as-of time (when it began listing what to fetch).
+RUN_FIELDS: Final = (pa.field("_run_id", pa.string()), pa.field("_extracted_at", TIMESTAMP))
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,9 @@ class TableWriter:
         except OSError as exc:
             raise OutputError(f"cannot write {self.staging}: {exc.strerror or exc}") from None
 
-    def write_partitions(self) -> list[Path]:
-        """Write each staged partition to its temporary file; the temporary paths.
+    def write_partitions(self, as_of: dt.datetime) -> list[Path]:
+        """Write each staged partition to its temporary file, each record with the run's
+        columns (:data:`RUN_FIELDS`, ``as_of`` the run's); the temporary paths.
 
         Two passes: the rounds (:meth:`_rounds`) append each partition's pieces to its own
         spill file (an Arrow stream, next to the staging); then each partition's Parquet
@@ -162,8 +169,9 @@ class TableWriter:
         spills = self.spill()
         memory.trim()  # the rounds' buffers, before the row groups need theirs
         threads = self.limits.publish_threads
+        write = functools.partial(self._write_partition, as_of=as_of)
         with ThreadPoolExecutor(threads, thread_name_prefix="publish") as pool:
-            written = list(pool.map(self._write_partition, spills.items()))
+            written = list(pool.map(write, spills.items()))
         if not written and self.partition is None and self._published_files():
             # an unpartitioned table staged empty (a whole list with nothing in it): one
             # file without records, so that readers find the table and its columns
@@ -291,15 +299,18 @@ class TableWriter:
             folder.mkdir(parents=True, exist_ok=True)
             import pyarrow.parquet as pq  # here: parser processes stage but never publish
 
-            pq.write_table(self.schema.empty_table(), temporary, compression="zstd")
+            pq.write_table(
+                with_run_schema(self.schema).empty_table(), temporary, compression="zstd"
+            )
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
         return temporary, 0
 
-    def _write_partition(self, item: tuple[str, Path]) -> tuple[Path, int]:
+    def _write_partition(self, item: tuple[str, Path], as_of: dt.datetime) -> tuple[Path, int]:
         """Pass two: one partition's spill as its Parquet file, in row groups."""
         key, spill = item
+        schema = with_run_schema(self.schema)
         folder = self.folder(key)
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         rows = 0
@@ -307,8 +318,9 @@ class TableWriter:
             folder.mkdir(parents=True, exist_ok=True)
             import pyarrow.parquet as pq  # here: parser processes stage but never publish
 
-            with pq.ParquetWriter(temporary, self.schema, compression="zstd") as writer:
+            with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
                 for group in _spilled_groups(spill, self.limits.row_group_bytes):
+                    group = with_run(group, self.run_id, as_of)
                     writer.write_batch(group, row_group_size=max(group.num_rows, 1))
                     rows += group.num_rows
             spill.unlink()
@@ -413,6 +425,23 @@ class _Spill:
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
+
+
+def with_run_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the run's columns after its own."""
+    return pa.schema([*schema, *RUN_FIELDS], metadata=cast(Any, schema.metadata))
+
+
+def with_run(batch: pa.RecordBatch, run_id: str, as_of: dt.datetime) -> pa.RecordBatch:
+    """``batch`` with the run's columns: every record ``run_id`` and ``as_of``."""
+    rows = batch.num_rows
+    columns: list[pa.Array[Any]] = [
+        pa.repeat(pa.scalar(run_id, pa.string()), rows),
+        pa.repeat(pa.scalar(as_of, TIMESTAMP), rows),
+    ]
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *columns], schema=with_run_schema(batch.schema)
+    )
 
 
 def read_spill(spill: Path) -> pa.Table:

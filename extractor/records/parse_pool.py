@@ -224,11 +224,15 @@ class ParsePool:
 def _as_helpers() -> Iterator[None]:
     """Start processes as helpers of the run: without the TFSO_* variables (parser processes
     see bytes, never credentials), and deaf to Ctrl-C, which a terminal sends to the whole
-    process group (the run's process stops them in order). Both are inherited at spawn."""
+    process group (the run's process stops them in order). Both are inherited at spawn.
+    Off the main thread (the Python API called from a worker thread) signals are the host's:
+    Python lets only the main thread set a handler, so Ctrl-C's disposition is left as is."""
     saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TFSO_")}
-    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main = threading.current_thread() is threading.main_thread()
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, interrupt)
+        if main:
+            signal.signal(signal.SIGINT, interrupt)
         os.environ.update(saved)
