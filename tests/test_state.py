@@ -20,6 +20,7 @@ from extractor.output.lock import OutputLock
 from extractor.output.targets import Target
 from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.memory import MemoryWire
+from extractor.simulator.register import MasterChurn
 from extractor.simulator.service import SimulatedService
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, MEMORY_URL, job_of
@@ -39,10 +40,10 @@ class Lake:
         self.out = out
         self.target = Target.parse(str(out))
 
-    async def sync(self) -> dict[str, Any]:
+    async def sync(self, tables: tuple[str, ...] = ("invoices",)) -> dict[str, Any]:
         job = job_of(
             SyncJob, self.target, base_url=MEMORY_URL, since=SYNC_SINCE, max_requests_per_hour=0,
-            tables=("invoices",), ledger=False, overlap=dt.timedelta(0),
+            tables=tables, ledger=False, overlap=dt.timedelta(0),
         )  # fmt: skip
         wire = MemoryWire(self.service)
         summary = await run_sync(job, CREDS, log=io.StringIO(), clock=self.clock, wire=wire)
@@ -233,3 +234,26 @@ async def test_a_full_refresh_of_a_tenant_with_no_order_left_empties_the_table(
     assert refreshed["invoices"]["ids_total"] == 0
     assert read_delta(lake.target, "invoices") == read_delta(lake.target, "invoice_rows") == []
     assert "full_refresh_pending" not in _status(cli, tmp_path)["tables"]["invoices"]
+
+
+async def test_resets_of_a_list_kept_by_its_changes(cli: Any, tmp_path: Path) -> None:
+    lake = Lake(tmp_path, orders=10)
+    tables = ("invoices", "customers")
+    await lake.sync(tables)
+    lake.clock.advance(60)
+    customers = lake.service.company(1).customers
+    gone = lake.service.churn_master(customers=MasterChurn(deleted=2), seed=1)["customers"]
+    lake.clock.advance(60)
+    code, text, err = cli("reset", str(tmp_path), "--watermark", "customers", "--to",
+                          lake.at(-60).isoformat(), "--yes")  # fmt: skip
+    assert code == 0 and "customers: 2026-11-10 12:00:00+00:00 -> watermark to" in text, err
+    assert _status(cli, tmp_path)["watermarks"]["customers"] == "2026-11-10 11:59:00+00:00"
+    code, text, err = cli("reset", str(tmp_path), "--full", "customers", "--yes")
+    assert code == 0, err
+    assert "customers: 2026-11-10 11:59:00+00:00 -> full refresh at the next sync" in text
+    await lake.sync(tables)
+    stored = {row["Id"] for row in read_delta(lake.target, "customers")}
+    assert stored == set(customers.ids) and not stored & set(gone.deleted)
+    report = _status(cli, tmp_path)
+    assert report["watermarks"]["customers"] == utc_text(lake.at(120))
+    assert "full_refresh_pending" not in report["tables"]["customers"]

@@ -208,10 +208,30 @@ class Lake:
         self._transaction(name, gone, self._commit_of(name, run), table, empty=True)
 
     def mark(self, name: str, properties: CommitProperties) -> None:
-        """Commit ``properties`` alone to the table ``name`` (a reset's)."""
-        table = self.table(name)
-        if table is not None:
-            self._transaction(name, [], properties, table, empty=True)
+        """Commit ``properties`` alone to the table ``name`` (a reset's), whatever its layout
+        (a list's too); in a fleet, again while other identities' commits come in between."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = self.table(name)
+            if table is None:
+                return
+            ensure_held(self.target)
+            try:
+                table.create_write_transaction(
+                    [], "append", table.schema(),
+                    partition_by=table.metadata().partition_columns,
+                    commit_properties=properties,
+                )  # fmt: skip
+                return
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise OutputError(
+                        f"cannot commit to the Delta table {name}: {first_line(exc)}"
+                    ) from None
+                time.sleep(random.uniform(0.0, 0.05 * attempt))  # others are committing
+            except (DeltaError, OSError) as exc:
+                raise OutputError(
+                    f"cannot commit to the Delta table {name}: {first_line(exc)}"
+                ) from None
 
     def keep_watermark(self, names: Sequence[str], run: RunInfo, fetched: bool) -> None:
         """Commit the run's watermark alone to each table of ``names`` this publish wrote
