@@ -9,8 +9,10 @@ is not a terminal, after a UTC timestamp. As JSON, one object a line::
      "run_id": "20261203T095035Z-3f2a", "message": "...", "ids": 1200}
 
 ``run_id`` is on every line: the run the event is about once it has one, until then the
-invocation's own id (which a fresh run takes as its id); ``identity_id`` and ``command`` where
-they are known. ``-q`` keeps warnings and errors only, ``-v`` adds debug events (each retry).
+invocation's own id; once the invocation's run has its id (a sync's or a fleet's own), the
+process's last events (``error``, ``interrupted``) carry it too (:func:`claim_run`);
+``identity_id`` and ``command`` where they are known. ``-q`` keeps warnings and errors only,
+``-v`` adds debug events (each retry).
 
 The command line configures the process's log once (:func:`configure`); library calls given
 a plain stream (a test's ``StringIO``) write text to it; every text passes
