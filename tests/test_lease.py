@@ -49,7 +49,7 @@ def at(seconds: float) -> ManualClock:
 def test_a_live_lease_is_refused_and_one_that_ended_is_taken_over(moto: str) -> None:
     target = Target.parse(f"s3://{BUCKET}/takeover", moto)
     first = ObjectLock.take(target, "sync", clock=at(0), renew=False)
-    live = rf"in use by 'extractor sync' {PID}.*its lease is live until 2030-03-17 17:47:40 UTC"
+    live = rf"in use by 'extractor sync' {PID}.*its lease is live until 2030-03-17 17:47:40\+00:00"
     with pytest.raises(OutputLocked, match=live):
         ObjectLock.take(target, "invoices", clock=at(30), renew=False)
     with pytest.raises(OutputLocked, match="its lease ended at"):  # within the grace

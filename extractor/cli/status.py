@@ -261,6 +261,12 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A run's counters said only when they are not zero (its records always are).
+_QUIET_WHEN_ZERO: Final = frozenset(
+    {"failed_ids", "missing_ids", "missing_twice_ids", "gone_ids", "failed"}
+)
+
+
 def _place_lines(place: dict[str, Any]) -> list[str]:
     from extractor.engine.summary import counting
 
@@ -273,6 +279,7 @@ def _place_lines(place: dict[str, Any]) -> list[str]:
         counts = ", ".join(
             f"{key} {value:,}" for key, value in run.items()
             if isinstance(value, int) and not isinstance(value, bool)
+            and (value or key not in _QUIET_WHEN_ZERO)
         )  # fmt: skip
         when = run.get("finished_at") or run.get("failed_at")
         lines.append(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from extractor.clock import SYSTEM, Clock, new_run_id
+from extractor.engine.history import prune
 from extractor.engine.summary import write_summary
 from extractor.fleet import roster
 from extractor.fleet.coordinator import Board, FleetLink
@@ -127,6 +128,7 @@ def _run(
     rows = roster.rows_of(outcomes, fleet.command, clock.now())
     roster.record(fleet.target, fleet.work, rows, delta=fleet.delta)
     summary["summary_file"] = str(write_summary(summary, fleet.work))
+    prune(fleet.work)  # the fleet's own summaries: the last ones kept (its members' by their runs)
     statuses = [entry["status"] for entry in outcomes]
     log.info(
         "finished",

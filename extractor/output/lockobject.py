@@ -92,7 +92,7 @@ def lease_state(holder: dict[str, Any] | None, clock: Clock = SYSTEM) -> str:
 
 
 def _utc(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(sep=" ", timespec="seconds")
 
 
 def put_lock(client: Any, target: Target, body: bytes, **condition: str) -> str | None:
