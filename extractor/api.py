@@ -22,8 +22,14 @@ run may. Nothing here exits the process. Each function runs its own event loop: 
 from synchronous code (from async code, in a thread: ``asyncio.to_thread``).
 
 A partial run is not an error: its summary says ``partial`` and the same call again fetches
-exactly what is left. Several identities at once (a fleet on Dask) are the CLI's
-(``--identity``); here ``identity`` picks one.
+exactly what is left. ``identity`` picks one identity (client company); several, or
+``"all"``, run as a fleet on Dask, one run an identity, and return a
+:class:`~extractor.fleet.launch.FleetSummary`. ``handle_signals=True`` makes SIGINT and
+SIGTERM stop a run cleanly (journal closed, parser processes stopped) and raise
+:class:`~extractor.cli.signals.Interrupted`: what the CLI does; the same call resumes.
+
+The CLI is a thin layer over these functions: it parses the flags, calls them, and renders
+what they return (or raise) as text or JSON and an exit status.
 """
 
 from __future__ import annotations
@@ -32,26 +38,36 @@ import asyncio
 import dataclasses
 import datetime as dt
 import io
+import math
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from extractor.config import (
     DEFAULT_PARSE_WORKERS,
     DEFAULT_SINCE,
     DEFAULT_UPDATE_SERVICE,
+    MAX_OVERLAP_MINUTES,
     Credentials,
+    ServiceConfig,
     service_config,
 )
 from extractor.errors import UsageError
+from extractor.fleet.cluster import PER_WORKER
 from extractor.log import Log
 
 if TYPE_CHECKING:
     from extractor.engine.destination import Destination
+    from extractor.engine.lists import ListJob
     from extractor.engine.spec import Spec
     from extractor.engine.summary import RunSummary, SyncSummary
+    from extractor.fleet.launch import FleetOptions, FleetSummary, MemberJob
+    from extractor.jobs.invoices import InvoiceJob
+    from extractor.jobs.ledger import TransactionJob
+    from extractor.jobs.sync import SyncJob
     from extractor.jobs.verify import Verification
+    from extractor.records.update_files import Update
 
 __all__ = [
     "UpdateOutcome",
@@ -65,6 +81,7 @@ __all__ = [
 
 T = TypeVar("T")
 Format = Literal["parquet", "delta"]
+Identities = str | Sequence[str] | None
 
 
 def invoices(
@@ -80,22 +97,35 @@ def invoices(
     resume: bool = False,
     work_dir: str | Path | None = None,
     endpoint_url: str | None = None,
-    identity: str | None = None,
+    identity: Identities = None,
+    exclude_identity: Sequence[str] = (),
+    workers: int | None = None,
+    identities_per_worker: int = PER_WORKER,
+    scheduler: str | None = None,
+    fleet_requests_per_hour: int = 0,
     credentials: Credentials | None = None,
     log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
+) -> RunSummary | FleetSummary:
     """``extractor invoices``: backfill invoices and their rows into ``out``; resumable."""
     from extractor.jobs.invoices import InvoiceJob
 
     where = destination(out, format, work_dir, endpoint_url, "invoices", resume=resume)
     job = InvoiceJob(
-        where, service=service_config(**service), changed_after=_naive(changed_after),
+        where, service=_service(service, settings), changed_after=_naive(changed_after),
         registered_after=_naive(registered_after), batch_size=batch_size,
         invoice_properties=tuple(invoice_properties), row_properties=tuple(row_properties),
         parse_workers=parse_workers,
     )  # fmt: skip
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    call = _Call(
+        identity, exclude_identity, workers, identities_per_worker, scheduler,
+        fleet_requests_per_hour, credentials, log, handle_signals,
+    )  # fmt: skip
+    # a fleet's identities parse in their workers' threads: no parser processes of their own
+    return _dataset(job, lambda member: replace(job, destination=member, parse_workers=0),
+                    work_dir, call)  # fmt: skip
 
 
 def transactions(
@@ -112,21 +142,32 @@ def transactions(
     resume: bool = False,
     work_dir: str | Path | None = None,
     endpoint_url: str | None = None,
-    identity: str | None = None,
+    identity: Identities = None,
+    exclude_identity: Sequence[str] = (),
+    workers: int | None = None,
+    identities_per_worker: int = PER_WORKER,
+    scheduler: str | None = None,
+    fleet_requests_per_hour: int = 0,
     credentials: Credentials | None = None,
     log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
+) -> RunSummary | FleetSummary:
     """``extractor transactions``: the general ledger, a date window a request; resumable."""
     from extractor.jobs.ledger import TransactionJob
 
     where = destination(out, format, work_dir, endpoint_url, "transactions", resume=resume)
     job = TransactionJob(
-        where, date_from=date_from, date_to=date_to, service=service_config(**service),
+        where, date_from=date_from, date_to=date_to, service=_service(service, settings),
         date_field=date_field, window=window, account_from=account_from,
         account_to=account_to, system_types=tuple(system_types),
     )  # fmt: skip
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    call = _Call(
+        identity, exclude_identity, workers, identities_per_worker, scheduler,
+        fleet_requests_per_hour, credentials, log, handle_signals,
+    )  # fmt: skip
+    return _dataset(job, lambda member: replace(job, destination=member), work_dir, call)
 
 
 def tables(
@@ -138,19 +179,30 @@ def tables(
     resume: bool = False,
     work_dir: str | Path | None = None,
     endpoint_url: str | None = None,
-    identity: str | None = None,
+    identity: Identities = None,
+    exclude_identity: Sequence[str] = (),
+    workers: int | None = None,
+    identities_per_worker: int = PER_WORKER,
+    scheduler: str | None = None,
+    fleet_requests_per_hour: int = 0,
     credentials: Credentials | None = None,
     log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
+) -> RunSummary | FleetSummary:
     """``extractor tables``: the accounting picture (accounts, customers, products,
     dimensions, balances, every reference list), each table written whole; resumable."""
     from extractor.engine.lists import ListJob
 
     chosen = list_specs(_joined(tables), _joined(skip_tables))
     where = destination(out, format, work_dir, endpoint_url, "tables", resume=resume)
-    job = ListJob(where, chosen, service_config(**service), command="tables")
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    job = ListJob(where, chosen, _service(service, settings), command="tables")
+    call = _Call(
+        identity, exclude_identity, workers, identities_per_worker, scheduler,
+        fleet_requests_per_hour, credentials, log, handle_signals,
+    )  # fmt: skip
+    return _dataset(job, lambda member: replace(job, destination=member), work_dir, call)
 
 
 def sync(
@@ -165,31 +217,42 @@ def sync(
     parse_workers: int = DEFAULT_PARSE_WORKERS,
     work_dir: str | Path | None = None,
     endpoint_url: str | None = None,
-    identity: str | None = None,
+    identity: Identities = None,
+    exclude_identity: Sequence[str] = (),
+    workers: int | None = None,
+    identities_per_worker: int = PER_WORKER,
+    scheduler: str | None = None,
+    fleet_requests_per_hour: int = 0,
     credentials: Credentials | None = None,
     log: IO[str] | Log | None = None,
-    **service: Any,
-) -> SyncSummary:
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
+) -> SyncSummary | FleetSummary:
     """``extractor sync``: bring the Delta tables under ``out`` up to date (``overlap`` in
     minutes, as the flag); resumable after a crash, never skipping a change."""
-    import math
-
-    from extractor.jobs.sync import SyncJob, run_sync
+    from extractor.jobs.sync import SyncJob
     from extractor.operations import choose
     from extractor.output.targets import Target
 
-    if not math.isfinite(overlap) or not 0 <= overlap <= 7 * 24 * 60:
-        raise UsageError("{overlap} must be a number of minutes from 0 to a week")
-    target = Target.parse(str(out), endpoint_url)
+    if not math.isfinite(overlap) or not 0 <= overlap <= MAX_OVERLAP_MINUTES:
+        raise UsageError(f"{{overlap}} {overlap} is not a number of minutes from 0 to ten years")
     job = SyncJob(
-        target=target, work_dir=_path(work_dir), service=service_config(**service),
-        overlap=dt.timedelta(minutes=overlap), since=since, reconcile=reconcile,
-        ledger=not no_ledger, tables=choose(_joined(tables), _joined(skip_tables)),
-        parse_workers=parse_workers,
+        target=Target.parse(str(out), endpoint_url), work_dir=_path(work_dir),
+        service=_service(service, settings), overlap=dt.timedelta(minutes=overlap),
+        since=since, reconcile=reconcile, ledger=not no_ledger,
+        tables=choose(_joined(tables), _joined(skip_tables)), parse_workers=parse_workers,
     )  # fmt: skip
-    checked(job.destination, work_dir)
-    creds = _credentials(credentials, identity)
-    return _run(run_sync(job, creds, log=_log(log)))
+    call = _Call(
+        identity, exclude_identity, workers, identities_per_worker, scheduler,
+        fleet_requests_per_hour, credentials, log, handle_signals,
+    )  # fmt: skip
+
+    def member_job(member: Destination) -> SyncJob:
+        return replace(job, identity=member.placement.identity, member_work=member.work,
+                       parse_workers=0)  # fmt: skip
+
+    return _dataset(job, member_job, work_dir, call)
 
 
 def verify(
@@ -198,27 +261,35 @@ def verify(
     identity: str | None = None,
     endpoint_url: str | None = None,
     credentials: Credentials | None = None,
-    **service: Any,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
 ) -> Verification:
     """``extractor verify``: the lake under ``out`` against the service and itself; the
-    checks, each holding or naming its first mismatches (``.holds`` for all of them)."""
+    checks, each holding or naming its first mismatches (``.holds`` for all of them).
+    ``identity``: in a fleet's lake, that identity's part, checked logged in as it."""
     from extractor.jobs.verify import verify as verify_lake
     from extractor.output.targets import Target
 
     target = Target.parse(str(out), endpoint_url)
-    creds = _credentials(credentials, identity)
-    found = verify_lake(target, creds, service_config(**{"concurrency": 1, **service}),
-                        identity=creds.identity_id if identity else None)  # fmt: skip
-    return _run(found)
+    creds = credentials or Credentials.from_env()
+    if identity is not None and identity.strip().lower() == "all":
+        raise UsageError("{identity}: verify checks one identity's part at a time; give its guid")
+    creds = _as_identity(creds, identity)
+    config = _service(service, settings, concurrency=1)
+    found = verify_lake(target, creds, config, identity=creds.identity_id if identity else None)
+    return _run(found, handle_signals)
 
 
 @dataclass(frozen=True)
 class UpdateOutcome:
     """What ``update_invoices`` did: each order's outcome (``updated``, ``refused``,
-    ``failed``, ``not returned``), in input order, and where the report is."""
+    ``failed``, ``not returned``), in input order, and where the report is; for a
+    ``dry_run``, no outcome and the updates read (what would be sent)."""
 
     outcomes: list[dict[str, Any]]
     report: Path
+    updates: Sequence[Update] = ()
 
     @property
     def complete(self) -> bool:
@@ -231,31 +302,44 @@ def update_invoices(
     *,
     report: str | Path | None = None,
     batch_size: int = 100,
+    dry_run: bool = False,
     credentials: Credentials | None = None,
     identity: str | None = None,
-    **service: Any,
+    log: IO[str] | Log | None = None,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Any,
 ) -> UpdateOutcome:
     """``extractor update-invoices``: InvoiceTitle / ReferenceNumber of invoiced orders from
-    a CSV, JSON Lines or Parquet file, each applied once however often this is called."""
+    a CSV, JSON Lines or Parquet file, each applied once however often this is called.
+    ``dry_run``: the file read and checked, nothing sent."""
+    from extractor.errors import ExtractorError
     from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.updates import UpdateJob, apply_updates
     from extractor.records.update_files import check_report, read_updates, write_report
 
     defaults = {"concurrency": DEFAULT_UPDATE_SERVICE.concurrency}
     job = UpdateJob(
-        input=Path(input), report=_path(report), batch_size=batch_size,
-        service=service_config(**(defaults | service)),
+        input=Path(input), report=_path(report), dry_run=dry_run, batch_size=batch_size,
+        service=_service(service, settings, **defaults),
     )  # fmt: skip
     updates = read_updates(job.input)
     check_report(job.report_path)
-    creds = _credentials(credentials, identity)
+    if dry_run:
+        return UpdateOutcome([], job.report_path, updates)
+    creds = _as_identity(credentials or Credentials.from_env(), identity)
     journal = UpdateJournal(job.report_path)
     try:
-        outcomes = _run(apply_updates(job, updates, creds, journal=journal))
-        write_report(job.report_path, outcomes)
+        _said_resuming(journal, updates, _log(log))
+        outcomes = _run(apply_updates(job, updates, creds, journal=journal), handle_signals)
+        write_report(job.report_path, outcomes)  # every row once, rebuilt from the journal
+    except ExtractorError as exc:
+        message = exc.args[0] if exc.args else type(exc).__name__  # its settings still in braces
+        exc.args = (f"{message}; the outcomes so far are in {journal.path}",)
+        raise
     finally:
         journal.close()
-    return UpdateOutcome(list(outcomes), job.report_path)
+    return UpdateOutcome(list(outcomes), job.report_path, updates)
 
 
 def list_specs(tables: str | None, skip_tables: str | None) -> tuple[Spec, ...]:
@@ -311,35 +395,130 @@ def checked(where: Destination, work_dir: str | Path | None, *, alone: bool = Tr
         check_alone_into(where.root / "_work", where.target.uri)
 
 
-async def _dataset(
-    job: Any,
-    where: Destination,
+@dataclass(frozen=True)
+class _Call:
+    """How a dataset command runs: as which identities (a fleet, or one), with which
+    credentials, reporting where, stopped by signals or not."""
+
+    identity: Identities
+    exclude_identity: Sequence[str]
+    workers: int | None
+    identities_per_worker: int
+    scheduler: str | None
+    fleet_requests_per_hour: int
+    credentials: Credentials | None
+    log: IO[str] | Log | None
+    handle_signals: bool
+
+    @property
+    def fleet(self) -> FleetOptions:
+        from extractor.fleet.launch import FleetOptions
+
+        identity = (self.identity,) if isinstance(self.identity, str) else self.identity
+        given = {} if self.workers is None else {"workers": self.workers}
+        return FleetOptions(
+            tuple(identity or ()), tuple(self.exclude_identity), **given,
+            identities_per_worker=self.identities_per_worker, scheduler=self.scheduler,
+            fleet_requests_per_hour=self.fleet_requests_per_hour,
+        )  # fmt: skip
+
+    def given_credentials(self) -> Credentials:
+        return self.credentials or Credentials.from_env()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return _run(coroutine, self.handle_signals)
+
+
+@overload
+def _dataset(
+    job: SyncJob, member_job: MemberJob, work_dir: str | Path | None, call: _Call
+) -> SyncSummary | FleetSummary: ...
+@overload
+def _dataset(
+    job: InvoiceJob | TransactionJob | ListJob,
+    member_job: MemberJob,
     work_dir: str | Path | None,
-    identity: str | None,
-    credentials: Credentials | None,
-    log: IO[str] | Log | None,
-) -> RunSummary:
-    from extractor.engine.runner import run
+    call: _Call,
+) -> RunSummary | FleetSummary: ...
+def _dataset(
+    job: InvoiceJob | TransactionJob | ListJob | SyncJob,
+    member_job: MemberJob,
+    work_dir: str | Path | None,
+    call: _Call,
+) -> RunSummary | SyncSummary | FleetSummary:
+    """Run ``job``, or its fleet (each identity's job ``member_job`` of its destination)."""
+    from extractor.fleet.launch import FleetSummary, launch
 
-    checked(where, work_dir)
-    return await run(job, _credentials(credentials, identity), log=_log(log))
+    fleet, log = call.fleet, _log(call.log)
+    checked(job.destination, work_dir, alone=not fleet.asked)
+    if not fleet.asked:
+        return _alone(job, call.given_credentials(), log, call)
+    launched = launch(job, member_job, fleet, call.given_credentials, job.service, log, call.run)
+    if isinstance(launched, FleetSummary):
+        return launched
+    return _alone(job, launched, log, call)
 
 
-def _credentials(given: Credentials | None, identity: str | None) -> Credentials:
+def _alone(
+    job: InvoiceJob | TransactionJob | ListJob | SyncJob,
+    credentials: Credentials,
+    log: Log,
+    call: _Call,
+) -> RunSummary | SyncSummary:
+    """One identity's run of ``job``; its summary, knowing where it is written."""
+    from extractor.engine import runner
+    from extractor.jobs.sync import SyncJob, run_sync
+
+    if isinstance(job, SyncJob):
+        synced = call.run(run_sync(job, credentials, log=log))
+        synced.work = job.work
+        return synced
+    one: Any = job  # the runner's type parameter is each job's unit
+    summary = call.run(runner.run(one, credentials, log=log))
+    summary.summary_file = job.destination.work / "_runs" / f"{summary.run_id}.json"
+    return summary
+
+
+def _service(
+    given: ServiceConfig | None, settings: dict[str, Any], **defaults: Any
+) -> ServiceConfig:
+    """``service`` as given, else built from its settings (named as the flags)."""
+    if given is None:
+        return service_config(**(defaults | settings))
+    if settings:
+        raise TypeError(f"give service= or its settings ({', '.join(settings)}), not both")
+    return given
+
+
+def _as_identity(credentials: Credentials, identity: str | None) -> Credentials:
     from extractor.service.identities import normalized
 
-    credentials = given or Credentials.from_env()
-    if identity is not None:
-        credentials = dataclasses.replace(
-            credentials, identity_id=normalized(identity, "{identity}")
-        )
-    return credentials
+    if identity is None:
+        return credentials
+    return dataclasses.replace(credentials, identity_id=normalized(identity, "{identity}"))
 
 
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+def _said_resuming(journal: Any, updates: Sequence[Update], log: Log) -> None:
+    """What an earlier run of these updates left: answered, or sent without an answer."""
+    resume = journal.resume(updates)
+    if resume.settled or resume.unsure:
+        log.info(
+            "resuming",
+            f"{journal.path}: {len(resume.settled):,} updates answered before (not sent "
+            f"again), {len(resume.unsure):,} sent without a recorded answer (read back "
+            "first, sent again only if not applied)",
+            answered=len(resume.settled), unsure=len(resume.unsure),
+        )  # fmt: skip
+
+
+def _run(coroutine: Coroutine[Any, Any, T], handle_signals: bool = False) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        if handle_signals:
+            from extractor.cli.signals import run_command  # SIGINT, SIGTERM: Interrupted
+
+            return run_command(coroutine)
         return asyncio.run(coroutine)
     coroutine.close()
     raise UsageError(
