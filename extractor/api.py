@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from extractor.engine.summary import RunSummary, SyncSummary
     from extractor.fleet.launch import FleetSummary
     from extractor.jobs.sync import SyncJob
+    from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.verify import Verification
     from extractor.records.update_files import Update
 
@@ -290,7 +291,7 @@ def update_invoices(
     return UpdateOutcome(list(outcomes), job.report_path, updates)
 
 
-def _said_resuming(journal: Any, updates: Sequence[Update], log: Log) -> None:
+def _said_resuming(journal: UpdateJournal, updates: Sequence[Update], log: Log) -> None:
     """What an earlier run of these updates left: answered, or sent without an answer."""
     resume = journal.resume(updates)
     if resume.settled or resume.unsure:
