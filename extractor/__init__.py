@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from extractor.api import (
         UpdateOutcome,
+        identities,
         invoices,
         sync,
         tables,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Credentials", "FleetSummary", "Interrupted", "ServiceConfig", "UpdateOutcome", "errors",
-    "invoices", "sync", "tables", "transactions", "update_invoices", "verify",
+    "identities", "invoices", "sync", "tables", "transactions", "update_invoices", "verify",
 ]  # fmt: skip
 #: Where each name is, loaded on first use: the API's functions, and what they take and give
 _FROM: dict[str, str] = dict.fromkeys(__all__, "extractor.api") | {

@@ -77,11 +77,13 @@ if TYPE_CHECKING:
     from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.verify import Verification
     from extractor.records.update_files import Update
+    from extractor.service.identities import Identity
 
 __all__ = [
     "RunOptions",
     "ServiceSettings",
     "UpdateOutcome",
+    "identities",
     "invoices",
     "sync",
     "tables",
@@ -228,6 +230,23 @@ def verify(
     config = service_of(service, settings, concurrency=1)
     found = verify_lake(target, creds, config, identity=creds.identity_id if identity else None)
     return run(found, handle_signals)
+
+
+def identities(
+    *,
+    credentials: Credentials | None = None,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Unpack[ServiceSettings],
+) -> list[Identity]:
+    """``extractor identities``: the identities (client companies) the credentials reach,
+    as GetIdentities lists them (``.id``, ``.client_name``, ``.disabled``, ...): what a
+    scheduler maps its tasks over, or what ``identity`` picks from."""
+    from extractor.service.identities import listed_identities
+
+    config = service_of(service, settings, concurrency=1)
+    creds = credentials or Credentials.from_env()
+    return run(listed_identities(config, creds), handle_signals)
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,8 @@ async def test_one_identity_is_looked_up_and_run_alone_and_several_as_a_fleet(
     config = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
     given = {"service": config, "credentials": CREDS, "tables": "currencies"}
     capsys.readouterr()
+    listed = await asyncio.to_thread(extractor.identities, service=config, credentials=CREDS)
+    assert [identity.id for identity in listed] == [first, second]
 
     alone = await asyncio.to_thread(extractor.tables, tmp_path / "one", identity=first, **given)
     assert isinstance(alone, RunSummary) and alone.complete and alone.identity_id == first
