@@ -1,4 +1,6 @@
-"""`make bench`: parse speed against lxml, end-to-end throughput and memory, latency hiding,
+"""`make bench`: issue 28's reference (the product's own requests downloaded, and parsed by
+``lxml.etree.fromstring``, against ``extractor invoices``: :mod:`benchmarks.reference`),
+parse speed against lxml, end-to-end throughput and memory, latency hiding,
 the budget's use whatever the service's latency and window (:mod:`benchmarks.budget`), and
 the reliability scenarios' figures (fault counts, extra calls, requests in a quarantine).
 
@@ -10,7 +12,6 @@ another, so the client's peak RSS is its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
 import platform
@@ -26,9 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-import psutil
 from lxml import etree
 
+from benchmarks import tree
 from extractor import soap
 from extractor.records import orders
 from extractor.records.orders import Selection
@@ -105,8 +106,16 @@ def bench_parse(rounds: int = 9, xml: str = "wcf") -> dict[str, float]:
 
 @contextmanager
 def simulator_process(*args: str) -> Iterator[str]:
+    with simulator_serving(*args) as (url, _):
+        yield url
+
+
+@contextmanager
+def simulator_serving(*args: str) -> Iterator[tuple[str, int]]:
+    """A simulator process on 127.0.0.1: its URL and its pid; stopped however we leave."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "extractor", "simulate", "--port", "0", *args],
+        [sys.executable, "-m", "extractor", "simulate", "--host", "127.0.0.1", "--port", "0",
+         *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
     )  # fmt: skip
     try:
@@ -115,10 +124,14 @@ def simulator_process(*args: str) -> Iterator[str]:
         match = re.search(r"at (http://\S+)", line)
         if match is None:
             raise RuntimeError(f"simulator did not start: {line}")
-        yield match.group(1)
+        yield match.group(1), process.pid
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], float]:
@@ -131,22 +144,13 @@ def run_extractor(url: str, out: Path, *args: str) -> tuple[dict[str, object], f
 def run_cli(*args: str, allowed: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Run ``extractor ARGS`` (no rate limit unless ARGS set one); its wall time and its
     tree's peak RSS (MB); RuntimeError when it exits other than ``allowed``."""
-    started = time.monotonic()
     command, *rest = args
-    process = subprocess.Popen(
-        [sys.executable, "-m", "extractor", command, "--max-requests-per-hour", "0", *rest],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-    )  # fmt: skip
-    peak = 0
-    watched = psutil.Process(process.pid)
-    while process.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        time.sleep(0.1)
-    if process.returncode not in allowed:
-        raise RuntimeError(f"extractor {args[0]} exited with {process.returncode}")
-    return time.monotonic() - started, peak / 1e6
+    cost = tree.measured(
+        [sys.executable, "-m", "extractor", command, "--max-requests-per-hour", "0", *rest], ENV
+    )
+    if cost.returncode not in allowed:
+        raise RuntimeError(f"extractor {args[0]} exited with {cost.returncode}")
+    return cost.wall, cost.peak_rss_mb
 
 
 def bench_budget(work: Path, orders: int = 24_000) -> dict[str, object]:
@@ -405,14 +409,23 @@ def bench_hostile(work: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"machine: {machine}")
+    from benchmarks.reference import machine  # imports this module: here, not at the top
+
+    print(f"machine: {platform.machine()}, {machine()}")
     parse = bench_parse()
     print(f"parse:   {parse}")
     print(f"parse:   {bench_parse(xml='compact')}")
     orders = int(os.environ.get("BENCH_ORDERS", "100000"))
     large = int(os.environ.get("BENCH_LARGE_ORDERS", "1000000"))
     with tempfile.TemporaryDirectory() as folder:
+        # issue 28's references first, while the machine is as it was at the start
+        from benchmarks.reference import bench_reference, load  # imports this module: here
+
+        sizes = os.environ.get("BENCH_REFERENCE_ORDERS", "20000,200000")
+        issue28 = bench_reference(Path(folder), [int(size) for size in sizes.split(",")])
+        for line in issue28.lines():
+            print(line)
+        print(f"reference: {load()} after it")
         e2e = bench_end_to_end(orders, Path(folder))
         print(f"e2e:     {e2e}")
         print(f"e2e:     {bench_end_to_end(orders, Path(folder), *CLUSTERED_FLAGS)}")
@@ -511,6 +524,7 @@ def main() -> None:
             400,
             "max",
         ),
+        **issue28.bars(),
     }
     for name, (measured, bar, kind) in bars.items():
         ok = float(measured) >= bar if kind == "min" else float(measured) <= bar  # type: ignore[arg-type]

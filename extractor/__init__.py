@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from extractor.api import (
         UpdateOutcome,
+        identities,
         invoices,
         sync,
         tables,
@@ -27,15 +28,20 @@ if TYPE_CHECKING:
         update_invoices,
         verify,
     )
-    from extractor.config import Credentials
+    from extractor.cli.signals import Interrupted
+    from extractor.config import Credentials, ServiceConfig
+    from extractor.fleet.launch import FleetSummary
 
 __all__ = [
-    "Credentials", "UpdateOutcome", "errors", "invoices", "sync", "tables", "transactions",
-    "update_invoices", "verify",
+    "Credentials", "FleetSummary", "Interrupted", "ServiceConfig", "UpdateOutcome", "errors",
+    "identities", "invoices", "sync", "tables", "transactions", "update_invoices", "verify",
 ]  # fmt: skip
-#: Where each name is, loaded on first use: the API's functions but for two
+#: Where each name is, loaded on first use: the API's functions, and what they take and give
 _FROM: dict[str, str] = dict.fromkeys(__all__, "extractor.api") | {
     "Credentials": "extractor.config",
+    "ServiceConfig": "extractor.config",
+    "FleetSummary": "extractor.fleet.launch",
+    "Interrupted": "extractor.cli.signals",
     "errors": "extractor.errors",
 }
 

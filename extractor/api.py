@@ -22,39 +22,68 @@ run may. Nothing here exits the process. Each function runs its own event loop: 
 from synchronous code (from async code, in a thread: ``asyncio.to_thread``).
 
 A partial run is not an error: its summary says ``partial`` and the same call again fetches
-exactly what is left. Several identities at once (a fleet on Dask) are the CLI's
-(``--identity``); here ``identity`` picks one.
+exactly what is left. ``identity`` picks one identity (client company); several, or
+``"all"``, run as a fleet on Dask, one run an identity, and return a
+:class:`~extractor.fleet.launch.FleetSummary`. ``handle_signals=True`` makes SIGINT and
+SIGTERM stop a run cleanly (journal closed, parser processes stopped) and raise
+:class:`~extractor.cli.signals.Interrupted`: what the CLI does; the same call resumes.
+
+The CLI is a thin layer over these functions: it parses the flags, calls them, and renders
+what they return (or raise) as text or JSON and an exit status.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import datetime as dt
-import io
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from extractor.config import (
     DEFAULT_PARSE_WORKERS,
     DEFAULT_SINCE,
     DEFAULT_UPDATE_SERVICE,
+    MAX_OVERLAP_MINUTES,
     Credentials,
-    service_config,
+    ServiceConfig,
 )
 from extractor.errors import UsageError
+from extractor.invocation import (
+    Call,
+    RunOptions,
+    ServiceSettings,
+    as_identity,
+    dataset,
+    destination,
+    joined,
+    list_specs,
+    naive,
+    path_or_none,
+    quiet_unless,
+    run,
+    service_of,
+)
 from extractor.log import Log
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from 3.12 on
+
     from extractor.engine.destination import Destination
-    from extractor.engine.spec import Spec
     from extractor.engine.summary import RunSummary, SyncSummary
+    from extractor.fleet.launch import FleetSummary
+    from extractor.jobs.sync import SyncJob
+    from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.verify import Verification
+    from extractor.records.update_files import Update
+    from extractor.service.identities import Identity
 
 __all__ = [
+    "RunOptions",
+    "ServiceSettings",
     "UpdateOutcome",
+    "identities",
     "invoices",
     "sync",
     "tables",
@@ -63,7 +92,6 @@ __all__ = [
     "verify",
 ]
 
-T = TypeVar("T")
 Format = Literal["parquet", "delta"]
 
 
@@ -78,24 +106,21 @@ def invoices(
     row_properties: Sequence[str] = (),
     parse_workers: int = DEFAULT_PARSE_WORKERS,
     resume: bool = False,
-    work_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
-    identity: str | None = None,
-    credentials: Credentials | None = None,
-    log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    **options: Unpack[RunOptions],
+) -> RunSummary | FleetSummary:
     """``extractor invoices``: backfill invoices and their rows into ``out``; resumable."""
     from extractor.jobs.invoices import InvoiceJob
 
-    where = destination(out, format, work_dir, endpoint_url, "invoices", resume=resume)
+    call = Call.of(options)
+    where = destination(out, format, call.work_dir, call.endpoint_url, "invoices", resume=resume)
     job = InvoiceJob(
-        where, service=service_config(**service), changed_after=_naive(changed_after),
-        registered_after=_naive(registered_after), batch_size=batch_size,
+        where, service=call.service, changed_after=naive(changed_after),
+        registered_after=naive(registered_after), batch_size=batch_size,
         invoice_properties=tuple(invoice_properties), row_properties=tuple(row_properties),
         parse_workers=parse_workers,
     )  # fmt: skip
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    # a fleet's identities parse in their workers' threads: no parser processes of their own
+    return dataset(job, lambda member: replace(job, destination=member, parse_workers=0), call)
 
 
 def transactions(
@@ -110,23 +135,20 @@ def transactions(
     account_to: int | None = None,
     system_types: Sequence[str] = (),
     resume: bool = False,
-    work_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
-    identity: str | None = None,
-    credentials: Credentials | None = None,
-    log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    **options: Unpack[RunOptions],
+) -> RunSummary | FleetSummary:
     """``extractor transactions``: the general ledger, a date window a request; resumable."""
     from extractor.jobs.ledger import TransactionJob
 
-    where = destination(out, format, work_dir, endpoint_url, "transactions", resume=resume)
+    call = Call.of(options)
+    where = destination(out, format, call.work_dir, call.endpoint_url, "transactions",
+                        resume=resume)  # fmt: skip
     job = TransactionJob(
-        where, date_from=date_from, date_to=date_to, service=service_config(**service),
+        where, date_from=date_from, date_to=date_to, service=call.service,
         date_field=date_field, window=window, account_from=account_from,
         account_to=account_to, system_types=tuple(system_types),
     )  # fmt: skip
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    return dataset(job, lambda member: replace(job, destination=member), call)
 
 
 def tables(
@@ -136,21 +158,17 @@ def tables(
     tables: Sequence[str] | str | None = None,
     skip_tables: Sequence[str] | str | None = None,
     resume: bool = False,
-    work_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
-    identity: str | None = None,
-    credentials: Credentials | None = None,
-    log: IO[str] | Log | None = None,
-    **service: Any,
-) -> RunSummary:
+    **options: Unpack[RunOptions],
+) -> RunSummary | FleetSummary:
     """``extractor tables``: the accounting picture (accounts, customers, products,
     dimensions, balances, every reference list), each table written whole; resumable."""
     from extractor.engine.lists import ListJob
 
-    chosen = list_specs(_joined(tables), _joined(skip_tables))
-    where = destination(out, format, work_dir, endpoint_url, "tables", resume=resume)
-    job = ListJob(where, chosen, service_config(**service), command="tables")
-    return _run(_dataset(job, where, work_dir, identity, credentials, log))
+    chosen = list_specs(joined(tables), joined(skip_tables))
+    call = Call.of(options)
+    where = destination(out, format, call.work_dir, call.endpoint_url, "tables", resume=resume)
+    job = ListJob(where, chosen, call.service, command="tables")
+    return dataset(job, lambda member: replace(job, destination=member), call)
 
 
 def sync(
@@ -163,33 +181,29 @@ def sync(
     since: dt.date = DEFAULT_SINCE,
     no_ledger: bool = False,
     parse_workers: int = DEFAULT_PARSE_WORKERS,
-    work_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
-    identity: str | None = None,
-    credentials: Credentials | None = None,
-    log: IO[str] | Log | None = None,
-    **service: Any,
-) -> SyncSummary:
+    **options: Unpack[RunOptions],
+) -> SyncSummary | FleetSummary:
     """``extractor sync``: bring the Delta tables under ``out`` up to date (``overlap`` in
     minutes, as the flag); resumable after a crash, never skipping a change."""
-    import math
-
-    from extractor.jobs.sync import SyncJob, run_sync
+    from extractor.jobs.sync import SyncJob
     from extractor.operations import choose
     from extractor.output.targets import Target
 
-    if not math.isfinite(overlap) or not 0 <= overlap <= 7 * 24 * 60:
-        raise UsageError("{overlap} must be a number of minutes from 0 to a week")
-    target = Target.parse(str(out), endpoint_url)
+    call = Call.of(options)
+    if not math.isfinite(overlap) or not 0 <= overlap <= MAX_OVERLAP_MINUTES:
+        raise UsageError(f"{{overlap}} {overlap} is not a number of minutes from 0 to ten years")
     job = SyncJob(
-        target=target, work_dir=_path(work_dir), service=service_config(**service),
-        overlap=dt.timedelta(minutes=overlap), since=since, reconcile=reconcile,
-        ledger=not no_ledger, tables=choose(_joined(tables), _joined(skip_tables)),
-        parse_workers=parse_workers,
+        target=Target.parse(str(out), call.endpoint_url), work_dir=call.work_dir,
+        service=call.service, overlap=dt.timedelta(minutes=overlap),
+        since=since, reconcile=reconcile, ledger=not no_ledger,
+        tables=choose(joined(tables), joined(skip_tables)), parse_workers=parse_workers,
     )  # fmt: skip
-    checked(job.destination, work_dir)
-    creds = _credentials(credentials, identity)
-    return _run(run_sync(job, creds, log=_log(log)))
+
+    def member_job(member: Destination) -> SyncJob:
+        return replace(job, identity=member.placement.identity, member_work=member.work,
+                       parse_workers=0)  # fmt: skip
+
+    return dataset(job, member_job, call)
 
 
 def verify(
@@ -198,27 +212,52 @@ def verify(
     identity: str | None = None,
     endpoint_url: str | None = None,
     credentials: Credentials | None = None,
-    **service: Any,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Unpack[ServiceSettings],
 ) -> Verification:
     """``extractor verify``: the lake under ``out`` against the service and itself; the
-    checks, each holding or naming its first mismatches (``.holds`` for all of them)."""
+    checks, each holding or naming its first mismatches (``.holds`` for all of them).
+    ``identity``: in a fleet's lake, that identity's part, checked logged in as it."""
     from extractor.jobs.verify import verify as verify_lake
     from extractor.output.targets import Target
 
     target = Target.parse(str(out), endpoint_url)
-    creds = _credentials(credentials, identity)
-    found = verify_lake(target, creds, service_config(**{"concurrency": 1, **service}),
-                        identity=creds.identity_id if identity else None)  # fmt: skip
-    return _run(found)
+    creds = credentials or Credentials.from_env()
+    if identity is not None and identity.strip().lower() == "all":
+        raise UsageError("{identity}: verify checks one identity's part at a time; give its guid")
+    creds = as_identity(creds, identity)
+    config = service_of(service, settings, concurrency=1)
+    found = verify_lake(target, creds, config, identity=creds.identity_id if identity else None)
+    return run(found, handle_signals)
+
+
+def identities(
+    *,
+    credentials: Credentials | None = None,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Unpack[ServiceSettings],
+) -> list[Identity]:
+    """``extractor identities``: the identities (client companies) the credentials reach,
+    as GetIdentities lists them (``.id``, ``.client_name``, ``.disabled``, ...): what a
+    scheduler maps its tasks over, or what ``identity`` picks from."""
+    from extractor.service.identities import listed_identities
+
+    config = service_of(service, settings, concurrency=1)
+    creds = credentials or Credentials.from_env()
+    return run(listed_identities(config, creds), handle_signals)
 
 
 @dataclass(frozen=True)
 class UpdateOutcome:
     """What ``update_invoices`` did: each order's outcome (``updated``, ``refused``,
-    ``failed``, ``not returned``), in input order, and where the report is."""
+    ``failed``, ``not returned``), in input order, and where the report is; for a
+    ``dry_run``, no outcome and the updates read (what would be sent)."""
 
     outcomes: list[dict[str, Any]]
     report: Path
+    updates: Sequence[Update] = ()
 
     @property
     def complete(self) -> bool:
@@ -231,146 +270,54 @@ def update_invoices(
     *,
     report: str | Path | None = None,
     batch_size: int = 100,
+    dry_run: bool = False,
     credentials: Credentials | None = None,
     identity: str | None = None,
-    **service: Any,
+    log: IO[str] | Log | None = None,
+    handle_signals: bool = False,
+    service: ServiceConfig | None = None,
+    **settings: Unpack[ServiceSettings],
 ) -> UpdateOutcome:
     """``extractor update-invoices``: InvoiceTitle / ReferenceNumber of invoiced orders from
-    a CSV, JSON Lines or Parquet file, each applied once however often this is called."""
+    a CSV, JSON Lines or Parquet file, each applied once however often this is called.
+    ``dry_run``: the file read and checked, nothing sent."""
+    from extractor.errors import ExtractorError
     from extractor.jobs.update_journal import UpdateJournal
     from extractor.jobs.updates import UpdateJob, apply_updates
     from extractor.records.update_files import check_report, read_updates, write_report
 
     defaults = {"concurrency": DEFAULT_UPDATE_SERVICE.concurrency}
     job = UpdateJob(
-        input=Path(input), report=_path(report), batch_size=batch_size,
-        service=service_config(**(defaults | service)),
+        input=Path(input), report=path_or_none(report), dry_run=dry_run, batch_size=batch_size,
+        service=service_of(service, settings, **defaults),
     )  # fmt: skip
     updates = read_updates(job.input)
     check_report(job.report_path)
-    creds = _credentials(credentials, identity)
+    if dry_run:
+        return UpdateOutcome([], job.report_path, updates)
+    creds = as_identity(credentials or Credentials.from_env(), identity)
     journal = UpdateJournal(job.report_path)
     try:
-        outcomes = _run(apply_updates(job, updates, creds, journal=journal))
-        write_report(job.report_path, outcomes)
+        _said_resuming(journal, updates, quiet_unless(log))
+        outcomes = run(apply_updates(job, updates, creds, journal=journal), handle_signals)
+        write_report(job.report_path, outcomes)  # every row once, rebuilt from the journal
+    except ExtractorError as exc:
+        message = exc.args[0] if exc.args else type(exc).__name__  # its settings still in braces
+        exc.args = (f"{message}; the outcomes so far are in {journal.path}",)
+        raise
     finally:
         journal.close()
-    return UpdateOutcome(list(outcomes), job.report_path)
+    return UpdateOutcome(list(outcomes), job.report_path, updates)
 
 
-def list_specs(tables: str | None, skip_tables: str | None) -> tuple[Spec, ...]:
-    """The lists ``tables`` and ``skip_tables`` (comma-separated names) choose, parents
-    first; a fact table named is refused (it has its own command)."""
-    from extractor.operations import LISTS, choose, chosen_lists
-
-    chosen = chosen_lists(tables, skip_tables)
-    lists = [spec.table for spec in LISTS]
-    facts = [name for name in (choose(tables, skip_tables) if tables else ()) if name not in lists]
-    if facts or not chosen:
-        raise UsageError(
-            f"{{tables}}: {' and '.join(facts) or 'invoices and transactions'} have their "
-            "own commands (invoices, transactions, sync); choose from " + ", ".join(lists)
-        )
-    return chosen
-
-
-def destination(
-    out: str | Path,
-    format: str,
-    work_dir: str | Path | None,
-    endpoint_url: str | None,
-    command: str,
-    *,
-    resume: bool = False,
-) -> Destination:
-    """Where a dataset command writes: ``out`` as ``format``, its runs in ``work_dir``."""
-    from extractor.engine.destination import Destination
-
-    if format not in ("parquet", "delta"):
-        raise UsageError(f"{{output_format}} {format!r} is neither parquet nor delta")
-    return Destination.of(str(out), format, _path(work_dir), endpoint_url, command, resume=resume)
-
-
-def checked(where: Destination, work_dir: str | Path | None, *, alone: bool = True) -> None:
-    """Refuse, before any request, an output a run must not write: a work directory that is
-    no folder, a local output of another tool, Delta tables over plain Parquet ones; and,
-    for a run of one identity (``alone``), an output a fleet holds."""
-    from extractor.fleet.layout import check_alone_into
-    from extractor.output.targets import check_no_parquet_tables, check_not_foreign, check_work_dir
-
-    if work_dir is not None:
-        check_work_dir(str(work_dir))
-    if where.target.local is not None:
-        check_not_foreign(where.target.local)
-        if where.format == "delta":
-            check_no_parquet_tables(where.target.local)
-    if not alone:
-        return
-    check_alone_into(where.work, where.target.uri)
-    if where.root is not None:  # a fleet's sync keeps its runs in the work root's _work
-        check_alone_into(where.root / "_work", where.target.uri)
-
-
-async def _dataset(
-    job: Any,
-    where: Destination,
-    work_dir: str | Path | None,
-    identity: str | None,
-    credentials: Credentials | None,
-    log: IO[str] | Log | None,
-) -> RunSummary:
-    from extractor.engine.runner import run
-
-    checked(where, work_dir)
-    return await run(job, _credentials(credentials, identity), log=_log(log))
-
-
-def _credentials(given: Credentials | None, identity: str | None) -> Credentials:
-    from extractor.service.identities import normalized
-
-    credentials = given or Credentials.from_env()
-    if identity is not None:
-        credentials = dataclasses.replace(
-            credentials, identity_id=normalized(identity, "{identity}")
-        )
-    return credentials
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    coroutine.close()
-    raise UsageError(
-        "the extractor's functions run their own event loop: call them from synchronous "
-        "code, or from async code in a thread (asyncio.to_thread)"
-    )
-
-
-class _Discard(io.StringIO):
-    """A stream that keeps nothing: the API prints nothing unless asked."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-
-def _log(log: IO[str] | Log | None) -> Log:
-    return Log.to(log if log is not None else _Discard())
-
-
-def _joined(names: Sequence[str] | str | None) -> str | None:
-    if names is None or isinstance(names, str):
-        return names
-    return ",".join(names)
-
-
-def _path(value: str | Path | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-def _naive(moment: dt.datetime | None) -> dt.datetime | None:
-    """A time as the service takes it: UTC, without an offset (a naive one is UTC)."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+def _said_resuming(journal: UpdateJournal, updates: Sequence[Update], log: Log) -> None:
+    """What an earlier run of these updates left: answered, or sent without an answer."""
+    resume = journal.resume(updates)
+    if resume.settled or resume.unsure:
+        log.info(
+            "resuming",
+            f"{journal.path}: {len(resume.settled):,} updates answered before (not sent "
+            f"again), {len(resume.unsure):,} sent without a recorded answer (read back "
+            "first, sent again only if not applied)",
+            answered=len(resume.settled), unsure=len(resume.unsure),
+        )  # fmt: skip

@@ -23,8 +23,6 @@ import pyarrow.compute as pc
 from extractor import schema
 from extractor.errors import DataError
 
-_NULL_STRING: Final = pa.scalar(None, pa.string())
-_EMPTY: Final = pa.scalar("", pa.string())
 _DATETIME: Final = re.compile(
     r"\s*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?\s*"
 )
@@ -115,11 +113,11 @@ def scalar_column(scalar: schema.Scalar, text: pa.Array[Any], name: str) -> pa.A
 def _blanked(scalar: schema.Scalar, text: pa.Array[Any]) -> pa.Array[Any]:
     """``text`` with "" and the type's "not set" sentinel as nulls."""
     # kernels get pa.scalar arguments: a Python literal makes pyarrow try to import pandas
-    blank = pc.equal(text, _EMPTY)
+    blank = pc.equal(text, _scalar_text(""))
     if scalar.sentinel is not None:
         blank = pc.or_(blank, pc.equal(text, _scalar_text(scalar.sentinel)))
     if pc.any(blank).as_py():
-        text = pc.if_else(blank, _NULL_STRING, text)
+        text = pc.if_else(blank, pa.nulls(1, pa.string())[0], text)
     return text
 
 
@@ -134,6 +132,8 @@ def _kernel_typed(scalar: schema.Scalar, text: pa.Array[Any]) -> pa.Array[Any]:
 
 @functools.cache
 def _scalar_text(text: str) -> pa.Scalar[Any]:
+    """``text`` as a string scalar, made when first needed: building one from a Python value
+    imports pandas (0.2-0.8 s), which a command that types no records must not pay."""
     return pa.scalar(text, pa.string())
 
 

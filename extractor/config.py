@@ -223,5 +223,7 @@ def service_config(
 DEFAULT_SERVICE: Final = ServiceConfig()
 #: Updates are small requests that the service applies one order at a time: fewer at once.
 DEFAULT_UPDATE_SERVICE: Final = ServiceConfig(concurrency=4)
+#: The most minutes a sync's overlap may reach back before its watermark.
+MAX_OVERLAP_MINUTES: Final = 10 * 366 * 24 * 60  # ten years
 #: Where a first sync's ledger begins unless ``--since`` says.
 DEFAULT_SINCE: Final = dt.date(2000, 1, 1)

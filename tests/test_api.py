@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import extractor
-from extractor.config import Credentials
+from extractor.config import Credentials, ServiceConfig
 from extractor.engine.summary import RunSummary, SyncSummary
 from extractor.errors import AuthenticationFailed, InvalidOption, UsageError
 from extractor.jobs.verify import Verification
+from extractor.output.lock import LOCK_FILE, current_holder
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME
 from tests.truth import assert_ledger_equals, assert_matches_truth, read_table
 
@@ -129,3 +135,73 @@ async def test_errors_are_raised_as_the_error_tree_before_any_request(
     assert simulator.stats["requests"] == 1, "only the refused login reached the service"
     with pytest.raises(UsageError, match="run their own event loop"):
         extractor.invoices(tmp_path / "g", credentials=CREDS, **given)  # inside this test's loop
+
+
+async def test_one_identity_is_looked_up_and_run_alone_and_several_as_a_fleet(
+    start_simulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulator = await start_simulator(orders=10, seed=3, identities=2)
+    first, second = (company.identity_id for company in simulator.companies)
+    config = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
+    given = {"service": config, "credentials": CREDS, "tables": "currencies"}
+    capsys.readouterr()
+    listed = await asyncio.to_thread(extractor.identities, service=config, credentials=CREDS)
+    assert [identity.id for identity in listed] == [first, second]
+
+    alone = await asyncio.to_thread(extractor.tables, tmp_path / "one", identity=first, **given)
+    assert isinstance(alone, RunSummary) and alone.complete and alone.identity_id == first
+    assert alone.summary_file == tmp_path / "one" / "_runs" / f"{alone.run_id}.json"
+    assert alone.summary_file.is_file()
+
+    fleet = await asyncio.to_thread(
+        extractor.tables, tmp_path / "all", identity="all", workers=1, **given
+    )
+    assert isinstance(fleet, extractor.FleetSummary) and fleet.complete
+    assert sorted(entry["identity_id"] for entry in fleet.identities) == sorted([first, second])
+    assert fleet.as_json()["command"] == "tables" and Path(fleet.summary_file).is_file()
+    assert capsys.readouterr() == ("", ""), "a fleet prints nothing unless given a log"
+
+
+async def test_what_a_fleet_or_a_call_cannot_do_is_refused_before_any_request(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    simulator = await start_simulator(orders=10, seed=3)
+    config = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
+    given = {"service": config, "credentials": CREDS}
+    with pytest.raises(UsageError, match="exclude_identity leaves identities out of identity all"):
+        extractor.tables(tmp_path / "a", exclude_identity=[str(uuid.uuid4())], **given)
+    with pytest.raises(UsageError, match="cannot all reach the local path"):
+        extractor.tables(tmp_path / "b", identity="all", scheduler="tcp://10.0.0.1:8786", **given)
+    with pytest.raises(TypeError, match="service= or its settings"):
+        extractor.tables(tmp_path / "c", base_url=simulator.url, **given)
+    with pytest.raises(TypeError, match="'workres'"):
+        extractor.sync(tmp_path / "d", workres=2, **given)  # type: ignore[call-arg]
+    updates = tmp_path / "fixes.csv"
+    updates.write_text("OrderId,InvoiceTitle\n1,Rettet\n2,Rettet\n")
+    dry = extractor.update_invoices(updates, dry_run=True, **given)
+    assert [update["OrderId"] for update in dry.updates] == [1, 2]
+    assert dry.outcomes == [] and not dry.report.exists()
+    assert simulator.stats["requests"] == 0
+
+
+def test_handle_signals_stops_a_run_cleanly_and_raises_interrupted(tmp_path: Path) -> None:
+    """SIGTERM during a run (here: a service that never answers) cancels it; the output's
+    lock is released and the call raises Interrupted, as the CLI does (exit 143)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("only the main thread receives signals")
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(extractor.Interrupted) as stopped:
+            extractor.tables(
+                tmp_path / "out", tables="currencies", credentials=CREDS, base_url=url,
+                max_requests_per_hour=0, timeout=30, handle_signals=True,
+            )  # fmt: skip
+    finally:
+        timer.cancel()
+        silent.close()
+    assert stopped.value.signum == signal.SIGTERM
+    assert current_holder(tmp_path / "out") is None, "the output's lock was released"
+    assert (tmp_path / "out" / LOCK_FILE).read_bytes() == b"", "its holder wiped on release"

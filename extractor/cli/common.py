@@ -23,6 +23,7 @@ from extractor.config import (
     DEFAULT_SOAP_VERSION,
     DEFAULT_TIMEOUTS,
     MAX_CONCURRENCY,
+    MAX_OVERLAP_MINUTES,
     service_config,
 )
 from extractor.errors import UsageError
@@ -30,10 +31,8 @@ from extractor.soap import Soap
 
 if TYPE_CHECKING:  # the commands import what they run only when they run (quick --help)
     from extractor.engine.summary import RunSummary, SyncSummary
+    from extractor.fleet.launch import FleetSummary
 
-    pass
-
-TEN_YEARS_IN_MINUTES: Final = 10 * 366 * 24 * 60
 EXIT_FATAL: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
@@ -181,11 +180,31 @@ json_option = click.option(
 )  # fmt: skip
 
 
-def show_summary(summary: RunSummary | SyncSummary) -> None:
-    """A run's or a sync's summary on stdout: as text, or as JSON when ``--json`` was given."""
-    from extractor.engine.summary import render
+def through_cli() -> dict[str, Any]:
+    """What every API call of a command is given: the command's log (its events on stderr,
+    as the flags configured it) and signals handled (SIGINT, SIGTERM: a clean stop)."""
+    return {"log": log.current(), "handle_signals": True}
 
-    show_document(summary.as_json(), lambda: render(summary))
+
+def show_run(summary: RunSummary | SyncSummary | FleetSummary) -> None:
+    """A run's, a sync's or a fleet's summary on stdout (text, or JSON with ``--json``); a
+    partial one says where to look, and exits with :data:`EXIT_PARTIAL`."""
+    from extractor.engine.summary import SyncSummary, render
+    from extractor.fleet.launch import FleetSummary
+    from extractor.fleet.run import render_fleet
+
+    if isinstance(summary, FleetSummary):
+        show_document(summary.as_json(), lambda: render_fleet(summary.document))
+        what, where = "fleet", summary.summary_file
+    else:
+        show_document(summary.as_json(), lambda: render(summary))
+        if isinstance(summary, SyncSummary):
+            what, where = "sync", f"{summary.work}/sync-*/_runs/"
+        else:
+            what, where = "run", str(summary.summary_file)
+    if not summary.complete:
+        log.current().warning("partial", f"{what} was partial: see {where}")
+        sys.exit(EXIT_PARTIAL)
 
 
 def show_document(document: dict[str, Any], text: Callable[[], str]) -> None:
@@ -204,13 +223,6 @@ def show_failure(record: dict[str, Any]) -> None:
     context = click.get_current_context(silent=True)
     if context is not None and context.meta.get("summary_json"):
         click.echo(orjson.dumps(record).decode())
-
-
-def exit_if_partial(summary: RunSummary, work: Path) -> None:
-    if not summary.complete:
-        report = work / "_runs" / f"{summary.run_id}.json"
-        log.current().warning("partial", f"run was partial: see {report}")
-        sys.exit(EXIT_PARTIAL)
 
 
 def parse_when(text: str, flag: str) -> dt.datetime:
@@ -241,7 +253,7 @@ def _work_dir(value: str | None) -> Path | None:
 
 def finite_minutes(ctx: click.Context, param: click.Parameter, value: float) -> float:
     """A number of minutes that a date can be moved by (not inf, nan or past ten years)."""
-    if not math.isfinite(value) or not 0 <= value <= TEN_YEARS_IN_MINUTES:
+    if not math.isfinite(value) or not 0 <= value <= MAX_OVERLAP_MINUTES:
         raise click.BadParameter(f"{value} is not a number of minutes from 0 to ten years")
     return value
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import click
 
-from extractor.config import DEFAULT_PARSE_WORKERS, Credentials, ServiceConfig
-from extractor.engine.destination import Destination
-from extractor.engine.runner import run
-from extractor.engine.summary import render
+from extractor.config import DEFAULT_PARSE_WORKERS, Credentials
 from extractor.errors import UsageError
-from extractor.jobs.invoices import InvoiceJob
 from extractor.output.lock import LOCK_FILE
 from extractor.simulator.server import (
     DEMO_APPLICATION_ID,
@@ -116,18 +116,45 @@ def prepare_demo_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
 
 
-async def run_demo(out: Path, orders: int) -> None:
-    creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
-    async with Simulator(SimulatorConfig(orders=orders)) as simulator:
-        click.echo(
-            f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into {out}/"
-        )
-        # a local simulator has no budget to protect
-        service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
-        job = InvoiceJob(Destination(out), service=service, parse_workers=DEFAULT_PARSE_WORKERS)
-        summary = await run(job, creds)
-    click.echo(render(summary))
-    errors = summary.counts.get("api_exceptions", 0)
+def run_demo(out: Path, orders: int, identities: int = 1, workers: int = 1) -> None:
+    """The demo: the simulator's ``orders`` backfilled into ``out`` through the API, as
+    ``extractor invoices`` does; with ``identities`` client companies, all at once as a fleet
+    on an embedded Dask cluster of ``workers``, under ``identity_id=`` partitions."""
+    from extractor import api
+    from extractor.cli.common import through_cli
+    from extractor.engine.summary import render
+    from extractor.fleet.launch import FleetSummary
+    from extractor.fleet.run import render_fleet
+
+    config = SimulatorConfig(orders=orders, identities=identities)
+    with _serving(config) as simulator:
+        if identities == 1:
+            click.echo(
+                f"demo: simulator with {orders:,} orders at {simulator.url}; backfilling into "
+                f"{out}/"
+            )
+        else:
+            click.echo(
+                f"demo: simulator with {identities} client companies of {orders:,} orders each "
+                f"at {simulator.url}; backfilling them at once on {workers} Dask workers into "
+                f"{out}/"
+            )
+        summary = api.invoices(
+            out, parse_workers=DEFAULT_PARSE_WORKERS, identity="all" if identities > 1 else None,
+            workers=workers, credentials=Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME,
+            DEMO_PASSWORD), base_url=simulator.url,
+            max_requests_per_hour=0,  # a local simulator has no budget to protect
+            **through_cli(),
+        )  # fmt: skip
+    if isinstance(summary, FleetSummary):
+        click.echo(render_fleet(summary.document))
+    else:
+        click.echo(render(summary))
+        _said_api_errors(summary.counts.get("api_exceptions", 0))
+    _how_to_read(out)
+
+
+def _said_api_errors(errors: int) -> None:
     if errors:  # the line a first reader asks about
         click.echo(
             f"\napi errors: {errors:,} orders came with an APIException inside the service's HTTP\n"
@@ -135,47 +162,50 @@ async def run_demo(out: Path, orders: int) -> None:
             "1 in 100). They are in invoices/ all the same, their APIException column saying\n"
             "what the service said: nothing failed."
         )
-    _how_to_read(out)
 
 
-async def run_fleet_demo(out: Path, orders: int, identities: int, workers: int) -> None:
-    """The demo of a fleet: ``identities`` client companies of ``orders`` orders each,
-    backfilled at once on an embedded Dask cluster, under ``identity_id=`` partitions."""
-    from extractor.fleet.cluster import cluster
-    from extractor.fleet.layout import member_dir
-    from extractor.fleet.members import Member
-    from extractor.fleet.run import Fleet, render_fleet, run_fleet
-    from extractor.output.targets import Target
-    from extractor.service.identities import listed_identities
+@contextlib.contextmanager
+def _serving(config: SimulatorConfig) -> Iterator[Simulator]:
+    """The simulator on an event loop of its own, in a thread, while the block runs: the
+    demo's run has the main thread's (and its signals)."""
+    ready = threading.Event()
+    held: dict[str, Any] = {}
 
-    creds = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
-    config = SimulatorConfig(orders=orders, identities=identities)
-    async with Simulator(config) as simulator:
-        click.echo(
-            f"demo: simulator with {identities} client companies of {orders:,} orders each at "
-            f"{simulator.url}; backfilling them at once on {workers} Dask workers into {out}/"
-        )
-        service = ServiceConfig(base_url=simulator.url, max_requests_per_hour=0)
-        listed = await listed_identities(service, creds)
-        fleet_root = Destination(out)
-        members = [
-            Member(
-                identity,
-                InvoiceJob(fleet_root.member(member_dir(out, identity.id), identity.id), service),
-                dataclasses.replace(creds, identity_id=identity.id),
-            )
-            for identity in listed
-        ]
-        fleet = Fleet("invoices", members, out, Target(str(out), local=out))
+    async def serve() -> None:
+        async with Simulator(config) as simulator:
+            held.update(simulator=simulator, loop=asyncio.get_running_loop())
+            held["stop"] = asyncio.Event()
+            ready.set()
+            await held["stop"].wait()
 
-        def on_the_cluster() -> dict[str, object]:
-            with cluster(None, workers) as client:
-                return run_fleet(fleet, client)
+    def in_thread() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # said by the demo's thread
+            held["error"] = exc
+            ready.set()
 
-        # the fleet waits on a thread: the simulator answers on this event loop meanwhile
-        summary = await asyncio.to_thread(on_the_cluster)
-    click.echo(render_fleet(summary))
-    _how_to_read(out)
+    thread = threading.Thread(target=in_thread, name="demo-simulator", daemon=True)
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(_hung_up)
+    thread.start()
+    ready.wait()
+    try:
+        if "error" in held:
+            raise held["error"]
+        yield held["simulator"]
+    finally:
+        if "loop" in held:
+            held["loop"].call_soon_threadsafe(held["stop"].set)
+        thread.join()
+        server_log.removeFilter(_hung_up)
+
+
+def _hung_up(record: logging.LogRecord) -> bool:
+    """Not a record of an answer the demo's run hung up on (it was stopped): the run is
+    over, its simulator's answers with it."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, ConnectionError)
 
 
 def _how_to_read(out: Path) -> None:

@@ -1,38 +1,28 @@
-"""``extractor invoices``, ``transactions`` and ``sync``: the extracting commands."""
+"""``extractor invoices``, ``transactions``, ``tables`` and ``sync``: the extracting
+commands, each its flags parsed and handed to its function of :mod:`extractor.api`."""
 
 from __future__ import annotations
 
-import datetime as dt
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from extractor import log
 from extractor.cli.common import (
-    EXIT_PARTIAL,
     dataset_options,
-    exit_if_partial,
     finite_minutes,
     json_option,
     names,
     parse_day,
     parse_when,
     service_options,
-    show_summary,
+    show_run,
     stack,
     storage_options,
+    through_cli,
 )
-from extractor.cli.fleet import FleetOptions, JobFor, fleet_options, run_as_fleet
-from extractor.cli.signals import run_command
-from extractor.config import DEFAULT_PARSE_WORKERS, DEFAULT_SINCE, Credentials, ServiceConfig
-
-if TYPE_CHECKING:  # a command imports the engine when it runs: ``--help`` loads none of it
-    from extractor.engine.destination import Destination
-    from extractor.jobs.invoices import InvoiceJob
-    from extractor.jobs.ledger import TransactionJob
-    from extractor.jobs.sync import SyncJob
+from extractor.cli.fleet import fleet_options
+from extractor.config import DEFAULT_PARSE_WORKERS, DEFAULT_SINCE, ServiceConfig
 
 #: The commands that fetch invoices: where their responses are parsed.
 parse_workers_option = click.option(
@@ -70,7 +60,7 @@ def invoices(
     row_properties: str | None,
     parse_workers: int,
     resume: bool,
-    fleet: FleetOptions,
+    **fleet: Any,
 ) -> None:
     """Backfill invoices and their rows into OUT/invoices and OUT/invoice_rows.
 
@@ -78,29 +68,19 @@ def invoices(
     With several --identity (or all), each identity is one run on a Dask cluster, its
     partitions under identity_id=<guid>.
     """
-    from extractor.engine.destination import Destination
-    from extractor.engine.runner import run
-    from extractor.jobs.invoices import InvoiceJob
+    from extractor import api
 
-    def job_for(destination: Destination, parsers: int = 0) -> InvoiceJob:
-        return InvoiceJob(
-            destination,
-            service=service,
-            changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
-            registered_after=parse_when(registered_after, "--registered-after")
-            if registered_after
-            else None,
-            batch_size=batch_size,
-            invoice_properties=names(invoice_properties),
-            row_properties=names(row_properties),
-            parse_workers=parsers,
-        )
-
-    where = Destination.of(out, output_format, work_dir, endpoint_url, "invoices", resume=resume)
-    credentials = credentials_for("invoices", where, work_dir, service, fleet, job_for)
-    summary = run_command(run(job_for(where, parse_workers), credentials))
-    show_summary(summary)
-    exit_if_partial(summary, where.work)
+    summary = api.invoices(
+        out, format=output_format,  # type: ignore[arg-type]  # click's choice
+        changed_after=parse_when(changed_after, "--changed-after") if changed_after else None,
+        registered_after=parse_when(registered_after, "--registered-after")
+        if registered_after
+        else None,
+        batch_size=batch_size, invoice_properties=names(invoice_properties),
+        row_properties=names(row_properties), parse_workers=parse_workers, resume=resume,
+        work_dir=work_dir, endpoint_url=endpoint_url, service=service, **fleet, **through_cli(),
+    )  # fmt: skip
+    show_run(summary)
 
 
 @click.command()
@@ -139,37 +119,23 @@ def transactions(
     account_to: int | None,
     system_types: tuple[str, ...],
     resume: bool,
-    fleet: FleetOptions,
+    **fleet: Any,
 ) -> None:
     """Extract the general ledger into OUT/transactions, a date window per request.
 
     Resumable: after a crash, run the same command again; it continues where it stopped.
     With several --identity (or all), each identity is one run on a Dask cluster.
     """
-    from extractor.engine.destination import Destination
-    from extractor.engine.runner import run
-    from extractor.jobs.ledger import TransactionJob
+    from extractor import api
 
-    def job_for(destination: Destination) -> TransactionJob:
-        return TransactionJob(
-            destination,
-            date_from=parse_day(date_from, "--from"),
-            date_to=parse_day(date_to, "--to"),
-            service=service,
-            date_field=date_field,
-            window=window,
-            account_from=account_from,
-            account_to=account_to,
-            system_types=system_types,
-        )
-
-    where = Destination.of(
-        out, output_format, work_dir, endpoint_url, "transactions", resume=resume
-    )
-    credentials = credentials_for("transactions", where, work_dir, service, fleet, job_for)
-    summary = run_command(run(job_for(where), credentials))
-    show_summary(summary)
-    exit_if_partial(summary, where.work)
+    summary = api.transactions(
+        out, date_from=parse_day(date_from, "--from"), date_to=parse_day(date_to, "--to"),
+        format=output_format, date_field=date_field, window=window,  # type: ignore[arg-type]
+        account_from=account_from, account_to=account_to, system_types=system_types,
+        resume=resume, work_dir=work_dir, endpoint_url=endpoint_url, service=service,
+        **fleet, **through_cli(),
+    )  # fmt: skip
+    show_run(summary)
 
 
 tables_option = click.option(
@@ -199,7 +165,7 @@ def tables(
     skip_tables: str | None,
     names: tuple[str, ...],
     resume: bool,
-    fleet: FleetOptions,
+    **fleet: Any,
 ) -> None:
     """Fetch the accounting picture once into OUT/<table>: the chart of accounts, tax codes,
     entry and transaction types, fiscal years, dimensions and their values, the balances of
@@ -209,44 +175,16 @@ def tables(
     Each table in one folder, written whole. Into --format delta each table is kept as sync
     keeps it. Resumable: after a crash, run the same command again.
     """
-    from extractor.api import list_specs
-    from extractor.engine.destination import Destination
-    from extractor.engine.lists import ListJob
-    from extractor.engine.runner import run
+    from extractor import api
 
     if names:
         tables_given = ",".join(filter(None, (tables_given, *names)))
-    chosen = list_specs(tables_given, skip_tables)
-
-    def job_for(destination: Destination) -> ListJob:
-        return ListJob(destination, chosen, service, command="tables")
-
-    where = Destination.of(out, output_format, work_dir, endpoint_url, "tables", resume=resume)
-    credentials = credentials_for("tables", where, work_dir, service, fleet, job_for)
-    summary = run_command(run(job_for(where), credentials))
-    show_summary(summary)
-    exit_if_partial(summary, where.work)
-
-
-def credentials_for(
-    command: str,
-    where: Destination,
-    work_dir: Path | None,
-    service: ServiceConfig,
-    fleet: FleetOptions,
-    job_for: JobFor,
-) -> Credentials:
-    """The credentials of a run of one identity into ``where``; a fleet, when asked for,
-    runs (and exits) here. An output that holds a fleet is refused without --identity."""
-    from extractor.api import checked
-
-    checked(where, work_dir, alone=not fleet.asked)
-    if fleet.asked:
-        job_for(where).check()  # refused once here, not by each identity's run
-        alone = run_as_fleet(command, where, service, fleet, job_for)
-        assert alone is not None  # a fleet exits with its status
-        return alone
-    return Credentials.from_env()
+    summary = api.tables(
+        out, format=output_format, tables=tables_given,  # type: ignore[arg-type]
+        skip_tables=skip_tables, resume=resume, work_dir=work_dir, endpoint_url=endpoint_url,
+        service=service, **fleet, **through_cli(),
+    )  # fmt: skip
+    show_run(summary)
 
 
 @click.command()
@@ -291,7 +229,7 @@ def sync(
     work_dir: Path | None,
     endpoint_url: str | None,
     service: ServiceConfig,
-    fleet: FleetOptions,
+    **fleet: Any,
 ) -> None:
     """Bring the Delta tables under OUT up to date: invoices, invoice_rows, transactions,
     and the accounting picture (see `extractor tables`), every one unless --tables or
@@ -300,27 +238,12 @@ def sync(
     The first sync backfills; later ones merge what changed since the watermark committed
     with the data. After a crash, run it again: it resumes, and never skips a change.
     """
-    from extractor.jobs.sync import SyncJob, run_sync
-    from extractor.operations import choose
-    from extractor.output.targets import Target
+    from extractor import api
 
-    target = Target.parse(out, endpoint_url)
-    chosen = choose(tables_given, skip_tables)
-
-    def job_for(member: Destination | None) -> SyncJob:
-        identity = member.placement.identity if member is not None else None
-        return SyncJob(
-            target=target, work_dir=work_dir, service=service,
-            overlap=dt.timedelta(minutes=overlap), since=parse_day(since, "--since"),
-            reconcile=reconcile, ledger=not no_ledger, tables=chosen,
-            parse_workers=parse_workers if identity is None else 0,
-            identity=identity, member_work=member.work if member is not None else None,
-        )  # fmt: skip
-
-    job = job_for(None)
-    credentials = credentials_for("sync", job.destination, work_dir, service, fleet, job_for)
-    summary = run_command(run_sync(job, credentials))
-    show_summary(summary)
-    if not summary.complete:
-        log.current().warning("partial", f"sync was partial: see {job.work}/sync-*/_runs/")
-        sys.exit(EXIT_PARTIAL)
+    summary = api.sync(
+        out, tables=tables_given, skip_tables=skip_tables, reconcile=reconcile,
+        overlap=overlap, since=parse_day(since, "--since"), no_ledger=no_ledger,
+        parse_workers=parse_workers, work_dir=work_dir, endpoint_url=endpoint_url,
+        service=service, **fleet, **through_cli(),
+    )  # fmt: skip
+    show_run(summary)

@@ -8,8 +8,7 @@ import click
 import orjson
 
 from extractor.cli.common import service_options
-from extractor.cli.signals import run_command
-from extractor.config import Credentials, ServiceConfig
+from extractor.config import ServiceConfig
 
 if TYPE_CHECKING:  # the service is imported when the command runs: ``--help`` loads none of it
     from extractor.service.identities import Identity
@@ -20,9 +19,9 @@ if TYPE_CHECKING:  # the service is imported when the command runs: ``--help`` l
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per identity.")
 def list_identities(service: ServiceConfig, as_json: bool) -> None:
     """List the identities (client companies) the TFSO_* credentials reach (GetIdentities)."""
-    from extractor.service.identities import listed_identities
+    from extractor import api
 
-    listed = run_command(listed_identities(service, Credentials.from_env()))
+    listed = api.identities(service=service, handle_signals=True)
     for identity in listed:
         click.echo(orjson.dumps(_fields(identity)).decode() if as_json else _line(identity))
     if not as_json:

@@ -229,10 +229,7 @@ def simulate(
 def demo(out: Path, orders: int, identities: int, workers: int) -> None:
     """Backfill the built-in simulator's orders into ./demo-output and show the result
     (with --identities N: N client companies at once, as a fleet)."""
-    from extractor.cli.demo import prepare_demo_dir, run_demo, run_fleet_demo
+    from extractor.cli.demo import prepare_demo_dir, run_demo
 
     prepare_demo_dir(out)
-    if identities == 1:
-        run_command(run_demo(out, orders))
-    else:
-        run_command(run_fleet_demo(out, orders, identities, min(workers, identities)))
+    run_demo(out, orders, identities, min(workers, identities))

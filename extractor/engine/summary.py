@@ -102,6 +102,8 @@ class RunSummary:
     extractor_version: str = ""
     #: Read back: this invocation found the job finished by that run and did nothing
     already_finished: bool = False
+    #: Where it is written (``<work>/_runs/<run_id>.json``), where known; not in the JSON
+    summary_file: Path | None = field(default=None, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -191,6 +193,8 @@ class SyncSummary:
     stale_records: int = 0
     watermarks: dict[str, str | None] = field(default_factory=dict)
     format: str = "delta"
+    #: Where its parts' runs are (``<work>/sync-<part>/``), where known; not in the JSON
+    work: Path | None = field(default=None, compare=False)
 
     @property
     def complete(self) -> bool:

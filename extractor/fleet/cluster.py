@@ -50,7 +50,7 @@ def cluster(
 
     if workers < 1 or per_worker < 1:
         raise InvalidOption(
-            f"{{workers}} {workers} and {{per_worker}} {per_worker} must be at least 1"
+            f"{{workers}} {workers} and {{identities_per_worker}} {per_worker} must be at least 1"
         )
     if scheduler is not None:
         try:
