@@ -9,6 +9,7 @@ the byte of every value.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,8 +91,7 @@ class Renderer:
         self.encoder = Encoder(self.dialect)
         self._order_type = schema.invoice_order()
         self._row_type = schema.invoice_row()
-        self._row_cache: dict[tuple[int, tuple[str, ...]], str] = {}
-        self._templates: dict[int, dict[str, str]] = {}
+        self._row_cache, self._templates = _pooled_parts(tenant.seed, dialect)
 
     def check(
         self, props: tuple[str, ...], row_props: tuple[str, ...], fault: type[Exception]
@@ -193,6 +193,17 @@ class Renderer:
                 "InvoiceRow", self._row_type, row, ITEM_DEPTH + 2
             )
         return cached
+
+
+@functools.lru_cache(maxsize=16)
+def _pooled_parts(
+    seed: int, dialect: XmlDialect
+) -> tuple[dict[tuple[int, tuple[str, ...]], str], dict[int, dict[str, str]]]:
+    """The caches of a seed's rendered rows and templates in a dialect, shared by every
+    renderer in the process: the pools are made once per seed and never change
+    (:func:`~extractor.simulator.tenant.pools`), so a simulator made again renders what the
+    one before it did for nothing."""
+    return {}, {}
 
 
 def check_properties(struct: schema.Struct, names: Iterable[str], fault: type[Exception]) -> None:
