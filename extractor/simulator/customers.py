@@ -45,7 +45,7 @@ def record(seed: int, customer_id: int, entry: Entry) -> Wire:
     return _record(seed, customer_id, entry.version, entry.registered, entry.changed)
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)
 def _record(
     seed: int, customer_id: int, version: int, registered: dt.datetime, changed: dt.datetime
 ) -> Wire:

@@ -48,7 +48,7 @@ def record(seed: int, suppliers: tuple[int, ...], product_id: int, entry: Entry)
     return _record(seed, suppliers, product_id, entry.version, entry.registered, entry.changed)
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)
 def _record(
     seed: int,
     suppliers: tuple[int, ...],

@@ -195,7 +195,7 @@ class Renderer:
         return cached
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # a few seeds at a time: a fleet's, or a test's
 def _pooled_parts(
     seed: int, dialect: XmlDialect
 ) -> tuple[dict[tuple[int, tuple[str, ...]], str], dict[int, dict[str, str]]]:

@@ -51,7 +51,7 @@ def typed(struct: schema.Struct, wire: dict[str, Any], leave_out: Iterable[str] 
 #: per process and never changed (:func:`~.customers.record`), so each is typed once. The
 #: record is kept beside its typing, so its id is not reused while the entry lives.
 _TYPED: dict[tuple[int, str, frozenset[str]], tuple[dict[str, Any], Row]] = {}
-_TYPED_MAX: Final = 100_000
+_TYPED_MAX: Final = 32_768
 
 
 def _typed_record(struct: schema.Struct, wire: dict[str, Any], leave_out: frozenset[str]) -> Row:

@@ -302,7 +302,7 @@ def pools(seed: int) -> tuple[tuple[Wire, ...], tuple[Wire, ...]]:
     return rows, tuple(_template(rng) for _ in range(ORDER_POOL))
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)
 def _typed_template(seed: int, template: int, props: tuple[str, ...]) -> dict[str, Any]:
     """The truth of a ``seed``'s order template for a property selection (never changed:
     :meth:`Tenant.truth` copies it and sets the order's own fields)."""
@@ -314,7 +314,7 @@ def _typed_template(seed: int, template: int, props: tuple[str, ...]) -> dict[st
     }
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)
 def _typed_row(seed: int, number: int, row_props: tuple[str, ...]) -> dict[str, Any]:
     """The truth of a ``seed``'s pooled row for a property selection (never changed)."""
     row = pools(seed)[0][number]
