@@ -80,6 +80,11 @@ class Encoder:
                 yield self.value(f.name, f.type, values[f.name], depth)
 
 
+#: Records rendered as items, by the record's identity, name and dialect (see Renderer.item).
+_RENDERED: dict[tuple[int, str, Dialect], tuple[dict[str, Any], bytes]] = {}
+_RENDERED_MAX: Final = 16_384
+
+
 class Renderer:
     """Renders one tenant's answers; order templates and rows are cached by what they share."""
 
@@ -101,8 +106,21 @@ class Renderer:
         check_properties(self._row_type, row_props, fault)
 
     def item(self, name: str, ftype: schema.FieldType, value: Any) -> bytes:
-        """One item of a result (a Transaction, an UpdateInvoices answer, an int)."""
-        return self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        """One item of a result (a Transaction, an UpdateInvoices answer, an int). A record
+        (a dict) is rendered once while it lives: records are never changed in place (a
+        change is a new record: :mod:`~extractor.simulator.register`, ``Ledger.settle``), and
+        customers and products are shared by every simulator of the process."""
+        if not isinstance(value, dict):
+            return self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        key = (id(value), name, self.dialect)
+        found = _RENDERED.get(key)
+        if found is not None and found[0] is value:
+            return found[1]
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        rendered = self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        _RENDERED[key] = (value, rendered)  # the record kept, so its id is not reused
+        return rendered
 
     def content(self, struct: schema.Struct, value: dict[str, Any]) -> bytes:
         """A result that is one ``struct`` rather than a list: its fields, as the content of
