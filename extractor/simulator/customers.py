@@ -40,8 +40,16 @@ def register(seed: int, tenant: Tenant) -> Register:
 
 
 def record(seed: int, customer_id: int, entry: Entry) -> Wire:
-    """The ``Company`` record of one customer, in this version of it."""
-    rng = random.Random(f"customer:{seed}:{customer_id}:{entry.version}")
+    """The ``Company`` record of one customer, in this version of it (made once per process:
+    never changed, a change is a new version)."""
+    return _record(seed, customer_id, entry.version, entry.registered, entry.changed)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _record(
+    seed: int, customer_id: int, version: int, registered: dt.datetime, changed: dt.datetime
+) -> Wire:
+    rng = random.Random(f"customer:{seed}:{customer_id}:{version}")
     kind = rng.choices(("Business", "Consumer", "Supplier", "Lead"), (70, 20, 6, 4))[0]
     person = kind == "Consumer"
     first, last = values.person(rng)
@@ -57,8 +65,8 @@ def record(seed: int, customer_id: int, entry: Entry) -> Wire:
     wire |= {
         "Country": "NO" if rng.random() < 0.9 else rng.choice(("SE", "DK")),
         "InvoiceLanguage": rng.choice(("NO", "NO", "NO", "EN")),
-        "DateCreated": entry.registered,
-        "DateChanged": entry.changed,
+        "DateCreated": registered,
+        "DateChanged": changed,
         "Status": values.or_not_set(rng, 0.7, rng.choice((1, 1, 2, 3)), "int"),
         "Owner": values.or_not_set(rng, 0.6, rng.randint(1001, 1020), "int"),
         "Discount": Decimal(rng.choice(("0", "0", "5", "10", "12.5"))),

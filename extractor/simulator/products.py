@@ -42,20 +42,33 @@ def register(seed: int, tenant: Tenant, suppliers: Sequence[int]) -> Register:
     return Register(entries, referenced, make, deactivates=False)
 
 
-def record(seed: int, suppliers: Sequence[int], product_id: int, entry: Entry) -> Wire:
-    """The ``Product`` record of one product, in this version of it."""
-    rng = random.Random(f"product:{seed}:{product_id}:{entry.version}")
+def record(seed: int, suppliers: tuple[int, ...], product_id: int, entry: Entry) -> Wire:
+    """The ``Product`` record of one product, in this version of it (made once per process:
+    never changed, a change is a new version)."""
+    return _record(seed, suppliers, product_id, entry.version, entry.registered, entry.changed)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _record(
+    seed: int,
+    suppliers: tuple[int, ...],
+    product_id: int,
+    version: int,
+    registered: dt.datetime,
+    changed: dt.datetime,
+) -> Wire:
+    rng = random.Random(f"product:{seed}:{product_id}:{version}")
     wire: Wire = {
         "Id": product_id,
         "Name": f"{rng.choice(_GOODS)} {rng.choice(_SIZES)}".strip(),
         "No": f"P-{product_id:05d}" if rng.random() < 0.8 else str(product_id),
-        "DateChanged": entry.changed,
+        "DateChanged": changed,
         "StatusId": values.or_not_set(rng, 0.8, rng.choice((1, 1, 2)), "int"),
         "CategoryId": values.or_not_set(rng, 0.7, rng.randint(1, 20), "int"),
         "PriceGroupID": values.or_not_set(rng, 0.2, rng.randint(1, 5), "int"),
         "Web": NIL if rng.random() < 0.3 else rng.random() < 0.4,
         "NewOffer": NIL if rng.random() < 0.6 else False,
-        "NewProduct": NIL if rng.random() < 0.6 else entry.registered > LAST_DAY - _NEW,
+        "NewProduct": NIL if rng.random() < 0.6 else registered > LAST_DAY - _NEW,
     }
     wire |= _prices(rng)
     if suppliers and rng.random() < 0.4:

@@ -9,6 +9,7 @@ the byte of every value.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class Encoder:
                 yield self.value(f.name, f.type, values[f.name], depth)
 
 
+#: Records rendered as items, by the record's identity, name and dialect (see Renderer.item).
+_RENDERED: dict[tuple[int, str, Dialect], tuple[dict[str, Any], bytes]] = {}
+_RENDERED_MAX: Final = 16_384
+
+
 class Renderer:
     """Renders one tenant's answers; order templates and rows are cached by what they share."""
 
@@ -90,8 +96,7 @@ class Renderer:
         self.encoder = Encoder(self.dialect)
         self._order_type = schema.invoice_order()
         self._row_type = schema.invoice_row()
-        self._row_cache: dict[tuple[int, tuple[str, ...]], str] = {}
-        self._templates: dict[int, dict[str, str]] = {}
+        self._row_cache, self._templates = _pooled_parts(tenant.seed, dialect)
 
     def check(
         self, props: tuple[str, ...], row_props: tuple[str, ...], fault: type[Exception]
@@ -101,8 +106,21 @@ class Renderer:
         check_properties(self._row_type, row_props, fault)
 
     def item(self, name: str, ftype: schema.FieldType, value: Any) -> bytes:
-        """One item of a result (a Transaction, an UpdateInvoices answer, an int)."""
-        return self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        """One item of a result (a Transaction, an UpdateInvoices answer, an int). A record
+        (a dict) is rendered once while it lives: records are never changed in place (a
+        change is a new record: :mod:`~extractor.simulator.register`, ``Ledger.settle``), and
+        customers and products are shared by every simulator of the process."""
+        if not isinstance(value, dict):
+            return self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        key = (id(value), name, self.dialect)
+        found = _RENDERED.get(key)
+        if found is not None and found[0] is value:
+            return found[1]
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        rendered = self.encoder.value(name, ftype, value, ITEM_DEPTH).encode()
+        _RENDERED[key] = (value, rendered)  # the record kept, so its id is not reused
+        return rendered
 
     def content(self, struct: schema.Struct, value: dict[str, Any]) -> bytes:
         """A result that is one ``struct`` rather than a list: its fields, as the content of
@@ -193,6 +211,17 @@ class Renderer:
                 "InvoiceRow", self._row_type, row, ITEM_DEPTH + 2
             )
         return cached
+
+
+@functools.lru_cache(maxsize=4)  # a few seeds at a time: a fleet's, or a test's
+def _pooled_parts(
+    seed: int, dialect: XmlDialect
+) -> tuple[dict[tuple[int, tuple[str, ...]], str], dict[int, dict[str, str]]]:
+    """The caches of a seed's rendered rows and templates in a dialect, shared by every
+    renderer in the process: the pools are made once per seed and never change
+    (:func:`~extractor.simulator.tenant.pools`), so a simulator made again renders what the
+    one before it did for nothing."""
+    return {}, {}
 
 
 def check_properties(struct: schema.Struct, names: Iterable[str], fault: type[Exception]) -> None:

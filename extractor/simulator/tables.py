@@ -47,6 +47,26 @@ def typed(struct: schema.Struct, wire: dict[str, Any], leave_out: Iterable[str] 
     }
 
 
+#: Typed records by the identity of the record they were typed from: records are made once
+#: per process and never changed (:func:`~.customers.record`), so each is typed once. The
+#: record is kept beside its typing, so its id is not reused while the entry lives.
+_TYPED: dict[tuple[int, str, frozenset[str]], tuple[dict[str, Any], Row]] = {}
+_TYPED_MAX: Final = 32_768
+
+
+def _typed_record(struct: schema.Struct, wire: dict[str, Any], leave_out: frozenset[str]) -> Row:
+    """:func:`typed` of a register's record, remembered (do not change what it returns)."""
+    key = (id(wire), struct.name, leave_out)
+    found = _TYPED.get(key)
+    if found is not None and found[0] is wire:
+        return found[1]
+    if len(_TYPED) >= _TYPED_MAX:
+        _TYPED.clear()
+    row = typed(struct, wire, leave_out)
+    _TYPED[key] = (wire, row)
+    return row
+
+
 def truth(table: str, company: Company, listed: Listed) -> Truth:
     """``table``'s rows for ``company`` now (``listed``: its whole lists as answered)."""
     for operation, whole in LISTS.items():
@@ -113,8 +133,9 @@ def _register(
     register: Register, struct: schema.Struct, leave_out: Iterable[str], *, with_active: bool
 ) -> Truth:
     rows: Truth = {}
+    skipped = frozenset(leave_out)
     for record_id in register.ids:
-        row = typed(struct, register.wire(record_id), leave_out)
+        row = dict(_typed_record(struct, register.wire(record_id), skipped))
         if with_active:
             row["Active"] = register.entries[record_id].active
         rows[(record_id,)] = row

@@ -254,20 +254,21 @@ class Tenant:
         invoice_properties: Sequence[str] = (),
         row_properties: Sequence[str] = (),
     ) -> OrderTruth:
-        """What a correct extractor writes for this order and property selection."""
-        wire = self.wire(order_id)
-        fields = schema.select(self._order, invoice_properties)
-        row_fields = schema.select(self._row, row_properties)
-        order = {
-            f.name: values.truth(f.type, wire.get(f.name))
-            for f in fields
-            if f.name != "InvoiceRows"
-        }
+        """What a correct extractor writes for this order and property selection: its
+        template's and rows' typed values (made once per seed, :func:`_typed_template`,
+        :func:`_typed_row`) and its own fields over them."""
+        template, own = self.parts(order_id)
+        props, row_props = tuple(invoice_properties), tuple(row_properties)
+        order = dict(_typed_template(self.seed, template, props))
+        for name, value in own.items():
+            if name in order:
+                order[name] = values.truth(_order_types()[name], value)
         rows: list[dict[str, Any]] = []
-        wants_rows = any(f.name == "InvoiceRows" for f in fields)
-        pooled = wire.get("InvoiceRows") or () if wants_rows else ()
-        for index, row in enumerate(self.row_pool[number] for number in pooled):
-            typed = {f.name: values.truth(f.type, row.get(f.name)) for f in row_fields}
+        wants_rows = not props or "InvoiceRows" in props
+        pooled = own.get("InvoiceRows", self.order_pool[template].get("InvoiceRows"))
+        pooled = pooled or () if wants_rows else ()
+        for index, number in enumerate(pooled):
+            typed = _typed_row(self.seed, number, row_props)
             rows.append({"OrderId": order_id, "_row_index": index, **typed})
         return OrderTruth(order, rows)
 
@@ -299,6 +300,32 @@ def pools(seed: int) -> tuple[tuple[Wire, ...], tuple[Wire, ...]]:
     rng = random.Random(seed + 1)
     rows = tuple(_pool_row(rng, number) for number in range(ROW_POOL))
     return rows, tuple(_template(rng) for _ in range(ORDER_POOL))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _typed_template(seed: int, template: int, props: tuple[str, ...]) -> dict[str, Any]:
+    """The truth of a ``seed``'s order template for a property selection (never changed:
+    :meth:`Tenant.truth` copies it and sets the order's own fields)."""
+    pooled = pools(seed)[1][template]
+    return {
+        f.name: values.truth(f.type, pooled.get(f.name))
+        for f in schema.select(schema.invoice_order(), props)
+        if f.name != "InvoiceRows"
+    }
+
+
+@functools.lru_cache(maxsize=16_384)
+def _typed_row(seed: int, number: int, row_props: tuple[str, ...]) -> dict[str, Any]:
+    """The truth of a ``seed``'s pooled row for a property selection (never changed)."""
+    row = pools(seed)[0][number]
+    fields = schema.select(schema.invoice_row(), row_props)
+    return {f.name: values.truth(f.type, row.get(f.name)) for f in fields}
+
+
+@functools.cache
+def _order_types() -> dict[str, schema.FieldType]:
+    """The invoice order's fields' types, by name."""
+    return {f.name: f.type for f in schema.invoice_order().fields}
 
 
 def _template(rng: random.Random) -> Wire:
