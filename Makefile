@@ -20,9 +20,10 @@ demo: $(STAMP)
 # under 2 minutes on 2 cores: the slowest tests are listed to keep it so. Test files on tmpfs
 # where there is one with 4 GB free (a run writes and deletes some 30,000 files, and each
 # publish syncs the disk); a worker more than the cores, since each waits now and then
-# (subprocesses, sockets, Dask)
+# (subprocesses, sockets, Dask). Bytecode is cached even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE): every CLI subprocess and worker would compile the package again
 test: $(STAMP)
-	TMPDIR=$${TMPDIR:-$$(test -w /dev/shm && test $$(df -Pk /dev/shm | awk 'NR==2 {print $$4}') -gt 4000000 && echo /dev/shm || echo /tmp)} \
+	env -u PYTHONDONTWRITEBYTECODE TMPDIR=$${TMPDIR:-$$(test -w /dev/shm && test $$(df -Pk /dev/shm | awk 'NR==2 {print $$4}') -gt 4000000 && echo /dev/shm || echo /tmp)} \
 	  $(BIN)/python -m pytest -q -n $$(($$(getconf _NPROCESSORS_ONLN) + 1)) --dist worksteal --durations=10
 
 bench: $(STAMP)

@@ -5,7 +5,8 @@ credentials exported once (the ``export TFSO_...=...`` lines are the environment
 a block needs from the world is given to it the same way each time, and said here:
 
 - the service: ``EXTRACTOR_BASE_URL`` (and ``EXTRACTOR_MAX_REQUESTS_PER_HOUR=0``) point every
-  command at a simulator; the Python API's functions get the same as keyword arguments;
+  command at a simulator; the Python API's functions get the same as keyword arguments; a
+  fleet runs on one Dask worker process (``EXTRACTOR_WORKERS=1``);
 - an object store: an ``s3://bucket/prefix`` is the folder ``s3/bucket/prefix`` (the object
   store itself is tried in ``test_object_store.py``), and ``--endpoint-url`` is dropped;
 - placeholders: ``GUID1``, ``9f1c...`` and the like name the simulator's identities, ``...``
@@ -57,14 +58,11 @@ NOT_RUN = {
     "--scheduler tcp://": "needs a Dask cluster; test_fleet_cluster.py runs one",
     "verify lake/ --identity": "needs a fleet's Delta lake; test_picture.py verifies one",
 }
-#: What a page's blocks find in their working directory before the first runs: files, and
-#: the outputs of commands run first (a page's sections are read in any order).
+#: What a page's blocks find in their working directory before the first runs.
 GIVEN = {
     "commands.md": {"fixes.csv": "OrderId,InvoiceTitle\n{order_id},Corrected title\n"},
 }
-GIVEN_RUNS = {
-    "commands.md": [("sync", "--out", "s3/acme-lake/24so")],  # `verify` comes before `sync`
-}
+
 CRON = re.compile(r"^([\d*/,-]+\s+){5}")
 S3 = re.compile(r"s3://([\w.-]+)/?")
 PLACEHOLDERS = re.compile(r"^(GUID\d|[0-9a-f]{4}\.\.\.|7304c6d3-e183-4db5-86fe-227198dfc4a8)$")
@@ -153,6 +151,7 @@ async def page_runner(
     monkeypatch.chdir(tmp_path)
     env = credentials_env() | {
         "EXTRACTOR_BASE_URL": simulator.url, "EXTRACTOR_MAX_REQUESTS_PER_HOUR": "0",
+        "EXTRACTOR_WORKERS": "1",  # a fleet's Dask workers: one process, on a shared machine
     }  # fmt: skip
     env |= {  # the variables commands.md's extractor.toml names for the credentials
         "ACME_TFSO_USER": env["TFSO_USERNAME"], "ACME_TFSO_PASSWORD": env["TFSO_PASSWORD"],
@@ -169,9 +168,6 @@ async def page_runner(
         ran: list[str] = []
         for name, text in GIVEN.get(page.name, {}).items():
             (tmp_path / name).write_text(text.format(order_id=order_id))
-        for args in GIVEN_RUNS.get(page.name, []):
-            code, out, err = await cli_beside(*args, env=env)
-            assert code == 0, f"given {shlex.join(args)}: {err}"
         for block in blocks(page):
             if block.language == "python":
                 await asyncio.to_thread(_run_python, block, api_defaults)
