@@ -6,7 +6,9 @@ a block needs from the world is given to it the same way each time, and said her
 
 - the service: ``EXTRACTOR_BASE_URL`` (and ``EXTRACTOR_MAX_REQUESTS_PER_HOUR=0``) point every
   command at a simulator; the Python API's functions get the same as keyword arguments; a
-  fleet runs on one Dask worker process (``EXTRACTOR_WORKERS=1``);
+  fleet runs on one Dask worker process and responses are parsed in the run's own process
+  (``EXTRACTOR_WORKERS=1``, ``EXTRACTOR_PARSE_WORKERS=0``: the machine is shared; parser
+  processes are tried in ``test_api.py`` and the end-to-end tests);
 - an object store: an ``s3://bucket/prefix`` is the folder ``s3/bucket/prefix`` (the object
   store itself is tried in ``test_object_store.py``), and ``--endpoint-url`` is dropped;
 - placeholders: ``GUID1``, ``9f1c...`` and the like name the simulator's identities, ``...``
@@ -63,6 +65,7 @@ GIVEN = {
     "commands.md": {"fixes.csv": "OrderId,InvoiceTitle\n{order_id},Corrected title\n"},
 }
 
+SERVICE_SETTINGS = ("base_url", "max_requests_per_hour")
 CRON = re.compile(r"^([\d*/,-]+\s+){5}")
 S3 = re.compile(r"s3://([\w.-]+)/?")
 PLACEHOLDERS = re.compile(r"^(GUID\d|[0-9a-f]{4}\.\.\.|7304c6d3-e183-4db5-86fe-227198dfc4a8)$")
@@ -152,13 +155,14 @@ async def page_runner(
     env = credentials_env() | {
         "EXTRACTOR_BASE_URL": simulator.url, "EXTRACTOR_MAX_REQUESTS_PER_HOUR": "0",
         "EXTRACTOR_WORKERS": "1",  # a fleet's Dask workers: one process, on a shared machine
+        "EXTRACTOR_PARSE_WORKERS": "0",  # parsed in the run's process
     }  # fmt: skip
     env |= {  # the variables commands.md's extractor.toml names for the credentials
         "ACME_TFSO_USER": env["TFSO_USERNAME"], "ACME_TFSO_PASSWORD": env["TFSO_PASSWORD"],
     }  # fmt: skip
     for name, value in env.items():  # the Python blocks' environment too
         monkeypatch.setenv(name, value)
-    api_defaults = {"base_url": simulator.url, "max_requests_per_hour": 0}
+    api_defaults = {"base_url": simulator.url, "max_requests_per_hour": 0, "parse_workers": 0}
     tenant = simulator.company(1).tenant  # an order UpdateInvoices takes: an invoiced one
     order_id = next(
         i for i in sorted(tenant.registered) if tenant.wire(i).get("OrderStatus") == "Invoiced"
@@ -265,9 +269,11 @@ def _taking(name: str, defaults: dict[str, Any]) -> dict[str, Any]:
     import extractor
 
     parameters = inspect.signature(getattr(extractor, name)).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return defaults  # the service's settings, by their flags' names
-    return {key: value for key, value in defaults.items() if key in parameters}
+    settings = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {  # the service's settings go in **settings, by their flags' names
+        key: value for key, value in defaults.items()
+        if key in parameters or (settings and key in SERVICE_SETTINGS)
+    }  # fmt: skip
 
 
 def _scheduler_fakes() -> dict[str, types.ModuleType]:
