@@ -19,7 +19,8 @@
     │   ├── DataError              a value that does not fit its WSDL type      (SplitsBatch)
     │   ├── ResponseTooLarge       a body above the size limit                  (SplitsBatch)
     │   ├── OutputError            the dataset cannot be written (disk full, permissions)
-    │   │   └── LeaseLost          another run took over an s3:// target's lock: stop writing
+    │   │   ├── LeaseLost          another run took over an s3:// target's lock: stop writing
+    │   │   └── NoSuchBucket       the s3:// target's bucket does not exist        (Permanent)
     │   ├── Redirected             a 3xx answer: requests never follow redirects
     │   ├── StillQuarantined       the service kept refusing after several quarantines
     │   ├── PauseTooLong           the service asked for a pause beyond --max-pause
@@ -138,6 +139,11 @@ class ListingUnsound(SplitsBatch):
 
 class OutputError(FatalError):
     """The output directory cannot be written."""
+
+
+class NoSuchBucket(OutputError, Permanent):
+    """The object store says the target's bucket does not exist: a person must create it or
+    correct ``--out``."""
 
 
 class LeaseLost(OutputError):

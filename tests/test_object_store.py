@@ -11,6 +11,7 @@ import boto3
 import pyarrow.dataset as ds
 import pytest
 
+from extractor.cli.common import EXIT_PERMANENT
 from extractor.clock import ManualClock
 from extractor.engine import runner
 from extractor.engine.destination import Destination
@@ -19,7 +20,7 @@ from extractor.jobs.invoices import InvoiceJob
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
 from tests.conftest import CREDS, job_of, read_records
-from tests.helpers import sync
+from tests.helpers import DEMO_ENV, sync, unstamped
 from tests.s3 import moto_with_env
 from tests.truth import assert_lake_equals_truth
 
@@ -120,3 +121,18 @@ async def test_an_s3_target_is_locked_where_it_lives(
     summary = await sync(simulator, target, work_dir=tmp_path / "here", ledger=False)
     assert summary["status"] == "complete"
     assert "locked/_extractor.lock" not in keys(s3, "locked")  # released
+
+
+async def test_a_bucket_that_does_not_exist_is_a_permanent_failure(
+    cli_beside: Any, s3: str, tmp_path: Path
+) -> None:
+    """Exit 4, not 1: a scheduler's retries would find the bucket missing each time."""
+    code, _, err = await cli_beside(
+        "invoices", "--out", "s3://no-such-bucket/lake", "--endpoint-url", s3,
+        "--work-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9", env=DEMO_ENV,
+    )  # fmt: skip
+    assert code == EXIT_PERMANENT, err
+    assert unstamped(err) == [
+        f"extractor: error: s3://no-such-bucket does not exist at {s3}: create the bucket, "
+        "or give another output"
+    ]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from extractor.clock import SYSTEM, Clock
-from extractor.errors import OutputError
+from extractor.errors import NoSuchBucket, OutputError
 from extractor.output.lock import LOCK_FILE
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def read_lock(target: Target) -> Found | None:
     except ClientError as exc:
         if code(exc) in ("NoSuchKey", "404"):
             return None
+        refuse_missing_bucket(exc, target)
         raise OutputError(f"cannot read the lock s3://{target.bucket}/{key}: {exc}") from None
     except BotoCoreError as exc:
         raise OutputError(f"cannot read the lock s3://{target.bucket}/{key}: {exc}") from None
@@ -78,6 +79,16 @@ def read_lock(target: Target) -> Found | None:
         value = orjson.loads(text)
         return Found(value if isinstance(value, dict) else {}, found["ETag"])
     return Found({}, found["ETag"])
+
+
+def refuse_missing_bucket(error: Exception, target: Target) -> None:
+    """NoSuchBucket when ``error`` says the target's bucket does not exist: no retry, and no
+    later run, will find it."""
+    if code(error) == "NoSuchBucket":
+        raise NoSuchBucket(
+            f"s3://{target.bucket} does not exist at {target.endpoint_url or 'AWS'}: create "
+            "the bucket, or give another output"
+        ) from None
 
 
 def lease_state(holder: dict[str, Any] | None, clock: Clock = SYSTEM) -> str:
@@ -106,6 +117,7 @@ def put_lock(client: Any, target: Target, body: bytes, **condition: str) -> str 
     except ClientError as exc:
         if code(exc) in CONDITION_FAILED:
             return None
+        refuse_missing_bucket(exc, target)
         raise OutputError(f"cannot write the lock s3://{target.bucket}/{key}: {exc}") from None
     except BotoCoreError as exc:
         raise OutputError(f"cannot write the lock s3://{target.bucket}/{key}: {exc}") from None
