@@ -148,8 +148,10 @@ async def page_runner(
     cli_beside: Callable[..., Awaitable[tuple[int, str, str]]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    page: Path,
 ) -> Callable[[Path], Awaitable[list[str]]]:
-    simulator = await start_simulator(orders=60, identities=2)
+    fleet = "--identity" in page.read_text()  # a second company only for a page that needs it
+    simulator = await start_simulator(orders=60, identities=2 if fleet else 1)
     identities = [company.identity_id for company in simulator.companies]
     monkeypatch.chdir(tmp_path)
     env = credentials_env() | {
