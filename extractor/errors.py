@@ -9,6 +9,8 @@
     │   ├── CredentialsMissing
     │   ├── OutputLocked           another run holds the output's lock
     │   └── CorruptJournal         a journal damaged other than by a torn last line
+    ├── Permanent                  running again will not mend it; exit 4 (a mixin of those
+    │                              marked Permanent below, so ``except Permanent`` works)
     ├── FatalError                 stops the run; never retried
     │   ├── AuthenticationFailed   Login refused, or refused again after one re-login
     │   ├── IdentityRefused        the identity asked for is blocked or not the user's
@@ -98,10 +100,10 @@ class FatalError(ExtractorError):
     """An error that retrying will not fix."""
 
 
-class Permanent:
+class Permanent(ExtractorError):
     """Marks a failure that running again will not mend, whenever it is run: the credentials,
     the identity, the URL. A scheduler should not spend its retries on it (the CLI exits
-    with its own status, 4)."""
+    with its own status, 4). An exception, so that ``except Permanent`` catches them."""
 
 
 class AuthenticationFailed(FatalError, Permanent):

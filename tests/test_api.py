@@ -24,6 +24,7 @@ from extractor.errors import AuthenticationFailed, InvalidOption, UsageError
 from extractor.jobs.verify import Verification
 from extractor.output.lock import LOCK_FILE, current_holder
 from extractor.simulator.server import DEMO_APPLICATION_ID, DEMO_PASSWORD, DEMO_USERNAME
+from tests.helpers import credentials_env
 from tests.truth import assert_ledger_equals, assert_matches_truth, read_table
 
 CREDS = Credentials(DEMO_APPLICATION_ID, DEMO_USERNAME, DEMO_PASSWORD)
@@ -205,3 +206,30 @@ def test_handle_signals_stops_a_run_cleanly_and_raises_interrupted(tmp_path: Pat
     assert stopped.value.signum == signal.SIGTERM
     assert current_holder(tmp_path / "out") is None, "the output's lock was released"
     assert (tmp_path / "out" / LOCK_FILE).read_bytes() == b"", "its holder wiped on release"
+
+
+async def test_a_script_without_a_main_guard_runs_once(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    """A parser process does not import the caller's script: without an ``if __name__ ==
+    "__main__":`` guard it ran again in every parser, which died there, and the run hung."""
+    simulator = await start_simulator(orders=60)
+    script = tmp_path / "nightly.py"
+    script.write_text(
+        "import extractor\n"
+        "print('start', flush=True)\n"
+        f"done = extractor.invoices({str(tmp_path / 'out')!r}, parse_workers=1,"
+        f" base_url={simulator.url!r}, max_requests_per_hour=0)\n"
+        "print(done.fetched)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, **credentials_env()},
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:  # hung: it and its parsers go with the test
+            process.kill()
+            await process.wait()
+    assert (process.returncode, out.decode().split()) == (0, ["start", "60"]), err.decode()

@@ -3,7 +3,8 @@
 One line per step, each a single cheap call: Login, HasSession, GetIdentities, a short
 GetOrderSyncList, GetInvoices of one order, GetTransactions of one day, then what the
 service's budget headers said. The first step that fails is the last line (``FAIL``), and
-the exit status is 1; all passed, 0.
+the exit status is 4 when running again will not mend it (the login refused, a URL that is
+not the service), else 1; all passed, 0.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from extractor import soap
-from extractor.cli.common import EXIT_FATAL, service_options
+from extractor.cli.common import EXIT_FATAL, EXIT_PERMANENT, service_options
 from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
-from extractor.errors import ExtractorError, MalformedResponse
+from extractor.errors import ExtractorError, MalformedResponse, Permanent
 
 if TYPE_CHECKING:  # each step imports what it calls: ``extractor --help`` loads none of it
     from extractor.service.session import Session
@@ -33,24 +34,27 @@ RECENT: Final = dt.timedelta(days=30)
 @service_options(concurrency=1)
 def check(service: ServiceConfig) -> None:
     """Try the TFSO_* credentials and the service with one cheap call of each kind, moving
-    no data: one line per step, exit 0 when all pass, 1 at the first that fails."""
+    no data: one line per step, exit 0 when all pass, at the first that fails 4 when running
+    again will not mend it (the login refused, not the service), else 1."""
     credentials = Credentials.from_env()
     click.echo(f"check of {service.base_url}")
-    if not run_command(_check(service, credentials, click.echo)):
-        sys.exit(EXIT_FATAL)
+    status = run_command(_check(service, credentials, click.echo))
+    if status:
+        sys.exit(status)
 
 
 async def _check(
     service: ServiceConfig, credentials: Credentials, say: Callable[[str], None]
-) -> bool:
-    """Every step in turn; False at the first that fails (said as its ``FAIL`` line)."""
+) -> int:
+    """Every step in turn; the exit status: 0, or the first failure's (said as its ``FAIL``
+    line)."""
     from extractor.service.session import connected
 
     async with connected(service, credentials, login=False) as session:
         return await _steps(session, credentials, say)
 
 
-async def _steps(session: Session, credentials: Credentials, say: Callable[[str], None]) -> bool:
+async def _steps(session: Session, credentials: Credentials, say: Callable[[str], None]) -> int:
     from extractor.service.limiter import format_when
 
     found: dict[str, Any] = {}
@@ -67,7 +71,7 @@ async def _steps(session: Session, credentials: Credentials, say: Callable[[str]
             said = await step()
         except ExtractorError as exc:
             say(f"  FAIL  {name}: {exc.naming(_flag)}".replace("\n", " "))
-            return False
+            return EXIT_PERMANENT if isinstance(exc, Permanent) else EXIT_FATAL
         say(f"  ok    {name}: {said}")
     budget = session.transport.limiter.service_budget
     if budget is None:
@@ -76,7 +80,7 @@ async def _steps(session: Session, credentials: Credentials, say: Callable[[str]
         left, reset = budget
         say(f"  ok    budget: {left:,} requests left until {format_when(reset)}")
     say(f"check passed: {session.requests + session.logins} calls")
-    return True
+    return 0
 
 
 async def _login(session: Session) -> str:

@@ -154,7 +154,7 @@ skip_tables_option = click.option(
 @json_option
 @tables_option
 @skip_tables_option
-@click.option("--list", "names", multiple=True, hidden=True)  # the 0.2 spelling of --tables
+@click.option("--list", "names", multiple=True, hidden=True)  # the earlier spelling of --tables
 def tables(
     out: str,
     output_format: str,

@@ -87,7 +87,7 @@ def _reset_table(
         click.echo(f"the next sync fetches {name} whole and replaces it")
     else:
         when = utc_text(found.to)
-        click.echo(f"the next sync reads {name}'s changes since {when} again")
+        click.echo(f"the next sync reads the changes to {name} since {when} again")
 
 
 def _when(text: str) -> dt.datetime:

@@ -99,7 +99,7 @@ def watermark_reset(target: Target, asked: str, to: dt.datetime, now: dt.datetim
     if to > now:
         raise UsageError(
             f"--to {_shown(to)} is in the future (now {_shown(now)}): give the time from which "
-            f"the next sync is to read {asked}'s changes again"
+            f"the next sync is to read the changes to {asked} again"
         )
     found = _found(target, asked, to)
     for name, mark in found.now.items():

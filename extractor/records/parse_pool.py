@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -226,13 +227,25 @@ def _as_helpers() -> Iterator[None]:
     see bytes, never credentials), and deaf to Ctrl-C, which a terminal sends to the whole
     process group (the run's process stops them in order). Both are inherited at spawn.
     Off the main thread (the Python API called from a worker thread) signals are the host's:
-    Python lets only the main thread set a handler, so Ctrl-C's disposition is left as is."""
+    Python lets only the main thread set a handler, so Ctrl-C's disposition is left as is.
+
+    And without the caller's ``__main__``: a spawned process imports the parent's main
+    module before its target, so a script calling the Python API without an
+    ``if __name__ == "__main__":`` guard would run again in every parser (and fail there).
+    The parsers' target lives in the package, so they need none of it."""
     saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TFSO_")}
     main = threading.current_thread() is threading.main_thread()
     interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    caller = sys.modules["__main__"]
+    hidden: dict[str, Any] = {
+        name: caller.__dict__[name] for name in ("__spec__", "__file__") if name in caller.__dict__
+    }
+    caller.__dict__.pop("__file__", None)
+    caller.__spec__ = None  # spawn reads it: None, and no file, is "leave main alone"
     try:
         yield
     finally:
+        caller.__dict__.update(hidden)
         if main:
             signal.signal(signal.SIGINT, interrupt)
         os.environ.update(saved)
