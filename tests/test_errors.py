@@ -48,3 +48,15 @@ def test_a_message_names_settings_by_field_and_the_cli_by_flag() -> None:
     assert type(again) is InvalidOption and again.naming(flag) == error.naming(flag)
     assert flag("max_requests_per_hour") == "--max-requests-per-hour"
     assert flag("input") == "--input"  # update-invoices' --input, a click name of its own
+
+
+def test_permanent_failures_are_caught_as_permanent() -> None:
+    """``except Permanent`` (the docs' Airflow task) catches each of them, and nothing else."""
+    from extractor import errors
+
+    for kind in (errors.AuthenticationFailed, errors.IdentityRefused, errors.NotAService,
+                 errors.NoSuchBucket):  # fmt: skip
+        with pytest.raises(errors.Permanent):
+            raise kind("refused")
+    assert not issubclass(errors.ServiceUnreachable, errors.Permanent)
+    assert not issubclass(errors.OutputError, errors.Permanent)
