@@ -203,3 +203,16 @@ async def test_a_failed_sync_hands_its_own_record_with_the_failed_part(tmp_path:
     assert orjson.loads(Path(part["summary_file"]).read_bytes())["outcome"] == "failed"
     assert Path(part["summary_file"]).parent == folder / RUNS_DIR
     assert list(finished_runs(folder)) == []
+
+
+def test_verify_json_prints_its_failure_as_one_line(cli: Any, tmp_path: Path) -> None:
+    """A nightly ``verify --json >> verify.jsonl`` gets a line for a night that failed too."""
+    code, out, err = cli("verify", str(tmp_path), "--json")  # no TFSO_* variables
+    assert code == 2 and "missing credentials" in err
+    (line,) = out.splitlines()
+    record = orjson.loads(line)
+    assert (record["command"], record["outcome"], record["output"]) == (
+        "verify", "failed", str(tmp_path),
+    )  # fmt: skip
+    assert record["error"]["type"] == "CredentialsMissing"
+    assert record["error"]["message"].startswith("missing credentials")

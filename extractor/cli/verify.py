@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from extractor.cli.common import EXIT_PARTIAL, json_option, service_options, show_document
+from extractor.cli.common import (
+    EXIT_PARTIAL,
+    json_option,
+    service_options,
+    show_document,
+    show_failure,
+)
+from extractor.clock import new_run_id
 from extractor.config import ServiceConfig
 
 
@@ -29,9 +36,17 @@ def verify(
     from extractor import api
     from extractor.jobs.verify import render
 
-    found = api.verify(
-        out, identity=identity, endpoint_url=endpoint_url, service=service, handle_signals=True
-    )
+    try:
+        found = api.verify(
+            out, identity=identity, endpoint_url=endpoint_url, service=service,
+            handle_signals=True,
+        )  # fmt: skip
+    except Exception as exc:  # a scheduler's JSON log gets a line for this night too
+        from extractor.engine.history import failed_record
+
+        known = {"command": "verify", "output": out, "identity_id": identity}
+        show_failure(failed_record(new_run_id(), exc, "failed", known))
+        raise
     show_document(found.as_json(), lambda: render(found))
     if not found.holds:
         sys.exit(EXIT_PARTIAL)
