@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from extractor.clock import SYSTEM, Clock, new_run_id
+from extractor.clock import SYSTEM, Clock, new_run_id, utc_text
 from extractor.config import DEFAULT_SERVICE, DEFAULT_SINCE, MAX_BATCH, Credentials, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.history import failed_record
@@ -335,7 +335,8 @@ def _plan(what: str, since: dt.datetime | dt.date | None, again: int = 0) -> str
     if since is None:
         return f"sync: no watermark for {what}; backfilling them all"
     stale = f", and {again:,} answered older than stored last time" if again else ""
-    return f"sync: {what} changed since {since.isoformat()}{stale}"
+    when = utc_text(since) if isinstance(since, dt.datetime) else since.isoformat()
+    return f"sync: {what} changed since {when}{stale}"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
