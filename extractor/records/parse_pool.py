@@ -122,6 +122,11 @@ class ParsePool:
             await loop.run_in_executor(None, process.join, 30)
             if process.is_alive():
                 process.kill()
+        for inbox in self._inboxes:
+            # nothing reads them any more: a feeder thread blocked on the full pipe of a parser
+            # that died must not hold this process at its exit (multiprocessing joins them)
+            inbox.cancel_join_thread()
+            inbox.close()
         self._stopping.set()
         if self._reader is not None:
             await loop.run_in_executor(None, self._reader.join)

@@ -1,0 +1,50 @@
+"""The parser processes' pool ends whatever its parsers did: one that died leaves no thread
+holding the run's process at its exit (a script calling the API hung there)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+_SCENARIO = """
+import asyncio, sys
+from pathlib import Path
+from extractor.errors import FatalError
+from extractor.records.orders import Selection
+from extractor.records.parse_pool import ParsePool
+from extractor.records.parsing import InvoiceTables
+
+async def main():
+    selection = Selection()
+    pool = ParsePool(1, selection, InvoiceTables(Path(sys.argv[1]), selection, "run-1"), backlog=4)
+    async with pool:
+        (parser,) = pool._processes
+        parser.kill()
+        await asyncio.to_thread(parser.join)
+        pool.open([1, 2, 3], "00000000")
+        for _ in range(64):  # far more than a pipe holds: its feeder thread blocks on it
+            pool.send(0, ("chunk", 0, b"x" * 65536))
+        (answer,) = [future for _, future in pool._pending.values()]
+        try:
+            await asyncio.wait_for(answer, 60)
+        except FatalError as exc:
+            print(exc)
+
+asyncio.run(main())
+print("left the pool")
+"""
+
+
+def test_a_parser_that_died_fails_its_body_and_the_process_still_exits(tmp_path: Path) -> None:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SCENARIO, str(tmp_path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as hung:  # the child is killed by run() on the timeout
+        raise AssertionError(f"the process did not exit: {hung.stdout!r}") from None
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "a parser process died (exit code -9)", "left the pool",
+    ], done.stderr  # fmt: skip
