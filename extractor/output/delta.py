@@ -210,28 +210,19 @@ class Lake:
     def mark(self, name: str, properties: CommitProperties) -> None:
         """Commit ``properties`` alone to the table ``name`` (a reset's), whatever its layout
         (a list's too); in a fleet, again while other identities' commits come in between."""
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+
+        def commit(_: int) -> None:
             table = self.table(name)
             if table is None:
                 return
             ensure_held(self.target)
-            try:
-                table.create_write_transaction(
-                    [], "append", table.schema(),
-                    partition_by=table.metadata().partition_columns,
-                    commit_properties=properties,
-                )  # fmt: skip
-                return
-            except CommitFailedError as exc:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise OutputError(
-                        f"cannot commit to the Delta table {name}: {first_line(exc)}"
-                    ) from None
-                time.sleep(random.uniform(0.0, 0.05 * attempt))  # others are committing
-            except (DeltaError, OSError) as exc:
-                raise OutputError(
-                    f"cannot commit to the Delta table {name}: {first_line(exc)}"
-                ) from None
+            table.create_write_transaction(
+                [], "append", table.schema(),
+                partition_by=table.metadata().partition_columns,
+                commit_properties=properties,
+            )  # fmt: skip
+
+        _retried(name, commit, conflicts=True)
 
     def keep_watermark(self, names: Sequence[str], run: RunInfo, fetched: bool) -> None:
         """Commit the run's watermark alone to each table of ``names`` this publish wrote
@@ -416,29 +407,20 @@ class Lake:
             return
         self.committed.add(name)
         layout, columns = LAYOUTS[name], self.scope.columns(LAYOUTS[name])
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+
+        def commit(attempt: int) -> None:
             table = read if read is not None and attempt == 1 else self.table(name)
             assert table is not None
             schema = _data_schema(table, layout, self.scope)
             for column in columns:
                 schema = schema.append(pa.field(column, pa.string()))
             ensure_held(self.target)
-            try:
-                table.create_write_transaction(
-                    actions, "append", DeltaSchema.from_arrow(schema), partition_by=columns,
-                    commit_properties=properties,
-                )  # fmt: skip
-                return
-            except CommitFailedError as exc:
-                if self.scope.identity is None or attempt == COMMIT_ATTEMPTS:
-                    raise OutputError(
-                        f"cannot commit to the Delta table {name}: {first_line(exc)}"
-                    ) from None
-                time.sleep(random.uniform(0.0, 0.05 * attempt))  # others are committing
-            except (DeltaError, OSError) as exc:
-                raise OutputError(
-                    f"cannot commit to the Delta table {name}: {first_line(exc)}"
-                ) from None
+            table.create_write_transaction(
+                actions, "append", DeltaSchema.from_arrow(schema), partition_by=columns,
+                commit_properties=properties,
+            )  # fmt: skip
+
+        _retried(name, commit, conflicts=self.scope.identity is not None)
 
     @staticmethod
     def _commit(name: str, action: Callable[[], Any]) -> None:
@@ -505,3 +487,23 @@ class DeltaOutput:
 def _staged(writer: TableWriter) -> bool:
     """Whether the run staged any record of ``writer``'s table."""
     return any(writer.staged_rows().values())
+
+
+def _retried(name: str, commit: Callable[[int], None], conflicts: bool) -> None:
+    """``commit(attempt)`` to the table ``name``; when another writer committed in between
+    (a conflict) and ``conflicts`` are to be ridden out, again on the table as it is now, up
+    to :data:`COMMIT_ATTEMPTS` times."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            commit(attempt)
+            return
+        except CommitFailedError as exc:
+            if not conflicts or attempt == COMMIT_ATTEMPTS:
+                raise OutputError(
+                    f"cannot commit to the Delta table {name}: {first_line(exc)}"
+                ) from None
+            time.sleep(random.uniform(0.0, 0.05 * attempt))  # others are committing
+        except (DeltaError, OSError) as exc:
+            raise OutputError(
+                f"cannot commit to the Delta table {name}: {first_line(exc)}"
+            ) from None
