@@ -17,7 +17,7 @@ import orjson
 
 from extractor.errors import CorruptJournal, OutputError, UsageError
 from extractor.ids import ids_of
-from extractor.output.parquet import RunInfo
+from extractor.output.runinfo import RunInfo
 
 
 @dataclass

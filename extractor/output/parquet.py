@@ -3,7 +3,6 @@ every output offers a run (:class:`Output`, :class:`RunInfo`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from extractor.checkpoints import checkpoint
+from extractor.output.runinfo import RunInfo as RunInfo  # where the outputs import it
 from extractor.output.staging import TableWriter
 from extractor.output.targets import Target
 
@@ -77,14 +77,6 @@ class Keep:
     column: str | None = None
     parents: tuple[Any, ...] = ()
     present: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run's published records and commits carry."""
-
-    run_id: str
-    as_of: dt.datetime  # UTC, when the run began listing what to fetch
 
 
 @dataclass(frozen=True)
