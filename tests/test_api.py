@@ -4,6 +4,7 @@ simulator; typed summaries returned, typed errors raised, nothing printed, no ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -191,8 +192,18 @@ def test_handle_signals_stops_a_run_cleanly_and_raises_interrupted(tmp_path: Pat
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("only the main thread receives signals")
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    silent.settimeout(60)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    held: list[socket.socket] = []
+
+    def stop_once_it_asks() -> None:
+        """SIGTERM when the run's first request connects: its handlers are in place by then
+        (a signal sent after a fixed sleep could come first, on a loaded machine)."""
+        with contextlib.suppress(OSError):
+            held.append(silent.accept()[0])
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Thread(target=stop_once_it_asks, daemon=True)
     timer.start()
     try:
         with pytest.raises(extractor.Interrupted) as stopped:
@@ -201,8 +212,9 @@ def test_handle_signals_stops_a_run_cleanly_and_raises_interrupted(tmp_path: Pat
                 max_requests_per_hour=0, timeout=30, handle_signals=True,
             )  # fmt: skip
     finally:
-        timer.cancel()
         silent.close()
+        for connection in held:
+            connection.close()
     assert stopped.value.signum == signal.SIGTERM
     assert current_holder(tmp_path / "out") is None, "the output's lock was released"
     assert (tmp_path / "out" / LOCK_FILE).read_bytes() == b"", "its holder wiped on release"
