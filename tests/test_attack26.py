@@ -30,6 +30,20 @@ from tests.helpers import DEMO_ENV
 Rewrite = Callable[[str, bytes], bytes]
 
 
+def after_the_first(operation: str, record: str, extra: Callable[[bytes], bytes]) -> Rewrite:
+    """A rewrite of ``operation``'s answers: after their first ``record``, ``extra(record)``
+    as one more."""
+    pattern = re.compile(rf"<(a:)?{record}>.*?</(a:)?{record}>".encode(), flags=re.S)
+
+    def rewrite(asked: str, body: bytes) -> bytes:
+        found = pattern.search(body)
+        if asked != operation or found is None:
+            return body
+        return body[: found.end()] + extra(found[0]) + body[found.end() :]
+
+    return rewrite
+
+
 def rewritten(memory: InMemory, rewrite: Rewrite) -> Counter[str]:
     """Every answer of ``memory``'s service passed through ``rewrite(operation, body)``; the
     requests counted by operation."""
@@ -135,13 +149,7 @@ async def test_a_key_answered_twice_is_kept_once(
 ) -> None:
     memory = in_memory(orders=10)
 
-    def twice(operation: str, body: bytes) -> bytes:
-        found = re.search(rb"<(a:)?Product>.*?</(a:)?Product>", body, flags=re.S)
-        if operation != "GetProducts" or found is None:
-            return body
-        return body[: found.end()] + found[0] + body[found.end() :]
-
-    rewritten(memory, twice)
+    rewritten(memory, after_the_first("GetProducts", "Product", lambda record: record))
     summary = await fetched(memory, tmp_path, PRODUCTS)
     ids = Counter(row["Id"] for row in read_table(tmp_path, "products"))
     assert summary["status"] == "complete" and max(ids.values()) == 1
@@ -154,14 +162,10 @@ async def test_a_company_answered_but_not_asked_for_is_not_stored(
     """GetCompanies answering an id it was not asked for: it was upserted, its Active empty."""
     memory = in_memory(orders=10)
 
-    def stranger(operation: str, body: bytes) -> bytes:
-        found = re.search(rb"<(a:)?Company>.*?</(a:)?Company>", body, flags=re.S)
-        if operation != "GetCompanies" or found is None:
-            return body
-        other = re.sub(rb"<((?:a:)?Id)>\d+<", rb"<\1>987654321<", found[0], count=1)
-        return body[: found.end()] + other + body[found.end() :]
+    def stranger(record: bytes) -> bytes:
+        return re.sub(rb"<((?:a:)?Id)>\d+<", rb"<\1>987654321<", record, count=1)
 
-    rewritten(memory, stranger)
+    rewritten(memory, after_the_first("GetCompanies", "Company", stranger))
     summary = await fetched(memory, tmp_path, CUSTOMERS)
     ids = {row["Id"] for row in read_table(tmp_path, "customers")}
     assert summary["status"] == "complete" and 987654321 not in ids
