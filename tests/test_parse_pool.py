@@ -1,5 +1,6 @@
-"""The parser processes' pool ends whatever its parsers did: one that died leaves no thread
-holding the run's process at its exit (a script calling the API hung there)."""
+"""The parser processes' pool ends whatever its parsers did: one that died fails the body it
+was given, and leaves nothing holding the run's process at its exit (a script calling the
+API hung there, on a queue's feeder thread blocked on the dead parser's pipe)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,14 @@ async def main():
     selection = Selection()
     pool = ParsePool(1, selection, InvoiceTables(Path(sys.argv[1]), selection, "run-1"), backlog=4)
     async with pool:
-        (parser,) = pool._processes
-        parser.kill()
-        await asyncio.to_thread(parser.join)
-        pool.open([1, 2, 3], "00000000")
-        for _ in range(64):  # far more than a pipe holds: its feeder thread blocks on it
-            pool.send(0, ("chunk", 0, b"x" * 65536))
-        (answer,) = [future for _, future in pool._pending.values()]
+        (parser,) = pool._parsers
+        parser.process.kill()
+        await asyncio.to_thread(parser.process.join)
+        sink = pool.open([1, 2, 3], "00000000")
+        for _ in range(64):  # far more than a pipe holds
+            sink.feed(b"x" * 65536)
         try:
-            await asyncio.wait_for(answer, 60)
+            await asyncio.wait_for(sink.finish(), 60)
         except FatalError as exc:
             print(exc)
 

@@ -6,26 +6,34 @@ parts, so parsing uses every core. A finished response's parts come back here, a
 the same :class:`~extractor.records.orders.Orders` as in
 :class:`~extractor.records.parsing.LocalSinks` (on a thread, off the event loop) and staged by
 its :class:`~extractor.records.parsing.Stager`. The processes never import pyarrow, which was
-two thirds of their memory. A process ends with the run's process (a watchdog thread watches
-its parent's pid: a killed writer can leave half a message in their pipe, so a queue timeout
-is not enough).
+two thirds of their memory.
+
+Each process has two pipes, both on the event loop (no thread, no queue): chunks go out as
+they arrive, unpickled, through a non-blocking transport whose buffer is the backpressure;
+answers come back pickled. A process that dies ends its answers' pipe, which fails the
+responses it held; a run's process that dies ends the inbox, which ends the parser.
+Through ``multiprocessing.Queue`` a chunk was pickled by a feeder thread, written through a
+64 KiB pipe, and acknowledged: a quarter of the run's process and a fifth of each parser.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import multiprocessing
 import os
-import queue
+import pickle
 import signal
+import struct
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from extractor import schema
 from extractor.errors import ExtractorError, FatalError
 from extractor.parser import RawPart
 from extractor.records import parse_worker
@@ -39,36 +47,42 @@ class PooledSink:
     def __init__(
         self,
         pool: ParsePool,
-        worker: int,
+        parser: _Parser,
         key: int,
         answer: asyncio.Future[Any],
         batch: tuple[Sequence[int], str],
     ) -> None:
-        self._pool, self._worker, self._key, self._answer = pool, worker, key, answer
+        self._pool, self._parser, self._key, self._answer = pool, parser, key, answer
         self._ids, self._name = batch
         self.bytes_fed = 0
         self.counts = BatchCounts()
 
     def feed(self, chunk: bytes) -> None:
         self.bytes_fed += len(chunk)
-        self._pool.send_chunk(self._worker, self._key, chunk)
+        self._parser.send(parse_worker.CHUNK, self._key, chunk=chunk)
 
     async def room(self) -> None:
         """Wait while the parser process is behind; raise at once if it failed this body."""
-        await self._pool.room(self._worker, self._answer)
+        await self._parser.room(self._answer)
 
     async def finish(self) -> None:
-        parts = await self._pool.result(self._worker, self._key, self._answer)
+        self._parser.send(parse_worker.END, self._key)
+        parts: list[RawPart] = await self._answer
         self.counts, self.staged = await self._pool.stage(parts, self._ids, self._name)
 
     def abort(self) -> None:
-        self._pool.send(self._worker, ("abort", self._key))
-        self._pool.forget(self._worker, self._key)
+        self._parser.send(parse_worker.ABORT, self._key)
+        self._parser.pending.pop(self._key, None)
 
 
 #: Bytes of response a parser process may have waiting, sent but not parsed, before the
-#: downloads feeding it wait: the network outrunning the parsers costs no memory.
+#: downloads feeding it wait (beyond what its pipe holds, :data:`PIPE_BYTES`): the network
+#: outrunning the parsers costs no memory.
 MAX_IN_FLIGHT: Final = 4 * 1024 * 1024
+#: What each pipe is asked to hold (Linux's own is 64 KiB: a 256 KiB chunk woke its reader
+#: four times). Linux lets anyone ask for up to /proc/sys/fs/pipe-max-size, 1 MiB by default.
+PIPE_BYTES: Final = 1024 * 1024
+_LENGTH: Final = struct.Struct("!i")  # multiprocessing.Connection's framing: a length first
 
 
 class ParsePool:
@@ -82,90 +96,42 @@ class ParsePool:
         self._typing = ThreadPoolExecutor(workers, thread_name_prefix="typing")
         shape = (ORDER_TAG, selection.response_struct, NAMESPACE)
         context = multiprocessing.get_context("spawn")
-        with _as_helpers():  # the first queue starts multiprocessing's resource tracker
-            self._results: multiprocessing.Queue[Any] = context.Queue()
-            self._inboxes: list[multiprocessing.Queue[Any]] = [
-                context.Queue() for _ in range(workers)
-            ]
-        self._processes = [
-            context.Process(
-                target=parse_worker.serve,
-                args=(inbox, self._results, shape, number, os.getpid()),
-                name=f"extractor-parser-{number}",
-                daemon=True,
-            )
-            for number, inbox in enumerate(self._inboxes)
-        ]
-        # per response key: (parser process, future of its raw parts)
-        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._parsers = [_Parser(context, number, shape) for number in range(workers)]
         self._keys = itertools.count()
-        self._in_flight = [0] * workers  # bytes sent to each parser, not yet parsed
-        self._caught_up = [asyncio.Event() for _ in range(workers)]
-        self._stopping = threading.Event()
-        self._reader: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> ParsePool:
-        self._loop = asyncio.get_running_loop()
         with _as_helpers():
-            for process in self._processes:
-                process.start()
-        self._reader = threading.Thread(target=self._read_results, name="parser-results")
-        self._reader.start()
+            for parser in self._parsers:
+                parser.process.start()
+        for parser in self._parsers:
+            await parser.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for inbox in self._inboxes:
-            inbox.put(("stop",))
         loop = asyncio.get_running_loop()
-        for process in self._processes:
-            await loop.run_in_executor(None, process.join, 30)
-            if process.is_alive():
-                process.kill()
-        for inbox in self._inboxes:
-            # nothing reads them any more: a feeder thread blocked on the full pipe of a parser
-            # that died must not hold this process at its exit (multiprocessing joins them)
-            inbox.cancel_join_thread()
-            inbox.close()
-        self._stopping.set()
-        if self._reader is not None:
-            await loop.run_in_executor(None, self._reader.join)
+        for parser in self._parsers:
+            parser.stop()
+        for parser in self._parsers:
+            await loop.run_in_executor(None, parser.process.join, 30)
+            if parser.process.is_alive():
+                parser.process.kill()
+                await loop.run_in_executor(None, parser.process.join)
+            await parser.closed()
         self._typing.shutdown(wait=True)
         self._stager.close()
 
     def open(self, ids: Sequence[int], name: str) -> CountedSink:
-        load = [0] * len(self._inboxes)
-        for worker, _ in self._pending.values():
-            load[worker] += 1
-        worker = load.index(min(load))
+        """A sink for one response, on the living parser with the fewest responses."""
+        living = [parser for parser in self._parsers if parser.died is None] or self._parsers
+        parser = min(living, key=lambda parser: len(parser.pending))
         key = next(self._keys)
-        assert self._loop is not None
-        answer = self._loop.create_future()
-        self._pending[key] = (worker, answer)
-        self.send(worker, ("begin", key, len(ids)))
-        return PooledSink(self, worker, key, answer, (ids, name))
-
-    def send(self, worker: int, message: tuple[Any, ...]) -> None:
-        self._inboxes[worker].put(message)
-
-    def send_chunk(self, worker: int, key: int, chunk: bytes) -> None:
-        self._in_flight[worker] += len(chunk)
-        self.send(worker, ("chunk", key, chunk))
-
-    async def room(self, worker: int, answer: asyncio.Future[Any]) -> None:
-        """Backpressure: wait until ``worker`` has caught up; the parser's error for this
-        body as soon as it has one (the download is then aborted, not read to its end)."""
-        while self._in_flight[worker] > MAX_IN_FLIGHT and not answer.done():
-            self._caught_up[worker].clear()
-            await self._caught_up[worker].wait()
-        if answer.done() and (error := answer.exception()) is not None:
-            raise error
-
-    async def result(self, worker: int, key: int, answer: asyncio.Future[Any]) -> list[RawPart]:
-        """The body's raw parts, once its parser process has read all of it."""
-        self.send(worker, ("end", key))
-        parts: list[RawPart] = await answer
-        return parts
+        answer = asyncio.get_running_loop().create_future()
+        if parser.died is not None:
+            answer.set_exception(parser.died)
+        else:
+            parser.pending[key] = answer
+            parser.send(parse_worker.BEGIN, key, len(ids))
+        return PooledSink(self, parser, key, answer, (ids, name))
 
     async def stage(
         self, parts: list[RawPart], ids: Sequence[int], name: str
@@ -177,53 +143,172 @@ class ParsePool:
         batch = await loop.run_in_executor(self._typing, orders.typed, parts)
         return count(batch, orders.missing), await self._stager.stage_later(batch, name)
 
-    def forget(self, worker: int, key: int) -> None:
-        self._pending.pop(key, None)
-
     async def drain(self) -> None:
         """Wait until every parsed batch is staged; raise the first staging error."""
         await self._stager.drain()
 
-    def _read_results(self) -> None:
-        while not self._stopping.is_set():
+
+class _Parser(asyncio.Protocol):
+    """One parser process and the event loop's ends of its two pipes: messages go out
+    through a non-blocking write transport (its buffer, over :data:`MAX_IN_FLIGHT`, pauses
+    the downloads), answers come in through a read transport, whose end says the process
+    died (or stopped)."""
+
+    def __init__(self, context: Any, number: int, shape: tuple[str, schema.Struct, str]) -> None:
+        inbox, self._inbox = context.Pipe(duplex=False)
+        self._answers, answers = context.Pipe(duplex=False)
+        for end in (self._inbox, answers):
+            _widen(end)
+        self.process = context.Process(
+            target=parse_worker.serve,
+            args=(inbox, answers, shape),
+            name=f"extractor-parser-{number}",
+            daemon=True,
+        )
+        self._theirs = (inbox, answers)  # closed here once the process has its copies
+        #: per response key: the future of its raw parts
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.died: FatalError | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._written_off = False  # the inbox's transport is closed, for good
+        self._reader: asyncio.ReadTransport | None = None
+        self._received = bytearray()
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
+        self._stopping = False
+        self._gone = asyncio.Event()
+        self._failing: asyncio.Future[None] | None = None
+
+    async def connect(self) -> None:
+        for end in self._theirs:
+            end.close()  # else this process would hold the pipes open for itself
+        loop = asyncio.get_running_loop()
+        self._writer, _ = await loop.connect_write_pipe(_Flow.of(self), self._inbox)
+        self._writer.set_write_buffer_limits(high=MAX_IN_FLIGHT)
+        self._reader, _ = await loop.connect_read_pipe(lambda: self, self._answers)
+
+    def send(self, kind: int, key: int, number: int = 0, chunk: bytes | None = None) -> None:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return  # it died: its responses are failed already
+        header = parse_worker.HEADER.pack(kind, key, number)
+        writer.write(_LENGTH.pack(len(header)) + header)
+        if chunk is not None:
+            writer.write(_LENGTH.pack(len(chunk)))
+            writer.write(chunk)
+
+    async def room(self, answer: asyncio.Future[Any]) -> None:
+        """Backpressure: wait until the process has caught up; its error for this body as
+        soon as it has one (the download is then aborted, not read to its end)."""
+        if not self._caught_up.is_set() and not answer.done():
+            caught_up = asyncio.ensure_future(self._caught_up.wait())
             try:
-                message = self._results.get(timeout=parse_worker.POLL)
-            except queue.Empty:
-                self._check_alive()
-                continue
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._resolve, message)
+                await asyncio.wait([caught_up, answer], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                caught_up.cancel()
+        if answer.done() and (error := answer.exception()) is not None:
+            raise error
 
-    def _check_alive(self) -> None:
-        for number, process in enumerate(self._processes):
-            if not process.is_alive() and process.exitcode not in (0, None):
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._fail_worker, number, process.exitcode)
+    def pause_writing(self) -> None:
+        self._caught_up.clear()
 
-    def _fail_worker(self, worker: int, exitcode: int | None) -> None:
-        died = FatalError(f"a parser process died (exit code {exitcode})")
-        self._caught_up[worker].set()  # nothing more will be parsed: wake who waits
-        for key, (owner, future) in list(self._pending.items()):
-            if owner == worker:
-                del self._pending[key]
-                if not future.done():
-                    future.set_exception(died)
+    def resume_writing(self) -> None:
+        self._caught_up.set()
+
+    def written_off(self) -> None:
+        """The inbox's transport closed: nothing waits on it any more."""
+        self._written_off = True
+        self._caught_up.set()
+
+    def _abort_writer(self) -> None:
+        if self._writer is not None and not self._written_off:
+            self._writer.abort()  # what it still holds is for a process that is gone
+
+    def data_received(self, data: bytes) -> None:
+        received = self._received
+        received += data
+        while len(received) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(received)
+            if size < 0:  # Connection's framing of a message of 2 GiB or more
+                if len(received) < 12:
+                    return
+                (size,), start = struct.unpack_from("!Q", received, 4), 12
+            else:
+                start = 4
+            if len(received) < start + size:
+                return
+            with memoryview(received) as view:
+                message = pickle.loads(view[start : start + size])
+            del received[: start + size]
+            self._resolve(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The answers' pipe ended: the process stopped, or died."""
+        self._gone.set()
+        if not self._stopping:
+            self._failing = asyncio.ensure_future(self._fail())
+
+    async def _fail(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.process.join, 5)  # for its exit code
+        self.died = FatalError(f"a parser process died (exit code {self.process.exitcode})")
+        self._caught_up.set()  # nothing more will be parsed: wake who waits
+        self._abort_writer()
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(self.died)
+        self.pending.clear()
 
     def _resolve(self, message: tuple[str, int, ExtractorError | None, Any]) -> None:
-        kind, key, error, value = message
-        if kind == "ate":  # a chunk parsed: (worker, bytes)
-            worker, size = value
-            self._in_flight[worker] -= size
-            if self._in_flight[worker] <= MAX_IN_FLIGHT:
-                self._caught_up[worker].set()
-            return
-        entry = self._pending.pop(key, None)  # "parsed": the parts, or the body's error
-        if entry is None or entry[1].done():
+        _, key, error, value = message
+        future = self.pending.pop(key, None)  # the parts, or the body's error
+        if future is None or future.done():
             return
         if error is not None:
-            entry[1].set_exception(error)
-            return
-        entry[1].set_result(value)
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.send(parse_worker.STOP, 0)
+        if self._writer is not None:
+            self._writer.close()  # once what it holds is written
+
+    async def closed(self) -> None:
+        """After the process ended: both pipes closed."""
+        self._abort_writer()
+        if self._reader is not None:
+            self._reader.close()
+            await self._gone.wait()
+        if self._failing is not None:
+            await self._failing
+
+
+class _Flow(asyncio.BaseProtocol):
+    """The write transport's protocol: passes its pauses on to the :class:`_Parser`."""
+
+    def __init__(self, parser: _Parser) -> None:
+        self._parser = parser
+
+    @classmethod
+    def of(cls, parser: _Parser) -> Callable[[], _Flow]:
+        return lambda: cls(parser)
+
+    def pause_writing(self) -> None:
+        self._parser.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._parser.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._parser.written_off()
+
+
+def _widen(end: Any) -> None:
+    """Ask for a :data:`PIPE_BYTES` pipe; keep the default where that is refused."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over a user's limit
+        fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 @contextlib.contextmanager
