@@ -22,7 +22,7 @@ async def main():
     async with pool:
         (parser,) = pool._parsers
         parser.process.kill()
-        await asyncio.to_thread(parser.process.join)
+        await asyncio.to_thread(parser.process.wait)
         sink = pool.open([1, 2, 3], "00000000")
         for _ in range(64):  # far more than a pipe holds
             sink.feed(b"x" * 65536)

@@ -22,14 +22,12 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
-import multiprocessing
 import os
 import pickle
-import signal
 import struct
+import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -72,7 +70,7 @@ class PooledSink:
 
     def abort(self) -> None:
         self._parser.send(parse_worker.ABORT, self._key)
-        self._parser.pending.pop(self._key, None)
+        self._parser.forget(self._key)
 
 
 #: Bytes of response a parser process may have waiting, sent but not parsed, before the
@@ -92,19 +90,19 @@ class ParsePool:
         self, workers: int, selection: Selection, tables: InvoiceTables, backlog: int
     ) -> None:
         self._selection = selection
+        self._workers = workers
         self._stager = Stager(tables, backlog)
         self._typing = ThreadPoolExecutor(workers, thread_name_prefix="typing")
-        shape = (ORDER_TAG, selection.response_struct, NAMESPACE)
-        context = multiprocessing.get_context("spawn")
-        self._parsers = [_Parser(context, number, shape) for number in range(workers)]
+        self._shape = (ORDER_TAG, selection.response_struct, NAMESPACE)
+        self._parsers: list[_Parser] = []
         self._keys = itertools.count()
 
     async def __aenter__(self) -> ParsePool:
-        with _as_helpers():
-            for parser in self._parsers:
-                parser.process.start()
+        environment = _helper_environment()
+        for _ in range(self._workers):
+            self._parsers.append(_Parser(environment))
         for parser in self._parsers:
-            await parser.connect()
+            await parser.connect(self._shape)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -112,10 +110,11 @@ class ParsePool:
         for parser in self._parsers:
             parser.stop()
         for parser in self._parsers:
-            await loop.run_in_executor(None, parser.process.join, 30)
-            if parser.process.is_alive():
+            try:
+                await loop.run_in_executor(None, parser.process.wait, 30)
+            except subprocess.TimeoutExpired:
                 parser.process.kill()
-                await loop.run_in_executor(None, parser.process.join)
+                await loop.run_in_executor(None, parser.process.wait)
             await parser.closed()
         self._typing.shutdown(wait=True)
         self._stager.close()
@@ -154,20 +153,25 @@ class _Parser(asyncio.Protocol):
     the downloads), answers come in through a read transport, whose end says the process
     died (or stopped)."""
 
-    def __init__(self, context: Any, number: int, shape: tuple[str, schema.Struct, str]) -> None:
-        inbox, self._inbox = context.Pipe(duplex=False)
-        self._answers, answers = context.Pipe(duplex=False)
+    def __init__(self, environment: dict[str, str]) -> None:
+        inbox, self._inbox = os.pipe()
+        self._answers, answers = os.pipe()
         for end in (self._inbox, answers):
             _widen(end)
-        self.process = context.Process(
-            target=parse_worker.serve,
-            args=(inbox, answers, shape),
-            name=f"extractor-parser-{number}",
-            daemon=True,
-        )
-        self._theirs = (inbox, answers)  # closed here once the process has its copies
-        #: per response key: the future of its raw parts
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(inbox), str(answers)],
+                pass_fds=(inbox, answers),
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                process_group=0,  # a terminal's Ctrl-C goes to the run's process only
+            )
+        finally:
+            os.close(inbox)  # the process has its copies: the pipes end with it
+            os.close(answers)
+        #: per response key: the future of its raw parts, and the parts come so far
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self._parts: dict[int, list[RawPart]] = {}
         self.died: FatalError | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._written_off = False  # the inbox's transport is closed, for good
@@ -179,13 +183,16 @@ class _Parser(asyncio.Protocol):
         self._gone = asyncio.Event()
         self._failing: asyncio.Future[None] | None = None
 
-    async def connect(self) -> None:
-        for end in self._theirs:
-            end.close()  # else this process would hold the pipes open for itself
+    async def connect(self, shape: tuple[str, schema.Struct, str]) -> None:
+        """The pipes onto the event loop, and the shape of the records sent first."""
         loop = asyncio.get_running_loop()
-        self._writer, _ = await loop.connect_write_pipe(_Flow.of(self), self._inbox)
+        inbox = os.fdopen(self._inbox, "wb", buffering=0)  # the transport closes it
+        self._writer, _ = await loop.connect_write_pipe(_Flow.of(self), inbox)
         self._writer.set_write_buffer_limits(high=MAX_IN_FLIGHT)
-        self._reader, _ = await loop.connect_read_pipe(lambda: self, self._answers)
+        answers = os.fdopen(self._answers, "rb", buffering=0)
+        self._reader, _ = await loop.connect_read_pipe(lambda: self, answers)
+        shaped = pickle.dumps(shape, pickle.HIGHEST_PROTOCOL)
+        self._writer.write(_LENGTH.pack(len(shaped)) + shaped)
 
     def send(self, kind: int, key: int, number: int = 0, chunk: bytes | None = None) -> None:
         writer = self._writer
@@ -250,24 +257,35 @@ class _Parser(asyncio.Protocol):
 
     async def _fail(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.process.join, 5)  # for its exit code
-        self.died = FatalError(f"a parser process died (exit code {self.process.exitcode})")
+        with contextlib.suppress(subprocess.TimeoutExpired):  # for its exit code
+            await loop.run_in_executor(None, self.process.wait, 5)
+        self.died = FatalError(f"a parser process died (exit code {self.process.returncode})")
         self._caught_up.set()  # nothing more will be parsed: wake who waits
         self._abort_writer()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.died)
         self.pending.clear()
+        self._parts.clear()
 
     def _resolve(self, message: tuple[str, int, ExtractorError | None, Any]) -> None:
-        _, key, error, value = message
-        future = self.pending.pop(key, None)  # the parts, or the body's error
+        kind, key, error, value = message
+        if kind == "part":
+            if key in self.pending:
+                self._parts.setdefault(key, []).append(value)
+            return
+        future = self.pending.pop(key, None)  # "parsed": the end, or the body's error
+        parts = self._parts.pop(key, [])
         if future is None or future.done():
             return
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(value)
+            future.set_result(parts)
+
+    def forget(self, key: int) -> None:
+        self.pending.pop(key, None)
+        self._parts.pop(key, None)
 
     def stop(self) -> None:
         self._stopping = True
@@ -311,31 +329,17 @@ def _widen(end: Any) -> None:
         fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-@contextlib.contextmanager
-def _as_helpers() -> Iterator[None]:
-    """Start processes as helpers of the run: without the TFSO_* variables (parser processes
-    see bytes, never credentials), and deaf to Ctrl-C, which a terminal sends to the whole
-    process group (the run's process stops them in order). Both are inherited at spawn.
-    Off the main thread (the Python API called from a worker thread) signals are the host's:
-    Python lets only the main thread set a handler, so Ctrl-C's disposition is left as is.
+#: What a parser process runs: the run's ``sys.path`` (as multiprocessing's spawn would give
+#: it), then :func:`~extractor.records.parse_worker.main` with its pipes' descriptors.
+_BOOT: Final = (
+    "import os, sys; sys.path[:] = os.environ.pop('EXTRACTOR_PARSER_PATH').split(os.pathsep);"
+    "from extractor.records.parse_worker import main; main(sys.argv[1:])"
+)
 
-    And without the caller's ``__main__``: a spawned process imports the parent's main
-    module before its target, so a script calling the Python API without an
-    ``if __name__ == "__main__":`` guard would run again in every parser (and fail there).
-    The parsers' target lives in the package, so they need none of it."""
-    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TFSO_")}
-    main = threading.current_thread() is threading.main_thread()
-    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    caller = sys.modules["__main__"]
-    hidden: dict[str, Any] = {
-        name: caller.__dict__[name] for name in ("__spec__", "__file__") if name in caller.__dict__
-    }
-    caller.__dict__.pop("__file__", None)
-    caller.__spec__ = None  # spawn reads it: None, and no file, is "leave main alone"
-    try:
-        yield
-    finally:
-        caller.__dict__.update(hidden)
-        if main:
-            signal.signal(signal.SIGINT, interrupt)
-        os.environ.update(saved)
+
+def _helper_environment() -> dict[str, str]:
+    """The run's environment without the TFSO_* variables (parser processes see bytes,
+    never credentials), and with the run's ``sys.path``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TFSO_")}
+    environment["EXTRACTOR_PARSER_PATH"] = os.pathsep.join(sys.path)
+    return environment
