@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import functools
 import re
+import struct
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, cast
@@ -50,8 +51,10 @@ def raw_type(ftype: schema.FieldType) -> pa.DataType:
 def raw_array(part: tuple[Any, ...], raw_type: pa.DataType) -> pa.StructArray:
     """The raw StructArray of a collector's part (:data:`extractor.parser.RawPart`) of
     ``raw_type``; the compiled builders' buffers are taken as they are, without a copy."""
-    if part[0] == "r":
-        return cast(pa.StructArray, pa.array(part[1], raw_type))
+    if part[0] == "r":  # (pa.array imports pandas: not for a body without records)
+        records = part[1]
+        built = pa.array(records, raw_type) if records else pa.nulls(0, cast(Any, raw_type))
+        return cast(pa.StructArray, built)
     return cast(pa.StructArray, _from_buffers(part, raw_type))
 
 
@@ -133,8 +136,13 @@ def _kernel_typed(scalar: schema.Scalar, text: pa.Array[Any]) -> pa.Array[Any]:
 @functools.cache
 def _scalar_text(text: str) -> pa.Scalar[Any]:
     """``text`` as a string scalar, made when first needed: building one from a Python value
-    imports pandas (0.2-0.8 s), which a command that types no records must not pay."""
-    return pa.scalar(text, pa.string())
+    imports pandas (0.2-0.8 s), which a command that types no records must not pay; so does
+    ``pa.array([text])``. Built from its buffers instead, as ``extractor check`` types one
+    invoice."""
+    data = text.encode()
+    offsets = pa.py_buffer(struct.pack("<ii", 0, len(data)))
+    array = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
+    return array[0]
 
 
 def _cast(text: pa.Array[Any], xsd: str) -> pa.Array[Any]:

@@ -124,7 +124,7 @@ def read(target: Target, delta: bool = False) -> list[dict[str, Any]]:
             found = DeltaTable(target.table_uri(TABLE), storage_options=target.storage_options())
         except TableNotFoundError:
             return []
-        rows: list[dict[str, Any]] = pa.table(found.to_pyarrow_table()).to_pylist()
+        rows: list[dict[str, Any]] = found.to_pyarrow_table().to_pylist()
         return rows
     try:
         return _read(target.filesystem(), _path(target))

@@ -185,11 +185,13 @@ class _Lake:
         from deltalake import QueryBuilder
         from deltalake.exceptions import DeltaError
 
+        from extractor.output.lakefiles import arrow_table
+
         table = self._table(name)
         assert table is not None
         sql = f"SELECT {select} FROM t WHERE {self.where} {rest}"
         try:
-            return pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
+            return arrow_table(QueryBuilder().register("t", table).execute(sql))
         except DeltaError as exc:
             raise OutputError(f"cannot read the Delta table {name}: {first_line(exc)}") from None
 

@@ -61,7 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import create_table_with_add_actions
 
 from extractor.checkpoints import checkpoint
@@ -94,6 +94,7 @@ from extractor.output.lakemarks import (
     WATERMARK,
     commit,
     full_refresh,
+    open_table,
     refetch,
     watermark,
 )
@@ -120,12 +121,7 @@ class Lake:
 
     def table(self, name: str) -> DeltaTable | None:
         """The table ``name``, or None before its first commit."""
-        try:
-            return DeltaTable(self.target.table_uri(name), storage_options=self._options)
-        except TableNotFoundError:
-            return None
-        except (DeltaError, OSError) as exc:
-            raise OutputError(f"cannot read the Delta table {name}: {first_line(exc)}") from None
+        return open_table(self.target, name)
 
     def watermark(self, names: Sequence[str]) -> dt.datetime | None:
         """The oldest of the tables' watermarks; None when one has none (never synced)."""
@@ -432,7 +428,7 @@ class Lake:
             ) from None
 
 
-_NO_KEYS: Final = pa.array([], pa.null())
+_NO_KEYS: Final = pa.nulls(0)  # pa.array from a Python list imports pandas
 
 
 def _marked_deleted(records: pa.Table, run: RunInfo) -> pa.Table:

@@ -37,7 +37,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from extractor.errors import OutputError, first_line
 from extractor.output.lakechanges import conformed, with_theirs
-from extractor.output.lakefiles import IDENTITY, Scope, stamp
+from extractor.output.lakefiles import IDENTITY, Scope, arrow_table, stamp
 from extractor.output.lakemarks import commit, full_refresh
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
@@ -122,7 +122,7 @@ def held_parents(
     value, settled = held_by
     sql = f'SELECT DISTINCT "{value}" AS v FROM t WHERE {scope.where()} AND "{settled}"'
     try:
-        found = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
+        found = arrow_table(QueryBuilder().register("t", table).execute(sql))
     except DeltaError as exc:
         raise OutputError(f"cannot read the Delta table {name}: {first_line(exc)}") from None
     plain = (v.isoformat() if isinstance(v, dt.date) else v for v in found.column("v").to_pylist())
@@ -135,7 +135,7 @@ def _current(table: DeltaTable, scope: Scope, schema: pa.Schema) -> pa.Table:
         found = (
             QueryBuilder().register("t", table).execute(f"SELECT * FROM t WHERE {scope.where()}")
         )
-        return conformed(pa.table(found.read_all()), schema)  # from DataFusion's types
+        return conformed(arrow_table(found), schema)  # from DataFusion's types
     except DeltaError as exc:
         raise OutputError(f"cannot read the Delta table: {first_line(exc)}") from None
 

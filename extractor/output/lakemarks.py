@@ -23,9 +23,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from extractor.output.lakefiles import WHOLE, Scope
-from extractor.output.parquet import RunInfo
+from extractor.errors import OutputError, first_line
+from extractor.output.runinfo import RunInfo
+from extractor.output.scope import WHOLE, Scope
+from extractor.output.targets import Target
 
 WATERMARK: Final = "extractor.watermark"
 RUN_ID: Final = "extractor.run_id"
@@ -36,6 +39,16 @@ FULL_REFRESH: Final = "extractor.full_refresh"
 KEPT: Final = ("invoices", "invoice_rows", "transactions", "customers", "products")
 #: Look this far back in a table's history for the last commit of a run, then everywhere.
 RECENT_COMMITS: Final = 100
+
+
+def open_table(target: Target, name: str) -> DeltaTable | None:
+    """The Delta table ``name`` of ``target``, or None before its first commit."""
+    try:
+        return DeltaTable(target.table_uri(name), storage_options=target.storage_options())
+    except TableNotFoundError:
+        return None
+    except (DeltaError, OSError) as exc:
+        raise OutputError(f"cannot read the Delta table {name}: {first_line(exc)}") from None
 
 
 def commit(run: RunInfo, scope: Scope = WHOLE, refetch: Sequence[int] = ()) -> CommitProperties:

@@ -42,8 +42,8 @@ import pyarrow.compute as pc
 
 from extractor import memory
 from extractor.errors import OutputError
+from extractor.output.scope import NULL_PARTITION as NULL_PARTITION
 
-NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 #: The Parquet output's folder for records without a partition value (``order_month=none``).
 #: Not hive's null folder: pyarrow reads that as a dictionary holding a null, which
 #: ``to_pandas`` (so ``pandas.read_parquet``) cannot merge with the other partitions' values.

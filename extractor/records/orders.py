@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final, cast
 
+import numpy
 import pyarrow as pa
 import pyarrow.compute as pc
 from lxml import etree
@@ -246,8 +247,7 @@ def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
     lists = raw.field("InvoiceRows")
     items = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists)
-    lengths = pc.list_value_length(lists).to_pylist()
-    index = pa.array([i for n in lengths if n for i in range(n)], pa.int32())
+    index = _place_in_list(parents)
     if items.null_count:  # a nil InvoiceRow is no row
         valid = items.is_valid()
         items, parents, index = items.filter(valid), parents.filter(valid), index.filter(valid)
@@ -255,6 +255,19 @@ def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
     rows = rows.add_column(0, "OrderId", orders.column("OrderId").take(parents))
     rows = rows.add_column(1, ROW_INDEX, index)
     return Batch(orders, rows, months, months.take(parents))
+
+
+def _place_in_list(parents: pa.Array[Any]) -> pa.Array[Any]:
+    """Each row's place in its order's list (0, 1, ... per order), from the runs of equal
+    ``parents``; in numpy, to and from Arrow as buffers: ``pa.array`` of a Python list (or of
+    an ndarray), and ``to_numpy``, import pandas, 0.2-0.6 s of ``extractor check``."""
+    count = len(parents)
+    values: Any = parents.cast(pa.int64()).buffers()[1]  # parents hold no null
+    owner = numpy.frombuffer(values, numpy.int64, count)
+    starts = numpy.flatnonzero(numpy.r_[True, owner[1:] != owner[:-1]]) if count else owner
+    first = numpy.repeat(starts, numpy.diff(numpy.r_[starts, count]))
+    place = (numpy.arange(count) - first).astype(numpy.int32)
+    return pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(place.data)])
 
 
 def partition_of(date_ordered: pa.ChunkedArray[Any]) -> pa.Array[Any]:
