@@ -8,14 +8,15 @@ is released by ``MemoryPool.release_unused``, on the thread that freed the memor
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any, Final
 
 
 def _trimmer() -> Any:
-    """glibc's ``malloc_trim``, or None (another libc)."""
+    """glibc's ``malloc_trim``, or None (another libc). Looked up among the symbols the
+    process has loaded: ``ctypes.util.find_library`` runs ``ldconfig`` (a process, 10-20 ms
+    of every start, the parser processes' included)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 

@@ -106,8 +106,9 @@ def count(batch: Batch | None, missing: list[int]) -> BatchCounts:
     return BatchCounts(table.num_rows, batch.rows.num_rows, int(exceptions), missing)
 
 
-#: Typed batches waiting to be staged, at most (a 1000-order batch of every field: ~2.5 MB).
-BACKLOG_BYTES: Final = 16 * 1024 * 1024
+#: Typed batches waiting to be staged, at most (a 1000-order batch of every field: ~2.5 MB;
+#: 16 MB held more at the tree's peak, for no speed).
+BACKLOG_BYTES: Final = 8 * 1024 * 1024
 
 
 class Stager:
