@@ -15,6 +15,7 @@ from extractor.engine import runner
 from extractor.jobs.invoices import InvoiceJob
 from extractor.output.staging import NO_PARTITION
 from extractor.records.orders import REQUIRED
+from extractor.records.parse_pool import ParsePool
 from extractor.simulator.server import Simulator, SimulatorConfig
 from extractor.soap import Soap
 from tests.conftest import CREDS, job_of, read_table
@@ -186,12 +187,33 @@ async def test_parser_processes_with_expiring_sessions(
 async def test_batches_larger_than_one_conversion_step(
     start_simulator: Any, tmp_path: Path
 ) -> None:
-    """A 1000-order response is converted in several parts and staged as one."""
-    simulator = await start_simulator(orders=1000)
+    """A 1000-order response is converted in several parts and staged as one (two batches:
+    a run of one parses on the event loop, whatever ``parse_workers`` says)."""
+    simulator = await start_simulator(orders=1001)
     for workers in (0, 2):
         out = tmp_path / str(workers)
         summary = await backfill(simulator, out, batch_size=1000, parse_workers=workers)
         assert summary["status"] == "complete"
+        assert_matches_truth(simulator, out)
+
+
+async def test_a_run_of_one_batch_starts_no_parser_process(
+    start_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch is one response on one core: parser processes would only cost their start."""
+    started: list[ParsePool] = []
+    entered = ParsePool.__aenter__
+
+    async def counted(pool: ParsePool) -> ParsePool:
+        started.append(pool)
+        return await entered(pool)
+
+    monkeypatch.setattr(ParsePool, "__aenter__", counted)
+    simulator = await start_simulator(orders=40)
+    for batch_size, pools in ((100, 0), (20, 1)):
+        out = tmp_path / str(batch_size)
+        summary = await backfill(simulator, out, batch_size=batch_size, parse_workers=2)
+        assert (summary["status"], len(started)) == ("complete", pools)
         assert_matches_truth(simulator, out)
 
 

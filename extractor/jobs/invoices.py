@@ -150,6 +150,9 @@ class InvoiceWork:
     what: str = "batch"
     sinks: LocalSinks | ParsePool | None = None
     journaling: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Batches the last plan left to fetch: one is parsed on the event loop (:meth:`_sinks`).
+    to_fetch: int = 0
+    _starting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         job = self.job
@@ -161,18 +164,28 @@ class InvoiceWork:
         return self.tables.writers
 
     async def __aenter__(self) -> InvoiceWork:
-        job = self.job
-        self.sinks = (
-            ParsePool(job.parse_workers, self.selection, self.tables, job.service.most_in_flight)
-            if job.parse_workers
-            else LocalSinks(self.selection, self.tables, backlog=job.service.most_in_flight)
-        )
-        await self.sinks.__aenter__()
-        return self
+        return self  # where bodies are parsed is chosen at the first fetch (:meth:`_sinks`)
+
+    async def _sinks(self) -> LocalSinks | ParsePool:
+        """Where bodies go: parser processes (``parse_workers``), unless the run fetches one
+        batch, which is one response on one core either way (starting the processes cost
+        more than that batch's parse: 0.2-0.3 CPU-s, an hourly sync of a few changes)."""
+        async with self._starting:
+            if self.sinks is None:
+                job = self.job
+                backlog = job.service.most_in_flight
+                sinks: LocalSinks | ParsePool = (
+                    ParsePool(job.parse_workers, self.selection, self.tables, backlog)
+                    if job.parse_workers and self.to_fetch > 1
+                    else LocalSinks(self.selection, self.tables, backlog=backlog)
+                )
+                await sinks.__aenter__()
+                self.sinks = sinks
+            return self.sinks
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.sinks is not None
-        await self.sinks.__aexit__(*exc)
+        if self.sinks is not None:
+            await self.sinks.__aexit__(*exc)
 
     async def plan(self, run: Run, previous: RunState | None) -> dict[str, Any]:
         """The listed ids (a sync's, or a first backfill's) and the ids a sync is asked to
@@ -197,7 +210,9 @@ class InvoiceWork:
         return event | relisted.journaled(ids) | {"retry_of": carried.run_id, "since": since}
 
     def remaining(self, state: RunState, prefix: str) -> list[IdBatch]:
-        return cut(OrderRun(state).remaining(), self.job.batch_size, prefix)
+        batches = cut(OrderRun(state).remaining(), self.job.batch_size, prefix)
+        self.to_fetch = len(batches)
+        return batches
 
     def planned(self, state: RunState, remaining: Sequence[IdBatch]) -> str:
         stats = self.stats
@@ -207,8 +222,7 @@ class InvoiceWork:
 
     async def fetch(self, run: Run, unit: IdBatch, policy: RetryPolicy, root: str) -> None:
         """``unit`` in one request; journaled once its staged files are on disk."""
-        assert self.sinks is not None
-        opener = functools.partial(self.sinks.open, unit.ids, unit.key)
+        opener = functools.partial((await self._sinks()).open, unit.ids, unit.key)
         params = self.selection.params(unit.ids)
         sink: CountedSink = await run.call(SPEC.operation, params, opener, policy, root)
         counts, tally = sink.counts, self.stats.counts
@@ -232,8 +246,8 @@ class InvoiceWork:
         self.stats.counts["failed_ids"] += unit.size
 
     async def settled(self) -> None:
-        assert self.sinks is not None
-        await asyncio.gather(self.sinks.drain(), *self.journaling)
+        draining = [self.sinks.drain()] if self.sinks is not None else []
+        await asyncio.gather(*draining, *self.journaling)
         self.journaling.clear()
 
     async def publish(self, run: Run, state: RunState) -> dict[str, int]:
