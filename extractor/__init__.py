@@ -28,9 +28,9 @@ if TYPE_CHECKING:
         update_invoices,
         verify,
     )
-    from extractor.cli.signals import Interrupted
     from extractor.config import Credentials, ServiceConfig
     from extractor.fleet.launch import FleetSummary
+    from extractor.signals import Interrupted
 
 __all__ = [
     "Credentials", "FleetSummary", "Interrupted", "ServiceConfig", "UpdateOutcome", "errors",
@@ -41,7 +41,7 @@ _FROM: dict[str, str] = dict.fromkeys(__all__, "extractor.api") | {
     "Credentials": "extractor.config",
     "ServiceConfig": "extractor.config",
     "FleetSummary": "extractor.fleet.launch",
-    "Interrupted": "extractor.cli.signals",
+    "Interrupted": "extractor.signals",
     "errors": "extractor.errors",
 }
 

@@ -26,7 +26,7 @@ exactly what is left. ``identity`` picks one identity (client company); several,
 ``"all"``, run as a fleet on Dask, one run an identity, and return a
 :class:`~extractor.fleet.launch.FleetSummary`. ``handle_signals=True`` makes SIGINT and
 SIGTERM stop a run cleanly (journal closed, parser processes stopped) and raise
-:class:`~extractor.cli.signals.Interrupted`: what the CLI does; the same call resumes.
+:class:`~extractor.signals.Interrupted`: what the CLI does; the same call resumes.
 
 The CLI is a thin layer over these functions: it parses the flags, calls them, and renders
 what they return (or raise) as text or JSON and an exit status.

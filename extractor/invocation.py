@@ -226,9 +226,9 @@ def run(coroutine: Coroutine[Any, Any, T], handle_signals: bool = False) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         if handle_signals:
-            from extractor.cli.signals import run_command  # SIGINT, SIGTERM: Interrupted
+            from extractor.signals import run_until_signalled  # SIGINT, SIGTERM: Interrupted
 
-            return run_command(coroutine)
+            return run_until_signalled(coroutine)
         return asyncio.run(coroutine)
     coroutine.close()
     raise UsageError(

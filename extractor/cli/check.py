@@ -19,9 +19,9 @@ import click
 
 from extractor import soap
 from extractor.cli.common import EXIT_FATAL, EXIT_PERMANENT, service_options
-from extractor.cli.signals import run_command
 from extractor.config import Credentials, ServiceConfig
 from extractor.errors import ExtractorError, MalformedResponse, Permanent
+from extractor.signals import run_until_signalled
 
 if TYPE_CHECKING:  # each step imports what it calls: ``extractor --help`` loads none of it
     from extractor.service.session import Session
@@ -38,7 +38,7 @@ def check(service: ServiceConfig) -> None:
     again will not mend it (the login refused, not the service), else 1."""
     credentials = Credentials.from_env()
     click.echo(f"check of {service.base_url}")
-    status = run_command(_check(service, credentials, click.echo))
+    status = run_until_signalled(_check(service, credentials, click.echo))
     if status:
         sys.exit(status)
 

@@ -22,7 +22,6 @@ from extractor.cli.extract import invoices, sync, tables, transactions
 from extractor.cli.identities import list_identities
 from extractor.cli.properties import list_properties
 from extractor.cli.reset import reset
-from extractor.cli.signals import Interrupted
 from extractor.cli.simulate import demo, simulate
 from extractor.cli.status import status
 from extractor.cli.update import update_invoices
@@ -30,6 +29,7 @@ from extractor.cli.verify import verify
 from extractor.config import password_variable
 from extractor.errors import ExtractorError, Permanent, UsageError
 from extractor.parser import parser_in_use
+from extractor.signals import Interrupted
 
 EPILOG: Final = (
     "Credentials come from the environment only: TFSO_APPLICATION_ID, TFSO_USERNAME, "

@@ -126,9 +126,23 @@ def equip(commands: Iterable[click.Command]) -> None:
 def _with_log(callback: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(callback)
     def configured(**kwargs: Any) -> Any:
-        return callback(**_log_flags(**kwargs))
+        try:
+            return callback(**_log_flags(**kwargs))
+        except BaseException as exc:  # a run that stopped on an error or a signal: its record
+            _show_record(exc)
+            raise
 
     return configured
+
+
+def _show_record(exc: BaseException) -> None:
+    """The record a stopped run left, printed as ``--json`` prints a summary."""
+    from extractor.cli.common import show_failure
+    from extractor.engine.summary import attached
+
+    record = attached(exc)
+    if record is not None:
+        show_failure(record)
 
 
 def _flag(param: click.Option) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from extractor.cli.common import names
-from extractor.cli.signals import Interrupted, run_command
 from extractor.errors import UsageError
+from extractor.signals import Interrupted, run_until_signalled
 from extractor.simulator.budget import WINDOW_KINDS, WindowKind
 from extractor.simulator.config import SimulatorConfig
 from extractor.simulator.faults import KINDS, FaultConfig
@@ -207,7 +207,7 @@ def simulate(
         blocked_identities=blocked_identities, disabled_identities=disabled_identities,
     )  # fmt: skip
     try:
-        run_command(serve(config))
+        run_until_signalled(serve(config))
     except Interrupted:
         click.echo("simulator stopped")  # how a simulator is meant to end
 

@@ -1,4 +1,5 @@
-"""Running a command's coroutine so that SIGINT and SIGTERM stop it cleanly."""
+"""Running a run's coroutine so that SIGINT and SIGTERM stop it cleanly (the library's:
+the Python API's ``handle_signals=True`` and every CLI command)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,10 @@ from extractor.engine.summary import attach, attached
 T = TypeVar("T")
 
 
-def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; SIGINT or SIGTERM cancels it, so that it stops cleanly
-    (journal closed, parser processes stopped), then :class:`Interrupted`. A run that stops
-    on an error or a signal has its record printed first, as ``--json`` prints a summary."""
-    try:
-        return asyncio.run(_until_signalled(coroutine))
-    except BaseException as exc:
-        record = attached(exc)
-        if record is not None:
-            from extractor.cli.common import show_failure
-
-            show_failure(record)
-        raise
+def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on an event loop of its own; SIGINT or SIGTERM cancels it, so that it
+    stops cleanly (journal closed, parser processes stopped), then :class:`Interrupted`."""
+    return asyncio.run(_until_signalled(coroutine))
 
 
 async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
