@@ -4,9 +4,13 @@ API hung there, on a queue's feeder thread blocked on the dead parser's pipe).""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 _SCENARIO = """
 import asyncio, sys
@@ -48,3 +52,34 @@ def test_a_parser_that_died_fails_its_body_and_the_process_still_exits(tmp_path:
     assert done.stdout.splitlines() == [
         "a parser process died (exit code -9)", "left the pool",
     ], done.stderr  # fmt: skip
+
+
+async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extractor.errors import FatalError
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    started: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def second_fails(*args: Any, **options: Any) -> subprocess.Popen[bytes]:
+        if len(started) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        started.append(popen(*args, **options))
+        return started[-1]
+
+    monkeypatch.setattr(parse_pool.subprocess, "Popen", second_fails)
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    with pytest.raises(FatalError) as failed:
+        async with parse_pool.ParsePool(3, selection, tables, backlog=4):
+            raise AssertionError("the pool started")
+    assert str(failed.value) == (
+        "cannot start a parser process (Too many open files); "
+        "run with --parse-workers 0 to parse in the run's process"
+    )
+    (first,) = started
+    assert first.returncode == 0  # stopped in order, not killed, not left behind

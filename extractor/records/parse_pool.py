@@ -100,10 +100,14 @@ class ParsePool:
 
     async def __aenter__(self) -> ParsePool:
         environment = _helper_environment()
-        for _ in range(self._workers):
-            self._parsers.append(_Parser(environment))
-        for parser in self._parsers:
-            await parser.connect(self._shape)
+        try:
+            for _ in range(self._workers):
+                self._parsers.append(_Parser(environment))
+            for parser in self._parsers:
+                await parser.connect(self._shape)
+        except BaseException:
+            await self.__aexit__()  # the ones started end with their inbox
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -167,6 +171,13 @@ class _Parser(asyncio.Protocol):
                 stdin=subprocess.DEVNULL,
                 process_group=0,  # a terminal's Ctrl-C goes to the run's process only
             )
+        except OSError as exc:
+            os.close(self._inbox)
+            os.close(self._answers)
+            raise FatalError(
+                f"cannot start a parser process ({exc.strerror or exc}); "
+                "run with --parse-workers 0 to parse in the run's process"
+            ) from None
         finally:
             os.close(inbox)  # the process has its copies: the pipes end with it
             os.close(answers)
@@ -293,6 +304,9 @@ class _Parser(asyncio.Protocol):
         self.send(parse_worker.STOP, 0)
         if self._writer is not None:
             self._writer.close()  # once what it holds is written
+        else:  # never connected (another parser failed to start): its inbox ends here
+            os.close(self._inbox)
+            os.close(self._answers)
 
     async def closed(self) -> None:
         """After the process ended: both pipes closed."""
