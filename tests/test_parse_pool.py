@@ -4,12 +4,16 @@ API hung there, on a queue's feeder thread blocked on the dead parser's pipe).""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import errno
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 _SCENARIO = """
@@ -83,3 +87,61 @@ async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others
     )
     (first,) = started
     assert first.returncode == 0  # stopped in order, not killed, not left behind
+
+
+_EMPTY_ANSWER = (
+    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+    b'<GetInvoicesResponse xmlns="http://24sevenOffice.com/webservices"><GetInvoicesResult/>'
+    b"</GetInvoicesResponse></soap:Body></soap:Envelope>"
+)
+
+
+async def test_parsers_start_from_any_sys_path_and_get_wide_pipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's ``sys.path`` reaches the parsers whole: a ``Path`` entry, an entry holding
+    the path separator. Their pipes hold PIPE_BYTES where Linux allows it."""
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    monkeypatch.setattr(sys, "path", [*sys.path, tmp_path / "a", f"{tmp_path}/b:c"])
+    path = orjson.loads(parse_pool._helper_environment()["EXTRACTOR_PARSER_PATH"])
+    assert path[-2:] == [str(tmp_path / "a"), f"{tmp_path}/b:c"]
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    async with parse_pool.ParsePool(2, selection, tables, backlog=4) as pool:
+        sink = pool.open([7, 8], "00000000")
+        sink.feed(_EMPTY_ANSWER)
+        await asyncio.wait_for(sink.finish(), 60)  # a parser that could not start: died
+        assert (sink.counts.invoices, sink.counts.missing) == (0, [7, 8])
+        wide = int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= parse_pool.PIPE_BYTES
+        for parser in pool._parsers:
+            inbox = parser._writer.get_extra_info("pipe").fileno()  # type: ignore[union-attr]
+            size = fcntl.fcntl(inbox, fcntl.F_GETPIPE_SZ)  # type: ignore[attr-defined]
+            assert size == parse_pool.PIPE_BYTES if wide else size > 0
+
+
+def test_parsers_see_no_credential_in_any_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extractor.records.parse_pool import _helper_environment
+
+    for name, value in {
+        "TFSO_PASSWORD": "s3cret", "ACME_TFSO_PASSWORD": "s3cret", "MY_TOKEN": "s3cret",
+        "PYTHONFAULTHANDLER": "1", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    seen = _helper_environment()
+    assert "s3cret" not in seen.values()
+    assert {"PYTHONFAULTHANDLER", "LANG", "LC_ALL", "PATH"} <= set(seen)
+
+
+def test_parsers_run_with_the_run_s_interpreter_flags() -> None:
+    probe = (
+        "from extractor.records.parse_pool import _interpreter_flags; print(_interpreter_flags())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-X", "utf8", "-c", probe], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    flags = ast.literal_eval(done.stdout)
+    assert "-I" in flags and "utf8" in flags

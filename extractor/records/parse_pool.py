@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import json
 import os
 import pickle
 import struct
@@ -130,6 +131,7 @@ class ParsePool:
         parser = min(living, key=lambda parser: len(parser.pending))
         key = next(self._keys)
         answer = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_retrieved)  # a body given up on is no "never retrieved"
         if parser.died is not None:
             answer.set_exception(parser.died)
         else:
@@ -165,7 +167,7 @@ class _Parser(asyncio.Protocol):
             _widen(end)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(inbox), str(answers)],
+                [sys.executable, *_interpreter_flags(), "-c", _BOOT, str(inbox), str(answers)],
                 pass_fds=(inbox, answers),
                 env=environment,
                 stdin=subprocess.DEVNULL,
@@ -338,23 +340,50 @@ class _Flow(asyncio.BaseProtocol):
         self._parser.written_off()
 
 
-def _widen(end: Any) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _widen(descriptor: int) -> None:
     """Ask for a :data:`PIPE_BYTES` pipe; keep the default where that is refused."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over a user's limit
-        fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if setting is not None:
+        with contextlib.suppress(OSError):  # over a user's limit
+            fcntl.fcntl(descriptor, setting, PIPE_BYTES)
 
 
 #: What a parser process runs: the run's ``sys.path`` (as multiprocessing's spawn would give
-#: it), then :func:`~extractor.records.parse_worker.main` with its pipes' descriptors.
+#: it; JSON, since an entry may hold the path separator), then
+#: :func:`~extractor.records.parse_worker.main` with its pipes' descriptors.
 _BOOT: Final = (
-    "import os, sys; sys.path[:] = os.environ.pop('EXTRACTOR_PARSER_PATH').split(os.pathsep);"
+    "import json, os, sys; sys.path[:] = json.loads(os.environ.pop('EXTRACTOR_PARSER_PATH'));"
     "from extractor.records.parse_worker import main; main(sys.argv[1:])"
 )
+#: The run's environment a parser process gets: what Python, the C library and the locale
+#: read, and nothing else, so never a credential, whatever variable holds it (``TFSO_*``, or
+#: one a config file names).
+_KEPT: Final = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "VIRTUAL_ENV", "GLIBC_TUNABLES", "EXTRACTOR_PURE_PYTHON",
+)  # fmt: skip
+_KEPT_PREFIXES: Final = ("LC_", "PYTHON", "LD_", "MALLOC_")
 
 
 def _helper_environment() -> dict[str, str]:
-    """The run's environment without the TFSO_* variables (parser processes see bytes,
-    never credentials), and with the run's ``sys.path``."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TFSO_")}
-    environment["EXTRACTOR_PARSER_PATH"] = os.pathsep.join(sys.path)
+    """What a parser process sees of the environment (:data:`_KEPT`), and the run's
+    ``sys.path``."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name in _KEPT or name.startswith(_KEPT_PREFIXES)
+    }
+    environment["EXTRACTOR_PARSER_PATH"] = json.dumps([str(entry) for entry in sys.path])
     return environment
+
+
+def _interpreter_flags() -> list[str]:
+    """The run's interpreter flags (``-I``, ``-E``, ``-X ...``), as multiprocessing's spawn
+    passes them on (through the same function of the standard library)."""
+    flags: Any = getattr(subprocess, "_args_from_interpreter_flags", list)
+    return list(flags())
