@@ -177,6 +177,12 @@ class TransientError(SplitsBatch):
     """An error worth retrying after a pause."""
 
 
+class ParserDied(TransientError):
+    """A parser process died with the body it was parsing: the batch is fetched again, on a
+    parser started in its place (and split once its retries are spent, so that a body that
+    kills its parser every time is isolated). Not counted against the service's health."""
+
+
 class TransportError(TransientError, ConnectionError):
     """The connection failed before a complete response arrived."""
 

@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
+_PREFIX = b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
 _SCENARIO = """
 import asyncio, sys
 from pathlib import Path
-from extractor.errors import FatalError
+from extractor.errors import ExtractorError
 from extractor.records.orders import Selection
 from extractor.records.parse_pool import ParsePool
 from extractor.records.parsing import InvoiceTables
@@ -29,33 +30,50 @@ async def main():
     pool = ParsePool(1, selection, InvoiceTables(Path(sys.argv[1]), selection, "run-1"), backlog=4)
     async with pool:
         (parser,) = pool._parsers
+        sink = pool.open([1, 2, 3], "00000000")
+        sink.feed(PREFIX)
         parser.process.kill()
         await asyncio.to_thread(parser.process.wait)
-        sink = pool.open([1, 2, 3], "00000000")
         for _ in range(64):  # far more than a pipe holds
             sink.feed(b"x" * 65536)
         try:
             await asyncio.wait_for(sink.finish(), 60)
-        except FatalError as exc:
-            print(exc)
+        except ExtractorError as exc:
+            print(f"{type(exc).__name__}: {exc}")
+        again = pool.open([4, 5], "00000001")  # on the parser started in its place
+        again.feed(EMPTY)
+        await asyncio.wait_for(again.finish(), 60)
+        print(f"replaced: {again.counts.invoices} invoices, missing {again.counts.missing}")
 
 asyncio.run(main())
 print("left the pool")
 """
 
 
+_EMPTY_ANSWER = (
+    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+    b'<GetInvoicesResponse xmlns="http://24sevenOffice.com/webservices"><GetInvoicesResult/>'
+    b"</GetInvoicesResponse></soap:Body></soap:Envelope>"
+)
+
+
+_SCENARIO_CODE = f"PREFIX = {_PREFIX!r}\nEMPTY = {_EMPTY_ANSWER!r}\n" + _SCENARIO
+
+
 def test_a_parser_that_died_fails_its_body_and_the_process_still_exits(tmp_path: Path) -> None:
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _SCENARIO, str(tmp_path)],
+            [sys.executable, "-c", _SCENARIO_CODE, str(tmp_path)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     except subprocess.TimeoutExpired as hung:  # the child is killed by run() on the timeout
         raise AssertionError(f"the process did not exit: {hung.stdout!r}") from None
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "a parser process died (exit code -9)", "left the pool",
-    ], done.stderr  # fmt: skip
+        "ParserDied: a parser process died (exit code -9)",
+        "replaced: 0 invoices, missing [4, 5]",
+        "left the pool",
+    ], done.stderr
 
 
 async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others(
@@ -87,13 +105,6 @@ async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others
     )
     (first,) = started
     assert first.returncode == 0  # stopped in order, not killed, not left behind
-
-
-_EMPTY_ANSWER = (
-    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
-    b'<GetInvoicesResponse xmlns="http://24sevenOffice.com/webservices"><GetInvoicesResult/>'
-    b"</GetInvoicesResponse></soap:Body></soap:Envelope>"
-)
 
 
 async def test_parsers_start_from_any_sys_path_and_get_wide_pipes(
@@ -145,3 +156,32 @@ def test_parsers_run_with_the_run_s_interpreter_flags() -> None:
     assert done.returncode == 0, done.stderr
     flags = ast.literal_eval(done.stdout)
     assert "-I" in flags and "utf8" in flags
+
+
+async def test_parsers_that_keep_dying_stop_the_run_in_one_line(tmp_path: Path) -> None:
+    """Each death fails the body its parser held with a transient error (the batch is fetched
+    again, on a parser started in its place), until more died than the run allows."""
+    from extractor.errors import ExtractorError, FatalError, ParserDied
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    failures: list[BaseException] = []
+    async with parse_pool.ParsePool(1, selection, tables, backlog=4) as pool:
+        for attempt in range(parse_pool.MAX_DEATHS_PER_PARSER + 1):
+            sink = pool.open([1], f"{attempt:08d}")
+            sink.feed(_PREFIX)
+            (parser,) = pool._parsers
+            parser.process.kill()
+            with pytest.raises(ExtractorError) as failed:
+                await asyncio.wait_for(sink.finish(), 60)
+            failures.append(failed.value)
+    *replaced, last = failures
+    assert all(type(error) is ParserDied for error in replaced)
+    assert type(last) is FatalError
+    assert str(last) == (
+        "parser processes keep dying (5 of them, the last with exit code -9); "
+        "run with --parse-workers 0 to parse in the run's process"
+    )

@@ -19,7 +19,14 @@ from extractor import soap
 from extractor.clock import Clock
 from extractor.config import RetryPolicy, ServiceConfig
 from extractor.engine.stats import RunStats
-from extractor.errors import ExtractorError, Quarantined, SessionExpired, SplitsBatch, first_line
+from extractor.errors import (
+    ExtractorError,
+    ParserDied,
+    Quarantined,
+    SessionExpired,
+    SplitsBatch,
+    first_line,
+)
 from extractor.log import Log
 from extractor.parser import Sink
 from extractor.service.health import Health, same_failure
@@ -214,7 +221,8 @@ async def observed(health: Health | None, batch: str, call: Awaitable[T]) -> T:
     except SplitsBatch as exc:
         throttled = isinstance(exc, Quarantined) or getattr(exc, "status", None) == 429
         expired = isinstance(exc, SessionExpired)  # a new login answers it, not the service
-        if health is not None and not throttled and not expired:  # waited out, not failures
+        ours = isinstance(exc, ParserDied)  # the run's own parser, not the service, failed
+        if health is not None and not (throttled or expired or ours):  # not the service's
             health.failed(batch, exc)
         raise
     if health is not None:

@@ -28,12 +28,12 @@ import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from extractor import schema
-from extractor.errors import ExtractorError, FatalError
+from extractor.errors import ExtractorError, FatalError, ParserDied
 from extractor.parser import RawPart
 from extractor.records import parse_worker
 from extractor.records.orders import NAMESPACE, ORDER_TAG, Orders, Selection
@@ -74,6 +74,9 @@ class PooledSink:
         self._parser.forget(self._key)
 
 
+#: Parser processes that may die in a run, per parser asked for, each replaced, before the run
+#: stops (a body that kills its parser is isolated by splitting its batch: a few deaths).
+MAX_DEATHS_PER_PARSER: Final = 4
 #: Bytes of response a parser process may have waiting, sent but not parsed, before the
 #: downloads feeding it wait (beyond what its pipe holds, :data:`PIPE_BYTES`): the network
 #: outrunning the parsers costs no memory. 4 MiB cost 5-10 MB of the tree's peak at 20,000
@@ -97,13 +100,16 @@ class ParsePool:
         self._typing = ThreadPoolExecutor(workers, thread_name_prefix="typing")
         self._shape = (ORDER_TAG, selection.response_struct, NAMESPACE)
         self._parsers: list[_Parser] = []
+        self._dead: list[_Parser] = []
         self._keys = itertools.count()
+        self._environment: dict[str, str] = {}
+        self._closing = False
 
     async def __aenter__(self) -> ParsePool:
-        environment = _helper_environment()
+        self._environment = _helper_environment()
         try:
             for _ in range(self._workers):
-                self._parsers.append(_Parser(environment))
+                self._parsers.append(self._started())
             for parser in self._parsers:
                 await parser.connect(self._shape)
         except BaseException:
@@ -112,10 +118,11 @@ class ParsePool:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True  # no parser is started in a dead one's place any more
         loop = asyncio.get_running_loop()
         for parser in self._parsers:
             parser.stop()
-        for parser in self._parsers:
+        for parser in [*self._parsers, *self._dead]:
             try:
                 await loop.run_in_executor(None, parser.process.wait, 30)
             except subprocess.TimeoutExpired:
@@ -124,6 +131,27 @@ class ParsePool:
             await parser.closed()
         self._typing.shutdown(wait=True)
         self._stager.close()
+
+    def _started(self) -> _Parser:
+        return _Parser(self._environment, self._replace)
+
+    async def _replace(self, dead: _Parser) -> ExtractorError:
+        """A parser died: start one in its place (unless the run is closing, or parsers keep
+        dying); the error the bodies it held fail with."""
+        self._dead.append(dead)
+        code = dead.process.returncode
+        if self._closing or len(self._dead) > MAX_DEATHS_PER_PARSER * self._workers:
+            return FatalError(
+                f"parser processes keep dying ({len(self._dead)} of them, the last with exit "
+                f"code {code}); run with --parse-workers 0 to parse in the run's process"
+            )
+        fresh = self._started()
+        try:
+            await fresh.connect(self._shape)
+        except OSError as exc:
+            return FatalError(f"cannot start a parser process ({exc}); run with --parse-workers 0")
+        self._parsers[self._parsers.index(dead)] = fresh
+        return ParserDied(f"a parser process died (exit code {code})")
 
     def open(self, ids: Sequence[int], name: str) -> CountedSink:
         """A sink for one response, on the living parser with the fewest responses."""
@@ -160,7 +188,14 @@ class _Parser(asyncio.Protocol):
     the downloads), answers come in through a read transport, whose end says the process
     died (or stopped)."""
 
-    def __init__(self, environment: dict[str, str]) -> None:
+    def __init__(
+        self,
+        environment: dict[str, str],
+        replace: Callable[[_Parser], Awaitable[ExtractorError]],
+    ) -> None:
+        """``replace``: what the pool does when this process dies; it says the error the
+        bodies it held fail with."""
+        self._replace = replace
         inbox, self._inbox = os.pipe()
         self._answers, answers = os.pipe()
         for end in (self._inbox, answers):
@@ -186,7 +221,7 @@ class _Parser(asyncio.Protocol):
         #: per response key: the future of its raw parts, and the parts come so far
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self._parts: dict[int, list[RawPart]] = {}
-        self.died: FatalError | None = None
+        self.died: ExtractorError | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._written_off = False  # the inbox's transport is closed, for good
         self._reader: asyncio.ReadTransport | None = None
@@ -242,8 +277,9 @@ class _Parser(asyncio.Protocol):
         self._caught_up.set()
 
     def _abort_writer(self) -> None:
-        if self._writer is not None and not self._written_off:
-            self._writer.abort()  # what it still holds is for a process that is gone
+        writer = self._writer
+        if writer is not None and not self._written_off and not writer.is_closing():
+            writer.abort()  # what it still holds is for a process that is gone
 
     def data_received(self, data: bytes) -> None:
         received = self._received
@@ -270,12 +306,15 @@ class _Parser(asyncio.Protocol):
             self._failing = asyncio.ensure_future(self._fail())
 
     async def _fail(self) -> None:
+        """The process died: the pool starts another in its place first, so that the bodies
+        this one held, failed now, are fetched again on a living one."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(subprocess.TimeoutExpired):  # for its exit code
             await loop.run_in_executor(None, self.process.wait, 5)
         self.died = FatalError(f"a parser process died (exit code {self.process.returncode})")
         self._caught_up.set()  # nothing more will be parsed: wake who waits
         self._abort_writer()
+        self.died = await self._replace(self)
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.died)
