@@ -185,3 +185,54 @@ async def test_parsers_that_keep_dying_stop_the_run_in_one_line(tmp_path: Path) 
         "parser processes keep dying (5 of them, the last with exit code -9); "
         "run with --parse-workers 0 to parse in the run's process"
     )
+
+
+async def test_a_stuck_parser_is_killed_and_replaced(tmp_path: Path) -> None:
+    """A parser that stops reading (stopped, swapping) would hold its bodies forever: past
+    the stall limit it is killed, its bodies fail as a dead parser's, and another parses."""
+    import os
+    import signal
+
+    from extractor.errors import ParserDied
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    pool = parse_pool.ParsePool(1, selection, tables, backlog=4, stall_seconds=0.2)
+    async with pool:
+        (stuck,) = pool._parsers
+        sink = pool.open([1], "00000000")
+        sink.feed(_PREFIX)
+        os.kill(stuck.process.pid, signal.SIGSTOP)
+        with pytest.raises(ParserDied):
+            await asyncio.wait_for(sink.finish(), 60)  # its answer awaited: stalled
+        assert stuck.process.returncode == -signal.SIGKILL
+        again = pool.open([2], "00000001")
+        again.feed(_EMPTY_ANSWER)
+        await asyncio.wait_for(again.finish(), 60)
+        assert again.counts.missing == [2]
+
+
+async def test_a_parser_waiting_for_its_body_is_not_stuck(tmp_path: Path) -> None:
+    """Only a parser the run waits on can be stuck: one whose body is still arriving (a slow
+    service) is idle, however long, and is left alone."""
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    async with parse_pool.ParsePool(1, selection, tables, backlog=4) as pool:
+        (parser,) = pool._parsers
+        later = asyncio.get_running_loop().time() + 3600
+        sink = pool.open([1], "00000000")
+        sink.feed(_PREFIX)
+        assert not parser.stalled(later, parse_pool.STALL_SECONDS)  # the body still arrives
+        (key,) = parser.pending
+        parser.awaiting(key)  # its end sent: the run waits on it now
+        assert parser.stalled(later, parse_pool.STALL_SECONDS)
+        sink.feed(_EMPTY_ANSWER[len(_PREFIX) :])
+        await asyncio.wait_for(sink.finish(), 60)
+        assert not parser.stalled(later, parse_pool.STALL_SECONDS)  # answered

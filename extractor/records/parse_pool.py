@@ -66,6 +66,7 @@ class PooledSink:
 
     async def finish(self) -> None:
         self._parser.send(parse_worker.END, self._key)
+        self._parser.awaiting(self._key)
         parts: list[RawPart] = await self._answer
         self.counts, self.staged = await self._pool.stage(parts, self._ids, self._name)
 
@@ -74,6 +75,11 @@ class PooledSink:
         self._parser.forget(self._key)
 
 
+#: Seconds a parser process may leave its inbox full, or a body it has whole unanswered,
+#: without a word, before it is taken for stuck (stopped, swapping, a parse that never ends)
+#: and killed, so that it is replaced and its bodies fetched again: a parse of what its pipe
+#: and buffer hold takes a tenth of a second.
+STALL_SECONDS: Final = 60.0
 #: Parser processes that may die in a run, per parser asked for, each replaced, before the run
 #: stops (a body that kills its parser is isolated by splitting its batch: a few deaths).
 MAX_DEATHS_PER_PARSER: Final = 4
@@ -92,8 +98,15 @@ class ParsePool:
     """N parser processes, each taking whole responses, chunk by chunk, as they arrive."""
 
     def __init__(
-        self, workers: int, selection: Selection, tables: InvoiceTables, backlog: int
+        self,
+        workers: int,
+        selection: Selection,
+        tables: InvoiceTables,
+        backlog: int,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
+        self._stall_seconds = stall_seconds
+        self._watching: asyncio.Future[None] | None = None
         self._selection = selection
         self._workers = workers
         self._stager = Stager(tables, backlog)
@@ -115,10 +128,23 @@ class ParsePool:
         except BaseException:
             await self.__aexit__()  # the ones started end with their inbox
             raise
+        self._watching = asyncio.ensure_future(self._watch())
         return self
+
+    async def _watch(self) -> None:
+        """Kill a parser that stalls (:data:`STALL_SECONDS`): its death replaces it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self._stall_seconds / 4))
+            for parser in list(self._parsers):
+                if parser.stalled(loop.time(), self._stall_seconds):
+                    with contextlib.suppress(ProcessLookupError):
+                        parser.process.kill()
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True  # no parser is started in a dead one's place any more
+        if self._watching is not None:
+            self._watching.cancel()
         loop = asyncio.get_running_loop()
         for parser in self._parsers:
             parser.stop()
@@ -231,6 +257,10 @@ class _Parser(asyncio.Protocol):
         self._stopping = False
         self._gone = asyncio.Event()
         self._failing: asyncio.Future[None] | None = None
+        #: bodies sent whole, whose answer is awaited; and when the process was last heard
+        #: from, or began to be waited on (the loop's clock)
+        self._awaited: set[int] = set()
+        self._heard = 0.0
 
     async def connect(self, shape: tuple[str, schema.Struct, str]) -> None:
         """The pipes onto the event loop, and the shape of the records sent first."""
@@ -267,9 +297,24 @@ class _Parser(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._caught_up.clear()
+        self._heard = asyncio.get_running_loop().time()  # waiting on it starts now
 
     def resume_writing(self) -> None:
         self._caught_up.set()
+        self._heard = asyncio.get_running_loop().time()
+
+    def awaiting(self, key: int) -> None:
+        """The body ``key`` is sent whole: its answer is awaited."""
+        if key in self.pending:
+            if not self._awaited:
+                self._heard = asyncio.get_running_loop().time()  # waiting on it starts now
+            self._awaited.add(key)
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """Whether the process has been waited on (its inbox full, or an answer awaited) for
+        over ``limit`` seconds without a word."""
+        waited_on = not self._caught_up.is_set() or bool(self._awaited)
+        return self.died is None and waited_on and now - self._heard > limit
 
     def written_off(self) -> None:
         """The inbox's transport closed: nothing waits on it any more."""
@@ -282,6 +327,7 @@ class _Parser(asyncio.Protocol):
             writer.abort()  # what it still holds is for a process that is gone
 
     def data_received(self, data: bytes) -> None:
+        self._heard = asyncio.get_running_loop().time()
         received = self._received
         received += data
         while len(received) >= _LENGTH.size:
@@ -320,6 +366,7 @@ class _Parser(asyncio.Protocol):
                 future.set_exception(self.died)
         self.pending.clear()
         self._parts.clear()
+        self._awaited.clear()
 
     def _resolve(self, message: tuple[str, int, ExtractorError | None, Any]) -> None:
         kind, key, error, value = message
@@ -329,6 +376,7 @@ class _Parser(asyncio.Protocol):
             return
         future = self.pending.pop(key, None)  # "parsed": the end, or the body's error
         parts = self._parts.pop(key, [])
+        self._awaited.discard(key)
         if future is None or future.done():
             return
         if error is not None:
@@ -339,6 +387,7 @@ class _Parser(asyncio.Protocol):
     def forget(self, key: int) -> None:
         self.pending.pop(key, None)
         self._parts.pop(key, None)
+        self._awaited.discard(key)
 
     def stop(self) -> None:
         self._stopping = True
