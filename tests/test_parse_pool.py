@@ -80,7 +80,7 @@ async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from extractor.errors import FatalError
-    from extractor.records import parse_pool
+    from extractor.records import parse_pool, parser_process
     from extractor.records.orders import Selection
     from extractor.records.parsing import InvoiceTables
 
@@ -93,7 +93,7 @@ async def test_a_parser_that_cannot_start_fails_in_one_line_and_stops_the_others
         started.append(popen(*args, **options))
         return started[-1]
 
-    monkeypatch.setattr(parse_pool.subprocess, "Popen", second_fails)
+    monkeypatch.setattr(parser_process.subprocess, "Popen", second_fails)
     selection = Selection()
     tables = InvoiceTables(tmp_path, selection, "run-1")
     with pytest.raises(FatalError) as failed:
@@ -112,12 +112,12 @@ async def test_parsers_start_from_any_sys_path_and_get_wide_pipes(
 ) -> None:
     """The run's ``sys.path`` reaches the parsers whole: a ``Path`` entry, an entry holding
     the path separator. Their pipes hold PIPE_BYTES where Linux allows it."""
-    from extractor.records import parse_pool
+    from extractor.records import parse_pool, parser_process
     from extractor.records.orders import Selection
     from extractor.records.parsing import InvoiceTables
 
     monkeypatch.setattr(sys, "path", [*sys.path, tmp_path / "a", f"{tmp_path}/b:c"])
-    path = orjson.loads(parse_pool._helper_environment()["EXTRACTOR_PARSER_PATH"])
+    path = orjson.loads(parser_process.helper_environment()["EXTRACTOR_PARSER_PATH"])
     assert path[-2:] == [str(tmp_path / "a"), f"{tmp_path}/b:c"]
     selection = Selection()
     tables = InvoiceTables(tmp_path, selection, "run-1")
@@ -126,29 +126,29 @@ async def test_parsers_start_from_any_sys_path_and_get_wide_pipes(
         sink.feed(_EMPTY_ANSWER)
         await asyncio.wait_for(sink.finish(), 60)  # a parser that could not start: died
         assert (sink.counts.invoices, sink.counts.missing) == (0, [7, 8])
-        wide = int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= parse_pool.PIPE_BYTES
+        wide = int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= parser_process.PIPE_BYTES
         for parser in pool._parsers:
             inbox = parser._writer.get_extra_info("pipe").fileno()  # type: ignore[union-attr]
             size = fcntl.fcntl(inbox, fcntl.F_GETPIPE_SZ)  # type: ignore[attr-defined]
-            assert size == parse_pool.PIPE_BYTES if wide else size > 0
+            assert size == parser_process.PIPE_BYTES if wide else size > 0
 
 
 def test_parsers_see_no_credential_in_any_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from extractor.records.parse_pool import _helper_environment
+    from extractor.records.parser_process import helper_environment
 
     for name, value in {
         "TFSO_PASSWORD": "s3cret", "ACME_TFSO_PASSWORD": "s3cret", "MY_TOKEN": "s3cret",
         "PYTHONFAULTHANDLER": "1", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    seen = _helper_environment()
+    seen = helper_environment()
     assert "s3cret" not in seen.values()
     assert {"PYTHONFAULTHANDLER", "LANG", "LC_ALL", "PATH"} <= set(seen)
 
 
 def test_parsers_run_with_the_run_s_interpreter_flags() -> None:
     probe = (
-        "from extractor.records.parse_pool import _interpreter_flags; print(_interpreter_flags())"
+        "from extractor.records.parser_process import interpreter_flags; print(interpreter_flags())"
     )
     done = subprocess.run(
         [sys.executable, "-I", "-X", "utf8", "-c", probe], capture_output=True, text=True
