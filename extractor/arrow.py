@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import itertools
 import re
 import struct
+from array import array as array_of
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, cast
@@ -116,9 +118,9 @@ def scalar_column(scalar: schema.Scalar, text: pa.Array[Any], name: str) -> pa.A
 def _blanked(scalar: schema.Scalar, text: pa.Array[Any]) -> pa.Array[Any]:
     """``text`` with "" and the type's "not set" sentinel as nulls."""
     # kernels get pa.scalar arguments: a Python literal makes pyarrow try to import pandas
-    blank = pc.equal(text, _scalar_text(""))
+    blank = pc.equal(text, string_scalar(""))
     if scalar.sentinel is not None:
-        blank = pc.or_(blank, pc.equal(text, _scalar_text(scalar.sentinel)))
+        blank = pc.or_(blank, pc.equal(text, string_scalar(scalar.sentinel)))
     if pc.any(blank).as_py():
         text = pc.if_else(blank, pa.nulls(1, pa.string())[0], text)
     return text
@@ -134,15 +136,72 @@ def _kernel_typed(scalar: schema.Scalar, text: pa.Array[Any]) -> pa.Array[Any]:
 
 
 @functools.cache
-def _scalar_text(text: str) -> pa.Scalar[Any]:
-    """``text`` as a string scalar, made when first needed: building one from a Python value
-    imports pandas (0.2-0.8 s), which a command that types no records must not pay; so does
-    ``pa.array([text])``. Built from its buffers instead, as ``extractor check`` types one
-    invoice."""
-    data = text.encode()
-    offsets = pa.py_buffer(struct.pack("<ii", 0, len(data)))
-    array = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
-    return array[0]
+def string_scalar(text: str) -> Any:
+    """``text`` as a string scalar. Building one from a Python value imports pandas (0.1-0.8 s,
+    33 MB of the process), and so does ``pa.array`` of a list: pyarrow asks pandas whether the
+    value is one of its own. Built from its buffers instead (:func:`strings`)."""
+    return strings([text])[0]
+
+
+def strings(values: Sequence[str]) -> pa.Array[Any]:
+    """``values`` as a string array, built from its buffers (no pandas, see
+    :func:`string_scalar`)."""
+    encoded = [value.encode() for value in values]
+    ends = itertools.accumulate((len(value) for value in encoded), initial=0)
+    offsets = pa.py_buffer(array_of("i", ends))
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, offsets, data])
+
+
+def timestamp_scalar(when: dt.datetime) -> Any:
+    """An aware ``when`` as a ``timestamp[us, tz=UTC]`` scalar (no pandas, see
+    :func:`string_scalar`)."""
+    micros = (when - _EPOCH) // dt.timedelta(microseconds=1)
+    data = pa.py_buffer(struct.pack("<q", micros))
+    utc = pa.timestamp("us", tz="UTC")
+    return pa.Array.from_buffers(utc, 1, [None, data])[0]
+
+
+def booleans(values: Sequence[bool | None]) -> pa.Array[Any]:
+    """``values`` as a boolean array, built from its bitmaps (no pandas, see
+    :func:`string_scalar`)."""
+    size = (len(values) + 7) // 8
+    bits, valid = bytearray(size), bytearray(size)
+    nulls = 0
+    for at, value in enumerate(values):
+        if value is None:
+            nulls += 1
+            continue
+        valid[at >> 3] |= 1 << (at & 7)
+        if value:
+            bits[at >> 3] |= 1 << (at & 7)
+    validity = pa.py_buffer(valid) if nulls else None
+    return pa.Array.from_buffers(pa.bool_(), len(values), [validity, pa.py_buffer(bits)], nulls)
+
+
+def moment(value: Any) -> dt.datetime | None:
+    """A timestamp scalar as an aware time (UTC when the type has no zone); ``as_py`` of a
+    zoned one imports pandas (see :func:`string_scalar`)."""
+    if not value.is_valid:
+        return None
+    count = value.cast(pa.int64()).as_py()
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[value.type.unit]
+    return _EPOCH + dt.timedelta(microseconds=count * 1_000_000 // per_second)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` without records (``schema.empty_table()`` imports pandas, see
+    :func:`string_scalar`)."""
+    return pa.Table.from_batches([], schema)
+
+
+@functools.cache
+def true_scalar() -> Any:
+    """A boolean ``True`` scalar (no pandas, see :func:`string_scalar`)."""
+    return pa.Array.from_buffers(pa.bool_(), 1, [None, pa.py_buffer(b"\x01")])[0]
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _cast(text: pa.Array[Any], xsd: str) -> pa.Array[Any]:

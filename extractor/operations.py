@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from extractor import soap
+from extractor import arrow, soap
 from extractor.engine.spec import Changes, Derived, Keeping, PerRow, Spec, Strategy
 from extractor.errors import InvalidOption
 from extractor.schema import DECIMAL_DIGITS
@@ -147,7 +147,7 @@ ACCOUNT_BALANCES: Final = Spec(
 def _active(table: pa.Table, given: Any) -> pa.Table:
     """The sync list's ``Active`` of each company (``given``: its listed item by CompanyId)."""
     active = [(given.get(i) or {}).get("Active") for i in table.column("Id").to_pylist()]
-    return table.append_column("Active", pa.array(active, pa.bool_()))
+    return table.append_column("Active", arrow.booleans(active))
 
 
 _COMPANIES: Final = ("companyService", soap.COMPANY_PATH)

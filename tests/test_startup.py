@@ -90,3 +90,17 @@ async def test_check_types_an_invoice_without_pandas(start_simulator: Any) -> No
     args = ("check", "--base-url", simulator.url, "--max-requests-per-hour", "0")
     found = await asyncio.to_thread(imported, *args, env=DEMO_ENV)
     assert found == {"pyarrow", "aiohttp"}
+
+
+async def test_a_backfill_and_a_ledger_run_import_no_pandas(
+    start_simulator: Any, tmp_path: Path
+) -> None:
+    """Not a start-up only: pandas is 33 MB of the run's process (and of the tree's peak)."""
+    simulator = await start_simulator(orders=60)
+    common = ("--base-url", simulator.url, "--max-requests-per-hour", "0")
+    invoices = ("invoices", "--out", str(tmp_path / "i"), "--batch-size", "20", *common)
+    ledger = ("transactions", "--out", str(tmp_path / "t"), "--from", "2024-01-01", "--to",
+              "2024-03-31", *common)  # fmt: skip
+    for args in (invoices, ledger):
+        found = await asyncio.to_thread(imported, *args, env=DEMO_ENV)
+        assert "pandas" not in found and "pyarrow" in found, args

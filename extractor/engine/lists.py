@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extractor import redact, schema, soap
+from extractor.arrow import empty
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
@@ -288,7 +289,7 @@ class ListWork:
             table if derived is None else derived.add(table, row)
             for table, row in zip(answers, asking, strict=True)
         ]
-        table = pa.concat_tables(tables) if tables else spec.schema.empty_table()
+        table = pa.concat_tables(tables) if tables else empty(spec.schema)
         asked = [_plain(row[per.column]) for row in asking]
         return _Found(table, {"parents": asked, "whole": len(asking) == len(wanted)})
 
@@ -321,7 +322,7 @@ class ListWork:
         table = (
             pa.concat_tables(tables)
             if tables
-            else spec.schema.empty_table().drop_columns(
+            else empty(spec.schema).drop_columns(
                 [f.name for f in spec.derived.fields] if spec.derived else []
             )
         )

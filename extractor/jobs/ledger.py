@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from extractor import redact, soap
+from extractor import arrow, redact, soap
 from extractor.config import DEFAULT_SERVICE, RetryPolicy, ServiceConfig
 from extractor.engine.destination import Destination
 from extractor.engine.journal import Journal
@@ -188,7 +189,8 @@ async def ledger_start(run: Run, job: TransactionJob) -> dt.date | None:
         sink = await run.call(SPEC.operation, job.params(Window(day, end)), LedgerSink)
         table = sink.table
         if table is not None and table.num_rows:
-            first = pc.min(table.column(column)).as_py()
+            lowest = pc.min(table.column(column))
+            first = arrow.moment(lowest) if pa.types.is_timestamp(lowest.type) else lowest.as_py()
             first_day = first.date() if isinstance(first, dt.datetime) else first
             return max(job.date_from, first_day.replace(day=1)) if first_day else day
         day = end + dt.timedelta(days=1)

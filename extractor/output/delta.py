@@ -64,6 +64,7 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import create_table_with_add_actions
 
+from extractor.arrow import string_scalar, timestamp_scalar
 from extractor.checkpoints import checkpoint
 from extractor.errors import OutputError, first_line
 from extractor.ids import as_arrow
@@ -100,7 +101,7 @@ from extractor.output.lakemarks import (
 )
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
-from extractor.output.staging import TIMESTAMP, TableWriter, read_spill
+from extractor.output.staging import TableWriter, read_spill
 from extractor.output.targets import Target
 
 __all__ = ["RUN_ID", "WATERMARK", "DeltaOutput", "Lake"]
@@ -434,9 +435,9 @@ _NO_KEYS: Final = pa.nulls(0)  # pa.array from a Python list imports pandas
 def _marked_deleted(records: pa.Table, run: RunInfo) -> pa.Table:
     rows = records.num_rows
     index = records.schema.get_field_index("_deleted_at")
-    records = records.set_column(index, "_deleted_at", pa.array([run.as_of] * rows, TIMESTAMP))
+    records = records.set_column(index, "_deleted_at", pa.repeat(timestamp_scalar(run.as_of), rows))
     index = records.schema.get_field_index("_run_id")
-    return records.set_column(index, "_run_id", pa.array([run.run_id] * rows, pa.string()))
+    return records.set_column(index, "_run_id", pa.repeat(string_scalar(run.run_id), rows))
 
 
 def _data_schema(table: DeltaTable, layout: Layout, scope: Scope = WHOLE) -> pa.Schema:

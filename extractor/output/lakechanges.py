@@ -32,6 +32,7 @@ from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
+from extractor.arrow import string_scalar
 from extractor.errors import OutputError, first_line
 from extractor.output.lakefiles import (
     LAYOUTS,
@@ -52,9 +53,9 @@ class Change:
     """What happens to one partition: ``drop`` keys go, ``add`` records come, ``edit`` is
     applied to the stored records of the ``edited`` keys."""
 
-    drop: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
+    drop: pa.Array[Any] = field(default_factory=lambda: pa.nulls(0))
     add: pa.Table | None = None
-    edited: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
+    edited: pa.Array[Any] = field(default_factory=lambda: pa.nulls(0))
     edit: Edit | None = None
 
 
@@ -155,7 +156,7 @@ class Plan:
     changed: int
     newest: pa.Table | None = None  # (_key, _partition); None: every staged record
     drops: dict[str, pa.Array[Any]] = field(default_factory=dict)
-    stale: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.null()))
+    stale: pa.Array[Any] = field(default_factory=lambda: pa.nulls(0))
 
     @classmethod
     def everything(cls, staged: pa.Table, key: str, version: str | None = None) -> Plan:
@@ -169,7 +170,9 @@ class Plan:
         """The staged ``records`` of ``partition`` this plan writes."""
         if self.newest is None:
             return records
-        here = self.newest.filter(pc.equal(self.newest.column("_partition"), pa.scalar(partition)))
+        here = self.newest.filter(
+            pc.equal(self.newest.column("_partition"), string_scalar(partition))
+        )
         wanted = here.column("_key").combine_chunks().cast(records.schema.field(key).type)
         return records.filter(pc.is_in(records.column(key), wanted))
 

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
+from extractor.arrow import moment, string_scalar, timestamp_scalar
 from extractor.errors import OutputError
 from extractor.output.parquet import RunInfo
 from extractor.output.scope import IDENTITY as IDENTITY
@@ -69,8 +70,8 @@ def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
     """``table`` in the lake's types, with the run's columns (and ``_deleted_at``)."""
     table = table.cast(pa.schema([pa.field(f.name, _lake_type(f.type)) for f in table.schema]))
     rows = table.num_rows
-    table = table.append_column("_run_id", pa.array([run.run_id] * rows, pa.string()))
-    table = table.append_column("_extracted_at", pa.array([run.as_of] * rows, TIMESTAMP))
+    table = table.append_column("_run_id", pa.repeat(string_scalar(run.run_id), rows))
+    table = table.append_column("_extracted_at", pa.repeat(timestamp_scalar(run.as_of), rows))
     if deletable:
         table = table.append_column("_deleted_at", pa.nulls(rows, TIMESTAMP))
     return table
@@ -238,11 +239,15 @@ def statistics(records: pa.Table, key: str) -> dict[str, Any]:
             continue
         if column.null_count == len(column):
             continue
-        extremes: Any = pc.min_max(column)
-        smallest, largest = extremes["min"].as_py(), extremes["max"].as_py()
-        if isinstance(smallest, dt.datetime):
-            smallest, largest = _millisecond(smallest, up=False), _millisecond(largest, up=True)
-        low[field.name], high[field.name] = smallest, largest
+        if pa.types.is_timestamp(field.type):  # as integers: as_py of a zoned time imports pandas
+            extremes: Any = pc.min_max(column)
+            smallest, largest = moment(extremes["min"]), moment(extremes["max"])
+            assert smallest is not None and largest is not None  # the column holds a value
+            low[field.name] = _millisecond(smallest, up=False)
+            high[field.name] = _millisecond(largest, up=True)
+            continue
+        extremes = pc.min_max(column)
+        low[field.name], high[field.name] = extremes["min"].as_py(), extremes["max"].as_py()
     return {"numRecords": records.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls}
 
 

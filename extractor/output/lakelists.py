@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from extractor.arrow import empty
 from extractor.errors import OutputError, first_line
 from extractor.output.lakechanges import conformed, with_theirs
 from extractor.output.lakefiles import IDENTITY, Scope, arrow_table, stamp
@@ -59,7 +60,7 @@ def keep_list(
     says (replaced, by default); the records written, 0 when nothing changed (no commit)."""
     keep = keep or Keep(())
     pieces = list(writer.tables())
-    fetched = pa.concat_tables(pieces) if pieces else writer.schema.empty_table()
+    fetched = pa.concat_tables(pieces) if pieces else empty(writer.schema)
     fetched = stamp(fetched.combine_chunks(), run, deletable=keep.upsert)
     partition_by, mine = None, None
     if scope.identity is not None:

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extractor import memory
+from extractor.arrow import empty, string_scalar, strings, timestamp_scalar, true_scalar
 from extractor.errors import OutputError
 from extractor.output.scope import NULL_PARTITION as NULL_PARTITION
 
@@ -219,11 +220,12 @@ class TableWriter:
                     part = pa.Table.from_batches([reader.get_batch(0).select(names)])
             except (OSError, pa.ArrowInvalid) as exc:
                 raise OutputError(f"cannot read the staged batch {staged}: {exc}") from None
-            keys = [name for key, _, length in partitions for name in [key] * length]
-            parts.append(part.append_column("_partition", pa.array(keys, pa.string())))
+            keys = [pa.repeat(string_scalar(key), length) for key, _, length in partitions]
+            column = pa.concat_arrays(keys) if keys else strings([])
+            parts.append(part.append_column("_partition", column))
         fields = [*(self.schema.field(n) for n in names), pa.field("_partition", pa.string())]
         schema = pa.schema(fields)
-        return _copied(pa.concat_tables(parts) if parts else schema.empty_table())
+        return _copied(pa.concat_tables(parts) if parts else empty(schema))
 
     def staged_rows(self) -> dict[str, int]:
         """Records on disk per staged batch (read from each file's footer, not its data)."""
@@ -299,9 +301,7 @@ class TableWriter:
             folder.mkdir(parents=True, exist_ok=True)
             import pyarrow.parquet as pq  # here: parser processes stage but never publish
 
-            pq.write_table(
-                with_run_schema(self.schema).empty_table(), temporary, compression="zstd"
-            )
+            pq.write_table(empty(with_run_schema(self.schema)), temporary, compression="zstd")
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
@@ -461,8 +461,8 @@ def with_run(batch: pa.RecordBatch, run_id: str, as_of: dt.datetime) -> pa.Recor
     """``batch`` with the run's columns: every record ``run_id`` and ``as_of``."""
     rows = batch.num_rows
     columns: list[pa.Array[Any]] = [
-        pa.repeat(pa.scalar(run_id, pa.string()), rows),
-        pa.repeat(pa.scalar(as_of, TIMESTAMP), rows),
+        pa.repeat(string_scalar(run_id), rows),
+        pa.repeat(timestamp_scalar(as_of), rows),
     ]
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *columns], schema=with_run_schema(batch.schema)
@@ -494,8 +494,8 @@ def _spilled_groups(spill: Path, budget: int) -> Iterator[pa.RecordBatch]:
 
 def _copied(table: pa.Table) -> pa.Table:
     """``table`` in fresh buffers of its own (none left pointing into a mapped file)."""
-    empty = table.schema.empty_table()
-    return pa.concat_tables([table, empty]).combine_chunks() if table.num_rows else empty
+    nothing = empty(table.schema)
+    return pa.concat_tables([table, nothing]).combine_chunks() if table.num_rows else nothing
 
 
 def _joined(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -522,8 +522,8 @@ def latest(table: pa.Table, key: str, version: str) -> pa.Table:
         return table
     ordered = table.sort_by([(key, "ascending"), (version, "descending")])
     keys = ordered.column(key).combine_chunks()
-    previous = pa.concat_arrays([pa.array([None], keys.type), keys.slice(0, len(keys) - 1)])
-    first = pc.fill_null(pc.not_equal(keys, previous), pa.scalar(True))
+    previous = pa.concat_arrays([pa.nulls(1, keys.type), keys.slice(0, len(keys) - 1)])
+    first = pc.fill_null(pc.not_equal(keys, previous), true_scalar())
     return ordered.filter(cast(Any, first))
 
 
@@ -538,7 +538,7 @@ def _fsync(path: Path) -> None:
 def _sorted(table: pa.Table, keys: pa.Array[Any]) -> tuple[pa.RecordBatch, list[list[Any]]]:
     """The records in one record batch, sorted by partition (sorted once, not a pass over
     the table per partition), and each partition's ``[key, first row, length]``."""
-    named: Any = pc.fill_null(pc.cast(keys, pa.string()), pa.scalar(NULL_PARTITION))
+    named: Any = pc.fill_null(pc.cast(keys, pa.string()), string_scalar(NULL_PARTITION))
     order = pc.sort_indices(named)
     ordered = table.take(order).combine_chunks()
     counts: Any = pc.value_counts(named.take(order))  # in order of first appearance: sorted

@@ -242,7 +242,7 @@ def to_batch(raw: pa.StructArray, selection: Selection) -> Batch:
     orders = arrow.table(selection.order_fields, raw)
     months = partition_of(orders.column("DateOrdered"))
     if not selection.wants_rows:
-        rows = selection.row_schema.empty_table()
+        rows = arrow.empty(selection.row_schema)
         return Batch(orders, rows, months, months[:0])
     lists = raw.field("InvoiceRows")
     items = pc.list_flatten(lists)
