@@ -236,3 +236,41 @@ async def test_a_parser_waiting_for_its_body_is_not_stuck(tmp_path: Path) -> Non
         sink.feed(_EMPTY_ANSWER[len(_PREFIX) :])
         await asyncio.wait_for(sink.finish(), 60)
         assert not parser.stalled(later, parse_pool.STALL_SECONDS)  # answered
+
+
+async def test_a_body_opened_while_a_dead_parser_is_replaced_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    """Found by attack: with no parser living while one is started in a dead one's place, a
+    body opened then failed with a fatal error and stopped the run."""
+    from extractor.errors import ParserDied
+    from extractor.records import parse_pool
+    from extractor.records.orders import Selection
+    from extractor.records.parsing import InvoiceTables
+
+    selection = Selection()
+    tables = InvoiceTables(tmp_path, selection, "run-1")
+    async with parse_pool.ParsePool(1, selection, tables, backlog=4) as pool:
+        replacing, release = asyncio.Event(), asyncio.Event()
+        replace = pool._replace
+
+        async def held(dead: Any) -> Any:
+            replacing.set()
+            await release.wait()
+            return await replace(dead)
+
+        (dead,) = pool._parsers
+        dead._replace = held
+        dead.process.kill()
+        await asyncio.wait_for(replacing.wait(), 60)  # the window: none living, one starting
+        try:
+            during = pool.open([1], "00000000")
+            with pytest.raises(ParserDied):
+                await asyncio.wait_for(during.finish(), 60)
+        finally:
+            release.set()
+        await asyncio.wait_for(dead._failing, 60)
+        after = pool.open([2], "00000001")
+        after.feed(_EMPTY_ANSWER)
+        await asyncio.wait_for(after.finish(), 60)
+        assert after.counts.missing == [2]

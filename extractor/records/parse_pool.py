@@ -77,7 +77,9 @@ class PooledSink:
 #: without a word, before it is taken for stuck (stopped, swapping, a parse that never ends)
 #: and killed, so that it is replaced and its bodies fetched again: a parse of what its pipe
 #: and buffer hold takes a tenth of a second.
-STALL_SECONDS: Final = 60.0
+STALL_SECONDS: Final = 20.0
+#: Seconds a parser told to stop may take to end before it is killed (all of them at once).
+STOP_SECONDS: Final = 10.0
 #: Parser processes that may die in a run, per parser asked for, each replaced, before the run
 #: stops (a body that kills its parser is isolated by splitting its batch: a few deaths).
 MAX_DEATHS_PER_PARSER: Final = 4
@@ -137,12 +139,9 @@ class ParsePool:
         loop = asyncio.get_running_loop()
         for parser in self._parsers:
             parser.stop()
-        for parser in [*self._parsers, *self._dead]:
-            try:
-                await loop.run_in_executor(None, parser.process.wait, 30)
-            except subprocess.TimeoutExpired:
-                parser.process.kill()
-                await loop.run_in_executor(None, parser.process.wait)
+        everyone = [*self._parsers, *self._dead]
+        await asyncio.gather(*(loop.run_in_executor(None, _ended, p.process) for p in everyone))
+        for parser in everyone:
             await parser.closed()
         self._typing.shutdown(wait=True)
         self._stager.close()
@@ -200,6 +199,15 @@ class ParsePool:
     async def drain(self) -> None:
         """Wait until every parsed batch is staged; raise the first staging error."""
         await self._stager.drain()
+
+
+def _ended(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a parser told to stop (at once, unless it is stuck: then killed)."""
+    try:
+        process.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

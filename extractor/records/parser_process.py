@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from extractor import schema
-from extractor.errors import ExtractorError, FatalError
+from extractor.errors import ExtractorError, FatalError, ParserDied
 from extractor.parser import RawPart
 from extractor.records import parse_worker
 
@@ -187,7 +187,8 @@ class ParserProcess(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         with contextlib.suppress(subprocess.TimeoutExpired):  # for its exit code
             await loop.run_in_executor(None, self.process.wait, 5)
-        self.died = FatalError(f"a parser process died (exit code {self.process.returncode})")
+        # while the pool starts another, a body opened here fails as one to fetch again
+        self.died = ParserDied(f"a parser process died (exit code {self.process.returncode})")
         self._caught_up.set()  # nothing more will be parsed: wake who waits
         self._abort_writer()
         self.died = await self._replace(self)
