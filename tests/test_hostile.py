@@ -7,6 +7,7 @@ asserts the dataset against the ground truth, or the exact error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import html
@@ -341,3 +342,39 @@ async def test_a_gzip_bomb_is_cut_off_by_its_decoded_size(
                 )
         finally:
             await transport.close()
+
+
+async def test_a_parser_killed_mid_run_is_replaced_and_the_run_completes_unsplit(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A parser process killed while the run goes on (out of memory, an operator): its
+    bodies are fetched again on the parser started in its place, the data equal to the
+    truth, no batch split and nothing counted against the service (before, the run stopped
+    at the first death)."""
+    killed: list[int] = []
+    requests = [0]
+
+    async def kill_one(request: Any) -> None:
+        requests[0] += 1
+        if requests[0] in (2, 4):  # the pool starts before the first request is sent
+            parser = next(p for p in _parsers() if p.pid not in killed)
+            parser.kill()
+            killed.append(parser.pid)
+        return None  # the simulator answers
+
+    async with HostileServer(simulator.url) as server:
+        server.on("GetInvoices", kill_one)
+        summary = await backfill(server.url, tmp_path, parse_workers=2, batch_size=25)
+    assert summary["status"] == "complete" and summary["splits"] == 0, summary
+    assert len(killed) == 2 and not any(psutil.pid_exists(pid) for pid in killed)
+    assert_matches_truth(simulator, tmp_path)
+
+
+def _parsers() -> list[psutil.Process]:
+    """This process's living parser processes."""
+    found = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "parse_worker" in " ".join(child.cmdline()):
+                found.append(child)
+    return found

@@ -307,10 +307,16 @@ class TableWriter:
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
         return temporary, 0
 
+    @functools.cached_property
+    def _file_layout(self) -> tuple[pa.Schema, list[str]]:
+        """The Parquet files' schema, and the columns dictionary-encoded in them."""
+        schema = with_run_schema(self.schema)
+        return schema, dictionary_columns(schema)
+
     def _write_partition(self, item: tuple[str, Path], as_of: dt.datetime) -> tuple[Path, int]:
         """Pass two: one partition's spill as its Parquet file, in row groups."""
         key, spill = item
-        schema = with_run_schema(self.schema)
+        schema, dictionary = self._file_layout
         folder = self.folder(key)
         temporary = folder / f".part-{self.run_id}.parquet.tmp"
         rows = 0
@@ -318,7 +324,6 @@ class TableWriter:
             folder.mkdir(parents=True, exist_ok=True)
             import pyarrow.parquet as pq  # here: parser processes stage but never publish
 
-            dictionary = dictionary_columns(schema)
             with pq.ParquetWriter(
                 temporary, schema, compression="zstd", use_dictionary=cast(Any, dictionary)
             ) as writer:

@@ -166,7 +166,7 @@ class ParsePool:
             return exc
         if self._closing:  # the pool closed while it started: it ends with the others
             fresh.stop()
-            await asyncio.get_running_loop().run_in_executor(None, fresh.process.wait, 30)
+            await asyncio.get_running_loop().run_in_executor(None, _ended, fresh.process)
             await fresh.closed()
             return FatalError(f"a parser process died (exit code {code})")
         self._parsers[self._parsers.index(dead)] = fresh
