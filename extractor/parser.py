@@ -162,6 +162,8 @@ def _load_speedups() -> tuple[Any, str]:
 #: Set, the pure-Python parser is used even where the compiled readers are built.
 PURE_PYTHON: Final = "EXTRACTOR_PURE_PYTHON"
 SPEEDUPS, _WHY_NOT = _load_speedups()
+#: Whether a :class:`PartStream` reads its records from SAX events (no tree).
+READS_EVENTS: Final = SPEEDUPS is not None and bool(SPEEDUPS.READS_EVENTS)
 _NOTED: list[bool] = []  # the slow parser was noted (once a process)
 
 
@@ -302,30 +304,49 @@ class RecordStream:
 class PartStream(RecordStream):
     """Feed a response; its ``record_tag`` elements (of ``struct``) are collected as raw
     parts of ``every`` records, each handed to :meth:`collected` (kept in ``parts`` unless
-    a subclass takes them). A parser process sends the parts on; typing is the stager's."""
+    a subclass takes them). A parser process sends the parts on; typing is the stager's.
+
+    With the compiled readers, the records are read from libxml2's SAX events and never
+    become nodes (``_speedups.SaxReader``); the rest of the document is lxml's as before,
+    and judged by the same code."""
 
     def __init__(
         self, record_tag: str, struct: schema.Struct, namespace: str, every: int = COLLECT_EVERY
     ) -> None:
         self._columns = struct_columns(struct, namespace)
-        # the columns collect each record (``add`` returns None, so ``records`` stays empty)
-        super().__init__(record_tag, self._columns.add)
+        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag) if READS_EVENTS else None
+        if self._sax is None:  # the columns collect each record from lxml's tree
+            super().__init__(record_tag, self._columns.add)
+        else:
+            self.records, self.bytes_fed = [], 0
         self._every = every
         self.parts: list[RawPart] = []
 
     def feed(self, chunk: bytes) -> None:
-        super().feed(chunk)
+        if self._sax is None:
+            super().feed(chunk)
+        else:
+            self.bytes_fed += len(chunk)
+            if self._sax.feed(chunk):  # a DOCTYPE before the first record: judged first
+                refuse_doctype(self._sax.document())
+                raise HostileXml("response declares a DTD; refused without expanding it")
         if len(self._columns) >= self._every:
             self.collected(self._columns.finish())
 
     def close(self) -> etree._Element:
-        root = super().close()
+        if self._sax is None:
+            root = super().close()
+        else:
+            root = self._sax.close()
+            refuse_doctype(root)
+            if not is_envelope(root):
+                raise not_soap(root)
         if len(self._columns):
             self.collected(self._columns.finish())
         return root
 
     def abort(self) -> None:
-        super().abort()
+        self.records = []
         self._columns.finish()
         self.parts = []
 

@@ -77,11 +77,25 @@ def syntax_error(exc: etree.XMLSyntaxError, when: str) -> HostileXml | Malformed
     document begins, or a body cut off after any of those would be called hostile and stop
     the run. (Documents parsed interleaved on one thread still share it.)"""
     error: Any = exc  # lxml-stubs lack code and the log's iteration
-    codes = [error.code, *(entry.type for entry in error.error_log)]
+    return _failure([error.code, *(entry.type for entry in error.error_log)], str(exc), when)
+
+
+def parse_failure(
+    errors: list[tuple[int, str, int, int]], when: str
+) -> HostileXml | MalformedResponse:
+    """libxml2's errors of one document, as the compiled SAX reader collects them (code,
+    message, line, column; the last is the one told), judged as :func:`syntax_error` judges
+    lxml's."""
+    code, message, line, column = errors[-1]
+    told = f"{message}, line {line}, column {column}" if line else message
+    return _failure([code for code, *_ in errors], told, when)
+
+
+def _failure(codes: list[int], told: str, when: str) -> HostileXml | MalformedResponse:
     names = [_ERROR_NAMES.get(code, "") for code in codes]
     # a body cut off inside "&amp;" is broken, not hostile: entity *references* gone wrong
     # are syntax (ERR_ENTITYREF_AT_EOF, _SEMICOL_MISSING, ...); declarations are not
     names = [name for name in names if not name.startswith("ERR_ENTITYREF_")]
     if any(marker in name for name in names for marker in _HOSTILE_ERRORS):
-        return HostileXml(f"response refused without expanding it: {exc}")
-    return MalformedResponse(f"{when}: {exc}")
+        return HostileXml(f"response refused without expanding it: {told}")
+    return MalformedResponse(f"{when}: {told}")
