@@ -565,6 +565,7 @@ READS_EVENTS = _load_libxml2()
 #: lxml's options for its parsers, without entity substitution (``safe_parser``).
 cdef int _OPTIONS = XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_COMPACT | XML_PARSE_BIG_LINES
 cdef int _MAX_DEPTH = 64
+cdef Py_ssize_t _MAX_ERRORS = 100
 
 
 cdef bint _nil_in(const xmlChar** attributes, int count):
@@ -812,5 +813,7 @@ cdef void _reference(void* ctx, const xmlChar* name) noexcept:
 cdef void _error(void* ctx, const xmlError* error) noexcept:
     cdef ParserCtxt* ctxt = <ParserCtxt*>ctx
     cdef SaxReader reader = <SaxReader>ctxt._private
+    if len(reader.errors) >= _MAX_ERRORS:  # the last is the one told: keep it
+        reader.errors.pop()
     message = (<bytes>error.message).decode("utf-8", "replace") if error.message else ""
     reader.errors.append((error.code, message.strip(), error.line, error.int2))
