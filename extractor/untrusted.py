@@ -86,7 +86,7 @@ def parse_failure(
     """libxml2's errors of one document, as the compiled SAX reader collects them (code,
     message, line, column; the last is the one told), judged as :func:`syntax_error` judges
     lxml's."""
-    code, message, line, column = errors[-1]
+    _, message, line, column = errors[-1]
     told = f"{message}, line {line}, column {column}" if line else message
     return _failure([code for code, *_ in errors], told, when)
 
