@@ -1,18 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Column builders over libxml2 nodes: the raw columns of :mod:`extractor.parser` without a
-Python object per value.
+"""Column builders: the raw columns of :mod:`extractor.parser` without a Python object per
+value, read straight from libxml2's SAX events (:class:`SaxReader`, what a
+:class:`~extractor.parser.PartStream` runs) or from the nodes of lxml's tree (``add``).
 
-Each finished record element is appended field by field to Arrow-layout buffers (UTF-8
-bytes, int32 offsets, validity bits) grown in C; ``finish`` hands them out as a *raw part*
+Each record is appended field by field to Arrow-layout buffers (UTF-8 bytes, int32
+offsets, validity bits) grown in C; ``finish`` hands them out as a *raw part*
 (:data:`extractor.parser.RawPart`: nested tuples of bytes), which
 :func:`extractor.arrow.raw_array` turns into the raw StructArray whose leaves are strings,
 the same array the pure-Python collector's records give. No pyarrow here: parser processes
 never import it (a third of their memory), and a part pickles to the run's process as is.
 
 Optional: built by ``make install`` when a C compiler and Cython are at hand; the parser
-falls back to the pure-Python collector otherwise, and the tests hold both to the same
-output. Only node fields are read (through lxml's public C API), no libxml2 function is
-called, so nothing links against libxml2 beyond what lxml already loaded.
+falls back to the pure-Python collector otherwise, and the tests hold every path to the same
+output. Nothing links against libxml2: its functions are those of the libxml2 inside the
+loaded lxml, found with ``dlsym`` in ``lxml.etree``'s own library, and its structures are
+read through the headers lxml ships (the version this module was built with is checked).
 """
 
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t

@@ -9,10 +9,11 @@ into *raw values*, all text:
 - a repeated type is a list of item raw values, or ``None``.
 
 Records of a complex type are collected as the columns of one raw StructArray
-(:class:`Columns`): by the compiled builders of ``extractor._speedups`` straight from the
-libxml2 nodes when they are built, else by :class:`StructReader`. Either hands out a
-:data:`RawPart` that :func:`extractor.arrow.raw_array` makes the array of. A field that
-appears twice in one record is a DataError rather than a silent choice.
+(:class:`Columns`): when the compiled builders of ``extractor._speedups`` are built, straight
+from libxml2's SAX events, no node made (:class:`PartStream`); else by :class:`StructReader`
+from lxml's tree. Either hands out a :data:`RawPart` that :func:`extractor.arrow.raw_array`
+makes the array of. A field that appears twice in one record is a DataError rather than a
+silent choice.
 
 No pyarrow here, so that parser processes need not import it (a third of their memory):
 typing (sentinels, decimals, timestamps) happens column-wise in :mod:`extractor.arrow`, in
