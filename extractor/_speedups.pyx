@@ -568,6 +568,8 @@ READS_EVENTS = _load_libxml2()
 cdef int _OPTIONS = XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_COMPACT | XML_PARSE_BIG_LINES
 cdef int _MAX_DEPTH = 64
 cdef Py_ssize_t _MAX_ERRORS = 100
+#: The most handed to libxml2 at once: a chunk is fed in pieces of this, whatever its size.
+cdef Py_ssize_t _FEED_LIMIT = 1024 * 1024
 
 
 cdef bint _nil_in(const xmlChar** attributes, int count):
@@ -687,9 +689,16 @@ cdef class SaxReader:
     cdef int _parse(self, const char* data, Py_ssize_t size, int terminate, str when) except -1:
         if self.ctxt is NULL:
             raise MalformedResponse(f"{when}: the body went on after it ended")
-        if size > INT32_MAX:
-            raise MalformedResponse(f"{when}: a chunk over 2 GiB")
-        code = _xml.parse_chunk(self.ctxt, data, <int>size, terminate)
+        cdef int code = 0
+        cdef Py_ssize_t done = 0, piece
+        while True:  # libxml2 refuses to hold over 10 MB of input at once (without HUGE)
+            piece = min(size - done, _FEED_LIMIT)
+            code = _xml.parse_chunk(
+                self.ctxt, data + done, <int>piece, terminate if done + piece == size else 0
+            )
+            done += piece
+            if code or done == size or self.failure is not None or self.doctype:
+                break
         if self.failure is not None:
             failure, self.failure = self.failure, None
             self._free()

@@ -187,6 +187,9 @@ def slow_parser_note() -> str | None:
     )
 
 
+#: The most bytes handed to libxml2 at once (a larger chunk is fed in pieces).
+FEED_LIMIT: Final = 1024 * 1024
+
 #: Records a collector holds before they are typed: the compiled builders hold their text's
 #: bytes, Python records about ten times as much.
 COLLECT_EVERY: Final = 1000 if SPEEDUPS is not None else 250
@@ -254,7 +257,9 @@ class RecordStream:
             etree.clear_error_log()  # a new document: see syntax_error
         self.bytes_fed += len(chunk)
         try:
-            self._parser.feed(chunk)
+            # in pieces: libxml2 refuses to hold over 10 MB of input at once (without HUGE)
+            for at in range(0, len(chunk), FEED_LIMIT):
+                self._parser.feed(chunk[at : at + FEED_LIMIT])
         except etree.XMLSyntaxError as exc:
             raise syntax_error(exc, "response is not well-formed XML") from None
         self._drain()
