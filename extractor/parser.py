@@ -320,7 +320,9 @@ class PartStream(RecordStream):
         self, record_tag: str, struct: schema.Struct, namespace: str, every: int = COLLECT_EVERY
     ) -> None:
         self._columns = struct_columns(struct, namespace)
-        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag) if READS_EVENTS else None
+        # the events feed the compiled columns only: none when SPEEDUPS is off (as tests set it)
+        events = READS_EVENTS and SPEEDUPS is not None
+        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag) if events else None
         if self._sax is None:  # the columns collect each record from lxml's tree
             super().__init__(record_tag, self._columns.add)
         else:
