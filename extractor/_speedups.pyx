@@ -488,8 +488,10 @@ cdef extern from "libxml/xmlerror.h":
     ctypedef struct xmlError:
         int code
         char* message
+        int level
         int line
         int int2
+    const int XML_ERR_ERROR
 
 ctypedef void (*StartNs)(void*, const xmlChar*, const xmlChar*, const xmlChar*, int,
                          const xmlChar**, int, int, const xmlChar**) noexcept
@@ -626,6 +628,7 @@ cdef class SaxReader:
     cdef bint doctype  # the first record came after a DOCTYPE: stopped for the caller
     cdef object failure  # what a handler raised
     cdef list errors  # libxml2's errors: (code, message, line, column)
+    cdef bint erred  # one of them an error, not a warning: lxml refuses the document then
 
     def __cinit__(self):
         self.stack = <void**>realloc(NULL, _MAX_DEPTH * sizeof(void*))
@@ -705,7 +708,7 @@ cdef class SaxReader:
             raise failure
         if self.doctype:
             return 0
-        if code or not self.ctxt.wellFormed:
+        if code or not self.ctxt.wellFormed or self.erred:
             self._free()
             raise untrusted.parse_failure(self.errors or [(code, "unknown error", 0, 0)], when)
         return 0
@@ -828,3 +831,6 @@ cdef void _error(void* ctx, const xmlError* error) noexcept:
         reader.errors.pop()
     message = (<bytes>error.message).decode("utf-8", "replace") if error.message else ""
     reader.errors.append((error.code, message.strip(), error.line, error.int2))
+    # a namespace error (an undeclared prefix) leaves the document well-formed and the
+    # element in no namespace: read on, its value would be dropped as an unknown field
+    reader.erred = reader.erred or error.level >= XML_ERR_ERROR
