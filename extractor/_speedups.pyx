@@ -516,6 +516,7 @@ cdef extern from "libxml/parser.h":
 
     ctypedef struct ParserCtxt "xmlParserCtxt":
         tree.xmlDoc* myDoc
+        tree.xmlNode* node  # the element open outside the records (SAX2's), NULL before the root
         void* _private
         int wellFormed
         SaxHandler* sax
@@ -770,7 +771,8 @@ cdef void _start(
     cdef SaxReader reader = <SaxReader>ctxt._private
     if reader.failure is not None:
         return
-    if reader.depth == 0 and not _is_record(reader, local, uri):
+    # the root is never a record: it stays a node, so that lxml judges it (not SOAP)
+    if reader.depth == 0 and (ctxt.node is NULL or not _is_record(reader, local, uri)):
         reader.start_default(
             ctx, local, prefix, uri, nb_namespaces, namespaces, nb_attributes, nb_defaulted,
             attributes,

@@ -383,3 +383,17 @@ def test_a_namespace_error_is_malformed_not_a_value_dropped(collector: str, case
     assert FIXTURE.count(old) == 1
     with pytest.raises(MalformedResponse):
         raw([FIXTURE.replace(old, new)], collector)
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+@pytest.mark.parametrize("dtd", [b"", b'<!DOCTYPE w:InvoiceOrder [<!ENTITY e "x">]>'])
+def test_a_record_as_the_document_root_is_judged_like_any_root(collector: str, dtd: bytes) -> None:
+    # the root is never a record: not SOAP, or hostile for its DTD (not an AttributeError)
+    record = (
+        f'<w:InvoiceOrder xmlns:w="{orders.NAMESPACE}"><w:OrderId>3</w:OrderId></w:InvoiceOrder>'
+    )
+    error = HostileXml if dtd else MalformedResponse
+    with pytest.raises(
+        error, match="refused without expanding" if dtd else "root is 'InvoiceOrder'"
+    ):
+        raw([dtd + record.encode()], collector)
