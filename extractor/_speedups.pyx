@@ -626,6 +626,7 @@ cdef class SaxReader:
     cdef int depth
     cdef int skipped  # depth inside an element that no column reads
     cdef bint judged  # the DOCTYPE was looked for (at the first record)
+    cdef tree.xmlNode* records_parent  # the element the last record was read in
     cdef bint doctype  # the first record came after a DOCTYPE: stopped for the caller
     cdef object failure  # what a handler raised
     cdef list errors  # libxml2's errors: (code, message, line, column)
@@ -732,6 +733,7 @@ cdef class SaxReader:
                     self.doctype = True
                     _xml.stop(self.ctxt)
                     return 0
+            self.records_parent = self.ctxt.node
             self.columns.sax_start(local, count, attributes)
             self.stack[0] = <void*>self.columns
             self.depth = 1
@@ -804,7 +806,10 @@ cdef void _characters(void* ctx, const xmlChar* text, int size) noexcept:
     if reader.failure is not None:
         return
     if reader.depth == 0:
-        reader.characters_default(ctx, text, size)
+        # the text between records is no one's, and would be one text node growing to the
+        # end of the body (libxml2 joins it), past its limit; the tree drops it with them
+        if ctxt.node is not reader.records_parent:
+            reader.characters_default(ctx, text, size)
     elif not reader.skipped:
         try:
             (<Column>reader.stack[reader.depth - 1]).sax_text(<const char*>text, size)
