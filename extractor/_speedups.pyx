@@ -517,6 +517,7 @@ cdef extern from "libxml/parser.h":
     ctypedef struct ParserCtxt "xmlParserCtxt":
         tree.xmlDoc* myDoc
         tree.xmlNode* node  # the element open outside the records (SAX2's), NULL before the root
+        int nameNr  # the elements open, records' included
         void* _private
         int wellFormed
         SaxHandler* sax
@@ -570,6 +571,9 @@ READS_EVENTS = _load_libxml2()
 #: lxml's options for its parsers, without entity substitution (``safe_parser``).
 cdef int _OPTIONS = XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_COMPACT | XML_PARSE_BIG_LINES
 cdef int _MAX_DEPTH = 64
+#: libxml2's depth limit without XML_PARSE_HUGE, which its tree builder enforces (nodePush):
+#: inside a record no node is built, so the reader enforces it there.
+cdef int _MAX_DOCUMENT_DEPTH = 256
 cdef Py_ssize_t _MAX_ERRORS = 100
 #: The most handed to libxml2 at once: a chunk is fed in pieces of this, whatever its size.
 cdef Py_ssize_t _FEED_LIMIT = 1024 * 1024
@@ -723,6 +727,11 @@ cdef class SaxReader:
         self, const xmlChar* local, const xmlChar* uri, int count, const xmlChar** attributes
     ) except -1:
         cdef Column top
+        if self.ctxt.nameNr >= _MAX_DOCUMENT_DEPTH:
+            raise HostileXml(
+                "response refused without expanding it: Excessive depth in document: "
+                f"{_MAX_DOCUMENT_DEPTH}, use XML_PARSE_HUGE option"
+            )
         if self.skipped:
             self.skipped += 1
             return 0

@@ -413,3 +413,19 @@ def test_text_between_records_is_dropped_with_them_not_kept_to_a_limit(collector
         *["3"] * 11_000,
         None,
     ]
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+@pytest.mark.parametrize(("depth", "refused"), [(250, False), (251, True), (100_000, True)])
+def test_a_record_nesting_past_libxml2_s_depth_limit_is_hostile(
+    collector: str, depth: int, refused: bool
+) -> None:
+    # 256 elements deep at most, the record's 6 levels counted (libxml2's limit without
+    # XML_PARSE_HUGE); unbounded, 30 MB of <a> in a field the WSDL does not know held 480 MB
+    nested = b"<w:Future>" + b"<a>" * depth + b"</a>" * depth + b"</w:Future>"
+    body = FIXTURE.replace(b"<w:OrderId>3</w:OrderId>", b"<w:OrderId>3</w:OrderId>" + nested)
+    if not refused:
+        assert raw([body], collector) == raw([FIXTURE], "python")
+        return
+    with pytest.raises(HostileXml, match="Excessive depth in document: 256"):
+        raw([body], collector)
