@@ -574,6 +574,8 @@ cdef int _MAX_DEPTH = 64
 #: libxml2's depth limit without XML_PARSE_HUGE, which its tree builder enforces (nodePush):
 #: inside a record no node is built, so the reader enforces it there.
 cdef int _MAX_DOCUMENT_DEPTH = 256
+#: libxml2's text length limit without XML_PARSE_HUGE, enforced by its tree builder as well.
+cdef Py_ssize_t _MAX_TEXT_LENGTH = 10_000_000
 cdef Py_ssize_t _MAX_ERRORS = 100
 #: The most handed to libxml2 at once: a chunk is fed in pieces of this, whatever its size.
 cdef Py_ssize_t _FEED_LIMIT = 1024 * 1024
@@ -629,6 +631,7 @@ cdef class SaxReader:
     cdef void** stack  # the open columns of the record being read
     cdef int depth
     cdef int skipped  # depth inside an element that no column reads
+    cdef Py_ssize_t text_run  # bytes of text since the last tag inside a record
     cdef bint judged  # the DOCTYPE was looked for (at the first record)
     cdef tree.xmlNode* records_parent  # the element the last record was read in
     cdef bint doctype  # the first record came after a DOCTYPE: stopped for the caller
@@ -727,6 +730,7 @@ cdef class SaxReader:
         self, const xmlChar* local, const xmlChar* uri, int count, const xmlChar** attributes
     ) except -1:
         cdef Column top
+        self.text_run = 0
         if self.ctxt.nameNr >= _MAX_DOCUMENT_DEPTH:
             raise HostileXml(
                 "response refused without expanding it: Excessive depth in document: "
@@ -759,6 +763,7 @@ cdef class SaxReader:
         return 0
 
     cdef int _end(self) except -1:
+        self.text_run = 0
         if self.skipped:
             self.skipped -= 1
             return 0
@@ -819,6 +824,13 @@ cdef void _characters(void* ctx, const xmlChar* text, int size) noexcept:
         # end of the body (libxml2 joins it), past its limit; the tree drops it with them
         if ctxt.node is not reader.records_parent:
             reader.characters_default(ctx, text, size)
+        return
+    reader.text_run += size  # one text node in the tree (comments dropped, references joined)
+    if reader.text_run > _MAX_TEXT_LENGTH:
+        reader._fail(HostileXml(
+            "response refused without expanding it: Resource limit exceeded: Text node too long,"
+            " try XML_PARSE_HUGE"
+        ))
     elif not reader.skipped:
         try:
             (<Column>reader.stack[reader.depth - 1]).sax_text(<const char*>text, size)

@@ -429,3 +429,24 @@ def test_a_record_nesting_past_libxml2_s_depth_limit_is_hostile(
         return
     with pytest.raises(HostileXml, match="Excessive depth in document: 256"):
         raw([body], collector)
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+@pytest.mark.parametrize("field", ["CustomerName", "Future", "Currency"])
+def test_a_text_past_libxml2_s_length_limit_is_hostile_in_any_element(
+    collector: str, field: str
+) -> None:
+    # 10,000,000 bytes at most in one text (comments and references joined in), libxml2's
+    # limit without XML_PARSE_HUGE: in a value, in a field the WSDL does not know, in a struct
+    text = b"x" * 9_999_990 + b"<!-- -->&amp;"
+    value = f"<w:{field}>".encode() + text + b"%s" + f"</w:{field}>".encode()
+    for extra, refused in ((b"x" * 9, False), (b"x" * 10, True)):
+        body = FIXTURE.replace(
+            b"<w:OrderId>3</w:OrderId>", b"<w:OrderId>3</w:OrderId>" + value % extra
+        )
+        chunks = [body[at : at + 256 * 1024] for at in range(0, len(body), 256 * 1024)]
+        if not refused:
+            assert len(raw(chunks, collector)) == 3
+            continue
+        with pytest.raises(HostileXml, match="Text node too long"):
+            raw(chunks, collector)
