@@ -636,6 +636,8 @@ cdef class SaxReader:
     cdef tree.xmlNode* records_parent  # the element the last record was read in
     cdef bint doctype  # the first record came after a DOCTYPE: stopped for the caller
     cdef object failure  # what a handler raised
+    cdef Py_ssize_t every  # records a part holds
+    cdef list parts  # parts cut at a record's end, not yet taken
     cdef list errors  # libxml2's errors: (code, message, line, column)
     cdef bint erred  # one of them an error, not a warning: lxml refuses the document then
 
@@ -644,11 +646,12 @@ cdef class SaxReader:
         if self.stack is NULL:
             raise MemoryError()
 
-    def __init__(self, StructColumn columns, str record_tag):
+    def __init__(self, StructColumn columns, str record_tag, Py_ssize_t every):
         if not READS_EVENTS:
             raise RuntimeError("lxml's libxml2 does not export its push parser")
         namespace, _, local = record_tag[1:].partition("}")
         self.columns, self.namespace, self.local = columns, namespace.encode(), local.encode()
+        self.every, self.parts = every, []
         self.errors = []
         self.ctxt = _xml.create_push(NULL, NULL, NULL, 0, NULL)
         if self.ctxt is NULL:
@@ -681,6 +684,12 @@ cdef class SaxReader:
     def feed(self, bytes chunk):
         self._parse(chunk, len(chunk), 0, "response is not well-formed XML")
         return self.doctype
+
+    def take_parts(self):
+        """The parts of ``every`` records cut since the last call, each at a record's end
+        (a chunk ends anywhere: a part taken then would hold half a record's fields)."""
+        parts, self.parts = self.parts, []
+        return parts
 
     def close(self):
         """The body is complete: the document (an lxml element tree), records cut out."""
@@ -769,6 +778,8 @@ cdef class SaxReader:
             return 0
         self.depth -= 1
         (<Column>self.stack[self.depth]).sax_end()
+        if self.depth == 0 and self.columns.length >= self.every:
+            self.parts.append(self.columns._finish())
         return 0
 
 

@@ -322,7 +322,7 @@ class PartStream(RecordStream):
         self._columns = struct_columns(struct, namespace)
         # the events feed the compiled columns only: none when SPEEDUPS is off (as tests set it)
         events = READS_EVENTS and SPEEDUPS is not None
-        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag) if events else None
+        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag, every) if events else None
         if self._sax is None:  # the columns collect each record from lxml's tree
             super().__init__(record_tag, self._columns.add)
         else:
@@ -338,6 +338,8 @@ class PartStream(RecordStream):
             if self._sax.feed(chunk):  # a DOCTYPE before the first record: judged first
                 refuse_doctype(self._sax.document())
                 raise HostileXml("response declares a DTD; refused without expanding it")
+            for part in self._sax.take_parts():  # cut at a record's end, not the chunk's
+                self.collected(part)
         if len(self._columns) >= self._every:
             self.collected(self._columns.finish())
 
@@ -349,6 +351,8 @@ class PartStream(RecordStream):
             refuse_doctype(root)
             if not is_envelope(root):
                 raise not_soap(root)
+            for part in self._sax.take_parts():
+                self.collected(part)
         if len(self._columns):
             self.collected(self._columns.finish())
         return root
