@@ -18,7 +18,7 @@ from deltalake import write_deltalake
 
 from extractor.errors import OutputError
 from extractor.output.delta import Lake
-from extractor.output.lakechanges import Change, apply
+from extractor.output.lakechanges import Change, apply, conformed
 from extractor.output.lakefiles import (
     LAYOUTS,
     DataFile,
@@ -150,6 +150,30 @@ def test_statistics_hold_the_range_of_keys_and_widen_timestamps() -> None:
     assert stats["minValues"] == {"Id": "a", "Amount": 3, "DateChanged": "2024-01-01T00:00:00.001Z"}
     assert stats["maxValues"] == {"Id": "b", "Amount": 7, "DateChanged": "2024-01-01T00:00:00.002Z"}
     assert stats["nullCount"] == {"Id": 0, "Amount": 0, "DateChanged": 1, "Text": 1}
+
+
+def test_statistics_widen_timestamps_of_every_unit_to_the_millisecond() -> None:
+    ticks = {"s": ([-1, 2], "59.000", "02.000"), "ms": ([-1, 1], "59.999", "00.001"),
+             "us": ([-1001, 1001], "59.998", "00.002")}  # fmt: skip
+    for unit, (values, low, high) in ticks.items():
+        moments = pa.array([*values, None], pa.int64()).cast(pa.timestamp(unit))
+        stats = statistics(pa.table({"Id": [1, 2, 3], "At": moments}), "Id")
+        assert stats["minValues"]["At"] == f"1969-12-31T23:59:{low}Z", unit
+        assert stats["maxValues"]["At"] == f"1970-01-01T00:00:{high}Z", unit
+        assert stats["nullCount"] == {"Id": 0, "At": 1}
+
+
+def test_conformed_records_are_those_of_a_whole_cast() -> None:
+    records = pa.table({
+        "OrderId": pa.array([1, None], pa.int32()),
+        "Status": pa.array(["a", "b"]).dictionary_encode(), "Title": ["x", None],
+    })  # fmt: skip
+    schema = pa.schema({"OrderId": pa.int64(), "Status": pa.string(), "Title": pa.string()})
+    assert conformed(records, schema).equals(records.cast(schema), check_metadata=True)
+    assert conformed(records, records.schema) is records
+    refused = pa.schema([pa.field("OrderId", pa.int64(), nullable=False), *list(schema)[1:]])
+    with pytest.raises(OutputError, match="null values to non-nullable"):
+        conformed(records, refused)
 
 
 def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(

@@ -32,7 +32,7 @@ from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
-from extractor.arrow import string_scalar
+from extractor.arrow import cast_table, string_scalar
 from extractor.errors import OutputError, first_line
 from extractor.output.lakefiles import (
     LAYOUTS,
@@ -89,7 +89,7 @@ def conformed(records: pa.Table, schema: pa.Schema) -> pa.Table:
     null (another writer's, on a record of ours; ours, on a file of an older table)."""
     try:
         if records.schema.names == schema.names:
-            return records.cast(schema)
+            return cast_table(records, schema)
         rows, names = records.num_rows, set(records.schema.names)
         columns = [
             records.column(f.name).cast(f.type) if f.name in names else pa.nulls(rows, f.type)

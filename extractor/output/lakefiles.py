@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
-from extractor.arrow import moment, string_scalar, timestamp_scalar
+from extractor.arrow import cast_table, string_scalar, timestamp_scalar
 from extractor.errors import OutputError
 from extractor.output.parquet import RunInfo
 from extractor.output.scope import IDENTITY as IDENTITY
@@ -68,7 +68,8 @@ LAYOUTS: Final = {"invoices": INVOICES, "invoice_rows": INVOICE_ROWS, "transacti
 
 def stamp(table: pa.Table, run: RunInfo, deletable: bool) -> pa.Table:
     """``table`` in the lake's types, with the run's columns (and ``_deleted_at``)."""
-    table = table.cast(pa.schema([pa.field(f.name, _lake_type(f.type)) for f in table.schema]))
+    lake = pa.schema([pa.field(f.name, _lake_type(f.type)) for f in table.schema])
+    table = cast_table(table, lake)
     rows = table.num_rows
     table = table.append_column("_run_id", pa.repeat(string_scalar(run.run_id), rows))
     table = table.append_column("_extracted_at", pa.repeat(timestamp_scalar(run.as_of), rows))
@@ -142,10 +143,11 @@ class TableFiles:
     def cut(self, records: pa.Table) -> Iterator[pa.Table]:
         """Sorted ``records`` in pieces of at most ``max_records``, cut between keys (a key
         holding more records than that is one piece)."""
-        keys: list[Any] = records.column(self.layout.key).to_pylist()
-        start, total = 0, len(keys)
+        start, total, most = 0, records.num_rows, self.layout.max_records
+        # the keys as a list only where there is a cut to place (most partitions are one file)
+        keys: list[Any] = records.column(self.layout.key).to_pylist() if total > most else []
         while start < total:
-            end = min(start + self.layout.max_records, total)
+            end = min(start + most, total)
             if end < total and keys[end] == keys[end - 1]:  # cut before the straddling key
                 first = bisect.bisect_left(keys, keys[end], start, end)
                 end = first if first > start else bisect.bisect_right(keys, keys[end], start)
@@ -229,33 +231,56 @@ def statistics(records: pa.Table, key: str) -> dict[str, Any]:
     the range)."""
     low: dict[str, Any] = {}
     high: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for field, column in zip(records.schema, records.columns, strict=True):
-        if pa.types.is_nested(field.type):
+    counted, ranged = _statistics_columns(records.schema, key)
+    columns = records.columns
+    nulls = {name: columns[index].null_count for index, name in counted}
+    for index, name, per_second in ranged:
+        if nulls[name] == records.num_rows:
             continue
-        nulls[field.name] = column.null_count
-        ranged = pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
-        if not (ranged or field.name == key):
-            continue
-        if column.null_count == len(column):
-            continue
-        if pa.types.is_timestamp(field.type):  # as integers: as_py of a zoned time imports pandas
-            extremes: Any = pc.min_max(column)
-            smallest, largest = moment(extremes["min"]), moment(extremes["max"])
-            assert smallest is not None and largest is not None  # the column holds a value
-            low[field.name] = _millisecond(smallest, up=False)
-            high[field.name] = _millisecond(largest, up=True)
-            continue
-        extremes = pc.min_max(column)
-        low[field.name], high[field.name] = extremes["min"].as_py(), extremes["max"].as_py()
+        extremes: Any = pc.min_max(columns[index])
+        smallest, largest = extremes["min"], extremes["max"]
+        if per_second:  # the count since the epoch: as_py of a zoned time imports pandas
+            low[name] = _millisecond(smallest.value, per_second, up=False)
+            high[name] = _millisecond(largest.value, per_second, up=True)
+        else:
+            low[name], high[name] = smallest.as_py(), largest.as_py()
     return {"numRecords": records.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls}
 
 
-def _millisecond(moment: dt.datetime, up: bool) -> str:
-    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    if up and floor != moment:
-        floor += dt.timedelta(milliseconds=1)
-    return floor.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _statistics_columns(schema: pa.Schema, key: str) -> _Columns:
+    """The columns of ``schema`` whose nulls are counted, and those whose range is kept (with
+    a timestamp's ticks per second, 0 for others): worked out once per table, not per file.
+    Looked up by ``equals``: hashing a schema costs more than the statistics themselves."""
+    for known, known_key, columns in _KNOWN_COLUMNS:
+        if known_key == key and known.equals(schema):
+            return columns
+    counted, ranged = [], []
+    for index, field in enumerate(schema):
+        if pa.types.is_nested(field.type):
+            continue
+        counted.append((index, field.name))
+        if pa.types.is_timestamp(field.type):
+            ranged.append((index, field.name, _PER_SECOND[field.type.unit]))
+        elif pa.types.is_integer(field.type) or field.name == key:
+            ranged.append((index, field.name, 0))
+    columns = (tuple(counted), tuple(ranged))
+    _KNOWN_COLUMNS[:] = [(schema, key, columns), *_KNOWN_COLUMNS[:7]]  # the tables at hand
+    return columns
+
+
+_Columns = tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str, int], ...]]
+_KNOWN_COLUMNS: Final[list[tuple[pa.Schema, str, _Columns]]] = []
+_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+
+
+def _millisecond(count: int, per_second: int, up: bool) -> str:
+    """``count`` ticks since the epoch as UTC text to the millisecond, rounded down (``up``:
+    up) from the microsecond."""
+    micros = count * 1_000_000 // per_second
+    millis = -(-micros // 1000) if up else micros // 1000
+    moment = _EPOCH + dt.timedelta(milliseconds=millis)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def _now_ms() -> int:
