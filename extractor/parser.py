@@ -333,15 +333,15 @@ class PartStream(RecordStream):
     def feed(self, chunk: bytes) -> None:
         if self._sax is None:
             super().feed(chunk)
-        else:
-            self.bytes_fed += len(chunk)
-            if self._sax.feed(chunk):  # a DOCTYPE before the first record: judged first
-                refuse_doctype(self._sax.document())
-                raise HostileXml("response declares a DTD; refused without expanding it")
-            for part in self._sax.take_parts():  # cut at a record's end, not the chunk's
-                self.collected(part)
-        if len(self._columns) >= self._every:
-            self.collected(self._columns.finish())
+            if len(self._columns) >= self._every:  # the tree hands over whole records
+                self.collected(self._columns.finish())
+            return
+        self.bytes_fed += len(chunk)
+        if self._sax.feed(chunk):  # a DOCTYPE before the first record: judged first
+            refuse_doctype(self._sax.document())
+            raise HostileXml("response declares a DTD; refused without expanding it")
+        for part in self._sax.take_parts():  # cut at a record's end, not the chunk's
+            self.collected(part)
 
     def close(self) -> etree._Element:
         if self._sax is None:
