@@ -95,9 +95,11 @@ cdef inline int _append_offset(Buffer* buf, Py_ssize_t offset) except -1:
 
 
 cdef bytes _take(Buffer* buf):
-    """The buffer's bytes; the builder starts over."""
+    """The buffer's bytes; the builder starts over, its memory handed back (a part is most
+    often a whole body's: kept, it would sit beside its copy until the body is done)."""
     out = buf.data[: buf.size] if buf.size else b""
-    buf.size = 0
+    free(buf.data)
+    buf.data, buf.size, buf.capacity = NULL, 0, 0
     return out
 
 
