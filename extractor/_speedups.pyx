@@ -120,6 +120,15 @@ cdef bint _is_nil(tree.xmlNode* node):
     return False
 
 
+cdef bint _holds_an_element(tree.xmlNode* node):
+    cdef tree.xmlNode* child = node.children
+    while child is not NULL:
+        if child.type == tree.XML_ELEMENT_NODE:
+            return True
+        child = child.next
+    return False
+
+
 cdef inline bint _in(tree.xmlNode* node, const char* namespace):
     return (
         node.type == tree.XML_ELEMENT_NODE
@@ -401,7 +410,7 @@ cdef class ListColumn(Column):
     cdef bytes item_tag
     cdef bytes namespace
     cdef Py_ssize_t items
-    cdef bint any_child  # text or an element (SAX)
+    cdef bint any_child  # an element (SAX): a nil list holding one is not null
     cdef bint nil
 
     def __init__(self, ftype, str namespace):
@@ -414,7 +423,7 @@ cdef class ListColumn(Column):
         free(self.offsets.data)
 
     cdef int append_node(self, tree.xmlNode* node) except -1:
-        if node.children is NULL and _is_nil(node):
+        if not _holds_an_element(node) and _is_nil(node):  # text beside the nil is ignored
             return self.append_null()
         cdef tree.xmlNode* child = node.children
         cdef const char* namespace = self.namespace
@@ -443,10 +452,6 @@ cdef class ListColumn(Column):
         self.item.sax_start(local, count, attributes)
         self.items += 1
         return self.item
-
-    cdef int sax_text(self, const char* text, int size) except -1:
-        self.any_child = True
-        return 0
 
     cdef int sax_end(self) except -1:
         if not self.any_child and self.nil:

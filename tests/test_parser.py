@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,18 @@ def test_a_proxy_page_with_a_doctype_is_not_soap(collector: str) -> None:
 def test_comments_and_processing_instructions_inside_a_value_are_dropped(collector: str) -> None:
     body = FIXTURE.replace(b"rlig &amp;", b"r<?pi x?>lig<!-- c --> &amp;")
     assert raw([body], collector) == raw([FIXTURE], "python")
+
+
+@pytest.mark.parametrize("collector", sorted(COLLECTORS))
+@pytest.mark.parametrize("inside", [b"\n   ", b"<![CDATA[]]>", b"<!-- none -->", b""])
+def test_a_nil_list_is_null_whatever_text_it_holds(collector: str, inside: bytes) -> None:
+    # xsi:nil on an ArrayOf: null unless it holds an element (the compiled readers called a
+    # nil list holding whitespace an empty list, the pure-Python one null)
+    nil = b'<w:InvoiceRows i:nil="true">' + inside + b"</w:InvoiceRows>"
+    body = re.sub(rb"<w:InvoiceRows>.*?</w:InvoiceRows>", nil, FIXTURE, count=1, flags=re.S)
+    assert raw([body], collector)[0]["InvoiceRows"] is None
+    held = body.replace(b'i:nil="true">', b'i:nil="true"><w:Other/>', 1)
+    assert raw([held], collector)[0]["InvoiceRows"] == []
 
 
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))
