@@ -120,6 +120,23 @@ cdef bint _is_nil(tree.xmlNode* node):
     return False
 
 
+cdef bint _proxied(tree.xmlNode* top):
+    """Whether a node under ``top`` has a Python proxy (a record inside a record, whose
+    element lxml handed out): then lxml's ``clear`` frees the subtree, not ``xmlFreeNodeList``."""
+    cdef tree.xmlNode* node = top.children
+    while node is not NULL and node is not top:
+        if node._private is not NULL:
+            return True
+        if node.children is not NULL:
+            node = node.children
+            continue
+        while node is not top and node.next is NULL:
+            node = node.parent
+        if node is not top:
+            node = node.next
+    return False
+
+
 cdef bint _holds_an_element(tree.xmlNode* node):
     cdef tree.xmlNode* child = node.children
     while child is not NULL:
@@ -309,7 +326,7 @@ cdef class StructColumn(Column):
         free(self.seen)
 
     def add(self, _Element elem):
-        """Append the record, then free its subtree (read; no Python proxy points into it).
+        """Append the record, then free its subtree (read; unless a Python proxy points into it).
 
         lxml's ``clear`` does the same, but checks every node for proxies and moves it to a
         new document first, which costs a quarter of the parse.
@@ -317,7 +334,7 @@ cdef class StructColumn(Column):
         cdef tree.xmlNode* node = elem._c_node
         cdef tree.xmlNode* children
         self.append_node(node)
-        if _free_node_list is not NULL and node.children is not NULL:
+        if _free_node_list is not NULL and node.children is not NULL and not _proxied(node):
             children = node.children
             node.children = node.last = NULL
             _free_node_list(children)

@@ -334,6 +334,21 @@ def test_a_nil_list_is_null_whatever_text_it_holds(collector: str, inside: bytes
     assert raw([held], collector)[0]["InvoiceRows"] == []
 
 
+def test_a_record_inside_a_record_leaves_the_outer_one_whole() -> None:
+    # lxml's tree hands out the inner record too; the compiled builders freed the outer's
+    # subtree under the inner one's Python proxy, and the outer record lost its first fields
+    inner = re.search(rb"<w:InvoiceOrder>.*?</w:InvoiceOrder>", FIXTURE, re.S)
+    assert inner is not None
+    nested = b"<w:OrderId>7</w:OrderId><w:Future>" + inner.group(0) + b"</w:Future>"
+    body = FIXTURE.replace(b"<w:OrderId>7</w:OrderId>", nested, 1)
+    tree = [r and r["OrderId"] for r in raw([body], "python")]
+    assert tree == ["7", "7", "3", None]  # the inner first, as its end comes first
+    for collector in set(COLLECTORS) - {"python", EVENTS}:
+        assert raw([body], collector) == raw([body], "python")
+    if EVENTS in COLLECTORS:  # events: a record is one outside the records, so only the outer
+        assert raw([body], EVENTS) == raw([FIXTURE], "python")
+
+
 @pytest.mark.parametrize("collector", sorted(COLLECTORS))
 def test_an_element_inside_a_value_is_a_data_error(collector: str) -> None:
     body = FIXTURE.replace(b"rlig &amp;", b"rlig <b>bold</b> &amp;")
