@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Column builders: the raw columns of :mod:`extractor.parser` without a Python object per
 value, read straight from libxml2's SAX events (:class:`SaxReader`, what a
-:class:`~extractor.parser.PartStream` runs) or from the nodes of lxml's tree (``add``).
+:class:`~extractor.parser.PartStream` runs): no node is made for a record.
 
 Each record is appended field by field to Arrow-layout buffers (UTF-8 bytes, int32
 offsets, validity bits) grown in C; ``finish`` hands them out as a *raw part*
@@ -19,9 +19,8 @@ read through the headers lxml ships (the version this module was built with is c
 
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memset, strcmp, strlen
+from libc.string cimport memcmp, memcpy, memset, strcmp
 from lxml.includes cimport tree
-from lxml.includes.etreepublic cimport _Element, import_lxml__etree
 from posix.dlfcn cimport RTLD_NOW, dlopen, dlsym
 
 import lxml.etree
@@ -29,35 +28,18 @@ import lxml.etree
 from extractor import schema
 from extractor.errors import DataError, HostileXml, MalformedResponse
 
-import_lxml__etree()
-
 cdef extern from "<dlfcn.h>":
     const int RTLD_NOLOAD
 
 cdef extern from "lxml-version.h":
     const char* LXML_VERSION_STRING
 
-#: The lxml whose node layout this module was compiled against.
+#: The lxml whose libxml2 headers (structures, constants) this module was compiled against.
 BUILT_WITH_LXML = LXML_VERSION_STRING.decode()
 
 cdef const char* XSI = b"http://www.w3.org/2001/XMLSchema-instance"
 
-ctypedef void (*FreeNodeList)(tree.xmlNode*)
 ctypedef unsigned char xmlChar
-
-
-cdef FreeNodeList _lxml_free_node_list():
-    """``xmlFreeNodeList`` of the libxml2 inside the loaded lxml (the one that allocated the
-    nodes), or NULL when it does not export it."""
-    handle = dlopen(lxml.etree.__file__.encode(), RTLD_NOW | RTLD_NOLOAD)
-    if handle is NULL:
-        return NULL
-    return <FreeNodeList>dlsym(handle, b"xmlFreeNodeList")
-
-
-cdef FreeNodeList _free_node_list = _lxml_free_node_list()
-#: Whether :meth:`StructColumn.add` frees each record's subtree itself.
-FREES_SUBTREES = _free_node_list is not NULL
 
 
 cdef struct Buffer:
@@ -103,63 +85,13 @@ cdef bytes _take(Buffer* buf):
     return out
 
 
-cdef bint _is_nil(tree.xmlNode* node):
-    cdef tree.xmlAttr* attr = node.properties
-    while attr is not NULL:
-        if (
-            strcmp(<const char*>attr.name, b"nil") == 0
-            and attr.ns is not NULL
-            and strcmp(<const char*>attr.ns.href, XSI) == 0
-        ):
-            return (
-                attr.children is not NULL
-                and attr.children.content is not NULL
-                and strcmp(<const char*>attr.children.content, b"true") == 0
-            )
-        attr = attr.next
-    return False
-
-
-cdef bint _proxied(tree.xmlNode* top):
-    """Whether a node under ``top`` has a Python proxy (a record inside a record, whose
-    element lxml handed out): then lxml's ``clear`` frees the subtree, not ``xmlFreeNodeList``."""
-    cdef tree.xmlNode* node = top.children
-    while node is not NULL and node is not top:
-        if node._private is not NULL:
-            return True
-        if node.children is not NULL:
-            node = node.children
-            continue
-        while node is not top and node.next is NULL:
-            node = node.parent
-        if node is not top:
-            node = node.next
-    return False
-
-
-cdef bint _holds_an_element(tree.xmlNode* node):
-    cdef tree.xmlNode* child = node.children
-    while child is not NULL:
-        if child.type == tree.XML_ELEMENT_NODE:
-            return True
-        child = child.next
-    return False
-
-
-cdef inline bint _in(tree.xmlNode* node, const char* namespace):
-    return (
-        node.type == tree.XML_ELEMENT_NODE
-        and node.ns is not NULL
-        and strcmp(<const char*>node.ns.href, namespace) == 0
-    )
-
-
 cdef class Column:
     """One field's values being built: validity bits, and what the subclass adds."""
 
     cdef Buffer validity
     cdef Py_ssize_t length
     cdef Py_ssize_t null_count
+    cdef bint nil  # the element being read says xsi:nil="true"
 
     def __dealloc__(self):
         free(self.validity.data)
@@ -177,17 +109,14 @@ cdef class Column:
         self.length += 1
         return 0
 
-    cdef int append_node(self, tree.xmlNode* node) except -1:
-        raise NotImplementedError
-
     cdef int append_null(self) except -1:
         raise NotImplementedError
 
     cdef object _finish(self):
         raise NotImplementedError
 
-    # SAX events (:class:`SaxReader`): the column's element begins, a child element of it
-    # begins (the child's column, None when no column reads it), text, the element ends
+    # the SAX events (:class:`SaxReader`): the column's element begins, a child element of
+    # it begins (the child's column, None when no column reads it), text, the element ends
     cdef int sax_start(self, const xmlChar* local, int count, const xmlChar** attributes) except -1:
         raise NotImplementedError
 
@@ -208,9 +137,6 @@ cdef class Column:
         self.length = self.null_count = 0
         return bitmap, length, nulls
 
-    def add(self, _Element elem):
-        self.append_node(elem._c_node)
-
     def __len__(self):
         return self.length
 
@@ -219,21 +145,13 @@ cdef class Column:
         return self._finish()
 
 
-cdef str _holds_element(tree.xmlNode* node, tree.xmlNode* child):
-    return (
-        f"{(<bytes>node.name).decode()} holds an element (<{(<bytes>child.name).decode()}>) "
-        "where a value belongs"
-    )
-
-
 cdef class TextColumn(Column):
     """A scalar field: the element's text and CDATA as UTF-8, "" when empty, null when nil."""
 
     cdef Buffer offsets
     cdef Buffer data
-    cdef const xmlChar* open_name  # the element being read (SAX)
+    cdef const xmlChar* open_name  # the element being read
     cdef bint has_text
-    cdef bint nil
 
     def __cinit__(self):
         _append_offset(&self.offsets, 0)
@@ -241,25 +159,6 @@ cdef class TextColumn(Column):
     def __dealloc__(self):
         free(self.offsets.data)
         free(self.data.data)
-
-    cdef int append_node(self, tree.xmlNode* node) except -1:
-        cdef tree.xmlNode* child = node.children
-        cdef bint has_text = False
-        cdef const char* content
-        while child is not NULL:
-            if child.type == tree.XML_TEXT_NODE or child.type == tree.XML_CDATA_SECTION_NODE:
-                content = <const char*>child.content
-                _append(&self.data, content, strlen(content))
-                has_text = True
-            elif child.type == tree.XML_ELEMENT_NODE:
-                raise DataError(_holds_element(node, child))
-            elif child.type == tree.XML_ENTITY_REF_NODE:
-                raise HostileXml(f"an entity reference (&{(<bytes>child.name).decode()};) in a value; refused")
-            child = child.next
-        if not has_text and _is_nil(node):
-            return self.append_null()
-        _append_offset(&self.offsets, self.data.size)
-        return self._slot(True)
 
     cdef int append_null(self) except -1:
         _append_offset(&self.offsets, self.data.size)
@@ -304,8 +203,7 @@ cdef class StructColumn(Column):
     cdef Py_ssize_t width
     cdef bytes namespace
     cdef str type_name
-    cdef bint matched  # a field was met (SAX)
-    cdef bint nil
+    cdef bint matched  # a field was met: a nil struct holding one is not null
     cdef Py_ssize_t next_pos
 
     def __init__(self, struct, str namespace):
@@ -325,20 +223,6 @@ cdef class StructColumn(Column):
         free(self.tags)
         free(self.seen)
 
-    def add(self, _Element elem):
-        """Append the record, then free its subtree (read; unless a Python proxy points into it).
-
-        lxml's ``clear`` does the same, but checks every node for proxies and moves it to a
-        new document first, which costs a quarter of the parse.
-        """
-        cdef tree.xmlNode* node = elem._c_node
-        cdef tree.xmlNode* children
-        self.append_node(node)
-        if _free_node_list is not NULL and node.children is not NULL and not _proxied(node):
-            children = node.children
-            node.children = node.last = NULL
-            _free_node_list(children)
-
     cdef Py_ssize_t _find(self, const char* name, Py_ssize_t start):
         """The field named ``name``: children mostly come in WSDL order, so look ahead first."""
         cdef Py_ssize_t pos
@@ -349,32 +233,6 @@ cdef class StructColumn(Column):
             if strcmp(name, self.tags[pos]) == 0:
                 return pos
         return -1
-
-    cdef int append_node(self, tree.xmlNode* node) except -1:
-        cdef tree.xmlNode* child = node.children
-        cdef const char* namespace = self.namespace
-        cdef Py_ssize_t pos, next_pos = 0
-        cdef bint matched = False
-        memset(self.seen, 0, self.width)
-        while child is not NULL:
-            if _in(child, namespace):
-                pos = self._find(<const char*>child.name, next_pos)
-                if pos >= 0:  # else a field newer than the shipped WSDL
-                    if self.seen[pos]:
-                        raise DataError(
-                            f"{self.type_name}.{self.names[pos].decode()} appears twice in one record"
-                        )
-                    self.seen[pos] = 1
-                    (<Column>self.children[pos]).append_node(child)
-                    matched = True
-                    next_pos = pos + 1
-            child = child.next
-        if not matched and _is_nil(node):
-            return self.append_null()
-        for pos in range(self.width):
-            if not self.seen[pos]:
-                (<Column>self.children[pos]).append_null()
-        return self._slot(True)
 
     cdef int append_null(self) except -1:
         cdef Py_ssize_t pos
@@ -420,15 +278,14 @@ cdef class StructColumn(Column):
 
 
 cdef class ListColumn(Column):
-    """An ``ArrayOfX``: offsets into one item column; null when nil and empty."""
+    """An ``ArrayOfX``: offsets into one item column; null when nil and holding no element."""
 
     cdef Buffer offsets
     cdef Column item
     cdef bytes item_tag
     cdef bytes namespace
     cdef Py_ssize_t items
-    cdef bint any_child  # an element (SAX): a nil list holding one is not null
-    cdef bint nil
+    cdef bint any_child  # an element was met: a nil list holding one is not null
 
     def __init__(self, ftype, str namespace):
         self.namespace = namespace.encode()
@@ -438,20 +295,6 @@ cdef class ListColumn(Column):
 
     def __dealloc__(self):
         free(self.offsets.data)
-
-    cdef int append_node(self, tree.xmlNode* node) except -1:
-        if not _holds_an_element(node) and _is_nil(node):  # text beside the nil is ignored
-            return self.append_null()
-        cdef tree.xmlNode* child = node.children
-        cdef const char* namespace = self.namespace
-        cdef const char* tag = self.item_tag
-        while child is not NULL:
-            if _in(child, namespace) and strcmp(<const char*>child.name, tag) == 0:
-                self.item.append_node(child)
-                self.items += 1
-            child = child.next
-        _append_offset(&self.offsets, self.items)
-        return self._slot(True)
 
     cdef int append_null(self) except -1:
         _append_offset(&self.offsets, self.items)
@@ -504,7 +347,6 @@ cdef Column column_for(ftype, str namespace):
 # code as the tree parser's.
 
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New, PyCapsule_SetContext
-from libc.string cimport memcmp
 
 from extractor import untrusted
 

@@ -157,14 +157,14 @@ def _load_speedups() -> tuple[Any, str]:
             f"built for lxml {_speedups.BUILT_WITH_LXML}, but lxml {etree.__version__} is "
             "installed: reinstall extractor"
         )
+    if not _speedups.READS_EVENTS:
+        return None, f"unusable: lxml {etree.__version__} does not export libxml2's push parser"
     return _speedups, ""
 
 
 #: Set, the pure-Python parser is used even where the compiled readers are built.
 PURE_PYTHON: Final = "EXTRACTOR_PURE_PYTHON"
 SPEEDUPS, _WHY_NOT = _load_speedups()
-#: Whether a :class:`PartStream` reads its records from SAX events (no tree).
-READS_EVENTS: Final = SPEEDUPS is not None and bool(SPEEDUPS.READS_EVENTS)
 _NOTED: list[bool] = []  # the slow parser was noted (once a process)
 
 
@@ -196,9 +196,8 @@ COLLECT_EVERY: Final = 1000 if SPEEDUPS is not None else 250
 
 
 class Columns(Protocol):
-    """Collects finished record elements as the columns of one raw StructArray."""
-
-    def add(self, elem: etree._Element) -> None: ...
+    """Collects records as the columns of one raw StructArray: :class:`RecordColumns` from
+    lxml's tree, or the compiled ``StructColumn`` from SAX events."""
 
     def __len__(self) -> int: ...
 
@@ -208,8 +207,9 @@ class Columns(Protocol):
 
 
 class RecordColumns:
-    """The pure-Python :class:`Columns`: records read by :class:`StructReader`, for Arrow's
-    converter. The compiled ``StructColumn`` builds the same array without the records."""
+    """The pure-Python :class:`Columns`: each finished record element (``add``) read by
+    :class:`StructReader`, for Arrow's converter. The compiled ``StructColumn`` builds the
+    same array without the records."""
 
     def __init__(self, struct: schema.Struct, namespace: str) -> None:
         self._read = StructReader(struct, namespace)
@@ -224,13 +224,6 @@ class RecordColumns:
     def finish(self) -> RawPart:
         records, self._records = self._records, []
         return ("r", records)
-
-
-def struct_columns(struct: schema.Struct, namespace: str) -> Columns:
-    """The fastest collector available for ``struct``: compiled, or :class:`RecordColumns`."""
-    if SPEEDUPS is not None:
-        return SPEEDUPS.StructColumn(struct, namespace)  # type: ignore[no-any-return]
-    return RecordColumns(struct, namespace)
 
 
 def compile_reader(ftype: schema.FieldType, namespace: str) -> Reader | None:
@@ -319,13 +312,15 @@ class PartStream(RecordStream):
     def __init__(
         self, record_tag: str, struct: schema.Struct, namespace: str, every: int = COLLECT_EVERY
     ) -> None:
-        self._columns = struct_columns(struct, namespace)
-        # the events feed the compiled columns only: none when SPEEDUPS is off (as tests set it)
-        events = READS_EVENTS and SPEEDUPS is not None
-        self._sax = SPEEDUPS.SaxReader(self._columns, record_tag, every) if events else None
-        if self._sax is None:  # the columns collect each record from lxml's tree
-            super().__init__(record_tag, self._columns.add)
+        self._columns: Columns
+        if SPEEDUPS is None:  # each record read from lxml's tree
+            self._sax = None
+            records = RecordColumns(struct, namespace)
+            self._columns = records
+            super().__init__(record_tag, records.add)
         else:
+            self._columns = SPEEDUPS.StructColumn(struct, namespace)
+            self._sax = SPEEDUPS.SaxReader(self._columns, record_tag, every)
             self.records, self.bytes_fed = [], 0
         self._every = every
         self.parts: list[RawPart] = []
