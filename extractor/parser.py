@@ -32,7 +32,7 @@ from lxml import etree
 from extractor import schema
 from extractor.errors import DataError, ExtractorError, HostileXml, MalformedResponse
 from extractor.soap import fault_error
-from extractor.untrusted import is_envelope, not_soap, refuse_doctype, safe_parser, syntax_error
+from extractor.untrusted import refuse_doctype, refuse_unless_soap, safe_parser, syntax_error
 
 NIL_ATTR: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
@@ -268,9 +268,7 @@ class RecordStream:
         except etree.XMLSyntaxError as exc:
             raise syntax_error(exc, "response ended before the XML document was complete") from None
         self._drain()
-        refuse_doctype(root)
-        if not is_envelope(root):
-            raise not_soap(root)
+        refuse_unless_soap(root)
         return root
 
     def complete(self) -> None:
@@ -343,9 +341,7 @@ class PartStream(RecordStream):
             root = super().close()
         else:
             root = self._sax.close()
-            refuse_doctype(root)
-            if not is_envelope(root):
-                raise not_soap(root)
+            refuse_unless_soap(root)
             for part in self._sax.take_parts():
                 self.collected(part)
         if len(self._columns):

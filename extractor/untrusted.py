@@ -55,6 +55,14 @@ def refuse_doctype(root: etree._Element) -> None:
     raise not_soap(root)
 
 
+def refuse_unless_soap(root: etree._Element) -> None:
+    """A whole document judged: a DOCTYPE (:func:`refuse_doctype`), then a root that is not
+    a SOAP envelope (the wrong answer, retried)."""
+    refuse_doctype(root)
+    if not is_envelope(root):
+        raise not_soap(root)
+
+
 def not_soap(root: etree._Element) -> MalformedResponse:
     name = etree.QName(root).localname
     return MalformedResponse(
