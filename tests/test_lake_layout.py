@@ -27,7 +27,7 @@ from extractor.output.lakefiles import (
     statistics,
 )
 from extractor.output.parquet import RunInfo
-from extractor.output.staging import NULL_PARTITION
+from extractor.output.staging import NULL_PARTITION, SMALL_FILE_RECORDS
 from extractor.output.targets import Target
 from extractor.simulator.tenant import Churn
 from tests.helpers import sync
@@ -174,6 +174,20 @@ def test_conformed_records_are_those_of_a_whole_cast() -> None:
     refused = pa.schema([pa.field("OrderId", pa.int64(), nullable=False), *list(schema)[1:]])
     with pytest.raises(OutputError, match="null values to non-nullable"):
         conformed(records, refused)
+
+
+def test_a_lake_file_of_few_records_is_snappy_and_a_larger_one_zstd(tmp_path: Path) -> None:
+    layout = dataclasses.replace(LAYOUTS["invoices"], max_records=SMALL_FILE_RECORDS)
+    files = TableFiles(Target.parse(str(tmp_path)), "invoices", layout)
+    keys = list(range(SMALL_FILE_RECORDS + SMALL_FILE_RECORDS - 1))  # one file full, one not
+    adds = files.write("2024-01", pa.table({"OrderId": pa.array(keys, pa.int32())}))
+    found = {}
+    for add in adds:
+        metadata = pq.ParquetFile(tmp_path / "invoices" / add.path).metadata
+        compression = metadata.row_group(0).column(0).compression
+        assert add.path.endswith(f".{compression.lower()}.parquet")
+        found[metadata.num_rows] = compression
+    assert found == {SMALL_FILE_RECORDS: "ZSTD", SMALL_FILE_RECORDS - 1: "SNAPPY"}
 
 
 def test_a_change_rewrites_the_files_holding_its_keys_and_keeps_ranges_apart(

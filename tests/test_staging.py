@@ -11,7 +11,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from extractor.output.parquet import RunInfo, publish
-from extractor.output.staging import NO_PARTITION, Placement, TableWriter, WriterLimits
+from extractor.output.staging import (
+    NO_PARTITION,
+    SMALL_FILE_RECORDS,
+    Placement,
+    TableWriter,
+    WriterLimits,
+)
 
 SCHEMA = pa.schema([("OrderId", pa.int32()), ("Title", pa.string())])
 RUN = RunInfo("run-1", dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC))
@@ -100,7 +106,7 @@ def test_a_publish_cut_off_in_its_second_pass_leaves_nothing_a_resume_keeps(
     writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
     writer.stage("a", *batch(range(0, 10), ["2024-01", "2024-02"]))
     spills = writer.spill()  # pass one done, pass two never ran: the spills are left
-    assert len(spills) == 2 and all(path.is_file() for path in spills.values())
+    assert len(spills) == 2 and all(spill.path.is_file() for spill in spills.values())
     assert writer.prune({"a"}) == 2, "a resume removes the spills, keeps the staged batch"
     assert writer.staged_rows() == {"a": 10}
     assert publish([writer], RUN) == 2
@@ -162,3 +168,22 @@ def test_a_leading_partition_puts_one_identity_under_the_fleet_table(tmp_path: P
     assert sorted(row["OrderId"] for row in rows) == list(range(10))
     assert {row["identity_id"] for row in rows} == {guid}
     assert {row["order_month"] for row in rows} == {"2024-01", "2024-02"}
+
+
+def test_a_file_of_few_records_is_snappy_and_a_larger_one_zstd(tmp_path: Path) -> None:
+    """zstd's fixed cost a column chunk buys nothing in a file of a few records."""
+    writer = TableWriter(tmp_path, "invoices", SCHEMA, "order_month", "run-1")
+    sizes = {"2024-01": SMALL_FILE_RECORDS - 1, "2024-02": SMALL_FILE_RECORDS, "2024-03": 1}
+    start = 0
+    for month, size in sizes.items():
+        writer.stage(f"{start:08d}", *batch(range(start, start + size), [month]))
+        start += size
+    writer.keep = {f"{n:08d}" for n in (0, sizes["2024-01"], start - 1)}
+    assert publish([writer], RUN) == 3
+    for month, size in sizes.items():
+        (path,) = (tmp_path / "invoices" / f"order_month={month}").glob("*.parquet")
+        metadata = pq.ParquetFile(path).metadata
+        assert metadata.num_rows == size
+        expected = "SNAPPY" if size < SMALL_FILE_RECORDS else "ZSTD"
+        chunks = metadata.row_group(0)
+        assert {chunks.column(i).compression for i in range(chunks.num_columns)} == {expected}

@@ -343,7 +343,7 @@ class Lake:
         def one(partition: str) -> tuple[list[Any], int]:
             added = None
             if partition in spills:
-                added = prepare(plan.kept(read_spill(spills[partition]), partition, key))
+                added = prepare(plan.kept(read_spill(spills[partition].path), partition, key))
             change = Change(drop=plan.drops.get(partition, _NO_KEYS), add=added)
             removes, adds = apply(files, stored.get(partition, []), partition, change, schema)
             written = 0 if added is None else added.num_rows

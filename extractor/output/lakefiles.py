@@ -7,10 +7,10 @@ files sorted by the table's key, each holding at most :attr:`Layout.max_records`
 few keys then reads and rewrites the few files whose ranges hold them, whatever the size of
 the table or of the month: that is what makes a sync cost its changes (:mod:`.lakechanges`).
 
-The extractor writes these files itself (zstd Parquet, the partition column not stored, as
-Delta lays it out) and commits them with their statistics (record count, nulls, and the
-minimum and maximum of every integer and timestamp column), which readers use to skip files
-and the extractor to find them.
+The extractor writes these files itself (Parquet, zstd or for a few records Snappy, the
+partition column not stored, as Delta lays it out) and commits them with their statistics
+(record count, nulls, and the minimum and maximum of every integer and timestamp column),
+which readers use to skip files and the extractor to find them.
 
 A fleet's tables are partitioned by ``identity_id`` first, then by month; each identity's run
 reads and writes only its own partitions (its :class:`Scope`), so the runs of different
@@ -43,7 +43,7 @@ from extractor.output.scope import IDENTITY as IDENTITY
 from extractor.output.scope import WHOLE as WHOLE
 from extractor.output.scope import Scope as Scope
 from extractor.output.scope import partition_value as partition_value
-from extractor.output.staging import NULL_PARTITION, RUN_FIELDS, TIMESTAMP
+from extractor.output.staging import NULL_PARTITION, RUN_FIELDS, TIMESTAMP, codec
 from extractor.output.targets import Target
 
 
@@ -159,13 +159,14 @@ class TableFiles:
 
     def _write_file(self, partition: str, records: pa.Table) -> AddAction:
         folder = self.scope.folder(self.layout, partition)
-        relative = f"{folder}/part-{uuid.uuid4().hex}.zstd.parquet"
+        compression = codec(records.num_rows)
+        relative = f"{folder}/part-{uuid.uuid4().hex}.{compression}.parquet"
         sink = pa.BufferOutputStream()
         # no dictionaries and no Parquet statistics: a file holds too few records for either
         # to pay (one row group, whose range the Delta statistics below already give), and
         # they cost a third of the time of writing one
         pq.write_table(
-            records, sink, compression="zstd", use_dictionary=False, write_statistics=False
+            records, sink, compression=compression, use_dictionary=False, write_statistics=False
         )
         body = sink.getvalue()
         try:
