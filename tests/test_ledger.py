@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections import defaultdict
 from decimal import Decimal
 
 import pytest
 
-from extractor.simulator.ledger import Ledger, search
+from extractor.simulator.ledger import Ledger, Line, search
 from extractor.simulator.tenant import Tenant
 
 
@@ -86,3 +87,35 @@ def test_search_by_link_invoice_and_change_date(ledger: Ledger) -> None:
     assert line in found and all(x.changed.replace(microsecond=0) == changed for x in found)
     after = line.registered.isoformat()
     assert all(x.registered > line.registered for x in search(ledger, {"RegisteredAfter": after}))
+
+
+def test_a_window_finds_what_a_scan_finds_before_and_after_a_settlement() -> None:
+    """The index by time must follow the ledger: a settlement changes lines and adds some."""
+    ledger = Ledger(Tenant(300, 3), 3)  # its own: this one is settled
+    rng = random.Random(5)
+
+    def scan(start: dt.datetime, end: dt.datetime, by_change: bool) -> list[Line]:
+        stamp = (lambda x: x.changed) if by_change else (lambda x: x.date)
+        return [x for x in ledger.lines if start <= stamp(x).replace(microsecond=0) <= end]
+
+    def windows() -> None:
+        dates = sorted(line.changed.replace(microsecond=0) for line in ledger.lines)
+        for _ in range(40):
+            start, end = sorted(rng.sample(dates, 2))
+            for by_change in (False, True):
+                params = {"DateStart": start.isoformat(), "DateEnd": end.isoformat()}
+                if by_change:
+                    params["DateSearchParameters"] = "DateChangedUTC"
+                assert search(ledger, params) == scan(start, end, by_change)
+
+    windows()
+    open_ids = [x.link_id for x in ledger.lines if x.open and x.link_id is not None][:5]
+    when = max(x.changed for x in ledger.lines).replace(microsecond=0) + dt.timedelta(days=1)
+    assert ledger.settle(open_ids, when) > 0
+    settled = search(
+        ledger,
+        {"DateSearchParameters": "DateChangedUTC", "DateStart": when.isoformat(),
+         "DateEnd": when.isoformat()},
+    )  # fmt: skip
+    assert settled == scan(when, when, True) and len(settled) > len(open_ids)
+    windows()

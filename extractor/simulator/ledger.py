@@ -9,6 +9,7 @@ written off with a SystemType the 2024 WSDL does not list (``InvoiceLoss``). Eve
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import random
@@ -65,6 +66,8 @@ class Ledger:
     def __init__(self, tenant: Tenant, seed: int) -> None:
         self._type = transaction_type()
         self.lines: list[Line] = []
+        self._settled = 0  # settlements so far: they change lines, which the index must see
+        self._index: dict[bool, tuple[tuple[int, int], _Index]] = {}
         number = 0
         for order_id in tenant.ids:
             rng = random.Random(f"ledger:{seed}:{order_id}")
@@ -89,7 +92,22 @@ class Ledger:
             voucher = _Voucher(when, "Payment", 2, postings, line.invoice_no)
             number = self.lines[-1].number + 1
             self.lines.extend(self._post(rng, number, line.link_id or 0, voucher, changed=when))
+        self._settled += 1
         return len(self.lines) - before
+
+    def between(
+        self, start: dt.datetime | None, end: dt.datetime | None, by_change: bool
+    ) -> list[Line]:
+        """The lines whose entry date (``by_change``: DateChanged), to the second, is from
+        ``start`` to ``end`` inclusive (None: open), in TransactionNo order. From an index
+        sorted by that time: a scan of every line per request was most of a sync's time at
+        600,000 lines (a request a day, for years)."""
+        version = (self._settled, len(self.lines))
+        held = self._index.get(by_change)
+        if held is None or held[0] != version:
+            held = (version, _Index(self.lines, by_change))
+            self._index[by_change] = held
+        return [self.lines[at] for at in held[1].between(start, end)]
 
     def truth(self, line: Line) -> dict[str, Any]:
         """What a correct extractor writes for ``line``."""
@@ -237,13 +255,24 @@ def search(ledger: Ledger, params: Mapping[str, str]) -> list[Line]:
         if name not in _WINDOW and text.strip() not in _UNSET
     ]
 
-    def wanted(line: Line) -> bool:
-        stamp = (line.changed if by_change else line.date).replace(microsecond=0)
-        if (start is not None and stamp < start) or (end is not None and stamp > end):
-            return False
-        return all(check(line) for check in checks)
+    return [line for line in ledger.between(start, end, by_change) if all(c(line) for c in checks)]
 
-    return [line for line in ledger.lines if wanted(line)]
+
+class _Index:
+    """The ledger's lines by their entry date or DateChanged, to the second."""
+
+    def __init__(self, lines: list[Line], by_change: bool) -> None:
+        stamps = [
+            (line.changed if by_change else line.date).replace(microsecond=0) for line in lines
+        ]
+        self._order = sorted(range(len(lines)), key=stamps.__getitem__)
+        self._stamps = [stamps[at] for at in self._order]
+
+    def between(self, start: dt.datetime | None, end: dt.datetime | None) -> list[int]:
+        """The positions of the lines from ``start`` to ``end`` inclusive, ascending."""
+        low = 0 if start is None else bisect.bisect_left(self._stamps, start)
+        high = len(self._stamps) if end is None else bisect.bisect_right(self._stamps, end)
+        return sorted(self._order[low:high])
 
 
 def _when(text: str) -> dt.datetime | None:
