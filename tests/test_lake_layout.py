@@ -18,7 +18,7 @@ from deltalake import write_deltalake
 
 from extractor.errors import OutputError
 from extractor.output.delta import Lake
-from extractor.output.lakechanges import Change, apply, conformed
+from extractor.output.lakechanges import Change, Plan, apply, conformed
 from extractor.output.lakefiles import (
     LAYOUTS,
     DataFile,
@@ -174,6 +174,24 @@ def test_conformed_records_are_those_of_a_whole_cast() -> None:
     refused = pa.schema([pa.field("OrderId", pa.int64(), nullable=False), *list(schema)[1:]])
     with pytest.raises(OutputError, match="null values to non-nullable"):
         conformed(records, refused)
+
+
+def test_a_first_publish_keeps_the_newest_of_a_key_staged_twice() -> None:
+    """A ledger line that changed while the run fetched is staged twice (in two windows)."""
+    stamp = lambda day: dt.datetime(2024, 1, day, tzinfo=dt.UTC)  # noqa: E731
+    staged = pa.table({
+        "Id": ["a", "b", "c", "b"], "DateChanged": [stamp(1), stamp(2), stamp(3), stamp(5)],
+        "_partition": ["2024-01", "2024-01", "2024-02", "2024-03"],
+    })  # fmt: skip
+    plan = Plan.everything(staged, "Id", version="DateChanged")
+    assert plan.changed == 3 and plan.newest is not None
+    assert sorted(zip(*plan.newest.to_pydict().values(), strict=True)) == [
+        ("a", "2024-01"),
+        ("b", "2024-03"),
+        ("c", "2024-02"),
+    ]
+    once = Plan.everything(staged.slice(0, 3), "Id", version="DateChanged")
+    assert (once.changed, once.newest) == (3, None)  # nothing to choose: every record
 
 
 def test_a_lake_file_of_few_records_is_snappy_and_a_larger_one_zstd(tmp_path: Path) -> None:

@@ -187,3 +187,31 @@ def test_a_file_of_few_records_is_snappy_and_a_larger_one_zstd(tmp_path: Path) -
         expected = "SNAPPY" if size < SMALL_FILE_RECORDS else "ZSTD"
         chunks = metadata.row_group(0)
         assert {chunks.column(i).compression for i in range(chunks.num_columns)} == {expected}
+
+
+def test_a_unique_table_keeps_the_latest_record_of_a_key_in_each_partition(
+    tmp_path: Path,
+) -> None:
+    """The ledger's: a line returned in two windows (it changed between them) is written once."""
+    schema = pa.schema([("Id", pa.string()), ("Version", pa.int64()), ("Title", pa.string())])
+    writer = TableWriter(
+        tmp_path, "transactions", schema, "date_month", "run-1", unique=("Id", "Version")
+    )
+
+    def lines(*records: tuple[str, int, str]) -> pa.Table:
+        ids, versions, titles = zip(*records, strict=True)
+        return pa.table({"Id": list(ids), "Version": list(versions), "Title": list(titles)}, schema)
+
+    first = lines(("a", 1, "old"), ("b", 1, "b"), ("c", 1, "c"))
+    writer.stage("00000000", first, pa.array(["2024-01", "2024-01", "2024-02"]))
+    second = lines(("c", 0, "older"), ("a", 2, "new"), ("d", 1, "d"))
+    writer.stage("00000001", second, pa.array(["2024-02", "2024-01", "2024-01"]))
+    writer.keep = {"00000000", "00000001"}
+    assert publish([writer], RUN) == 2
+    assert writer.rows_written == 4
+    dataset = ds.dataset(tmp_path / "transactions", format="parquet", partitioning="hive")
+    found = {(r["date_month"], r["Id"]): r["Title"] for r in dataset.to_table().to_pylist()}
+    assert found == {
+        ("2024-01", "a"): "new", ("2024-01", "b"): "b", ("2024-01", "d"): "d",
+        ("2024-02", "c"): "c",
+    }  # fmt: skip

@@ -101,7 +101,7 @@ from extractor.output.lakemarks import (
 )
 from extractor.output.lease import ensure_held
 from extractor.output.parquet import Keep, RunInfo
-from extractor.output.staging import TableWriter, read_spill
+from extractor.output.staging import TableWriter
 from extractor.output.targets import Target
 
 __all__ = ["RUN_ID", "WATERMARK", "DeltaOutput", "Lake"]
@@ -343,7 +343,7 @@ class Lake:
         def one(partition: str) -> tuple[list[Any], int]:
             added = None
             if partition in spills:
-                added = prepare(plan.kept(read_spill(spills[partition].path), partition, key))
+                added = prepare(plan.kept(writer.spilled(spills[partition]), partition, key))
             change = Change(drop=plan.drops.get(partition, _NO_KEYS), add=added)
             removes, adds = apply(files, stored.get(partition, []), partition, change, schema)
             written = 0 if added is None else added.num_rows

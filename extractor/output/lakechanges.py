@@ -187,7 +187,10 @@ def keyed(staged: pa.Table, key: str) -> pa.Table:
 
 
 def _repeats(keys: pa.ChunkedArray[Any]) -> bool:
-    return bool(len(keys)) and pc.count_distinct(keys).as_py() < len(keys)
+    """Whether a key is staged twice: the highest dense rank is the number of distinct keys.
+    Counting them in a hash table (``count_distinct``) held 69 MB for 600,000 ledger Ids,
+    the peak of a first sync's whole run; ranking them, 9 MB."""
+    return bool(len(keys)) and pc.max(pc.rank(keys, tiebreaker="dense")).as_py() < len(keys)
 
 
 def stored_plan(table: DeltaTable, layout: Layout, staged: pa.Table, scope: Scope = WHOLE) -> Plan:

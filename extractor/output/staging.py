@@ -15,9 +15,11 @@ backfill. Pass two writes each partition's Parquet file from its spill in row gr
 a dot-prefixed temporary name (invisible to dataset readers); the caller syncs and then
 renames them into place (:meth:`TableWriter.reveal`). The Delta tables read the spills a
 partition at a time instead (:mod:`.delta`). Memory is the round's budget and a row group,
-not the backfill. Records kept unique per partition (the ledger's) are read a partition at
-a time, from memory-mapped slices: a staged file must not be shortened while it is
-published, a mapped read past a file's new end is a SIGBUS.
+not the backfill. Records kept unique per partition (the ledger's) go through the same
+rounds and spills, and are made unique when a partition's spill is read back whole. (Read a
+partition at a time from memory-mapped slices of every staged file, as they were, each
+slice's hundred column buffers faulted in 64 KB of their file each: 120 MB of a 600,000-line
+ledger's publish resident at once, the peak of its sync.)
 
 ``parquet.py`` publishes the spills as hive Parquet, ``delta.py`` into Delta tables. Over 300
 lines: the staged format and the rounds and spills that read it back are one format.
@@ -30,7 +32,7 @@ import datetime as dt
 import functools
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +143,6 @@ class TableWriter:
         self.run_id = run_id
         self.limits = limits
         self._written: list[Path] = []
-        #: Each partition's record batches to publish: (staged file, batch number).
-        self._index: dict[str, list[tuple[Path, int, int]]] = {}
 
     def stage(self, name: str, table: pa.Table, keys: pa.Array[Any]) -> None:
         """Stage records as ``name``; ``keys`` holds each record's partition (null: none).
@@ -332,20 +332,30 @@ class TableWriter:
             folder.mkdir(parents=True, exist_ok=True)
             import pyarrow.parquet as pq  # here: parser processes stage but never publish
 
+            if self.unique is not None:  # a partition of them fits in memory: one group
+                groups: Iterable[pa.RecordBatch] = self.spilled(spill).combine_chunks().to_batches()
+            else:
+                groups = _spilled_groups(spill.path, self.limits.row_group_bytes)
             with pq.ParquetWriter(
                 temporary, schema, compression=codec(spill.records),
                 use_dictionary=cast(Any, dictionary),
             ) as writer:  # fmt: skip
-                for group in _spilled_groups(spill.path, self.limits.row_group_bytes):
+                for group in groups:
                     group = with_run(group, self.run_id, as_of)
                     writer.write_batch(group, row_group_size=max(group.num_rows, 1))
                     rows += group.num_rows
-            spill.path.unlink()
+            spill.path.unlink(missing_ok=True)  # read whole, it is gone already
             pa.default_memory_pool().release_unused()  # else the allocator keeps it
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from None
         return temporary, rows
+
+    def spilled(self, spill: Spill) -> pa.Table:
+        """A partition's spill whole (then removed): one record per key, the latest, where
+        the table keeps its records unique."""
+        records = read_spill(spill.path)
+        return records if self.unique is None else latest(records, *self.unique)
 
     def tables(self) -> Iterator[pa.Table]:
         """Every staged record, a partition's part of a round at a time (for the Delta
@@ -363,14 +373,7 @@ class TableWriter:
         budget (:attr:`WriterLimits.round_bytes`); then the round goes out (to the spill
         files, or to Delta) and the files are released. So reading costs a read per file and
         a slice per partition in it, and memory the budget, whatever the number of files or
-        partitions. A table whose records are kept unique per partition is read a partition
-        at a time instead (all of a partition is needed to choose), from memory-mapped
-        slices."""
-        if self.unique is not None:
-            for key in self._keys():
-                for group in self._partition(key):
-                    yield {key: group.to_batches()}
-            return
+        partitions."""
         held: dict[str, list[pa.RecordBatch]] = {}
         size = 0
         for staged in self._published_files():
@@ -384,47 +387,9 @@ class TableWriter:
         if held:
             yield held
 
-    def _keys(self) -> list[str]:
-        """The partitions that hold a batch to publish (read from each file's footer once)."""
-        self._index = {}
-        for staged in self._published_files():
-            try:
-                with pa.memory_map(str(staged)) as source:
-                    metadata = pa.ipc.open_file(source).schema.metadata or {}
-                    partitions = orjson.loads(metadata.get(_PARTITIONS, b"[]"))
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise OutputError(f"cannot read the staged batch {staged}: {exc}") from None
-            for key, start, length in partitions:
-                self._index.setdefault(key, []).append((staged, start, length))
-        return sorted(self._index)
-
     def _published_files(self) -> list[Path]:
         files = self._staged_files()
         return files if self.keep is None else [f for f in files if f.stem in self.keep]
-
-    def _partition(self, key: str) -> Iterator[pa.Table]:
-        groups = self._row_groups(self._index.get(key, []))
-        if self.unique is not None:  # a partition of them fits in memory: one group
-            groups = iter([latest(pa.concat_tables(list(groups)), *self.unique)])
-        return groups
-
-    def _row_groups(self, slices: list[tuple[Path, int, int]]) -> Iterator[pa.Table]:
-        """The partition's slices (file, first row, length) of staged batches, a row group's
-        worth at a time; each file mapped only while its slice is read."""
-        pending: list[pa.RecordBatch] = []
-        size = 0
-        with contextlib.ExitStack() as mapped:
-            for staged, start, length in slices:
-                source = mapped.enter_context(pa.memory_map(str(staged)))
-                part = pa.ipc.open_file(source).get_batch(0).slice(start, length)
-                pending.append(part)
-                size += part.nbytes
-                if size >= self.limits.row_group_bytes:
-                    yield pa.Table.from_batches(pending, self.schema)
-                    pending, size = [], 0
-                    mapped.close()
-            if pending:
-                yield pa.Table.from_batches(pending, self.schema)
 
 
 class Spill:
