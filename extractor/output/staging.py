@@ -344,7 +344,7 @@ class TableWriter:
                     group = with_run(group, self.run_id, as_of)
                     writer.write_batch(group, row_group_size=max(group.num_rows, 1))
                     rows += group.num_rows
-            spill.path.unlink(missing_ok=True)  # read whole, it is gone already
+            spill.path.unlink(missing_ok=True)  # a unique table's went as it was read whole
             pa.default_memory_pool().release_unused()  # else the allocator keeps it
         except OSError as exc:
             temporary.unlink(missing_ok=True)
