@@ -9,13 +9,15 @@ with the same code paths.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import heapq
 import itertools
 import secrets
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # imported where it waits: ``extractor --help`` loads no asyncio (40 ms)
+    import asyncio
 
 
 class Clock:
@@ -30,6 +32,8 @@ class Clock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         await asyncio.sleep(seconds)
 
     def now(self) -> dt.datetime:
@@ -73,6 +77,8 @@ class ManualClock(Clock):
         self.slept += seconds
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -97,6 +103,8 @@ async def _idle() -> None:
     """Return once no task is ready to run: a few turns of the loop, then a real pause for
     threads and sockets, again while other tasks are ready (asyncio's ready queue is looked at
     where the loop has one, else the turns and the pause are all there is)."""
+    import asyncio
+
     for _ in range(_IDLE_TURNS):
         await asyncio.sleep(0)
     ready = getattr(asyncio.get_running_loop(), "_ready", None)

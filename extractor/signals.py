@@ -3,7 +3,6 @@ the Python API's ``handle_signals=True`` and every CLI command)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 from collections.abc import Coroutine
@@ -16,11 +15,16 @@ T = TypeVar("T")
 
 def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on an event loop of its own; SIGINT or SIGTERM cancels it, so that it
-    stops cleanly (journal closed, parser processes stopped), then :class:`Interrupted`."""
+    stops cleanly (journal closed, parser processes stopped), then :class:`Interrupted`.
+    asyncio is imported here, not with the module: ``extractor --help`` needs none of it."""
+    import asyncio
+
     return asyncio.run(_until_signalled(coroutine))
 
 
 async def _until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None

@@ -2,7 +2,7 @@
 (the machines are shared; ``make bench`` times them). pandas is none of them: pyarrow
 imports it whenever a Python value (``pa.scalar``, ``pa.array`` of a list, ``pa.table`` of
 a deltalake table) meets it, 0.1-0.6 s, and nothing here uses it. ``--help`` loads no
-pyarrow, aiohttp nor deltalake; ``status`` of a lake no pyarrow."""
+pyarrow, aiohttp, deltalake nor asyncio; ``status`` no asyncio, and of a lake no pyarrow."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tests.conftest import CREDS, MEMORY_URL, job_of
 from tests.helpers import DEMO_ENV, SYNC_SINCE
 
 #: The modules watched, and the command run as ``extractor ARGS`` in a fresh interpreter.
-_WATCHED = ("pandas", "pyarrow", "pyarrow.dataset", "aiohttp", "deltalake")
+_WATCHED = ("pandas", "pyarrow", "pyarrow.dataset", "aiohttp", "deltalake", "asyncio")
 _PROBE = f"""
 import sys
 from extractor.cli.main import entry
@@ -89,7 +89,7 @@ async def test_check_types_an_invoice_without_pandas(start_simulator: Any) -> No
     simulator = await start_simulator(orders=20)
     args = ("check", "--base-url", simulator.url, "--max-requests-per-hour", "0")
     found = await asyncio.to_thread(imported, *args, env=DEMO_ENV)
-    assert found == {"pyarrow", "aiohttp"}
+    assert found == {"pyarrow", "aiohttp", "asyncio"}
 
 
 async def test_a_backfill_and_a_ledger_run_import_no_pandas(

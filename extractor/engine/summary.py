@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +312,8 @@ def _list_lines(summary: RunSummary) -> list[str]:
 @functools.cache
 def version() -> str:
     """The installed extractor's version (what each summary says wrote its records)."""
+    import importlib.metadata  # here: 10-20 ms of every command's start-up, ``--help`` too
+
     try:
         return importlib.metadata.version("extractor")
     except importlib.metadata.PackageNotFoundError:
