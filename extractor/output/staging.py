@@ -217,7 +217,8 @@ class TableWriter:
         """The ``names`` columns of every staged record to publish, and each record's
         partition (``_partition``). Read from memory-mapped files, so only those columns'
         pages are read, then copied out whole (a slice of a file read into memory would
-        keep all of the file)."""
+        keep all of the file). A staged file must not be shortened meanwhile: a mapped read
+        past a file's new end is a SIGBUS."""
         parts = []
         for staged in self._published_files():
             try:
