@@ -79,6 +79,47 @@ def parse_to_arrow(body: bytes, ids: list[int], chunk: int = READ_CHUNK) -> None
     assert sum(part.orders.num_rows for part in sink.batches) == len(ids)
 
 
+def bench_small_files(rounds: int = 15) -> list[dict[str, object]]:
+    """A Parquet file of a few invoices, as the Delta output writes one (no dictionaries, no
+    Parquet statistics), with zstd and with Snappy: the median ms to write and to read it,
+    its KB, and the codec the product picks (``staging.codec``) at each size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from extractor.output.staging import codec
+
+    body, ids = canned_response(1000)
+    sink = orders.OrderSink(Selection(), ids)
+    for at in range(0, len(body), READ_CHUNK):
+        sink.feed(body[at : at + READ_CHUNK])
+    sink.close()
+    invoices = pa.Table.from_batches([batch.orders.to_batches()[0] for batch in sink.batches])
+    found = []
+    for records in (10, 32, 100, 400):
+        row: dict[str, object] = {"records": records, "picked": codec(records)}
+        for compression in ("zstd", "snappy"):
+            part = invoices.slice(0, records)
+            writes, reads, size = [], [], 0
+            for _ in range(rounds):
+                out = pa.BufferOutputStream()
+                began = time.perf_counter()
+                pq.write_table(part, out, compression=compression, use_dictionary=False,
+                               write_statistics=False)  # fmt: skip
+                writes.append(time.perf_counter() - began)
+                written = out.getvalue()
+                began = time.perf_counter()
+                pq.ParquetFile(pa.BufferReader(written)).read(use_threads=False)
+                reads.append(time.perf_counter() - began)
+                size = written.size
+            row[compression] = {
+                "write_ms": round(statistics.median(writes) * 1000, 2),
+                "read_ms": round(statistics.median(reads) * 1000, 2),
+                "kb": round(size / 1024, 1),
+            }
+        found.append(row)
+    return found
+
+
 #: The tidy tenant's simulator flags (every figure before issue 12 was measured on it).
 CLUSTERED_FLAGS = ("--ids", "clustered", "--xml", "compact", "--churn", "uniform")
 
@@ -415,6 +456,8 @@ def main() -> None:
     parse = bench_parse()
     print(f"parse:   {parse}")
     print(f"parse:   {bench_parse(xml='compact')}")
+    for row in bench_small_files():
+        print(f"files:   {row}")
     orders = int(os.environ.get("BENCH_ORDERS", "100000"))
     large = int(os.environ.get("BENCH_LARGE_ORDERS", "1000000"))
     with tempfile.TemporaryDirectory() as folder:

@@ -52,12 +52,12 @@ from extractor.output.scope import NULL_PARTITION as NULL_PARTITION
 #: ``to_pandas`` (so ``pandas.read_parquet``) cannot merge with the other partitions' values.
 NO_PARTITION: Final = "none"
 #: Parquet files of fewer records are written with Snappy, of as many or more with zstd
-#: (:func:`codec`). zstd starts afresh for each column chunk: on ``invoices``' 91 columns
-#: that fixed cost is half of a small file's writing (4.2 against 2.3 ms a file of 10
-#: records, 4.5 against 2.4 at 32) and a third of its reading, for a file no more than 8 %
-#: smaller below this size (24.8 against 25.0 KB at 10 records, 33.6 against 36.2 KB at 32);
-#: from a few hundred records zstd writes a third less. A tenant's sparse months, ten years
-#: of them, are mostly such files; Snappy is the codec every Parquet reader has.
+#: (:func:`codec`). zstd starts afresh for each column chunk: on ``invoices``' columns that
+#: fixed cost is about half of a small file's writing and reading (``make bench``'s
+#: ``files:`` lines: 3.5 against 2.1 ms to write 10 records, 5.7 against 2.1 at 32), for a
+#: file no more than 6 % smaller below this size (23.3 against 23.4 KB at 10 records, 30.3
+#: against 32.0 KB at 32); from a few hundred records zstd writes a quarter less. A tenant's
+#: sparse months, ten years of them, are mostly such files; every Parquet reader has Snappy.
 SMALL_FILE_RECORDS: Final = 32
 #: The schema metadata of a staged batch that names its record batches' partitions, in order.
 _PARTITIONS: Final = b"extractor.partitions"
